@@ -1,0 +1,158 @@
+//! The data scientist's API to the coordinator: submit, inspect, watch and cancel runs;
+//! list and download checkpoints. The `fedra` CLI is a thin layer over this, and tests and
+//! `fedra-sim` use it too, so every path is exercised the way users drive it.
+
+use crate::plan_file::PlanFile;
+use crate::wire::{self, CheckpointSummary, RunStatus, WatchEvent};
+use fedra_proto::pb;
+use fedra_proto::pb::checkpoint_service_client::CheckpointServiceClient;
+use fedra_proto::pb::run_service_client::RunServiceClient;
+use fedra_proto::chunking::sha256_bytes_hex;
+use std::path::{Path, PathBuf};
+use tokio_stream::{Stream, StreamExt};
+use tonic::transport::Channel;
+
+/// A control-plane call failed. `Rpc` carries the coordinator's own message.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot connect to coordinator at {endpoint}: {message}")]
+    Connect { endpoint: String, message: String },
+    #[error("{message} ({code:?})")]
+    Rpc { code: tonic::Code, message: String },
+    #[error("{0}")]
+    Protocol(String),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+impl From<tonic::Status> for ControlError {
+    fn from(s: tonic::Status) -> Self {
+        ControlError::Rpc { code: s.code(), message: s.message().to_string() }
+    }
+}
+
+/// Connection to a coordinator's `RunService` and `CheckpointService`.
+#[derive(Clone)]
+pub struct ControlClient {
+    runs: RunServiceClient<Channel>,
+    checkpoints: CheckpointServiceClient<Channel>,
+}
+
+/// A pulled checkpoint on local disk.
+#[derive(Debug, Clone)]
+pub struct PulledCheckpoint {
+    pub info: CheckpointSummary,
+    pub weights: PathBuf,
+    pub manifest: PathBuf,
+}
+
+impl ControlClient {
+    /// # Errors
+    /// [`ControlError::Connect`] when the coordinator cannot be reached.
+    pub async fn connect(endpoint: &str) -> Result<Self, ControlError> {
+        let err = |message: String| ControlError::Connect { endpoint: endpoint.to_string(), message };
+        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+            .map_err(|e| err(e.to_string()))?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        Ok(Self { runs: RunServiceClient::new(channel.clone()), checkpoints: CheckpointServiceClient::new(channel) })
+    }
+
+    /// Submits a plan; returns the run id.
+    ///
+    /// # Errors
+    /// The coordinator's rejection (INVALID_ARGUMENT names the bad field).
+    pub async fn submit(&mut self, plan: &PlanFile) -> Result<String, ControlError> {
+        let resp = self.runs.submit_run(pb::SubmitRunRequest { plan: Some(wire::plan_to_pb(plan)) }).await?;
+        Ok(resp.into_inner().run_id)
+    }
+
+    /// # Errors
+    /// Unknown run or transport failure.
+    pub async fn get(&mut self, run: &str) -> Result<RunStatus, ControlError> {
+        let resp = self.runs.get_run(pb::GetRunRequest { run_id: run.to_string() }).await?;
+        Ok(wire::run_from_pb(resp.into_inner()))
+    }
+
+    /// # Errors
+    /// Transport failure.
+    pub async fn list(&mut self) -> Result<Vec<RunStatus>, ControlError> {
+        let resp = self.runs.list_runs(pb::ListRunsRequest {}).await?;
+        Ok(resp.into_inner().runs.into_iter().map(wire::run_from_pb).collect())
+    }
+
+    /// Streams the run's events: history first, then live ones, ending with
+    /// [`WatchEvent::RunFinished`].
+    ///
+    /// # Errors
+    /// Unknown run or transport failure.
+    pub async fn watch(&mut self, run: &str) -> Result<impl Stream<Item = Result<WatchEvent, ControlError>> + use<>, ControlError> {
+        let stream = self.runs.watch_run(pb::WatchRunRequest { run_id: run.to_string() }).await?.into_inner();
+        Ok(stream.filter_map(|e| match e {
+            Ok(e) => wire::event_from_pb(e).map(Ok),
+            Err(s) => Some(Err(ControlError::from(s))),
+        }))
+    }
+
+    /// # Errors
+    /// Unknown or already finished run.
+    pub async fn cancel(&mut self, run: &str) -> Result<wire::RunState, ControlError> {
+        let resp = self.runs.cancel_run(pb::CancelRunRequest { run_id: run.to_string() }).await?;
+        Ok(wire::run_state_from_pb(resp.into_inner().state))
+    }
+
+    /// # Errors
+    /// Bad filter value or transport failure.
+    pub async fn list_checkpoints(&mut self, region: Option<&str>, model: Option<&str>, run: Option<&str>) -> Result<Vec<CheckpointSummary>, ControlError> {
+        let req = pb::ListCheckpointsRequest {
+            region: region.unwrap_or_default().to_string(),
+            model_name: model.unwrap_or_default().to_string(),
+            run_id: run.unwrap_or_default().to_string(),
+        };
+        let resp = self.checkpoints.list_checkpoints(req).await?;
+        Ok(resp.into_inner().checkpoints.into_iter().map(wire::checkpoint_from_pb).collect())
+    }
+
+    /// Downloads a checkpoint into `dir` as `model.safetensors` + `manifest.json`, verifying
+    /// the file digest recorded in the manifest. Writes to temporary names first, so a
+    /// failed pull leaves no file that looks complete.
+    ///
+    /// # Errors
+    /// Unknown checkpoint, transport failure, digest mismatch or I/O errors.
+    pub async fn pull_checkpoint(&mut self, id: &str, dir: &Path) -> Result<PulledCheckpoint, ControlError> {
+        let mut stream = self.checkpoints.fetch_checkpoint(pb::FetchCheckpointRequest { checkpoint_id: id.to_string() }).await?.into_inner();
+        let info = match stream.message().await? {
+            Some(pb::CheckpointPart { part: Some(pb::checkpoint_part::Part::Info(i)) }) => wire::checkpoint_from_pb(i),
+            _ => return Err(ControlError::Protocol("checkpoint stream did not start with its info".into())),
+        };
+        let mut bytes = Vec::new();
+        while let Some(part) = stream.message().await? {
+            match part.part {
+                Some(pb::checkpoint_part::Part::Safetensors(b)) => bytes.extend_from_slice(&b),
+                _ => return Err(ControlError::Protocol("unexpected message in checkpoint stream".into())),
+            }
+        }
+        let manifest: serde_json::Value =
+            serde_json::from_str(&info.manifest_json).map_err(|e| ControlError::Protocol(format!("manifest is not JSON: {e}")))?;
+        let recorded = manifest.get("file_sha256").and_then(|v| v.as_str()).unwrap_or_default();
+        let computed = sha256_bytes_hex(&bytes);
+        if recorded != computed {
+            return Err(ControlError::Protocol(format!("downloaded file sha256 {computed} differs from the manifest's {recorded}")));
+        }
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| ControlError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let weights = dir.join("model.safetensors");
+        let manifest_path = dir.join("manifest.json");
+        for (path, data) in [(&weights, bytes.as_slice()), (&manifest_path, info.manifest_json.as_bytes())] {
+            let tmp = path.with_extension("part");
+            std::fs::write(&tmp, data).map_err(io(&tmp))?;
+            std::fs::rename(&tmp, path).map_err(io(path))?;
+        }
+        Ok(PulledCheckpoint { info, weights, manifest: manifest_path })
+    }
+}

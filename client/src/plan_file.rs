@@ -1,0 +1,123 @@
+//! The run plan file a data scientist writes (`fedra run submit plan.toml`). Parsed
+//! strictly (unknown keys are errors with line and column); the coordinator validates the
+//! values themselves at submit time and names any bad field.
+
+use serde::Deserialize;
+use std::path::Path;
+
+pub const PLAN_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanFileError {
+    #[error("cannot read plan {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("plan {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("plan {path}: version {version} is not supported (expected {PLAN_VERSION})")]
+    Version { path: String, version: u32 },
+}
+
+/// `[model]`: which network to train.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ModelSection {
+    LogisticRegression { name: String, input_dim: u32, classes: u32 },
+}
+
+/// `[local]`: local training hyperparameters.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSection {
+    pub epochs: u32,
+    pub batch_size: u32,
+    pub learning_rate: f64,
+    #[serde(default)]
+    pub proximal_mu: f64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StrategyName {
+    #[default]
+    FedAvg,
+}
+
+/// A run plan as written in TOML.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PlanFile {
+    pub version: u32,
+    pub model: ModelSection,
+    #[serde(default)]
+    pub initial_checkpoint: Option<String>,
+    #[serde(default)]
+    pub strategy: StrategyName,
+    pub rounds: u32,
+    pub clients_per_round: u32,
+    pub min_clients: u32,
+    #[serde(default)]
+    pub over_selection: f64,
+    pub round_deadline_seconds: f64,
+    pub local: LocalSection,
+    #[serde(default)]
+    pub regions: Vec<String>,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl PlanFile {
+    /// # Errors
+    /// Unreadable file, bad TOML, unknown keys or an unsupported version.
+    pub fn load(path: &Path) -> Result<Self, PlanFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PlanFileError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// # Errors
+    /// Bad TOML, unknown keys or an unsupported version.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, PlanFileError> {
+        let plan: PlanFile = toml::from_str(text)
+            .map_err(|e| PlanFileError::Parse { path: origin.to_string(), message: e.to_string().trim().replace('\n', " ") })?;
+        if plan.version != PLAN_VERSION {
+            return Err(PlanFileError::Version { path: origin.to_string(), version: plan.version });
+        }
+        Ok(plan)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLAN: &str = r#"
+version = 1
+rounds = 3
+clients_per_round = 5
+min_clients = 3
+round_deadline_seconds = 60
+regions = ["eu"]
+
+[model]
+kind = "logistic_regression"
+name = "demo"
+input_dim = 20
+classes = 4
+
+[local]
+epochs = 2
+batch_size = 32
+learning_rate = 0.1
+"#;
+
+    #[test]
+    fn parses_and_rejects_unknown_keys() {
+        let p = PlanFile::parse(PLAN, "plan.toml").unwrap();
+        assert_eq!(p.rounds, 3);
+        assert_eq!(p.model, ModelSection::LogisticRegression { name: "demo".into(), input_dim: 20, classes: 4 });
+        let bad = PLAN.replace("epochs = 2", "epochs = 2\nepoch = 3");
+        let e = PlanFile::parse(&bad, "plan.toml").unwrap_err().to_string();
+        assert!(e.contains("epoch") && e.contains("line"), "{e}");
+        let e = PlanFile::parse(&PLAN.replace("version = 1", "version = 9"), "p").unwrap_err();
+        assert!(matches!(e, PlanFileError::Version { version: 9, .. }));
+    }
+}

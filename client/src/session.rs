@@ -1,0 +1,282 @@
+//! The sidecar protocol: register, subscribe to tasks, and for each task fetch the global
+//! model, train locally, push the update; reconnect with jittered exponential backoff when
+//! the coordinator goes away.
+//!
+//! Never a half-finished update: the upload stream is built from a complete training result
+//! and its trailer (sample count, metrics, digest) is the last message, so a crash or a
+//! broken connection mid-upload leaves the coordinator with a stream that has no trailer,
+//! which it discards.
+
+use crate::data::DatasetInfo;
+use crate::trainer::{TrainError, Trainer};
+use crate::wire::{self, Task, WireError};
+use fedra_proto::chunking::{ChunkError, Reassembler, chunks, sha256_hex};
+use fedra_proto::pb;
+use fedra_proto::pb::fleet_service_client::FleetServiceClient;
+use rand::Rng;
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+use tracing::{info, warn};
+
+/// A session with the coordinator ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot reach coordinator at {endpoint}: {message}")]
+    Connect { endpoint: String, message: String },
+    #[error("coordinator said: {message} ({code:?})")]
+    Rpc { code: tonic::Code, message: String },
+    #[error("malformed message from coordinator: {0}")]
+    Wire(#[from] WireError),
+    #[error("model download: {0}")]
+    Download(#[from] ChunkError),
+    #[error("local training: {0}")]
+    Train(#[from] TrainError),
+    #[error("model download: {0}")]
+    Protocol(String),
+}
+
+impl From<tonic::Status> for SessionError {
+    fn from(s: tonic::Status) -> Self {
+        SessionError::Rpc { code: s.code(), message: s.message().to_string() }
+    }
+}
+
+/// Identity and connection settings of a sidecar (validated by [`crate::config`]).
+#[derive(Debug, Clone)]
+pub struct SidecarSettings {
+    pub endpoint: String,
+    pub client_id: String,
+    pub region: String,
+    pub devices: Vec<String>,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+/// What the sidecar has done so far (for logs, sims and tests).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SidecarStatus {
+    pub connected: bool,
+    pub sessions: u32,
+    pub tasks_completed: u32,
+    pub tasks_failed: u32,
+    pub last_round: Option<(String, u32)>,
+    pub last_error: Option<String>,
+}
+
+/// A client sidecar: a trainer plus the protocol loop.
+pub struct Sidecar {
+    settings: SidecarSettings,
+    datasets: Vec<DatasetInfo>,
+    trainer: Arc<Mutex<Box<dyn Trainer>>>,
+    status: watch::Sender<SidecarStatus>,
+}
+
+impl Sidecar {
+    pub fn new(settings: SidecarSettings, datasets: Vec<DatasetInfo>, trainer: Box<dyn Trainer>) -> Self {
+        let (status, _) = watch::channel(SidecarStatus::default());
+        Self { settings, datasets, trainer: Arc::new(Mutex::new(trainer)), status }
+    }
+
+    /// Follows the sidecar's progress.
+    pub fn status(&self) -> watch::Receiver<SidecarStatus> {
+        self.status.subscribe()
+    }
+
+    /// Runs sessions until `shutdown` resolves, reconnecting with backoff in between.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut backoff = self.settings.backoff_initial;
+        loop {
+            let started = tokio::time::Instant::now();
+            let outcome = tokio::select! {
+                () = &mut shutdown => return,
+                r = self.session() => r,
+            };
+            self.status.send_modify(|s| s.connected = false);
+            match outcome {
+                Ok(()) => info!(client = %self.settings.client_id, "coordinator closed the task stream; reconnecting"),
+                Err(e) => {
+                    warn!(client = %self.settings.client_id, error = %e, "session ended");
+                    self.status.send_modify(|s| s.last_error = Some(e.to_string()));
+                }
+            }
+            // A session that lasted a while was healthy: start backing off from scratch.
+            if started.elapsed() > self.settings.backoff_max {
+                backoff = self.settings.backoff_initial;
+            }
+            let jitter = rand::rng().random_range(0.5..1.0);
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(backoff.mul_f64(jitter)) => {}
+            }
+            backoff = (backoff * 2).min(self.settings.backoff_max);
+        }
+    }
+
+    async fn connect(&self) -> Result<FleetServiceClient<Channel>, SessionError> {
+        let err = |message: String| SessionError::Connect { endpoint: self.settings.endpoint.clone(), message };
+        let channel = tonic::transport::Endpoint::from_shared(self.settings.endpoint.clone())
+            .map_err(|e| err(e.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        Ok(FleetServiceClient::new(channel))
+    }
+
+    /// One connection's life: register, subscribe, work tasks until the stream ends.
+    async fn session(&self) -> Result<(), SessionError> {
+        let mut fleet = self.connect().await?;
+        let reg = wire::register_to_pb(&self.settings.client_id, &self.settings.region, &self.datasets, &self.settings.devices);
+        let settings = fleet.register(reg).await?.into_inner();
+        let mut tasks = fleet.subscribe(pb::SubscribeRequest { client_id: self.settings.client_id.clone() }).await?.into_inner();
+        self.status.send_modify(|s| {
+            s.connected = true;
+            s.sessions += 1;
+        });
+        info!(client = %self.settings.client_id, region = %self.settings.region, "registered and waiting for tasks");
+
+        let cancelled: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            fleet.clone(),
+            self.settings.client_id.clone(),
+            Duration::from_secs_f64(settings.heartbeat_interval_seconds.clamp(0.05, 3600.0)),
+            Arc::clone(&cancelled),
+        ));
+        let result = async {
+            while let Some(task) = tasks.message().await? {
+                let task = match wire::task_from_pb(task) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        warn!(client = %self.settings.client_id, error = %e, "ignoring malformed task");
+                        continue;
+                    }
+                };
+                let (run, round) = (task.run.clone(), task.round);
+                match self.work(&mut fleet, task, &cancelled).await {
+                    Ok(true) => self.status.send_modify(|s| {
+                        s.tasks_completed += 1;
+                        s.last_round = Some((run, round));
+                    }),
+                    Ok(false) => {}
+                    Err(e @ SessionError::Rpc { code: tonic::Code::Unavailable, .. }) => return Err(e),
+                    Err(e) => {
+                        warn!(client = %self.settings.client_id, run = %run, round, error = %e, "task failed");
+                        self.status.send_modify(|s| {
+                            s.tasks_failed += 1;
+                            s.last_error = Some(e.to_string());
+                        });
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        heartbeat.abort();
+        result
+    }
+
+    /// Fetch → train → push for one task. Returns `false` when the task was abandoned
+    /// because the coordinator cancelled it.
+    async fn work(&self, fleet: &mut FleetServiceClient<Channel>, task: Task, cancelled: &Mutex<HashSet<String>>) -> Result<bool, SessionError> {
+        let global = fetch_model(fleet, &task, &self.settings.client_id).await?;
+        let trainer = Arc::clone(&self.trainer);
+        let spec = task.spec.clone();
+        let global = Arc::new(global);
+        let g = Arc::clone(&global);
+        let outcome = tokio::task::spawn_blocking(move || trainer.lock().expect("trainer mutex poisoned").train(&spec, &g))
+            .await
+            .map_err(|e| SessionError::Protocol(format!("training thread failed: {e}")))??;
+        if cancelled.lock().expect("cancel set poisoned").remove(&task.id) {
+            info!(client = %self.settings.client_id, task = %task.id, "task cancelled by the coordinator; update not sent");
+            return Ok(false);
+        }
+        let norm = outcome.params.iter().zip(global.iter()).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt();
+        let sha256 = sha256_hex(&outcome.params);
+        let header = pb::UpdatePart {
+            part: Some(pb::update_part::Part::Header(pb::UpdateHeader {
+                task_id: task.id.clone(),
+                client_id: self.settings.client_id.clone(),
+                total_values: outcome.params.len() as u64,
+            })),
+        };
+        let trailer = pb::UpdatePart {
+            part: Some(pb::update_part::Part::Trailer(pb::UpdateTrailer {
+                samples: outcome.samples,
+                metrics: Some(wire::metrics_to_pb(&outcome.metrics)),
+                update_norm: norm,
+                sha256,
+            })),
+        };
+        let chunk_bytes = if task.chunk_bytes == 0 { fedra_proto::chunking::DEFAULT_CHUNK_BYTES } else { task.chunk_bytes };
+        let params = outcome.params;
+        // The trailer is produced only after every chunk has been sent.
+        let parts: Vec<pb::UpdatePart> = std::iter::once(header)
+            .chain(chunks(&params, chunk_bytes).map(|c| pb::UpdatePart { part: Some(pb::update_part::Part::Chunk(c)) }))
+            .chain(std::iter::once(trailer))
+            .collect();
+        let resp = fleet.push_update(tokio_stream::iter(parts)).await?.into_inner();
+        info!(
+            client = %self.settings.client_id,
+            run = %task.run,
+            round = task.round,
+            samples = outcome.samples,
+            loss_before = outcome.metrics.loss_before,
+            loss_after = outcome.metrics.loss_after,
+            reported = resp.reported,
+            "update accepted"
+        );
+        Ok(true)
+    }
+}
+
+/// Downloads and verifies the task's global model.
+///
+/// # Errors
+/// Transport failures, a stream that breaks the chunk contract or a digest mismatch.
+pub async fn fetch_model(fleet: &mut FleetServiceClient<Channel>, task: &Task, client_id: &str) -> Result<Vec<f32>, SessionError> {
+    let mut stream = fleet
+        .fetch_model(pb::FetchModelRequest { task_id: task.id.clone(), client_id: client_id.to_string() })
+        .await?
+        .into_inner();
+    let header = match stream.message().await? {
+        Some(pb::ModelPart { part: Some(pb::model_part::Part::Header(h)) }) => h,
+        _ => return Err(SessionError::Protocol("model stream did not start with a header".into())),
+    };
+    if header.total_values != task.spec.layout.total() as u64 {
+        return Err(SessionError::Protocol(format!(
+            "model has {} values, the task layout needs {}",
+            header.total_values,
+            task.spec.layout.total()
+        )));
+    }
+    let mut r = Reassembler::new(header.total_values);
+    while let Some(part) = stream.message().await? {
+        match part.part {
+            Some(pb::model_part::Part::Chunk(c)) => r.push(&c)?,
+            _ => return Err(SessionError::Protocol("unexpected message in model stream".into())),
+        }
+    }
+    Ok(r.finish(&header.sha256)?)
+}
+
+async fn heartbeat_loop(mut fleet: FleetServiceClient<Channel>, client_id: String, every: Duration, cancelled: Arc<Mutex<HashSet<String>>>) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        match fleet.heartbeat(pb::HeartbeatRequest { client_id: client_id.clone(), task_id: String::new() }).await {
+            Ok(resp) => {
+                let ids = resp.into_inner().cancelled_tasks;
+                if !ids.is_empty() {
+                    cancelled.lock().expect("cancel set poisoned").extend(ids);
+                }
+            }
+            Err(e) => warn!(client = %client_id, error = %e, "heartbeat failed"),
+        }
+    }
+}

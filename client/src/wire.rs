@@ -1,0 +1,300 @@
+//! The client side's one conversion boundary with protobuf. Everything else in this crate
+//! works with the domain types below.
+
+use crate::data::DatasetInfo;
+use crate::plan_file::{ModelSection, PlanFile, StrategyName};
+use crate::trainer::{Architecture, LocalHyperparams, TensorLayout, TensorSpec, TrainMetrics, TrainSpec};
+use fedra_proto::pb;
+use std::time::Duration;
+
+/// A message from the coordinator is malformed.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("{0} is missing")]
+    Missing(&'static str),
+    #[error("{field}: {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+/// One task received from the coordinator.
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub id: String,
+    pub run: String,
+    pub round: u32,
+    pub spec: TrainSpec,
+    pub chunk_bytes: usize,
+    pub deadline: Duration,
+}
+
+/// Run lifecycle states as shown to users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Unknown,
+}
+
+impl RunState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+            Self::Unknown => "unknown",
+        }
+    }
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// One round attempt of a run.
+#[derive(Debug, Clone)]
+pub struct RoundRow {
+    pub round: u32,
+    pub phase: String,
+    pub selected: u32,
+    pub reported: u32,
+    pub samples: u64,
+    pub metrics: Option<TrainMetrics>,
+    pub checkpoint: Option<String>,
+    pub failure: Option<String>,
+}
+
+/// A run as the coordinator reports it.
+#[derive(Debug, Clone)]
+pub struct RunStatus {
+    pub id: String,
+    pub model_name: String,
+    pub state: RunState,
+    pub total_rounds: u32,
+    pub completed_rounds: u32,
+    pub published_checkpoint: Option<String>,
+    pub failure: Option<String>,
+    pub created_at: String,
+    pub rounds: Vec<RoundRow>,
+}
+
+/// A step of a run, as streamed by `WatchRun`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchEvent {
+    Selected { round: u32, clients: Vec<String>, target: u32 },
+    UpdateReceived { round: u32, client: String, region: String, samples: u64, reported: u32, target: u32, metrics: TrainMetrics },
+    Aggregated { round: u32, clients: u32, samples: u64, metrics: TrainMetrics },
+    Published { round: u32, checkpoint: String, regions: Vec<String>, sha256: String },
+    RoundFailed { round: u32, reason: String },
+    RunFinished { state: RunState, reason: Option<String> },
+}
+
+/// A checkpoint in the registry.
+#[derive(Debug, Clone)]
+pub struct CheckpointSummary {
+    pub id: String,
+    pub run: String,
+    pub round: u32,
+    pub model_name: String,
+    pub regions: Vec<String>,
+    pub sha256: String,
+    pub created_at: String,
+    pub published: bool,
+    pub manifest_json: String,
+}
+
+fn non_empty(s: String) -> Option<String> {
+    if s.is_empty() { None } else { Some(s) }
+}
+
+pub fn architecture_from_pb(m: &pb::ModelSpec) -> Result<Architecture, WireError> {
+    match &m.architecture {
+        Some(pb::model_spec::Architecture::LogisticRegression(lr)) => Ok(Architecture::LogisticRegression {
+            input_dim: lr.input_dim as usize,
+            classes: lr.classes as usize,
+        }),
+        None => Err(WireError::Missing("task.model.architecture")),
+    }
+}
+
+pub fn task_from_pb(t: pb::Task) -> Result<Task, WireError> {
+    let model = t.model.ok_or(WireError::Missing("task.model"))?;
+    let layout = t.layout.ok_or(WireError::Missing("task.layout"))?;
+    let local = t.local.ok_or(WireError::Missing("task.local"))?;
+    if t.task_id.is_empty() {
+        return Err(WireError::Missing("task.task_id"));
+    }
+    let layout = TensorLayout {
+        tensors: layout
+            .tensors
+            .into_iter()
+            .map(|s| TensorSpec { name: s.name, shape: s.shape.into_iter().map(|d| d as usize).collect() })
+            .collect(),
+    };
+    let deadline = if t.deadline_seconds.is_finite() && t.deadline_seconds >= 0.0 {
+        Duration::from_secs_f64(t.deadline_seconds)
+    } else {
+        return Err(WireError::Invalid { field: "task.deadline_seconds", message: t.deadline_seconds.to_string() });
+    };
+    Ok(Task {
+        id: t.task_id,
+        run: t.run_id,
+        round: t.round,
+        spec: TrainSpec {
+            architecture: architecture_from_pb(&model)?,
+            layout,
+            hyper: LocalHyperparams {
+                epochs: local.epochs,
+                batch_size: local.batch_size,
+                learning_rate: local.learning_rate,
+                proximal_mu: local.proximal_mu,
+            },
+            seed: t.seed,
+        },
+        chunk_bytes: t.chunk_bytes as usize,
+        deadline,
+    })
+}
+
+pub fn metrics_to_pb(m: &TrainMetrics) -> pb::TrainingMetrics {
+    pb::TrainingMetrics {
+        loss_before: m.loss_before,
+        loss_after: m.loss_after,
+        accuracy_after: m.accuracy_after,
+        train_seconds: m.train_seconds,
+    }
+}
+
+pub fn metrics_from_pb(m: &pb::TrainingMetrics) -> TrainMetrics {
+    TrainMetrics {
+        loss_before: m.loss_before,
+        loss_after: m.loss_after,
+        accuracy_after: m.accuracy_after,
+        train_seconds: m.train_seconds,
+    }
+}
+
+/// Registration message: the client's identity and what its data looks like (never the data).
+pub fn register_to_pb(client_id: &str, region: &str, datasets: &[DatasetInfo], devices: &[String]) -> pb::RegisterRequest {
+    pb::RegisterRequest {
+        client_id: client_id.to_string(),
+        region: region.to_string(),
+        datasets: datasets
+            .iter()
+            .map(|d| pb::DatasetDescriptor { name: d.name.clone(), samples: d.samples, features: d.features, classes: d.classes })
+            .collect(),
+        capabilities: Some(pb::Capabilities { devices: devices.to_vec(), max_parameters: 0 }),
+    }
+}
+
+pub fn plan_to_pb(p: &PlanFile) -> pb::RunPlan {
+    let ModelSection::LogisticRegression { name, input_dim, classes } = &p.model;
+    pb::RunPlan {
+        model: Some(pb::ModelSpec {
+            name: name.clone(),
+            architecture: Some(pb::model_spec::Architecture::LogisticRegression(pb::LogisticRegression {
+                input_dim: *input_dim,
+                classes: *classes,
+            })),
+        }),
+        initial_checkpoint: p.initial_checkpoint.clone().unwrap_or_default(),
+        strategy: match p.strategy {
+            StrategyName::FedAvg => pb::Strategy::FedAvg as i32,
+        },
+        rounds: p.rounds,
+        clients_per_round: p.clients_per_round,
+        min_clients: p.min_clients,
+        over_selection: p.over_selection,
+        round_deadline_seconds: p.round_deadline_seconds,
+        local: Some(pb::LocalTraining {
+            epochs: p.local.epochs,
+            batch_size: p.local.batch_size,
+            learning_rate: p.local.learning_rate,
+            proximal_mu: p.local.proximal_mu,
+        }),
+        regions: p.regions.clone(),
+        seed: p.seed,
+    }
+}
+
+pub fn run_state_from_pb(s: i32) -> RunState {
+    match pb::RunState::try_from(s) {
+        Ok(pb::RunState::Queued) => RunState::Queued,
+        Ok(pb::RunState::Running) => RunState::Running,
+        Ok(pb::RunState::Succeeded) => RunState::Succeeded,
+        Ok(pb::RunState::Failed) => RunState::Failed,
+        Ok(pb::RunState::Cancelled) => RunState::Cancelled,
+        _ => RunState::Unknown,
+    }
+}
+
+pub fn run_from_pb(r: pb::RunInfo) -> RunStatus {
+    let (model_name, total_rounds) = r
+        .plan
+        .as_ref()
+        .map(|p| (p.model.as_ref().map(|m| m.name.clone()).unwrap_or_default(), p.rounds))
+        .unwrap_or_default();
+    RunStatus {
+        id: r.run_id,
+        model_name,
+        state: run_state_from_pb(r.state),
+        total_rounds,
+        completed_rounds: r.completed_rounds,
+        published_checkpoint: non_empty(r.published_checkpoint),
+        failure: non_empty(r.failure),
+        created_at: r.created_at,
+        rounds: r
+            .rounds
+            .into_iter()
+            .map(|s| RoundRow {
+                round: s.round,
+                phase: s.phase,
+                selected: s.selected,
+                reported: s.reported,
+                samples: s.samples,
+                metrics: s.metrics.as_ref().map(metrics_from_pb),
+                checkpoint: non_empty(s.checkpoint_id),
+                failure: non_empty(s.failure),
+            })
+            .collect(),
+    }
+}
+
+pub fn event_from_pb(e: pb::RunEvent) -> Option<WatchEvent> {
+    use pb::run_event::Kind;
+    let round = e.round;
+    let metrics = |m: Option<pb::TrainingMetrics>| m.as_ref().map(metrics_from_pb).unwrap_or_default();
+    Some(match e.kind? {
+        Kind::Selected(s) => WatchEvent::Selected { round, clients: s.clients, target: s.target },
+        Kind::UpdateReceived(u) => WatchEvent::UpdateReceived {
+            round,
+            client: u.client_id,
+            region: u.region,
+            samples: u.samples,
+            reported: u.reported,
+            target: u.target,
+            metrics: metrics(u.metrics),
+        },
+        Kind::Aggregated(a) => WatchEvent::Aggregated { round, clients: a.clients, samples: a.samples, metrics: metrics(a.metrics) },
+        Kind::Published(p) => WatchEvent::Published { round, checkpoint: p.checkpoint_id, regions: p.regions, sha256: p.sha256 },
+        Kind::RoundFailed(f) => WatchEvent::RoundFailed { round, reason: f.reason },
+        Kind::RunFinished(f) => WatchEvent::RunFinished { state: run_state_from_pb(f.state), reason: non_empty(f.reason) },
+    })
+}
+
+pub fn checkpoint_from_pb(c: pb::CheckpointInfo) -> CheckpointSummary {
+    CheckpointSummary {
+        id: c.checkpoint_id,
+        run: c.run_id,
+        round: c.round,
+        model_name: c.model_name,
+        regions: c.regions,
+        sha256: c.sha256,
+        created_at: c.created_at,
+        published: c.published,
+        manifest_json: c.manifest_json,
+    }
+}

@@ -1,0 +1,163 @@
+//! Streaming FedAvg aggregation in O(model) memory.
+//!
+//! Memory contract: the coordinator holds one running weighted sum (`f64` per parameter)
+//! plus at most `max_concurrent_uploads` staging buffers (`f32` per parameter), however many
+//! clients report. An upload's chunks are decoded straight from the received gRPC buffers
+//! into a staging buffer as they arrive; only when the upload's trailer has been verified
+//! (every value present, digest and sample count good) is the buffer folded into the sum
+//! with one pass and handed back to the pool. A broken upload therefore never touches the
+//! sum's committed state: its buffer is simply returned to the pool.
+//!
+//! The sum is kept in `f64` so that the result does not depend on the order in which
+//! clients report beyond `f64` rounding (far below `f32` resolution for any realistic
+//! number of clients).
+
+mod staging;
+
+pub use staging::{StagingBuffer, StagingPool};
+
+/// Folding an update was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AggregationError {
+    #[error("update has {got} values, the model has {expected}")]
+    Length { expected: usize, got: usize },
+    #[error("update weight {0} must be finite and positive")]
+    Weight(f64),
+    #[error("no update was aggregated")]
+    Empty,
+}
+
+/// Running sample-weighted sum of client models.
+#[derive(Debug, Clone)]
+pub struct FedAvgAccumulator {
+    sum: Vec<f64>,
+    total_weight: f64,
+    contributions: u32,
+}
+
+impl FedAvgAccumulator {
+    /// An empty accumulator for a model of `len` parameters.
+    pub fn new(len: usize) -> Self {
+        Self { sum: vec![0.0; len], total_weight: 0.0, contributions: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.sum.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sum.is_empty()
+    }
+
+    pub fn contributions(&self) -> u32 {
+        self.contributions
+    }
+
+    pub fn total_weight(&self) -> f64 {
+        self.total_weight
+    }
+
+    /// Adds `weight · update` to the sum.
+    ///
+    /// # Errors
+    /// Wrong length or a non-positive weight; the sum is untouched then.
+    pub fn fold(&mut self, update: &[f32], weight: f64) -> Result<(), AggregationError> {
+        if update.len() != self.sum.len() {
+            return Err(AggregationError::Length { expected: self.sum.len(), got: update.len() });
+        }
+        if !(weight.is_finite() && weight > 0.0) {
+            return Err(AggregationError::Weight(weight));
+        }
+        // A plain zip over slices: bounds checks vanish and the loop vectorises.
+        for (s, u) in self.sum.iter_mut().zip(update) {
+            *s += weight * f64::from(*u);
+        }
+        self.total_weight += weight;
+        self.contributions += 1;
+        Ok(())
+    }
+
+    /// The weighted average `Σ wᵢ·xᵢ / Σ wᵢ`, rounded to `f32`.
+    ///
+    /// # Errors
+    /// [`AggregationError::Empty`] when nothing was folded.
+    pub fn average(&self) -> Result<Vec<f32>, AggregationError> {
+        if self.contributions == 0 {
+            return Err(AggregationError::Empty);
+        }
+        let inv = 1.0 / self.total_weight;
+        Ok(self.sum.iter().map(|s| (s * inv) as f32).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn reference(updates: &[(Vec<f32>, f64)]) -> Vec<f64> {
+        let total: f64 = updates.iter().map(|(_, w)| w).sum();
+        (0..updates[0].0.len())
+            .map(|i| updates.iter().map(|(u, w)| w * f64::from(u[i])).sum::<f64>() / total)
+            .collect()
+    }
+
+    fn updates_strategy() -> impl Strategy<Value = Vec<(Vec<f32>, f64)>> {
+        (1usize..40).prop_flat_map(|len| {
+            proptest::collection::vec(
+                (proptest::collection::vec(-1e3f32..1e3, len), 1.0f64..1e4),
+                1..30,
+            )
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn matches_reference_and_is_order_invariant(updates in updates_strategy(), seed in any::<u64>()) {
+            let len = updates[0].0.len();
+            let mut acc = FedAvgAccumulator::new(len);
+            for (u, w) in &updates {
+                acc.fold(u, *w).unwrap();
+            }
+            let avg = acc.average().unwrap();
+            let want = reference(&updates);
+            for (a, b) in avg.iter().zip(&want) {
+                prop_assert!((f64::from(*a) - b).abs() <= 1e-6 * b.abs().max(1.0));
+            }
+            // Any permutation gives the same f32 result up to one ulp-level difference.
+            let mut shuffled = updates.clone();
+            let n = shuffled.len();
+            for i in 0..n {
+                let j = ((seed.wrapping_mul(6364136223846793005).wrapping_add(i as u64)) % n as u64) as usize;
+                shuffled.swap(i, j);
+            }
+            let mut acc2 = FedAvgAccumulator::new(len);
+            for (u, w) in &shuffled {
+                acc2.fold(u, *w).unwrap();
+            }
+            for (a, b) in avg.iter().zip(acc2.average().unwrap()) {
+                prop_assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0));
+            }
+        }
+    }
+
+    #[test]
+    fn one_client_is_returned_exactly() {
+        let u: Vec<f32> = (0..100).map(|i| (i as f32).sin() * 3.7).collect();
+        let mut acc = FedAvgAccumulator::new(100);
+        acc.fold(&u, 42.0).unwrap();
+        assert_eq!(acc.average().unwrap(), u);
+    }
+
+    #[test]
+    fn refusals_leave_the_sum_untouched() {
+        let mut acc = FedAvgAccumulator::new(3);
+        acc.fold(&[1.0, 2.0, 3.0], 1.0).unwrap();
+        assert_eq!(acc.fold(&[1.0], 1.0), Err(AggregationError::Length { expected: 3, got: 1 }));
+        assert_eq!(acc.fold(&[1.0, 1.0, 1.0], 0.0), Err(AggregationError::Weight(0.0)));
+        assert_eq!(acc.fold(&[1.0, 1.0, 1.0], f64::NAN).is_err(), true);
+        assert_eq!(acc.contributions(), 1);
+        assert_eq!(acc.average().unwrap(), vec![1.0, 2.0, 3.0]);
+        assert_eq!(FedAvgAccumulator::new(3).average(), Err(AggregationError::Empty));
+    }
+}

@@ -1,0 +1,299 @@
+//! Checkpoints: the aggregated model of each completed round, written as safetensors plus
+//! a JSON provenance manifest, into an artifact directory laid out by region:
+//!
+//! ```text
+//! <artifacts>/<region>/<model name>/<run id>/round-0003/model.safetensors
+//!                                                      /manifest.json
+//! ```
+//!
+//! Each target region gets its own copy, so that a regional inference node only ever reads
+//! its own region's tree. Files are written to a temporary name and renamed, so a crash
+//! never leaves a half-written checkpoint under its final name.
+//!
+//! Two digests are recorded: `weights_sha256` is the sha256 of the flat little-endian f32
+//! parameter vector (the same digest `FetchModel` declares), `file_sha256` the sha256 of the
+//! safetensors file as stored (what `sha256sum model.safetensors` prints).
+
+use crate::ids::{CheckpointId, ClientId, RegionId, RunId};
+use crate::model::{ModelSpec, TensorLayout};
+use crate::round::TrainingMetrics;
+use chrono::{DateTime, Utc};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// Manifest format identifier; bump when fields change meaning.
+pub const MANIFEST_FORMAT: &str = "fedra.checkpoint.v1";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// Writing or reading a checkpoint failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("checkpoint i/o at {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("safetensors: {0}")]
+    Format(String),
+    #[error("checkpoint {path} does not match the model layout: {reason}")]
+    Layout { path: String, reason: String },
+    #[error("checkpoint {path} is corrupt: sha256 {computed} differs from recorded {recorded}")]
+    Digest { path: String, recorded: String, computed: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io { path: path.display().to_string(), source }
+}
+
+/// One contributing client in a manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contributor {
+    pub client: ClientId,
+    pub region: RegionId,
+    pub samples: u64,
+}
+
+/// Per-region totals in a manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionContribution {
+    pub clients: u32,
+    pub samples: u64,
+}
+
+/// The provenance manifest written next to every checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: String,
+    pub checkpoint_id: CheckpointId,
+    pub run_id: RunId,
+    pub round: u32,
+    pub parent_checkpoint: Option<CheckpointId>,
+    pub model: ModelSpec,
+    pub layout: TensorLayout,
+    pub strategy: String,
+    pub contributors: Vec<Contributor>,
+    pub regions: BTreeMap<RegionId, RegionContribution>,
+    pub total_samples: u64,
+    pub metrics: TrainingMetrics,
+    pub weights_file: String,
+    pub weights_sha256: String,
+    pub file_sha256: String,
+    pub published_to: Vec<RegionId>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What the round engine knows when it publishes a round.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    pub id: CheckpointId,
+    pub run: RunId,
+    pub round: u32,
+    pub parent: Option<CheckpointId>,
+    pub model: ModelSpec,
+    pub contributors: Vec<Contributor>,
+    pub metrics: TrainingMetrics,
+    pub regions: Vec<RegionId>,
+}
+
+/// A written checkpoint: its manifest and where each region's copy lies.
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub manifest: Manifest,
+    pub manifest_json: String,
+    pub locations: Vec<(RegionId, PathBuf)>,
+}
+
+/// Writes and reads checkpoints under one artifact root.
+#[derive(Debug, Clone)]
+pub struct CheckpointDir {
+    root: PathBuf,
+}
+
+/// Encodes `params` as a safetensors file with one tensor per layout entry.
+///
+/// # Errors
+/// [`CheckpointError::Layout`] when `params` does not have the layout's length.
+pub fn encode_safetensors(layout: &TensorLayout, params: &[f32], metadata: HashMap<String, String>) -> Result<Vec<u8>, CheckpointError> {
+    if layout.total() != params.len() as u64 {
+        return Err(CheckpointError::Layout {
+            path: "<memory>".into(),
+            reason: format!("{} values for a layout of {}", params.len(), layout.total()),
+        });
+    }
+    let mut encoded = Vec::with_capacity(layout.tensors.len());
+    let mut offset = 0usize;
+    for t in &layout.tensors {
+        let n = t.numel() as usize;
+        encoded.push((t.name.clone(), t.shape.iter().map(|d| *d as usize).collect::<Vec<_>>(), fedra_proto::chunking::encode_le(&params[offset..offset + n])));
+        offset += n;
+    }
+    let views = encoded
+        .iter()
+        .map(|(name, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v)).map_err(|e| CheckpointError::Format(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    safetensors::tensor::serialize(views, Some(metadata)).map_err(|e| CheckpointError::Format(e.to_string()))
+}
+
+/// Decodes a safetensors file into a flat vector laid out by `layout`, checking that every
+/// tensor is present as f32 with the expected shape.
+///
+/// # Errors
+/// [`CheckpointError::Format`] or [`CheckpointError::Layout`].
+pub fn decode_safetensors(bytes: &[u8], layout: &TensorLayout, path: &Path) -> Result<Vec<f32>, CheckpointError> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Format(e.to_string()))?;
+    let layout_err = |reason: String| CheckpointError::Layout { path: path.display().to_string(), reason };
+    let mut out = vec![0.0f32; layout.total() as usize];
+    let mut offset = 0usize;
+    for t in &layout.tensors {
+        let view = st.tensor(&t.name).map_err(|_| layout_err(format!("tensor {:?} is missing", t.name)))?;
+        let shape: Vec<u64> = view.shape().iter().map(|d| *d as u64).collect();
+        if view.dtype() != Dtype::F32 || shape != t.shape {
+            return Err(layout_err(format!("tensor {:?} is {:?}{:?}, expected F32{:?}", t.name, view.dtype(), shape, t.shape)));
+        }
+        let n = t.numel() as usize;
+        fedra_proto::chunking::decode_le_into(view.data(), &mut out[offset..offset + n]);
+        offset += n;
+    }
+    if st.len() != layout.tensors.len() {
+        return Err(layout_err(format!("{} tensors, expected {}", st.len(), layout.tensors.len())));
+    }
+    Ok(out)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+    let f = std::fs::File::open(&tmp).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+impl CheckpointDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Directory of one region's copy of a round's checkpoint.
+    pub fn dir_for(&self, region: &RegionId, model: &str, run: &RunId, round: u32) -> PathBuf {
+        self.root.join(region.as_str()).join(model).join(run.as_str()).join(format!("round-{round:04}"))
+    }
+
+    /// Writes the checkpoint into every region in `req.regions`. Blocking I/O: call from a
+    /// blocking thread.
+    ///
+    /// # Errors
+    /// I/O or encoding failures; nothing is registered then, and leftovers are only files
+    /// that no store row points to.
+    pub fn publish(&self, req: &PublishRequest, params: &[f32]) -> Result<Published, CheckpointError> {
+        let layout = req.model.layout();
+        let weights_sha256 = fedra_proto::chunking::sha256_hex(params);
+        let mut meta = HashMap::new();
+        meta.insert("format".to_string(), MANIFEST_FORMAT.to_string());
+        meta.insert("checkpoint_id".to_string(), req.id.to_string());
+        meta.insert("weights_sha256".to_string(), weights_sha256.clone());
+        let file = encode_safetensors(&layout, params, meta)?;
+        let file_sha256 = hex::encode(Sha256::digest(&file));
+        let mut regions = BTreeMap::<RegionId, RegionContribution>::new();
+        for c in &req.contributors {
+            let e = regions.entry(c.region.clone()).or_insert(RegionContribution { clients: 0, samples: 0 });
+            e.clients += 1;
+            e.samples += c.samples;
+        }
+        let manifest = Manifest {
+            format: MANIFEST_FORMAT.into(),
+            checkpoint_id: req.id.clone(),
+            run_id: req.run.clone(),
+            round: req.round,
+            parent_checkpoint: req.parent.clone(),
+            model: req.model.clone(),
+            layout,
+            strategy: "fed_avg".into(),
+            contributors: req.contributors.clone(),
+            total_samples: req.contributors.iter().map(|c| c.samples).sum(),
+            regions,
+            metrics: req.metrics,
+            weights_file: WEIGHTS_FILE.into(),
+            weights_sha256,
+            file_sha256,
+            published_to: req.regions.clone(),
+            created_at: Utc::now(),
+        };
+        let manifest_json = serde_json::to_string_pretty(&manifest).map_err(|e| CheckpointError::Format(e.to_string()))?;
+        let mut locations = Vec::with_capacity(req.regions.len());
+        for region in &req.regions {
+            let dir = self.dir_for(region, req.model.name(), &req.run, req.round);
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            let weights = dir.join(WEIGHTS_FILE);
+            write_atomic(&weights, &file)?;
+            write_atomic(&dir.join(MANIFEST_FILE), manifest_json.as_bytes())?;
+            locations.push((region.clone(), weights));
+        }
+        Ok(Published { manifest, manifest_json, locations })
+    }
+
+    /// Reads a checkpoint's weights back, verifying the file digest recorded in its manifest.
+    ///
+    /// # Errors
+    /// Missing file, digest mismatch, or a layout that differs from `layout`.
+    pub fn load(weights: &Path, file_sha256: &str, layout: &TensorLayout) -> Result<Vec<f32>, CheckpointError> {
+        let bytes = std::fs::read(weights).map_err(io(weights))?;
+        let computed = hex::encode(Sha256::digest(&bytes));
+        if !computed.eq_ignore_ascii_case(file_sha256) {
+            return Err(CheckpointError::Digest { path: weights.display().to_string(), recorded: file_sha256.into(), computed });
+        }
+        decode_safetensors(&bytes, layout, weights)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Architecture;
+
+    #[test]
+    fn publish_and_load_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let cps = CheckpointDir::new(dir.path());
+        let model = ModelSpec::new("lr", Architecture::LogisticRegression { input_dim: 3, classes: 2 }).unwrap();
+        let params: Vec<f32> = (0..8).map(|i| i as f32 * 0.25 - 1.0).collect();
+        let run = RunId::generate();
+        let req = PublishRequest {
+            id: CheckpointId::for_round(&run, crate::ids::RoundNumber(1)),
+            run: run.clone(),
+            round: 1,
+            parent: None,
+            model: model.clone(),
+            contributors: vec![
+                Contributor { client: ClientId::new("a").unwrap(), region: RegionId::new("eu").unwrap(), samples: 10 },
+                Contributor { client: ClientId::new("b").unwrap(), region: RegionId::new("us").unwrap(), samples: 5 },
+            ],
+            metrics: TrainingMetrics::default(),
+            regions: vec![RegionId::new("eu").unwrap(), RegionId::new("us").unwrap()],
+        };
+        let p = cps.publish(&req, &params).unwrap();
+        assert_eq!(p.locations.len(), 2);
+        assert_eq!(p.manifest.total_samples, 15);
+        assert_eq!(p.manifest.regions[&RegionId::new("eu").unwrap()].samples, 10);
+        for (_, path) in &p.locations {
+            let back = CheckpointDir::load(path, &p.manifest.file_sha256, &model.layout()).unwrap();
+            assert_eq!(back, params);
+            let m: Manifest = serde_json::from_str(&std::fs::read_to_string(path.with_file_name(MANIFEST_FILE)).unwrap()).unwrap();
+            assert_eq!(m, p.manifest);
+        }
+        // A flipped byte is caught by the digest.
+        let path = &p.locations[0].1;
+        let mut bytes = std::fs::read(path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(path, bytes).unwrap();
+        assert!(matches!(CheckpointDir::load(path, &p.manifest.file_sha256, &model.layout()), Err(CheckpointError::Digest { .. })));
+    }
+}

@@ -1,0 +1,201 @@
+//! Coordinator configuration: a TOML file, then `FEDRA_*` environment variables, then
+//! command-line flags, each overriding the previous, validated once into [`Config`].
+//! Environment variables are read here and nowhere else.
+
+use crate::round::EngineSettings;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The only config format version this build reads.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// Configuration is invalid; the message names the file, key or variable and the value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config version {0} is not supported (this build reads version {CONFIG_VERSION})")]
+    Version(u32),
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// Config as written in the file: every field optional, unknown keys rejected.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub version: Option<u32>,
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub artifact_dir: Option<PathBuf>,
+    pub chunk_bytes: Option<u64>,
+    pub max_concurrent_uploads: Option<u64>,
+    pub heartbeat_interval_seconds: Option<f64>,
+    pub client_timeout_seconds: Option<f64>,
+}
+
+impl RawConfig {
+    /// Parses a TOML file.
+    ///
+    /// # Errors
+    /// Unreadable file, bad TOML or unknown keys (with line and column).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// # Errors
+    /// Bad TOML or unknown keys.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_string(), message: e.to_string().trim().replace('\n', " ") })
+    }
+
+    /// Overrides fields from `FEDRA_*` environment variables.
+    ///
+    /// # Errors
+    /// A variable whose value does not parse, naming the variable.
+    pub fn merge_env(mut self) -> Result<Self, ConfigError> {
+        fn var<T: std::str::FromStr>(name: &str) -> Result<Option<T>, ConfigError> {
+            match std::env::var(name) {
+                Ok(v) => v
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| ConfigError::Invalid { key: name.to_string(), message: format!("cannot parse {v:?}") }),
+                Err(_) => Ok(None),
+            }
+        }
+        self.listen = var("FEDRA_LISTEN")?.or(self.listen);
+        self.data_dir = var("FEDRA_DATA_DIR")?.or(self.data_dir);
+        self.artifact_dir = var("FEDRA_ARTIFACT_DIR")?.or(self.artifact_dir);
+        self.chunk_bytes = var("FEDRA_CHUNK_BYTES")?.or(self.chunk_bytes);
+        self.max_concurrent_uploads = var("FEDRA_MAX_CONCURRENT_UPLOADS")?.or(self.max_concurrent_uploads);
+        self.heartbeat_interval_seconds = var("FEDRA_HEARTBEAT_INTERVAL_SECONDS")?.or(self.heartbeat_interval_seconds);
+        self.client_timeout_seconds = var("FEDRA_CLIENT_TIMEOUT_SECONDS")?.or(self.client_timeout_seconds);
+        Ok(self)
+    }
+
+    /// Overrides fields that are set in `other`.
+    pub fn merge(mut self, other: RawConfig) -> Self {
+        self.version = other.version.or(self.version);
+        self.listen = other.listen.or(self.listen);
+        self.data_dir = other.data_dir.or(self.data_dir);
+        self.artifact_dir = other.artifact_dir.or(self.artifact_dir);
+        self.chunk_bytes = other.chunk_bytes.or(self.chunk_bytes);
+        self.max_concurrent_uploads = other.max_concurrent_uploads.or(self.max_concurrent_uploads);
+        self.heartbeat_interval_seconds = other.heartbeat_interval_seconds.or(self.heartbeat_interval_seconds);
+        self.client_timeout_seconds = other.client_timeout_seconds.or(self.client_timeout_seconds);
+        self
+    }
+}
+
+/// Validated coordinator configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub artifact_dir: PathBuf,
+    pub max_concurrent_uploads: usize,
+    pub engine: EngineSettings,
+}
+
+fn seconds(key: &str, v: Option<f64>, default: f64) -> Result<Duration, ConfigError> {
+    let v = v.unwrap_or(default);
+    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(ConfigError::Invalid { key: key.into(), message: format!("must be in (0, 86400] seconds, got {v}") })
+    }
+}
+
+impl Config {
+    /// Validates a merged raw config, filling defaults.
+    ///
+    /// # Errors
+    /// The first invalid key, by name.
+    pub fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
+        let version = raw.version.unwrap_or(CONFIG_VERSION);
+        if version != CONFIG_VERSION {
+            return Err(ConfigError::Version(version));
+        }
+        let listen_text = raw.listen.unwrap_or_else(|| "127.0.0.1:7070".into());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .map_err(|_| ConfigError::Invalid { key: "listen".into(), message: format!("{listen_text:?} is not an address like 127.0.0.1:7070") })?;
+        let data_dir = raw.data_dir.unwrap_or_else(|| PathBuf::from("fedra-data"));
+        if data_dir.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid { key: "data_dir".into(), message: "must not be empty".into() });
+        }
+        let artifact_dir = raw.artifact_dir.unwrap_or_else(|| data_dir.join("artifacts"));
+        let chunk_bytes = raw.chunk_bytes.unwrap_or(fedra_proto::chunking::DEFAULT_CHUNK_BYTES as u64);
+        let (lo, hi) = (fedra_proto::chunking::MIN_CHUNK_BYTES as u64, fedra_proto::chunking::MAX_CHUNK_BYTES as u64);
+        if !(lo..=hi).contains(&chunk_bytes) || chunk_bytes % 4 != 0 {
+            return Err(ConfigError::Invalid {
+                key: "chunk_bytes".into(),
+                message: format!("must be a multiple of 4 in {lo}..={hi}, got {chunk_bytes}"),
+            });
+        }
+        let uploads = raw.max_concurrent_uploads.unwrap_or(8);
+        if !(1..=1024).contains(&uploads) {
+            return Err(ConfigError::Invalid { key: "max_concurrent_uploads".into(), message: format!("must be in 1..=1024, got {uploads}") });
+        }
+        let heartbeat = seconds("heartbeat_interval_seconds", raw.heartbeat_interval_seconds, 5.0)?;
+        let timeout = seconds("client_timeout_seconds", raw.client_timeout_seconds, 20.0)?;
+        if timeout < heartbeat * 2 {
+            return Err(ConfigError::Invalid {
+                key: "client_timeout_seconds".into(),
+                message: format!("must be at least twice heartbeat_interval_seconds ({:?}), got {timeout:?}", heartbeat),
+            });
+        }
+        Ok(Self {
+            listen,
+            data_dir,
+            artifact_dir,
+            max_concurrent_uploads: uploads as usize,
+            engine: EngineSettings { heartbeat_interval: heartbeat, client_timeout: timeout, chunk_bytes: chunk_bytes as usize, ..EngineSettings::default() },
+        })
+    }
+
+    /// Defaults for an in-process coordinator (sim, tests) keeping its state in `data_dir`
+    /// and listening on an ephemeral loopback port.
+    pub fn local(data_dir: impl Into<PathBuf>) -> Self {
+        let raw = RawConfig { listen: Some("127.0.0.1:0".into()), data_dir: Some(data_dir.into()), ..RawConfig::default() };
+        Self::validate(raw).expect("local defaults are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_rejected_with_location() {
+        let e = RawConfig::from_toml("version = 1\nlisten = \"127.0.0.1:1\"\nlisten_port = 3\n", "c.toml").unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("c.toml") && msg.contains("listen_port") && msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let raw = RawConfig { chunk_bytes: Some(3), ..RawConfig::default() };
+        assert!(Config::validate(raw).unwrap_err().to_string().starts_with("chunk_bytes:"));
+        let raw = RawConfig { listen: Some("nowhere".into()), ..RawConfig::default() };
+        assert!(Config::validate(raw).unwrap_err().to_string().starts_with("listen:"));
+        let raw = RawConfig { version: Some(2), ..RawConfig::default() };
+        assert!(matches!(Config::validate(raw), Err(ConfigError::Version(2))));
+        let raw = RawConfig { heartbeat_interval_seconds: Some(10.0), client_timeout_seconds: Some(5.0), ..RawConfig::default() };
+        assert!(Config::validate(raw).unwrap_err().to_string().starts_with("client_timeout_seconds"));
+    }
+
+    #[test]
+    fn defaults_and_merge() {
+        let c = Config::validate(RawConfig::default()).unwrap();
+        assert_eq!(c.artifact_dir, PathBuf::from("fedra-data/artifacts"));
+        let merged = RawConfig { listen: Some("127.0.0.1:1".into()), ..RawConfig::default() }
+            .merge(RawConfig { listen: Some("127.0.0.1:2".into()), ..RawConfig::default() });
+        assert_eq!(merged.listen.as_deref(), Some("127.0.0.1:2"));
+    }
+}

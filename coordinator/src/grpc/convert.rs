@@ -1,0 +1,287 @@
+//! Every conversion between protobuf messages and domain types. Invalid wire fields are
+//! rejected here, naming the field; no `pb::` type is seen past this file.
+
+use super::ApiError;
+use crate::checkpoint::Manifest;
+use crate::ids::{CheckpointId, ClientId, RegionId, RunId, TaskId};
+use crate::model::{Architecture, ModelSpec, TensorLayout};
+use crate::plan::{LocalTraining, RawPlan, RegionSet, RunPlan, Strategy};
+use crate::round::{PhaseName, RunEvent, RunEventKind, RunView, TaskAssignment, TrainingMetrics};
+use crate::store::{CheckpointRecord, ClientRecord, DatasetDescriptor, RoundStatus, RunState};
+use fedra_proto::pb;
+
+fn invalid(field: &str, e: impl std::fmt::Display) -> ApiError {
+    ApiError::Invalid(format!("{field}: {e}"))
+}
+
+pub fn run_id(field: &str, v: &str) -> Result<RunId, ApiError> {
+    RunId::new(v).map_err(|e| invalid(field, e))
+}
+pub fn client_id(field: &str, v: &str) -> Result<ClientId, ApiError> {
+    ClientId::new(v).map_err(|e| invalid(field, e))
+}
+pub fn region_id(field: &str, v: &str) -> Result<RegionId, ApiError> {
+    RegionId::new(v).map_err(|e| invalid(field, e))
+}
+pub fn task_id(field: &str, v: &str) -> Result<TaskId, ApiError> {
+    TaskId::new(v).map_err(|e| invalid(field, e))
+}
+pub fn checkpoint_id(field: &str, v: &str) -> Result<CheckpointId, ApiError> {
+    CheckpointId::new(v).map_err(|e| invalid(field, e))
+}
+
+/// Empty string → `None`, otherwise a validated id.
+pub fn optional<T>(v: &str, parse: impl FnOnce(&str) -> Result<T, ApiError>) -> Result<Option<T>, ApiError> {
+    if v.is_empty() { Ok(None) } else { parse(v).map(Some) }
+}
+
+pub fn model_from_pb(m: Option<pb::ModelSpec>) -> Result<ModelSpec, ApiError> {
+    let m = m.ok_or_else(|| ApiError::Invalid("plan.model is missing".into()))?;
+    let arch = match m.architecture {
+        Some(pb::model_spec::Architecture::LogisticRegression(lr)) => {
+            Architecture::LogisticRegression { input_dim: lr.input_dim, classes: lr.classes }
+        }
+        None => return Err(ApiError::Invalid("plan.model.architecture is missing".into())),
+    };
+    ModelSpec::new(m.name, arch).map_err(|e| ApiError::Invalid(format!("plan.{e}")))
+}
+
+pub fn model_to_pb(m: &ModelSpec) -> pb::ModelSpec {
+    let architecture = match m.architecture() {
+        Architecture::LogisticRegression { input_dim, classes } => {
+            pb::model_spec::Architecture::LogisticRegression(pb::LogisticRegression { input_dim: *input_dim, classes: *classes })
+        }
+    };
+    pb::ModelSpec { name: m.name().to_string(), architecture: Some(architecture) }
+}
+
+pub fn layout_to_pb(l: &TensorLayout) -> pb::TensorLayout {
+    pb::TensorLayout {
+        tensors: l.tensors.iter().map(|t| pb::TensorSpec { name: t.name.clone(), shape: t.shape.clone() }).collect(),
+    }
+}
+
+pub fn local_to_pb(l: &LocalTraining) -> pb::LocalTraining {
+    pb::LocalTraining { epochs: l.epochs, batch_size: l.batch_size, learning_rate: l.learning_rate, proximal_mu: l.proximal_mu }
+}
+
+pub fn plan_from_pb(p: pb::RunPlan) -> Result<RunPlan, ApiError> {
+    let model = model_from_pb(p.model)?;
+    let local = p.local.ok_or_else(|| ApiError::Invalid("plan.local is missing".into()))?;
+    let strategy = match pb::Strategy::try_from(p.strategy) {
+        Ok(pb::Strategy::FedAvg) => Some(Strategy::FedAvg),
+        Ok(pb::Strategy::Unspecified) => None,
+        Err(_) => return Err(ApiError::Invalid(format!("plan.strategy: unknown value {}", p.strategy))),
+    };
+    let regions = p
+        .regions
+        .iter()
+        .map(|r| region_id("plan.regions", r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let raw = RawPlan {
+        model,
+        initial_checkpoint: optional(&p.initial_checkpoint, |v| checkpoint_id("plan.initial_checkpoint", v))?,
+        strategy,
+        rounds: p.rounds,
+        clients_per_round: p.clients_per_round,
+        min_clients: p.min_clients,
+        over_selection: p.over_selection,
+        round_deadline: p.round_deadline_seconds,
+        local: LocalTraining {
+            epochs: local.epochs,
+            batch_size: local.batch_size,
+            learning_rate: local.learning_rate,
+            proximal_mu: local.proximal_mu,
+        },
+        regions: RegionSet::new(regions),
+        seed: p.seed,
+    };
+    RunPlan::new(raw).map_err(|e| ApiError::Invalid(format!("plan.{e}")))
+}
+
+pub fn plan_to_pb(p: &RunPlan) -> pb::RunPlan {
+    pb::RunPlan {
+        model: Some(model_to_pb(&p.model)),
+        initial_checkpoint: p.initial_checkpoint.as_ref().map(ToString::to_string).unwrap_or_default(),
+        strategy: match p.strategy {
+            Strategy::FedAvg => pb::Strategy::FedAvg as i32,
+        },
+        rounds: p.rounds,
+        clients_per_round: p.clients_per_round,
+        min_clients: p.min_clients,
+        over_selection: p.over_selection,
+        round_deadline_seconds: p.round_deadline.as_secs_f64(),
+        local: Some(local_to_pb(&p.local)),
+        regions: p.regions.iter().map(ToString::to_string).collect(),
+        seed: p.seed,
+    }
+}
+
+pub fn metrics_to_pb(m: &TrainingMetrics) -> pb::TrainingMetrics {
+    pb::TrainingMetrics {
+        loss_before: m.loss_before,
+        loss_after: m.loss_after,
+        accuracy_after: m.accuracy_after,
+        train_seconds: m.train_seconds,
+    }
+}
+
+/// Metrics are reported by clients: non-finite values are refused rather than averaged.
+pub fn metrics_from_pb(m: Option<pb::TrainingMetrics>) -> Result<TrainingMetrics, ApiError> {
+    let m = m.unwrap_or_default();
+    for (name, v) in [
+        ("loss_before", m.loss_before),
+        ("loss_after", m.loss_after),
+        ("accuracy_after", m.accuracy_after),
+        ("train_seconds", m.train_seconds),
+    ] {
+        if !v.is_finite() {
+            return Err(ApiError::Invalid(format!("trailer.metrics.{name} is not finite: {v}")));
+        }
+    }
+    Ok(TrainingMetrics {
+        loss_before: m.loss_before,
+        loss_after: m.loss_after,
+        accuracy_after: m.accuracy_after,
+        train_seconds: m.train_seconds,
+    })
+}
+
+pub fn run_state_to_pb(s: RunState) -> pb::RunState {
+    match s {
+        RunState::Queued => pb::RunState::Queued,
+        RunState::Running => pb::RunState::Running,
+        RunState::Succeeded => pb::RunState::Succeeded,
+        RunState::Failed => pb::RunState::Failed,
+        RunState::Cancelled => pb::RunState::Cancelled,
+    }
+}
+
+pub fn run_view_to_pb(v: RunView) -> pb::RunInfo {
+    let live = v.live_phase;
+    let rounds = v
+        .rounds
+        .into_iter()
+        .map(|r| {
+            let phase = match r.status {
+                RoundStatus::Done => PhaseName::Done.as_str(),
+                RoundStatus::Failed | RoundStatus::Interrupted => PhaseName::Failed.as_str(),
+                RoundStatus::InProgress => match live {
+                    Some((round, phase)) if round == r.round => phase.as_str(),
+                    _ => "in_progress",
+                },
+            };
+            pb::RoundSummary {
+                round: r.round,
+                phase: phase.to_string(),
+                selected: r.selected,
+                reported: r.reported,
+                samples: r.samples,
+                metrics: r.metrics.as_ref().map(metrics_to_pb),
+                checkpoint_id: r.checkpoint.map(|c| c.to_string()).unwrap_or_default(),
+                failure: r.failure.unwrap_or_default(),
+            }
+        })
+        .collect();
+    let rec = v.record;
+    pb::RunInfo {
+        run_id: rec.id.to_string(),
+        plan: Some(plan_to_pb(&rec.plan)),
+        state: run_state_to_pb(rec.state) as i32,
+        completed_rounds: rec.completed_rounds,
+        published_checkpoint: rec.published_checkpoint.map(|c| c.to_string()).unwrap_or_default(),
+        failure: rec.failure.unwrap_or_default(),
+        created_at: rec.created_at.to_rfc3339(),
+        rounds,
+    }
+}
+
+pub fn event_to_pb(e: RunEvent) -> pb::RunEvent {
+    use pb::run_event::Kind;
+    let kind = match e.kind {
+        RunEventKind::Selected { clients, target } => {
+            Kind::Selected(pb::RoundSelected { clients: clients.into_iter().map(String::from).collect(), target })
+        }
+        RunEventKind::UpdateReceived { client, region, samples, reported, target, metrics } => {
+            Kind::UpdateReceived(pb::UpdateReceived {
+                client_id: client.into(),
+                region: region.into(),
+                samples,
+                reported,
+                target,
+                metrics: Some(metrics_to_pb(&metrics)),
+            })
+        }
+        RunEventKind::Aggregated { clients, samples, metrics } => {
+            Kind::Aggregated(pb::RoundAggregated { clients, samples, metrics: Some(metrics_to_pb(&metrics)) })
+        }
+        RunEventKind::Published { checkpoint, regions, sha256 } => Kind::Published(pb::CheckpointPublished {
+            checkpoint_id: checkpoint.into(),
+            regions: regions.into_iter().map(String::from).collect(),
+            sha256,
+        }),
+        RunEventKind::RoundFailed { reason } => Kind::RoundFailed(pb::RoundFailed { reason }),
+        RunEventKind::RunFinished { state, reason } => {
+            Kind::RunFinished(pb::RunFinished { state: run_state_to_pb(state) as i32, reason: reason.unwrap_or_default() })
+        }
+    };
+    pb::RunEvent { run_id: e.run.into(), round: e.round, kind: Some(kind) }
+}
+
+pub fn client_from_pb(r: pb::RegisterRequest) -> Result<ClientRecord, ApiError> {
+    let id = client_id("client_id", &r.client_id)?;
+    let region = region_id("region", &r.region)?;
+    if r.datasets.is_empty() {
+        return Err(ApiError::Invalid("datasets: a client must describe at least one dataset".into()));
+    }
+    let datasets = r
+        .datasets
+        .into_iter()
+        .map(|d| {
+            if d.name.is_empty() {
+                return Err(ApiError::Invalid("datasets[].name must not be empty".into()));
+            }
+            Ok(DatasetDescriptor { name: d.name, samples: d.samples, features: d.features, classes: d.classes })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ClientRecord {
+        id,
+        region,
+        datasets,
+        devices: r.capabilities.map(|c| c.devices).unwrap_or_default(),
+        registered_at: chrono::Utc::now(),
+    })
+}
+
+pub fn task_to_pb(t: TaskAssignment) -> pb::Task {
+    pb::Task {
+        task_id: t.task.into(),
+        run_id: t.run.into(),
+        round: t.round,
+        model: Some(model_to_pb(&t.model)),
+        layout: Some(layout_to_pb(&t.layout)),
+        local: Some(local_to_pb(&t.local)),
+        deadline_seconds: t.deadline.as_secs_f64(),
+        chunk_bytes: t.chunk_bytes as u64,
+        seed: t.seed,
+    }
+}
+
+pub fn checkpoint_to_pb(c: &CheckpointRecord, published: bool) -> pb::CheckpointInfo {
+    pb::CheckpointInfo {
+        checkpoint_id: c.id.to_string(),
+        run_id: c.run.to_string(),
+        round: c.round,
+        model_name: c.model_name.clone(),
+        regions: c.locations.iter().map(|(r, _)| r.to_string()).collect(),
+        sha256: c.sha256.clone(),
+        created_at: c.created_at.to_rfc3339(),
+        manifest_json: c.manifest_json.clone(),
+        published,
+    }
+}
+
+/// The manifest of a stored checkpoint (for its file digest).
+pub fn manifest_of(c: &CheckpointRecord) -> Result<Manifest, ApiError> {
+    serde_json::from_str(&c.manifest_json).map_err(|e| ApiError::Unavailable(format!("checkpoint {} has an unreadable manifest: {e}", c.id)))
+}

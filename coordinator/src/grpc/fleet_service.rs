@@ -1,0 +1,149 @@
+//! `FleetService`: what client sidecars call. Update uploads are verified here, chunk by
+//! chunk, before the engine ever sees them (see [`crate::aggregation`] for why a broken
+//! upload cannot touch the running sum).
+
+use super::{ApiError, convert};
+use crate::aggregation::StagingPool;
+use crate::round::{EngineHandle, EngineSettings};
+use crate::round::VerifiedUpdate;
+use fedra_proto::chunking::{ChunkCursor, StreamDigest, decode_le_into, encode_le};
+use fedra_proto::pb;
+use fedra_proto::pb::fleet_service_server::FleetService;
+use std::pin::Pin;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::warn;
+
+pub struct FleetApi {
+    engine: EngineHandle,
+    staging: StagingPool,
+    settings: EngineSettings,
+}
+
+impl FleetApi {
+    pub fn new(engine: EngineHandle, staging: StagingPool, settings: EngineSettings) -> Self {
+        Self { engine, staging, settings }
+    }
+
+    async fn receive_update(&self, mut stream: Streaming<pb::UpdatePart>) -> Result<u32, ApiError> {
+        use pb::update_part::Part;
+        let header = match stream.message().await.map_err(|s| ApiError::Protocol(s.message().to_string()))? {
+            Some(pb::UpdatePart { part: Some(Part::Header(h)) }) => h,
+            _ => return Err(ApiError::Protocol("the first message must be a header".into())),
+        };
+        let task = convert::task_id("header.task_id", &header.task_id)?;
+        let client = convert::client_id("header.client_id", &header.client_id)?;
+        let ticket = self.engine.begin_upload(task.clone(), client.clone(), header.total_values).await?;
+        // Waits while `max_concurrent_uploads` others are staging: memory stays bounded.
+        let mut staged = self.staging.acquire(ticket.total_values as usize).await;
+        let mut cursor = ChunkCursor::new(ticket.total_values);
+        let mut digest = StreamDigest::default();
+        let trailer = loop {
+            let part = stream
+                .message()
+                .await
+                .map_err(|s| ApiError::Protocol(format!("upload broke after {} values ({}); update discarded", cursor.received(), s.message())))?;
+            match part.and_then(|p| p.part) {
+                Some(Part::Chunk(c)) => {
+                    let range = cursor.accept(&c)?;
+                    let start = range.start;
+                    let dst = &mut staged.as_mut_slice()[range];
+                    decode_le_into(&c.data, dst);
+                    if let Some(i) = dst.iter().position(|v| !v.is_finite()) {
+                        return Err(ApiError::Invalid(format!("update value at index {} is not finite", start + i)));
+                    }
+                    digest.update(&c.data);
+                }
+                Some(Part::Trailer(t)) => break t,
+                Some(Part::Header(_)) => return Err(ApiError::Protocol("a second header arrived".into())),
+                None => {
+                    return Err(ApiError::Protocol(format!(
+                        "stream ended after {} of {} values without a trailer; update discarded",
+                        cursor.received(),
+                        ticket.total_values
+                    )));
+                }
+            }
+        };
+        cursor.finish()?;
+        let computed = digest.finish_hex();
+        if !trailer.sha256.eq_ignore_ascii_case(&computed) {
+            return Err(ApiError::Invalid(format!("trailer.sha256 {:?} does not match the received values ({computed})", trailer.sha256)));
+        }
+        if !(trailer.update_norm.is_finite() && trailer.update_norm >= 0.0) {
+            return Err(ApiError::Invalid(format!("trailer.update_norm must be finite and non-negative, got {}", trailer.update_norm)));
+        }
+        let metrics = convert::metrics_from_pb(trailer.metrics)?;
+        let update = VerifiedUpdate { values: staged, samples: trailer.samples, metrics, update_norm: trailer.update_norm };
+        Ok(self.engine.commit_upload(task, client, update).await?)
+    }
+}
+
+type TaskStream = Pin<Box<dyn Stream<Item = Result<pb::Task, Status>> + Send>>;
+type ModelStream = Pin<Box<dyn Stream<Item = Result<pb::ModelPart, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl FleetService for FleetApi {
+    async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+        let record = convert::client_from_pb(req.into_inner())?;
+        self.engine.register(record).await?;
+        Ok(Response::new(pb::RegisterResponse {
+            heartbeat_interval_seconds: self.settings.heartbeat_interval.as_secs_f64(),
+            chunk_bytes: self.settings.chunk_bytes as u64,
+        }))
+    }
+
+    type SubscribeStream = TaskStream;
+
+    async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
+        let client = convert::client_id("client_id", &req.into_inner().client_id)?;
+        let rx = self.engine.subscribe(client).await?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|t| Ok(convert::task_to_pb(t)));
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let client = convert::client_id("client_id", &req.into_inner().client_id)?;
+        let cancelled = self.engine.heartbeat(client).await?;
+        Ok(Response::new(pb::HeartbeatResponse { cancelled_tasks: cancelled.into_iter().map(String::from).collect() }))
+    }
+
+    type FetchModelStream = ModelStream;
+
+    async fn fetch_model(&self, req: Request<pb::FetchModelRequest>) -> Result<Response<Self::FetchModelStream>, Status> {
+        let r = req.into_inner();
+        let task = convert::task_id("task_id", &r.task_id)?;
+        let client = convert::client_id("client_id", &r.client_id)?;
+        let model = self.engine.fetch_model(task, client).await?;
+        let header = pb::ModelPart {
+            part: Some(pb::model_part::Part::Header(pb::ModelHeader {
+                layout: Some(convert::layout_to_pb(&model.layout)),
+                total_values: model.params.len() as u64,
+                sha256: model.sha256.clone(),
+            })),
+        };
+        let per = (self.settings.chunk_bytes / 4).max(1);
+        let total = model.params.len();
+        // Chunks are encoded lazily, one at a time, as the client reads them.
+        let chunks = (0..total).step_by(per).map(move |start| {
+            let end = (start + per).min(total);
+            Ok(pb::ModelPart {
+                part: Some(pb::model_part::Part::Chunk(pb::ParamChunk {
+                    offset: start as u64,
+                    data: encode_le(&model.params[start..end]).into(),
+                })),
+            })
+        });
+        Ok(Response::new(Box::pin(tokio_stream::iter(std::iter::once(Ok(header)).chain(chunks)))))
+    }
+
+    async fn push_update(&self, req: Request<Streaming<pb::UpdatePart>>) -> Result<Response<pb::PushUpdateResponse>, Status> {
+        match self.receive_update(req.into_inner()).await {
+            Ok(reported) => Ok(Response::new(pb::PushUpdateResponse { accepted: true, reported })),
+            Err(e) => {
+                warn!(error = %e, "update rejected");
+                Err(e.into())
+            }
+        }
+    }
+}

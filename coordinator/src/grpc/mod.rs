@@ -1,0 +1,14 @@
+//! The gRPC edge: three tonic services that convert requests ([`convert`]), forward them to
+//! the round engine or the store, and convert answers back. Errors of every layer become a
+//! `tonic::Status` in one place ([`status`]).
+
+pub mod convert;
+mod checkpoint_service;
+mod fleet_service;
+mod run_service;
+mod status;
+
+pub use checkpoint_service::CheckpointApi;
+pub use fleet_service::FleetApi;
+pub use run_service::RunApi;
+pub use status::ApiError;

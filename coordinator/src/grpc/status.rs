@@ -1,0 +1,68 @@
+//! The one mapping from errors to gRPC status codes. Every message names what was wrong so
+//! the caller knows what to fix.
+
+use crate::round::RoundError;
+use crate::store::StoreError;
+use fedra_proto::chunking::ChunkError;
+use tonic::{Code, Status};
+
+/// Anything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A request field is missing or invalid.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Round(#[from] RoundError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("update stream: {0}")]
+    Chunk(#[from] ChunkError),
+    #[error("update stream: {0}")]
+    Protocol(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ApiError {
+    pub fn code(&self) -> Code {
+        match self {
+            ApiError::Invalid(_) | ApiError::Chunk(_) | ApiError::Protocol(_) => Code::InvalidArgument,
+            ApiError::NotFound(_) => Code::NotFound,
+            ApiError::Unavailable(_) => Code::Unavailable,
+            ApiError::Store(_) => Code::Internal,
+            ApiError::Round(e) => match e {
+                RoundError::Store(_) | RoundError::Checkpoint(_) | RoundError::Aggregation(_) => Code::Internal,
+                RoundError::RunNotFound(_) | RoundError::CheckpointNotFound(_) => Code::NotFound,
+                RoundError::InitialCheckpoint { .. }
+                | RoundError::UpdateLength { .. }
+                | RoundError::TooManySamples { .. }
+                | RoundError::ZeroSamples => Code::InvalidArgument,
+                RoundError::RunEnded { .. }
+                | RoundError::UnknownClient(_)
+                | RoundError::UnknownTask(_)
+                | RoundError::AlreadyReported { .. } => Code::FailedPrecondition,
+                RoundError::NotYourTask { .. } => Code::PermissionDenied,
+                RoundError::ShuttingDown => Code::Unavailable,
+            },
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        let code = e.code();
+        if code == Code::Internal {
+            tracing::error!(error = %e, "internal error answered to a caller");
+        }
+        Status::new(code, e.to_string())
+    }
+}
+
+impl From<RoundError> for Status {
+    fn from(e: RoundError) -> Self {
+        ApiError::from(e).into()
+    }
+}

@@ -1,0 +1,19 @@
+//! fedra coordinator: schedules federated training rounds over gRPC, aggregates client
+//! updates in O(model) memory, and publishes regional checkpoints with provenance.
+//!
+//! Layers (folders): domain — [`round`], [`aggregation`], [`plan`], [`model`],
+//! [`checkpoint`]; persistence — [`store`] (the only module that speaks SQL); edge —
+//! [`grpc`] (the only module that sees protobuf types); [`config`] and [`launch`] wire them.
+
+pub mod aggregation;
+pub mod checkpoint;
+pub mod config;
+pub mod grpc;
+pub mod ids;
+pub mod launch;
+pub mod model;
+pub mod plan;
+pub mod round;
+pub mod store;
+
+pub use launch::{Coordinator, LaunchError};

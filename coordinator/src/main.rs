@@ -1,0 +1,73 @@
+//! `fedra-coordinator`: parse config (exit 64 on bad config), start, serve until Ctrl-C or
+//! SIGTERM, then stop.
+
+use clap::Parser;
+use fedra_coordinator::Coordinator;
+use fedra_coordinator::config::{Config, RawConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// fedra coordinator: schedules federated rounds and aggregates client updates.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// TOML config file (see README); FEDRA_* environment variables and flags override it.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Address to listen on, e.g. 0.0.0.0:7070.
+    #[arg(long)]
+    listen: Option<String>,
+    /// Directory for the SQLite store (and artifacts unless --artifact-dir is given).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Directory checkpoints are published into, laid out by region.
+    #[arg(long)]
+    artifact_dir: Option<PathBuf>,
+}
+
+fn load(args: Args) -> Result<Config, fedra_coordinator::config::ConfigError> {
+    let file = match &args.config {
+        Some(p) => RawConfig::from_file(p)?,
+        None => RawConfig::default(),
+    };
+    let flags = RawConfig { listen: args.listen, data_dir: args.data_dir, artifact_dir: args.artifact_dir, ..RawConfig::default() };
+    Config::validate(file.merge_env()?.merge(flags))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = match load(Args::parse()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fedra-coordinator: bad config: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let coordinator = match Coordinator::start(&config).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fedra-coordinator: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    shutdown_signal().await;
+    coordinator.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

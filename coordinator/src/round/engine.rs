@@ -1,0 +1,1065 @@
+//! The round engine: the single task that owns all round state (see the module diagram in
+//! [`super`]). Requests arrive on a channel with a oneshot reply; slow work (averaging a
+//! large model, writing checkpoints) runs on blocking threads and reports back on an
+//! internal channel, so the engine keeps answering heartbeats while a round publishes.
+
+use super::{MetricsMean, PhaseName, RoundError, RunEvent, RunEventKind, TrainingMetrics};
+use crate::aggregation::{FedAvgAccumulator, StagingBuffer};
+use crate::checkpoint::{CheckpointDir, Contributor, PublishRequest, Published};
+use crate::ids::{CheckpointId, ClientId, RegionId, RoundNumber, RunId, TaskId};
+use crate::model::TensorLayout;
+use crate::plan::{LocalTraining, RunPlan};
+use crate::store::{
+    CheckpointRecord, ClientRecord, ParticipationRecord, ParticipationStatus, RoundCompletion, RoundRecord,
+    RoundStatus, RunRecord, RunState, Store,
+};
+use chrono::Utc;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+/// Engine tunables (validated configuration).
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// How often clients are asked to heartbeat.
+    pub heartbeat_interval: Duration,
+    /// A client silent for this long is not selected.
+    pub client_timeout: Duration,
+    /// Payload bytes per parameter chunk announced to clients.
+    pub chunk_bytes: usize,
+    /// How often deadlines, liveness and selection are re-checked.
+    pub tick: Duration,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(5),
+            client_timeout: Duration::from_secs(20),
+            chunk_bytes: fedra_proto::chunking::DEFAULT_CHUNK_BYTES,
+            tick: Duration::from_millis(100),
+        }
+    }
+}
+
+/// The global model of a round, shared read-only with the handlers that stream it.
+#[derive(Debug)]
+pub struct GlobalModel {
+    pub layout: TensorLayout,
+    pub params: Vec<f32>,
+    pub sha256: String,
+}
+
+/// Work sent to one client for one round attempt.
+#[derive(Debug, Clone)]
+pub struct TaskAssignment {
+    pub task: TaskId,
+    pub run: RunId,
+    pub round: u32,
+    pub model: crate::model::ModelSpec,
+    pub layout: TensorLayout,
+    pub local: LocalTraining,
+    pub deadline: Duration,
+    pub chunk_bytes: usize,
+    pub seed: u64,
+}
+
+/// Permission to stream an update for a task.
+#[derive(Debug, Clone)]
+pub struct UploadTicket {
+    pub total_values: u64,
+}
+
+/// A run with its rounds, and the live phase of its active round if any.
+#[derive(Debug, Clone)]
+pub struct RunView {
+    pub record: RunRecord,
+    pub rounds: Vec<RoundRecord>,
+    pub live_phase: Option<(u32, PhaseName)>,
+}
+
+/// An uploaded update whose chunks and trailer checked out.
+#[derive(Debug)]
+pub struct VerifiedUpdate {
+    pub values: StagingBuffer,
+    pub samples: u64,
+    pub metrics: TrainingMetrics,
+    pub update_norm: f64,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, RoundError>>;
+
+enum Request {
+    Submit { plan: RunPlan, reply: Reply<RunId> },
+    Cancel { run: RunId, reply: Reply<RunState> },
+    Get { run: RunId, reply: Reply<RunView> },
+    List { reply: Reply<Vec<RunView>> },
+    Watch { run: RunId, reply: Reply<(Vec<RunEvent>, Option<broadcast::Receiver<RunEvent>>)> },
+    Register { client: ClientRecord, reply: Reply<()> },
+    Subscribe { client: ClientId, reply: Reply<mpsc::Receiver<TaskAssignment>> },
+    Heartbeat { client: ClientId, reply: Reply<Vec<TaskId>> },
+    FetchModel { task: TaskId, client: ClientId, reply: Reply<Arc<GlobalModel>> },
+    BeginUpload { task: TaskId, client: ClientId, total_values: u64, reply: Reply<UploadTicket> },
+    CommitUpload { task: TaskId, client: ClientId, update: VerifiedUpdate, reply: Reply<u32> },
+    Shutdown,
+}
+
+/// Results of blocking work started by the engine.
+enum Internal {
+    Averaged { key: AttemptKey, result: Result<Vec<f32>, RoundError>, acc: FedAvgAccumulator },
+    Published { key: AttemptKey, params: Arc<GlobalModel>, result: Result<Published, RoundError> },
+}
+
+/// Identifies one round attempt, so that late results of a cancelled attempt are ignored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AttemptKey {
+    run: RunId,
+    round: u32,
+    attempt: u32,
+}
+
+/// Cheap, cloneable handle the gRPC layer uses to talk to the engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Request>,
+}
+
+macro_rules! ask {
+    ($self:ident, $variant:ident { $($field:ident),* }) => {{
+        let (reply, rx) = oneshot::channel();
+        $self.tx.send(Request::$variant { $($field,)* reply }).await.map_err(|_| RoundError::ShuttingDown)?;
+        rx.await.map_err(|_| RoundError::ShuttingDown)?
+    }};
+}
+
+impl EngineHandle {
+    /// Queues a validated plan; checks the initial checkpoint fits the model.
+    ///
+    /// # Errors
+    /// [`RoundError::CheckpointNotFound`], [`RoundError::InitialCheckpoint`], store failures.
+    pub async fn submit(&self, plan: RunPlan) -> Result<RunId, RoundError> {
+        ask!(self, Submit { plan })
+    }
+    /// # Errors
+    /// Unknown run, or a run that already ended.
+    pub async fn cancel(&self, run: RunId) -> Result<RunState, RoundError> {
+        ask!(self, Cancel { run })
+    }
+    /// # Errors
+    /// Unknown run or store failure.
+    pub async fn get(&self, run: RunId) -> Result<RunView, RoundError> {
+        ask!(self, Get { run })
+    }
+    /// # Errors
+    /// Store failure.
+    pub async fn list(&self) -> Result<Vec<RunView>, RoundError> {
+        ask!(self, List {})
+    }
+    /// Past events of the run, then (unless it ended) a live receiver for the rest.
+    ///
+    /// # Errors
+    /// Unknown run or store failure.
+    pub async fn watch(&self, run: RunId) -> Result<(Vec<RunEvent>, Option<broadcast::Receiver<RunEvent>>), RoundError> {
+        ask!(self, Watch { run })
+    }
+    /// # Errors
+    /// Store failure.
+    pub async fn register(&self, client: ClientRecord) -> Result<(), RoundError> {
+        ask!(self, Register { client })
+    }
+    /// # Errors
+    /// [`RoundError::UnknownClient`] if the client did not register.
+    pub async fn subscribe(&self, client: ClientId) -> Result<mpsc::Receiver<TaskAssignment>, RoundError> {
+        ask!(self, Subscribe { client })
+    }
+    /// Returns the client's task ids that it should abandon.
+    ///
+    /// # Errors
+    /// [`RoundError::UnknownClient`].
+    pub async fn heartbeat(&self, client: ClientId) -> Result<Vec<TaskId>, RoundError> {
+        ask!(self, Heartbeat { client })
+    }
+    /// # Errors
+    /// Unknown or closed task, or a task of another client.
+    pub async fn fetch_model(&self, task: TaskId, client: ClientId) -> Result<Arc<GlobalModel>, RoundError> {
+        ask!(self, FetchModel { task, client })
+    }
+    /// # Errors
+    /// As [`Self::fetch_model`], plus wrong length or an update already counted.
+    pub async fn begin_upload(&self, task: TaskId, client: ClientId, total_values: u64) -> Result<UploadTicket, RoundError> {
+        ask!(self, BeginUpload { task, client, total_values })
+    }
+    /// Folds a verified update into the round; returns how many have been counted.
+    ///
+    /// # Errors
+    /// As [`Self::begin_upload`], plus sample-count checks.
+    pub async fn commit_upload(&self, task: TaskId, client: ClientId, update: VerifiedUpdate) -> Result<u32, RoundError> {
+        ask!(self, CommitUpload { task, client, update })
+    }
+    /// Stops the engine where it is; an in-progress round is re-run after restart.
+    pub async fn shutdown(&self) {
+        let _ = self.tx.send(Request::Shutdown).await;
+    }
+}
+
+#[derive(Debug)]
+struct ConnectedClient {
+    record: ClientRecord,
+    tasks: Option<mpsc::Sender<TaskAssignment>>,
+    last_seen: Instant,
+    /// Tasks to tell the client to abandon at its next heartbeat.
+    cancelled: Vec<TaskId>,
+}
+
+impl ConnectedClient {
+    fn online(&self, now: Instant, timeout: Duration) -> bool {
+        self.tasks.as_ref().is_some_and(|t| !t.is_closed()) && now.duration_since(self.last_seen) <= timeout
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AssignmentState {
+    Assigned,
+    Reported,
+    Dropped,
+}
+
+#[derive(Debug)]
+struct Assignment {
+    client: ClientId,
+    region: RegionId,
+    state: AssignmentState,
+}
+
+/// State of the Training phase: who was asked, who answered, and the running sum.
+#[derive(Debug)]
+struct Training {
+    tasks: HashMap<TaskId, Assignment>,
+    acc: Option<FedAvgAccumulator>,
+    metrics: MetricsMean,
+    contributors: Vec<Contributor>,
+}
+
+impl Training {
+    fn reported(&self) -> u32 {
+        self.contributors.len() as u32
+    }
+    fn outstanding(&self) -> usize {
+        self.tasks.values().filter(|a| a.state == AssignmentState::Assigned).count()
+    }
+}
+
+/// The typed phase of the active round attempt.
+#[derive(Debug)]
+enum Phase {
+    Selecting,
+    Training(Training),
+    Aggregating { contributors: Vec<Contributor>, metrics: TrainingMetrics },
+    Publishing,
+}
+
+impl Phase {
+    fn name(&self) -> PhaseName {
+        match self {
+            Phase::Selecting => PhaseName::Selecting,
+            Phase::Training(_) => PhaseName::Training,
+            Phase::Aggregating { .. } => PhaseName::Aggregating,
+            Phase::Publishing => PhaseName::Publishing,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Round {
+    key: AttemptKey,
+    started: Instant,
+    deadline: Instant,
+    phase: Phase,
+}
+
+#[derive(Debug)]
+struct ActiveRun {
+    id: RunId,
+    plan: RunPlan,
+    global: Arc<GlobalModel>,
+    parent: Option<CheckpointId>,
+    round: Round,
+}
+
+/// The engine task's state. Built and spawned by [`Engine::start`].
+pub struct Engine {
+    store: Arc<dyn Store>,
+    checkpoints: CheckpointDir,
+    settings: EngineSettings,
+    events: broadcast::Sender<RunEvent>,
+    internal_tx: mpsc::UnboundedSender<Internal>,
+    clients: HashMap<ClientId, ConnectedClient>,
+    queue: VecDeque<RunId>,
+    active: Option<ActiveRun>,
+}
+
+/// Outcome of a round attempt that ended without a checkpoint.
+struct RoundFailure(String);
+
+impl Engine {
+    /// Recovers persisted state (interrupting rounds that were in progress, re-queueing
+    /// unfinished runs) and spawns the engine task.
+    ///
+    /// # Errors
+    /// Store failures during recovery.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        checkpoints: CheckpointDir,
+        settings: EngineSettings,
+    ) -> Result<(EngineHandle, tokio::task::JoinHandle<()>), RoundError> {
+        let interrupted = store.interrupt_open_rounds().await?;
+        let runs = store.list_runs().await?;
+        let mut queue: VecDeque<RunId> = runs.iter().filter(|r| r.state == RunState::Running).map(|r| r.id.clone()).collect();
+        queue.extend(runs.iter().filter(|r| r.state == RunState::Queued).map(|r| r.id.clone()));
+        if interrupted > 0 || !queue.is_empty() {
+            info!(interrupted, resumed = queue.len(), "recovered runs from the store");
+        }
+        let mut clients = HashMap::new();
+        for record in store.list_clients().await? {
+            // Known clients are remembered but offline until they subscribe again.
+            clients.insert(
+                record.id.clone(),
+                ConnectedClient { record, tasks: None, last_seen: Instant::now(), cancelled: Vec::new() },
+            );
+        }
+        let (tx, rx) = mpsc::channel(1024);
+        let (internal_tx, internal_rx) = mpsc::unbounded_channel();
+        let (events, _) = broadcast::channel(4096);
+        let engine = Engine { store, checkpoints, settings, events, internal_tx, clients, queue, active: None };
+        let join = tokio::spawn(engine.run(rx, internal_rx));
+        Ok((EngineHandle { tx }, join))
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Request>, mut internal_rx: mpsc::UnboundedReceiver<Internal>) {
+        let mut tick = tokio::time::interval(self.settings.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                req = rx.recv() => match req {
+                    None | Some(Request::Shutdown) => break,
+                    Some(req) => self.handle(req).await,
+                },
+                Some(msg) = internal_rx.recv() => self.handle_internal(msg).await,
+                _ = tick.tick() => self.on_tick().await,
+            }
+        }
+        info!("round engine stopped");
+    }
+
+    async fn handle(&mut self, req: Request) {
+        match req {
+            Request::Submit { plan, reply } => {
+                let r = self.submit(plan).await;
+                let _ = reply.send(r);
+                self.on_tick().await;
+            }
+            Request::Cancel { run, reply } => {
+                let r = self.cancel(run).await;
+                let _ = reply.send(r);
+            }
+            Request::Get { run, reply } => {
+                let _ = reply.send(self.view(&run).await);
+            }
+            Request::List { reply } => {
+                let _ = reply.send(self.list().await);
+            }
+            Request::Watch { run, reply } => {
+                let _ = reply.send(self.watch(&run).await);
+            }
+            Request::Register { client, reply } => {
+                let _ = reply.send(self.register(client).await);
+            }
+            Request::Subscribe { client, reply } => {
+                let r = self.subscribe(&client);
+                let _ = reply.send(r);
+                self.on_tick().await;
+            }
+            Request::Heartbeat { client, reply } => {
+                let r = match self.clients.get_mut(&client) {
+                    Some(c) => {
+                        c.last_seen = Instant::now();
+                        Ok(std::mem::take(&mut c.cancelled))
+                    }
+                    None => Err(RoundError::UnknownClient(client)),
+                };
+                let _ = reply.send(r);
+            }
+            Request::FetchModel { task, client, reply } => {
+                let r = self.assignment(&task, &client).map(|_| ()).and_then(|()| {
+                    self.active.as_ref().map(|a| Arc::clone(&a.global)).ok_or(RoundError::UnknownTask(task))
+                });
+                let _ = reply.send(r);
+            }
+            Request::BeginUpload { task, client, total_values, reply } => {
+                let _ = reply.send(self.begin_upload(&task, &client, total_values));
+            }
+            Request::CommitUpload { task, client, update, reply } => {
+                let r = self.commit_upload(task, client, update).await;
+                let _ = reply.send(r);
+                self.on_tick().await;
+            }
+            Request::Shutdown => {}
+        }
+    }
+
+    fn emit(&self, run: &RunId, round: u32, kind: RunEventKind) {
+        // No receiver is fine: nobody is watching.
+        let _ = self.events.send(RunEvent { run: run.clone(), round, kind });
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Runs
+    // ----------------------------------------------------------------------------------
+
+    async fn submit(&mut self, plan: RunPlan) -> Result<RunId, RoundError> {
+        if let Some(cp) = &plan.initial_checkpoint {
+            let record = self.store.get_checkpoint(cp).await?.ok_or_else(|| RoundError::CheckpointNotFound(cp.clone()))?;
+            let manifest: crate::checkpoint::Manifest = serde_json::from_str(&record.manifest_json)
+                .map_err(|e| RoundError::InitialCheckpoint { checkpoint: cp.clone(), reason: e.to_string() })?;
+            if manifest.layout != plan.model.layout() {
+                return Err(RoundError::InitialCheckpoint {
+                    checkpoint: cp.clone(),
+                    reason: format!("its model is {:?}, the plan's is {:?}", manifest.model.architecture(), plan.model.architecture()),
+                });
+            }
+        }
+        let record = RunRecord {
+            id: RunId::generate(),
+            plan,
+            state: RunState::Queued,
+            completed_rounds: 0,
+            published_checkpoint: None,
+            failure: None,
+            created_at: Utc::now(),
+        };
+        self.store.create_run(&record).await?;
+        info!(run = %record.id, model = record.plan.model.name(), rounds = record.plan.rounds, "run queued");
+        self.queue.push_back(record.id.clone());
+        Ok(record.id)
+    }
+
+    async fn cancel(&mut self, run: RunId) -> Result<RunState, RoundError> {
+        let record = self.store.get_run(&run).await?.ok_or_else(|| RoundError::RunNotFound(run.clone()))?;
+        if record.state.is_terminal() {
+            return Err(RoundError::RunEnded { run, state: record.state });
+        }
+        if self.active.as_ref().is_some_and(|a| a.id == run) {
+            self.fail_active(RoundFailure("run cancelled".into()), RunState::Cancelled).await;
+        } else {
+            self.queue.retain(|r| *r != run);
+            self.store.set_run_state(&run, RunState::Cancelled, Some("run cancelled")).await?;
+            self.emit(&run, 0, RunEventKind::RunFinished { state: RunState::Cancelled, reason: Some("run cancelled".into()) });
+        }
+        info!(run = %run, "run cancelled");
+        Ok(RunState::Cancelled)
+    }
+
+    async fn view(&self, run: &RunId) -> Result<RunView, RoundError> {
+        let record = self.store.get_run(run).await?.ok_or_else(|| RoundError::RunNotFound(run.clone()))?;
+        let rounds = self.store.list_rounds(run).await?;
+        let live_phase = self.active.as_ref().filter(|a| a.id == *run).map(|a| (a.round.key.round, a.round.phase.name()));
+        Ok(RunView { record, rounds, live_phase })
+    }
+
+    async fn list(&self) -> Result<Vec<RunView>, RoundError> {
+        let runs = self.store.list_runs().await?;
+        Ok(runs
+            .into_iter()
+            .map(|record| {
+                let live_phase =
+                    self.active.as_ref().filter(|a| a.id == record.id).map(|a| (a.round.key.round, a.round.phase.name()));
+                RunView { record, rounds: Vec::new(), live_phase }
+            })
+            .collect())
+    }
+
+    /// Rebuilds the run's event history from the store. Runs inside the engine, so no live
+    /// event can slip between the history and the subscription.
+    async fn watch(&self, run: &RunId) -> Result<(Vec<RunEvent>, Option<broadcast::Receiver<RunEvent>>), RoundError> {
+        let record = self.store.get_run(run).await?.ok_or_else(|| RoundError::RunNotFound(run.clone()))?;
+        let rounds = self.store.list_rounds(run).await?;
+        let parts = self.store.list_participations(run).await?;
+        let target = record.plan.clients_per_round;
+        let mut history = Vec::new();
+        let ev = |round, kind| RunEvent { run: run.clone(), round, kind };
+        for r in &rounds {
+            let mine: Vec<&ParticipationRecord> =
+                parts.iter().filter(|p| p.round == r.round && p.attempt == r.attempt).collect();
+            history.push(ev(r.round, RunEventKind::Selected { clients: mine.iter().map(|p| p.client.clone()).collect(), target }));
+            let mut reported = 0;
+            for p in mine.iter().filter(|p| p.status == ParticipationStatus::Reported) {
+                reported += 1;
+                history.push(ev(
+                    r.round,
+                    RunEventKind::UpdateReceived {
+                        client: p.client.clone(),
+                        region: p.region.clone(),
+                        samples: p.samples,
+                        reported,
+                        target,
+                        metrics: p.metrics.unwrap_or_default(),
+                    },
+                ));
+            }
+            match r.status {
+                RoundStatus::Done => {
+                    history.push(ev(
+                        r.round,
+                        RunEventKind::Aggregated { clients: r.reported, samples: r.samples, metrics: r.metrics.unwrap_or_default() },
+                    ));
+                    if let Some(cp) = &r.checkpoint
+                        && let Some(c) = self.store.get_checkpoint(cp).await?
+                    {
+                        history.push(ev(
+                            r.round,
+                            RunEventKind::Published {
+                                checkpoint: c.id.clone(),
+                                regions: c.locations.iter().map(|(r, _)| r.clone()).collect(),
+                                sha256: c.sha256.clone(),
+                            },
+                        ));
+                    }
+                }
+                RoundStatus::Failed | RoundStatus::Interrupted => history.push(ev(
+                    r.round,
+                    RunEventKind::RoundFailed { reason: r.failure.clone().unwrap_or_else(|| "unknown".into()) },
+                )),
+                RoundStatus::InProgress => {}
+            }
+        }
+        if record.state.is_terminal() {
+            history.push(ev(record.completed_rounds, RunEventKind::RunFinished { state: record.state, reason: record.failure }));
+            Ok((history, None))
+        } else {
+            Ok((history, Some(self.events.subscribe())))
+        }
+    }
+
+    /// Starts the next queued run if none is active.
+    async fn start_next_run(&mut self) {
+        while self.active.is_none() {
+            let Some(id) = self.queue.pop_front() else { return };
+            match self.activate(&id).await {
+                Ok(Some(active)) => {
+                    self.active = Some(active);
+                    // Selection may be possible right away.
+                    self.try_select().await;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    error!(run = %id, error = %e, "run cannot start");
+                    let reason = format!("run cannot start: {e}");
+                    if let Err(e) = self.store.set_run_state(&id, RunState::Failed, Some(&reason)).await {
+                        error!(run = %id, error = %e, "cannot record run failure");
+                    }
+                    self.emit(&id, 0, RunEventKind::RunFinished { state: RunState::Failed, reason: Some(reason) });
+                }
+            }
+        }
+    }
+
+    /// Loads a run's starting model (initial checkpoint, last completed round, or a fresh
+    /// seeded initialisation) and opens its next round.
+    async fn activate(&mut self, id: &RunId) -> Result<Option<ActiveRun>, RoundError> {
+        let Some(record) = self.store.get_run(id).await? else { return Ok(None) };
+        if record.state.is_terminal() {
+            return Ok(None);
+        }
+        let layout = record.plan.model.layout();
+        let start_from = if record.completed_rounds > 0 {
+            Some(CheckpointId::for_round(id, RoundNumber(record.completed_rounds)))
+        } else {
+            record.plan.initial_checkpoint.clone()
+        };
+        let params = match &start_from {
+            Some(cp) => {
+                let c = self.store.get_checkpoint(cp).await?.ok_or_else(|| RoundError::CheckpointNotFound(cp.clone()))?;
+                self.load_checkpoint(&c, &layout).await?
+            }
+            None => record.plan.model.initialise(record.plan.seed),
+        };
+        let sha256 = fedra_proto::chunking::sha256_hex(&params);
+        self.store.set_run_state(id, RunState::Running, None).await?;
+        let round = record.completed_rounds + 1;
+        let attempt = self.store.next_attempt(id, round).await?;
+        info!(run = %id, round, attempt, resumed = record.completed_rounds > 0, "run active");
+        let now = Instant::now();
+        Ok(Some(ActiveRun {
+            id: id.clone(),
+            round: Round {
+                key: AttemptKey { run: id.clone(), round, attempt },
+                started: now,
+                deadline: now + record.plan.round_deadline,
+                phase: Phase::Selecting,
+            },
+            plan: record.plan,
+            global: Arc::new(GlobalModel { layout, params, sha256 }),
+            parent: start_from,
+        }))
+    }
+
+    async fn load_checkpoint(&self, c: &CheckpointRecord, layout: &TensorLayout) -> Result<Vec<f32>, RoundError> {
+        let manifest: crate::checkpoint::Manifest = serde_json::from_str(&c.manifest_json)
+            .map_err(|e| RoundError::InitialCheckpoint { checkpoint: c.id.clone(), reason: e.to_string() })?;
+        let (_, path) = c.locations.first().ok_or_else(|| RoundError::CheckpointNotFound(c.id.clone()))?.clone();
+        let layout = layout.clone();
+        let file_sha = manifest.file_sha256.clone();
+        tokio::task::spawn_blocking(move || CheckpointDir::load(&path, &file_sha, &layout))
+            .await
+            .map_err(|e| RoundError::InitialCheckpoint { checkpoint: c.id.clone(), reason: e.to_string() })?
+            .map_err(RoundError::from)
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Clients
+    // ----------------------------------------------------------------------------------
+
+    async fn register(&mut self, record: ClientRecord) -> Result<(), RoundError> {
+        self.store.upsert_client(&record).await?;
+        info!(client = %record.id, region = %record.region, samples = record.samples(), "client registered");
+        let now = Instant::now();
+        self.clients
+            .entry(record.id.clone())
+            .and_modify(|c| {
+                c.record = record.clone();
+                c.last_seen = now;
+            })
+            .or_insert(ConnectedClient { record, tasks: None, last_seen: now, cancelled: Vec::new() });
+        Ok(())
+    }
+
+    fn subscribe(&mut self, client: &ClientId) -> Result<mpsc::Receiver<TaskAssignment>, RoundError> {
+        let c = self.clients.get_mut(client).ok_or_else(|| RoundError::UnknownClient(client.clone()))?;
+        let (tx, rx) = mpsc::channel(8);
+        c.tasks = Some(tx);
+        c.last_seen = Instant::now();
+        Ok(rx)
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Round phases
+    // ----------------------------------------------------------------------------------
+
+    async fn on_tick(&mut self) {
+        if self.active.is_none() {
+            self.start_next_run().await;
+            return;
+        }
+        self.check_liveness().await;
+        self.try_select().await;
+        self.check_training_end().await;
+    }
+
+    /// Selecting → Training once enough eligible clients are online: immediately when the
+    /// target count is available, after a grace period (a fifth of the deadline) when at
+    /// least the quorum is. Fails the attempt at the deadline otherwise.
+    async fn try_select(&mut self) {
+        let now = Instant::now();
+        let Some(active) = &self.active else { return };
+        if !matches!(active.round.phase, Phase::Selecting) {
+            return;
+        }
+        let plan = &active.plan;
+        let mut eligible: Vec<&ConnectedClient> = self
+            .clients
+            .values()
+            .filter(|c| c.online(now, self.settings.client_timeout) && plan.regions.allows(&c.record.region))
+            .filter(|c| fits_model(&c.record, plan))
+            .collect();
+        let grace = active.round.started + plan.round_deadline / 5;
+        let enough = eligible.len() >= plan.clients_per_round as usize
+            || (eligible.len() >= plan.min_clients as usize && now >= grace);
+        if !enough {
+            if now >= active.round.deadline {
+                let reason = format!(
+                    "only {} eligible clients online by the deadline, quorum is {}",
+                    eligible.len(),
+                    plan.min_clients
+                );
+                self.fail_active(RoundFailure(reason), RunState::Failed).await;
+            }
+            return;
+        }
+        // Deterministic given the seed and the set of eligible clients.
+        eligible.sort_by(|a, b| a.record.id.cmp(&b.record.id));
+        let key = active.round.key.clone();
+        let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ (u64::from(key.round) << 32) ^ u64::from(key.attempt));
+        eligible.shuffle(&mut rng);
+        eligible.truncate(plan.selection_size());
+        let selected: Vec<(ClientId, RegionId)> =
+            eligible.iter().map(|c| (c.record.id.clone(), c.record.region.clone())).collect();
+
+        if let Err(e) = self.store.begin_round(&key.run, key.round, key.attempt, &selected).await {
+            error!(run = %key.run, round = key.round, error = %e, "cannot record round start");
+            self.fail_active(RoundFailure(format!("store failure: {e}")), RunState::Failed).await;
+            return;
+        }
+        let Some(active) = &mut self.active else { return };
+        let remaining = active.round.deadline.saturating_duration_since(now);
+        let mut tasks = HashMap::new();
+        for (client, region) in &selected {
+            let task = TaskId::generate();
+            let assignment = TaskAssignment {
+                task: task.clone(),
+                run: key.run.clone(),
+                round: key.round,
+                model: active.plan.model.clone(),
+                layout: active.global.layout.clone(),
+                local: active.plan.local.clone(),
+                deadline: remaining,
+                chunk_bytes: self.settings.chunk_bytes,
+                seed: active.plan.seed ^ u64::from(key.round).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            };
+            let delivered = self.clients.get(client).and_then(|c| c.tasks.as_ref()).is_some_and(|tx| tx.try_send(assignment).is_ok());
+            let state = if delivered { AssignmentState::Assigned } else { AssignmentState::Dropped };
+            tasks.insert(task, Assignment { client: client.clone(), region: region.clone(), state });
+        }
+        let len = active.global.params.len();
+        active.round.phase = Phase::Training(Training {
+            tasks,
+            acc: Some(FedAvgAccumulator::new(len)),
+            metrics: MetricsMean::default(),
+            contributors: Vec::new(),
+        });
+        info!(run = %key.run, round = key.round, selected = selected.len(), target = active.plan.clients_per_round, "round training");
+        let target = active.plan.clients_per_round;
+        self.emit(&key.run, key.round, RunEventKind::Selected { clients: selected.into_iter().map(|(c, _)| c).collect(), target });
+    }
+
+    /// Marks assignments of clients whose task stream went away as dropped.
+    async fn check_liveness(&mut self) {
+        let now = Instant::now();
+        let timeout = self.settings.client_timeout;
+        let Some(active) = &mut self.active else { return };
+        let Phase::Training(t) = &mut active.round.phase else { return };
+        for a in t.tasks.values_mut() {
+            if a.state == AssignmentState::Assigned && !self.clients.get(&a.client).is_some_and(|c| c.online(now, timeout)) {
+                warn!(client = %a.client, round = active.round.key.round, "selected client went away");
+                a.state = AssignmentState::Dropped;
+            }
+        }
+    }
+
+    /// Training → Aggregating when the target has reported, when nobody is left to report
+    /// and the quorum is met, or at the deadline with the quorum; → Failed when the quorum
+    /// can no longer be met.
+    async fn check_training_end(&mut self) {
+        let now = Instant::now();
+        let Some(active) = &mut self.active else { return };
+        let Phase::Training(t) = &mut active.round.phase else { return };
+        let reported = t.reported();
+        let plan = &active.plan;
+        let quorum = reported >= plan.min_clients;
+        let target_met = reported >= plan.clients_per_round;
+        let nobody_left = t.outstanding() == 0;
+        let past_deadline = now >= active.round.deadline;
+        let unreachable = reported as usize + t.outstanding() < plan.min_clients as usize;
+        if target_met || (quorum && (nobody_left || past_deadline)) {
+            let key = active.round.key.clone();
+            let acc = t.acc.take().expect("accumulator present while training");
+            let contributors = std::mem::take(&mut t.contributors);
+            let metrics = t.metrics.mean();
+            // Clients still working are told to stop.
+            let abandoned: Vec<(ClientId, TaskId)> = t
+                .tasks
+                .iter()
+                .filter(|(_, a)| a.state == AssignmentState::Assigned)
+                .map(|(task, a)| (a.client.clone(), task.clone()))
+                .collect();
+            active.round.phase = Phase::Aggregating { contributors, metrics };
+            for (client, task) in abandoned {
+                if let Some(c) = self.clients.get_mut(&client) {
+                    c.cancelled.push(task);
+                }
+            }
+            info!(run = %key.run, round = key.round, reported, "round aggregating");
+            let tx = self.internal_tx.clone();
+            tokio::task::spawn_blocking(move || {
+                let result = acc.average().map_err(RoundError::from);
+                let _ = tx.send(Internal::Averaged { key, result, acc });
+            });
+        } else if unreachable || past_deadline {
+            let reason = if past_deadline {
+                format!("deadline passed with {reported} updates, quorum is {}", plan.min_clients)
+            } else {
+                format!("only {reported} updates and no client left to report, quorum is {}", plan.min_clients)
+            };
+            self.fail_active(RoundFailure(reason), RunState::Failed).await;
+        }
+    }
+
+    async fn handle_internal(&mut self, msg: Internal) {
+        match msg {
+            Internal::Averaged { key, result, acc } => {
+                let Some(active) = &mut self.active else { return };
+                if active.round.key != key {
+                    return;
+                }
+                let Phase::Aggregating { contributors, metrics } = std::mem::replace(&mut active.round.phase, Phase::Publishing)
+                else {
+                    return;
+                };
+                let params = match result {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.fail_active(RoundFailure(format!("aggregation failed: {e}")), RunState::Failed).await;
+                        return;
+                    }
+                };
+                let samples: u64 = contributors.iter().map(|c| c.samples).sum();
+                self.emit(
+                    &key.run,
+                    key.round,
+                    RunEventKind::Aggregated { clients: acc.contributions(), samples, metrics },
+                );
+                let Some(active) = &self.active else { return };
+                let regions: Vec<RegionId> = if active.plan.regions.is_all() {
+                    let mut r: Vec<RegionId> = contributors.iter().map(|c| c.region.clone()).collect();
+                    r.sort();
+                    r.dedup();
+                    r
+                } else {
+                    active.plan.regions.iter().cloned().collect()
+                };
+                let req = PublishRequest {
+                    id: CheckpointId::for_round(&key.run, RoundNumber(key.round)),
+                    run: key.run.clone(),
+                    round: key.round,
+                    parent: active.parent.clone(),
+                    model: active.plan.model.clone(),
+                    contributors,
+                    metrics,
+                    regions,
+                };
+                let dir = self.checkpoints.clone();
+                let tx = self.internal_tx.clone();
+                let layout = active.global.layout.clone();
+                tokio::task::spawn_blocking(move || {
+                    let result = dir.publish(&req, &params).map_err(RoundError::from);
+                    let sha256 = fedra_proto::chunking::sha256_hex(&params);
+                    let model = Arc::new(GlobalModel { layout, params, sha256 });
+                    let _ = tx.send(Internal::Published { key, params: model, result });
+                });
+            }
+            Internal::Published { key, params, result } => {
+                let Some(active) = &self.active else { return };
+                if active.round.key != key || !matches!(active.round.phase, Phase::Publishing) {
+                    return;
+                }
+                match result {
+                    Ok(published) => self.complete_round(key, params, published).await,
+                    Err(e) => self.fail_active(RoundFailure(format!("publishing failed: {e}")), RunState::Failed).await,
+                }
+            }
+        }
+    }
+
+    /// Publishing → Done: one store transaction, then the next round or the end of the run.
+    async fn complete_round(&mut self, key: AttemptKey, model: Arc<GlobalModel>, published: Published) {
+        let Some(active) = &mut self.active else { return };
+        let m = &published.manifest;
+        let final_round = key.round >= active.plan.rounds;
+        let checkpoint = CheckpointRecord {
+            id: m.checkpoint_id.clone(),
+            run: key.run.clone(),
+            round: key.round,
+            model_name: m.model.name().to_string(),
+            sha256: m.weights_sha256.clone(),
+            parent: m.parent_checkpoint.clone(),
+            manifest_json: published.manifest_json.clone(),
+            created_at: m.created_at,
+            locations: published.locations.clone(),
+        };
+        let completion = RoundCompletion {
+            run: key.run.clone(),
+            round: key.round,
+            attempt: key.attempt,
+            reported: m.contributors.len() as u32,
+            samples: m.total_samples,
+            metrics: m.metrics,
+            checkpoint,
+            final_round,
+        };
+        if let Err(e) = self.store.complete_round(&completion).await {
+            error!(run = %key.run, round = key.round, error = %e, "cannot commit round");
+            self.fail_active(RoundFailure(format!("store failure: {e}")), RunState::Failed).await;
+            return;
+        }
+        info!(run = %key.run, round = key.round, checkpoint = %m.checkpoint_id, loss = m.metrics.loss_after, "round published");
+        self.emit(
+            &key.run,
+            key.round,
+            RunEventKind::Published {
+                checkpoint: m.checkpoint_id.clone(),
+                regions: published.locations.iter().map(|(r, _)| r.clone()).collect(),
+                sha256: m.weights_sha256.clone(),
+            },
+        );
+        if final_round {
+            info!(run = %key.run, "run succeeded");
+            self.emit(&key.run, key.round, RunEventKind::RunFinished { state: RunState::Succeeded, reason: None });
+            self.active = None;
+            self.start_next_run().await;
+            return;
+        }
+        let next = key.round + 1;
+        let attempt = match self.store.next_attempt(&key.run, next).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.fail_active(RoundFailure(format!("store failure: {e}")), RunState::Failed).await;
+                return;
+            }
+        };
+        let Some(active) = &mut self.active else { return };
+        let now = Instant::now();
+        active.parent = Some(m.checkpoint_id.clone());
+        active.global = model;
+        active.round = Round {
+            key: AttemptKey { run: key.run.clone(), round: next, attempt },
+            started: now,
+            deadline: now + active.plan.round_deadline,
+            phase: Phase::Selecting,
+        };
+        self.try_select().await;
+    }
+
+    /// Ends the active round attempt without a checkpoint and ends the run with `state`.
+    async fn fail_active(&mut self, failure: RoundFailure, state: RunState) {
+        let Some(active) = self.active.take() else { return };
+        let key = active.round.key;
+        let reason = failure.0;
+        warn!(run = %key.run, round = key.round, reason = %reason, "round failed");
+        if let Phase::Training(t) = &active.round.phase {
+            for (task, a) in &t.tasks {
+                if a.state == AssignmentState::Assigned
+                    && let Some(c) = self.clients.get_mut(&a.client)
+                {
+                    c.cancelled.push(task.clone());
+                }
+            }
+        }
+        // A round that never left Selecting has no row yet.
+        let has_row = !matches!(active.round.phase, Phase::Selecting);
+        if has_row && let Err(e) = self.store.fail_round(&key.run, key.round, key.attempt, &reason).await {
+            error!(run = %key.run, error = %e, "cannot record round failure");
+        }
+        let run_reason = if state == RunState::Cancelled { reason.clone() } else { format!("round {} failed: {reason}", key.round) };
+        if let Err(e) = self.store.set_run_state(&key.run, state, Some(&run_reason)).await {
+            error!(run = %key.run, error = %e, "cannot record run state");
+        }
+        self.emit(&key.run, key.round, RunEventKind::RoundFailed { reason });
+        self.emit(&key.run, key.round, RunEventKind::RunFinished { state, reason: Some(run_reason) });
+        // The next queued run starts on the next tick (not here: this may run inside
+        // `start_next_run` itself).
+    }
+
+    // ----------------------------------------------------------------------------------
+    // Updates
+    // ----------------------------------------------------------------------------------
+
+    /// The live assignment of `task`, checked against `client`.
+    fn assignment(&self, task: &TaskId, client: &ClientId) -> Result<&Assignment, RoundError> {
+        let a = self
+            .active
+            .as_ref()
+            .and_then(|a| match &a.round.phase {
+                Phase::Training(t) => t.tasks.get(task),
+                _ => None,
+            })
+            .ok_or_else(|| RoundError::UnknownTask(task.clone()))?;
+        if a.client != *client {
+            return Err(RoundError::NotYourTask { task: task.clone(), client: client.clone() });
+        }
+        Ok(a)
+    }
+
+    fn begin_upload(&self, task: &TaskId, client: &ClientId, total_values: u64) -> Result<UploadTicket, RoundError> {
+        let a = self.assignment(task, client)?;
+        let active = self.active.as_ref().expect("assignment implies an active run");
+        if a.state == AssignmentState::Reported {
+            return Err(RoundError::AlreadyReported { client: client.clone(), round: active.round.key.round });
+        }
+        let expected = active.global.params.len() as u64;
+        if total_values != expected {
+            return Err(RoundError::UpdateLength { expected, got: total_values });
+        }
+        Ok(UploadTicket { total_values })
+    }
+
+    async fn commit_upload(&mut self, task: TaskId, client: ClientId, update: VerifiedUpdate) -> Result<u32, RoundError> {
+        self.begin_upload(&task, &client, update.values.as_slice().len() as u64)?;
+        if update.samples == 0 {
+            return Err(RoundError::ZeroSamples);
+        }
+        let registered = self.clients.get(&client).map(|c| c.record.samples()).unwrap_or(0);
+        if update.samples > registered {
+            return Err(RoundError::TooManySamples { client, claimed: update.samples, registered });
+        }
+        let active = self.active.as_mut().expect("checked by begin_upload");
+        let key = active.round.key.clone();
+        let target = active.plan.clients_per_round;
+        let Phase::Training(t) = &mut active.round.phase else { unreachable!("checked by begin_upload") };
+        let mut acc = t.acc.take().expect("accumulator present while training");
+        let VerifiedUpdate { values, samples, metrics, update_norm } = update;
+        let weight = samples as f64;
+        // Folding is O(model): do it off the reactor. The engine waits, so no other
+        // request can observe the accumulator missing.
+        let (acc, values, folded) = tokio::task::spawn_blocking(move || {
+            let r = acc.fold(values.as_slice(), weight);
+            (acc, values, r)
+        })
+        .await
+        .expect("fold task panicked");
+        drop(values);
+        let Some(active) = self.active.as_mut() else { return Err(RoundError::UnknownTask(task)) };
+        let Phase::Training(t) = &mut active.round.phase else { return Err(RoundError::UnknownTask(task)) };
+        t.acc = Some(acc);
+        folded?;
+        let a = t.tasks.get_mut(&task).expect("checked by begin_upload");
+        a.state = AssignmentState::Reported;
+        let region = a.region.clone();
+        t.metrics.add(&metrics, samples);
+        t.contributors.push(Contributor { client: client.clone(), region: region.clone(), samples });
+        let reported = t.reported();
+        let record = ParticipationRecord {
+            run: key.run.clone(),
+            round: key.round,
+            attempt: key.attempt,
+            client: client.clone(),
+            region: region.clone(),
+            status: ParticipationStatus::Reported,
+            samples,
+            metrics: Some(metrics),
+            update_norm: Some(update_norm),
+        };
+        if let Err(e) = self.store.record_update(&record).await {
+            // The update is in the sum; the round's final commit records the totals anyway.
+            error!(run = %key.run, client = %client, error = %e, "cannot record update");
+        }
+        info!(run = %key.run, round = key.round, client = %client, samples, reported, "update folded");
+        self.emit(
+            &key.run,
+            key.round,
+            RunEventKind::UpdateReceived { client, region, samples, reported, target, metrics },
+        );
+        Ok(reported)
+    }
+}
+
+/// Whether a client's datasets can feed the plan's model (unknown shapes are allowed).
+fn fits_model(client: &ClientRecord, plan: &RunPlan) -> bool {
+    let crate::model::Architecture::LogisticRegression { input_dim, classes } = plan.model.architecture();
+    client.samples() > 0
+        && client.datasets.iter().any(|d| (d.features == 0 || d.features == *input_dim) && (d.classes == 0 || d.classes <= *classes))
+}

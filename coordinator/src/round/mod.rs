@@ -1,0 +1,112 @@
+//! Rounds and the task that owns them.
+//!
+//! One task, the [`engine`](Engine), owns every piece of round state: the run queue, the
+//! connected clients, the active round and its running sum. gRPC handlers talk to it
+//! through an [`EngineHandle`]: they convert the request, send it with a oneshot reply and
+//! convert the answer back. Nothing else mutates round state, so there are no locks around
+//! it and every transition happens in one place ([`engine`]).
+//!
+//! A round attempt moves through typed phases:
+//!
+//! ```text
+//!             enough eligible clients            target reported, or deadline with quorum,
+//!   Selecting ───────────────────────▶ Training ─────────────────────────────────────────▶ Aggregating
+//!       │                                 │                                                  │ average computed
+//!       │ deadline, quorum unreachable    │ deadline or dropouts, quorum unreachable         ▼
+//!       └──────────────▶ Failed ◀─────────┘                         Done ◀──────────── Publishing
+//!                                                                        checkpoint written + committed
+//! ```
+//!
+//! `Done` starts the next round's `Selecting` (or finishes the run); `Failed` fails the run.
+//! Cancellation moves any phase to `Failed` with reason "run cancelled". A coordinator that
+//! stops mid-round leaves the attempt `in_progress` in the store; on restart it is marked
+//! `interrupted` and the same round number is attempted again, from the last completed
+//! round's checkpoint, so no completed round is lost or repeated.
+
+mod engine;
+pub mod metrics;
+
+pub use engine::{Engine, EngineHandle, EngineSettings, GlobalModel, RunView, TaskAssignment, UploadTicket, VerifiedUpdate};
+pub use metrics::{MetricsMean, TrainingMetrics};
+
+use crate::aggregation::AggregationError;
+use crate::checkpoint::CheckpointError;
+use crate::ids::{CheckpointId, ClientId, RegionId, RunId, TaskId};
+use crate::store::{RunState, StoreError};
+
+/// The phase of the active round attempt, as shown to users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhaseName {
+    Selecting,
+    Training,
+    Aggregating,
+    Publishing,
+    Done,
+    Failed,
+}
+
+impl PhaseName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Selecting => "selecting",
+            Self::Training => "training",
+            Self::Aggregating => "aggregating",
+            Self::Publishing => "publishing",
+            Self::Done => "done",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// A step in a run's life, streamed to watchers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunEvent {
+    pub run: RunId,
+    pub round: u32,
+    pub kind: RunEventKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunEventKind {
+    Selected { clients: Vec<ClientId>, target: u32 },
+    UpdateReceived { client: ClientId, region: RegionId, samples: u64, reported: u32, target: u32, metrics: TrainingMetrics },
+    Aggregated { clients: u32, samples: u64, metrics: TrainingMetrics },
+    Published { checkpoint: CheckpointId, regions: Vec<RegionId>, sha256: String },
+    RoundFailed { reason: String },
+    RunFinished { state: RunState, reason: Option<String> },
+}
+
+/// Why the engine refused a request or could not carry it out.
+#[derive(Debug, thiserror::Error)]
+pub enum RoundError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Aggregation(#[from] AggregationError),
+    #[error("run {0} not found")]
+    RunNotFound(RunId),
+    #[error("checkpoint {0} not found")]
+    CheckpointNotFound(CheckpointId),
+    #[error("initial checkpoint {checkpoint} does not fit the plan's model: {reason}")]
+    InitialCheckpoint { checkpoint: CheckpointId, reason: String },
+    #[error("run {run} already ended ({state:?})")]
+    RunEnded { run: RunId, state: RunState },
+    #[error("client {0} is not registered: call Register first")]
+    UnknownClient(ClientId),
+    #[error("task {0} is unknown or its round has closed")]
+    UnknownTask(TaskId),
+    #[error("task {task} belongs to another client than {client}")]
+    NotYourTask { task: TaskId, client: ClientId },
+    #[error("client {client} already reported for round {round}")]
+    AlreadyReported { client: ClientId, round: u32 },
+    #[error("update declares {got} values, the model has {expected}")]
+    UpdateLength { expected: u64, got: u64 },
+    #[error("update claims {claimed} samples, client {client} registered {registered}")]
+    TooManySamples { client: ClientId, claimed: u64, registered: u64 },
+    #[error("update claims 0 samples: a FedAvg weight must be positive")]
+    ZeroSamples,
+    #[error("the coordinator is shutting down")]
+    ShuttingDown,
+}

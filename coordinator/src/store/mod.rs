@@ -1,0 +1,216 @@
+//! Persistence behind one trait, so that the round engine does not know which database it
+//! talks to. The embedded default is SQLite ([`SqliteStore`]); the schema in
+//! `coordinator/migrations/` is portable SQL so that a PostgreSQL implementation of the
+//! same trait can run the same migrations and the same contract tests.
+//!
+//! What is stored is everything needed to tell a user what happened after a restart:
+//! runs and their plans, every round attempt and its outcome, who was selected and who
+//! reported, the client registry and the checkpoint registry. Each engine transition that
+//! must be atomic (a round completing: round row, participations, checkpoint, run progress)
+//! is one method, executed in one transaction.
+//!
+//! Infrastructure failures are [`StoreError`]; "not found" is `Ok(None)`.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use crate::ids::{CheckpointId, ClientId, RegionId, RunId};
+use crate::plan::RunPlan;
+use crate::round::TrainingMetrics;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::path::PathBuf;
+
+/// The store failed (I/O, database, corrupted stored value).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("schema migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("stored value is corrupt: {0}")]
+    Corrupt(String),
+    #[error("cannot open store at {path}: {reason}")]
+    Open { path: String, reason: String },
+}
+
+/// Lifecycle of a run as persisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunState {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub id: RunId,
+    pub plan: RunPlan,
+    pub state: RunState,
+    /// Rounds completed and published, in order; the next round is `completed_rounds + 1`.
+    pub completed_rounds: u32,
+    pub published_checkpoint: Option<CheckpointId>,
+    pub failure: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Outcome of one round attempt as persisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoundStatus {
+    /// Started, not finished (selecting, training, aggregating or publishing).
+    InProgress,
+    Done,
+    Failed,
+    /// The coordinator stopped while the attempt was in progress; the round is re-run.
+    Interrupted,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundRecord {
+    pub run: RunId,
+    pub round: u32,
+    pub attempt: u32,
+    pub status: RoundStatus,
+    pub selected: u32,
+    pub reported: u32,
+    pub samples: u64,
+    pub metrics: Option<TrainingMetrics>,
+    pub checkpoint: Option<CheckpointId>,
+    pub failure: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// What became of a selected client in one round attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParticipationStatus {
+    Selected,
+    Reported,
+    /// Selected but did not report before the round closed.
+    Dropped,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParticipationRecord {
+    pub run: RunId,
+    pub round: u32,
+    pub attempt: u32,
+    pub client: ClientId,
+    pub region: RegionId,
+    pub status: ParticipationStatus,
+    pub samples: u64,
+    pub metrics: Option<TrainingMetrics>,
+    pub update_norm: Option<f64>,
+}
+
+/// A dataset as a client describes it (never the data itself).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DatasetDescriptor {
+    pub name: String,
+    pub samples: u64,
+    pub features: u32,
+    pub classes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientRecord {
+    pub id: ClientId,
+    pub region: RegionId,
+    pub datasets: Vec<DatasetDescriptor>,
+    pub devices: Vec<String>,
+    pub registered_at: DateTime<Utc>,
+}
+
+impl ClientRecord {
+    /// Total samples over the client's datasets: the most it may claim as a FedAvg weight.
+    pub fn samples(&self) -> u64 {
+        self.datasets.iter().map(|d| d.samples).sum()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointRecord {
+    pub id: CheckpointId,
+    pub run: RunId,
+    pub round: u32,
+    pub model_name: String,
+    pub sha256: String,
+    pub parent: Option<CheckpointId>,
+    /// The provenance manifest exactly as written next to the weights.
+    pub manifest_json: String,
+    pub created_at: DateTime<Utc>,
+    /// Where the checkpoint was published, one safetensors file per region.
+    pub locations: Vec<(RegionId, PathBuf)>,
+}
+
+/// Filter for [`Store::list_checkpoints`]; `None` matches anything.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointFilter {
+    pub region: Option<RegionId>,
+    pub model_name: Option<String>,
+    pub run: Option<RunId>,
+}
+
+/// Everything that changes when a round completes, written in one transaction.
+#[derive(Debug, Clone)]
+pub struct RoundCompletion {
+    pub run: RunId,
+    pub round: u32,
+    pub attempt: u32,
+    pub reported: u32,
+    pub samples: u64,
+    pub metrics: TrainingMetrics,
+    pub checkpoint: CheckpointRecord,
+    /// The run's last round: the run succeeds and this checkpoint becomes its published one.
+    pub final_round: bool,
+}
+
+/// The persistence contract of the coordinator. Every method is atomic.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError>;
+    /// Sets the run's state (and failure reason, when given).
+    async fn set_run_state(&self, run: &RunId, state: RunState, failure: Option<&str>) -> Result<(), StoreError>;
+    async fn get_run(&self, run: &RunId) -> Result<Option<RunRecord>, StoreError>;
+    /// All runs, oldest first.
+    async fn list_runs(&self) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// The attempt number a new attempt of `round` must use (1 for the first).
+    async fn next_attempt(&self, run: &RunId, round: u32) -> Result<u32, StoreError>;
+    /// Records a round attempt as in progress with its selected clients.
+    async fn begin_round(
+        &self,
+        run: &RunId,
+        round: u32,
+        attempt: u32,
+        selected: &[(ClientId, RegionId)],
+    ) -> Result<(), StoreError>;
+    /// Marks a selected client as reported with its weight and metrics.
+    async fn record_update(&self, update: &ParticipationRecord) -> Result<(), StoreError>;
+    /// Marks the attempt failed; selected clients that did not report become dropped.
+    async fn fail_round(&self, run: &RunId, round: u32, attempt: u32, reason: &str) -> Result<(), StoreError>;
+    /// Completes the attempt, registers its checkpoint and advances the run, atomically.
+    async fn complete_round(&self, completion: &RoundCompletion) -> Result<(), StoreError>;
+    /// Marks every in-progress attempt interrupted (called once at start-up); returns how many.
+    async fn interrupt_open_rounds(&self) -> Result<u64, StoreError>;
+    /// Every attempt of a run, ordered by round then attempt.
+    async fn list_rounds(&self, run: &RunId) -> Result<Vec<RoundRecord>, StoreError>;
+    /// Every participation of a run, ordered by round, attempt, client.
+    async fn list_participations(&self, run: &RunId) -> Result<Vec<ParticipationRecord>, StoreError>;
+
+    async fn upsert_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
+
+    async fn get_checkpoint(&self, id: &CheckpointId) -> Result<Option<CheckpointRecord>, StoreError>;
+    /// Matching checkpoints, ordered by run creation, then round.
+    async fn list_checkpoints(&self, filter: &CheckpointFilter) -> Result<Vec<CheckpointRecord>, StoreError>;
+}

@@ -1,0 +1,518 @@
+//! The SQLite implementation of [`Store`]: one file under the data directory, WAL mode,
+//! migrations embedded in the binary. sqlx rows never leave this file.
+
+use super::*;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::path::Path;
+use std::str::FromStr;
+
+/// SQLite-backed store. Cheap to clone (a connection pool).
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("timestamp {s:?}: {e}")))
+}
+
+fn corrupt<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> StoreError + '_ {
+    move |e| StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn run_state_str(s: RunState) -> &'static str {
+    match s {
+        RunState::Queued => "queued",
+        RunState::Running => "running",
+        RunState::Succeeded => "succeeded",
+        RunState::Failed => "failed",
+        RunState::Cancelled => "cancelled",
+    }
+}
+
+fn parse_run_state(s: &str) -> Result<RunState, StoreError> {
+    Ok(match s {
+        "queued" => RunState::Queued,
+        "running" => RunState::Running,
+        "succeeded" => RunState::Succeeded,
+        "failed" => RunState::Failed,
+        "cancelled" => RunState::Cancelled,
+        other => return Err(StoreError::Corrupt(format!("run state {other:?}"))),
+    })
+}
+
+fn parse_round_status(s: &str) -> Result<RoundStatus, StoreError> {
+    Ok(match s {
+        "in_progress" => RoundStatus::InProgress,
+        "done" => RoundStatus::Done,
+        "failed" => RoundStatus::Failed,
+        "interrupted" => RoundStatus::Interrupted,
+        other => return Err(StoreError::Corrupt(format!("round status {other:?}"))),
+    })
+}
+
+fn parse_participation(s: &str) -> Result<ParticipationStatus, StoreError> {
+    Ok(match s {
+        "selected" => ParticipationStatus::Selected,
+        "reported" => ParticipationStatus::Reported,
+        "dropped" => ParticipationStatus::Dropped,
+        other => return Err(StoreError::Corrupt(format!("participation status {other:?}"))),
+    })
+}
+
+fn metrics_of(row: &SqliteRow) -> Result<Option<TrainingMetrics>, StoreError> {
+    let before: Option<f64> = row.try_get("loss_before")?;
+    let after: Option<f64> = row.try_get("loss_after")?;
+    let acc: Option<f64> = row.try_get("accuracy")?;
+    Ok(match (before, after, acc) {
+        (Some(loss_before), Some(loss_after), Some(accuracy_after)) => {
+            Some(TrainingMetrics { loss_before, loss_after, accuracy_after, train_seconds: 0.0 })
+        }
+        _ => None,
+    })
+}
+
+fn u32_of(row: &SqliteRow, col: &str) -> Result<u32, StoreError> {
+    let v: i64 = row.try_get(col)?;
+    u32::try_from(v).map_err(corrupt(col))
+}
+
+fn u64_of(row: &SqliteRow, col: &str) -> Result<u64, StoreError> {
+    let v: i64 = row.try_get(col)?;
+    u64::try_from(v).map_err(corrupt(col))
+}
+
+fn run_of(row: &SqliteRow) -> Result<RunRecord, StoreError> {
+    let id: String = row.try_get("id")?;
+    let plan: String = row.try_get("plan_json")?;
+    let published: Option<String> = row.try_get("published_checkpoint")?;
+    Ok(RunRecord {
+        id: RunId::new(id).map_err(corrupt("run id"))?,
+        plan: serde_json::from_str(&plan).map_err(corrupt("run plan"))?,
+        state: parse_run_state(row.try_get("state")?)?,
+        completed_rounds: u32_of(row, "completed_rounds")?,
+        published_checkpoint: published.map(CheckpointId::new).transpose().map_err(corrupt("checkpoint id"))?,
+        failure: row.try_get("failure")?,
+        created_at: parse_ts(row.try_get("created_at")?)?,
+    })
+}
+
+fn round_of(row: &SqliteRow) -> Result<RoundRecord, StoreError> {
+    let run: String = row.try_get("run_id")?;
+    let checkpoint: Option<String> = row.try_get("checkpoint_id")?;
+    let finished: Option<String> = row.try_get("finished_at")?;
+    Ok(RoundRecord {
+        run: RunId::new(run).map_err(corrupt("run id"))?,
+        round: u32_of(row, "round")?,
+        attempt: u32_of(row, "attempt")?,
+        status: parse_round_status(row.try_get("status")?)?,
+        selected: u32_of(row, "selected")?,
+        reported: u32_of(row, "reported")?,
+        samples: u64_of(row, "samples")?,
+        metrics: metrics_of(row)?,
+        checkpoint: checkpoint.map(CheckpointId::new).transpose().map_err(corrupt("checkpoint id"))?,
+        failure: row.try_get("failure")?,
+        started_at: parse_ts(row.try_get("started_at")?)?,
+        finished_at: finished.as_deref().map(parse_ts).transpose()?,
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and applies migrations.
+    ///
+    /// # Errors
+    /// [`StoreError::Open`] when the file cannot be opened, [`StoreError::Migration`] when
+    /// the schema cannot be brought up to date.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let url = format!("sqlite://{}", path.display());
+        let opts = SqliteConnectOptions::from_str(&url)
+            .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.to_string() })?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.to_string() })?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Closes the pool, checkpointing the WAL (used on shutdown and in restart tests).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    async fn checkpoint_locations(&self, id: &str) -> Result<Vec<(RegionId, PathBuf)>, StoreError> {
+        let rows = sqlx::query("SELECT region, path FROM checkpoint_locations WHERE checkpoint_id = ? ORDER BY region")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let region: String = r.try_get("region")?;
+                let path: String = r.try_get("path")?;
+                Ok((RegionId::new(region).map_err(corrupt("region"))?, PathBuf::from(path)))
+            })
+            .collect()
+    }
+
+    async fn checkpoint_of(&self, row: &SqliteRow) -> Result<CheckpointRecord, StoreError> {
+        let id: String = row.try_get("id")?;
+        let run: String = row.try_get("run_id")?;
+        let parent: Option<String> = row.try_get("parent_id")?;
+        let locations = self.checkpoint_locations(&id).await?;
+        Ok(CheckpointRecord {
+            id: CheckpointId::new(id).map_err(corrupt("checkpoint id"))?,
+            run: RunId::new(run).map_err(corrupt("run id"))?,
+            round: u32_of(row, "round")?,
+            model_name: row.try_get("model_name")?,
+            sha256: row.try_get("sha256")?,
+            parent: parent.map(CheckpointId::new).transpose().map_err(corrupt("checkpoint id"))?,
+            manifest_json: row.try_get("manifest_json")?,
+            created_at: parse_ts(row.try_get("created_at")?)?,
+            locations,
+        })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let plan = serde_json::to_string(&run.plan).map_err(corrupt("run plan"))?;
+        let now = ts(&run.created_at);
+        sqlx::query(
+            "INSERT INTO runs (id, plan_json, state, completed_rounds, published_checkpoint, failure, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(run.id.as_str())
+        .bind(plan)
+        .bind(run_state_str(run.state))
+        .bind(i64::from(run.completed_rounds))
+        .bind(run.published_checkpoint.as_ref().map(CheckpointId::as_str))
+        .bind(run.failure.as_deref())
+        .bind(&now)
+        .bind(&now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn set_run_state(&self, run: &RunId, state: RunState, failure: Option<&str>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET state = ?, failure = COALESCE(?, failure), updated_at = ? WHERE id = ?")
+            .bind(run_state_str(state))
+            .bind(failure)
+            .bind(ts(&Utc::now()))
+            .bind(run.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn get_run(&self, run: &RunId) -> Result<Option<RunRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM runs WHERE id = ?").bind(run.as_str()).fetch_optional(&self.pool).await?;
+        row.as_ref().map(run_of).transpose()
+    }
+
+    async fn list_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM runs ORDER BY created_at, id").fetch_all(&self.pool).await?;
+        rows.iter().map(run_of).collect()
+    }
+
+    async fn next_attempt(&self, run: &RunId, round: u32) -> Result<u32, StoreError> {
+        let row = sqlx::query("SELECT COALESCE(MAX(attempt), 0) AS a FROM rounds WHERE run_id = ? AND round = ?")
+            .bind(run.as_str())
+            .bind(i64::from(round))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u32_of(&row, "a")? + 1)
+    }
+
+    async fn begin_round(
+        &self,
+        run: &RunId,
+        round: u32,
+        attempt: u32,
+        selected: &[(ClientId, RegionId)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO rounds (run_id, round, attempt, status, selected, started_at) VALUES (?, ?, ?, 'in_progress', ?, ?)",
+        )
+        .bind(run.as_str())
+        .bind(i64::from(round))
+        .bind(i64::from(attempt))
+        .bind(selected.len() as i64)
+        .bind(ts(&Utc::now()))
+        .execute(&mut *tx)
+        .await?;
+        for (client, region) in selected {
+            sqlx::query(
+                "INSERT INTO participations (run_id, round, attempt, client_id, region, status) VALUES (?, ?, ?, ?, ?, 'selected')",
+            )
+            .bind(run.as_str())
+            .bind(i64::from(round))
+            .bind(i64::from(attempt))
+            .bind(client.as_str())
+            .bind(region.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn record_update(&self, p: &ParticipationRecord) -> Result<(), StoreError> {
+        let m = p.metrics.unwrap_or_default();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE participations SET status = 'reported', samples = ?, loss_before = ?, loss_after = ?, accuracy = ?, update_norm = ?
+             WHERE run_id = ? AND round = ? AND attempt = ? AND client_id = ?",
+        )
+        .bind(p.samples as i64)
+        .bind(m.loss_before)
+        .bind(m.loss_after)
+        .bind(m.accuracy_after)
+        .bind(p.update_norm)
+        .bind(p.run.as_str())
+        .bind(i64::from(p.round))
+        .bind(i64::from(p.attempt))
+        .bind(p.client.as_str())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE rounds SET reported = reported + 1, samples = samples + ? WHERE run_id = ? AND round = ? AND attempt = ?",
+        )
+        .bind(p.samples as i64)
+        .bind(p.run.as_str())
+        .bind(i64::from(p.round))
+        .bind(i64::from(p.attempt))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn fail_round(&self, run: &RunId, round: u32, attempt: u32, reason: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE rounds SET status = 'failed', failure = ?, finished_at = ? WHERE run_id = ? AND round = ? AND attempt = ?",
+        )
+        .bind(reason)
+        .bind(ts(&Utc::now()))
+        .bind(run.as_str())
+        .bind(i64::from(round))
+        .bind(i64::from(attempt))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE participations SET status = 'dropped' WHERE run_id = ? AND round = ? AND attempt = ? AND status = 'selected'",
+        )
+        .bind(run.as_str())
+        .bind(i64::from(round))
+        .bind(i64::from(attempt))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn complete_round(&self, c: &RoundCompletion) -> Result<(), StoreError> {
+        let now = ts(&Utc::now());
+        let run = c.run.as_str();
+        let mut tx = self.pool.begin().await?;
+        let cp = &c.checkpoint;
+        sqlx::query(
+            "INSERT INTO checkpoints (id, run_id, round, model_name, sha256, parent_id, manifest_json, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(cp.id.as_str())
+        .bind(cp.run.as_str())
+        .bind(i64::from(cp.round))
+        .bind(&cp.model_name)
+        .bind(&cp.sha256)
+        .bind(cp.parent.as_ref().map(CheckpointId::as_str))
+        .bind(&cp.manifest_json)
+        .bind(ts(&cp.created_at))
+        .execute(&mut *tx)
+        .await?;
+        for (region, path) in &cp.locations {
+            sqlx::query("INSERT INTO checkpoint_locations (checkpoint_id, region, path) VALUES (?, ?, ?)")
+                .bind(cp.id.as_str())
+                .bind(region.as_str())
+                .bind(path.display().to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query(
+            "UPDATE rounds SET status = 'done', reported = ?, samples = ?, loss_before = ?, loss_after = ?, accuracy = ?,
+                 checkpoint_id = ?, finished_at = ?
+             WHERE run_id = ? AND round = ? AND attempt = ?",
+        )
+        .bind(i64::from(c.reported))
+        .bind(c.samples as i64)
+        .bind(c.metrics.loss_before)
+        .bind(c.metrics.loss_after)
+        .bind(c.metrics.accuracy_after)
+        .bind(cp.id.as_str())
+        .bind(&now)
+        .bind(run)
+        .bind(i64::from(c.round))
+        .bind(i64::from(c.attempt))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE participations SET status = 'dropped' WHERE run_id = ? AND round = ? AND attempt = ? AND status = 'selected'",
+        )
+        .bind(run)
+        .bind(i64::from(c.round))
+        .bind(i64::from(c.attempt))
+        .execute(&mut *tx)
+        .await?;
+        let (state, published) = if c.final_round { ("succeeded", Some(cp.id.as_str())) } else { ("running", None) };
+        sqlx::query(
+            "UPDATE runs SET completed_rounds = ?, state = ?, published_checkpoint = COALESCE(?, published_checkpoint), updated_at = ?
+             WHERE id = ?",
+        )
+        .bind(i64::from(c.round))
+        .bind(state)
+        .bind(published)
+        .bind(&now)
+        .bind(run)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn interrupt_open_rounds(&self) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE rounds SET status = 'interrupted', failure = 'coordinator restarted', finished_at = ? WHERE status = 'in_progress'",
+        )
+        .bind(ts(&Utc::now()))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "UPDATE participations SET status = 'dropped', detail = 'coordinator restarted'
+             WHERE status = 'selected' AND EXISTS (SELECT 1 FROM rounds r WHERE r.run_id = participations.run_id
+                 AND r.round = participations.round AND r.attempt = participations.attempt AND r.status = 'interrupted')",
+        )
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn list_rounds(&self, run: &RunId) -> Result<Vec<RoundRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM rounds WHERE run_id = ? ORDER BY round, attempt")
+            .bind(run.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(round_of).collect()
+    }
+
+    async fn list_participations(&self, run: &RunId) -> Result<Vec<ParticipationRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM participations WHERE run_id = ? ORDER BY round, attempt, client_id")
+            .bind(run.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let run: String = r.try_get("run_id")?;
+                let client: String = r.try_get("client_id")?;
+                let region: String = r.try_get("region")?;
+                Ok(ParticipationRecord {
+                    run: RunId::new(run).map_err(corrupt("run id"))?,
+                    round: u32_of(r, "round")?,
+                    attempt: u32_of(r, "attempt")?,
+                    client: ClientId::new(client).map_err(corrupt("client id"))?,
+                    region: RegionId::new(region).map_err(corrupt("region"))?,
+                    status: parse_participation(r.try_get("status")?)?,
+                    samples: u64_of(r, "samples")?,
+                    metrics: metrics_of(r)?,
+                    update_norm: r.try_get("update_norm")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn upsert_client(&self, c: &ClientRecord) -> Result<(), StoreError> {
+        let datasets = serde_json::to_string(&c.datasets).map_err(corrupt("datasets"))?;
+        sqlx::query(
+            "INSERT INTO clients (id, region, datasets_json, devices, samples, registered_at) VALUES (?, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET region = excluded.region, datasets_json = excluded.datasets_json,
+                 devices = excluded.devices, samples = excluded.samples, registered_at = excluded.registered_at",
+        )
+        .bind(c.id.as_str())
+        .bind(c.region.as_str())
+        .bind(datasets)
+        .bind(c.devices.join(","))
+        .bind(c.samples() as i64)
+        .bind(ts(&c.registered_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM clients ORDER BY id").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let id: String = r.try_get("id")?;
+                let region: String = r.try_get("region")?;
+                let datasets: String = r.try_get("datasets_json")?;
+                let devices: String = r.try_get("devices")?;
+                Ok(ClientRecord {
+                    id: ClientId::new(id).map_err(corrupt("client id"))?,
+                    region: RegionId::new(region).map_err(corrupt("region"))?,
+                    datasets: serde_json::from_str(&datasets).map_err(corrupt("datasets"))?,
+                    devices: devices.split(',').filter(|d| !d.is_empty()).map(str::to_string).collect(),
+                    registered_at: parse_ts(r.try_get("registered_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn get_checkpoint(&self, id: &CheckpointId) -> Result<Option<CheckpointRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM checkpoints WHERE id = ?").bind(id.as_str()).fetch_optional(&self.pool).await?;
+        match row {
+            Some(r) => Ok(Some(self.checkpoint_of(&r).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_checkpoints(&self, f: &CheckpointFilter) -> Result<Vec<CheckpointRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.* FROM checkpoints c JOIN runs r ON r.id = c.run_id
+             WHERE (? IS NULL OR c.model_name = ?)
+               AND (? IS NULL OR c.run_id = ?)
+               AND (? IS NULL OR EXISTS (SELECT 1 FROM checkpoint_locations l WHERE l.checkpoint_id = c.id AND l.region = ?))
+             ORDER BY r.created_at, c.run_id, c.round",
+        )
+        .bind(f.model_name.as_deref())
+        .bind(f.model_name.as_deref())
+        .bind(f.run.as_ref().map(RunId::as_str))
+        .bind(f.run.as_ref().map(RunId::as_str))
+        .bind(f.region.as_ref().map(RegionId::as_str))
+        .bind(f.region.as_ref().map(RegionId::as_str))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(self.checkpoint_of(r).await?);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,12 @@
+//! Compiles `fedra/v1/fedra.proto` with the pure-Rust `protox` compiler so that a fresh
+//! machine needs no system `protoc`.
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto = "fedra/v1/fedra.proto";
+    println!("cargo:rerun-if-changed={proto}");
+    let fds = protox::compile([proto], ["."])?;
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

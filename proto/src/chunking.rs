@@ -1,0 +1,246 @@
+//! Cutting flat `f32` parameter vectors into [`ParamChunk`]s and putting them back.
+//!
+//! Contract shared by every transfer: values are little-endian `f32`; a transfer of
+//! `total` values is a sequence of chunks whose `offset`s start at 0 and are contiguous,
+//! whose payload is a whole number of values, and which together cover exactly
+//! `[0, total)`. [`ChunkCursor`] checks that contract without buffering anything, so a
+//! receiver can decode each chunk straight into its destination.
+
+use crate::pb::ParamChunk;
+use sha2::{Digest, Sha256};
+
+/// Default payload size of one chunk: 1 MiB.
+pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
+/// Smallest accepted chunk payload (one value).
+pub const MIN_CHUNK_BYTES: usize = 4;
+/// Largest accepted chunk payload: keeps every message under tonic's 4 MiB default limit.
+pub const MAX_CHUNK_BYTES: usize = 3 << 20;
+
+/// A chunk stream broke the transfer contract.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkError {
+    #[error("chunk at offset {got} out of order: expected offset {expected}")]
+    OutOfOrder { expected: u64, got: u64 },
+    #[error("chunk payload of {0} bytes is not a whole number of f32 values")]
+    Misaligned(usize),
+    #[error("chunk at offset {offset} with {values} values overruns the declared total of {total}")]
+    Overrun { offset: u64, values: u64, total: u64 },
+    #[error("empty chunk at offset {0}")]
+    Empty(u64),
+    #[error("transfer incomplete: received {received} of {total} values")]
+    Incomplete { received: u64, total: u64 },
+    #[error("sha256 mismatch: declared {declared}, computed {computed}")]
+    DigestMismatch { declared: String, computed: String },
+}
+
+/// Number of whole `f32` values that fit in `chunk_bytes`, at least one.
+fn values_per_chunk(chunk_bytes: usize) -> usize {
+    (chunk_bytes.clamp(MIN_CHUNK_BYTES, MAX_CHUNK_BYTES) / 4).max(1)
+}
+
+/// Encodes `values` as little-endian bytes.
+pub fn encode_le(values: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * 4);
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// Decodes little-endian bytes into `dst`; `data.len()` must be `4 * dst.len()`.
+///
+/// # Panics
+/// If the lengths disagree (callers check alignment through [`ChunkCursor`] first).
+pub fn decode_le_into(data: &[u8], dst: &mut [f32]) {
+    assert_eq!(data.len(), dst.len() * 4, "decode_le_into length mismatch");
+    for (d, b) in dst.iter_mut().zip(data.chunks_exact(4)) {
+        *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+}
+
+/// Iterates over `values` as chunks of at most `chunk_bytes` payload (clamped to
+/// [`MIN_CHUNK_BYTES`]..=[`MAX_CHUNK_BYTES`]). An empty vector yields no chunk.
+pub fn chunks(values: &[f32], chunk_bytes: usize) -> impl Iterator<Item = ParamChunk> + '_ {
+    let per = values_per_chunk(chunk_bytes);
+    values.chunks(per).enumerate().map(move |(i, slice)| ParamChunk {
+        offset: (i * per) as u64,
+        data: encode_le(slice).into(),
+    })
+}
+
+/// Hex sha256 of the little-endian bytes of `values`: the digest every transfer declares.
+pub fn sha256_hex(values: &[f32]) -> String {
+    let mut h = Sha256::new();
+    // Hash in bounded pieces so that no second copy of a large model is made.
+    for piece in values.chunks(64 * 1024) {
+        h.update(encode_le(piece));
+    }
+    hex::encode(h.finalize())
+}
+
+/// Hex sha256 of raw bytes (e.g. a checkpoint file).
+pub fn sha256_bytes_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Incremental sha256 over chunk payloads, equal to [`sha256_hex`] of the whole vector.
+#[derive(Default, Clone)]
+pub struct StreamDigest(Sha256);
+
+impl StreamDigest {
+    pub fn update(&mut self, le_bytes: &[u8]) {
+        self.0.update(le_bytes);
+    }
+    pub fn finish_hex(self) -> String {
+        hex::encode(self.0.finalize())
+    }
+}
+
+/// Checks that a sequence of chunks respects the transfer contract, without buffering.
+#[derive(Debug, Clone)]
+pub struct ChunkCursor {
+    total: u64,
+    next: u64,
+}
+
+impl ChunkCursor {
+    pub fn new(total: u64) -> Self {
+        Self { total, next: 0 }
+    }
+
+    /// Validates the next chunk and returns the element range it covers.
+    ///
+    /// # Errors
+    /// Out-of-order, misaligned, empty or overrunning chunks.
+    pub fn accept(&mut self, chunk: &ParamChunk) -> Result<std::ops::Range<usize>, ChunkError> {
+        if chunk.offset != self.next {
+            return Err(ChunkError::OutOfOrder { expected: self.next, got: chunk.offset });
+        }
+        if chunk.data.len() % 4 != 0 {
+            return Err(ChunkError::Misaligned(chunk.data.len()));
+        }
+        let values = (chunk.data.len() / 4) as u64;
+        if values == 0 {
+            return Err(ChunkError::Empty(chunk.offset));
+        }
+        if chunk.offset + values > self.total {
+            return Err(ChunkError::Overrun { offset: chunk.offset, values, total: self.total });
+        }
+        let start = self.next as usize;
+        self.next += values;
+        Ok(start..self.next as usize)
+    }
+
+    /// Values received so far.
+    pub fn received(&self) -> u64 {
+        self.next
+    }
+
+    /// # Errors
+    /// [`ChunkError::Incomplete`] unless every value has been received.
+    pub fn finish(&self) -> Result<(), ChunkError> {
+        if self.next == self.total {
+            Ok(())
+        } else {
+            Err(ChunkError::Incomplete { received: self.next, total: self.total })
+        }
+    }
+}
+
+/// Rebuilds a whole vector from chunks (for receivers that need the full model anyway,
+/// such as a client fetching the global model).
+#[derive(Clone)]
+pub struct Reassembler {
+    cursor: ChunkCursor,
+    values: Vec<f32>,
+    digest: StreamDigest,
+}
+
+impl Reassembler {
+    /// Prepares to receive `total` values. The buffer is allocated once, up front.
+    pub fn new(total: u64) -> Self {
+        Self {
+            cursor: ChunkCursor::new(total),
+            values: vec![0.0; total as usize],
+            digest: StreamDigest::default(),
+        }
+    }
+
+    /// # Errors
+    /// See [`ChunkCursor::accept`].
+    pub fn push(&mut self, chunk: &ParamChunk) -> Result<(), ChunkError> {
+        let range = self.cursor.accept(chunk)?;
+        decode_le_into(&chunk.data, &mut self.values[range]);
+        self.digest.update(&chunk.data);
+        Ok(())
+    }
+
+    /// Returns the vector once complete; checks `expected_sha256` when it is non-empty.
+    ///
+    /// # Errors
+    /// Incomplete transfer or digest mismatch.
+    pub fn finish(self, expected_sha256: &str) -> Result<Vec<f32>, ChunkError> {
+        self.cursor.finish()?;
+        let computed = self.digest.finish_hex();
+        if !expected_sha256.is_empty() && !expected_sha256.eq_ignore_ascii_case(&computed) {
+            return Err(ChunkError::DigestMismatch { declared: expected_sha256.to_string(), computed });
+        }
+        Ok(self.values)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn round_trip_is_bit_exact(values in proptest::collection::vec(any::<f32>(), 0..3000), chunk_bytes in 1usize..5000) {
+            let sha = sha256_hex(&values);
+            let mut r = Reassembler::new(values.len() as u64);
+            for c in chunks(&values, chunk_bytes) {
+                prop_assert!(c.data.len() <= values_per_chunk(chunk_bytes) * 4);
+                r.push(&c).unwrap();
+            }
+            let back = r.finish(&sha).unwrap();
+            prop_assert_eq!(back.len(), values.len());
+            for (a, b) in back.iter().zip(&values) {
+                prop_assert_eq!(a.to_bits(), b.to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_gaps_overruns_and_truncation() {
+        let values: Vec<f32> = (0..10).map(|i| i as f32).collect();
+        let cs: Vec<_> = chunks(&values, 16).collect();
+        assert_eq!(cs.len(), 3);
+
+        let mut r = Reassembler::new(10);
+        assert_eq!(r.push(&cs[1]), Err(ChunkError::OutOfOrder { expected: 0, got: 4 }));
+
+        let mut r = Reassembler::new(6);
+        r.push(&cs[0]).unwrap();
+        assert!(matches!(r.push(&cs[1]), Err(ChunkError::Overrun { .. })));
+
+        let mut r = Reassembler::new(10);
+        r.push(&cs[0]).unwrap();
+        r.push(&cs[1]).unwrap();
+        assert_eq!(r.finish(""), Err(ChunkError::Incomplete { received: 8, total: 10 }));
+
+        let mut r = Reassembler::new(10);
+        let bad = ParamChunk { offset: 0, data: vec![0u8; 5].into() };
+        assert_eq!(r.push(&bad), Err(ChunkError::Misaligned(5)));
+    }
+
+    #[test]
+    fn digest_mismatch_is_reported() {
+        let values = vec![1.0f32, 2.0];
+        let mut r = Reassembler::new(2);
+        for c in chunks(&values, 1024) {
+            r.push(&c).unwrap();
+        }
+        assert!(matches!(r.finish("00"), Err(ChunkError::DigestMismatch { .. })));
+    }
+}

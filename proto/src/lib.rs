@@ -1,0 +1,14 @@
+//! fedra's wire protocol: the code generated from `fedra/v1/fedra.proto` plus the helpers
+//! both sides need to move parameter vectors as chunk streams.
+//!
+//! Nothing else belongs here: domain types live in the coordinator and client crates, which
+//! convert at their gRPC edge.
+
+#![allow(clippy::all, clippy::pedantic)]
+
+/// Generated messages, clients and servers of package `fedra.v1`.
+pub mod pb {
+    tonic::include_proto!("fedra.v1");
+}
+
+pub mod chunking;
