@@ -5,6 +5,7 @@
 //! [`session`] runs the sidecar protocol; [`control`] is the data scientist's API;
 //! [`wire`] is the only module that converts protobuf messages.
 
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod data;

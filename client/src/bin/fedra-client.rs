@@ -1,1 +1,50 @@
-fn main(){}
+//! `fedra-client`: the regional sidecar. Parse config (exit 64 on bad config), load the
+//! local dataset, then register and work tasks until Ctrl-C or SIGTERM.
+
+use clap::Parser;
+use fedra_client::config::ClientConfig;
+use fedra_client::session::Sidecar;
+use fedra_client::trainer::burn_logreg::BurnTrainer;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// fedra client sidecar: trains locally on this region's data.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Sidecar config file (TOML).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Coordinator endpoint; overrides FEDRA_COORDINATOR and the file.
+    #[arg(long)]
+    coordinator: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match ClientConfig::load(&args.config, args.coordinator) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fedra-client: bad config: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let dataset = match config.dataset.load(&config.settings.client_id, &config.base_dir) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("fedra-client: {e}");
+            return ExitCode::from(65);
+        }
+    };
+    let sidecar = Sidecar::new(config.settings, vec![dataset.info()], Box::new(BurnTrainer::new(dataset)));
+    sidecar
+        .run(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await;
+    ExitCode::SUCCESS
+}

@@ -1,6 +1,7 @@
 //! Local datasets a client trains on. Raw samples never leave this module's owner: only
 //! their count (the FedAvg weight) and shape are described to the coordinator.
 
+pub mod csv;
 pub mod synthetic;
 
 /// An in-memory labelled dataset of dense `f32` features (row-major, `dim` per sample).

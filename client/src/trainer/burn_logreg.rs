@@ -284,7 +284,7 @@ impl ModuleVisitor for Flattener {
 
 /// Host copy of an f32 tensor's values, bit for bit.
 fn read_f32(data: TensorData) -> Vec<f32> {
-    data.into_vec::<f32>().expect("fedra creates only f32 tensors")
+    data.try_into_vec::<f32>().expect("fedra creates only f32 tensors")
 }
 
 /// Cross-entropy of one row of logits against `label`, in f64, and the row's argmax

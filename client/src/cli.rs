@@ -1,0 +1,226 @@
+//! The `fedra` command line for data scientists: a thin layer over [`ControlClient`].
+//! Errors print one line on stderr and exit non-zero:
+//! 64 bad usage or plan file, 69 coordinator unreachable, 1 refused by the coordinator,
+//! 2 a watched run ended failed or cancelled.
+
+use crate::control::{ControlClient, ControlError};
+use crate::plan_file::PlanFile;
+use crate::wire::{RunState, RunStatus, WatchEvent};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokio_stream::StreamExt;
+
+#[derive(Parser, Debug)]
+#[command(name = "fedra", version, about = "Submit and follow federated runs, list and pull checkpoints")]
+pub struct Cli {
+    /// Coordinator endpoint.
+    #[arg(long, global = true, env = "FEDRA_COORDINATOR", default_value = "http://127.0.0.1:7070")]
+    coordinator: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Runs: submit, watch, list, show, cancel.
+    #[command(subcommand)]
+    Run(RunCommand),
+    /// Checkpoints: list, pull.
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum RunCommand {
+    /// Submit a run plan (TOML); prints the run id.
+    Submit {
+        plan: PathBuf,
+        /// Follow the run until it ends.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Follow a run's progress until it ends.
+    Watch { run_id: String },
+    /// List runs.
+    List,
+    /// Show one run with its rounds.
+    Show { run_id: String },
+    /// Cancel a queued or running run.
+    Cancel { run_id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum CheckpointCommand {
+    /// List checkpoints.
+    List {
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        run: Option<String>,
+    },
+    /// Download a checkpoint (model.safetensors + manifest.json) into a directory.
+    Pull {
+        checkpoint_id: String,
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+    },
+}
+
+/// A CLI failure: its one-line message and exit code.
+struct Failure(String, u8);
+
+impl From<ControlError> for Failure {
+    fn from(e: ControlError) -> Self {
+        let code = match &e {
+            ControlError::Connect { .. } => 69,
+            ControlError::Rpc { code: tonic::Code::Unavailable, .. } => 69,
+            _ => 1,
+        };
+        Failure(e.to_string(), code)
+    }
+}
+
+/// Parses arguments and runs the command.
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(Failure(msg, code)) => {
+            eprintln!("fedra: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    match cli.command {
+        Command::Run(RunCommand::Submit { plan, watch }) => {
+            let plan = PlanFile::load(&plan).map_err(|e| Failure(e.to_string(), 64))?;
+            let mut client = ControlClient::connect(&cli.coordinator).await?;
+            let id = client.submit(&plan).await?;
+            println!("{id}");
+            if watch { watch_run(&mut client, &id).await } else { Ok(ExitCode::SUCCESS) }
+        }
+        Command::Run(RunCommand::Watch { run_id }) => {
+            let mut client = ControlClient::connect(&cli.coordinator).await?;
+            watch_run(&mut client, &run_id).await
+        }
+        Command::Run(RunCommand::List) => {
+            let mut client = ControlClient::connect(&cli.coordinator).await?;
+            let runs = client.list().await?;
+            println!("{:<18} {:<10} {:<16} {:>7}  {:<20}  published", "RUN", "STATE", "MODEL", "ROUNDS", "CREATED");
+            for r in runs {
+                println!(
+                    "{:<18} {:<10} {:<16} {:>3}/{:<3}  {:<20}  {}",
+                    r.id,
+                    r.state.as_str(),
+                    r.model_name,
+                    r.completed_rounds,
+                    r.total_rounds,
+                    r.created_at.get(..19).unwrap_or(&r.created_at),
+                    r.published_checkpoint.as_deref().unwrap_or("-")
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(RunCommand::Show { run_id }) => {
+            let mut client = ControlClient::connect(&cli.coordinator).await?;
+            print_run(&client.get(&run_id).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(RunCommand::Cancel { run_id }) => {
+            let mut client = ControlClient::connect(&cli.coordinator).await?;
+            let state = client.cancel(&run_id).await?;
+            println!("{run_id} {}", state.as_str());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Checkpoint(CheckpointCommand::List { region, model, run }) => {
+            let mut client = ControlClient::connect(&cli.coordinator).await?;
+            let list = client.list_checkpoints(region.as_deref(), model.as_deref(), run.as_deref()).await?;
+            println!("{:<26} {:<16} {:>5}  {:<14} {:<12} published", "CHECKPOINT", "MODEL", "ROUND", "REGIONS", "SHA256");
+            for c in list {
+                println!(
+                    "{:<26} {:<16} {:>5}  {:<14} {:<12} {}",
+                    c.id,
+                    c.model_name,
+                    c.round,
+                    c.regions.join(","),
+                    c.sha256.get(..12).unwrap_or(&c.sha256),
+                    if c.published { "yes" } else { "" }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Checkpoint(CheckpointCommand::Pull { checkpoint_id, out }) => {
+            let mut client = ControlClient::connect(&cli.coordinator).await?;
+            let pulled = client.pull_checkpoint(&checkpoint_id, &out).await?;
+            println!("{}", pulled.weights.display());
+            println!("{}", pulled.manifest.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn print_run(r: &RunStatus) {
+    println!("run {}  model {}  state {}  rounds {}/{}", r.id, r.model_name, r.state.as_str(), r.completed_rounds, r.total_rounds);
+    if let Some(f) = &r.failure {
+        println!("failure: {f}");
+    }
+    if let Some(p) = &r.published_checkpoint {
+        println!("published checkpoint: {p}");
+    }
+    println!("{:>5}  {:<11} {:>8} {:>8} {:>8}  {:>10} {:>10} {:>8}", "ROUND", "PHASE", "SELECTED", "REPORTED", "SAMPLES", "LOSS_IN", "LOSS_OUT", "ACC");
+    for row in &r.rounds {
+        let m = row.metrics.unwrap_or_default();
+        println!(
+            "{:>5}  {:<11} {:>8} {:>8} {:>8}  {:>10.4} {:>10.4} {:>8.4}{}",
+            row.round,
+            row.phase,
+            row.selected,
+            row.reported,
+            row.samples,
+            m.loss_before,
+            m.loss_after,
+            m.accuracy_after,
+            row.failure.as_deref().map(|f| format!("  ({f})")).unwrap_or_default()
+        );
+    }
+}
+
+/// One human-readable line per event.
+pub fn describe(e: &WatchEvent) -> String {
+    match e {
+        WatchEvent::Selected { round, clients, target } => format!("round {round}: selected {} clients (target {target})", clients.len()),
+        WatchEvent::UpdateReceived { round, client, region, samples, reported, target, metrics } => format!(
+            "round {round}: update {reported}/{target} from {client} ({region}), {samples} samples, loss {:.4} -> {:.4}",
+            metrics.loss_before, metrics.loss_after
+        ),
+        WatchEvent::Aggregated { round, clients, samples, metrics } => format!(
+            "round {round}: aggregated {clients} updates ({samples} samples), loss {:.4} -> {:.4}, accuracy {:.4}",
+            metrics.loss_before, metrics.loss_after, metrics.accuracy_after
+        ),
+        WatchEvent::Published { round, checkpoint, regions, sha256 } => {
+            format!("round {round}: published {checkpoint} to {} (sha256 {})", regions.join(","), sha256.get(..12).unwrap_or(sha256))
+        }
+        WatchEvent::RoundFailed { round, reason } => format!("round {round}: failed: {reason}"),
+        WatchEvent::RunFinished { state, reason } => match reason {
+            Some(r) => format!("run {}: {r}", state.as_str()),
+            None => format!("run {}", state.as_str()),
+        },
+    }
+}
+
+async fn watch_run(client: &mut ControlClient, run: &str) -> Result<ExitCode, Failure> {
+    let mut events = client.watch(run).await?;
+    while let Some(e) = events.next().await {
+        let e = e?;
+        println!("{}", describe(&e));
+        if let WatchEvent::RunFinished { state, .. } = e {
+            return Ok(if state == RunState::Succeeded { ExitCode::SUCCESS } else { ExitCode::from(2) });
+        }
+    }
+    Err(Failure("the coordinator closed the event stream before the run ended".into(), 1))
+}

@@ -1,0 +1,246 @@
+//! An in-process federation: one coordinator plus N client sidecars, each a tokio task
+//! with its own gRPC connection to the coordinator's loopback port.
+
+use anyhow::{Context, Result};
+use fedra_client::control::ControlClient;
+use fedra_client::data::Dataset;
+use fedra_client::session::{Sidecar, SidecarSettings, SidecarStatus};
+use fedra_client::trainer::burn_logreg::BurnTrainer;
+use fedra_client::trainer::Trainer;
+use fedra_coordinator::Coordinator;
+use fedra_coordinator::config::Config;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+
+/// One client to start: identity plus its local data.
+pub struct ClientSpec {
+    pub id: String,
+    pub region: String,
+    pub dataset: Dataset,
+}
+
+/// Builds a [`Cluster`].
+pub struct ClusterBuilder {
+    data_dir: Option<PathBuf>,
+    clients: Vec<ClientSpec>,
+    heartbeat: Duration,
+    client_timeout: Duration,
+    chunk_bytes: Option<usize>,
+    max_concurrent_uploads: Option<usize>,
+}
+
+impl Default for ClusterBuilder {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            clients: Vec::new(),
+            heartbeat: Duration::from_millis(250),
+            client_timeout: Duration::from_secs(3),
+            chunk_bytes: None,
+            max_concurrent_uploads: None,
+        }
+    }
+}
+
+impl ClusterBuilder {
+    /// Keep coordinator state (SQLite file, artifacts) in `dir` instead of a temp dir.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+    pub fn client(mut self, spec: ClientSpec) -> Self {
+        self.clients.push(spec);
+        self
+    }
+    pub fn clients(mut self, specs: impl IntoIterator<Item = ClientSpec>) -> Self {
+        self.clients.extend(specs);
+        self
+    }
+    pub fn heartbeat(mut self, every: Duration, timeout: Duration) -> Self {
+        self.heartbeat = every;
+        self.client_timeout = timeout;
+        self
+    }
+    pub fn chunk_bytes(mut self, bytes: usize) -> Self {
+        self.chunk_bytes = Some(bytes);
+        self
+    }
+    pub fn max_concurrent_uploads(mut self, n: usize) -> Self {
+        self.max_concurrent_uploads = Some(n);
+        self
+    }
+
+    /// Starts the coordinator, then every client, and waits until all clients have
+    /// registered.
+    ///
+    /// # Errors
+    /// Coordinator start failures or clients that do not connect within 30 s.
+    pub async fn start(self) -> Result<Cluster> {
+        let (tmp, data_dir) = match self.data_dir {
+            Some(d) => (None, d),
+            None => {
+                let t = tempfile::tempdir()?;
+                let p = t.path().to_path_buf();
+                (Some(t), p)
+            }
+        };
+        let mut config = Config::local(&data_dir);
+        config.engine.heartbeat_interval = self.heartbeat;
+        config.engine.client_timeout = self.client_timeout;
+        if let Some(c) = self.chunk_bytes {
+            config.engine.chunk_bytes = c;
+        }
+        if let Some(n) = self.max_concurrent_uploads {
+            config.max_concurrent_uploads = n;
+        }
+        let coordinator = Coordinator::start(&config).await.context("starting coordinator")?;
+        // Restarts must come back on the same port so that clients reconnect to it.
+        config.listen = coordinator.addr();
+        let mut cluster = Cluster { coordinator: Some(coordinator), config, clients: Vec::new(), _tmp: tmp };
+        for spec in self.clients {
+            cluster.add_client(spec);
+        }
+        cluster.wait_connected(Duration::from_secs(30)).await?;
+        Ok(cluster)
+    }
+}
+
+/// A running client sidecar.
+pub struct ClientHandle {
+    pub id: String,
+    pub region: String,
+    pub status: watch::Receiver<SidecarStatus>,
+    stop: Option<oneshot::Sender<()>>,
+    join: JoinHandle<()>,
+}
+
+impl ClientHandle {
+    /// Stops the sidecar (as if its process exited).
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.join).await;
+    }
+}
+
+/// A coordinator plus clients, in this process.
+pub struct Cluster {
+    coordinator: Option<Coordinator>,
+    config: Config,
+    clients: Vec<ClientHandle>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Cluster {
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder::default()
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.config.listen)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    pub fn artifact_dir(&self) -> &Path {
+        &self.config.artifact_dir
+    }
+
+    pub fn clients(&self) -> &[ClientHandle] {
+        &self.clients
+    }
+
+    pub fn clients_mut(&mut self) -> &mut [ClientHandle] {
+        &mut self.clients
+    }
+
+    /// A control-plane client, as the `fedra` CLI uses.
+    ///
+    /// # Errors
+    /// Connection failure.
+    pub async fn control(&self) -> Result<ControlClient> {
+        Ok(ControlClient::connect(&self.endpoint()).await?)
+    }
+
+    /// Starts one more sidecar with a burn trainer on `spec.dataset`.
+    pub fn add_client(&mut self, spec: ClientSpec) {
+        let trainer: Box<dyn Trainer> = Box::new(BurnTrainer::new(spec.dataset.clone()));
+        self.add_client_with(spec, trainer);
+    }
+
+    /// Starts one more sidecar with a caller-provided trainer.
+    pub fn add_client_with(&mut self, spec: ClientSpec, trainer: Box<dyn Trainer>) {
+        let settings = SidecarSettings {
+            endpoint: self.endpoint(),
+            client_id: spec.id.clone(),
+            region: spec.region.clone(),
+            devices: vec!["cpu".into()],
+            backoff_initial: Duration::from_millis(50),
+            backoff_max: Duration::from_millis(500),
+        };
+        let sidecar = Sidecar::new(settings, vec![spec.dataset.info()], trainer);
+        let status = sidecar.status();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let join = tokio::spawn(sidecar.run(async {
+            let _ = stopped.await;
+        }));
+        self.clients.push(ClientHandle { id: spec.id, region: spec.region, status, stop: Some(stop), join });
+    }
+
+    /// Waits until every client has an open session.
+    ///
+    /// # Errors
+    /// Timeout, naming the clients that are not connected.
+    pub async fn wait_connected(&self, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let missing: Vec<&str> = self.clients.iter().filter(|c| !c.status.borrow().connected).map(|c| c.id.as_str()).collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!("clients not connected after {timeout:?}: {}", missing.join(", "));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills the coordinator as a crash would and starts a new one on the same data
+    /// directory and port. Clients reconnect by themselves.
+    ///
+    /// # Errors
+    /// The new coordinator fails to start.
+    pub async fn restart_coordinator(&mut self) -> Result<()> {
+        if let Some(c) = self.coordinator.take() {
+            c.kill().await;
+        }
+        // The port may take a moment to be free again.
+        let mut last = None;
+        for _ in 0..50 {
+            match Coordinator::start(&self.config).await {
+                Ok(c) => {
+                    self.coordinator = Some(c);
+                    return Ok(());
+                }
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(anyhow::anyhow!("coordinator did not restart: {:?}", last))
+    }
+
+    /// Stops every client, then the coordinator.
+    pub async fn shutdown(mut self) {
+        for c in &mut self.clients {
+            c.stop().await;
+        }
+        if let Some(c) = self.coordinator.take() {
+            c.shutdown().await;
+        }
+    }
+}

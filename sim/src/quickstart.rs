@@ -1,0 +1,176 @@
+//! The quickstart: six client sidecars in three regions train a logistic regression with
+//! a coordinator, all in this process over loopback gRPC, on generated data. Prints a
+//! per-round table and leaves the coordinator's store and checkpoints in the output dir.
+
+use crate::cluster::{ClientSpec, Cluster};
+use anyhow::{Context, Result, bail};
+use fedra_client::cli::describe;
+use fedra_client::data::Dataset;
+use fedra_client::data::synthetic::{BlobSpec, gaussian_blobs};
+use fedra_client::plan_file::{ModelSection, PlanFile};
+use fedra_client::trainer::burn_logreg::{BurnTrainer, logreg_layout};
+use fedra_client::trainer::{Architecture, LocalHyperparams, TrainSpec, Trainer};
+use fedra_client::wire::{RunState, WatchEvent};
+use std::path::{Path, PathBuf};
+use tokio_stream::StreamExt;
+
+/// The plan the quickstart submits (also usable with `fedra run submit`).
+pub const QUICKSTART_PLAN: &str = include_str!("../plans/quickstart.toml");
+const REGIONS: [&str; 3] = ["eu", "us", "apac"];
+const MARKER: &str = ".fedra-sim-output";
+
+#[derive(Debug, Clone)]
+pub struct QuickstartOptions {
+    pub clients: usize,
+    pub rounds: Option<u32>,
+    pub out: PathBuf,
+    pub seed: u64,
+}
+
+/// One row of the per-round table.
+#[derive(Debug, Clone, Default)]
+pub struct RoundRow {
+    pub round: u32,
+    pub selected: usize,
+    pub reported: u32,
+    pub samples: u64,
+    pub loss_before: f64,
+    pub loss_after: f64,
+    pub train_accuracy: f64,
+    pub test_loss: f64,
+    pub test_accuracy: f64,
+    pub checkpoint: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct QuickstartReport {
+    pub run_id: String,
+    pub state: RunState,
+    pub rounds: Vec<RoundRow>,
+    pub out: PathBuf,
+}
+
+/// Makes `out` usable: creates it, or clears it if a previous sim left it; refuses to
+/// touch a non-empty directory the sim did not create.
+fn prepare_out(out: &Path) -> Result<()> {
+    if out.exists() && std::fs::read_dir(out)?.next().is_some() {
+        if !out.join(MARKER).exists() {
+            bail!("{} exists and was not written by fedra-sim; choose another --out", out.display());
+        }
+        std::fs::remove_dir_all(out).with_context(|| format!("clearing {}", out.display()))?;
+    }
+    std::fs::create_dir_all(out)?;
+    std::fs::write(out.join(MARKER), "written by fedra-sim; safe to delete\n")?;
+    Ok(())
+}
+
+fn blobs(dim: usize, classes: usize, samples: usize, seed: u64, task_seed: u64, shift: f32) -> BlobSpec {
+    let mut spec = BlobSpec::new(dim, classes, samples, seed);
+    spec.task_seed = task_seed;
+    spec.client_shift = shift;
+    spec
+}
+
+/// Evaluates a pulled checkpoint on the held-out test set.
+fn evaluate(weights: &Path, test: &Dataset, input_dim: usize, classes: usize) -> Result<(f64, f64)> {
+    let bytes = std::fs::read(weights)?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)?;
+    let layout = logreg_layout(input_dim, classes);
+    let mut params = Vec::with_capacity(layout.total());
+    for t in &layout.tensors {
+        let view = st.tensor(&t.name)?;
+        params.extend(view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+    }
+    let spec = TrainSpec {
+        architecture: Architecture::LogisticRegression { input_dim, classes },
+        layout,
+        hyper: LocalHyperparams { epochs: 1, batch_size: 64, learning_rate: 0.1, proximal_mu: 0.0 },
+        seed: 0,
+    };
+    Ok(BurnTrainer::new(test.clone()).evaluate(&spec, &params)?)
+}
+
+/// Runs the quickstart and returns its table.
+///
+/// # Errors
+/// Any failure to start the federation, submit, follow or evaluate the run.
+pub async fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
+    prepare_out(&opts.out)?;
+    let mut plan = PlanFile::parse(QUICKSTART_PLAN, "quickstart.toml")?;
+    if let Some(r) = opts.rounds {
+        plan.rounds = r;
+    }
+    plan.seed = opts.seed;
+    plan.clients_per_round = plan.clients_per_round.min(opts.clients as u32);
+    plan.min_clients = plan.min_clients.min(plan.clients_per_round);
+    let ModelSection::LogisticRegression { input_dim, classes, .. } = plan.model.clone();
+    let (dim, k) = (input_dim as usize, classes as usize);
+    let task_seed = opts.seed.wrapping_mul(31).wrapping_add(1);
+
+    let specs = (0..opts.clients).map(|i| {
+        let region = REGIONS[i % REGIONS.len()];
+        let id = format!("{region}-{}", i / REGIONS.len() + 1);
+        let samples = 200 + 100 * (i % 4);
+        let dataset = gaussian_blobs(id.clone(), &blobs(dim, k, samples, opts.seed * 1000 + i as u64, task_seed, 0.5));
+        ClientSpec { id, region: region.into(), dataset }
+    });
+    let test = gaussian_blobs("test", &blobs(dim, k, 2000, opts.seed * 1000 + 999, task_seed, 0.0));
+
+    println!("fedra quickstart: coordinator + {} client sidecars over loopback gRPC", opts.clients);
+    let cluster = Cluster::builder().data_dir(opts.out.join("coordinator")).clients(specs).start().await?;
+    println!("coordinator at {}, state in {}", cluster.endpoint(), cluster.data_dir().display());
+    let mut control = cluster.control().await?;
+    let run_id = control.submit(&plan).await?;
+    println!("submitted run {run_id}: {} rounds, {} clients per round\n", plan.rounds, plan.clients_per_round);
+
+    let mut rows: Vec<RoundRow> = Vec::new();
+    let mut state = RunState::Unknown;
+    let mut events = control.watch(&run_id).await?;
+    while let Some(e) = events.next().await {
+        let e = e?;
+        tracing::debug!("{}", describe(&e));
+        match e {
+            WatchEvent::Selected { round, clients, .. } => rows.push(RoundRow { round, selected: clients.len(), ..RoundRow::default() }),
+            WatchEvent::Aggregated { round, clients, samples, metrics } => {
+                if let Some(r) = rows.iter_mut().rev().find(|r| r.round == round) {
+                    r.reported = clients;
+                    r.samples = samples;
+                    r.loss_before = metrics.loss_before;
+                    r.loss_after = metrics.loss_after;
+                    r.train_accuracy = metrics.accuracy_after;
+                }
+            }
+            WatchEvent::Published { round, checkpoint, .. } => {
+                if let Some(r) = rows.iter_mut().rev().find(|r| r.round == round) {
+                    r.checkpoint = checkpoint;
+                }
+            }
+            WatchEvent::RoundFailed { round, reason } => println!("round {round} failed: {reason}"),
+            WatchEvent::RunFinished { state: s, reason } => {
+                state = s;
+                if let Some(r) = reason {
+                    println!("run {}: {r}", s.as_str());
+                }
+                break;
+            }
+            WatchEvent::UpdateReceived { .. } => {}
+        }
+    }
+    drop(events);
+
+    // Pull every round's checkpoint over gRPC, as an inference node would, and test it.
+    for r in rows.iter_mut().filter(|r| !r.checkpoint.is_empty()) {
+        let pulled = control.pull_checkpoint(&r.checkpoint, &opts.out.join("pulled").join(&r.checkpoint)).await?;
+        (r.test_loss, r.test_accuracy) = evaluate(&pulled.weights, &test, dim, k)?;
+    }
+    println!("{:>5} {:>8} {:>8} {:>7}  {:>9} {:>9} {:>9}  {:>9} {:>8}  checkpoint", "round", "selected", "reported", "samples", "loss_in", "loss_out", "train_acc", "test_loss", "test_acc");
+    for r in &rows {
+        println!(
+            "{:>5} {:>8} {:>8} {:>7}  {:>9.4} {:>9.4} {:>9.4}  {:>9.4} {:>8.4}  {}",
+            r.round, r.selected, r.reported, r.samples, r.loss_before, r.loss_after, r.train_accuracy, r.test_loss, r.test_accuracy, r.checkpoint
+        );
+    }
+    println!("\nrun {run_id} {}; checkpoints under {}", state.as_str(), cluster.artifact_dir().display());
+    cluster.shutdown().await;
+    Ok(QuickstartReport { run_id, state, rounds: rows, out: opts.out.clone() })
+}
