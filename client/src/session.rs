@@ -165,6 +165,11 @@ impl Sidecar {
                     }),
                     Ok(false) => {}
                     Err(e @ SessionError::Rpc { code: tonic::Code::Unavailable, .. }) => return Err(e),
+                    // The round closed without us (target reached by others, deadline, or
+                    // cancellation): normal for an over-selected straggler.
+                    Err(SessionError::Rpc { code: tonic::Code::FailedPrecondition, message }) => {
+                        info!(client = %self.settings.client_id, run = %run, round, reason = %message, "update not counted");
+                    }
                     Err(e) => {
                         warn!(client = %self.settings.client_id, run = %run, round, error = %e, "task failed");
                         self.status.send_modify(|s| {

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use fedra_client::control::ControlClient;
-use fedra_client::data::Dataset;
+use fedra_client::data::{Dataset, DatasetInfo};
 use fedra_client::session::{Sidecar, SidecarSettings, SidecarStatus};
 use fedra_client::trainer::burn_logreg::BurnTrainer;
 use fedra_client::trainer::Trainer;
@@ -170,26 +170,27 @@ impl Cluster {
     /// Starts one more sidecar with a burn trainer on `spec.dataset`.
     pub fn add_client(&mut self, spec: ClientSpec) {
         let trainer: Box<dyn Trainer> = Box::new(BurnTrainer::new(spec.dataset.clone()));
-        self.add_client_with(spec, trainer);
+        let info = spec.dataset.info();
+        self.add_client_with(&spec.id, &spec.region, vec![info], trainer);
     }
 
-    /// Starts one more sidecar with a caller-provided trainer.
-    pub fn add_client_with(&mut self, spec: ClientSpec, trainer: Box<dyn Trainer>) {
+    /// Starts one more sidecar with a caller-provided trainer and dataset descriptions.
+    pub fn add_client_with(&mut self, id: &str, region: &str, datasets: Vec<DatasetInfo>, trainer: Box<dyn Trainer>) {
         let settings = SidecarSettings {
             endpoint: self.endpoint(),
-            client_id: spec.id.clone(),
-            region: spec.region.clone(),
+            client_id: id.to_string(),
+            region: region.to_string(),
             devices: vec!["cpu".into()],
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_millis(500),
         };
-        let sidecar = Sidecar::new(settings, vec![spec.dataset.info()], trainer);
+        let sidecar = Sidecar::new(settings, datasets, trainer);
         let status = sidecar.status();
         let (stop, stopped) = oneshot::channel::<()>();
         let join = tokio::spawn(sidecar.run(async {
             let _ = stopped.await;
         }));
-        self.clients.push(ClientHandle { id: spec.id, region: spec.region, status, stop: Some(stop), join });
+        self.clients.push(ClientHandle { id: id.to_string(), region: region.to_string(), status, stop: Some(stop), join });
     }
 
     /// Waits until every client has an open session.

@@ -90,8 +90,7 @@ pub fn gaussian_blobs(name: impl Into<String>, spec: &BlobSpec) -> Dataset {
 /// reported at sample 0).
 pub fn try_gaussian_blobs(name: impl Into<String>, spec: &BlobSpec) -> Result<Dataset, DataError> {
     let name = name.into();
-    let BlobSpec { dim, classes, samples, seed, task_seed, separation, noise, client_shift, label_skew } =
-        spec.clone();
+    let BlobSpec { dim, classes, samples, seed, task_seed, separation, noise, client_shift, label_skew } = spec.clone();
     if samples == 0 {
         return Err(DataError::Empty { name });
     }
@@ -119,10 +118,7 @@ pub fn try_gaussian_blobs(name: impl Into<String>, spec: &BlobSpec) -> Result<Da
     let scale = if norm > 0.0 { client_shift / norm } else { 0.0 };
     shift.iter_mut().for_each(|v| *v *= scale);
 
-    let class_cdf = match label_skew {
-        None => None,
-        Some(alpha) => Some(dirichlet_cdf(&mut rng, alpha, classes)),
-    };
+    let class_cdf = label_skew.map(|alpha| dirichlet_cdf(&mut rng, alpha, classes));
 
     let mut features = Vec::with_capacity(samples * dim);
     let mut labels = Vec::with_capacity(samples);
@@ -199,9 +195,7 @@ mod tests {
     fn clients_share_the_task() {
         let mean_of_class = |d: &Dataset, k: u32| -> Vec<f32> {
             let rows: Vec<usize> = (0..d.len()).filter(|&i| d.labels[i] == k).collect();
-            (0..d.dim)
-                .map(|j| rows.iter().map(|&i| d.row(i)[j]).sum::<f32>() / rows.len() as f32)
-                .collect()
+            (0..d.dim).map(|j| rows.iter().map(|&i| d.row(i)[j]).sum::<f32>() / rows.len() as f32).collect()
         };
         let a = gaussian_blobs("a", &BlobSpec { noise: 0.1, ..BlobSpec::new(4, 2, 400, 1) });
         let b = gaussian_blobs("b", &BlobSpec { noise: 0.1, ..BlobSpec::new(4, 2, 400, 2) });

@@ -27,9 +27,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use super::{
-    Architecture, TensorLayout, TensorSpec, TrainError, TrainMetrics, TrainOutcome, TrainSpec, Trainer,
-};
+use super::{Architecture, TensorLayout, TensorSpec, TrainError, TrainMetrics, TrainOutcome, TrainSpec, Trainer};
 use crate::data::Dataset;
 
 /// Rows per forward pass when evaluating (no autodiff, so memory is just the batch).
@@ -118,10 +116,7 @@ fn check_hyper(spec: &TrainSpec) -> Result<(), TrainError> {
         )));
     }
     if !(h.proximal_mu.is_finite() && h.proximal_mu >= 0.0) {
-        return Err(TrainError::Hyperparameter(format!(
-            "proximal_mu is {}, need a finite value >= 0",
-            h.proximal_mu
-        )));
+        return Err(TrainError::Hyperparameter(format!("proximal_mu is {}, need a finite value >= 0", h.proximal_mu)));
     }
     Ok(())
 }
@@ -182,8 +177,7 @@ impl Trainer for BurnTrainer {
         let params = model.flatten(&spec.layout);
         let train_seconds = started.elapsed().as_secs_f64();
 
-        let (loss_after, accuracy_after) =
-            self.eval_model(&LogReg::load(&params, input_dim, classes, &plain), &plain);
+        let (loss_after, accuracy_after) = self.eval_model(&LogReg::load(&params, input_dim, classes, &plain), &plain);
         if !loss_after.is_finite() || params.iter().any(|v| !v.is_finite()) {
             return Err(TrainError::Diverged(loss_after));
         }
@@ -319,9 +313,7 @@ mod tests {
     /// Deterministic, varied values including awkward bit patterns.
     fn awkward_params(n: usize) -> Vec<f32> {
         let specials = [0.0, -0.0, f32::MIN_POSITIVE, 1e-40, -1e-40, f32::MAX, f32::MIN, 1.0 / 3.0];
-        (0..n)
-            .map(|i| if i < specials.len() { specials[i] } else { (i as f32 * 0.7311).sin() * 10.0 })
-            .collect()
+        (0..n).map(|i| if i < specials.len() { specials[i] } else { (i as f32 * 0.7311).sin() * 10.0 }).collect()
     }
 
     fn bits(v: &[f32]) -> Vec<u32> {
@@ -445,7 +437,8 @@ mod tests {
         let (d, c) = (10, 4);
         let mut trainer = BurnTrainer::new(blobs(5));
         let global = vec![0.0; d * c + c];
-        let cases: [(&str, fn(&mut LocalHyperparams)); 6] = [
+        type Breakage = fn(&mut LocalHyperparams);
+        let cases: [(&str, Breakage); 6] = [
             ("epochs", |h| h.epochs = 0),
             ("batch_size", |h| h.batch_size = 0),
             ("learning_rate", |h| h.learning_rate = 0.0),

@@ -85,8 +85,9 @@ impl FedAvgAccumulator {
         if self.contributions == 0 {
             return Err(AggregationError::Empty);
         }
-        let inv = 1.0 / self.total_weight;
-        Ok(self.sum.iter().map(|s| (s * inv) as f32).collect())
+        // A true division (not a multiplication by 1/Σw) keeps one client's model exact.
+        let total = self.total_weight;
+        Ok(self.sum.iter().map(|s| (s / total) as f32).collect())
     }
 }
 

@@ -12,7 +12,8 @@ use fedra_proto::pb::fleet_service_server::FleetService;
 use std::pin::Pin;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
-use tracing::warn;
+use crate::round::RoundError;
+use tracing::{info, warn};
 
 pub struct FleetApi {
     engine: EngineHandle,
@@ -140,6 +141,10 @@ impl FleetService for FleetApi {
     async fn push_update(&self, req: Request<Streaming<pb::UpdatePart>>) -> Result<Response<pb::PushUpdateResponse>, Status> {
         match self.receive_update(req.into_inner()).await {
             Ok(reported) => Ok(Response::new(pb::PushUpdateResponse { accepted: true, reported })),
+            Err(e @ ApiError::Round(RoundError::RoundClosed { .. })) => {
+                info!(error = %e, "straggler update discarded");
+                Err(e.into())
+            }
             Err(e) => {
                 warn!(error = %e, "update rejected");
                 Err(e.into())

@@ -43,6 +43,7 @@ impl ApiError {
                 RoundError::RunEnded { .. }
                 | RoundError::UnknownClient(_)
                 | RoundError::UnknownTask(_)
+                | RoundError::RoundClosed { .. }
                 | RoundError::AlreadyReported { .. } => Code::FailedPrecondition,
                 RoundError::NotYourTask { .. } => Code::PermissionDenied,
                 RoundError::ShuttingDown => Code::Unavailable,

@@ -302,7 +302,12 @@ pub struct Engine {
     clients: HashMap<ClientId, ConnectedClient>,
     queue: VecDeque<RunId>,
     active: Option<ActiveRun>,
+    /// Tasks of rounds that already closed, so that stragglers get a precise answer.
+    /// Bounded: cleared when it grows past [`CLOSED_TASKS_MAX`].
+    closed_tasks: HashMap<TaskId, u32>,
 }
+
+const CLOSED_TASKS_MAX: usize = 100_000;
 
 /// Outcome of a round attempt that ended without a checkpoint.
 struct RoundFailure(String);
@@ -336,7 +341,7 @@ impl Engine {
         let (tx, rx) = mpsc::channel(1024);
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(4096);
-        let engine = Engine { store, checkpoints, settings, events, internal_tx, clients, queue, active: None };
+        let engine = Engine { store, checkpoints, settings, events, internal_tx, clients, queue, active: None, closed_tasks: HashMap::new() };
         let join = tokio::spawn(engine.run(rx, internal_rx));
         Ok((EngineHandle { tx }, join))
     }
@@ -777,7 +782,10 @@ impl Engine {
                 .filter(|(_, a)| a.state == AssignmentState::Assigned)
                 .map(|(task, a)| (a.client.clone(), task.clone()))
                 .collect();
+            let round_no = active.round.key.round;
+            let closed: Vec<TaskId> = t.tasks.keys().cloned().collect();
             active.round.phase = Phase::Aggregating { contributors, metrics };
+            self.remember_closed(closed, round_no);
             for (client, task) in abandoned {
                 if let Some(c) = self.clients.get_mut(&client) {
                     c.cancelled.push(task);
@@ -941,6 +949,7 @@ impl Engine {
         let reason = failure.0;
         warn!(run = %key.run, round = key.round, reason = %reason, "round failed");
         if let Phase::Training(t) = &active.round.phase {
+            self.remember_closed(t.tasks.keys().cloned().collect(), key.round);
             for (task, a) in &t.tasks {
                 if a.state == AssignmentState::Assigned
                     && let Some(c) = self.clients.get_mut(&a.client)
@@ -968,6 +977,13 @@ impl Engine {
     // Updates
     // ----------------------------------------------------------------------------------
 
+    fn remember_closed(&mut self, tasks: Vec<TaskId>, round: u32) {
+        if self.closed_tasks.len() + tasks.len() > CLOSED_TASKS_MAX {
+            self.closed_tasks.clear();
+        }
+        self.closed_tasks.extend(tasks.into_iter().map(|t| (t, round)));
+    }
+
     /// The live assignment of `task`, checked against `client`.
     fn assignment(&self, task: &TaskId, client: &ClientId) -> Result<&Assignment, RoundError> {
         let a = self
@@ -977,7 +993,10 @@ impl Engine {
                 Phase::Training(t) => t.tasks.get(task),
                 _ => None,
             })
-            .ok_or_else(|| RoundError::UnknownTask(task.clone()))?;
+            .ok_or_else(|| match self.closed_tasks.get(task) {
+                Some(round) => RoundError::RoundClosed { task: task.clone(), round: *round },
+                None => RoundError::UnknownTask(task.clone()),
+            })?;
         if a.client != *client {
             return Err(RoundError::NotYourTask { task: task.clone(), client: client.clone() });
         }

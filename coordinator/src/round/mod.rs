@@ -97,6 +97,8 @@ pub enum RoundError {
     UnknownClient(ClientId),
     #[error("task {0} is unknown or its round has closed")]
     UnknownTask(TaskId),
+    #[error("round {round} closed before this update for task {task} arrived (target reached, deadline passed or run ended)")]
+    RoundClosed { task: TaskId, round: u32 },
     #[error("task {task} belongs to another client than {client}")]
     NotYourTask { task: TaskId, client: ClientId },
     #[error("client {client} already reported for round {round}")]

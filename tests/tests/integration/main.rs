@@ -1,1 +1,10 @@
+//! fedra's integration tests: one binary, one module per area. Every test builds a real
+//! federation with [`sandbox`]: a coordinator and N client sidecars in this process, over
+//! real gRPC on loopback, with a real SQLite store and real checkpoints on disk.
 
+mod aggregation;
+mod faults;
+mod rejections;
+mod restart;
+mod sandbox;
+mod spine;

@@ -1,0 +1,148 @@
+//! Bad input gets a clear error naming what was wrong, and changes nothing else.
+
+use crate::sandbox::*;
+use fedra_client::control::ControlError;
+use fedra_proto::chunking::{chunks, sha256_hex};
+use fedra_proto::pb;
+use fedra_proto::pb::fleet_service_client::FleetServiceClient;
+use std::time::Duration;
+use tonic::Code;
+
+fn rpc(e: ControlError) -> (Code, String) {
+    match e {
+        ControlError::Rpc { code, message } => (code, message),
+        other => panic!("expected an RPC error, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_plans_are_refused_at_submit_naming_the_field() -> anyhow::Result<()> {
+    let cluster = Cluster::builder().start().await?;
+    let mut control = cluster.control().await?;
+    let cases: Vec<(Box<dyn Fn(&mut fedra_client::plan_file::PlanFile)>, Code, &str)> = vec![
+        (Box::new(|p| p.rounds = 0), Code::InvalidArgument, "plan.rounds must be in 1..=100000, got 0"),
+        (Box::new(|p| p.min_clients = 9), Code::InvalidArgument, "plan.min_clients (9) must not exceed clients_per_round (3)"),
+        (Box::new(|p| p.local.learning_rate = -1.0), Code::InvalidArgument, "plan.local.learning_rate"),
+        (Box::new(|p| p.round_deadline_seconds = 0.0), Code::InvalidArgument, "plan.round_deadline_seconds"),
+        (Box::new(|p| p.regions = vec!["eu west".into()]), Code::InvalidArgument, "plan.regions"),
+        (
+            Box::new(|p| p.model = fedra_client::plan_file::ModelSection::LogisticRegression { name: "m".into(), input_dim: 0, classes: 3 }),
+            Code::InvalidArgument,
+            "plan.model.input_dim must be at least 1, got 0",
+        ),
+        (Box::new(|p| p.initial_checkpoint = Some("run-000000000000.r0001".into())), Code::NotFound, "checkpoint run-000000000000.r0001 not found"),
+    ];
+    for (edit, code, text) in cases {
+        let mut p = plan(4, 3, 2, 3, 2);
+        edit(&mut p);
+        let (got_code, message) = rpc(control.submit(&p).await.expect_err("must be refused"));
+        assert_eq!(got_code, code, "{message}");
+        assert!(message.contains(text), "{message:?} should contain {text:?}");
+    }
+    assert!(control.list().await?.is_empty(), "refused plans leave no run behind");
+    let (code, message) = rpc(control.cancel("run-000000000000").await.unwrap_err());
+    assert_eq!((code, message.as_str()), (Code::NotFound, "run run-000000000000 not found"));
+    let (code, _) = rpc(control.get("not a run").await.unwrap_err());
+    assert_eq!(code, Code::InvalidArgument);
+    cluster.shutdown().await;
+    Ok(())
+}
+
+fn header(task: &str, client: &str, total: u64) -> pb::UpdatePart {
+    pb::UpdatePart { part: Some(pb::update_part::Part::Header(pb::UpdateHeader { task_id: task.into(), client_id: client.into(), total_values: total })) }
+}
+
+fn trailer(samples: u64, sha256: String) -> pb::UpdatePart {
+    pb::UpdatePart {
+        part: Some(pb::update_part::Part::Trailer(pb::UpdateTrailer { samples, metrics: None, update_norm: 1.0, sha256 })),
+    }
+}
+
+fn upload(task: &str, client: &str, values: &[f32], samples: u64, sha: Option<String>) -> Vec<pb::UpdatePart> {
+    let mut parts = vec![header(task, client, values.len() as u64)];
+    parts.extend(chunks(values, 16).map(|c| pb::UpdatePart { part: Some(pb::update_part::Part::Chunk(c)) }));
+    parts.push(trailer(samples, sha.unwrap_or_else(|| sha256_hex(values))));
+    parts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_updates_are_refused_and_the_round_still_completes() -> anyhow::Result<()> {
+    let cluster = Cluster::builder().start().await?;
+    let endpoint = cluster.endpoint();
+    let mut fleet = FleetServiceClient::connect(endpoint.clone()).await?;
+
+    // Subscribing before registering is refused.
+    let e = fleet.subscribe(pb::SubscribeRequest { client_id: "ghost".into() }).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("ghost is not registered"), "{}", e.message());
+    let e = fleet.register(pb::RegisterRequest { client_id: "x".into(), region: "eu".into(), datasets: vec![], capabilities: None }).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "datasets: a client must describe at least one dataset"));
+
+    for id in ["raw", "other"] {
+        fleet
+            .register(pb::RegisterRequest {
+                client_id: id.into(),
+                region: "eu".into(),
+                datasets: vec![pb::DatasetDescriptor { name: "d".into(), samples: 10, features: 4, classes: 3 }],
+                capabilities: None,
+            })
+            .await?;
+    }
+    let mut tasks = fleet.subscribe(pb::SubscribeRequest { client_id: "raw".into() }).await?.into_inner();
+    let mut control = cluster.control().await?;
+    let mut p = plan(4, 3, 1, 1, 1);
+    p.regions = vec!["eu".into()];
+    let run = control.submit(&p).await?;
+    // "other" never subscribed, so "raw" is the only eligible client.
+    let task = tokio::time::timeout(Duration::from_secs(10), tasks.message()).await??.expect("task");
+    let total = 4 * 3 + 3;
+    let good: Vec<f32> = (0..total).map(|i| i as f32 / 10.0).collect();
+    let id = task.task_id.as_str();
+
+    let refuse = |parts: Vec<pb::UpdatePart>| {
+        let mut fleet = fleet.clone();
+        async move { fleet.push_update(tokio_stream::iter(parts)).await.expect_err("must be refused") }
+    };
+    let e = refuse(upload(id, "raw", &good[..10], 10, None)).await;
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "update declares 10 values, the model has 15"));
+    let e = refuse(upload(id, "raw", &good, 10, Some("00".repeat(32)))).await;
+    assert!(e.message().starts_with("trailer.sha256"), "{}", e.message());
+    let e = refuse(upload(id, "raw", &good, 11, None)).await;
+    assert_eq!(e.message(), "update claims 11 samples, client raw registered 10");
+    let e = refuse(upload(id, "raw", &good, 0, None)).await;
+    assert!(e.message().contains("0 samples"), "{}", e.message());
+    let e = refuse(upload(id, "other", &good, 10, None)).await;
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let mut nan = good.clone();
+    nan[7] = f32::NAN;
+    let e = refuse(upload(id, "raw", &nan, 10, None)).await;
+    assert_eq!(e.message(), "update value at index 7 is not finite");
+    let mut no_trailer = upload(id, "raw", &good, 10, None);
+    no_trailer.pop();
+    let e = refuse(no_trailer).await;
+    assert!(e.message().contains("without a trailer"), "{}", e.message());
+    let mut out_of_order = upload(id, "raw", &good, 10, None);
+    out_of_order.swap(1, 2);
+    let e = refuse(out_of_order).await;
+    assert!(e.message().contains("out of order"), "{}", e.message());
+    let e = refuse(upload("task-unknown", "raw", &good, 10, None)).await;
+    assert_eq!(e.code(), Code::FailedPrecondition);
+
+    // None of that touched the round: the good update is counted and is the whole average.
+    let resp = fleet.clone().push_update(tokio_stream::iter(upload(id, "raw", &good, 10, None))).await?.into_inner();
+    assert!(resp.accepted);
+    assert_eq!(resp.reported, 1);
+    let e = refuse(upload(id, "raw", &good, 10, None)).await;
+    assert_eq!(e.code(), Code::FailedPrecondition, "a second update for the same task: {}", e.message());
+
+    let status = wait_for_end(&endpoint, &run, Duration::from_secs(30)).await?;
+    assert_succeeded(&status);
+    let dir = tempfile::tempdir()?;
+    let pulled = control.pull_checkpoint(status.published_checkpoint.as_deref().unwrap(), dir.path()).await?;
+    let manifest = read_manifest(&pulled.weights)?;
+    assert_eq!(read_weights(&pulled.weights, &manifest)?, good);
+    let (code, _) = rpc(control.cancel(&run).await.unwrap_err());
+    assert_eq!(code, Code::FailedPrecondition, "a finished run cannot be cancelled");
+    cluster.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! Shared fixtures: federations, plans, a scripted trainer whose updates are known in
+//! advance (so aggregation results can be checked exactly), and store/checkpoint readers.
+
+use anyhow::{Context, Result, bail};
+use fedra_client::control::ControlClient;
+use fedra_client::data::DatasetInfo;
+use fedra_client::data::synthetic::{BlobSpec, gaussian_blobs};
+use fedra_client::plan_file::{LocalSection, ModelSection, PlanFile, StrategyName};
+use fedra_client::trainer::{TrainError, TrainMetrics, TrainOutcome, TrainSpec, Trainer};
+use fedra_client::wire::{RunState, RunStatus};
+use fedra_coordinator::checkpoint::Manifest;
+use fedra_coordinator::store::SqliteStore;
+use rand::{Rng, SeedableRng};
+use std::path::Path;
+use std::time::Duration;
+
+pub use fedra_sim::cluster::{ClientSpec, Cluster};
+
+/// A plan for logistic regression over `input_dim` features and `classes` classes.
+pub fn plan(input_dim: u32, classes: u32, rounds: u32, clients_per_round: u32, min_clients: u32) -> PlanFile {
+    PlanFile {
+        version: 1,
+        model: ModelSection::LogisticRegression { name: "test-lr".into(), input_dim, classes },
+        initial_checkpoint: None,
+        strategy: StrategyName::FedAvg,
+        rounds,
+        clients_per_round,
+        min_clients,
+        over_selection: 0.0,
+        round_deadline_seconds: 60.0,
+        local: LocalSection { epochs: 2, batch_size: 16, learning_rate: 0.05, proximal_mu: 0.0 },
+        regions: Vec::new(),
+        seed: 11,
+    }
+}
+
+/// Client `i` of a learnable task: Gaussian blobs sharing class centres, mild shift.
+pub fn blob_client(i: usize, region: &str, dim: usize, classes: usize, samples: usize) -> ClientSpec {
+    let mut spec = BlobSpec::new(dim, classes, samples, 100 + i as u64);
+    spec.task_seed = 5;
+    spec.client_shift = 0.3;
+    let id = format!("{region}-{i}");
+    ClientSpec { dataset: gaussian_blobs(id.clone(), &spec), id, region: region.into() }
+}
+
+/// A trainer that ignores the global model and returns a fixed, seeded parameter vector
+/// with a fixed sample count: the coordinator's aggregate is then known in advance.
+pub struct ScriptedTrainer {
+    pub params: Vec<f32>,
+    pub samples: u64,
+}
+
+impl ScriptedTrainer {
+    pub fn new(seed: u64, len: usize, samples: u64) -> Self {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        Self { params: (0..len).map(|_| rng.random_range(-4.0f32..4.0)).collect(), samples }
+    }
+
+    pub fn info(&self) -> DatasetInfo {
+        DatasetInfo { name: "scripted".into(), samples: self.samples, features: 0, classes: 0 }
+    }
+}
+
+impl Trainer for ScriptedTrainer {
+    fn train(&mut self, spec: &TrainSpec, global: &[f32]) -> Result<TrainOutcome, TrainError> {
+        if global.len() != self.params.len() || spec.layout.total() != self.params.len() {
+            return Err(TrainError::ParamCount { got: global.len(), expected: self.params.len() });
+        }
+        Ok(TrainOutcome {
+            params: self.params.clone(),
+            samples: self.samples,
+            metrics: TrainMetrics { loss_before: 1.0, loss_after: 0.5, accuracy_after: 0.5, train_seconds: 0.0 },
+        })
+    }
+
+    fn evaluate(&self, _spec: &TrainSpec, _params: &[f32]) -> Result<(f64, f64), TrainError> {
+        Ok((0.0, 0.0))
+    }
+
+    fn samples(&self) -> u64 {
+        self.samples
+    }
+}
+
+/// Starts a cluster with `n` scripted clients over a model of `len` parameters; client `i`
+/// reports `samples(i)` samples. Returns the cluster and the trainers' vectors and weights.
+pub async fn scripted_cluster(
+    n: usize,
+    len: usize,
+    samples: impl Fn(usize) -> u64,
+    chunk_bytes: usize,
+) -> Result<(Cluster, Vec<(Vec<f32>, u64)>)> {
+    let mut cluster = Cluster::builder().chunk_bytes(chunk_bytes).start().await?;
+    let mut scripts = Vec::new();
+    for i in 0..n {
+        let trainer = ScriptedTrainer::new(1000 + i as u64, len, samples(i));
+        scripts.push((trainer.params.clone(), trainer.samples));
+        let info = trainer.info();
+        cluster.add_client_with(&format!("c{i:03}"), ["eu", "us"][i % 2], vec![info], Box::new(trainer));
+    }
+    cluster.wait_connected(Duration::from_secs(60)).await?;
+    Ok((cluster, scripts))
+}
+
+/// Polls the run until it ends (or `timeout`), reconnecting if the coordinator restarts.
+pub async fn wait_for_end(endpoint: &str, run: &str, timeout: Duration) -> Result<RunStatus> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Ok(mut c) = ControlClient::connect(endpoint).await
+            && let Ok(status) = c.get(run).await
+            && status.state.is_terminal()
+        {
+            return Ok(status);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("run {run} did not end within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Opens the cluster's SQLite store (a second connection, as an operator's tool would).
+pub async fn open_store(cluster: &Cluster) -> Result<SqliteStore> {
+    SqliteStore::open(&cluster.data_dir().join("fedra.db")).await.context("opening the store")
+}
+
+/// Reads and parses a manifest.json next to `weights`.
+pub fn read_manifest(weights: &Path) -> Result<Manifest> {
+    let text = std::fs::read_to_string(weights.with_file_name("manifest.json"))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// Decodes a safetensors file into the flat vector of `manifest.layout`.
+pub fn read_weights(weights: &Path, manifest: &Manifest) -> Result<Vec<f32>> {
+    let bytes = std::fs::read(weights)?;
+    Ok(fedra_coordinator::checkpoint::decode_safetensors(&bytes, &manifest.layout, weights)?)
+}
+
+/// Sample-weighted average computed the plain way, in f64.
+pub fn reference_average(updates: &[(&Vec<f32>, u64)]) -> Vec<f32> {
+    let total: f64 = updates.iter().map(|(_, w)| *w as f64).sum();
+    (0..updates[0].0.len())
+        .map(|i| (updates.iter().map(|(u, w)| *w as f64 * f64::from(u[i])).sum::<f64>() / total) as f32)
+        .collect()
+}
+
+/// Asserts two f32 vectors agree to within one unit in the last place, element-wise.
+pub fn assert_ulp_equal(got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "length");
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        let ulp = f32::EPSILON * b.abs().max(f32::MIN_POSITIVE);
+        assert!((a - b).abs() <= ulp, "value {i}: got {a}, reference {b}");
+    }
+}
+
+pub fn assert_succeeded(status: &RunStatus) {
+    assert_eq!(status.state, RunState::Succeeded, "run failed: {:?}", status.failure);
+}
