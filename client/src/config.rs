@@ -165,6 +165,12 @@ seed = 1
 "#;
 
     #[test]
+    fn shipped_example_is_valid() {
+        let c = ClientConfig::parse(include_str!("../fedra-client.example.toml"), "example", PathBuf::new(), None).unwrap();
+        assert_eq!(c.dataset.load("eu-1", Path::new(".")).unwrap().len(), 500);
+    }
+
+    #[test]
     fn parses_and_validates() {
         let c = ClientConfig::parse(CFG, "c.toml", PathBuf::new(), None).unwrap();
         assert_eq!(c.settings.client_id, "eu-1");

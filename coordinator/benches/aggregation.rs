@@ -1,1 +1,69 @@
-fn main(){}
+//! Streaming aggregation throughput: GB/s of update bytes folded into the running FedAvg
+//! sum, beside a plain memcpy of the same number of bytes. Run with
+//! `bash bench/aggregation.sh` (writes BENCHMARKS.md) or
+//! `cargo bench -p fedra-coordinator --bench aggregation`.
+//!
+//! What one "update" costs on the coordinator's hot path, per the aggregation module's
+//! contract: decode each received little-endian chunk into a staging buffer, then fold the
+//! staged update into the f64 running sum. Both steps are measured separately and together.
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use fedra_coordinator::aggregation::FedAvgAccumulator;
+use fedra_proto::chunking::{DEFAULT_CHUNK_BYTES, chunks, decode_le_into};
+use std::hint::black_box;
+
+fn bench(c: &mut Criterion) {
+    for &params in &[1_000_000usize, 10_000_000] {
+        let update: Vec<f32> = (0..params).map(|i| ((i % 1000) as f32) * 1e-3 - 0.5).collect();
+        // The chunks exactly as they arrive from gRPC (1 MiB payloads).
+        let wire: Vec<_> = chunks(&update, DEFAULT_CHUNK_BYTES).collect();
+        let bytes = (params * 4) as u64;
+        let mut g = c.benchmark_group(format!("aggregation_{}M", params / 1_000_000));
+        g.throughput(Throughput::Bytes(bytes));
+        g.sample_size(if params > 1_000_000 { 20 } else { 50 });
+
+        let src: Vec<u8> = fedra_proto::chunking::encode_le(&update);
+        let mut dst = vec![0u8; src.len()];
+        g.bench_function(BenchmarkId::new("memcpy", params), |b| {
+            b.iter(|| {
+                dst.copy_from_slice(black_box(&src));
+                black_box(&dst);
+            })
+        });
+
+        let mut staging = vec![0f32; params];
+        g.bench_function(BenchmarkId::new("decode_chunks", params), |b| {
+            b.iter(|| {
+                let mut offset = 0;
+                for ch in black_box(&wire) {
+                    let n = ch.data.len() / 4;
+                    decode_le_into(&ch.data, &mut staging[offset..offset + n]);
+                    offset += n;
+                }
+                black_box(&staging);
+            })
+        });
+
+        let mut acc = FedAvgAccumulator::new(params);
+        g.bench_function(BenchmarkId::new("fold_staged", params), |b| {
+            b.iter(|| acc.fold(black_box(&staging), 17.0).expect("fold"))
+        });
+
+        let mut acc = FedAvgAccumulator::new(params);
+        g.bench_function(BenchmarkId::new("decode_and_fold", params), |b| {
+            b.iter(|| {
+                let mut offset = 0;
+                for ch in black_box(&wire) {
+                    let n = ch.data.len() / 4;
+                    decode_le_into(&ch.data, &mut staging[offset..offset + n]);
+                    offset += n;
+                }
+                acc.fold(&staging, 17.0).expect("fold");
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -191,6 +191,13 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_is_valid() {
+        let raw = RawConfig::from_toml(include_str!("../../coordinator.example.toml"), "coordinator.example.toml").unwrap();
+        let c = Config::validate(raw).unwrap();
+        assert_eq!(c.listen.port(), 7070);
+    }
+
+    #[test]
     fn defaults_and_merge() {
         let c = Config::validate(RawConfig::default()).unwrap();
         assert_eq!(c.artifact_dir, PathBuf::from("fedra-data/artifacts"));

@@ -214,3 +214,179 @@ pub trait Store: Send + Sync + 'static {
     /// Matching checkpoints, ordered by run creation, then round.
     async fn list_checkpoints(&self, filter: &CheckpointFilter) -> Result<Vec<CheckpointRecord>, StoreError>;
 }
+
+/// The contract every [`Store`] implementation must pass. Backends call [`contract::run`]
+/// from their own test with a fresh, empty store.
+#[cfg(test)]
+pub(crate) mod contract {
+    use super::*;
+    use crate::ids::RoundNumber;
+    use crate::plan::{RunPlan, fixtures::raw_plan};
+    use chrono::SubsecRound;
+
+    /// Stores keep microseconds; compare like with like.
+    fn now() -> DateTime<Utc> {
+        Utc::now().trunc_subsecs(6)
+    }
+
+    fn run_record(state: RunState) -> RunRecord {
+        RunRecord {
+            id: RunId::generate(),
+            plan: RunPlan::new(raw_plan()).unwrap(),
+            state,
+            completed_rounds: 0,
+            published_checkpoint: None,
+            failure: None,
+            created_at: now(),
+        }
+    }
+
+    fn id<T: TryFrom<String>>(s: &str) -> T
+    where
+        T::Error: std::fmt::Debug,
+    {
+        T::try_from(s.to_string()).unwrap()
+    }
+
+    fn checkpoint(run: &RunId, round: u32, regions: &[&str]) -> CheckpointRecord {
+        CheckpointRecord {
+            id: CheckpointId::for_round(run, RoundNumber(round)),
+            run: run.clone(),
+            round,
+            model_name: "lr".into(),
+            sha256: format!("{round:064}"),
+            parent: (round > 1).then(|| CheckpointId::for_round(run, RoundNumber(round - 1))),
+            manifest_json: "{}".into(),
+            created_at: now(),
+            locations: regions.iter().map(|r| (id(r), PathBuf::from(format!("/a/{r}/{round}")))).collect(),
+        }
+    }
+
+    pub async fn run(store: &dyn Store) {
+        // Runs.
+        let a = run_record(RunState::Queued);
+        store.create_run(&a).await.unwrap();
+        assert_eq!(store.get_run(&a.id).await.unwrap().unwrap(), a);
+        assert!(store.get_run(&RunId::generate()).await.unwrap().is_none());
+        assert!(store.create_run(&a).await.is_err(), "duplicate run ids are refused");
+        store.set_run_state(&a.id, RunState::Running, None).await.unwrap();
+
+        // Clients.
+        let client = ClientRecord {
+            id: id("c1"),
+            region: id("eu"),
+            datasets: vec![DatasetDescriptor { name: "d".into(), samples: 10, features: 4, classes: 3 }],
+            devices: vec!["cpu".into()],
+            registered_at: now(),
+        };
+        store.upsert_client(&client).await.unwrap();
+        let mut moved = client.clone();
+        moved.region = id("us");
+        store.upsert_client(&moved).await.unwrap();
+        let clients = store.list_clients().await.unwrap();
+        assert_eq!(clients.len(), 1);
+        assert_eq!(clients[0].region.as_str(), "us");
+
+        // A round that completes: participations, checkpoint and run progress in one go.
+        assert_eq!(store.next_attempt(&a.id, 1).await.unwrap(), 1);
+        let selected = vec![(id("c1"), id("eu")), (id("c2"), id("us"))];
+        store.begin_round(&a.id, 1, 1, &selected).await.unwrap();
+        assert_eq!(store.next_attempt(&a.id, 1).await.unwrap(), 2);
+        let m = crate::round::TrainingMetrics { loss_before: 2.0, loss_after: 1.0, accuracy_after: 0.5, train_seconds: 0.0 };
+        store
+            .record_update(&ParticipationRecord {
+                run: a.id.clone(),
+                round: 1,
+                attempt: 1,
+                client: id("c1"),
+                region: id("eu"),
+                status: ParticipationStatus::Reported,
+                samples: 10,
+                metrics: Some(m),
+                update_norm: Some(0.5),
+            })
+            .await
+            .unwrap();
+        let cp1 = checkpoint(&a.id, 1, &["eu", "us"]);
+        store
+            .complete_round(&RoundCompletion {
+                run: a.id.clone(),
+                round: 1,
+                attempt: 1,
+                reported: 1,
+                samples: 10,
+                metrics: m,
+                checkpoint: cp1.clone(),
+                final_round: false,
+            })
+            .await
+            .unwrap();
+        let run = store.get_run(&a.id).await.unwrap().unwrap();
+        assert_eq!((run.state, run.completed_rounds, run.published_checkpoint.clone()), (RunState::Running, 1, None));
+        let parts = store.list_participations(&a.id).await.unwrap();
+        assert_eq!(parts.iter().map(|p| p.status).collect::<Vec<_>>(), [ParticipationStatus::Reported, ParticipationStatus::Dropped]);
+        assert_eq!(parts[0].metrics, Some(m));
+        assert_eq!(store.get_checkpoint(&cp1.id).await.unwrap().unwrap(), cp1);
+
+        // A failed attempt, then one interrupted by a restart, then the final round.
+        store.begin_round(&a.id, 2, 1, &selected).await.unwrap();
+        store.fail_round(&a.id, 2, 1, "deadline").await.unwrap();
+        store.begin_round(&a.id, 2, 2, &selected).await.unwrap();
+        assert_eq!(store.interrupt_open_rounds().await.unwrap(), 1);
+        assert_eq!(store.interrupt_open_rounds().await.unwrap(), 0);
+        let rounds = store.list_rounds(&a.id).await.unwrap();
+        assert_eq!(
+            rounds.iter().map(|r| (r.round, r.attempt, r.status)).collect::<Vec<_>>(),
+            [(1, 1, RoundStatus::Done), (2, 1, RoundStatus::Failed), (2, 2, RoundStatus::Interrupted)]
+        );
+        assert_eq!(rounds[1].failure.as_deref(), Some("deadline"));
+        assert_eq!(rounds[0].checkpoint.as_ref(), Some(&cp1.id));
+        store.begin_round(&a.id, 2, 3, &selected[..1]).await.unwrap();
+        let cp2 = checkpoint(&a.id, 2, &["eu"]);
+        store
+            .complete_round(&RoundCompletion {
+                run: a.id.clone(),
+                round: 2,
+                attempt: 3,
+                reported: 0,
+                samples: 0,
+                metrics: m,
+                checkpoint: cp2.clone(),
+                final_round: true,
+            })
+            .await
+            .unwrap();
+        let run = store.get_run(&a.id).await.unwrap().unwrap();
+        assert_eq!((run.state, run.completed_rounds, run.published_checkpoint), (RunState::Succeeded, 2, Some(cp2.id.clone())));
+
+        // A second run's checkpoint completing twice is refused as a whole.
+        let b = run_record(RunState::Running);
+        store.create_run(&b).await.unwrap();
+        store.begin_round(&b.id, 1, 1, &selected).await.unwrap();
+        let cpb = checkpoint(&b.id, 1, &["us"]);
+        let completion = RoundCompletion {
+            run: b.id.clone(),
+            round: 1,
+            attempt: 1,
+            reported: 0,
+            samples: 0,
+            metrics: m,
+            checkpoint: cpb.clone(),
+            final_round: false,
+        };
+        store.complete_round(&completion).await.unwrap();
+        assert!(store.complete_round(&completion).await.is_err());
+        assert_eq!(store.get_run(&b.id).await.unwrap().unwrap().completed_rounds, 1);
+
+        // Checkpoint filters.
+        let all = store.list_checkpoints(&CheckpointFilter::default()).await.unwrap();
+        assert_eq!(all.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), [cp1.id.clone(), cp2.id.clone(), cpb.id.clone()]);
+        let eu = store.list_checkpoints(&CheckpointFilter { region: Some(id("eu")), ..Default::default() }).await.unwrap();
+        assert_eq!(eu.len(), 2);
+        let of_b = store.list_checkpoints(&CheckpointFilter { run: Some(b.id.clone()), ..Default::default() }).await.unwrap();
+        assert_eq!(of_b, vec![cpb]);
+        let none = store.list_checkpoints(&CheckpointFilter { model_name: Some("other".into()), ..Default::default() }).await.unwrap();
+        assert!(none.is_empty());
+        assert_eq!(store.list_runs().await.unwrap().len(), 2);
+    }
+}

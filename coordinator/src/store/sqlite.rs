@@ -516,3 +516,33 @@ impl Store for SqliteStore {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sqlite_passes_the_store_contract() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("fedra.db")).await.unwrap();
+        crate::store::contract::run(&store).await;
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fedra.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let c = ClientRecord {
+            id: ClientId::new("c").unwrap(),
+            region: RegionId::new("eu").unwrap(),
+            datasets: vec![],
+            devices: vec![],
+            registered_at: Utc::now(),
+        };
+        store.upsert_client(&c).await.unwrap();
+        store.close().await;
+        let again = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(again.list_clients().await.unwrap().len(), 1);
+    }
+}

@@ -3,6 +3,7 @@
 //! real gRPC on loopback, with a real SQLite store and real checkpoints on disk.
 
 mod aggregation;
+mod cli;
 mod faults;
 mod rejections;
 mod restart;

@@ -1,0 +1,113 @@
+//! The shipped binaries as users run them: `fedra` against a live coordinator, and
+//! `fedra-coordinator` refusing bad config. Errors are one line and a non-zero exit.
+
+use crate::sandbox::*;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// `target/<profile>/<name>`, built by cargo alongside this test binary.
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is not built; run the tests with `cargo nextest run --workspace`", path.display());
+    path
+}
+
+async fn run(name: &str, args: Vec<String>) -> Output {
+    let bin = binary(name);
+    tokio::task::spawn_blocking(move || Command::new(bin).args(args).output().expect("spawn"))
+        .await
+        .expect("join")
+}
+
+fn one_line(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes).to_string();
+    assert_eq!(text.trim_end().lines().count(), 1, "expected one line, got {text:?}");
+    text.trim_end().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fedra_cli_submits_watches_lists_and_pulls() -> anyhow::Result<()> {
+    let specs: Vec<_> = (0..3).map(|i| blob_client(i, "eu", 6, 3, 100)).collect();
+    let cluster = Cluster::builder().clients(specs).start().await?;
+    let dir = tempfile::tempdir()?;
+    let plan_path = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan_path,
+        r#"version = 1
+rounds = 2
+clients_per_round = 3
+min_clients = 2
+round_deadline_seconds = 30
+[model]
+kind = "logistic_regression"
+name = "cli-lr"
+input_dim = 6
+classes = 3
+[local]
+epochs = 1
+batch_size = 16
+learning_rate = 0.1
+"#,
+    )?;
+    let ep = cluster.endpoint();
+    let args = |a: &[&str]| -> Vec<String> { ["--coordinator", ep.as_str()].iter().chain(a).map(|s| s.to_string()).collect() };
+
+    let out = run("fedra", args(&["run", "submit", plan_path.to_str().unwrap(), "--watch"])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout {stdout} stderr {}", String::from_utf8_lossy(&out.stderr));
+    let run_id = stdout.lines().next().unwrap().to_string();
+    assert!(run_id.starts_with("run-"));
+    assert!(stdout.contains("round 2: published"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("run succeeded"), "{stdout}");
+
+    let out = run("fedra", args(&["run", "list"])).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&run_id));
+    let out = run("fedra", args(&["run", "show", &run_id])).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("state succeeded  rounds 2/2"));
+    let out = run("fedra", args(&["checkpoint", "list", "--region", "eu"])).await;
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(listing.lines().filter(|l| l.starts_with(&run_id)).count(), 2, "{listing}");
+    let cp = format!("{run_id}.r0002");
+    let pull_dir = dir.path().join("pulled");
+    let out = run("fedra", args(&["checkpoint", "pull", &cp, "-o", pull_dir.to_str().unwrap()])).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manifest = read_manifest(&pull_dir.join("model.safetensors"))?;
+    assert_eq!(manifest.checkpoint_id.as_str(), cp);
+
+    // Refusals: one line on stderr, a meaningful exit code.
+    let out = run("fedra", args(&["run", "cancel", &run_id])).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line(&out.stderr).starts_with(&format!("fedra: run {run_id} already ended")));
+    std::fs::write(dir.path().join("bad.toml"), "version = 1\nrounds = 2\nround = 3\n")?;
+    let out = run("fedra", args(&["run", "submit", dir.path().join("bad.toml").to_str().unwrap()])).await;
+    assert_eq!(out.status.code(), Some(64));
+    assert!(one_line(&out.stderr).contains("bad.toml"));
+    let zero_rounds = std::fs::read_to_string(&plan_path)?.replace("rounds = 2", "rounds = 0");
+    std::fs::write(dir.path().join("zero.toml"), zero_rounds)?;
+    let out = run("fedra", args(&["run", "submit", dir.path().join("zero.toml").to_str().unwrap()])).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line(&out.stderr).contains("plan.rounds must be in 1..=100000, got 0"));
+    let out = run("fedra", vec!["--coordinator".into(), "http://127.0.0.1:1".into(), "run".into(), "list".into()]).await;
+    assert_eq!(out.status.code(), Some(69));
+    assert!(one_line(&out.stderr).starts_with("fedra: cannot connect to coordinator at http://127.0.0.1:1"));
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn coordinator_refuses_bad_config_with_exit_64() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let cfg = dir.path().join("coordinator.toml");
+    std::fs::write(&cfg, "version = 1\nlisten = \"127.0.0.1:0\"\nchunk_byte = 5\n")?;
+    let out = run("fedra-coordinator", vec!["--config".into(), cfg.display().to_string()]).await;
+    assert_eq!(out.status.code(), Some(64));
+    let line = one_line(&out.stderr);
+    assert!(line.starts_with("fedra-coordinator: bad config: config file") && line.contains("chunk_byte"), "{line}");
+    std::fs::write(&cfg, "version = 1\nchunk_bytes = 6\n")?;
+    let out = run("fedra-coordinator", vec!["--config".into(), cfg.display().to_string()]).await;
+    assert_eq!(out.status.code(), Some(64));
+    assert!(one_line(&out.stderr).contains("chunk_bytes: must be a multiple of 4"));
+    Ok(())
+}
