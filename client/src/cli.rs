@@ -140,7 +140,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Checkpoint(CheckpointCommand::List { region, model, run }) => {
             let mut client = ControlClient::connect(&cli.coordinator).await?;
             let list = client.list_checkpoints(region.as_deref(), model.as_deref(), run.as_deref()).await?;
-            println!("{:<26} {:<16} {:>5}  {:<14} {:<12} published", "CHECKPOINT", "MODEL", "ROUND", "REGIONS", "SHA256");
+            println!(
+                "{:<26} {:<16} {:>5}  {:<14} {:<12} published",
+                "CHECKPOINT", "MODEL", "ROUND", "REGIONS", "SHA256"
+            );
             for c in list {
                 println!(
                     "{:<26} {:<16} {:>5}  {:<14} {:<12} {}",
@@ -165,14 +168,24 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
 }
 
 fn print_run(r: &RunStatus) {
-    println!("run {}  model {}  state {}  rounds {}/{}", r.id, r.model_name, r.state.as_str(), r.completed_rounds, r.total_rounds);
+    println!(
+        "run {}  model {}  state {}  rounds {}/{}",
+        r.id,
+        r.model_name,
+        r.state.as_str(),
+        r.completed_rounds,
+        r.total_rounds
+    );
     if let Some(f) = &r.failure {
         println!("failure: {f}");
     }
     if let Some(p) = &r.published_checkpoint {
         println!("published checkpoint: {p}");
     }
-    println!("{:>5}  {:<11} {:>8} {:>8} {:>8}  {:>10} {:>10} {:>8}", "ROUND", "PHASE", "SELECTED", "REPORTED", "SAMPLES", "LOSS_IN", "LOSS_OUT", "ACC");
+    println!(
+        "{:>5}  {:<11} {:>8} {:>8} {:>8}  {:>10} {:>10} {:>8}",
+        "ROUND", "PHASE", "SELECTED", "REPORTED", "SAMPLES", "LOSS_IN", "LOSS_OUT", "ACC"
+    );
     for row in &r.rounds {
         let m = row.metrics.unwrap_or_default();
         println!(
@@ -193,7 +206,9 @@ fn print_run(r: &RunStatus) {
 /// One human-readable line per event.
 pub fn describe(e: &WatchEvent) -> String {
     match e {
-        WatchEvent::Selected { round, clients, target } => format!("round {round}: selected {} clients (target {target})", clients.len()),
+        WatchEvent::Selected { round, clients, target } => {
+            format!("round {round}: selected {} clients (target {target})", clients.len())
+        }
         WatchEvent::UpdateReceived { round, client, region, samples, reported, target, metrics } => format!(
             "round {round}: update {reported}/{target} from {client} ({region}), {samples} samples, loss {:.4} -> {:.4}",
             metrics.loss_before, metrics.loss_after
@@ -203,7 +218,11 @@ pub fn describe(e: &WatchEvent) -> String {
             metrics.loss_before, metrics.loss_after, metrics.accuracy_after
         ),
         WatchEvent::Published { round, checkpoint, regions, sha256 } => {
-            format!("round {round}: published {checkpoint} to {} (sha256 {})", regions.join(","), sha256.get(..12).unwrap_or(sha256))
+            format!(
+                "round {round}: published {checkpoint} to {} (sha256 {})",
+                regions.join(","),
+                sha256.get(..12).unwrap_or(sha256)
+            )
         }
         WatchEvent::RoundFailed { round, reason } => format!("round {round}: failed: {reason}"),
         WatchEvent::RunFinished { state, reason } => match reason {

@@ -97,11 +97,17 @@ pub struct ClientConfig {
 }
 
 fn valid_id(key: &'static str, v: &str) -> Result<(), ClientConfigError> {
-    let ok = !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':')) && !v.starts_with('.');
+    let ok = !v.is_empty()
+        && v.len() <= 128
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))
+        && !v.starts_with('.');
     if ok {
         Ok(())
     } else {
-        Err(ClientConfigError::Invalid { key, message: format!("{v:?} must be 1..=128 chars of letters, digits, '.', '_', '-', ':'") })
+        Err(ClientConfigError::Invalid {
+            key,
+            message: format!("{v:?} must be 1..=128 chars of letters, digits, '.', '_', '-', ':'"),
+        })
     }
 }
 
@@ -112,34 +118,63 @@ impl ClientConfig {
     /// # Errors
     /// Unreadable file, unknown keys (with line/column) or invalid values (by key).
     pub fn load(path: &Path, endpoint: Option<String>) -> Result<Self, ClientConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ClientConfigError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ClientConfigError::Read { path: path.display().to_string(), source })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self::parse(&text, &path.display().to_string(), base, endpoint.or_else(|| std::env::var("FEDRA_COORDINATOR").ok()))
+        Self::parse(
+            &text,
+            &path.display().to_string(),
+            base,
+            endpoint.or_else(|| std::env::var("FEDRA_COORDINATOR").ok()),
+        )
     }
 
     /// # Errors
     /// As [`Self::load`].
-    pub fn parse(text: &str, origin: &str, base_dir: PathBuf, endpoint: Option<String>) -> Result<Self, ClientConfigError> {
-        let raw: RawClientConfig = toml::from_str(text)
-            .map_err(|e| ClientConfigError::Parse { path: origin.to_string(), message: e.to_string().trim().replace('\n', " ") })?;
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        base_dir: PathBuf,
+        endpoint: Option<String>,
+    ) -> Result<Self, ClientConfigError> {
+        let raw: RawClientConfig = toml::from_str(text).map_err(|e| ClientConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
         if raw.version != CLIENT_CONFIG_VERSION {
-            return Err(ClientConfigError::Invalid { key: "version", message: format!("{} is not supported (expected {CLIENT_CONFIG_VERSION})", raw.version) });
+            return Err(ClientConfigError::Invalid {
+                key: "version",
+                message: format!("{} is not supported (expected {CLIENT_CONFIG_VERSION})", raw.version),
+            });
         }
         valid_id("client_id", &raw.client_id)?;
         valid_id("region", &raw.region)?;
         let endpoint = endpoint.or(raw.coordinator).unwrap_or_else(|| "http://127.0.0.1:7070".into());
         if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-            return Err(ClientConfigError::Invalid { key: "coordinator", message: format!("{endpoint:?} must start with http:// or https://") });
+            return Err(ClientConfigError::Invalid {
+                key: "coordinator",
+                message: format!("{endpoint:?} must start with http:// or https://"),
+            });
         }
         let backoff = raw.backoff.unwrap_or(RawBackoff { initial_ms: None, max_ms: None });
         let initial = Duration::from_millis(backoff.initial_ms.unwrap_or(200));
         let max = Duration::from_millis(backoff.max_ms.unwrap_or(10_000));
         if initial.is_zero() || max < initial {
-            return Err(ClientConfigError::Invalid { key: "backoff", message: format!("need 0 < initial_ms <= max_ms, got {initial:?} and {max:?}") });
+            return Err(ClientConfigError::Invalid {
+                key: "backoff",
+                message: format!("need 0 < initial_ms <= max_ms, got {initial:?} and {max:?}"),
+            });
         }
         let devices = if raw.devices.is_empty() { vec!["cpu".to_string()] } else { raw.devices };
         Ok(Self {
-            settings: SidecarSettings { endpoint, client_id: raw.client_id, region: raw.region, devices, backoff_initial: initial, backoff_max: max },
+            settings: SidecarSettings {
+                endpoint,
+                client_id: raw.client_id,
+                region: raw.region,
+                devices,
+                backoff_initial: initial,
+                backoff_max: max,
+            },
             dataset: raw.dataset,
             base_dir,
         })
@@ -166,7 +201,8 @@ seed = 1
 
     #[test]
     fn shipped_example_is_valid() {
-        let c = ClientConfig::parse(include_str!("../fedra-client.example.toml"), "example", PathBuf::new(), None).unwrap();
+        let c =
+            ClientConfig::parse(include_str!("../fedra-client.example.toml"), "example", PathBuf::new(), None).unwrap();
         assert_eq!(c.dataset.load("eu-1", Path::new(".")).unwrap().len(), 500);
     }
 
@@ -177,9 +213,12 @@ seed = 1
         assert_eq!(c.dataset.load("eu-1", Path::new(".")).unwrap().len(), 50);
         let c = ClientConfig::parse(CFG, "c.toml", PathBuf::new(), Some("http://10.0.0.1:1".into())).unwrap();
         assert_eq!(c.settings.endpoint, "http://10.0.0.1:1");
-        let e = ClientConfig::parse(&CFG.replace("region = \"eu\"", "region = \"e u\""), "c.toml", PathBuf::new(), None).unwrap_err();
+        let e =
+            ClientConfig::parse(&CFG.replace("region = \"eu\"", "region = \"e u\""), "c.toml", PathBuf::new(), None)
+                .unwrap_err();
         assert!(e.to_string().starts_with("region:"));
-        let e = ClientConfig::parse(&CFG.replace("seed = 1", "seed = 1\nsede = 2"), "c.toml", PathBuf::new(), None).unwrap_err();
+        let e = ClientConfig::parse(&CFG.replace("seed = 1", "seed = 1\nsede = 2"), "c.toml", PathBuf::new(), None)
+            .unwrap_err();
         assert!(e.to_string().contains("sede"), "{e}");
     }
 }

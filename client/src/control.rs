@@ -4,10 +4,10 @@
 
 use crate::plan_file::PlanFile;
 use crate::wire::{self, CheckpointSummary, RunStatus, WatchEvent};
+use fedra_proto::chunking::sha256_bytes_hex;
 use fedra_proto::pb;
 use fedra_proto::pb::checkpoint_service_client::CheckpointServiceClient;
 use fedra_proto::pb::run_service_client::RunServiceClient;
-use fedra_proto::chunking::sha256_bytes_hex;
 use std::path::{Path, PathBuf};
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::Channel;
@@ -88,7 +88,10 @@ impl ControlClient {
     ///
     /// # Errors
     /// Unknown run or transport failure.
-    pub async fn watch(&mut self, run: &str) -> Result<impl Stream<Item = Result<WatchEvent, ControlError>> + use<>, ControlError> {
+    pub async fn watch(
+        &mut self,
+        run: &str,
+    ) -> Result<impl Stream<Item = Result<WatchEvent, ControlError>> + use<>, ControlError> {
         let stream = self.runs.watch_run(pb::WatchRunRequest { run_id: run.to_string() }).await?.into_inner();
         Ok(stream.filter_map(|e| match e {
             Ok(e) => wire::event_from_pb(e).map(Ok),
@@ -105,7 +108,12 @@ impl ControlClient {
 
     /// # Errors
     /// Bad filter value or transport failure.
-    pub async fn list_checkpoints(&mut self, region: Option<&str>, model: Option<&str>, run: Option<&str>) -> Result<Vec<CheckpointSummary>, ControlError> {
+    pub async fn list_checkpoints(
+        &mut self,
+        region: Option<&str>,
+        model: Option<&str>,
+        run: Option<&str>,
+    ) -> Result<Vec<CheckpointSummary>, ControlError> {
         let req = pb::ListCheckpointsRequest {
             region: region.unwrap_or_default().to_string(),
             model_name: model.unwrap_or_default().to_string(),
@@ -122,7 +130,11 @@ impl ControlClient {
     /// # Errors
     /// Unknown checkpoint, transport failure, digest mismatch or I/O errors.
     pub async fn pull_checkpoint(&mut self, id: &str, dir: &Path) -> Result<PulledCheckpoint, ControlError> {
-        let mut stream = self.checkpoints.fetch_checkpoint(pb::FetchCheckpointRequest { checkpoint_id: id.to_string() }).await?.into_inner();
+        let mut stream = self
+            .checkpoints
+            .fetch_checkpoint(pb::FetchCheckpointRequest { checkpoint_id: id.to_string() })
+            .await?
+            .into_inner();
         let info = match stream.message().await? {
             Some(pb::CheckpointPart { part: Some(pb::checkpoint_part::Part::Info(i)) }) => wire::checkpoint_from_pb(i),
             _ => return Err(ControlError::Protocol("checkpoint stream did not start with its info".into())),
@@ -134,12 +146,14 @@ impl ControlClient {
                 _ => return Err(ControlError::Protocol("unexpected message in checkpoint stream".into())),
             }
         }
-        let manifest: serde_json::Value =
-            serde_json::from_str(&info.manifest_json).map_err(|e| ControlError::Protocol(format!("manifest is not JSON: {e}")))?;
+        let manifest: serde_json::Value = serde_json::from_str(&info.manifest_json)
+            .map_err(|e| ControlError::Protocol(format!("manifest is not JSON: {e}")))?;
         let recorded = manifest.get("file_sha256").and_then(|v| v.as_str()).unwrap_or_default();
         let computed = sha256_bytes_hex(&bytes);
         if recorded != computed {
-            return Err(ControlError::Protocol(format!("downloaded file sha256 {computed} differs from the manifest's {recorded}")));
+            return Err(ControlError::Protocol(format!(
+                "downloaded file sha256 {computed} differs from the manifest's {recorded}"
+            )));
         }
         let io = |path: &Path| {
             let path = path.display().to_string();

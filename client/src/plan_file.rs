@@ -69,15 +69,18 @@ impl PlanFile {
     /// # Errors
     /// Unreadable file, bad TOML, unknown keys or an unsupported version.
     pub fn load(path: &Path) -> Result<Self, PlanFileError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PlanFileError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| PlanFileError::Read { path: path.display().to_string(), source })?;
         Self::parse(&text, &path.display().to_string())
     }
 
     /// # Errors
     /// Bad TOML, unknown keys or an unsupported version.
     pub fn parse(text: &str, origin: &str) -> Result<Self, PlanFileError> {
-        let plan: PlanFile = toml::from_str(text)
-            .map_err(|e| PlanFileError::Parse { path: origin.to_string(), message: e.to_string().trim().replace('\n', " ") })?;
+        let plan: PlanFile = toml::from_str(text).map_err(|e| PlanFileError::Parse {
+            path: origin.to_string(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
         if plan.version != PLAN_VERSION {
             return Err(PlanFileError::Version { path: origin.to_string(), version: plan.version });
         }

@@ -132,9 +132,15 @@ impl Sidecar {
     /// One connection's life: register, subscribe, work tasks until the stream ends.
     async fn session(&self) -> Result<(), SessionError> {
         let mut fleet = self.connect().await?;
-        let reg = wire::register_to_pb(&self.settings.client_id, &self.settings.region, &self.datasets, &self.settings.devices);
+        let reg = wire::register_to_pb(
+            &self.settings.client_id,
+            &self.settings.region,
+            &self.datasets,
+            &self.settings.devices,
+        );
         let settings = fleet.register(reg).await?.into_inner();
-        let mut tasks = fleet.subscribe(pb::SubscribeRequest { client_id: self.settings.client_id.clone() }).await?.into_inner();
+        let mut tasks =
+            fleet.subscribe(pb::SubscribeRequest { client_id: self.settings.client_id.clone() }).await?.into_inner();
         self.status.send_modify(|s| {
             s.connected = true;
             s.sessions += 1;
@@ -188,15 +194,21 @@ impl Sidecar {
 
     /// Fetch → train → push for one task. Returns `false` when the task was abandoned
     /// because the coordinator cancelled it.
-    async fn work(&self, fleet: &mut FleetServiceClient<Channel>, task: Task, cancelled: &Mutex<HashSet<String>>) -> Result<bool, SessionError> {
+    async fn work(
+        &self,
+        fleet: &mut FleetServiceClient<Channel>,
+        task: Task,
+        cancelled: &Mutex<HashSet<String>>,
+    ) -> Result<bool, SessionError> {
         let global = fetch_model(fleet, &task, &self.settings.client_id).await?;
         let trainer = Arc::clone(&self.trainer);
         let spec = task.spec.clone();
         let global = Arc::new(global);
         let g = Arc::clone(&global);
-        let outcome = tokio::task::spawn_blocking(move || trainer.lock().expect("trainer mutex poisoned").train(&spec, &g))
-            .await
-            .map_err(|e| SessionError::Protocol(format!("training thread failed: {e}")))??;
+        let outcome =
+            tokio::task::spawn_blocking(move || trainer.lock().expect("trainer mutex poisoned").train(&spec, &g))
+                .await
+                .map_err(|e| SessionError::Protocol(format!("training thread failed: {e}")))??;
         if cancelled.lock().expect("cancel set poisoned").remove(&task.id) {
             info!(client = %self.settings.client_id, task = %task.id, "task cancelled by the coordinator; update not sent");
             return Ok(false);
@@ -218,7 +230,8 @@ impl Sidecar {
                 sha256,
             })),
         };
-        let chunk_bytes = if task.chunk_bytes == 0 { fedra_proto::chunking::DEFAULT_CHUNK_BYTES } else { task.chunk_bytes };
+        let chunk_bytes =
+            if task.chunk_bytes == 0 { fedra_proto::chunking::DEFAULT_CHUNK_BYTES } else { task.chunk_bytes };
         let params = outcome.params;
         // The trailer is produced only after every chunk has been sent.
         let parts: Vec<pb::UpdatePart> = std::iter::once(header)
@@ -244,7 +257,11 @@ impl Sidecar {
 ///
 /// # Errors
 /// Transport failures, a stream that breaks the chunk contract or a digest mismatch.
-pub async fn fetch_model(fleet: &mut FleetServiceClient<Channel>, task: &Task, client_id: &str) -> Result<Vec<f32>, SessionError> {
+pub async fn fetch_model(
+    fleet: &mut FleetServiceClient<Channel>,
+    task: &Task,
+    client_id: &str,
+) -> Result<Vec<f32>, SessionError> {
     let mut stream = fleet
         .fetch_model(pb::FetchModelRequest { task_id: task.id.clone(), client_id: client_id.to_string() })
         .await?
@@ -270,7 +287,12 @@ pub async fn fetch_model(fleet: &mut FleetServiceClient<Channel>, task: &Task, c
     Ok(r.finish(&header.sha256)?)
 }
 
-async fn heartbeat_loop(mut fleet: FleetServiceClient<Channel>, client_id: String, every: Duration, cancelled: Arc<Mutex<HashSet<String>>>) {
+async fn heartbeat_loop(
+    mut fleet: FleetServiceClient<Channel>,
+    client_id: String,
+    every: Duration,
+    cancelled: Arc<Mutex<HashSet<String>>>,
+) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;

@@ -84,12 +84,40 @@ pub struct RunStatus {
 /// A step of a run, as streamed by `WatchRun`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum WatchEvent {
-    Selected { round: u32, clients: Vec<String>, target: u32 },
-    UpdateReceived { round: u32, client: String, region: String, samples: u64, reported: u32, target: u32, metrics: TrainMetrics },
-    Aggregated { round: u32, clients: u32, samples: u64, metrics: TrainMetrics },
-    Published { round: u32, checkpoint: String, regions: Vec<String>, sha256: String },
-    RoundFailed { round: u32, reason: String },
-    RunFinished { state: RunState, reason: Option<String> },
+    Selected {
+        round: u32,
+        clients: Vec<String>,
+        target: u32,
+    },
+    UpdateReceived {
+        round: u32,
+        client: String,
+        region: String,
+        samples: u64,
+        reported: u32,
+        target: u32,
+        metrics: TrainMetrics,
+    },
+    Aggregated {
+        round: u32,
+        clients: u32,
+        samples: u64,
+        metrics: TrainMetrics,
+    },
+    Published {
+        round: u32,
+        checkpoint: String,
+        regions: Vec<String>,
+        sha256: String,
+    },
+    RoundFailed {
+        round: u32,
+        reason: String,
+    },
+    RunFinished {
+        state: RunState,
+        reason: Option<String>,
+    },
 }
 
 /// A checkpoint in the registry.
@@ -112,10 +140,9 @@ fn non_empty(s: String) -> Option<String> {
 
 pub fn architecture_from_pb(m: &pb::ModelSpec) -> Result<Architecture, WireError> {
     match &m.architecture {
-        Some(pb::model_spec::Architecture::LogisticRegression(lr)) => Ok(Architecture::LogisticRegression {
-            input_dim: lr.input_dim as usize,
-            classes: lr.classes as usize,
-        }),
+        Some(pb::model_spec::Architecture::LogisticRegression(lr)) => {
+            Ok(Architecture::LogisticRegression { input_dim: lr.input_dim as usize, classes: lr.classes as usize })
+        }
         None => Err(WireError::Missing("task.model.architecture")),
     }
 }
@@ -178,13 +205,23 @@ pub fn metrics_from_pb(m: &pb::TrainingMetrics) -> TrainMetrics {
 }
 
 /// Registration message: the client's identity and what its data looks like (never the data).
-pub fn register_to_pb(client_id: &str, region: &str, datasets: &[DatasetInfo], devices: &[String]) -> pb::RegisterRequest {
+pub fn register_to_pb(
+    client_id: &str,
+    region: &str,
+    datasets: &[DatasetInfo],
+    devices: &[String],
+) -> pb::RegisterRequest {
     pb::RegisterRequest {
         client_id: client_id.to_string(),
         region: region.to_string(),
         datasets: datasets
             .iter()
-            .map(|d| pb::DatasetDescriptor { name: d.name.clone(), samples: d.samples, features: d.features, classes: d.classes })
+            .map(|d| pb::DatasetDescriptor {
+                name: d.name.clone(),
+                samples: d.samples,
+                features: d.features,
+                classes: d.classes,
+            })
             .collect(),
         capabilities: Some(pb::Capabilities { devices: devices.to_vec(), max_parameters: 0 }),
     }
@@ -278,10 +315,16 @@ pub fn event_from_pb(e: pb::RunEvent) -> Option<WatchEvent> {
             target: u.target,
             metrics: metrics(u.metrics),
         },
-        Kind::Aggregated(a) => WatchEvent::Aggregated { round, clients: a.clients, samples: a.samples, metrics: metrics(a.metrics) },
-        Kind::Published(p) => WatchEvent::Published { round, checkpoint: p.checkpoint_id, regions: p.regions, sha256: p.sha256 },
+        Kind::Aggregated(a) => {
+            WatchEvent::Aggregated { round, clients: a.clients, samples: a.samples, metrics: metrics(a.metrics) }
+        }
+        Kind::Published(p) => {
+            WatchEvent::Published { round, checkpoint: p.checkpoint_id, regions: p.regions, sha256: p.sha256 }
+        }
         Kind::RoundFailed(f) => WatchEvent::RoundFailed { round, reason: f.reason },
-        Kind::RunFinished(f) => WatchEvent::RunFinished { state: run_state_from_pb(f.state), reason: non_empty(f.reason) },
+        Kind::RunFinished(f) => {
+            WatchEvent::RunFinished { state: run_state_from_pb(f.state), reason: non_empty(f.reason) }
+        }
     })
 }
 

@@ -9,8 +9,19 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use fedra_coordinator::aggregation::FedAvgAccumulator;
-use fedra_proto::chunking::{DEFAULT_CHUNK_BYTES, chunks, decode_le_into};
+use fedra_proto::chunking::{DEFAULT_CHUNK_BYTES, StreamDigest, chunks, decode_le_into};
+use fedra_proto::pb::ParamChunk;
 use std::hint::black_box;
+
+/// Decodes a received chunk sequence into the staging buffer, as the upload handler does.
+fn decode_all(wire: &[ParamChunk], staging: &mut [f32]) {
+    let mut offset = 0;
+    for ch in wire {
+        let n = ch.data.len() / 4;
+        decode_le_into(&ch.data, &mut staging[offset..offset + n]);
+        offset += n;
+    }
+}
 
 fn bench(c: &mut Criterion) {
     for &params in &[1_000_000usize, 10_000_000] {
@@ -34,12 +45,7 @@ fn bench(c: &mut Criterion) {
         let mut staging = vec![0f32; params];
         g.bench_function(BenchmarkId::new("decode_chunks", params), |b| {
             b.iter(|| {
-                let mut offset = 0;
-                for ch in black_box(&wire) {
-                    let n = ch.data.len() / 4;
-                    decode_le_into(&ch.data, &mut staging[offset..offset + n]);
-                    offset += n;
-                }
+                decode_all(black_box(&wire), &mut staging);
                 black_box(&staging);
             })
         });
@@ -52,12 +58,26 @@ fn bench(c: &mut Criterion) {
         let mut acc = FedAvgAccumulator::new(params);
         g.bench_function(BenchmarkId::new("decode_and_fold", params), |b| {
             b.iter(|| {
+                decode_all(black_box(&wire), &mut staging);
+                acc.fold(&staging, 17.0).expect("fold");
+            })
+        });
+        // What the upload handler really does per update: decode, check every value is
+        // finite, hash the payload for the trailer's digest, then fold.
+        let mut acc = FedAvgAccumulator::new(params);
+        g.bench_function(BenchmarkId::new("verify_decode_and_fold", params), |b| {
+            b.iter(|| {
+                let mut digest = StreamDigest::default();
                 let mut offset = 0;
                 for ch in black_box(&wire) {
                     let n = ch.data.len() / 4;
-                    decode_le_into(&ch.data, &mut staging[offset..offset + n]);
+                    let dst = &mut staging[offset..offset + n];
+                    decode_le_into(&ch.data, dst);
+                    assert!(dst.iter().all(|v| v.is_finite()));
+                    digest.update(&ch.data);
                     offset += n;
                 }
+                black_box(digest.finish_hex());
                 acc.fold(&staging, 17.0).expect("fold");
             })
         });

@@ -48,7 +48,8 @@ impl Coordinator {
     /// Directory, store, recovery or bind failures.
     pub async fn start(config: &Config) -> Result<Self, LaunchError> {
         for dir in [&config.data_dir, &config.artifact_dir] {
-            std::fs::create_dir_all(dir).map_err(|source| LaunchError::Dir { path: dir.display().to_string(), source })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|source| LaunchError::Dir { path: dir.display().to_string(), source })?;
         }
         let sqlite = SqliteStore::open(&config.data_dir.join("fedra.db")).await?;
         let store: Arc<dyn Store> = Arc::new(sqlite.clone());

@@ -30,7 +30,12 @@ fn load(args: Args) -> Result<Config, fedra_coordinator::config::ConfigError> {
         Some(p) => RawConfig::from_file(p)?,
         None => RawConfig::default(),
     };
-    let flags = RawConfig { listen: args.listen, data_dir: args.data_dir, artifact_dir: args.artifact_dir, ..RawConfig::default() };
+    let flags = RawConfig {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        artifact_dir: args.artifact_dir,
+        ..RawConfig::default()
+    };
     Config::validate(file.merge_env()?.merge(flags))
 }
 
@@ -62,7 +67,8 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},

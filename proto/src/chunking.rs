@@ -62,10 +62,10 @@ pub fn decode_le_into(data: &[u8], dst: &mut [f32]) {
 /// [`MIN_CHUNK_BYTES`]..=[`MAX_CHUNK_BYTES`]). An empty vector yields no chunk.
 pub fn chunks(values: &[f32], chunk_bytes: usize) -> impl Iterator<Item = ParamChunk> + '_ {
     let per = values_per_chunk(chunk_bytes);
-    values.chunks(per).enumerate().map(move |(i, slice)| ParamChunk {
-        offset: (i * per) as u64,
-        data: encode_le(slice).into(),
-    })
+    values
+        .chunks(per)
+        .enumerate()
+        .map(move |(i, slice)| ParamChunk { offset: (i * per) as u64, data: encode_le(slice).into() })
 }
 
 /// Hex sha256 of the little-endian bytes of `values`: the digest every transfer declares.
@@ -159,11 +159,7 @@ pub struct Reassembler {
 impl Reassembler {
     /// Prepares to receive `total` values. The buffer is allocated once, up front.
     pub fn new(total: u64) -> Self {
-        Self {
-            cursor: ChunkCursor::new(total),
-            values: vec![0.0; total as usize],
-            digest: StreamDigest::default(),
-        }
+        Self { cursor: ChunkCursor::new(total), values: vec![0.0; total as usize], digest: StreamDigest::default() }
     }
 
     /// # Errors

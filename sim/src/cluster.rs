@@ -5,8 +5,8 @@ use anyhow::{Context, Result};
 use fedra_client::control::ControlClient;
 use fedra_client::data::{Dataset, DatasetInfo};
 use fedra_client::session::{Sidecar, SidecarSettings, SidecarStatus};
-use fedra_client::trainer::burn_logreg::BurnTrainer;
 use fedra_client::trainer::Trainer;
+use fedra_client::trainer::burn_logreg::BurnTrainer;
 use fedra_coordinator::Coordinator;
 use fedra_coordinator::config::Config;
 use std::path::{Path, PathBuf};
@@ -190,7 +190,13 @@ impl Cluster {
         let join = tokio::spawn(sidecar.run(async {
             let _ = stopped.await;
         }));
-        self.clients.push(ClientHandle { id: id.to_string(), region: region.to_string(), status, stop: Some(stop), join });
+        self.clients.push(ClientHandle {
+            id: id.to_string(),
+            region: region.to_string(),
+            status,
+            stop: Some(stop),
+            join,
+        });
     }
 
     /// Waits until every client has an open session.
@@ -200,7 +206,8 @@ impl Cluster {
     pub async fn wait_connected(&self, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let missing: Vec<&str> = self.clients.iter().filter(|c| !c.status.borrow().connected).map(|c| c.id.as_str()).collect();
+            let missing: Vec<&str> =
+                self.clients.iter().filter(|c| !c.status.borrow().connected).map(|c| c.id.as_str()).collect();
             if missing.is_empty() {
                 return Ok(());
             }

@@ -130,7 +130,9 @@ pub async fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
         let e = e?;
         tracing::debug!("{}", describe(&e));
         match e {
-            WatchEvent::Selected { round, clients, .. } => rows.push(RoundRow { round, selected: clients.len(), ..RoundRow::default() }),
+            WatchEvent::Selected { round, clients, .. } => {
+                rows.push(RoundRow { round, selected: clients.len(), ..RoundRow::default() })
+            }
             WatchEvent::Aggregated { round, clients, samples, metrics } => {
                 if let Some(r) = rows.iter_mut().rev().find(|r| r.round == round) {
                     r.reported = clients;
@@ -163,11 +165,23 @@ pub async fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
         let pulled = control.pull_checkpoint(&r.checkpoint, &opts.out.join("pulled").join(&r.checkpoint)).await?;
         (r.test_loss, r.test_accuracy) = evaluate(&pulled.weights, &test, dim, k)?;
     }
-    println!("{:>5} {:>8} {:>8} {:>7}  {:>9} {:>9} {:>9}  {:>9} {:>8}  checkpoint", "round", "selected", "reported", "samples", "loss_in", "loss_out", "train_acc", "test_loss", "test_acc");
+    println!(
+        "{:>5} {:>8} {:>8} {:>7}  {:>9} {:>9} {:>9}  {:>9} {:>8}  checkpoint",
+        "round", "selected", "reported", "samples", "loss_in", "loss_out", "train_acc", "test_loss", "test_acc"
+    );
     for r in &rows {
         println!(
             "{:>5} {:>8} {:>8} {:>7}  {:>9.4} {:>9.4} {:>9.4}  {:>9.4} {:>8.4}  {}",
-            r.round, r.selected, r.reported, r.samples, r.loss_before, r.loss_after, r.train_accuracy, r.test_loss, r.test_accuracy, r.checkpoint
+            r.round,
+            r.selected,
+            r.reported,
+            r.samples,
+            r.loss_before,
+            r.loss_after,
+            r.train_accuracy,
+            r.test_loss,
+            r.test_accuracy,
+            r.checkpoint
         );
     }
     println!("\nrun {run_id} {}; checkpoints under {}", state.as_str(), cluster.artifact_dir().display());

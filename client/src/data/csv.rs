@@ -46,7 +46,8 @@ pub fn load_csv(path: &Path, classes: usize, header: bool) -> Result<Dataset, Cs
             Some(_) => {}
         }
         for (c, v) in cols[..d].iter().enumerate() {
-            let x: f32 = v.parse().map_err(|_| line_err(line_no, format!("column {}: {v:?} is not a number", c + 1)))?;
+            let x: f32 =
+                v.parse().map_err(|_| line_err(line_no, format!("column {}: {v:?} is not a number", c + 1)))?;
             features.push(x);
         }
         let label_text = cols[d];

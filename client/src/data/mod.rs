@@ -39,7 +39,12 @@ pub struct DatasetInfo {
 impl Dataset {
     /// The dataset's description for registration.
     pub fn info(&self) -> DatasetInfo {
-        DatasetInfo { name: self.name.clone(), samples: self.len() as u64, features: self.dim as u32, classes: self.classes as u32 }
+        DatasetInfo {
+            name: self.name.clone(),
+            samples: self.len() as u64,
+            features: self.dim as u32,
+            classes: self.classes as u32,
+        }
     }
 
     /// Builds a dataset, checking shapes, labels and finiteness once so that trainers can

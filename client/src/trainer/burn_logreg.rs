@@ -464,21 +464,4 @@ mod tests {
         let err = trainer.train(&spec(d, c, 3, 1e38, 0.0), &global).expect_err("diverges");
         assert!(matches!(err, TrainError::Diverged(_)), "{err}");
     }
-
-    /// `cargo test -p fedra-client --lib -- --ignored --nocapture throughput`
-    #[test]
-    #[ignore = "timing, not a check"]
-    fn throughput() {
-        let (d, c) = (60, 10);
-        let data = gaussian_blobs("t", &BlobSpec::new(d, c, 20_000, 1));
-        let mut trainer = BurnTrainer::new(data);
-        let mut s = spec(d, c, 3, 0.05, 0.0);
-        s.hyper.batch_size = 64;
-        let out = trainer.train(&s, &vec![0.0; d * c + c]).expect("trains");
-        let rate = 60_000.0 / out.metrics.train_seconds;
-        s.hyper.proximal_mu = 0.1;
-        let prox = trainer.train(&s, &vec![0.0; d * c + c]).expect("trains");
-        let prox_rate = 60_000.0 / prox.metrics.train_seconds;
-        println!("logreg {d}->{c} batch 64: {rate:.0} samples/s (FedProx: {prox_rate:.0}); {:?}", out.metrics);
-    }
 }

@@ -98,17 +98,12 @@ mod tests {
 
     fn reference(updates: &[(Vec<f32>, f64)]) -> Vec<f64> {
         let total: f64 = updates.iter().map(|(_, w)| w).sum();
-        (0..updates[0].0.len())
-            .map(|i| updates.iter().map(|(u, w)| w * f64::from(u[i])).sum::<f64>() / total)
-            .collect()
+        (0..updates[0].0.len()).map(|i| updates.iter().map(|(u, w)| w * f64::from(u[i])).sum::<f64>() / total).collect()
     }
 
     fn updates_strategy() -> impl Strategy<Value = Vec<(Vec<f32>, f64)>> {
         (1usize..40).prop_flat_map(|len| {
-            proptest::collection::vec(
-                (proptest::collection::vec(-1e3f32..1e3, len), 1.0f64..1e4),
-                1..30,
-            )
+            proptest::collection::vec((proptest::collection::vec(-1e3f32..1e3, len), 1.0f64..1e4), 1..30)
         })
     }
 
@@ -156,7 +151,7 @@ mod tests {
         acc.fold(&[1.0, 2.0, 3.0], 1.0).unwrap();
         assert_eq!(acc.fold(&[1.0], 1.0), Err(AggregationError::Length { expected: 3, got: 1 }));
         assert_eq!(acc.fold(&[1.0, 1.0, 1.0], 0.0), Err(AggregationError::Weight(0.0)));
-        assert_eq!(acc.fold(&[1.0, 1.0, 1.0], f64::NAN).is_err(), true);
+        assert!(acc.fold(&[1.0, 1.0, 1.0], f64::NAN).is_err());
         assert_eq!(acc.contributions(), 1);
         assert_eq!(acc.average().unwrap(), vec![1.0, 2.0, 3.0]);
         assert_eq!(FedAvgAccumulator::new(3).average(), Err(AggregationError::Empty));

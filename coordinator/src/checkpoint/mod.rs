@@ -115,7 +115,11 @@ pub struct CheckpointDir {
 ///
 /// # Errors
 /// [`CheckpointError::Layout`] when `params` does not have the layout's length.
-pub fn encode_safetensors(layout: &TensorLayout, params: &[f32], metadata: HashMap<String, String>) -> Result<Vec<u8>, CheckpointError> {
+pub fn encode_safetensors(
+    layout: &TensorLayout,
+    params: &[f32],
+    metadata: HashMap<String, String>,
+) -> Result<Vec<u8>, CheckpointError> {
     if layout.total() != params.len() as u64 {
         return Err(CheckpointError::Layout {
             path: "<memory>".into(),
@@ -126,13 +130,19 @@ pub fn encode_safetensors(layout: &TensorLayout, params: &[f32], metadata: HashM
     let mut offset = 0usize;
     for t in &layout.tensors {
         let n = t.numel() as usize;
-        encoded.push((t.name.clone(), t.shape.iter().map(|d| *d as usize).collect::<Vec<_>>(), fedra_proto::chunking::encode_le(&params[offset..offset + n])));
+        encoded.push((
+            t.name.clone(),
+            t.shape.iter().map(|d| *d as usize).collect::<Vec<_>>(),
+            fedra_proto::chunking::encode_le(&params[offset..offset + n]),
+        ));
         offset += n;
     }
     let views = encoded
         .iter()
         .map(|(name, shape, bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.clone(), v)).map_err(|e| CheckpointError::Format(e.to_string()))
+            TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| CheckpointError::Format(e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
     safetensors::tensor::serialize(views, Some(metadata)).map_err(|e| CheckpointError::Format(e.to_string()))
@@ -152,7 +162,13 @@ pub fn decode_safetensors(bytes: &[u8], layout: &TensorLayout, path: &Path) -> R
         let view = st.tensor(&t.name).map_err(|_| layout_err(format!("tensor {:?} is missing", t.name)))?;
         let shape: Vec<u64> = view.shape().iter().map(|d| *d as u64).collect();
         if view.dtype() != Dtype::F32 || shape != t.shape {
-            return Err(layout_err(format!("tensor {:?} is {:?}{:?}, expected F32{:?}", t.name, view.dtype(), shape, t.shape)));
+            return Err(layout_err(format!(
+                "tensor {:?} is {:?}{:?}, expected F32{:?}",
+                t.name,
+                view.dtype(),
+                shape,
+                t.shape
+            )));
         }
         let n = t.numel() as usize;
         fedra_proto::chunking::decode_le_into(view.data(), &mut out[offset..offset + n]);
@@ -226,7 +242,8 @@ impl CheckpointDir {
             published_to: req.regions.clone(),
             created_at: Utc::now(),
         };
-        let manifest_json = serde_json::to_string_pretty(&manifest).map_err(|e| CheckpointError::Format(e.to_string()))?;
+        let manifest_json =
+            serde_json::to_string_pretty(&manifest).map_err(|e| CheckpointError::Format(e.to_string()))?;
         let mut locations = Vec::with_capacity(req.regions.len());
         for region in &req.regions {
             let dir = self.dir_for(region, req.model.name(), &req.run, req.round);
@@ -247,7 +264,11 @@ impl CheckpointDir {
         let bytes = std::fs::read(weights).map_err(io(weights))?;
         let computed = hex::encode(Sha256::digest(&bytes));
         if !computed.eq_ignore_ascii_case(file_sha256) {
-            return Err(CheckpointError::Digest { path: weights.display().to_string(), recorded: file_sha256.into(), computed });
+            return Err(CheckpointError::Digest {
+                path: weights.display().to_string(),
+                recorded: file_sha256.into(),
+                computed,
+            });
         }
         decode_safetensors(&bytes, layout, weights)
     }
@@ -285,7 +306,8 @@ mod tests {
         for (_, path) in &p.locations {
             let back = CheckpointDir::load(path, &p.manifest.file_sha256, &model.layout()).unwrap();
             assert_eq!(back, params);
-            let m: Manifest = serde_json::from_str(&std::fs::read_to_string(path.with_file_name(MANIFEST_FILE)).unwrap()).unwrap();
+            let m: Manifest =
+                serde_json::from_str(&std::fs::read_to_string(path.with_file_name(MANIFEST_FILE)).unwrap()).unwrap();
             assert_eq!(m, p.manifest);
         }
         // A flipped byte is caught by the digest.
@@ -294,6 +316,9 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         std::fs::write(path, bytes).unwrap();
-        assert!(matches!(CheckpointDir::load(path, &p.manifest.file_sha256, &model.layout()), Err(CheckpointError::Digest { .. })));
+        assert!(matches!(
+            CheckpointDir::load(path, &p.manifest.file_sha256, &model.layout()),
+            Err(CheckpointError::Digest { .. })
+        ));
     }
 }

@@ -44,14 +44,18 @@ impl RawConfig {
     /// # Errors
     /// Unreadable file, bad TOML or unknown keys (with line and column).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         Self::from_toml(&text, &path.display().to_string())
     }
 
     /// # Errors
     /// Bad TOML or unknown keys.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse { path: origin.to_string(), message: e.to_string().trim().replace('\n', " ") })
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string().trim().replace('\n', " "),
+        })
     }
 
     /// Overrides fields from `FEDRA_*` environment variables.
@@ -61,10 +65,10 @@ impl RawConfig {
     pub fn merge_env(mut self) -> Result<Self, ConfigError> {
         fn var<T: std::str::FromStr>(name: &str) -> Result<Option<T>, ConfigError> {
             match std::env::var(name) {
-                Ok(v) => v
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| ConfigError::Invalid { key: name.to_string(), message: format!("cannot parse {v:?}") }),
+                Ok(v) => v.parse().map(Some).map_err(|_| ConfigError::Invalid {
+                    key: name.to_string(),
+                    message: format!("cannot parse {v:?}"),
+                }),
                 Err(_) => Ok(None),
             }
         }
@@ -122,9 +126,10 @@ impl Config {
             return Err(ConfigError::Version(version));
         }
         let listen_text = raw.listen.unwrap_or_else(|| "127.0.0.1:7070".into());
-        let listen: SocketAddr = listen_text
-            .parse()
-            .map_err(|_| ConfigError::Invalid { key: "listen".into(), message: format!("{listen_text:?} is not an address like 127.0.0.1:7070") })?;
+        let listen: SocketAddr = listen_text.parse().map_err(|_| ConfigError::Invalid {
+            key: "listen".into(),
+            message: format!("{listen_text:?} is not an address like 127.0.0.1:7070"),
+        })?;
         let data_dir = raw.data_dir.unwrap_or_else(|| PathBuf::from("fedra-data"));
         if data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid { key: "data_dir".into(), message: "must not be empty".into() });
@@ -132,7 +137,7 @@ impl Config {
         let artifact_dir = raw.artifact_dir.unwrap_or_else(|| data_dir.join("artifacts"));
         let chunk_bytes = raw.chunk_bytes.unwrap_or(fedra_proto::chunking::DEFAULT_CHUNK_BYTES as u64);
         let (lo, hi) = (fedra_proto::chunking::MIN_CHUNK_BYTES as u64, fedra_proto::chunking::MAX_CHUNK_BYTES as u64);
-        if !(lo..=hi).contains(&chunk_bytes) || chunk_bytes % 4 != 0 {
+        if !(lo..=hi).contains(&chunk_bytes) || !chunk_bytes.is_multiple_of(4) {
             return Err(ConfigError::Invalid {
                 key: "chunk_bytes".into(),
                 message: format!("must be a multiple of 4 in {lo}..={hi}, got {chunk_bytes}"),
@@ -140,14 +145,20 @@ impl Config {
         }
         let uploads = raw.max_concurrent_uploads.unwrap_or(8);
         if !(1..=1024).contains(&uploads) {
-            return Err(ConfigError::Invalid { key: "max_concurrent_uploads".into(), message: format!("must be in 1..=1024, got {uploads}") });
+            return Err(ConfigError::Invalid {
+                key: "max_concurrent_uploads".into(),
+                message: format!("must be in 1..=1024, got {uploads}"),
+            });
         }
         let heartbeat = seconds("heartbeat_interval_seconds", raw.heartbeat_interval_seconds, 5.0)?;
         let timeout = seconds("client_timeout_seconds", raw.client_timeout_seconds, 20.0)?;
         if timeout < heartbeat * 2 {
             return Err(ConfigError::Invalid {
                 key: "client_timeout_seconds".into(),
-                message: format!("must be at least twice heartbeat_interval_seconds ({:?}), got {timeout:?}", heartbeat),
+                message: format!(
+                    "must be at least twice heartbeat_interval_seconds ({:?}), got {timeout:?}",
+                    heartbeat
+                ),
             });
         }
         Ok(Self {
@@ -155,14 +166,20 @@ impl Config {
             data_dir,
             artifact_dir,
             max_concurrent_uploads: uploads as usize,
-            engine: EngineSettings { heartbeat_interval: heartbeat, client_timeout: timeout, chunk_bytes: chunk_bytes as usize, ..EngineSettings::default() },
+            engine: EngineSettings {
+                heartbeat_interval: heartbeat,
+                client_timeout: timeout,
+                chunk_bytes: chunk_bytes as usize,
+                ..EngineSettings::default()
+            },
         })
     }
 
     /// Defaults for an in-process coordinator (sim, tests) keeping its state in `data_dir`
     /// and listening on an ephemeral loopback port.
     pub fn local(data_dir: impl Into<PathBuf>) -> Self {
-        let raw = RawConfig { listen: Some("127.0.0.1:0".into()), data_dir: Some(data_dir.into()), ..RawConfig::default() };
+        let raw =
+            RawConfig { listen: Some("127.0.0.1:0".into()), data_dir: Some(data_dir.into()), ..RawConfig::default() };
         Self::validate(raw).expect("local defaults are valid")
     }
 }
@@ -186,13 +203,18 @@ mod tests {
         assert!(Config::validate(raw).unwrap_err().to_string().starts_with("listen:"));
         let raw = RawConfig { version: Some(2), ..RawConfig::default() };
         assert!(matches!(Config::validate(raw), Err(ConfigError::Version(2))));
-        let raw = RawConfig { heartbeat_interval_seconds: Some(10.0), client_timeout_seconds: Some(5.0), ..RawConfig::default() };
+        let raw = RawConfig {
+            heartbeat_interval_seconds: Some(10.0),
+            client_timeout_seconds: Some(5.0),
+            ..RawConfig::default()
+        };
         assert!(Config::validate(raw).unwrap_err().to_string().starts_with("client_timeout_seconds"));
     }
 
     #[test]
     fn shipped_example_is_valid() {
-        let raw = RawConfig::from_toml(include_str!("../../coordinator.example.toml"), "coordinator.example.toml").unwrap();
+        let raw =
+            RawConfig::from_toml(include_str!("../../coordinator.example.toml"), "coordinator.example.toml").unwrap();
         let c = Config::validate(raw).unwrap();
         assert_eq!(c.listen.port(), 7070);
     }

@@ -32,7 +32,10 @@ type PartStream = Pin<Box<dyn Stream<Item = Result<pb::CheckpointPart, Status>> 
 
 #[tonic::async_trait]
 impl CheckpointService for CheckpointApi {
-    async fn list_checkpoints(&self, req: Request<pb::ListCheckpointsRequest>) -> Result<Response<pb::ListCheckpointsResponse>, Status> {
+    async fn list_checkpoints(
+        &self,
+        req: Request<pb::ListCheckpointsRequest>,
+    ) -> Result<Response<pb::ListCheckpointsResponse>, Status> {
         let r = req.into_inner();
         let filter = CheckpointFilter {
             region: convert::optional(&r.region, |v| convert::region_id("region", v))?,
@@ -50,7 +53,10 @@ impl CheckpointService for CheckpointApi {
 
     /// Streams the info then the file, verifying the file's digest as it is read: a copy
     /// that changed on disk ends the stream with DATA_LOSS instead of serving bad weights.
-    async fn fetch_checkpoint(&self, req: Request<pb::FetchCheckpointRequest>) -> Result<Response<Self::FetchCheckpointStream>, Status> {
+    async fn fetch_checkpoint(
+        &self,
+        req: Request<pb::FetchCheckpointRequest>,
+    ) -> Result<Response<Self::FetchCheckpointStream>, Status> {
         let id = convert::checkpoint_id("checkpoint_id", &req.into_inner().checkpoint_id)?;
         let record = self
             .store
@@ -88,7 +94,11 @@ impl CheckpointService for CheckpointApi {
                 };
                 buf.truncate(n);
                 hasher.update(&buf);
-                if tx.send(Ok(pb::CheckpointPart { part: Some(pb::checkpoint_part::Part::Safetensors(buf.into())) })).await.is_err() {
+                if tx
+                    .send(Ok(pb::CheckpointPart { part: Some(pb::checkpoint_part::Part::Safetensors(buf)) }))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }

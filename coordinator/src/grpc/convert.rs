@@ -49,7 +49,10 @@ pub fn model_from_pb(m: Option<pb::ModelSpec>) -> Result<ModelSpec, ApiError> {
 pub fn model_to_pb(m: &ModelSpec) -> pb::ModelSpec {
     let architecture = match m.architecture() {
         Architecture::LogisticRegression { input_dim, classes } => {
-            pb::model_spec::Architecture::LogisticRegression(pb::LogisticRegression { input_dim: *input_dim, classes: *classes })
+            pb::model_spec::Architecture::LogisticRegression(pb::LogisticRegression {
+                input_dim: *input_dim,
+                classes: *classes,
+            })
         }
     };
     pb::ModelSpec { name: m.name().to_string(), architecture: Some(architecture) }
@@ -62,7 +65,12 @@ pub fn layout_to_pb(l: &TensorLayout) -> pb::TensorLayout {
 }
 
 pub fn local_to_pb(l: &LocalTraining) -> pb::LocalTraining {
-    pb::LocalTraining { epochs: l.epochs, batch_size: l.batch_size, learning_rate: l.learning_rate, proximal_mu: l.proximal_mu }
+    pb::LocalTraining {
+        epochs: l.epochs,
+        batch_size: l.batch_size,
+        learning_rate: l.learning_rate,
+        proximal_mu: l.proximal_mu,
+    }
 }
 
 pub fn plan_from_pb(p: pb::RunPlan) -> Result<RunPlan, ApiError> {
@@ -73,11 +81,7 @@ pub fn plan_from_pb(p: pb::RunPlan) -> Result<RunPlan, ApiError> {
         Ok(pb::Strategy::Unspecified) => None,
         Err(_) => return Err(ApiError::Invalid(format!("plan.strategy: unknown value {}", p.strategy))),
     };
-    let regions = p
-        .regions
-        .iter()
-        .map(|r| region_id("plan.regions", r))
-        .collect::<Result<Vec<_>, _>>()?;
+    let regions = p.regions.iter().map(|r| region_id("plan.regions", r)).collect::<Result<Vec<_>, _>>()?;
     let raw = RawPlan {
         model,
         initial_checkpoint: optional(&p.initial_checkpoint, |v| checkpoint_id("plan.initial_checkpoint", v))?,
@@ -221,9 +225,10 @@ pub fn event_to_pb(e: RunEvent) -> pb::RunEvent {
             sha256,
         }),
         RunEventKind::RoundFailed { reason } => Kind::RoundFailed(pb::RoundFailed { reason }),
-        RunEventKind::RunFinished { state, reason } => {
-            Kind::RunFinished(pb::RunFinished { state: run_state_to_pb(state) as i32, reason: reason.unwrap_or_default() })
-        }
+        RunEventKind::RunFinished { state, reason } => Kind::RunFinished(pb::RunFinished {
+            state: run_state_to_pb(state) as i32,
+            reason: reason.unwrap_or_default(),
+        }),
     };
     pb::RunEvent { run_id: e.run.into(), round: e.round, kind: Some(kind) }
 }
@@ -283,5 +288,6 @@ pub fn checkpoint_to_pb(c: &CheckpointRecord, published: bool) -> pb::Checkpoint
 
 /// The manifest of a stored checkpoint (for its file digest).
 pub fn manifest_of(c: &CheckpointRecord) -> Result<Manifest, ApiError> {
-    serde_json::from_str(&c.manifest_json).map_err(|e| ApiError::Unavailable(format!("checkpoint {} has an unreadable manifest: {e}", c.id)))
+    serde_json::from_str(&c.manifest_json)
+        .map_err(|e| ApiError::Unavailable(format!("checkpoint {} has an unreadable manifest: {e}", c.id)))
 }

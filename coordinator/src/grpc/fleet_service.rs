@@ -4,15 +4,15 @@
 
 use super::{ApiError, convert};
 use crate::aggregation::StagingPool;
-use crate::round::{EngineHandle, EngineSettings};
+use crate::round::RoundError;
 use crate::round::VerifiedUpdate;
+use crate::round::{EngineHandle, EngineSettings};
 use fedra_proto::chunking::{ChunkCursor, StreamDigest, decode_le_into, encode_le};
 use fedra_proto::pb;
 use fedra_proto::pb::fleet_service_server::FleetService;
 use std::pin::Pin;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
-use crate::round::RoundError;
 use tracing::{info, warn};
 
 pub struct FleetApi {
@@ -40,10 +40,13 @@ impl FleetApi {
         let mut cursor = ChunkCursor::new(ticket.total_values);
         let mut digest = StreamDigest::default();
         let trailer = loop {
-            let part = stream
-                .message()
-                .await
-                .map_err(|s| ApiError::Protocol(format!("upload broke after {} values ({}); update discarded", cursor.received(), s.message())))?;
+            let part = stream.message().await.map_err(|s| {
+                ApiError::Protocol(format!(
+                    "upload broke after {} values ({}); update discarded",
+                    cursor.received(),
+                    s.message()
+                ))
+            })?;
             match part.and_then(|p| p.part) {
                 Some(Part::Chunk(c)) => {
                     let range = cursor.accept(&c)?;
@@ -69,13 +72,20 @@ impl FleetApi {
         cursor.finish()?;
         let computed = digest.finish_hex();
         if !trailer.sha256.eq_ignore_ascii_case(&computed) {
-            return Err(ApiError::Invalid(format!("trailer.sha256 {:?} does not match the received values ({computed})", trailer.sha256)));
+            return Err(ApiError::Invalid(format!(
+                "trailer.sha256 {:?} does not match the received values ({computed})",
+                trailer.sha256
+            )));
         }
         if !(trailer.update_norm.is_finite() && trailer.update_norm >= 0.0) {
-            return Err(ApiError::Invalid(format!("trailer.update_norm must be finite and non-negative, got {}", trailer.update_norm)));
+            return Err(ApiError::Invalid(format!(
+                "trailer.update_norm must be finite and non-negative, got {}",
+                trailer.update_norm
+            )));
         }
         let metrics = convert::metrics_from_pb(trailer.metrics)?;
-        let update = VerifiedUpdate { values: staged, samples: trailer.samples, metrics, update_norm: trailer.update_norm };
+        let update =
+            VerifiedUpdate { values: staged, samples: trailer.samples, metrics, update_norm: trailer.update_norm };
         Ok(self.engine.commit_upload(task, client, update).await?)
     }
 }
@@ -111,7 +121,10 @@ impl FleetService for FleetApi {
 
     type FetchModelStream = ModelStream;
 
-    async fn fetch_model(&self, req: Request<pb::FetchModelRequest>) -> Result<Response<Self::FetchModelStream>, Status> {
+    async fn fetch_model(
+        &self,
+        req: Request<pb::FetchModelRequest>,
+    ) -> Result<Response<Self::FetchModelStream>, Status> {
         let r = req.into_inner();
         let task = convert::task_id("task_id", &r.task_id)?;
         let client = convert::client_id("client_id", &r.client_id)?;
@@ -131,14 +144,17 @@ impl FleetService for FleetApi {
             Ok(pb::ModelPart {
                 part: Some(pb::model_part::Part::Chunk(pb::ParamChunk {
                     offset: start as u64,
-                    data: encode_le(&model.params[start..end]).into(),
+                    data: encode_le(&model.params[start..end]),
                 })),
             })
         });
         Ok(Response::new(Box::pin(tokio_stream::iter(std::iter::once(Ok(header)).chain(chunks)))))
     }
 
-    async fn push_update(&self, req: Request<Streaming<pb::UpdatePart>>) -> Result<Response<pb::PushUpdateResponse>, Status> {
+    async fn push_update(
+        &self,
+        req: Request<Streaming<pb::UpdatePart>>,
+    ) -> Result<Response<pb::PushUpdateResponse>, Status> {
         match self.receive_update(req.into_inner()).await {
             Ok(reported) => Ok(Response::new(pb::PushUpdateResponse { accepted: true, reported })),
             Err(e @ ApiError::Round(RoundError::RoundClosed { .. })) => {

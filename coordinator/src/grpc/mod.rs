@@ -2,8 +2,8 @@
 //! the round engine or the store, and convert answers back. Errors of every layer become a
 //! `tonic::Status` in one place ([`status`]).
 
-pub mod convert;
 mod checkpoint_service;
+pub mod convert;
 mod fleet_service;
 mod run_service;
 mod status;

@@ -62,7 +62,8 @@ impl RunService for RunApi {
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 };
-                let last = matches!(&item, Ok(e) if matches!(e.kind, RunEventKind::RunFinished { .. })) || item.is_err();
+                let last =
+                    matches!(&item, Ok(e) if matches!(e.kind, RunEventKind::RunFinished { .. })) || item.is_err();
                 if tx.send(item.map(convert::event_to_pb)).await.is_err() || last {
                     break;
                 }

@@ -113,7 +113,7 @@ enum Request {
 /// Results of blocking work started by the engine.
 enum Internal {
     Averaged { key: AttemptKey, result: Result<Vec<f32>, RoundError>, acc: FedAvgAccumulator },
-    Published { key: AttemptKey, params: Arc<GlobalModel>, result: Result<Published, RoundError> },
+    Published { key: AttemptKey, params: Arc<GlobalModel>, result: Box<Result<Published, RoundError>> },
 }
 
 /// Identifies one round attempt, so that late results of a cancelled attempt are ignored.
@@ -165,7 +165,10 @@ impl EngineHandle {
     ///
     /// # Errors
     /// Unknown run or store failure.
-    pub async fn watch(&self, run: RunId) -> Result<(Vec<RunEvent>, Option<broadcast::Receiver<RunEvent>>), RoundError> {
+    pub async fn watch(
+        &self,
+        run: RunId,
+    ) -> Result<(Vec<RunEvent>, Option<broadcast::Receiver<RunEvent>>), RoundError> {
         ask!(self, Watch { run })
     }
     /// # Errors
@@ -192,14 +195,24 @@ impl EngineHandle {
     }
     /// # Errors
     /// As [`Self::fetch_model`], plus wrong length or an update already counted.
-    pub async fn begin_upload(&self, task: TaskId, client: ClientId, total_values: u64) -> Result<UploadTicket, RoundError> {
+    pub async fn begin_upload(
+        &self,
+        task: TaskId,
+        client: ClientId,
+        total_values: u64,
+    ) -> Result<UploadTicket, RoundError> {
         ask!(self, BeginUpload { task, client, total_values })
     }
     /// Folds a verified update into the round; returns how many have been counted.
     ///
     /// # Errors
     /// As [`Self::begin_upload`], plus sample-count checks.
-    pub async fn commit_upload(&self, task: TaskId, client: ClientId, update: VerifiedUpdate) -> Result<u32, RoundError> {
+    pub async fn commit_upload(
+        &self,
+        task: TaskId,
+        client: ClientId,
+        update: VerifiedUpdate,
+    ) -> Result<u32, RoundError> {
         ask!(self, CommitUpload { task, client, update })
     }
     /// Stops the engine where it is; an in-progress round is re-run after restart.
@@ -325,7 +338,8 @@ impl Engine {
     ) -> Result<(EngineHandle, tokio::task::JoinHandle<()>), RoundError> {
         let interrupted = store.interrupt_open_rounds().await?;
         let runs = store.list_runs().await?;
-        let mut queue: VecDeque<RunId> = runs.iter().filter(|r| r.state == RunState::Running).map(|r| r.id.clone()).collect();
+        let mut queue: VecDeque<RunId> =
+            runs.iter().filter(|r| r.state == RunState::Running).map(|r| r.id.clone()).collect();
         queue.extend(runs.iter().filter(|r| r.state == RunState::Queued).map(|r| r.id.clone()));
         if interrupted > 0 || !queue.is_empty() {
             info!(interrupted, resumed = queue.len(), "recovered runs from the store");
@@ -341,7 +355,17 @@ impl Engine {
         let (tx, rx) = mpsc::channel(1024);
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(4096);
-        let engine = Engine { store, checkpoints, settings, events, internal_tx, clients, queue, active: None, closed_tasks: HashMap::new() };
+        let engine = Engine {
+            store,
+            checkpoints,
+            settings,
+            events,
+            internal_tx,
+            clients,
+            queue,
+            active: None,
+            closed_tasks: HashMap::new(),
+        };
         let join = tokio::spawn(engine.run(rx, internal_rx));
         Ok((EngineHandle { tx }, join))
     }
@@ -429,13 +453,18 @@ impl Engine {
 
     async fn submit(&mut self, plan: RunPlan) -> Result<RunId, RoundError> {
         if let Some(cp) = &plan.initial_checkpoint {
-            let record = self.store.get_checkpoint(cp).await?.ok_or_else(|| RoundError::CheckpointNotFound(cp.clone()))?;
+            let record =
+                self.store.get_checkpoint(cp).await?.ok_or_else(|| RoundError::CheckpointNotFound(cp.clone()))?;
             let manifest: crate::checkpoint::Manifest = serde_json::from_str(&record.manifest_json)
                 .map_err(|e| RoundError::InitialCheckpoint { checkpoint: cp.clone(), reason: e.to_string() })?;
             if manifest.layout != plan.model.layout() {
                 return Err(RoundError::InitialCheckpoint {
                     checkpoint: cp.clone(),
-                    reason: format!("its model is {:?}, the plan's is {:?}", manifest.model.architecture(), plan.model.architecture()),
+                    reason: format!(
+                        "its model is {:?}, the plan's is {:?}",
+                        manifest.model.architecture(),
+                        plan.model.architecture()
+                    ),
                 });
             }
         }
@@ -464,7 +493,11 @@ impl Engine {
         } else {
             self.queue.retain(|r| *r != run);
             self.store.set_run_state(&run, RunState::Cancelled, Some("run cancelled")).await?;
-            self.emit(&run, 0, RunEventKind::RunFinished { state: RunState::Cancelled, reason: Some("run cancelled".into()) });
+            self.emit(
+                &run,
+                0,
+                RunEventKind::RunFinished { state: RunState::Cancelled, reason: Some("run cancelled".into()) },
+            );
         }
         info!(run = %run, "run cancelled");
         Ok(RunState::Cancelled)
@@ -473,7 +506,8 @@ impl Engine {
     async fn view(&self, run: &RunId) -> Result<RunView, RoundError> {
         let record = self.store.get_run(run).await?.ok_or_else(|| RoundError::RunNotFound(run.clone()))?;
         let rounds = self.store.list_rounds(run).await?;
-        let live_phase = self.active.as_ref().filter(|a| a.id == *run).map(|a| (a.round.key.round, a.round.phase.name()));
+        let live_phase =
+            self.active.as_ref().filter(|a| a.id == *run).map(|a| (a.round.key.round, a.round.phase.name()));
         Ok(RunView { record, rounds, live_phase })
     }
 
@@ -482,8 +516,11 @@ impl Engine {
         Ok(runs
             .into_iter()
             .map(|record| {
-                let live_phase =
-                    self.active.as_ref().filter(|a| a.id == record.id).map(|a| (a.round.key.round, a.round.phase.name()));
+                let live_phase = self
+                    .active
+                    .as_ref()
+                    .filter(|a| a.id == record.id)
+                    .map(|a| (a.round.key.round, a.round.phase.name()));
                 RunView { record, rounds: Vec::new(), live_phase }
             })
             .collect())
@@ -501,10 +538,12 @@ impl Engine {
         for r in &rounds {
             let mine: Vec<&ParticipationRecord> =
                 parts.iter().filter(|p| p.round == r.round && p.attempt == r.attempt).collect();
-            history.push(ev(r.round, RunEventKind::Selected { clients: mine.iter().map(|p| p.client.clone()).collect(), target }));
-            let mut reported = 0;
-            for p in mine.iter().filter(|p| p.status == ParticipationStatus::Reported) {
-                reported += 1;
+            history.push(ev(
+                r.round,
+                RunEventKind::Selected { clients: mine.iter().map(|p| p.client.clone()).collect(), target },
+            ));
+            for (i, p) in mine.iter().filter(|p| p.status == ParticipationStatus::Reported).enumerate() {
+                let reported = i as u32 + 1;
                 history.push(ev(
                     r.round,
                     RunEventKind::UpdateReceived {
@@ -521,7 +560,11 @@ impl Engine {
                 RoundStatus::Done => {
                     history.push(ev(
                         r.round,
-                        RunEventKind::Aggregated { clients: r.reported, samples: r.samples, metrics: r.metrics.unwrap_or_default() },
+                        RunEventKind::Aggregated {
+                            clients: r.reported,
+                            samples: r.samples,
+                            metrics: r.metrics.unwrap_or_default(),
+                        },
                     ));
                     if let Some(cp) = &r.checkpoint
                         && let Some(c) = self.store.get_checkpoint(cp).await?
@@ -544,7 +587,10 @@ impl Engine {
             }
         }
         if record.state.is_terminal() {
-            history.push(ev(record.completed_rounds, RunEventKind::RunFinished { state: record.state, reason: record.failure }));
+            history.push(ev(
+                record.completed_rounds,
+                RunEventKind::RunFinished { state: record.state, reason: record.failure },
+            ));
             Ok((history, None))
         } else {
             Ok((history, Some(self.events.subscribe())))
@@ -589,7 +635,8 @@ impl Engine {
         };
         let params = match &start_from {
             Some(cp) => {
-                let c = self.store.get_checkpoint(cp).await?.ok_or_else(|| RoundError::CheckpointNotFound(cp.clone()))?;
+                let c =
+                    self.store.get_checkpoint(cp).await?.ok_or_else(|| RoundError::CheckpointNotFound(cp.clone()))?;
                 self.load_checkpoint(&c, &layout).await?
             }
             None => record.plan.model.initialise(record.plan.seed),
@@ -726,7 +773,11 @@ impl Engine {
                 chunk_bytes: self.settings.chunk_bytes,
                 seed: active.plan.seed ^ u64::from(key.round).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             };
-            let delivered = self.clients.get(client).and_then(|c| c.tasks.as_ref()).is_some_and(|tx| tx.try_send(assignment).is_ok());
+            let delivered = self
+                .clients
+                .get(client)
+                .and_then(|c| c.tasks.as_ref())
+                .is_some_and(|tx| tx.try_send(assignment).is_ok());
             let state = if delivered { AssignmentState::Assigned } else { AssignmentState::Dropped };
             tasks.insert(task, Assignment { client: client.clone(), region: region.clone(), state });
         }
@@ -739,7 +790,11 @@ impl Engine {
         });
         info!(run = %key.run, round = key.round, selected = selected.len(), target = active.plan.clients_per_round, "round training");
         let target = active.plan.clients_per_round;
-        self.emit(&key.run, key.round, RunEventKind::Selected { clients: selected.into_iter().map(|(c, _)| c).collect(), target });
+        self.emit(
+            &key.run,
+            key.round,
+            RunEventKind::Selected { clients: selected.into_iter().map(|(c, _)| c).collect(), target },
+        );
     }
 
     /// Marks assignments of clients whose task stream went away as dropped.
@@ -749,7 +804,9 @@ impl Engine {
         let Some(active) = &mut self.active else { return };
         let Phase::Training(t) = &mut active.round.phase else { return };
         for a in t.tasks.values_mut() {
-            if a.state == AssignmentState::Assigned && !self.clients.get(&a.client).is_some_and(|c| c.online(now, timeout)) {
+            if a.state == AssignmentState::Assigned
+                && !self.clients.get(&a.client).is_some_and(|c| c.online(now, timeout))
+            {
                 warn!(client = %a.client, round = active.round.key.round, "selected client went away");
                 a.state = AssignmentState::Dropped;
             }
@@ -814,7 +871,8 @@ impl Engine {
                 if active.round.key != key {
                     return;
                 }
-                let Phase::Aggregating { contributors, metrics } = std::mem::replace(&mut active.round.phase, Phase::Publishing)
+                let Phase::Aggregating { contributors, metrics } =
+                    std::mem::replace(&mut active.round.phase, Phase::Publishing)
                 else {
                     return;
                 };
@@ -857,7 +915,7 @@ impl Engine {
                     let result = dir.publish(&req, &params).map_err(RoundError::from);
                     let sha256 = fedra_proto::chunking::sha256_hex(&params);
                     let model = Arc::new(GlobalModel { layout, params, sha256 });
-                    let _ = tx.send(Internal::Published { key, params: model, result });
+                    let _ = tx.send(Internal::Published { key, params: model, result: Box::new(result) });
                 });
             }
             Internal::Published { key, params, result } => {
@@ -865,7 +923,7 @@ impl Engine {
                 if active.round.key != key || !matches!(active.round.phase, Phase::Publishing) {
                     return;
                 }
-                match result {
+                match *result {
                     Ok(published) => self.complete_round(key, params, published).await,
                     Err(e) => self.fail_active(RoundFailure(format!("publishing failed: {e}")), RunState::Failed).await,
                 }
@@ -963,7 +1021,8 @@ impl Engine {
         if has_row && let Err(e) = self.store.fail_round(&key.run, key.round, key.attempt, &reason).await {
             error!(run = %key.run, error = %e, "cannot record round failure");
         }
-        let run_reason = if state == RunState::Cancelled { reason.clone() } else { format!("round {} failed: {reason}", key.round) };
+        let run_reason =
+            if state == RunState::Cancelled { reason.clone() } else { format!("round {} failed: {reason}", key.round) };
         if let Err(e) = self.store.set_run_state(&key.run, state, Some(&run_reason)).await {
             error!(run = %key.run, error = %e, "cannot record run state");
         }
@@ -1016,7 +1075,12 @@ impl Engine {
         Ok(UploadTicket { total_values })
     }
 
-    async fn commit_upload(&mut self, task: TaskId, client: ClientId, update: VerifiedUpdate) -> Result<u32, RoundError> {
+    async fn commit_upload(
+        &mut self,
+        task: TaskId,
+        client: ClientId,
+        update: VerifiedUpdate,
+    ) -> Result<u32, RoundError> {
         self.begin_upload(&task, &client, update.values.as_slice().len() as u64)?;
         if update.samples == 0 {
             return Err(RoundError::ZeroSamples);
@@ -1080,5 +1144,8 @@ impl Engine {
 fn fits_model(client: &ClientRecord, plan: &RunPlan) -> bool {
     let crate::model::Architecture::LogisticRegression { input_dim, classes } = plan.model.architecture();
     client.samples() > 0
-        && client.datasets.iter().any(|d| (d.features == 0 || d.features == *input_dim) && (d.classes == 0 || d.classes <= *classes))
+        && client
+            .datasets
+            .iter()
+            .any(|d| (d.features == 0 || d.features == *input_dim) && (d.classes == 0 || d.classes <= *classes))
 }

@@ -26,7 +26,9 @@
 mod engine;
 pub mod metrics;
 
-pub use engine::{Engine, EngineHandle, EngineSettings, GlobalModel, RunView, TaskAssignment, UploadTicket, VerifiedUpdate};
+pub use engine::{
+    Engine, EngineHandle, EngineSettings, GlobalModel, RunView, TaskAssignment, UploadTicket, VerifiedUpdate,
+};
 pub use metrics::{MetricsMean, TrainingMetrics};
 
 use crate::aggregation::AggregationError;
@@ -68,12 +70,35 @@ pub struct RunEvent {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunEventKind {
-    Selected { clients: Vec<ClientId>, target: u32 },
-    UpdateReceived { client: ClientId, region: RegionId, samples: u64, reported: u32, target: u32, metrics: TrainingMetrics },
-    Aggregated { clients: u32, samples: u64, metrics: TrainingMetrics },
-    Published { checkpoint: CheckpointId, regions: Vec<RegionId>, sha256: String },
-    RoundFailed { reason: String },
-    RunFinished { state: RunState, reason: Option<String> },
+    Selected {
+        clients: Vec<ClientId>,
+        target: u32,
+    },
+    UpdateReceived {
+        client: ClientId,
+        region: RegionId,
+        samples: u64,
+        reported: u32,
+        target: u32,
+        metrics: TrainingMetrics,
+    },
+    Aggregated {
+        clients: u32,
+        samples: u64,
+        metrics: TrainingMetrics,
+    },
+    Published {
+        checkpoint: CheckpointId,
+        regions: Vec<RegionId>,
+        sha256: String,
+    },
+    RoundFailed {
+        reason: String,
+    },
+    RunFinished {
+        state: RunState,
+        reason: Option<String>,
+    },
 }
 
 /// Why the engine refused a request or could not carry it out.
@@ -97,7 +122,9 @@ pub enum RoundError {
     UnknownClient(ClientId),
     #[error("task {0} is unknown or its round has closed")]
     UnknownTask(TaskId),
-    #[error("round {round} closed before this update for task {task} arrived (target reached, deadline passed or run ended)")]
+    #[error(
+        "round {round} closed before this update for task {task} arrived (target reached, deadline passed or run ended)"
+    )]
     RoundClosed { task: TaskId, round: u32 },
     #[error("task {task} belongs to another client than {client}")]
     NotYourTask { task: TaskId, client: ClientId },

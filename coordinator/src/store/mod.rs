@@ -292,7 +292,12 @@ pub(crate) mod contract {
         let selected = vec![(id("c1"), id("eu")), (id("c2"), id("us"))];
         store.begin_round(&a.id, 1, 1, &selected).await.unwrap();
         assert_eq!(store.next_attempt(&a.id, 1).await.unwrap(), 2);
-        let m = crate::round::TrainingMetrics { loss_before: 2.0, loss_after: 1.0, accuracy_after: 0.5, train_seconds: 0.0 };
+        let m = crate::round::TrainingMetrics {
+            loss_before: 2.0,
+            loss_after: 1.0,
+            accuracy_after: 0.5,
+            train_seconds: 0.0,
+        };
         store
             .record_update(&ParticipationRecord {
                 run: a.id.clone(),
@@ -324,7 +329,10 @@ pub(crate) mod contract {
         let run = store.get_run(&a.id).await.unwrap().unwrap();
         assert_eq!((run.state, run.completed_rounds, run.published_checkpoint.clone()), (RunState::Running, 1, None));
         let parts = store.list_participations(&a.id).await.unwrap();
-        assert_eq!(parts.iter().map(|p| p.status).collect::<Vec<_>>(), [ParticipationStatus::Reported, ParticipationStatus::Dropped]);
+        assert_eq!(
+            parts.iter().map(|p| p.status).collect::<Vec<_>>(),
+            [ParticipationStatus::Reported, ParticipationStatus::Dropped]
+        );
         assert_eq!(parts[0].metrics, Some(m));
         assert_eq!(store.get_checkpoint(&cp1.id).await.unwrap().unwrap(), cp1);
 
@@ -357,7 +365,10 @@ pub(crate) mod contract {
             .await
             .unwrap();
         let run = store.get_run(&a.id).await.unwrap().unwrap();
-        assert_eq!((run.state, run.completed_rounds, run.published_checkpoint), (RunState::Succeeded, 2, Some(cp2.id.clone())));
+        assert_eq!(
+            (run.state, run.completed_rounds, run.published_checkpoint),
+            (RunState::Succeeded, 2, Some(cp2.id.clone()))
+        );
 
         // A second run's checkpoint completing twice is refused as a whole.
         let b = run_record(RunState::Running);
@@ -380,12 +391,20 @@ pub(crate) mod contract {
 
         // Checkpoint filters.
         let all = store.list_checkpoints(&CheckpointFilter::default()).await.unwrap();
-        assert_eq!(all.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), [cp1.id.clone(), cp2.id.clone(), cpb.id.clone()]);
-        let eu = store.list_checkpoints(&CheckpointFilter { region: Some(id("eu")), ..Default::default() }).await.unwrap();
+        assert_eq!(
+            all.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+            [cp1.id.clone(), cp2.id.clone(), cpb.id.clone()]
+        );
+        let eu =
+            store.list_checkpoints(&CheckpointFilter { region: Some(id("eu")), ..Default::default() }).await.unwrap();
         assert_eq!(eu.len(), 2);
-        let of_b = store.list_checkpoints(&CheckpointFilter { run: Some(b.id.clone()), ..Default::default() }).await.unwrap();
+        let of_b =
+            store.list_checkpoints(&CheckpointFilter { run: Some(b.id.clone()), ..Default::default() }).await.unwrap();
         assert_eq!(of_b, vec![cpb]);
-        let none = store.list_checkpoints(&CheckpointFilter { model_name: Some("other".into()), ..Default::default() }).await.unwrap();
+        let none = store
+            .list_checkpoints(&CheckpointFilter { model_name: Some("other".into()), ..Default::default() })
+            .await
+            .unwrap();
         assert!(none.is_empty());
         assert_eq!(store.list_runs().await.unwrap().len(), 2);
     }

@@ -486,7 +486,8 @@ impl Store for SqliteStore {
     }
 
     async fn get_checkpoint(&self, id: &CheckpointId) -> Result<Option<CheckpointRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM checkpoints WHERE id = ?").bind(id.as_str()).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT * FROM checkpoints WHERE id = ?").bind(id.as_str()).fetch_optional(&self.pool).await?;
         match row {
             Some(r) => Ok(Some(self.checkpoint_of(&r).await?)),
             None => Ok(None),

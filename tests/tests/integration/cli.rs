@@ -16,9 +16,7 @@ fn binary(name: &str) -> PathBuf {
 
 async fn run(name: &str, args: Vec<String>) -> Output {
     let bin = binary(name);
-    tokio::task::spawn_blocking(move || Command::new(bin).args(args).output().expect("spawn"))
-        .await
-        .expect("join")
+    tokio::task::spawn_blocking(move || Command::new(bin).args(args).output().expect("spawn")).await.expect("join")
 }
 
 fn one_line(bytes: &[u8]) -> String {
@@ -52,7 +50,8 @@ learning_rate = 0.1
 "#,
     )?;
     let ep = cluster.endpoint();
-    let args = |a: &[&str]| -> Vec<String> { ["--coordinator", ep.as_str()].iter().chain(a).map(|s| s.to_string()).collect() };
+    let args =
+        |a: &[&str]| -> Vec<String> { ["--coordinator", ep.as_str()].iter().chain(a).map(|s| s.to_string()).collect() };
 
     let out = run("fedra", args(&["run", "submit", plan_path.to_str().unwrap(), "--watch"])).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -89,7 +88,8 @@ learning_rate = 0.1
     let out = run("fedra", args(&["run", "submit", dir.path().join("zero.toml").to_str().unwrap()])).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(one_line(&out.stderr).contains("plan.rounds must be in 1..=100000, got 0"));
-    let out = run("fedra", vec!["--coordinator".into(), "http://127.0.0.1:1".into(), "run".into(), "list".into()]).await;
+    let out =
+        run("fedra", vec!["--coordinator".into(), "http://127.0.0.1:1".into(), "run".into(), "list".into()]).await;
     assert_eq!(out.status.code(), Some(69));
     assert!(one_line(&out.stderr).starts_with("fedra: cannot connect to coordinator at http://127.0.0.1:1"));
     cluster.shutdown().await;

@@ -34,7 +34,11 @@ impl DyingClient {
     /// (values 1e6, which would visibly poison the average) and drops the stream.
     pub async fn die_mid_upload(&mut self, id: &str) -> anyhow::Result<()> {
         let task = self.tasks.message().await?.expect("a task");
-        let mut model = self.fleet.fetch_model(pb::FetchModelRequest { task_id: task.task_id.clone(), client_id: id.into() }).await?.into_inner();
+        let mut model = self
+            .fleet
+            .fetch_model(pb::FetchModelRequest { task_id: task.task_id.clone(), client_id: id.into() })
+            .await?
+            .into_inner();
         let mut total = 0;
         while let Some(part) = model.message().await? {
             if let Some(pb::model_part::Part::Header(h)) = part.part {
@@ -46,14 +50,19 @@ impl DyingClient {
         let half = chunks.len() / 2;
         let (tx, rx) = tokio::sync::mpsc::channel::<pb::UpdatePart>(4);
         tx.send(pb::UpdatePart {
-            part: Some(pb::update_part::Part::Header(pb::UpdateHeader { task_id: task.task_id, client_id: id.into(), total_values: total as u64 })),
+            part: Some(pb::update_part::Part::Header(pb::UpdateHeader {
+                task_id: task.task_id,
+                client_id: id.into(),
+                total_values: total as u64,
+            })),
         })
         .await?;
         for c in chunks.into_iter().take(half) {
             tx.send(pb::UpdatePart { part: Some(pb::update_part::Part::Chunk(c)) }).await?;
         }
         let mut fleet = self.fleet.clone();
-        let push = tokio::spawn(async move { fleet.push_update(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
+        let push =
+            tokio::spawn(async move { fleet.push_update(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
         tokio::time::sleep(Duration::from_millis(200)).await;
         // The process dies: the upload stream is torn down without a trailer.
         push.abort();

@@ -19,18 +19,33 @@ fn rpc(e: ControlError) -> (Code, String) {
 async fn invalid_plans_are_refused_at_submit_naming_the_field() -> anyhow::Result<()> {
     let cluster = Cluster::builder().start().await?;
     let mut control = cluster.control().await?;
-    let cases: Vec<(Box<dyn Fn(&mut fedra_client::plan_file::PlanFile)>, Code, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut fedra_client::plan_file::PlanFile)>;
+    let cases: Vec<(Edit, Code, &str)> = vec![
         (Box::new(|p| p.rounds = 0), Code::InvalidArgument, "plan.rounds must be in 1..=100000, got 0"),
-        (Box::new(|p| p.min_clients = 9), Code::InvalidArgument, "plan.min_clients (9) must not exceed clients_per_round (3)"),
+        (
+            Box::new(|p| p.min_clients = 9),
+            Code::InvalidArgument,
+            "plan.min_clients (9) must not exceed clients_per_round (3)",
+        ),
         (Box::new(|p| p.local.learning_rate = -1.0), Code::InvalidArgument, "plan.local.learning_rate"),
         (Box::new(|p| p.round_deadline_seconds = 0.0), Code::InvalidArgument, "plan.round_deadline_seconds"),
         (Box::new(|p| p.regions = vec!["eu west".into()]), Code::InvalidArgument, "plan.regions"),
         (
-            Box::new(|p| p.model = fedra_client::plan_file::ModelSection::LogisticRegression { name: "m".into(), input_dim: 0, classes: 3 }),
+            Box::new(|p| {
+                p.model = fedra_client::plan_file::ModelSection::LogisticRegression {
+                    name: "m".into(),
+                    input_dim: 0,
+                    classes: 3,
+                }
+            }),
             Code::InvalidArgument,
             "plan.model.input_dim must be at least 1, got 0",
         ),
-        (Box::new(|p| p.initial_checkpoint = Some("run-000000000000.r0001".into())), Code::NotFound, "checkpoint run-000000000000.r0001 not found"),
+        (
+            Box::new(|p| p.initial_checkpoint = Some("run-000000000000.r0001".into())),
+            Code::NotFound,
+            "checkpoint run-000000000000.r0001 not found",
+        ),
     ];
     for (edit, code, text) in cases {
         let mut p = plan(4, 3, 2, 3, 2);
@@ -49,12 +64,23 @@ async fn invalid_plans_are_refused_at_submit_naming_the_field() -> anyhow::Resul
 }
 
 fn header(task: &str, client: &str, total: u64) -> pb::UpdatePart {
-    pb::UpdatePart { part: Some(pb::update_part::Part::Header(pb::UpdateHeader { task_id: task.into(), client_id: client.into(), total_values: total })) }
+    pb::UpdatePart {
+        part: Some(pb::update_part::Part::Header(pb::UpdateHeader {
+            task_id: task.into(),
+            client_id: client.into(),
+            total_values: total,
+        })),
+    }
 }
 
 fn trailer(samples: u64, sha256: String) -> pb::UpdatePart {
     pb::UpdatePart {
-        part: Some(pb::update_part::Part::Trailer(pb::UpdateTrailer { samples, metrics: None, update_norm: 1.0, sha256 })),
+        part: Some(pb::update_part::Part::Trailer(pb::UpdateTrailer {
+            samples,
+            metrics: None,
+            update_norm: 1.0,
+            sha256,
+        })),
     }
 }
 
@@ -75,8 +101,19 @@ async fn malformed_updates_are_refused_and_the_round_still_completes() -> anyhow
     let e = fleet.subscribe(pb::SubscribeRequest { client_id: "ghost".into() }).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("ghost is not registered"), "{}", e.message());
-    let e = fleet.register(pb::RegisterRequest { client_id: "x".into(), region: "eu".into(), datasets: vec![], capabilities: None }).await.unwrap_err();
-    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "datasets: a client must describe at least one dataset"));
+    let e = fleet
+        .register(pb::RegisterRequest {
+            client_id: "x".into(),
+            region: "eu".into(),
+            datasets: vec![],
+            capabilities: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code(), e.message()),
+        (Code::InvalidArgument, "datasets: a client must describe at least one dataset")
+    );
 
     for id in ["raw", "other"] {
         fleet

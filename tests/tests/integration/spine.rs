@@ -18,7 +18,8 @@ const CLASSES: usize = 3;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_round_run_learns_and_publishes_consistent_checkpoints() -> anyhow::Result<()> {
     let regions = ["eu", "eu", "us", "us", "apac"];
-    let specs: Vec<_> = regions.iter().enumerate().map(|(i, r)| blob_client(i, r, DIM, CLASSES, 120 + 40 * i)).collect();
+    let specs: Vec<_> =
+        regions.iter().enumerate().map(|(i, r)| blob_client(i, r, DIM, CLASSES, 120 + 40 * i)).collect();
     let datasets: Vec<_> = specs.iter().map(|s| s.dataset.clone()).collect();
     let cluster = Cluster::builder().clients(specs).start().await?;
 
@@ -37,7 +38,10 @@ async fn three_round_run_learns_and_publishes_consistent_checkpoints() -> anyhow
             break;
         }
     }
-    let published: Vec<_> = seen.iter().filter_map(|e| if let WatchEvent::Published { checkpoint, .. } = e { Some(checkpoint.clone()) } else { None }).collect();
+    let published: Vec<_> = seen
+        .iter()
+        .filter_map(|e| if let WatchEvent::Published { checkpoint, .. } = e { Some(checkpoint.clone()) } else { None })
+        .collect();
     assert_eq!(published.len(), 3, "events: {seen:#?}");
     assert_eq!(seen.iter().filter(|e| matches!(e, WatchEvent::UpdateReceived { .. })).count(), 15);
 
@@ -56,8 +60,9 @@ async fn three_round_run_learns_and_publishes_consistent_checkpoints() -> anyhow
         seed: 0,
     };
     let status_plan_seed = plan.seed;
-    let initial = ModelSpec::new("test-lr", CoordArch::LogisticRegression { input_dim: DIM as u32, classes: CLASSES as u32 })?
-        .initialise(status_plan_seed);
+    let initial =
+        ModelSpec::new("test-lr", CoordArch::LogisticRegression { input_dim: DIM as u32, classes: CLASSES as u32 })?
+            .initialise(status_plan_seed);
     let dir = tempfile::tempdir()?;
     let pulled = control.pull_checkpoint(&published[2], dir.path()).await?;
     let manifest = read_manifest(&pulled.weights)?;
@@ -93,13 +98,22 @@ async fn three_round_run_learns_and_publishes_consistent_checkpoints() -> anyhow
         regions.sort();
         assert_eq!(regions, ["apac", "eu", "us"]);
         for (region, path) in &rec.locations {
-            assert!(path.starts_with(cluster.artifact_dir().join(region.as_str()).join("test-lr").join(&run)), "{}", path.display());
+            assert!(
+                path.starts_with(cluster.artifact_dir().join(region.as_str()).join("test-lr").join(&run)),
+                "{}",
+                path.display()
+            );
             let m = read_manifest(path)?;
             let bytes = std::fs::read(path)?;
             assert_eq!(hex::encode(Sha256::digest(&bytes)), m.file_sha256, "file digest of {}", path.display());
             let weights = read_weights(path, &m)?;
             assert_eq!(fedra_proto::chunking::sha256_hex(&weights), m.weights_sha256);
             assert_eq!(m.weights_sha256, rec.sha256, "store and manifest agree on the digest");
+            assert_eq!(
+                std::fs::read_to_string(path.with_file_name("manifest.json"))?,
+                rec.manifest_json,
+                "the store holds the manifest verbatim"
+            );
             assert_eq!(serde_json::to_string_pretty(&m)?, rec.manifest_json);
             assert_eq!(m.round, round);
             assert_eq!(m.parent_checkpoint, parent);
