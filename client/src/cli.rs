@@ -201,6 +201,21 @@ fn print_run(r: &RunStatus) {
             row.failure.as_deref().map(|f| format!("  ({f})")).unwrap_or_default()
         );
     }
+    if !r.evaluations.is_empty() {
+        println!("held-out evaluation (sample-weighted):");
+        println!("{:>5}  {:<8} {:>7} {:>8} {:>10} {:>8}", "ROUND", "REGION", "CLIENTS", "SAMPLES", "LOSS", "ACC");
+        for e in &r.evaluations {
+            println!(
+                "{:>5}  {:<8} {:>7} {:>8} {:>10.4} {:>8.4}",
+                e.round,
+                e.region.as_deref().unwrap_or("all"),
+                e.clients,
+                e.samples,
+                e.loss,
+                e.accuracy
+            );
+        }
+    }
 }
 
 /// One human-readable line per event.
@@ -225,6 +240,22 @@ pub fn describe(e: &WatchEvent) -> String {
             )
         }
         WatchEvent::RoundFailed { round, reason } => format!("round {round}: failed: {reason}"),
+        WatchEvent::Evaluated { round, results } => {
+            let parts: Vec<String> = results
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{} loss {:.4} accuracy {:.4} ({} clients, {} samples)",
+                        r.region.as_deref().unwrap_or("all"),
+                        r.loss,
+                        r.accuracy,
+                        r.clients,
+                        r.samples
+                    )
+                })
+                .collect();
+            format!("round {round}: evaluated on held-out data: {}", parts.join("; "))
+        }
         WatchEvent::RunFinished { state, reason } => match reason {
             Some(r) => format!("run {}: {r}", state.as_str()),
             None => format!("run {}", state.as_str()),

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod data;
+pub mod models;
 pub mod plan_file;
 pub mod session;
 pub mod trainer;

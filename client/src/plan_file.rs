@@ -17,11 +17,49 @@ pub enum PlanFileError {
     Version { path: String, version: u32 },
 }
 
-/// `[model]`: which network to train.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ModelSection {
-    LogisticRegression { name: String, input_dim: u32, classes: u32 },
+/// `[model]`: which network to train: a `name` plus an architecture, written as in
+/// [`fedra_proto::model::Architecture`] (`kind = "logistic_regression" | "mlp" | "cnn"`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSection {
+    pub name: String,
+    pub architecture: fedra_proto::model::Architecture,
+}
+
+// Written by hand because serde's `flatten` cannot reject unknown keys: `name` is taken
+// out and the rest must be exactly one architecture's keys.
+impl<'de> Deserialize<'de> for ModelSection {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = toml::Table::deserialize(d)?;
+        let name = match table.remove("name") {
+            Some(toml::Value::String(s)) => s,
+            Some(other) => return Err(D::Error::custom(format!("model.name must be a string, got {other}"))),
+            None => return Err(D::Error::missing_field("name")),
+        };
+        let architecture = fedra_proto::model::Architecture::deserialize(toml::Value::Table(table))
+            .map_err(|e| D::Error::custom(format!("model: {}", e.message())))?;
+        Ok(Self { name, architecture })
+    }
+}
+
+/// Local optimizer.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerName {
+    #[default]
+    Sgd,
+    Adam,
+}
+
+/// `[evaluation]`: federated evaluation of checkpoints on clients' held-out splits.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationSection {
+    /// Evaluate after every N-th round and after the last; 0 disables it.
+    pub every_rounds: u32,
+    /// Clients asked each time; 0 means every eligible client.
+    #[serde(default)]
+    pub clients: u32,
 }
 
 /// `[local]`: local training hyperparameters.
@@ -33,6 +71,11 @@ pub struct LocalSection {
     pub learning_rate: f64,
     #[serde(default)]
     pub proximal_mu: f64,
+    #[serde(default)]
+    pub optimizer: OptimizerName,
+    /// SGD momentum in [0, 1).
+    #[serde(default)]
+    pub momentum: f64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -63,6 +106,8 @@ pub struct PlanFile {
     pub regions: Vec<String>,
     #[serde(default)]
     pub seed: u64,
+    #[serde(default)]
+    pub evaluation: EvaluationSection,
 }
 
 impl PlanFile {
@@ -113,10 +158,53 @@ learning_rate = 0.1
 "#;
 
     #[test]
+    fn parses_mlp_cnn_and_evaluation() {
+        let mlp = PLAN.replace("kind = \"logistic_regression\"", "kind = \"mlp\"\nhidden = [200, 200]")
+            + "optimizer = \"adam\"\n[evaluation]\nevery_rounds = 2\n";
+        let p = PlanFile::parse(&mlp, "p").unwrap();
+        assert_eq!(
+            p.model.architecture,
+            fedra_proto::model::Architecture::Mlp { input_dim: 20, hidden: vec![200, 200], classes: 4 }
+        );
+        assert_eq!(p.local.optimizer, OptimizerName::Adam);
+        assert_eq!(p.evaluation.every_rounds, 2);
+        let cnn = r#"
+version = 1
+rounds = 1
+clients_per_round = 1
+min_clients = 1
+round_deadline_seconds = 10
+[model]
+name = "digits-cnn"
+kind = "cnn"
+height = 8
+width = 8
+channels = 1
+conv = [{ filters = 16, kernel = 3 }, { filters = 32, kernel = 3 }]
+dense = [64]
+classes = 10
+[local]
+epochs = 1
+batch_size = 10
+learning_rate = 0.05
+"#;
+        let p = PlanFile::parse(cnn, "p").unwrap();
+        assert_eq!(p.model.architecture.layout().tensors[2].shape, vec![32, 16, 3, 3]);
+        let e = PlanFile::parse(&cnn.replace("dense = [64]", "dense = [64]\ndropout = 0.5"), "p").unwrap_err();
+        assert!(e.to_string().contains("dropout"), "{e}");
+    }
+
+    #[test]
     fn parses_and_rejects_unknown_keys() {
         let p = PlanFile::parse(PLAN, "plan.toml").unwrap();
         assert_eq!(p.rounds, 3);
-        assert_eq!(p.model, ModelSection::LogisticRegression { name: "demo".into(), input_dim: 20, classes: 4 });
+        assert_eq!(
+            p.model,
+            ModelSection {
+                name: "demo".into(),
+                architecture: fedra_proto::model::Architecture::LogisticRegression { input_dim: 20, classes: 4 }
+            }
+        );
         let bad = PLAN.replace("epochs = 2", "epochs = 2\nepoch = 3");
         let e = PlanFile::parse(&bad, "plan.toml").unwrap_err().to_string();
         assert!(e.contains("epoch") && e.contains("line"), "{e}");

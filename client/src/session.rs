@@ -9,7 +9,7 @@
 
 use crate::data::DatasetInfo;
 use crate::trainer::{TrainError, Trainer};
-use crate::wire::{self, Task, WireError};
+use crate::wire::{self, Task, TaskKind, WireError};
 use fedra_proto::chunking::{ChunkError, Reassembler, chunks, sha256_hex};
 use fedra_proto::pb;
 use fedra_proto::pb::fleet_service_client::FleetServiceClient;
@@ -205,6 +205,21 @@ impl Sidecar {
         let spec = task.spec.clone();
         let global = Arc::new(global);
         let g = Arc::clone(&global);
+        if task.kind == TaskKind::Evaluate {
+            let outcome = tokio::task::spawn_blocking(move || {
+                trainer.lock().expect("trainer mutex poisoned").evaluate_holdout(&spec, &g)
+            })
+            .await
+            .map_err(|e| SessionError::Protocol(format!("evaluation thread failed: {e}")))?;
+            let outcome = match outcome {
+                Ok(o) => Some(o),
+                Err(TrainError::NoHoldout) => None,
+                Err(e) => return Err(e.into()),
+            };
+            fleet.report_evaluation(wire::evaluation_report_to_pb(&task.id, &self.settings.client_id, outcome)).await?;
+            info!(client = %self.settings.client_id, run = %task.run, round = task.round, ?outcome, "evaluation reported");
+            return Ok(true);
+        }
         let outcome =
             tokio::task::spawn_blocking(move || trainer.lock().expect("trainer mutex poisoned").train(&spec, &g))
                 .await

@@ -2,8 +2,9 @@
 //! works with the domain types below.
 
 use crate::data::DatasetInfo;
-use crate::plan_file::{ModelSection, PlanFile, StrategyName};
-use crate::trainer::{Architecture, LocalHyperparams, TensorLayout, TensorSpec, TrainMetrics, TrainSpec};
+use crate::plan_file::{OptimizerName, PlanFile, StrategyName};
+use crate::trainer::{EvalOutcome, LocalHyperparams, Optimizer, TrainMetrics, TrainSpec};
+use fedra_proto::model::wire as model_wire;
 use fedra_proto::pb;
 use std::time::Duration;
 
@@ -25,6 +26,28 @@ pub struct Task {
     pub spec: TrainSpec,
     pub chunk_bytes: usize,
     pub deadline: Duration,
+    pub kind: TaskKind,
+}
+
+/// What a task asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskKind {
+    /// Train locally and push the model.
+    Train,
+    /// Evaluate the model on the local held-out split and report.
+    Evaluate,
+}
+
+/// Sample-weighted mean of clients' held-out evaluations of one round's checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalSummary {
+    pub round: u32,
+    /// `None` for the mean over all regions.
+    pub region: Option<String>,
+    pub clients: u32,
+    pub samples: u64,
+    pub loss: f64,
+    pub accuracy: f64,
 }
 
 /// Run lifecycle states as shown to users.
@@ -79,6 +102,7 @@ pub struct RunStatus {
     pub failure: Option<String>,
     pub created_at: String,
     pub rounds: Vec<RoundRow>,
+    pub evaluations: Vec<EvalSummary>,
 }
 
 /// A step of a run, as streamed by `WatchRun`.
@@ -118,6 +142,11 @@ pub enum WatchEvent {
         state: RunState,
         reason: Option<String>,
     },
+    /// Overall mean first, then per region.
+    Evaluated {
+        round: u32,
+        results: Vec<EvalSummary>,
+    },
 }
 
 /// A checkpoint in the registry.
@@ -138,15 +167,6 @@ fn non_empty(s: String) -> Option<String> {
     if s.is_empty() { None } else { Some(s) }
 }
 
-pub fn architecture_from_pb(m: &pb::ModelSpec) -> Result<Architecture, WireError> {
-    match &m.architecture {
-        Some(pb::model_spec::Architecture::LogisticRegression(lr)) => {
-            Ok(Architecture::LogisticRegression { input_dim: lr.input_dim as usize, classes: lr.classes as usize })
-        }
-        None => Err(WireError::Missing("task.model.architecture")),
-    }
-}
-
 pub fn task_from_pb(t: pb::Task) -> Result<Task, WireError> {
     let model = t.model.ok_or(WireError::Missing("task.model"))?;
     let layout = t.layout.ok_or(WireError::Missing("task.layout"))?;
@@ -154,12 +174,21 @@ pub fn task_from_pb(t: pb::Task) -> Result<Task, WireError> {
     if t.task_id.is_empty() {
         return Err(WireError::Missing("task.task_id"));
     }
-    let layout = TensorLayout {
-        tensors: layout
-            .tensors
-            .into_iter()
-            .map(|s| TensorSpec { name: s.name, shape: s.shape.into_iter().map(|d| d as usize).collect() })
-            .collect(),
+    let layout = model_wire::layout_from_pb(&layout);
+    let architecture = model_wire::architecture_from_pb(
+        model.architecture.as_ref().ok_or(WireError::Missing("task.model.architecture"))?,
+    );
+    let optimizer = match pb::Optimizer::try_from(local.optimizer) {
+        Ok(pb::Optimizer::Unspecified | pb::Optimizer::Sgd) => Optimizer::Sgd { momentum: local.momentum },
+        Ok(pb::Optimizer::Adam) => Optimizer::Adam,
+        Err(_) => {
+            return Err(WireError::Invalid { field: "task.local.optimizer", message: local.optimizer.to_string() });
+        }
+    };
+    let kind = match pb::TaskKind::try_from(t.kind) {
+        Ok(pb::TaskKind::Train) => TaskKind::Train,
+        Ok(pb::TaskKind::Evaluate) => TaskKind::Evaluate,
+        Err(_) => return Err(WireError::Invalid { field: "task.kind", message: t.kind.to_string() }),
     };
     let deadline = if t.deadline_seconds.is_finite() && t.deadline_seconds >= 0.0 {
         Duration::from_secs_f64(t.deadline_seconds)
@@ -171,18 +200,20 @@ pub fn task_from_pb(t: pb::Task) -> Result<Task, WireError> {
         run: t.run_id,
         round: t.round,
         spec: TrainSpec {
-            architecture: architecture_from_pb(&model)?,
+            architecture,
             layout,
             hyper: LocalHyperparams {
                 epochs: local.epochs,
                 batch_size: local.batch_size,
                 learning_rate: local.learning_rate,
+                optimizer,
                 proximal_mu: local.proximal_mu,
             },
             seed: t.seed,
         },
         chunk_bytes: t.chunk_bytes as usize,
         deadline,
+        kind,
     })
 }
 
@@ -228,14 +259,10 @@ pub fn register_to_pb(
 }
 
 pub fn plan_to_pb(p: &PlanFile) -> pb::RunPlan {
-    let ModelSection::LogisticRegression { name, input_dim, classes } = &p.model;
     pb::RunPlan {
         model: Some(pb::ModelSpec {
-            name: name.clone(),
-            architecture: Some(pb::model_spec::Architecture::LogisticRegression(pb::LogisticRegression {
-                input_dim: *input_dim,
-                classes: *classes,
-            })),
+            name: p.model.name.clone(),
+            architecture: Some(model_wire::architecture_to_pb(&p.model.architecture)),
         }),
         initial_checkpoint: p.initial_checkpoint.clone().unwrap_or_default(),
         strategy: match p.strategy {
@@ -251,9 +278,15 @@ pub fn plan_to_pb(p: &PlanFile) -> pb::RunPlan {
             batch_size: p.local.batch_size,
             learning_rate: p.local.learning_rate,
             proximal_mu: p.local.proximal_mu,
+            optimizer: match p.local.optimizer {
+                OptimizerName::Sgd => pb::Optimizer::Sgd,
+                OptimizerName::Adam => pb::Optimizer::Adam,
+            } as i32,
+            momentum: p.local.momentum,
         }),
         regions: p.regions.clone(),
         seed: p.seed,
+        evaluation: Some(pb::Evaluation { every_rounds: p.evaluation.every_rounds, clients: p.evaluation.clients }),
     }
 }
 
@@ -265,6 +298,29 @@ pub fn run_state_from_pb(s: i32) -> RunState {
         Ok(pb::RunState::Failed) => RunState::Failed,
         Ok(pb::RunState::Cancelled) => RunState::Cancelled,
         _ => RunState::Unknown,
+    }
+}
+
+pub fn eval_from_pb(e: &pb::EvaluationSummary) -> EvalSummary {
+    EvalSummary {
+        round: e.round,
+        region: non_empty(e.region.clone()),
+        clients: e.clients,
+        samples: e.samples,
+        loss: e.loss,
+        accuracy: e.accuracy,
+    }
+}
+
+/// An evaluation task's answer; an outcome of `None` means "no held-out split here".
+pub fn evaluation_report_to_pb(task_id: &str, client_id: &str, outcome: Option<EvalOutcome>) -> pb::EvaluationReport {
+    let o = outcome.unwrap_or_default();
+    pb::EvaluationReport {
+        task_id: task_id.to_string(),
+        client_id: client_id.to_string(),
+        samples: o.samples,
+        loss: o.loss,
+        accuracy: o.accuracy,
     }
 }
 
@@ -297,6 +353,7 @@ pub fn run_from_pb(r: pb::RunInfo) -> RunStatus {
                 failure: non_empty(s.failure),
             })
             .collect(),
+        evaluations: r.evaluations.iter().map(eval_from_pb).collect(),
     }
 }
 
@@ -325,6 +382,7 @@ pub fn event_from_pb(e: pb::RunEvent) -> Option<WatchEvent> {
         Kind::RunFinished(f) => {
             WatchEvent::RunFinished { state: run_state_from_pb(f.state), reason: non_empty(f.reason) }
         }
+        Kind::Evaluated(e) => WatchEvent::Evaluated { round, results: e.results.iter().map(eval_from_pb).collect() },
     })
 }
 

@@ -1,66 +1,31 @@
-//! Model specifications as the coordinator sees them: enough to know the flat parameter
-//! layout (tensor names, shapes, order) and to initialise a fresh global model. The
-//! coordinator never runs a model; clients build the real network from the same spec and
-//! refuse a task whose layout differs from theirs.
+//! Model specifications as the coordinator sees them: a name (checkpoints are listed per
+//! name) and a validated architecture whose flat parameter layout is the shared wire
+//! contract in [`fedra_proto::model`]. The coordinator never runs a model; clients build
+//! the real network from the same spec and refuse a task whose layout differs from theirs.
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Uniform};
 use serde::{Deserialize, Serialize};
 
-/// Largest model the coordinator accepts (in parameters): 4 G values is 16 GB of f32.
-pub const MAX_PARAMETERS: u64 = 1 << 32;
+pub use fedra_proto::model::{Architecture, ArchitectureError, ConvLayer, TensorLayout, TensorSpec};
 
 /// A model specification was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ModelError {
     #[error("model.name {0:?} must be 1..=64 chars of letters, digits, '.', '_' or '-'")]
     Name(String),
-    #[error("model.{field} must be at least {min}, got {got}")]
-    Dimension { field: &'static str, min: u64, got: u64 },
-    #[error("model has {0} parameters, more than the supported {MAX_PARAMETERS}")]
-    TooLarge(u64),
+    #[error(transparent)]
+    Architecture(#[from] ArchitectureError),
     #[error("model architecture is missing")]
     MissingArchitecture,
 }
 
-/// Network architectures fedra trains.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Architecture {
-    /// logits = x · W + b (the FedProx synthetic benchmarks' model).
-    LogisticRegression { input_dim: u32, classes: u32 },
-}
-
-/// A validated model spec: a name (checkpoints are listed per name) and an architecture.
+/// A validated model spec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelSpec {
     name: String,
     architecture: Architecture,
-}
-
-/// One tensor of the flat parameter vector.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TensorSpec {
-    pub name: String,
-    pub shape: Vec<u64>,
-}
-
-impl TensorSpec {
-    pub fn numel(&self) -> u64 {
-        self.shape.iter().product()
-    }
-}
-
-/// Ordered tensors; the flat vector is their row-major concatenation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct TensorLayout {
-    pub tensors: Vec<TensorSpec>,
-}
-
-impl TensorLayout {
-    pub fn total(&self) -> u64 {
-        self.tensors.iter().map(TensorSpec::numel).sum()
-    }
 }
 
 impl ModelSpec {
@@ -75,22 +40,8 @@ impl ModelSpec {
         if !ok {
             return Err(ModelError::Name(name));
         }
-        match &architecture {
-            Architecture::LogisticRegression { input_dim, classes } => {
-                if *input_dim < 1 {
-                    return Err(ModelError::Dimension { field: "input_dim", min: 1, got: u64::from(*input_dim) });
-                }
-                if *classes < 2 {
-                    return Err(ModelError::Dimension { field: "classes", min: 2, got: u64::from(*classes) });
-                }
-            }
-        }
-        let spec = Self { name, architecture };
-        let total = spec.layout().total();
-        if total > MAX_PARAMETERS {
-            return Err(ModelError::TooLarge(total));
-        }
-        Ok(spec)
+        architecture.validate()?;
+        Ok(Self { name, architecture })
     }
 
     pub fn name(&self) -> &str {
@@ -101,34 +52,32 @@ impl ModelSpec {
         &self.architecture
     }
 
-    /// The documented tensor layout of this architecture (see the proto's `ModelSpec`).
+    /// The documented tensor layout of this architecture.
     pub fn layout(&self) -> TensorLayout {
-        match self.architecture {
-            Architecture::LogisticRegression { input_dim, classes } => TensorLayout {
-                tensors: vec![
-                    TensorSpec { name: "linear.weight".into(), shape: vec![u64::from(input_dim), u64::from(classes)] },
-                    TensorSpec { name: "linear.bias".into(), shape: vec![u64::from(classes)] },
-                ],
-            },
-        }
+        self.architecture.layout()
     }
 
-    /// A fresh, seeded initialisation: Glorot-uniform weights, zero biases. The same seed
-    /// always gives the same model, so runs are reproducible.
+    /// A fresh, seeded initialisation: weights uniform in ±sqrt(6 / (fan_in + fan_out))
+    /// (Glorot), biases zero. The same seed always gives the same model, so runs are
+    /// reproducible. Fans: dense `[in, out]`; conv `[out, in, k, k]` has fan_in = in·k²,
+    /// fan_out = out·k².
     pub fn initialise(&self, seed: u64) -> Vec<f32> {
         let layout = self.layout();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut out = Vec::with_capacity(layout.total() as usize);
+        let mut out = Vec::with_capacity(layout.total());
         for t in &layout.tensors {
-            let n = t.numel() as usize;
-            if t.shape.len() >= 2 {
-                let fan_in = t.shape[0] as f64;
-                let fan_out = t.shape[1..].iter().product::<u64>() as f64;
-                let a = (6.0 / (fan_in + fan_out)).sqrt() as f32;
-                out.extend((0..n).map(|_| rng.random_range(-a..=a)));
-            } else {
-                out.extend(std::iter::repeat_n(0.0f32, n));
-            }
+            let n = t.numel();
+            let (fan_in, fan_out) = match t.shape.as_slice() {
+                [i, o] => (*i, *o),
+                [o, i, kh, kw] => (i * kh * kw, o * kh * kw),
+                _ => {
+                    out.extend(std::iter::repeat_n(0.0f32, n));
+                    continue;
+                }
+            };
+            let a = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
+            let dist = Uniform::new_inclusive(-a, a).expect("finite, ordered bounds");
+            out.extend((0..n).map(|_| dist.sample(&mut rng)));
         }
         out
     }
@@ -150,11 +99,29 @@ mod tests {
     }
 
     #[test]
+    fn cnn_init_bounds_follow_fans() {
+        let spec = ModelSpec::new(
+            "cnn",
+            Architecture::Cnn {
+                height: 8,
+                width: 8,
+                channels: 1,
+                conv: vec![ConvLayer { filters: 4, kernel: 3 }],
+                dense: vec![],
+                classes: 10,
+            },
+        )
+        .unwrap();
+        let p = spec.initialise(1);
+        let bound = (6.0f32 / (9.0 + 36.0)).sqrt();
+        assert!(p[..36].iter().all(|v| v.abs() <= bound) && p[..36].iter().any(|v| *v != 0.0));
+        assert!(p[36..40].iter().all(|v| *v == 0.0), "conv bias starts at zero");
+    }
+
+    #[test]
     fn bad_specs_name_the_field() {
         let e = ModelSpec::new("lr", Architecture::LogisticRegression { input_dim: 0, classes: 10 }).unwrap_err();
-        assert_eq!(e.to_string(), "model.input_dim must be at least 1, got 0");
-        let e = ModelSpec::new("lr", Architecture::LogisticRegression { input_dim: 3, classes: 1 }).unwrap_err();
-        assert!(e.to_string().contains("model.classes"));
+        assert_eq!(e.to_string(), "model.input_dim must be in 1..=1048576, got 0");
         assert!(ModelSpec::new("a b", Architecture::LogisticRegression { input_dim: 3, classes: 2 }).is_err());
     }
 }

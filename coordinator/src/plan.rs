@@ -34,6 +34,15 @@ pub enum Strategy {
     FedAvg,
 }
 
+/// Local optimizer clients use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Optimizer {
+    #[default]
+    Sgd,
+    Adam,
+}
+
 /// Local training hyperparameters sent with each task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LocalTraining {
@@ -41,6 +50,27 @@ pub struct LocalTraining {
     pub batch_size: u32,
     pub learning_rate: f64,
     pub proximal_mu: f64,
+    #[serde(default)]
+    pub optimizer: Optimizer,
+    /// SGD heavy-ball momentum in [0, 1).
+    #[serde(default)]
+    pub momentum: f64,
+}
+
+/// Federated evaluation of published checkpoints on clients' held-out splits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct EvaluationPlan {
+    /// Evaluate after every N-th round and after the last; 0 disables evaluation.
+    pub every_rounds: u32,
+    /// Clients asked per evaluation; 0 means every eligible client.
+    pub clients: u32,
+}
+
+impl EvaluationPlan {
+    /// Whether the checkpoint of `round` (of `rounds`) is evaluated.
+    pub fn after_round(&self, round: u32, rounds: u32) -> bool {
+        self.every_rounds > 0 && (round % self.every_rounds == 0 || round == rounds)
+    }
 }
 
 /// Regions a run may use; empty means every region.
@@ -76,6 +106,7 @@ pub struct RawPlan {
     pub local: LocalTraining,
     pub regions: RegionSet,
     pub seed: u64,
+    pub evaluation: EvaluationPlan,
 }
 
 /// A validated run plan.
@@ -92,6 +123,8 @@ pub struct RunPlan {
     pub local: LocalTraining,
     pub regions: RegionSet,
     pub seed: u64,
+    #[serde(default)]
+    pub evaluation: EvaluationPlan,
 }
 
 fn range(field: &'static str, got: f64, min: f64, max: f64) -> Result<(), PlanError> {
@@ -122,6 +155,8 @@ impl RunPlan {
         range("local.batch_size", f64::from(raw.local.batch_size), 1.0, 1_000_000.0)?;
         range("local.learning_rate", raw.local.learning_rate, 1e-12, 1e6)?;
         range("local.proximal_mu", raw.local.proximal_mu, 0.0, 1e6)?;
+        range("local.momentum", raw.local.momentum, 0.0, 0.999)?;
+        range("evaluation.every_rounds", f64::from(raw.evaluation.every_rounds), 0.0, f64::from(raw.rounds))?;
         let seed = if raw.seed == 0 { rand::random::<u64>().max(1) } else { raw.seed };
         Ok(Self {
             model: raw.model,
@@ -135,6 +170,7 @@ impl RunPlan {
             local: raw.local,
             regions: raw.regions,
             seed,
+            evaluation: raw.evaluation,
         })
     }
 
@@ -159,9 +195,17 @@ pub(crate) mod fixtures {
             min_clients: 2,
             over_selection: 0.5,
             round_deadline: 30.0,
-            local: LocalTraining { epochs: 1, batch_size: 8, learning_rate: 0.1, proximal_mu: 0.0 },
+            local: LocalTraining {
+                epochs: 1,
+                batch_size: 8,
+                learning_rate: 0.1,
+                proximal_mu: 0.0,
+                optimizer: Optimizer::Sgd,
+                momentum: 0.0,
+            },
             regions: RegionSet::default(),
             seed: 1,
+            evaluation: EvaluationPlan::default(),
         }
     }
 }

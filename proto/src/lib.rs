@@ -12,3 +12,4 @@ pub mod pb {
 }
 
 pub mod chunking;
+pub mod model;

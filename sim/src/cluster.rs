@@ -19,6 +19,8 @@ pub struct ClientSpec {
     pub id: String,
     pub region: String,
     pub dataset: Dataset,
+    /// Local held-out split for federated evaluation, if any.
+    pub holdout: Option<Dataset>,
 }
 
 /// Builds a [`Cluster`].
@@ -169,7 +171,7 @@ impl Cluster {
 
     /// Starts one more sidecar with a burn trainer on `spec.dataset`.
     pub fn add_client(&mut self, spec: ClientSpec) {
-        let trainer: Box<dyn Trainer> = Box::new(BurnTrainer::new(spec.dataset.clone()));
+        let trainer: Box<dyn Trainer> = Box::new(BurnTrainer::with_holdout(spec.dataset.clone(), spec.holdout.clone()));
         let info = spec.dataset.info();
         self.add_client_with(&spec.id, &spec.region, vec![info], trainer);
     }

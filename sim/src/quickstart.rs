@@ -7,9 +7,9 @@ use anyhow::{Context, Result, bail};
 use fedra_client::cli::describe;
 use fedra_client::data::Dataset;
 use fedra_client::data::synthetic::{BlobSpec, gaussian_blobs};
-use fedra_client::plan_file::{ModelSection, PlanFile};
-use fedra_client::trainer::burn_logreg::{BurnTrainer, logreg_layout};
-use fedra_client::trainer::{Architecture, LocalHyperparams, TrainSpec, Trainer};
+use fedra_client::plan_file::PlanFile;
+use fedra_client::trainer::burn_logreg::BurnTrainer;
+use fedra_client::trainer::{Architecture, LocalHyperparams, Optimizer, TrainSpec, Trainer};
 use fedra_client::wire::{RunState, WatchEvent};
 use std::path::{Path, PathBuf};
 use tokio_stream::StreamExt;
@@ -39,6 +39,9 @@ pub struct RoundRow {
     pub train_accuracy: f64,
     pub test_loss: f64,
     pub test_accuracy: f64,
+    /// Sample-weighted mean over the clients' own held-out splits (federated evaluation).
+    pub fed_eval_loss: f64,
+    pub fed_eval_accuracy: f64,
     pub checkpoint: String,
 }
 
@@ -71,20 +74,26 @@ fn blobs(dim: usize, classes: usize, samples: usize, seed: u64, task_seed: u64, 
     spec
 }
 
-/// Evaluates a pulled checkpoint on the held-out test set.
-fn evaluate(weights: &Path, test: &Dataset, input_dim: usize, classes: usize) -> Result<(f64, f64)> {
+/// Evaluates a pulled checkpoint on the central test set.
+fn evaluate(weights: &Path, test: &Dataset, architecture: &Architecture) -> Result<(f64, f64)> {
     let bytes = std::fs::read(weights)?;
     let st = safetensors::SafeTensors::deserialize(&bytes)?;
-    let layout = logreg_layout(input_dim, classes);
+    let layout = architecture.layout();
     let mut params = Vec::with_capacity(layout.total());
     for t in &layout.tensors {
         let view = st.tensor(&t.name)?;
         params.extend(view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
     }
     let spec = TrainSpec {
-        architecture: Architecture::LogisticRegression { input_dim, classes },
+        architecture: architecture.clone(),
         layout,
-        hyper: LocalHyperparams { epochs: 1, batch_size: 64, learning_rate: 0.1, proximal_mu: 0.0 },
+        hyper: LocalHyperparams {
+            epochs: 1,
+            batch_size: 64,
+            learning_rate: 0.1,
+            optimizer: Optimizer::Sgd { momentum: 0.0 },
+            proximal_mu: 0.0,
+        },
         seed: 0,
     };
     Ok(BurnTrainer::new(test.clone()).evaluate(&spec, &params)?)
@@ -103,16 +112,18 @@ pub async fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
     plan.seed = opts.seed;
     plan.clients_per_round = plan.clients_per_round.min(opts.clients as u32);
     plan.min_clients = plan.min_clients.min(plan.clients_per_round);
-    let ModelSection::LogisticRegression { input_dim, classes, .. } = plan.model.clone();
-    let (dim, k) = (input_dim as usize, classes as usize);
+    let architecture = plan.model.architecture.clone();
+    let (dim, k) = (architecture.input_dim(), architecture.classes());
     let task_seed = opts.seed.wrapping_mul(31).wrapping_add(1);
 
     let specs = (0..opts.clients).map(|i| {
         let region = REGIONS[i % REGIONS.len()];
         let id = format!("{region}-{}", i / REGIONS.len() + 1);
         let samples = 200 + 100 * (i % 4);
-        let dataset = gaussian_blobs(id.clone(), &blobs(dim, k, samples, opts.seed * 1000 + i as u64, task_seed, 0.5));
-        ClientSpec { id, region: region.into(), dataset }
+        let all = gaussian_blobs(id.clone(), &blobs(dim, k, samples, opts.seed * 1000 + i as u64, task_seed, 0.5));
+        // A fifth of each client's data is held out for federated evaluation.
+        let (dataset, holdout) = all.split_holdout(0.2, i as u64).expect("valid fraction");
+        ClientSpec { id, region: region.into(), dataset, holdout }
     });
     let test = gaussian_blobs("test", &blobs(dim, k, 2000, opts.seed * 1000 + 999, task_seed, 0.0));
 
@@ -155,6 +166,12 @@ pub async fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
                 }
                 break;
             }
+            WatchEvent::Evaluated { round, results } => {
+                if let (Some(r), Some(all)) = (rows.iter_mut().rev().find(|r| r.round == round), results.first()) {
+                    r.fed_eval_loss = all.loss;
+                    r.fed_eval_accuracy = all.accuracy;
+                }
+            }
             WatchEvent::UpdateReceived { .. } => {}
         }
     }
@@ -163,15 +180,25 @@ pub async fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
     // Pull every round's checkpoint over gRPC, as an inference node would, and test it.
     for r in rows.iter_mut().filter(|r| !r.checkpoint.is_empty()) {
         let pulled = control.pull_checkpoint(&r.checkpoint, &opts.out.join("pulled").join(&r.checkpoint)).await?;
-        (r.test_loss, r.test_accuracy) = evaluate(&pulled.weights, &test, dim, k)?;
+        (r.test_loss, r.test_accuracy) = evaluate(&pulled.weights, &test, &architecture)?;
     }
     println!(
-        "{:>5} {:>8} {:>8} {:>7}  {:>9} {:>9} {:>9}  {:>9} {:>8}  checkpoint",
-        "round", "selected", "reported", "samples", "loss_in", "loss_out", "train_acc", "test_loss", "test_acc"
+        "{:>5} {:>8} {:>8} {:>7}  {:>9} {:>9} {:>9}  {:>9} {:>9}  {:>9} {:>8}  checkpoint",
+        "round",
+        "selected",
+        "reported",
+        "samples",
+        "loss_in",
+        "loss_out",
+        "train_acc",
+        "fed_loss",
+        "fed_acc",
+        "test_loss",
+        "test_acc"
     );
     for r in &rows {
         println!(
-            "{:>5} {:>8} {:>8} {:>7}  {:>9.4} {:>9.4} {:>9.4}  {:>9.4} {:>8.4}  {}",
+            "{:>5} {:>8} {:>8} {:>7}  {:>9.4} {:>9.4} {:>9.4}  {:>9.4} {:>9.4}  {:>9.4} {:>8.4}  {}",
             r.round,
             r.selected,
             r.reported,
@@ -179,6 +206,8 @@ pub async fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
             r.loss_before,
             r.loss_after,
             r.train_accuracy,
+            r.fed_eval_loss,
+            r.fed_eval_accuracy,
             r.test_loss,
             r.test_accuracy,
             r.checkpoint

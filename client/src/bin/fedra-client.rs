@@ -4,7 +4,7 @@
 use clap::Parser;
 use fedra_client::config::ClientConfig;
 use fedra_client::session::Sidecar;
-use fedra_client::trainer::burn_logreg::BurnTrainer;
+use fedra_client::trainer::burn_logreg::{BurnTrainer, DeviceChoice};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -18,6 +18,9 @@ struct Args {
     /// Coordinator endpoint; overrides FEDRA_COORDINATOR and the file.
     #[arg(long)]
     coordinator: Option<String>,
+    /// Training device: cpu, cuda[:N] (build with --features cuda) or wgpu (--features wgpu).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 #[tokio::main]
@@ -33,14 +36,29 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    let dataset = match config.dataset.load(&config.settings.client_id, &config.base_dir) {
+    let device = match args.device.parse::<DeviceChoice>() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("fedra-client: --device: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let data = match config.dataset.load(&config.settings.client_id, &config.base_dir) {
         Ok(d) => d,
         Err(e) => {
             eprintln!("fedra-client: {e}");
             return ExitCode::from(65);
         }
     };
-    let sidecar = Sidecar::new(config.settings, vec![dataset.info()], Box::new(BurnTrainer::new(dataset)));
+    let info = vec![data.train.info()];
+    let trainer = match BurnTrainer::with_holdout(data.train, data.holdout).with_device(device) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("fedra-client: --device {}: {e}", args.device);
+            return ExitCode::from(69);
+        }
+    };
+    let sidecar = Sidecar::new(config.settings, info, Box::new(trainer));
     sidecar
         .run(async {
             let _ = tokio::signal::ctrl_c().await;

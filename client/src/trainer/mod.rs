@@ -8,45 +8,15 @@
 
 pub mod burn_logreg;
 
-use std::fmt;
+pub use fedra_proto::model::{Architecture, ConvLayer, TensorLayout, TensorSpec};
 
-/// Architectures a client can train. Mirrors the wire `ModelSpec`, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Architecture {
-    /// logits = x · W + b; tensors "linear.weight" [input_dim, classes], "linear.bias" [classes].
-    LogisticRegression { input_dim: usize, classes: usize },
-}
-
-/// One named tensor of the flat parameter vector.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TensorSpec {
-    pub name: String,
-    pub shape: Vec<usize>,
-}
-
-impl TensorSpec {
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
-    }
-}
-
-/// Ordered tensors; the flat vector is their row-major concatenation.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TensorLayout {
-    pub tensors: Vec<TensorSpec>,
-}
-
-impl TensorLayout {
-    pub fn total(&self) -> usize {
-        self.tensors.iter().map(TensorSpec::numel).sum()
-    }
-}
-
-impl fmt::Display for TensorLayout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let parts: Vec<String> = self.tensors.iter().map(|t| format!("{}{:?}", t.name, t.shape)).collect();
-        write!(f, "{}", parts.join(", "))
-    }
+/// Local optimizer of one task.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Optimizer {
+    /// SGD, with heavy-ball momentum when `momentum > 0`.
+    Sgd { momentum: f64 },
+    /// Adam with the usual defaults (β1 0.9, β2 0.999, ε 1e-8).
+    Adam,
 }
 
 /// Local training hyperparameters of one task.
@@ -55,6 +25,7 @@ pub struct LocalHyperparams {
     pub epochs: u32,
     pub batch_size: u32,
     pub learning_rate: f64,
+    pub optimizer: Optimizer,
     /// FedProx proximal weight μ; 0 is plain local SGD.
     pub proximal_mu: f64,
 }
@@ -91,6 +62,16 @@ pub struct TrainOutcome {
     pub metrics: TrainMetrics,
 }
 
+/// Result of evaluating a model on local held-out data.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EvalOutcome {
+    /// Mean cross-entropy.
+    pub loss: f64,
+    pub accuracy: f64,
+    /// Held-out samples evaluated: the weight of this result in the round's mean.
+    pub samples: u64,
+}
+
 /// Local training could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
@@ -104,6 +85,8 @@ pub enum TrainError {
     Hyperparameter(String),
     #[error("training diverged: loss is {0}")]
     Diverged(f64),
+    #[error("this client has no held-out split to evaluate on")]
+    NoHoldout,
 }
 
 /// Trains a model on the client's local data.
@@ -120,6 +103,12 @@ pub trait Trainer: Send {
     /// # Errors
     /// As for [`Trainer::train`].
     fn evaluate(&self, spec: &TrainSpec, params: &[f32]) -> Result<(f64, f64), TrainError>;
+
+    /// Loss and accuracy of `params` on the client's held-out split (never trained on).
+    ///
+    /// # Errors
+    /// [`TrainError::NoHoldout`] when the client has none; otherwise as [`Trainer::train`].
+    fn evaluate_holdout(&self, spec: &TrainSpec, params: &[f32]) -> Result<EvalOutcome, TrainError>;
 
     /// Number of local training samples.
     fn samples(&self) -> u64;

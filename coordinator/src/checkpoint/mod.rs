@@ -120,7 +120,7 @@ pub fn encode_safetensors(
     params: &[f32],
     metadata: HashMap<String, String>,
 ) -> Result<Vec<u8>, CheckpointError> {
-    if layout.total() != params.len() as u64 {
+    if layout.total() != params.len() {
         return Err(CheckpointError::Layout {
             path: "<memory>".into(),
             reason: format!("{} values for a layout of {}", params.len(), layout.total()),
@@ -130,11 +130,7 @@ pub fn encode_safetensors(
     let mut offset = 0usize;
     for t in &layout.tensors {
         let n = t.numel() as usize;
-        encoded.push((
-            t.name.clone(),
-            t.shape.iter().map(|d| *d as usize).collect::<Vec<_>>(),
-            fedra_proto::chunking::encode_le(&params[offset..offset + n]),
-        ));
+        encoded.push((t.name.clone(), t.shape.clone(), fedra_proto::chunking::encode_le(&params[offset..offset + n])));
         offset += n;
     }
     let views = encoded
@@ -160,7 +156,7 @@ pub fn decode_safetensors(bytes: &[u8], layout: &TensorLayout, path: &Path) -> R
     let mut offset = 0usize;
     for t in &layout.tensors {
         let view = st.tensor(&t.name).map_err(|_| layout_err(format!("tensor {:?} is missing", t.name)))?;
-        let shape: Vec<u64> = view.shape().iter().map(|d| *d as u64).collect();
+        let shape: Vec<usize> = view.shape().to_vec();
         if view.dtype() != Dtype::F32 || shape != t.shape {
             return Err(layout_err(format!(
                 "tensor {:?} is {:?}{:?}, expected F32{:?}",

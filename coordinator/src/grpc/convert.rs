@@ -4,10 +4,13 @@
 use super::ApiError;
 use crate::checkpoint::Manifest;
 use crate::ids::{CheckpointId, ClientId, RegionId, RunId, TaskId};
-use crate::model::{Architecture, ModelSpec, TensorLayout};
-use crate::plan::{LocalTraining, RawPlan, RegionSet, RunPlan, Strategy};
-use crate::round::{PhaseName, RunEvent, RunEventKind, RunView, TaskAssignment, TrainingMetrics};
-use crate::store::{CheckpointRecord, ClientRecord, DatasetDescriptor, RoundStatus, RunState};
+use crate::model::{ModelSpec, TensorLayout};
+use crate::plan::{EvaluationPlan, LocalTraining, Optimizer, RawPlan, RegionSet, RunPlan, Strategy};
+use crate::round::{
+    EvaluationReport, PhaseName, RunEvent, RunEventKind, RunView, TaskAssignment, TaskKind, TrainingMetrics,
+};
+use crate::store::{CheckpointRecord, ClientRecord, DatasetDescriptor, EvaluationRecord, RoundStatus, RunState};
+use fedra_proto::model::wire as model_wire;
 use fedra_proto::pb;
 
 fn invalid(field: &str, e: impl std::fmt::Display) -> ApiError {
@@ -37,31 +40,16 @@ pub fn optional<T>(v: &str, parse: impl FnOnce(&str) -> Result<T, ApiError>) -> 
 
 pub fn model_from_pb(m: Option<pb::ModelSpec>) -> Result<ModelSpec, ApiError> {
     let m = m.ok_or_else(|| ApiError::Invalid("plan.model is missing".into()))?;
-    let arch = match m.architecture {
-        Some(pb::model_spec::Architecture::LogisticRegression(lr)) => {
-            Architecture::LogisticRegression { input_dim: lr.input_dim, classes: lr.classes }
-        }
-        None => return Err(ApiError::Invalid("plan.model.architecture is missing".into())),
-    };
-    ModelSpec::new(m.name, arch).map_err(|e| ApiError::Invalid(format!("plan.{e}")))
+    let arch = m.architecture.as_ref().ok_or_else(|| ApiError::Invalid("plan.model.architecture is missing".into()))?;
+    ModelSpec::new(m.name, model_wire::architecture_from_pb(arch)).map_err(|e| ApiError::Invalid(format!("plan.{e}")))
 }
 
 pub fn model_to_pb(m: &ModelSpec) -> pb::ModelSpec {
-    let architecture = match m.architecture() {
-        Architecture::LogisticRegression { input_dim, classes } => {
-            pb::model_spec::Architecture::LogisticRegression(pb::LogisticRegression {
-                input_dim: *input_dim,
-                classes: *classes,
-            })
-        }
-    };
-    pb::ModelSpec { name: m.name().to_string(), architecture: Some(architecture) }
+    pb::ModelSpec { name: m.name().to_string(), architecture: Some(model_wire::architecture_to_pb(m.architecture())) }
 }
 
 pub fn layout_to_pb(l: &TensorLayout) -> pb::TensorLayout {
-    pb::TensorLayout {
-        tensors: l.tensors.iter().map(|t| pb::TensorSpec { name: t.name.clone(), shape: t.shape.clone() }).collect(),
-    }
+    model_wire::layout_to_pb(l)
 }
 
 pub fn local_to_pb(l: &LocalTraining) -> pb::LocalTraining {
@@ -70,6 +58,11 @@ pub fn local_to_pb(l: &LocalTraining) -> pb::LocalTraining {
         batch_size: l.batch_size,
         learning_rate: l.learning_rate,
         proximal_mu: l.proximal_mu,
+        optimizer: match l.optimizer {
+            Optimizer::Sgd => pb::Optimizer::Sgd,
+            Optimizer::Adam => pb::Optimizer::Adam,
+        } as i32,
+        momentum: l.momentum,
     }
 }
 
@@ -96,9 +89,21 @@ pub fn plan_from_pb(p: pb::RunPlan) -> Result<RunPlan, ApiError> {
             batch_size: local.batch_size,
             learning_rate: local.learning_rate,
             proximal_mu: local.proximal_mu,
+            optimizer: match pb::Optimizer::try_from(local.optimizer) {
+                Ok(pb::Optimizer::Unspecified | pb::Optimizer::Sgd) => Optimizer::Sgd,
+                Ok(pb::Optimizer::Adam) => Optimizer::Adam,
+                Err(_) => {
+                    return Err(ApiError::Invalid(format!("plan.local.optimizer: unknown value {}", local.optimizer)));
+                }
+            },
+            momentum: local.momentum,
         },
         regions: RegionSet::new(regions),
         seed: p.seed,
+        evaluation: p
+            .evaluation
+            .map(|e| EvaluationPlan { every_rounds: e.every_rounds, clients: e.clients })
+            .unwrap_or_default(),
     };
     RunPlan::new(raw).map_err(|e| ApiError::Invalid(format!("plan.{e}")))
 }
@@ -118,6 +123,7 @@ pub fn plan_to_pb(p: &RunPlan) -> pb::RunPlan {
         local: Some(local_to_pb(&p.local)),
         regions: p.regions.iter().map(ToString::to_string).collect(),
         seed: p.seed,
+        evaluation: Some(pb::Evaluation { every_rounds: p.evaluation.every_rounds, clients: p.evaluation.clients }),
     }
 }
 
@@ -163,6 +169,7 @@ pub fn run_state_to_pb(s: RunState) -> pb::RunState {
 
 pub fn run_view_to_pb(v: RunView) -> pb::RunInfo {
     let live = v.live_phase;
+    let evaluations: Vec<pb::EvaluationSummary> = v.evaluations.iter().map(evaluation_to_pb).collect();
     let rounds = v
         .rounds
         .into_iter()
@@ -197,6 +204,7 @@ pub fn run_view_to_pb(v: RunView) -> pb::RunInfo {
         failure: rec.failure.unwrap_or_default(),
         created_at: rec.created_at.to_rfc3339(),
         rounds,
+        evaluations,
     }
 }
 
@@ -225,12 +233,37 @@ pub fn event_to_pb(e: RunEvent) -> pb::RunEvent {
             sha256,
         }),
         RunEventKind::RoundFailed { reason } => Kind::RoundFailed(pb::RoundFailed { reason }),
+        RunEventKind::Evaluated { results } => {
+            Kind::Evaluated(pb::RoundEvaluated { results: results.iter().map(evaluation_to_pb).collect() })
+        }
         RunEventKind::RunFinished { state, reason } => Kind::RunFinished(pb::RunFinished {
             state: run_state_to_pb(state) as i32,
             reason: reason.unwrap_or_default(),
         }),
     };
     pb::RunEvent { run_id: e.run.into(), round: e.round, kind: Some(kind) }
+}
+
+pub fn evaluation_to_pb(e: &EvaluationRecord) -> pb::EvaluationSummary {
+    pb::EvaluationSummary {
+        round: e.round,
+        region: e.region.as_ref().map(ToString::to_string).unwrap_or_default(),
+        clients: e.clients,
+        samples: e.samples,
+        loss: e.loss,
+        accuracy: e.accuracy,
+    }
+}
+
+/// A client's evaluation report; non-finite or out-of-range values are refused.
+pub fn evaluation_report_from_pb(r: &pb::EvaluationReport) -> Result<EvaluationReport, ApiError> {
+    if r.samples > 0 && !(r.loss.is_finite() && r.loss >= 0.0) {
+        return Err(ApiError::Invalid(format!("report.loss must be finite and non-negative, got {}", r.loss)));
+    }
+    if r.samples > 0 && !(0.0..=1.0).contains(&r.accuracy) {
+        return Err(ApiError::Invalid(format!("report.accuracy must be in [0, 1], got {}", r.accuracy)));
+    }
+    Ok(EvaluationReport { samples: r.samples, loss: r.loss, accuracy: r.accuracy })
 }
 
 pub fn client_from_pb(r: pb::RegisterRequest) -> Result<ClientRecord, ApiError> {
@@ -269,6 +302,10 @@ pub fn task_to_pb(t: TaskAssignment) -> pb::Task {
         deadline_seconds: t.deadline.as_secs_f64(),
         chunk_bytes: t.chunk_bytes as u64,
         seed: t.seed,
+        kind: match t.kind {
+            TaskKind::Train => pb::TaskKind::Train,
+            TaskKind::Evaluate => pb::TaskKind::Evaluate,
+        } as i32,
     }
 }
 

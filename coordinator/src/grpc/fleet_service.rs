@@ -151,6 +151,18 @@ impl FleetService for FleetApi {
         Ok(Response::new(Box::pin(tokio_stream::iter(std::iter::once(Ok(header)).chain(chunks)))))
     }
 
+    async fn report_evaluation(
+        &self,
+        req: Request<pb::EvaluationReport>,
+    ) -> Result<Response<pb::EvaluationAck>, Status> {
+        let r = req.into_inner();
+        let task = convert::task_id("task_id", &r.task_id)?;
+        let client = convert::client_id("client_id", &r.client_id)?;
+        let report = convert::evaluation_report_from_pb(&r)?;
+        self.engine.report_evaluation(task, client, report).await?;
+        Ok(Response::new(pb::EvaluationAck {}))
+    }
+
     async fn push_update(
         &self,
         req: Request<Streaming<pb::UpdatePart>>,

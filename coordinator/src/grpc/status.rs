@@ -44,6 +44,7 @@ impl ApiError {
                 | RoundError::UnknownClient(_)
                 | RoundError::UnknownTask(_)
                 | RoundError::RoundClosed { .. }
+                | RoundError::WrongTaskKind { .. }
                 | RoundError::AlreadyReported { .. } => Code::FailedPrecondition,
                 RoundError::NotYourTask { .. } => Code::PermissionDenied,
                 RoundError::ShuttingDown => Code::Unavailable,

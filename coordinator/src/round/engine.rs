@@ -10,8 +10,8 @@ use crate::ids::{CheckpointId, ClientId, RegionId, RoundNumber, RunId, TaskId};
 use crate::model::TensorLayout;
 use crate::plan::{LocalTraining, RunPlan};
 use crate::store::{
-    CheckpointRecord, ClientRecord, ParticipationRecord, ParticipationStatus, RoundCompletion, RoundRecord,
-    RoundStatus, RunRecord, RunState, Store,
+    CheckpointRecord, ClientRecord, EvaluationRecord, ParticipationRecord, ParticipationStatus, RoundCompletion,
+    RoundRecord, RoundStatus, RunRecord, RunState, Store,
 };
 use chrono::Utc;
 use rand::SeedableRng;
@@ -68,6 +68,24 @@ pub struct TaskAssignment {
     pub deadline: Duration,
     pub chunk_bytes: usize,
     pub seed: u64,
+    pub kind: TaskKind,
+}
+
+/// What a task asks of a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskKind {
+    /// Train locally and push the model.
+    Train,
+    /// Evaluate the round's checkpoint on the held-out split and report.
+    Evaluate,
+}
+
+/// A client's evaluation of a checkpoint on its held-out split; `samples` 0 = no split.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvaluationReport {
+    pub samples: u64,
+    pub loss: f64,
+    pub accuracy: f64,
 }
 
 /// Permission to stream an update for a task.
@@ -81,6 +99,7 @@ pub struct UploadTicket {
 pub struct RunView {
     pub record: RunRecord,
     pub rounds: Vec<RoundRecord>,
+    pub evaluations: Vec<EvaluationRecord>,
     pub live_phase: Option<(u32, PhaseName)>,
 }
 
@@ -107,6 +126,7 @@ enum Request {
     FetchModel { task: TaskId, client: ClientId, reply: Reply<Arc<GlobalModel>> },
     BeginUpload { task: TaskId, client: ClientId, total_values: u64, reply: Reply<UploadTicket> },
     CommitUpload { task: TaskId, client: ClientId, update: VerifiedUpdate, reply: Reply<u32> },
+    ReportEvaluation { task: TaskId, client: ClientId, report: EvaluationReport, reply: Reply<()> },
     Shutdown,
 }
 
@@ -215,6 +235,19 @@ impl EngineHandle {
     ) -> Result<u32, RoundError> {
         ask!(self, CommitUpload { task, client, update })
     }
+    /// Records a client's evaluation of the round's checkpoint.
+    ///
+    /// # Errors
+    /// Unknown or closed task, a training task, or a report already received.
+    pub async fn report_evaluation(
+        &self,
+        task: TaskId,
+        client: ClientId,
+        report: EvaluationReport,
+    ) -> Result<(), RoundError> {
+        ask!(self, ReportEvaluation { task, client, report })
+    }
+
     /// Stops the engine where it is; an in-progress round is re-run after restart.
     pub async fn shutdown(&self) {
         let _ = self.tx.send(Request::Shutdown).await;
@@ -273,8 +306,23 @@ impl Training {
 enum Phase {
     Selecting,
     Training(Training),
-    Aggregating { contributors: Vec<Contributor>, metrics: TrainingMetrics },
+    Aggregating {
+        contributors: Vec<Contributor>,
+        metrics: TrainingMetrics,
+    },
     Publishing,
+    /// The round's checkpoint is committed; clients evaluate it on held-out data.
+    Evaluating(Evaluation),
+}
+
+/// State of the Evaluating phase.
+#[derive(Debug)]
+struct Evaluation {
+    tasks: HashMap<TaskId, Assignment>,
+    /// Reports with samples > 0: (region, samples, loss, accuracy).
+    reports: Vec<(RegionId, u64, f64, f64)>,
+    checkpoint: CheckpointId,
+    final_round: bool,
 }
 
 impl Phase {
@@ -284,6 +332,16 @@ impl Phase {
             Phase::Training(_) => PhaseName::Training,
             Phase::Aggregating { .. } => PhaseName::Aggregating,
             Phase::Publishing => PhaseName::Publishing,
+            Phase::Evaluating(_) => PhaseName::Evaluating,
+        }
+    }
+
+    /// The tasks of the phase that hands out tasks, if any.
+    fn tasks(&self) -> Option<&HashMap<TaskId, Assignment>> {
+        match self {
+            Phase::Training(t) => Some(&t.tasks),
+            Phase::Evaluating(e) => Some(&e.tasks),
+            _ => None,
         }
     }
 }
@@ -438,6 +496,11 @@ impl Engine {
                 let _ = reply.send(r);
                 self.on_tick().await;
             }
+            Request::ReportEvaluation { task, client, report, reply } => {
+                let r = self.report_evaluation(&task, &client, report);
+                let _ = reply.send(r);
+                self.on_tick().await;
+            }
             Request::Shutdown => {}
         }
     }
@@ -506,9 +569,10 @@ impl Engine {
     async fn view(&self, run: &RunId) -> Result<RunView, RoundError> {
         let record = self.store.get_run(run).await?.ok_or_else(|| RoundError::RunNotFound(run.clone()))?;
         let rounds = self.store.list_rounds(run).await?;
+        let evaluations = self.store.list_evaluations(run).await?;
         let live_phase =
             self.active.as_ref().filter(|a| a.id == *run).map(|a| (a.round.key.round, a.round.phase.name()));
-        Ok(RunView { record, rounds, live_phase })
+        Ok(RunView { record, rounds, evaluations, live_phase })
     }
 
     async fn list(&self) -> Result<Vec<RunView>, RoundError> {
@@ -521,7 +585,7 @@ impl Engine {
                     .as_ref()
                     .filter(|a| a.id == record.id)
                     .map(|a| (a.round.key.round, a.round.phase.name()));
-                RunView { record, rounds: Vec::new(), live_phase }
+                RunView { record, rounds: Vec::new(), evaluations: Vec::new(), live_phase }
             })
             .collect())
     }
@@ -532,6 +596,7 @@ impl Engine {
         let record = self.store.get_run(run).await?.ok_or_else(|| RoundError::RunNotFound(run.clone()))?;
         let rounds = self.store.list_rounds(run).await?;
         let parts = self.store.list_participations(run).await?;
+        let evaluations = self.store.list_evaluations(run).await?;
         let target = record.plan.clients_per_round;
         let mut history = Vec::new();
         let ev = |round, kind| RunEvent { run: run.clone(), round, kind };
@@ -577,6 +642,11 @@ impl Engine {
                                 sha256: c.sha256.clone(),
                             },
                         ));
+                    }
+                    let results: Vec<EvaluationRecord> =
+                        evaluations.iter().filter(|e| e.round == r.round).cloned().collect();
+                    if !results.is_empty() {
+                        history.push(ev(r.round, RunEventKind::Evaluated { results }));
                     }
                 }
                 RoundStatus::Failed | RoundStatus::Interrupted => history.push(ev(
@@ -625,6 +695,18 @@ impl Engine {
     async fn activate(&mut self, id: &RunId) -> Result<Option<ActiveRun>, RoundError> {
         let Some(record) = self.store.get_run(id).await? else { return Ok(None) };
         if record.state.is_terminal() {
+            return Ok(None);
+        }
+        if record.completed_rounds >= record.plan.rounds {
+            // Every round is committed; only the last evaluation was cut short by a restart.
+            let last = CheckpointId::for_round(id, RoundNumber(record.completed_rounds));
+            self.store.finish_run(id, &last).await?;
+            info!(run = %id, "run succeeded (its final evaluation was interrupted by a restart)");
+            self.emit(
+                id,
+                record.completed_rounds,
+                RunEventKind::RunFinished { state: RunState::Succeeded, reason: None },
+            );
             return Ok(None);
         }
         let layout = record.plan.model.layout();
@@ -711,6 +793,7 @@ impl Engine {
         self.check_liveness().await;
         self.try_select().await;
         self.check_training_end().await;
+        self.check_evaluation_end().await;
     }
 
     /// Selecting → Training once enough eligible clients are online: immediately when the
@@ -772,6 +855,7 @@ impl Engine {
                 deadline: remaining,
                 chunk_bytes: self.settings.chunk_bytes,
                 seed: active.plan.seed ^ u64::from(key.round).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                kind: TaskKind::Train,
             };
             let delivered = self
                 .clients
@@ -802,8 +886,12 @@ impl Engine {
         let now = Instant::now();
         let timeout = self.settings.client_timeout;
         let Some(active) = &mut self.active else { return };
-        let Phase::Training(t) = &mut active.round.phase else { return };
-        for a in t.tasks.values_mut() {
+        let tasks = match &mut active.round.phase {
+            Phase::Training(t) => &mut t.tasks,
+            Phase::Evaluating(e) => &mut e.tasks,
+            _ => return,
+        };
+        for a in tasks.values_mut() {
             if a.state == AssignmentState::Assigned
                 && !self.clients.get(&a.client).is_some_and(|c| c.online(now, timeout))
             {
@@ -936,6 +1024,7 @@ impl Engine {
         let Some(active) = &mut self.active else { return };
         let m = &published.manifest;
         let final_round = key.round >= active.plan.rounds;
+        let evaluate = active.plan.evaluation.after_round(key.round, active.plan.rounds);
         let checkpoint = CheckpointRecord {
             id: m.checkpoint_id.clone(),
             run: key.run.clone(),
@@ -955,7 +1044,8 @@ impl Engine {
             samples: m.total_samples,
             metrics: m.metrics,
             checkpoint,
-            final_round,
+            // With an evaluation to come, the run succeeds only once it is done.
+            final_round: final_round && !evaluate,
         };
         if let Err(e) = self.store.complete_round(&completion).await {
             error!(run = %key.run, round = key.round, error = %e, "cannot commit round");
@@ -972,6 +1062,19 @@ impl Engine {
                 sha256: m.weights_sha256.clone(),
             },
         );
+        let checkpoint_id = m.checkpoint_id.clone();
+        let Some(active) = &mut self.active else { return };
+        active.parent = Some(checkpoint_id.clone());
+        active.global = model;
+        if evaluate {
+            self.start_evaluation(key, checkpoint_id, final_round).await;
+        } else {
+            self.after_round(key, final_round).await;
+        }
+    }
+
+    /// Done → the next round's Selecting, or the end of the run.
+    async fn after_round(&mut self, key: AttemptKey, final_round: bool) {
         if final_round {
             info!(run = %key.run, "run succeeded");
             self.emit(&key.run, key.round, RunEventKind::RunFinished { state: RunState::Succeeded, reason: None });
@@ -989,8 +1092,6 @@ impl Engine {
         };
         let Some(active) = &mut self.active else { return };
         let now = Instant::now();
-        active.parent = Some(m.checkpoint_id.clone());
-        active.global = model;
         active.round = Round {
             key: AttemptKey { run: key.run.clone(), round: next, attempt },
             started: now,
@@ -1000,15 +1101,137 @@ impl Engine {
         self.try_select().await;
     }
 
+    /// Publishing → Evaluating: every eligible client (or `evaluation.clients` of them)
+    /// evaluates the committed checkpoint on its held-out split. Skipped when nobody is
+    /// online to do it.
+    async fn start_evaluation(&mut self, key: AttemptKey, checkpoint: CheckpointId, final_round: bool) {
+        let now = Instant::now();
+        let Some(active) = &self.active else { return };
+        let plan = &active.plan;
+        let mut eligible: Vec<&ConnectedClient> = self
+            .clients
+            .values()
+            .filter(|c| c.online(now, self.settings.client_timeout) && plan.regions.allows(&c.record.region))
+            .filter(|c| fits_model(&c.record, plan))
+            .collect();
+        eligible.sort_by(|a, b| a.record.id.cmp(&b.record.id));
+        let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ 0xE7A1 ^ (u64::from(key.round) << 32));
+        eligible.shuffle(&mut rng);
+        if plan.evaluation.clients > 0 {
+            eligible.truncate(plan.evaluation.clients as usize);
+        }
+        let chosen: Vec<(ClientId, RegionId)> =
+            eligible.iter().map(|c| (c.record.id.clone(), c.record.region.clone())).collect();
+        if chosen.is_empty() {
+            warn!(run = %key.run, round = key.round, "no client online to evaluate the checkpoint; evaluation skipped");
+            return self.finish_evaluation_now(key, checkpoint, final_round, Vec::new()).await;
+        }
+        let mut tasks = HashMap::new();
+        for (client, region) in &chosen {
+            let task = TaskId::generate();
+            let assignment = TaskAssignment {
+                task: task.clone(),
+                run: key.run.clone(),
+                round: key.round,
+                model: plan.model.clone(),
+                layout: active.global.layout.clone(),
+                local: plan.local.clone(),
+                deadline: plan.round_deadline,
+                chunk_bytes: self.settings.chunk_bytes,
+                seed: plan.seed,
+                kind: TaskKind::Evaluate,
+            };
+            let delivered = self
+                .clients
+                .get(client)
+                .and_then(|c| c.tasks.as_ref())
+                .is_some_and(|tx| tx.try_send(assignment).is_ok());
+            let state = if delivered { AssignmentState::Assigned } else { AssignmentState::Dropped };
+            tasks.insert(task, Assignment { client: client.clone(), region: region.clone(), state });
+        }
+        let Some(active) = &mut self.active else { return };
+        active.round.deadline = now + active.plan.round_deadline;
+        active.round.phase = Phase::Evaluating(Evaluation { tasks, reports: Vec::new(), checkpoint, final_round });
+        info!(run = %key.run, round = key.round, clients = chosen.len(), "round evaluating");
+    }
+
+    /// Evaluating → Done once every asked client answered or dropped, or at the deadline.
+    async fn check_evaluation_end(&mut self) {
+        let now = Instant::now();
+        let Some(active) = &mut self.active else { return };
+        let Phase::Evaluating(e) = &mut active.round.phase else { return };
+        let outstanding = e.tasks.values().filter(|a| a.state == AssignmentState::Assigned).count();
+        if outstanding > 0 && now < active.round.deadline {
+            return;
+        }
+        let key = active.round.key.clone();
+        let Phase::Evaluating(e) = std::mem::replace(&mut active.round.phase, Phase::Publishing) else { return };
+        self.remember_closed(e.tasks.keys().cloned().collect(), key.round);
+        for (task, a) in &e.tasks {
+            if a.state == AssignmentState::Assigned
+                && let Some(c) = self.clients.get_mut(&a.client)
+            {
+                c.cancelled.push(task.clone());
+            }
+        }
+        self.finish_evaluation_now(key, e.checkpoint, e.final_round, e.reports).await;
+    }
+
+    /// Stores the sample-weighted means (overall, then per region) and moves on.
+    async fn finish_evaluation_now(
+        &mut self,
+        key: AttemptKey,
+        checkpoint: CheckpointId,
+        final_round: bool,
+        reports: Vec<(RegionId, u64, f64, f64)>,
+    ) {
+        let results = evaluation_means(&key.run, key.round, &reports);
+        if !results.is_empty() {
+            if let Err(e) = self.store.record_evaluations(&results).await {
+                error!(run = %key.run, round = key.round, error = %e, "cannot record evaluation");
+            }
+            let overall = &results[0];
+            info!(run = %key.run, round = key.round, clients = overall.clients, loss = overall.loss, accuracy = overall.accuracy, "round evaluated");
+            self.emit(&key.run, key.round, RunEventKind::Evaluated { results });
+        }
+        if final_round && let Err(e) = self.store.finish_run(&key.run, &checkpoint).await {
+            error!(run = %key.run, error = %e, "cannot record run success");
+        }
+        self.after_round(key, final_round).await;
+    }
+
+    fn report_evaluation(
+        &mut self,
+        task: &TaskId,
+        client: &ClientId,
+        report: EvaluationReport,
+    ) -> Result<(), RoundError> {
+        self.assignment(task, client)?;
+        let active = self.active.as_mut().expect("assignment implies an active run");
+        let round = active.round.key.round;
+        let Phase::Evaluating(e) = &mut active.round.phase else {
+            return Err(RoundError::WrongTaskKind { task: task.clone(), expected: "an update push" });
+        };
+        let a = e.tasks.get_mut(task).expect("checked by assignment");
+        if a.state == AssignmentState::Reported {
+            return Err(RoundError::AlreadyReported { client: client.clone(), round });
+        }
+        a.state = AssignmentState::Reported;
+        if report.samples > 0 {
+            e.reports.push((a.region.clone(), report.samples, report.loss, report.accuracy));
+        }
+        Ok(())
+    }
+
     /// Ends the active round attempt without a checkpoint and ends the run with `state`.
     async fn fail_active(&mut self, failure: RoundFailure, state: RunState) {
         let Some(active) = self.active.take() else { return };
         let key = active.round.key;
         let reason = failure.0;
         warn!(run = %key.run, round = key.round, reason = %reason, "round failed");
-        if let Phase::Training(t) = &active.round.phase {
-            self.remember_closed(t.tasks.keys().cloned().collect(), key.round);
-            for (task, a) in &t.tasks {
+        if let Some(tasks) = active.round.phase.tasks() {
+            self.remember_closed(tasks.keys().cloned().collect(), key.round);
+            for (task, a) in tasks {
                 if a.state == AssignmentState::Assigned
                     && let Some(c) = self.clients.get_mut(&a.client)
                 {
@@ -1045,17 +1268,12 @@ impl Engine {
 
     /// The live assignment of `task`, checked against `client`.
     fn assignment(&self, task: &TaskId, client: &ClientId) -> Result<&Assignment, RoundError> {
-        let a = self
-            .active
-            .as_ref()
-            .and_then(|a| match &a.round.phase {
-                Phase::Training(t) => t.tasks.get(task),
-                _ => None,
-            })
-            .ok_or_else(|| match self.closed_tasks.get(task) {
+        let a = self.active.as_ref().and_then(|a| a.round.phase.tasks().and_then(|tasks| tasks.get(task))).ok_or_else(
+            || match self.closed_tasks.get(task) {
                 Some(round) => RoundError::RoundClosed { task: task.clone(), round: *round },
                 None => RoundError::UnknownTask(task.clone()),
-            })?;
+            },
+        )?;
         if a.client != *client {
             return Err(RoundError::NotYourTask { task: task.clone(), client: client.clone() });
         }
@@ -1065,6 +1283,9 @@ impl Engine {
     fn begin_upload(&self, task: &TaskId, client: &ClientId, total_values: u64) -> Result<UploadTicket, RoundError> {
         let a = self.assignment(task, client)?;
         let active = self.active.as_ref().expect("assignment implies an active run");
+        if !matches!(active.round.phase, Phase::Training(_)) {
+            return Err(RoundError::WrongTaskKind { task: task.clone(), expected: "an evaluation report" });
+        }
         if a.state == AssignmentState::Reported {
             return Err(RoundError::AlreadyReported { client: client.clone(), round: active.round.key.round });
         }
@@ -1142,10 +1363,68 @@ impl Engine {
 
 /// Whether a client's datasets can feed the plan's model (unknown shapes are allowed).
 fn fits_model(client: &ClientRecord, plan: &RunPlan) -> bool {
-    let crate::model::Architecture::LogisticRegression { input_dim, classes } = plan.model.architecture();
+    let arch = plan.model.architecture();
+    let (input_dim, classes) = (arch.input_dim(), arch.classes());
     client.samples() > 0
-        && client
-            .datasets
-            .iter()
-            .any(|d| (d.features == 0 || d.features == *input_dim) && (d.classes == 0 || d.classes <= *classes))
+        && client.datasets.iter().any(|d| {
+            (d.features == 0 || d.features as usize == input_dim) && (d.classes == 0 || d.classes as usize <= classes)
+        })
+}
+
+/// Sample-weighted means of evaluation reports: the overall mean first (region `None`),
+/// then one per region in region order. Empty when no report had samples.
+pub(crate) fn evaluation_means(
+    run: &RunId,
+    round: u32,
+    reports: &[(RegionId, u64, f64, f64)],
+) -> Vec<EvaluationRecord> {
+    let mean = |region: Option<RegionId>, rs: &[&(RegionId, u64, f64, f64)]| {
+        let samples: u64 = rs.iter().map(|r| r.1).sum();
+        let w = samples as f64;
+        EvaluationRecord {
+            run: run.clone(),
+            round,
+            region,
+            clients: rs.len() as u32,
+            samples,
+            loss: rs.iter().map(|r| r.1 as f64 * r.2).sum::<f64>() / w,
+            accuracy: rs.iter().map(|r| r.1 as f64 * r.3).sum::<f64>() / w,
+        }
+    };
+    if reports.is_empty() {
+        return Vec::new();
+    }
+    let all: Vec<_> = reports.iter().collect();
+    let mut out = vec![mean(None, &all)];
+    let mut regions: Vec<&RegionId> = reports.iter().map(|r| &r.0).collect();
+    regions.sort();
+    regions.dedup();
+    for region in regions {
+        let rs: Vec<_> = reports.iter().filter(|r| &r.0 == region).collect();
+        out.push(mean(Some(region.clone()), &rs));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evaluation_means_are_sample_weighted_overall_and_per_region() {
+        let run = RunId::generate();
+        let eu = RegionId::new("eu").unwrap();
+        let us = RegionId::new("us").unwrap();
+        let reports = vec![(eu.clone(), 10, 1.0, 0.5), (us.clone(), 30, 2.0, 0.9), (eu.clone(), 30, 3.0, 0.1)];
+        let m = evaluation_means(&run, 4, &reports);
+        assert_eq!(m.len(), 3);
+        assert_eq!((m[0].region.as_ref(), m[0].clients, m[0].samples), (None, 3, 70));
+        assert!((m[0].loss - (10.0 + 60.0 + 90.0) / 70.0).abs() < 1e-12);
+        assert!((m[0].accuracy - (5.0 + 27.0 + 3.0) / 70.0).abs() < 1e-12);
+        assert_eq!((m[1].region.as_ref(), m[1].samples), (Some(&eu), 40));
+        assert!((m[1].loss - 2.5).abs() < 1e-12);
+        assert!((m[1].accuracy - 0.2).abs() < 1e-12);
+        assert_eq!((m[2].region.as_ref(), m[2].clients), (Some(&us), 1));
+        assert!(evaluation_means(&run, 1, &[]).is_empty());
+    }
 }

@@ -17,6 +17,9 @@
 //!                                                                        checkpoint written + committed
 //! ```
 //!
+//! When the plan asks for federated evaluation of this round, `Publishing` is followed by
+//! `Evaluating` (clients score the committed checkpoint on their held-out splits; the
+//! sample-weighted means, overall and per region, are stored) before `Done`.
 //! `Done` starts the next round's `Selecting` (or finishes the run); `Failed` fails the run.
 //! Cancellation moves any phase to `Failed` with reason "run cancelled". A coordinator that
 //! stops mid-round leaves the attempt `in_progress` in the store; on restart it is marked
@@ -27,14 +30,15 @@ mod engine;
 pub mod metrics;
 
 pub use engine::{
-    Engine, EngineHandle, EngineSettings, GlobalModel, RunView, TaskAssignment, UploadTicket, VerifiedUpdate,
+    Engine, EngineHandle, EngineSettings, EvaluationReport, GlobalModel, RunView, TaskAssignment, TaskKind,
+    UploadTicket, VerifiedUpdate,
 };
 pub use metrics::{MetricsMean, TrainingMetrics};
 
 use crate::aggregation::AggregationError;
 use crate::checkpoint::CheckpointError;
 use crate::ids::{CheckpointId, ClientId, RegionId, RunId, TaskId};
-use crate::store::{RunState, StoreError};
+use crate::store::{EvaluationRecord, RunState, StoreError};
 
 /// The phase of the active round attempt, as shown to users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +47,7 @@ pub enum PhaseName {
     Training,
     Aggregating,
     Publishing,
+    Evaluating,
     Done,
     Failed,
 }
@@ -54,6 +59,7 @@ impl PhaseName {
             Self::Training => "training",
             Self::Aggregating => "aggregating",
             Self::Publishing => "publishing",
+            Self::Evaluating => "evaluating",
             Self::Done => "done",
             Self::Failed => "failed",
         }
@@ -99,6 +105,10 @@ pub enum RunEventKind {
         state: RunState,
         reason: Option<String>,
     },
+    /// Held-out evaluation of the round's checkpoint: overall mean first, then per region.
+    Evaluated {
+        results: Vec<EvaluationRecord>,
+    },
 }
 
 /// Why the engine refused a request or could not carry it out.
@@ -126,6 +136,8 @@ pub enum RoundError {
         "round {round} closed before this update for task {task} arrived (target reached, deadline passed or run ended)"
     )]
     RoundClosed { task: TaskId, round: u32 },
+    #[error("task {task} does not expect {expected}")]
+    WrongTaskKind { task: TaskId, expected: &'static str },
     #[error("task {task} belongs to another client than {client}")]
     NotYourTask { task: TaskId, client: ClientId },
     #[error("client {client} already reported for round {round}")]

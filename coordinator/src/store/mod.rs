@@ -152,6 +152,19 @@ pub struct CheckpointRecord {
     pub locations: Vec<(RegionId, PathBuf)>,
 }
 
+/// Sample-weighted mean of clients' held-out evaluations of one round's checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvaluationRecord {
+    pub run: RunId,
+    pub round: u32,
+    /// `None` for the mean over all regions.
+    pub region: Option<RegionId>,
+    pub clients: u32,
+    pub samples: u64,
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
 /// Filter for [`Store::list_checkpoints`]; `None` matches anything.
 #[derive(Debug, Clone, Default)]
 pub struct CheckpointFilter {
@@ -206,6 +219,14 @@ pub trait Store: Send + Sync + 'static {
     async fn list_rounds(&self, run: &RunId) -> Result<Vec<RoundRecord>, StoreError>;
     /// Every participation of a run, ordered by round, attempt, client.
     async fn list_participations(&self, run: &RunId) -> Result<Vec<ParticipationRecord>, StoreError>;
+
+    /// Marks a run succeeded with `published` as its published checkpoint (used when the
+    /// last round's evaluation ends after the round itself was committed).
+    async fn finish_run(&self, run: &RunId, published: &CheckpointId) -> Result<(), StoreError>;
+    /// Stores a round's evaluation results (overall and per region), atomically.
+    async fn record_evaluations(&self, results: &[EvaluationRecord]) -> Result<(), StoreError>;
+    /// Every evaluation result of a run, ordered by round then region ('' first).
+    async fn list_evaluations(&self, run: &RunId) -> Result<Vec<EvaluationRecord>, StoreError>;
 
     async fn upsert_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
     async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
@@ -400,12 +421,41 @@ pub(crate) mod contract {
         assert_eq!(eu.len(), 2);
         let of_b =
             store.list_checkpoints(&CheckpointFilter { run: Some(b.id.clone()), ..Default::default() }).await.unwrap();
-        assert_eq!(of_b, vec![cpb]);
+        assert_eq!(of_b, vec![cpb.clone()]);
         let none = store
             .list_checkpoints(&CheckpointFilter { model_name: Some("other".into()), ..Default::default() })
             .await
             .unwrap();
         assert!(none.is_empty());
         assert_eq!(store.list_runs().await.unwrap().len(), 2);
+
+        // Evaluations and finishing a run after its last evaluation.
+        let evals = vec![
+            EvaluationRecord {
+                run: b.id.clone(),
+                round: 1,
+                region: None,
+                clients: 3,
+                samples: 30,
+                loss: 0.5,
+                accuracy: 0.8,
+            },
+            EvaluationRecord {
+                run: b.id.clone(),
+                round: 1,
+                region: Some(id("eu")),
+                clients: 1,
+                samples: 10,
+                loss: 0.7,
+                accuracy: 0.6,
+            },
+        ];
+        store.record_evaluations(&evals).await.unwrap();
+        assert_eq!(store.list_evaluations(&b.id).await.unwrap(), evals);
+        assert!(store.record_evaluations(&evals[..1]).await.is_err(), "one result per run, round and region");
+        assert_eq!(store.list_evaluations(&b.id).await.unwrap().len(), 2);
+        store.finish_run(&b.id, &cpb.id).await.unwrap();
+        let done = store.get_run(&b.id).await.unwrap().unwrap();
+        assert_eq!((done.state, done.published_checkpoint), (RunState::Succeeded, Some(cpb.id.clone())));
     }
 }

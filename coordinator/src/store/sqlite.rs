@@ -448,6 +448,62 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn finish_run(&self, run: &RunId, published: &CheckpointId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET state = 'succeeded', published_checkpoint = ?, updated_at = ? WHERE id = ?")
+            .bind(published.as_str())
+            .bind(ts(&Utc::now()))
+            .bind(run.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_evaluations(&self, results: &[EvaluationRecord]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for r in results {
+            sqlx::query(
+                "INSERT INTO evaluations (run_id, round, region, clients, samples, loss, accuracy) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(r.run.as_str())
+            .bind(i64::from(r.round))
+            .bind(r.region.as_ref().map(RegionId::as_str).unwrap_or(""))
+            .bind(i64::from(r.clients))
+            .bind(r.samples as i64)
+            .bind(r.loss)
+            .bind(r.accuracy)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_evaluations(&self, run: &RunId) -> Result<Vec<EvaluationRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM evaluations WHERE run_id = ? ORDER BY round, region")
+            .bind(run.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let run: String = r.try_get("run_id")?;
+                let region: String = r.try_get("region")?;
+                Ok(EvaluationRecord {
+                    run: RunId::new(run).map_err(corrupt("run id"))?,
+                    round: u32_of(r, "round")?,
+                    region: if region.is_empty() {
+                        None
+                    } else {
+                        Some(RegionId::new(region).map_err(corrupt("region"))?)
+                    },
+                    clients: u32_of(r, "clients")?,
+                    samples: u64_of(r, "samples")?,
+                    loss: r.try_get("loss")?,
+                    accuracy: r.try_get("accuracy")?,
+                })
+            })
+            .collect()
+    }
+
     async fn upsert_client(&self, c: &ClientRecord) -> Result<(), StoreError> {
         let datasets = serde_json::to_string(&c.datasets).map_err(corrupt("datasets"))?;
         sqlx::query(

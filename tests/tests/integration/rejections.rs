@@ -32,14 +32,13 @@ async fn invalid_plans_are_refused_at_submit_naming_the_field() -> anyhow::Resul
         (Box::new(|p| p.regions = vec!["eu west".into()]), Code::InvalidArgument, "plan.regions"),
         (
             Box::new(|p| {
-                p.model = fedra_client::plan_file::ModelSection::LogisticRegression {
+                p.model = fedra_client::plan_file::ModelSection {
                     name: "m".into(),
-                    input_dim: 0,
-                    classes: 3,
+                    architecture: fedra_client::trainer::Architecture::LogisticRegression { input_dim: 0, classes: 3 },
                 }
             }),
             Code::InvalidArgument,
-            "plan.model.input_dim must be at least 1, got 0",
+            "plan.model.input_dim must be in 1..=1048576, got 0",
         ),
         (
             Box::new(|p| p.initial_checkpoint = Some("run-000000000000.r0001".into())),

@@ -5,7 +5,8 @@ use anyhow::{Context, Result, bail};
 use fedra_client::control::ControlClient;
 use fedra_client::data::DatasetInfo;
 use fedra_client::data::synthetic::{BlobSpec, gaussian_blobs};
-use fedra_client::plan_file::{LocalSection, ModelSection, PlanFile, StrategyName};
+use fedra_client::plan_file::{EvaluationSection, LocalSection, ModelSection, OptimizerName, PlanFile, StrategyName};
+use fedra_client::trainer::{Architecture, EvalOutcome};
 use fedra_client::trainer::{TrainError, TrainMetrics, TrainOutcome, TrainSpec, Trainer};
 use fedra_client::wire::{RunState, RunStatus};
 use fedra_coordinator::checkpoint::Manifest;
@@ -20,7 +21,10 @@ pub use fedra_sim::cluster::{ClientSpec, Cluster};
 pub fn plan(input_dim: u32, classes: u32, rounds: u32, clients_per_round: u32, min_clients: u32) -> PlanFile {
     PlanFile {
         version: 1,
-        model: ModelSection::LogisticRegression { name: "test-lr".into(), input_dim, classes },
+        model: ModelSection {
+            name: "test-lr".into(),
+            architecture: Architecture::LogisticRegression { input_dim: input_dim as usize, classes: classes as usize },
+        },
         initial_checkpoint: None,
         strategy: StrategyName::FedAvg,
         rounds,
@@ -28,9 +32,17 @@ pub fn plan(input_dim: u32, classes: u32, rounds: u32, clients_per_round: u32, m
         min_clients,
         over_selection: 0.0,
         round_deadline_seconds: 60.0,
-        local: LocalSection { epochs: 2, batch_size: 16, learning_rate: 0.05, proximal_mu: 0.0 },
+        local: LocalSection {
+            epochs: 2,
+            batch_size: 16,
+            learning_rate: 0.05,
+            proximal_mu: 0.0,
+            optimizer: OptimizerName::Sgd,
+            momentum: 0.0,
+        },
         regions: Vec::new(),
         seed: 11,
+        evaluation: EvaluationSection::default(),
     }
 }
 
@@ -40,7 +52,7 @@ pub fn blob_client(i: usize, region: &str, dim: usize, classes: usize, samples: 
     spec.task_seed = 5;
     spec.client_shift = 0.3;
     let id = format!("{region}-{i}");
-    ClientSpec { dataset: gaussian_blobs(id.clone(), &spec), id, region: region.into() }
+    ClientSpec { dataset: gaussian_blobs(id.clone(), &spec), id, region: region.into(), holdout: None }
 }
 
 /// A trainer that ignores the global model and returns a fixed, seeded parameter vector
@@ -75,6 +87,10 @@ impl Trainer for ScriptedTrainer {
 
     fn evaluate(&self, _spec: &TrainSpec, _params: &[f32]) -> Result<(f64, f64), TrainError> {
         Ok((0.0, 0.0))
+    }
+
+    fn evaluate_holdout(&self, _spec: &TrainSpec, _params: &[f32]) -> Result<EvalOutcome, TrainError> {
+        Err(TrainError::NoHoldout)
     }
 
     fn samples(&self) -> u64 {

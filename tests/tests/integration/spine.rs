@@ -56,13 +56,18 @@ async fn three_round_run_learns_and_publishes_consistent_checkpoints() -> anyhow
     let spec = TrainSpec {
         architecture: Architecture::LogisticRegression { input_dim: DIM, classes: CLASSES },
         layout,
-        hyper: LocalHyperparams { epochs: 1, batch_size: 16, learning_rate: 0.05, proximal_mu: 0.0 },
+        hyper: LocalHyperparams {
+            epochs: 1,
+            batch_size: 16,
+            learning_rate: 0.05,
+            optimizer: fedra_client::trainer::Optimizer::Sgd { momentum: 0.0 },
+            proximal_mu: 0.0,
+        },
         seed: 0,
     };
     let status_plan_seed = plan.seed;
-    let initial =
-        ModelSpec::new("test-lr", CoordArch::LogisticRegression { input_dim: DIM as u32, classes: CLASSES as u32 })?
-            .initialise(status_plan_seed);
+    let initial = ModelSpec::new("test-lr", CoordArch::LogisticRegression { input_dim: DIM, classes: CLASSES })?
+        .initialise(status_plan_seed);
     let dir = tempfile::tempdir()?;
     let pulled = control.pull_checkpoint(&published[2], dir.path()).await?;
     let manifest = read_manifest(&pulled.weights)?;
