@@ -7,7 +7,7 @@
 //! any burn device, and [`Network::flatten`] turns a module back into that vector; with no
 //! training in between the round trip is bit-exact (the coordinator averages full models and
 //! relies on untouched parameters coming back unchanged). Both walks check every parameter's
-//! path, shape and position against the layout ([`flat`]), so a change in burn's naming or a
+//! path, shape and position against the layout (module `flat`), so a change in burn's naming or a
 //! mistake here fails loudly with [`ModelError::Layout`] instead of silently permuting
 //! weights.
 //!
@@ -52,7 +52,7 @@ pub enum ModelError {
 }
 
 /// One network of any supported architecture. Enum variants add no component to parameter
-/// paths (see [`flat`]), so a variant's paths are those of the struct inside.
+/// paths (see module `flat`), so a variant's paths are those of the struct inside.
 #[derive(Module, Debug)]
 pub enum Network {
     LogisticRegression(LogisticRegression),

@@ -12,7 +12,9 @@
 //!
 //! Training is `epochs` passes of minibatch SGD (optionally with heavy-ball momentum, no
 //! dampening) or Adam on mean softmax cross-entropy, batches shuffled by a ChaCha8 RNG seeded
-//! from the task seed, so a round is reproducible on a given device. Optimizer state starts
+//! from the task seed, so a round is reproducible bit for bit on the CPU backend (GPU kernels
+//! may sum gradients in a nondeterministic order, e.g. the scatter-add behind the batch
+//! gather's backward pass, so there only up to rounding). Optimizer state starts
 //! fresh in every task: clients are stateless between rounds, and the coordinator only ever
 //! sees parameters. With FedProx (`proximal_mu` = μ > 0) every batch loss gets
 //! μ/2·‖w − w_global‖² over all parameters, which keeps a client on skewed data from drifting
@@ -28,8 +30,9 @@
 //!
 //! Metrics ([`TrainMetrics`], [`EvalOutcome`]) are evaluated without autodiff in chunks
 //! sized by the model's activation memory, and the cross-entropy is accumulated in `f64` on
-//! the host, so [`Trainer::evaluate`] of the returned parameters reproduces `loss_after`
-//! exactly.
+//! the host, so [`Trainer::evaluate`] of the returned parameters on the same device
+//! reproduces `loss_after` exactly. A divergence (non-finite loss) is noticed at the end of
+//! the epoch it happens in and is [`TrainError::Diverged`]; no partial result is returned.
 
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};

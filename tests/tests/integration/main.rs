@@ -4,7 +4,9 @@
 
 mod aggregation;
 mod cli;
+mod evaluation;
 mod faults;
+mod interop;
 mod rejections;
 mod restart;
 mod sandbox;

@@ -60,12 +60,14 @@ pub fn blob_client(i: usize, region: &str, dim: usize, classes: usize, samples: 
 pub struct ScriptedTrainer {
     pub params: Vec<f32>,
     pub samples: u64,
+    /// What `evaluate_holdout` answers; `None` = this client has no held-out split.
+    pub holdout: Option<EvalOutcome>,
 }
 
 impl ScriptedTrainer {
     pub fn new(seed: u64, len: usize, samples: u64) -> Self {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        Self { params: (0..len).map(|_| rng.random_range(-4.0f32..4.0)).collect(), samples }
+        Self { params: (0..len).map(|_| rng.random_range(-4.0f32..4.0)).collect(), samples, holdout: None }
     }
 
     pub fn info(&self) -> DatasetInfo {
@@ -90,7 +92,7 @@ impl Trainer for ScriptedTrainer {
     }
 
     fn evaluate_holdout(&self, _spec: &TrainSpec, _params: &[f32]) -> Result<EvalOutcome, TrainError> {
-        Err(TrainError::NoHoldout)
+        self.holdout.ok_or(TrainError::NoHoldout)
     }
 
     fn samples(&self) -> u64 {
