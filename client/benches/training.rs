@@ -1,0 +1,81 @@
+//! Local training throughput (samples/s) of each model on burn's CPU backend, through the
+//! same `Trainer` the sidecar uses. Run with `bash bench/training.sh`, which also runs the
+//! PyTorch baseline and writes BENCHMARKS.md; alone: `cargo bench -p fedra-client --bench
+//! training` (prints JSON lines).
+//!
+//! Throughput = epochs × samples / seconds spent in the training loop (the trainer's own
+//! `train_seconds`, which excludes the before/after evaluation passes). Each case runs
+//! `REPEATS` times after one warm-up; the median is reported.
+
+use fedra_client::data::synthetic::{BlobSpec, gaussian_blobs};
+use fedra_client::trainer::burn_logreg::BurnTrainer;
+use fedra_client::trainer::{Architecture, ConvLayer, LocalHyperparams, Optimizer, TrainSpec, Trainer};
+
+const REPEATS: usize = 5;
+
+fn case(name: &str, arch: Architecture, samples: usize, batch: u32, optimizer: Optimizer) {
+    let data = gaussian_blobs(name, &BlobSpec::new(arch.input_dim(), arch.classes(), samples, 1));
+    let mut trainer = BurnTrainer::new(data);
+    let spec = TrainSpec {
+        layout: arch.layout(),
+        architecture: arch.clone(),
+        hyper: LocalHyperparams { epochs: 1, batch_size: batch, learning_rate: 0.01, optimizer, proximal_mu: 0.0 },
+        seed: 3,
+    };
+    let global = vec![0.01f32; arch.layout().total()];
+    let mut rates = Vec::new();
+    for i in 0..=REPEATS {
+        let out = trainer.train(&spec, &global).expect("training runs");
+        if i > 0 {
+            rates.push(samples as f64 / out.metrics.train_seconds);
+        }
+    }
+    rates.sort_by(f64::total_cmp);
+    let median = rates[rates.len() / 2];
+    println!(
+        "{{\"model\": \"{name}\", \"params\": {}, \"samples\": {samples}, \"batch\": {batch}, \"optimizer\": \"{optimizer:?}\", \"samples_per_s\": {median:.1}}}",
+        arch.layout().total()
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing to parse.
+    let sgd = Optimizer::Sgd { momentum: 0.0 };
+    case("logreg-60-10", Architecture::LogisticRegression { input_dim: 60, classes: 10 }, 50_000, 64, sgd);
+    case("mlp-784-200-200-10", Architecture::Mlp { input_dim: 784, hidden: vec![200, 200], classes: 10 }, 20_000, 64, sgd);
+    case(
+        "mlp-784-200-200-10-adam",
+        Architecture::Mlp { input_dim: 784, hidden: vec![200, 200], classes: 10 },
+        20_000,
+        64,
+        Optimizer::Adam,
+    );
+    case(
+        "cnn-8x8-digits",
+        Architecture::Cnn {
+            height: 8,
+            width: 8,
+            channels: 1,
+            conv: vec![ConvLayer { filters: 16, kernel: 3 }, ConvLayer { filters: 32, kernel: 3 }],
+            dense: vec![64],
+            classes: 10,
+        },
+        5_000,
+        32,
+        sgd,
+    );
+    case(
+        "cnn-28x28-fedavg",
+        Architecture::Cnn {
+            height: 28,
+            width: 28,
+            channels: 1,
+            conv: vec![ConvLayer { filters: 32, kernel: 5 }, ConvLayer { filters: 64, kernel: 5 }],
+            dense: vec![512],
+            classes: 10,
+        },
+        1_000,
+        32,
+        sgd,
+    );
+}
