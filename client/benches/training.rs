@@ -42,7 +42,13 @@ fn main() {
     // `cargo bench` passes `--bench`; nothing to parse.
     let sgd = Optimizer::Sgd { momentum: 0.0 };
     case("logreg-60-10", Architecture::LogisticRegression { input_dim: 60, classes: 10 }, 50_000, 64, sgd);
-    case("mlp-784-200-200-10", Architecture::Mlp { input_dim: 784, hidden: vec![200, 200], classes: 10 }, 20_000, 64, sgd);
+    case(
+        "mlp-784-200-200-10",
+        Architecture::Mlp { input_dim: 784, hidden: vec![200, 200], classes: 10 },
+        20_000,
+        64,
+        sgd,
+    );
     case(
         "mlp-784-200-200-10-adam",
         Architecture::Mlp { input_dim: 784, hidden: vec![200, 200], classes: 10 },

@@ -474,8 +474,8 @@ seed = 1
         let c =
             ClientConfig::parse(include_str!("../fedra-client.example.toml"), "example", PathBuf::new(), None).unwrap();
         let data = c.dataset.load("eu-1", Path::new(".")).unwrap();
-        assert_eq!(data.train.len(), 500);
-        assert!(data.holdout.is_none());
+        assert_eq!(data.train.len(), 400);
+        assert_eq!(data.holdout.map(|h| h.len()), Some(100));
     }
 
     #[test]

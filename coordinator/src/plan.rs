@@ -69,7 +69,7 @@ pub struct EvaluationPlan {
 impl EvaluationPlan {
     /// Whether the checkpoint of `round` (of `rounds`) is evaluated.
     pub fn after_round(&self, round: u32, rounds: u32) -> bool {
-        self.every_rounds > 0 && (round % self.every_rounds == 0 || round == rounds)
+        self.every_rounds > 0 && (round.is_multiple_of(self.every_rounds) || round == rounds)
     }
 }
 

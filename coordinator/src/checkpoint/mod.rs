@@ -129,7 +129,7 @@ pub fn encode_safetensors(
     let mut encoded = Vec::with_capacity(layout.tensors.len());
     let mut offset = 0usize;
     for t in &layout.tensors {
-        let n = t.numel() as usize;
+        let n = t.numel();
         encoded.push((t.name.clone(), t.shape.clone(), fedra_proto::chunking::encode_le(&params[offset..offset + n])));
         offset += n;
     }
@@ -152,7 +152,7 @@ pub fn encode_safetensors(
 pub fn decode_safetensors(bytes: &[u8], layout: &TensorLayout, path: &Path) -> Result<Vec<f32>, CheckpointError> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| CheckpointError::Format(e.to_string()))?;
     let layout_err = |reason: String| CheckpointError::Layout { path: path.display().to_string(), reason };
-    let mut out = vec![0.0f32; layout.total() as usize];
+    let mut out = vec![0.0f32; layout.total()];
     let mut offset = 0usize;
     for t in &layout.tensors {
         let view = st.tensor(&t.name).map_err(|_| layout_err(format!("tensor {:?} is missing", t.name)))?;
@@ -166,7 +166,7 @@ pub fn decode_safetensors(bytes: &[u8], layout: &TensorLayout, path: &Path) -> R
                 t.shape
             )));
         }
-        let n = t.numel() as usize;
+        let n = t.numel();
         fedra_proto::chunking::decode_le_into(view.data(), &mut out[offset..offset + n]);
         offset += n;
     }

@@ -41,6 +41,38 @@ async fn invalid_plans_are_refused_at_submit_naming_the_field() -> anyhow::Resul
             "plan.model.input_dim must be in 1..=1048576, got 0",
         ),
         (
+            Box::new(|p| {
+                p.model.architecture = fedra_client::trainer::Architecture::Cnn {
+                    height: 8,
+                    width: 8,
+                    channels: 1,
+                    conv: vec![fedra_client::trainer::ConvLayer { filters: 4, kernel: 4 }],
+                    dense: vec![],
+                    classes: 10,
+                }
+            }),
+            Code::InvalidArgument,
+            "plan.model.conv[0].kernel: kernel size 4 must be odd",
+        ),
+        (
+            Box::new(|p| {
+                p.model.architecture =
+                    fedra_client::trainer::Architecture::Mlp { input_dim: 4, hidden: vec![8, 0], classes: 3 }
+            }),
+            Code::InvalidArgument,
+            "plan.model.hidden[1] must be in 1..=1048576, got 0",
+        ),
+        (
+            Box::new(|p| p.local.momentum = 1.5),
+            Code::InvalidArgument,
+            "plan.local.momentum must be in 0..=0.999, got 1.5",
+        ),
+        (
+            Box::new(|p| p.evaluation.every_rounds = 5),
+            Code::InvalidArgument,
+            "plan.evaluation.every_rounds must be in 0..=2, got 5",
+        ),
+        (
             Box::new(|p| p.initial_checkpoint = Some("run-000000000000.r0001".into())),
             Code::NotFound,
             "checkpoint run-000000000000.r0001 not found",
