@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo bench -p fedra-coordinator --bench aggregation -- --noplot "$@"
-python3 - <<'PY'
+python3 - <<'PY' | python3 bench/write_section.py
 import json, os, re, platform, subprocess, datetime
 root = "target/criterion"
 rows = []
@@ -47,15 +47,5 @@ for p, n, ms, g in rows:
     lines.append(f"| {p:,} | {n} | {ms:.2f} | {g:.2f} | {g / memcpy[p]:.0%} |")
 lines.append("")
 lines.append("Steps: `decode_chunks` turns 1 MiB little-endian gRPC chunks into the staging buffer; `fold_staged` adds a staged update, weighted, into the f64 running sum; `decode_and_fold` is both; `verify_decode_and_fold` adds what the upload handler also does per update (a finiteness check of every value and the sha256 of the payload that the trailer declares), i.e. what one client's update costs the coordinator today. At 1M parameters (4 MB) everything stays in cache, so memcpy there is cache bandwidth; the 10M rows are the memory-bound case.")
-section = "\n".join(lines) + "\n"
-path = "BENCHMARKS.md"
-text = open(path).read() if os.path.exists(path) else "# fedra benchmarks\n\nEvery number here comes from a command in this repository, measured side by side in one run. These machines are noisy: compare ratios within a table, not across tables.\n\n"
-start = text.find("## Streaming aggregation")
-if start >= 0:
-    end = text.find("\n## ", start + 1)
-    text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
-else:
-    text = text.rstrip("\n") + "\n\n" + section
-open(path, "w").write(text)
-print(section)
+print("\n".join(lines))
 PY

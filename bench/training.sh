@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rust=$(cargo bench -q -p fedra-client --bench training 2>/dev/null | grep '^{')
 py=$(python3 bench/pytorch_mlp.py 2>/dev/null || true)
-RUST="$rust" PY="$py" python3 - <<'PY'
+RUST="$rust" PY="$py" python3 - <<'PY' | python3 bench/write_section.py
 import json, os, datetime
 rust = [json.loads(l) for l in os.environ["RUST"].splitlines() if l.strip()]
 py = [json.loads(l) for l in os.environ["PY"].splitlines() if l.strip()]
@@ -29,15 +29,5 @@ if py:
     lines.append(f"PyTorch {py[0]['torch']}.")
 else:
     lines.append("PyTorch was not installed when this was measured (`pip install torch numpy`), so no ratio is given.")
-section = "\n".join(lines) + "\n"
-path = "BENCHMARKS.md"
-text = open(path).read() if os.path.exists(path) else "# fedra benchmarks\n\n"
-start = text.find("## Local training")
-if start >= 0:
-    end = text.find("\n## ", start + 1)
-    text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
-else:
-    text = text.rstrip("\n") + "\n\n" + section
-open(path, "w").write(text)
-print(section)
+print("\n".join(lines))
 PY

@@ -840,31 +840,22 @@ impl Engine {
             self.fail_active(RoundFailure(format!("store failure: {e}")), RunState::Failed).await;
             return;
         }
-        let Some(active) = &mut self.active else { return };
+        let Some(active) = &self.active else { return };
         let remaining = active.round.deadline.saturating_duration_since(now);
-        let mut tasks = HashMap::new();
-        for (client, region) in &selected {
-            let task = TaskId::generate();
-            let assignment = TaskAssignment {
-                task: task.clone(),
-                run: key.run.clone(),
-                round: key.round,
-                model: active.plan.model.clone(),
-                layout: active.global.layout.clone(),
-                local: active.plan.local.clone(),
-                deadline: remaining,
-                chunk_bytes: self.settings.chunk_bytes,
-                seed: active.plan.seed ^ u64::from(key.round).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-                kind: TaskKind::Train,
-            };
-            let delivered = self
-                .clients
-                .get(client)
-                .and_then(|c| c.tasks.as_ref())
-                .is_some_and(|tx| tx.try_send(assignment).is_ok());
-            let state = if delivered { AssignmentState::Assigned } else { AssignmentState::Dropped };
-            tasks.insert(task, Assignment { client: client.clone(), region: region.clone(), state });
-        }
+        let template = TaskAssignment {
+            task: TaskId::generate(),
+            run: key.run.clone(),
+            round: key.round,
+            model: active.plan.model.clone(),
+            layout: active.global.layout.clone(),
+            local: active.plan.local.clone(),
+            deadline: remaining,
+            chunk_bytes: self.settings.chunk_bytes,
+            seed: active.plan.seed ^ u64::from(key.round).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            kind: TaskKind::Train,
+        };
+        let tasks = dispatch(&self.clients, &selected, &template);
+        let Some(active) = &mut self.active else { return };
         let len = active.global.params.len();
         active.round.phase = Phase::Training(Training {
             tasks,
@@ -1126,29 +1117,19 @@ impl Engine {
             warn!(run = %key.run, round = key.round, "no client online to evaluate the checkpoint; evaluation skipped");
             return self.finish_evaluation_now(key, checkpoint, final_round, Vec::new()).await;
         }
-        let mut tasks = HashMap::new();
-        for (client, region) in &chosen {
-            let task = TaskId::generate();
-            let assignment = TaskAssignment {
-                task: task.clone(),
-                run: key.run.clone(),
-                round: key.round,
-                model: plan.model.clone(),
-                layout: active.global.layout.clone(),
-                local: plan.local.clone(),
-                deadline: plan.round_deadline,
-                chunk_bytes: self.settings.chunk_bytes,
-                seed: plan.seed,
-                kind: TaskKind::Evaluate,
-            };
-            let delivered = self
-                .clients
-                .get(client)
-                .and_then(|c| c.tasks.as_ref())
-                .is_some_and(|tx| tx.try_send(assignment).is_ok());
-            let state = if delivered { AssignmentState::Assigned } else { AssignmentState::Dropped };
-            tasks.insert(task, Assignment { client: client.clone(), region: region.clone(), state });
-        }
+        let template = TaskAssignment {
+            task: TaskId::generate(),
+            run: key.run.clone(),
+            round: key.round,
+            model: plan.model.clone(),
+            layout: active.global.layout.clone(),
+            local: plan.local.clone(),
+            deadline: plan.round_deadline,
+            chunk_bytes: self.settings.chunk_bytes,
+            seed: plan.seed,
+            kind: TaskKind::Evaluate,
+        };
+        let tasks = dispatch(&self.clients, &chosen, &template);
         let Some(active) = &mut self.active else { return };
         active.round.deadline = now + active.plan.round_deadline;
         active.round.phase = Phase::Evaluating(Evaluation { tasks, reports: Vec::new(), checkpoint, final_round });
@@ -1359,6 +1340,25 @@ impl Engine {
         );
         Ok(reported)
     }
+}
+
+/// Sends each chosen client its own copy of `template` (with a fresh task id) on its task
+/// stream. A client whose stream is gone or full is recorded as dropped straight away.
+fn dispatch(
+    clients: &HashMap<ClientId, ConnectedClient>,
+    chosen: &[(ClientId, RegionId)],
+    template: &TaskAssignment,
+) -> HashMap<TaskId, Assignment> {
+    let mut tasks = HashMap::with_capacity(chosen.len());
+    for (client, region) in chosen {
+        let task = TaskId::generate();
+        let assignment = TaskAssignment { task: task.clone(), ..template.clone() };
+        let delivered =
+            clients.get(client).and_then(|c| c.tasks.as_ref()).is_some_and(|tx| tx.try_send(assignment).is_ok());
+        let state = if delivered { AssignmentState::Assigned } else { AssignmentState::Dropped };
+        tasks.insert(task, Assignment { client: client.clone(), region: region.clone(), state });
+    }
+    tasks
 }
 
 /// Whether a client's datasets can feed the plan's model (unknown shapes are allowed).
