@@ -67,18 +67,33 @@ pub struct SidecarStatus {
     pub last_error: Option<String>,
 }
 
+/// Fault injection for simulations and tests; the `fedra-client` binary never sets one.
+pub trait UploadFaults: Send + Sync {
+    /// Before an upload of `run`/`round`: `Some(n)` makes the sidecar send the header and
+    /// the first `n` chunks, then tear the stream down without a trailer, as a process
+    /// crash would.
+    fn crash_after_chunks(&self, run: &str, round: u32) -> Option<usize>;
+}
+
 /// A client sidecar: a trainer plus the protocol loop.
 pub struct Sidecar {
     settings: SidecarSettings,
     datasets: Vec<DatasetInfo>,
     trainer: Arc<Mutex<Box<dyn Trainer>>>,
     status: watch::Sender<SidecarStatus>,
+    upload_faults: Option<Arc<dyn UploadFaults>>,
 }
 
 impl Sidecar {
     pub fn new(settings: SidecarSettings, datasets: Vec<DatasetInfo>, trainer: Box<dyn Trainer>) -> Self {
         let (status, _) = watch::channel(SidecarStatus::default());
-        Self { settings, datasets, trainer: Arc::new(Mutex::new(trainer)), status }
+        Self { settings, datasets, trainer: Arc::new(Mutex::new(trainer)), status, upload_faults: None }
+    }
+
+    /// Injects upload crashes (simulations only).
+    pub fn with_upload_faults(mut self, faults: Arc<dyn UploadFaults>) -> Self {
+        self.upload_faults = Some(faults);
+        self
     }
 
     /// Follows the sidecar's progress.
@@ -201,6 +216,7 @@ impl Sidecar {
         cancelled: &Mutex<HashSet<String>>,
     ) -> Result<bool, SessionError> {
         let global = fetch_model(fleet, &task, &self.settings.client_id).await?;
+        self.trainer.lock().expect("trainer mutex poisoned").begin_task(&task.run, task.round);
         let trainer = Arc::clone(&self.trainer);
         let spec = task.spec.clone();
         let global = Arc::new(global);
@@ -247,6 +263,26 @@ impl Sidecar {
         };
         let chunk_bytes =
             if task.chunk_bytes == 0 { fedra_proto::chunking::DEFAULT_CHUNK_BYTES } else { task.chunk_bytes };
+        if let Some(n) = self.upload_faults.as_ref().and_then(|f| f.crash_after_chunks(&task.run, task.round)) {
+            let parts: Vec<pb::UpdatePart> = std::iter::once(header)
+                .chain(
+                    chunks(&outcome.params, chunk_bytes)
+                        .take(n)
+                        .map(|c| pb::UpdatePart { part: Some(pb::update_part::Part::Chunk(c)) }),
+                )
+                .collect();
+            let (tx, rx) = tokio::sync::mpsc::channel(parts.len().max(1));
+            for p in parts {
+                let _ = tx.try_send(p);
+            }
+            let mut fleet = fleet.clone();
+            let push =
+                tokio::spawn(async move { fleet.push_update(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            push.abort();
+            drop(tx);
+            return Err(SessionError::Protocol(format!("simulated crash after {n} chunks of the upload")));
+        }
         let params = outcome.params;
         // The trailer is produced only after every chunk has been sent.
         let parts: Vec<pb::UpdatePart> = std::iter::once(header)

@@ -4,12 +4,13 @@
 use anyhow::{Context, Result};
 use fedra_client::control::ControlClient;
 use fedra_client::data::{Dataset, DatasetInfo};
-use fedra_client::session::{Sidecar, SidecarSettings, SidecarStatus};
+use fedra_client::session::{Sidecar, SidecarSettings, SidecarStatus, UploadFaults};
 use fedra_client::trainer::Trainer;
 use fedra_client::trainer::burn_logreg::BurnTrainer;
 use fedra_coordinator::Coordinator;
 use fedra_coordinator::config::Config;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -176,8 +177,31 @@ impl Cluster {
         self.add_client_with(&spec.id, &spec.region, vec![info], trainer);
     }
 
+    /// Starts one more sidecar whose uploads may crash (fault injection).
+    pub fn add_client_faulty(
+        &mut self,
+        id: &str,
+        region: &str,
+        datasets: Vec<DatasetInfo>,
+        trainer: Box<dyn Trainer>,
+        faults: Arc<dyn UploadFaults>,
+    ) {
+        self.spawn_client(id, region, datasets, trainer, Some(faults));
+    }
+
     /// Starts one more sidecar with a caller-provided trainer and dataset descriptions.
     pub fn add_client_with(&mut self, id: &str, region: &str, datasets: Vec<DatasetInfo>, trainer: Box<dyn Trainer>) {
+        self.spawn_client(id, region, datasets, trainer, None);
+    }
+
+    fn spawn_client(
+        &mut self,
+        id: &str,
+        region: &str,
+        datasets: Vec<DatasetInfo>,
+        trainer: Box<dyn Trainer>,
+        faults: Option<Arc<dyn UploadFaults>>,
+    ) {
         let settings = SidecarSettings {
             endpoint: self.endpoint(),
             client_id: id.to_string(),
@@ -186,7 +210,10 @@ impl Cluster {
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_millis(500),
         };
-        let sidecar = Sidecar::new(settings, datasets, trainer);
+        let mut sidecar = Sidecar::new(settings, datasets, trainer);
+        if let Some(f) = faults {
+            sidecar = sidecar.with_upload_faults(f);
+        }
         let status = sidecar.status();
         let (stop, stopped) = oneshot::channel::<()>();
         let join = tokio::spawn(sidecar.run(async {

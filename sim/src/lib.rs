@@ -6,4 +6,8 @@
 //! [`quickstart`] is the README's main job.
 
 pub mod cluster;
+pub mod datasets;
+pub mod faults;
 pub mod quickstart;
+pub mod report;
+pub mod scenario;

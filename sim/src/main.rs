@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use fedra_sim::quickstart::{QuickstartOptions, run};
+use fedra_sim::scenario::Scenario;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -14,6 +15,21 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run a scenario file (dataset, federation, plan, faults, sweep) and write its run
+    /// directory: metrics.csv/json, SVG plots, summary.md with the fault report.
+    Run {
+        scenario: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Override the scenario's number of rounds.
+        #[arg(long)]
+        rounds: Option<u32>,
+        /// Override the scenario's seeds, e.g. --seeds 0,1,2.
+        #[arg(long, value_delimiter = ',')]
+        seeds: Option<Vec<u64>>,
+    },
+    /// Compare two run directories (final metrics and per-round test accuracy).
+    Compare { a: PathBuf, b: PathBuf },
     /// Six clients in three regions, five FedAvg rounds on generated data.
     Quickstart {
         #[arg(long, default_value_t = 6)]
@@ -32,19 +48,58 @@ enum Command {
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
         .init();
-    let Command::Quickstart { clients, rounds, out, seed } = Args::parse().command;
-    if clients < 1 {
-        eprintln!("fedra-sim: --clients must be at least 1");
-        return ExitCode::from(64);
-    }
-    match run(&QuickstartOptions { clients, rounds, out, seed }).await {
-        Ok(r) if r.state == fedra_client::wire::RunState::Succeeded => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::from(2),
-        Err(e) => {
-            eprintln!("fedra-sim: {e:#}");
-            ExitCode::FAILURE
+    match Args::parse().command {
+        Command::Quickstart { clients, rounds, out, seed } => {
+            if clients < 1 {
+                eprintln!("fedra-sim: --clients must be at least 1");
+                return ExitCode::from(64);
+            }
+            match run(&QuickstartOptions { clients, rounds, out, seed }).await {
+                Ok(r) if r.state == fedra_client::wire::RunState::Succeeded => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::from(2),
+                Err(e) => {
+                    eprintln!("fedra-sim: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
+        Command::Run { scenario, out, rounds, seeds } => {
+            let mut s = match Scenario::load(&scenario) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("fedra-sim: {e:#}");
+                    return ExitCode::from(64);
+                }
+            };
+            if let Some(r) = rounds {
+                s.rounds = r;
+            }
+            if let Some(seeds) = seeds {
+                s.seeds = seeds;
+            }
+            match fedra_sim::scenario::run(&s, &out).await {
+                Ok(report) => {
+                    println!("{}", std::fs::read_to_string(out.join("summary.md")).unwrap_or_default());
+                    println!("run directory: {}", report.dir.display());
+                    if report.failed_runs.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) }
+                }
+                Err(e) => {
+                    eprintln!("fedra-sim: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Compare { a, b } => match fedra_sim::scenario::compare_dirs(&a, &b) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fedra-sim: {e:#}");
+                ExitCode::from(64)
+            }
+        },
     }
 }

@@ -87,6 +87,8 @@ pub enum TrainError {
     Diverged(f64),
     #[error("this client has no held-out split to evaluate on")]
     NoHoldout,
+    #[error("training interrupted: {0}")]
+    Interrupted(String),
 }
 
 /// Trains a model on the client's local data.
@@ -112,4 +114,7 @@ pub trait Trainer: Send {
 
     /// Number of local training samples.
     fn samples(&self) -> u64;
+
+    /// Called before each task with its run and round (for logging and simulations).
+    fn begin_task(&mut self, _run: &str, _round: u32) {}
 }

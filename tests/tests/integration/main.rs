@@ -10,4 +10,5 @@ mod interop;
 mod rejections;
 mod restart;
 mod sandbox;
+mod sim;
 mod spine;

@@ -1,0 +1,465 @@
+//! Scenario files and their runner: a dataset, a federation, a plan, faults and a sweep,
+//! run against a real coordinator and real sidecars in this process, leaving a run
+//! directory with per-round metrics (CSV, JSON), plots, a summary and a fault report.
+//!
+//! Metrics follow the FedProx paper: after every round the sim evaluates the published
+//! checkpoint itself on the union of all clients' training data ("global training loss")
+//! and of their test splits ("test accuracy"), reading the checkpoint the coordinator
+//! wrote. Per-round counts come from the coordinator's own event stream.
+
+use crate::cluster::Cluster;
+use crate::datasets::{ClientData, FedProxSynthetic, digits_clients};
+use crate::faults::{FaultEvent, FaultKind, FaultLog, FaultSpec, FaultyTrainer};
+use crate::report::{self, Metric, RoundMetrics};
+use anyhow::{Context, Result, bail, ensure};
+use fedra_client::data::Dataset;
+use fedra_client::data::partition::Partition;
+use fedra_client::plan_file::{EvaluationSection, LocalSection, ModelSection, PlanFile, StrategyName};
+use fedra_client::trainer::burn_logreg::BurnTrainer;
+use fedra_client::trainer::{LocalHyperparams, Optimizer, TrainSpec, Trainer};
+use fedra_client::wire::{RunState, WatchEvent};
+use fedra_coordinator::ids::RunId;
+use fedra_coordinator::store::{ParticipationStatus, SqliteStore, Store};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_stream::StreamExt;
+
+const REGIONS: [&str; 3] = ["eu", "us", "apac"];
+
+/// `[dataset]` of a scenario.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DatasetSection {
+    /// Li et al.'s Synthetic(α, β): 30 devices, 60 features, 10 classes.
+    FedproxSynthetic { alpha: f64, beta: f64 },
+    /// Li et al.'s Synthetic-IID.
+    FedproxSyntheticIid,
+    /// smartcore's 8x8 digits split across `clients`.
+    Digits {
+        clients: usize,
+        #[serde(default)]
+        partition: PartitionName,
+        #[serde(default)]
+        alpha: Option<f64>,
+        #[serde(default)]
+        shards_per_client: Option<usize>,
+        #[serde(default = "default_test_fraction")]
+        test_fraction: f64,
+    },
+}
+
+fn default_test_fraction() -> f64 {
+    0.2
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartitionName {
+    #[default]
+    Iid,
+    Dirichlet,
+    Shards,
+}
+
+/// `[sweep]`: one configuration per listed value.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sweep {
+    #[serde(default)]
+    pub proximal_mu: Vec<f64>,
+}
+
+/// A scenario file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub version: u32,
+    pub name: String,
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<u64>,
+    pub rounds: u32,
+    pub clients_per_round: u32,
+    #[serde(default)]
+    pub min_clients: Option<u32>,
+    #[serde(default)]
+    pub over_selection: f64,
+    #[serde(default = "default_deadline")]
+    pub round_deadline_seconds: f64,
+    pub dataset: DatasetSection,
+    pub model: ModelSection,
+    pub local: LocalSection,
+    #[serde(default)]
+    pub evaluation: EvaluationSection,
+    #[serde(default)]
+    pub sweep: Sweep,
+    #[serde(default)]
+    pub faults: FaultSpec,
+}
+
+fn default_seeds() -> Vec<u64> {
+    vec![0]
+}
+
+fn default_deadline() -> f64 {
+    600.0
+}
+
+impl Scenario {
+    /// # Errors
+    /// Unreadable file, unknown keys (with line and column) or invalid values.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// # Errors
+    /// As [`Self::load`].
+    pub fn parse(text: &str, origin: &str) -> Result<Self> {
+        let s: Scenario = toml::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {}", e.to_string().trim()))?;
+        ensure!(s.version == 1, "{origin}: version {} is not supported (expected 1)", s.version);
+        ensure!(!s.seeds.is_empty(), "{origin}: seeds must not be empty");
+        ensure!(s.rounds >= 1, "{origin}: rounds must be at least 1");
+        s.faults.validate().with_context(|| origin.to_string())?;
+        Ok(s)
+    }
+
+    /// The configurations to run: one per swept value, or the scenario itself.
+    pub fn configs(&self) -> Vec<(String, LocalSection)> {
+        if self.sweep.proximal_mu.is_empty() {
+            return vec![(format!("mu={}", self.local.proximal_mu), self.local.clone())];
+        }
+        self.sweep
+            .proximal_mu
+            .iter()
+            .map(|mu| (format!("mu={mu}"), LocalSection { proximal_mu: *mu, ..self.local.clone() }))
+            .collect()
+    }
+
+    fn plan(&self, local: LocalSection, seed: u64, clients: usize) -> PlanFile {
+        let per_round = self.clients_per_round.min(clients as u32).max(1);
+        PlanFile {
+            version: 1,
+            model: self.model.clone(),
+            initial_checkpoint: None,
+            strategy: StrategyName::FedAvg,
+            rounds: self.rounds,
+            clients_per_round: per_round,
+            min_clients: self.min_clients.unwrap_or(1).min(per_round),
+            over_selection: self.over_selection,
+            round_deadline_seconds: self.round_deadline_seconds,
+            local,
+            regions: Vec::new(),
+            // The plan seed drives initialisation and client sampling.
+            seed: seed.wrapping_mul(7919).wrapping_add(1),
+            evaluation: self.evaluation,
+        }
+    }
+
+    /// The clients' data for `seed`.
+    ///
+    /// # Errors
+    /// Invalid dataset settings.
+    pub fn data(&self, seed: u64) -> Result<Vec<ClientData>> {
+        Ok(match &self.dataset {
+            DatasetSection::FedproxSynthetic { alpha, beta } => {
+                FedProxSynthetic::new(*alpha, *beta, seed).generate()?
+            }
+            DatasetSection::FedproxSyntheticIid => FedProxSynthetic::iid(seed).generate()?,
+            DatasetSection::Digits { clients, partition, alpha, shards_per_client, test_fraction } => {
+                let scheme = match partition {
+                    PartitionName::Iid => Partition::Iid,
+                    PartitionName::Dirichlet => Partition::Dirichlet {
+                        alpha: alpha.context("dataset.alpha is required with partition = \"dirichlet\"")?,
+                    },
+                    PartitionName::Shards => Partition::Shards {
+                        per_client: shards_per_client
+                            .context("dataset.shards_per_client is required with partition = \"shards\"")?,
+                    },
+                };
+                digits_clients(*clients, scheme, seed, *test_fraction)?.0
+            }
+        })
+    }
+}
+
+/// What happened to one injected fault.
+#[derive(Debug, Clone)]
+pub struct FaultOutcome {
+    pub config: String,
+    pub seed: u64,
+    pub event: FaultEvent,
+    /// The coordinator's record of that client in that round.
+    pub outcome: String,
+}
+
+/// Everything a scenario run produced.
+#[derive(Debug, Clone)]
+pub struct ScenarioReport {
+    pub rows: Vec<RoundMetrics>,
+    pub faults: Vec<FaultOutcome>,
+    pub dir: PathBuf,
+    pub failed_runs: Vec<String>,
+}
+
+fn concat(name: &str, parts: impl Iterator<Item = Dataset>) -> Result<Dataset> {
+    let (mut features, mut labels, mut dim, mut classes) = (Vec::new(), Vec::new(), 0, 0);
+    for d in parts {
+        dim = d.dim;
+        classes = classes.max(d.classes);
+        features.extend_from_slice(&d.features);
+        labels.extend_from_slice(&d.labels);
+    }
+    Ok(Dataset::new(name, features, labels, dim, classes)?)
+}
+
+fn read_checkpoint(path: &Path, layout: &fedra_client::trainer::TensorLayout) -> Result<Vec<f32>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)?;
+    let mut params = Vec::with_capacity(layout.total());
+    for t in &layout.tensors {
+        let view = st.tensor(&t.name)?;
+        params.extend(view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+    }
+    Ok(params)
+}
+
+/// Runs one (config, seed) and returns its rows and fault outcomes.
+async fn run_one(
+    scenario: &Scenario,
+    config: &str,
+    local: LocalSection,
+    seed: u64,
+    dir: &Path,
+    progress: &indicatif::ProgressBar,
+) -> Result<(Vec<RoundMetrics>, Vec<FaultOutcome>, RunState)> {
+    let data = scenario.data(seed)?;
+    let arch = scenario.model.architecture.clone();
+    let spec = TrainSpec {
+        layout: arch.layout(),
+        architecture: arch.clone(),
+        hyper: LocalHyperparams {
+            epochs: 1,
+            batch_size: 256,
+            learning_rate: 0.01,
+            optimizer: Optimizer::Sgd { momentum: 0.0 },
+            proximal_mu: 0.0,
+        },
+        seed: 0,
+    };
+    let all_train = BurnTrainer::new(concat("all-train", data.iter().map(|c| c.train.clone()))?);
+    let all_test = BurnTrainer::new(concat("all-test", data.iter().map(|c| c.test.clone()))?);
+
+    let log: FaultLog = Arc::default();
+    let mut cluster = Cluster::builder().data_dir(dir.join("coordinator")).start().await?;
+    let clients = data.len();
+    for (i, c) in data.into_iter().enumerate() {
+        let id = format!("{}-{:02}", REGIONS[i % REGIONS.len()], i);
+        let region = REGIONS[i % REGIONS.len()];
+        let info = c.train.info();
+        let inner: Box<dyn Trainer> = Box::new(BurnTrainer::with_holdout(c.train, Some(c.test)));
+        let (trainer, crash) = FaultyTrainer::new(inner, scenario.faults.clone(), &id, i, seed, Arc::clone(&log));
+        cluster.add_client_faulty(&id, region, vec![info], Box::new(trainer), crash);
+    }
+    cluster.wait_connected(Duration::from_secs(60)).await?;
+    let plan = scenario.plan(local, seed, clients);
+    let params = arch.layout().total() as u64;
+    let mut control = cluster.control().await?;
+    let run = control.submit(&plan).await?;
+    let mut events = control.watch(&run).await?;
+    let mut rows: BTreeMap<u32, RoundMetrics> = BTreeMap::new();
+    let mut started: BTreeMap<u32, Instant> = BTreeMap::new();
+    let mut state = RunState::Unknown;
+    progress.set_length(u64::from(scenario.rounds));
+    progress.set_position(0);
+    progress.set_message(format!("{config} seed {seed}"));
+    while let Some(e) = events.next().await {
+        match e? {
+            WatchEvent::Selected { round, clients, .. } => {
+                started.insert(round, Instant::now());
+                let row = rows.entry(round).or_insert_with(|| RoundMetrics {
+                    config: config.to_string(),
+                    seed,
+                    round,
+                    selected: 0,
+                    reported: 0,
+                    dropped: 0,
+                    train_loss: f64::NAN,
+                    global_train_loss: f64::NAN,
+                    test_loss: f64::NAN,
+                    test_accuracy: f64::NAN,
+                    bytes_out: 0,
+                    bytes_in: 0,
+                    wall_seconds: 0.0,
+                });
+                // A retried attempt adds its selection to the round's.
+                row.selected += clients.len() as u32;
+                row.bytes_out += clients.len() as u64 * params * 4;
+            }
+            WatchEvent::Aggregated { round, clients, metrics, .. } => {
+                if let Some(r) = rows.get_mut(&round) {
+                    r.reported = clients;
+                    r.dropped = r.selected.saturating_sub(clients);
+                    r.train_loss = metrics.loss_after;
+                    r.bytes_in = u64::from(clients) * params * 4;
+                }
+            }
+            WatchEvent::Published { round, checkpoint: _, regions, .. } => {
+                let region = regions.first().cloned().unwrap_or_default();
+                let path = cluster
+                    .artifact_dir()
+                    .join(region)
+                    .join(&scenario.model.name)
+                    .join(&run)
+                    .join(format!("round-{round:04}"))
+                    .join("model.safetensors");
+                let weights = read_checkpoint(&path, &spec.layout)?;
+                let (train_loss, _) = all_train.evaluate(&spec, &weights)?;
+                let (test_loss, test_acc) = all_test.evaluate(&spec, &weights)?;
+                if let Some(r) = rows.get_mut(&round) {
+                    r.global_train_loss = train_loss;
+                    r.test_loss = test_loss;
+                    r.test_accuracy = test_acc;
+                    r.wall_seconds = started.get(&round).map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+                }
+                progress.set_position(u64::from(round));
+            }
+            WatchEvent::RoundFailed { round, reason } => {
+                progress.println(format!("{config} seed {seed}: round {round} failed: {reason}"));
+            }
+            WatchEvent::RunFinished { state: s, .. } => {
+                state = s;
+                break;
+            }
+            WatchEvent::UpdateReceived { .. } | WatchEvent::Evaluated { .. } => {}
+        }
+    }
+    drop(events);
+
+    // What the coordinator did with each injected fault, from its store.
+    let store = SqliteStore::open(&cluster.data_dir().join("fedra.db")).await?;
+    let parts = store.list_participations(&RunId::new(run.clone())?).await?;
+    let injected = std::mem::take(&mut *log.lock().expect("fault log"));
+    let faults = injected
+        .into_iter()
+        .map(|event| {
+            let mine: Vec<_> =
+                parts.iter().filter(|p| p.client.as_str() == event.client && p.round == event.round).collect();
+            let outcome = if mine.is_empty() {
+                "not selected in this round's recorded attempts".to_string()
+            } else if let Some(p) = mine.iter().find(|p| p.status == ParticipationStatus::Reported) {
+                let norm = p.update_norm.map(|n| format!(", update norm {n:.3}")).unwrap_or_default();
+                match event.kind {
+                    FaultKind::Malicious(_) => {
+                        format!("counted in the average (plain FedAvg has no robust aggregation{norm})")
+                    }
+                    _ => format!("counted (arrived before the round closed{norm})"),
+                }
+            } else {
+                match event.kind {
+                    FaultKind::Malicious(crate::faults::Malice::Nan) => {
+                        "refused: non-finite update rejected at upload; client recorded as dropped".to_string()
+                    }
+                    FaultKind::CrashMidUpload => {
+                        "discarded: upload without trailer, running sum untouched; client recorded as dropped"
+                            .to_string()
+                    }
+                    _ => "not counted: no update before the round closed; client recorded as dropped".to_string(),
+                }
+            };
+            FaultOutcome { config: config.to_string(), seed, event, outcome }
+        })
+        .collect();
+    store.close().await;
+    cluster.shutdown().await;
+    Ok((rows.into_values().collect(), faults, state))
+}
+
+/// Runs every configuration × seed of `scenario` and writes the run directory `out`.
+///
+/// # Errors
+/// Setup failures; a run that ends failed is reported in [`ScenarioReport::failed_runs`].
+pub async fn run(scenario: &Scenario, out: &Path) -> Result<ScenarioReport> {
+    std::fs::create_dir_all(out)?;
+    let progress = indicatif::ProgressBar::new(u64::from(scenario.rounds));
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>24} [{bar:40}] round {pos}/{len} {elapsed}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    let mut rows = Vec::new();
+    let mut faults = Vec::new();
+    let mut failed_runs = Vec::new();
+    for (config, local) in scenario.configs() {
+        for &seed in &scenario.seeds {
+            let dir = out.join("runs").join(format!("{}-seed{seed}", config.replace(['=', ' '], "_")));
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
+            }
+            let (r, f, state) = run_one(scenario, &config, local.clone(), seed, &dir, &progress).await?;
+            if state != RunState::Succeeded {
+                failed_runs.push(format!("{config} seed {seed}: {}", state.as_str()));
+            }
+            rows.extend(r);
+            faults.extend(f);
+        }
+    }
+    progress.finish_and_clear();
+    write_outputs(scenario, &rows, &faults, &failed_runs, out)?;
+    Ok(ScenarioReport { rows, faults, dir: out.to_path_buf(), failed_runs })
+}
+
+fn write_outputs(
+    scenario: &Scenario,
+    rows: &[RoundMetrics],
+    faults: &[FaultOutcome],
+    failed_runs: &[String],
+    out: &Path,
+) -> Result<()> {
+    report::write_csv(&out.join("metrics.csv"), rows)?;
+    report::write_json(&out.join("metrics.json"), rows)?;
+    for (metric, file, title) in [
+        (Metric::TestAccuracy, "test_accuracy", "test accuracy"),
+        (Metric::GlobalTrainLoss, "train_loss", "global training loss"),
+        (Metric::TestLoss, "test_loss", "test loss"),
+    ] {
+        report::plot_metric(&out.join(format!("{file}.svg")), rows, metric, &format!("{}: {title}", scenario.name))?;
+    }
+    let mut md = format!("# {}\n\n{}\n", scenario.name, report::summary_table(rows));
+    if !failed_runs.is_empty() {
+        md.push_str("\nRuns that did not succeed:\n\n");
+        for f in failed_runs {
+            md.push_str(&format!("- {f}\n"));
+        }
+    }
+    if !faults.is_empty() {
+        md.push_str("\n## Injected faults and what the coordinator did\n\n| config | seed | round | client | fault | outcome |\n|---|---:|---:|---|---|---|\n");
+        for f in faults {
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                f.config, f.seed, f.event.round, f.event.client, f.event.kind, f.outcome
+            ));
+        }
+    }
+    md.push_str("\nFiles: `metrics.csv`, `metrics.json`, `test_accuracy.svg`, `train_loss.svg`, `test_loss.svg`, `runs/*/coordinator/` (store and checkpoints).\n");
+    std::fs::write(out.join("summary.md"), md)?;
+    Ok(())
+}
+
+/// Compares two run directories (each with a `metrics.json`).
+///
+/// # Errors
+/// Missing or unreadable metrics.
+pub fn compare_dirs(a: &Path, b: &Path) -> Result<String> {
+    let load = |d: &Path| {
+        report::read_json(&d.join("metrics.json"))
+            .with_context(|| format!("{} has no readable metrics.json", d.display()))
+    };
+    let (ra, rb) = (load(a)?, load(b)?);
+    if ra.is_empty() || rb.is_empty() {
+        bail!("nothing to compare: a run directory has no rounds");
+    }
+    Ok(report::compare(&ra, &rb, &a.display().to_string(), &b.display().to_string()))
+}
