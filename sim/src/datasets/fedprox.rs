@@ -458,28 +458,4 @@ mod tests {
         assert!(clients.iter().all(|c| c.train.dim == 5 && c.train.classes == 2));
         assert_eq!(clients[2].train.name, "synthetic(0,0)-dev02");
     }
-
-    /// Not a check: prints the device-size distribution of a few seeds
-    /// (`cargo test -p fedra-sim --lib datasets::fedprox -- --ignored --nocapture`).
-    #[test]
-    #[ignore]
-    fn print_device_sizes() {
-        for seed in 0..5 {
-            let (_, params) = FedProxSynthetic::new(1.0, 1.0, seed).generate_with_params().unwrap();
-            let mut n: Vec<usize> = params.iter().map(|p| p.samples).collect();
-            n.sort_unstable();
-            let total: usize = n.iter().sum();
-            println!(
-                "seed {seed}: min {} median {} max {} total {total} sizes {n:?}",
-                n[0],
-                n[n.len() / 2],
-                n[n.len() - 1]
-            );
-            for spec in [FedProxSynthetic::new(1.0, 1.0, seed), FedProxSynthetic::iid(seed)] {
-                let clients = spec.generate().unwrap();
-                let tv = mean_tv_from_pooled(&clients.iter().map(pooled_labels).collect::<Vec<_>>());
-                println!("  {}: mean TV from pooled {tv:.3}", spec.name());
-            }
-        }
-    }
 }

@@ -5,12 +5,25 @@ use crate::sandbox::*;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-/// `target/<profile>/<name>`, built by cargo alongside this test binary.
+/// `target/<profile>/<name>`. Cargo builds a package's own binaries for its integration
+/// tests, but not other packages' binaries: build them here when they are missing (a
+/// fresh clone running `cargo nextest run --workspace`).
 fn binary(name: &str) -> PathBuf {
+    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
     let path = dir.join(name);
-    assert!(path.exists(), "{} is not built; run the tests with `cargo nextest run --workspace`", path.display());
+    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-q", "-p", "fedra-client", "-p", "fedra-coordinator", "--bins"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the binaries failed");
+    }
+    assert!(path.exists(), "{} is not built", path.display());
     path
 }
 
