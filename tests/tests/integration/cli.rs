@@ -17,7 +17,9 @@ fn binary(name: &str) -> PathBuf {
     if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "-q", "-p", "fedra-client", "-p", "fedra-coordinator", "--bins"])
+            // `--tests` keeps the feature set identical to the test build, so only the
+            // binaries themselves are linked (no second build of the dependencies).
+            .args(["build", "-q", "--workspace", "--bins", "--tests"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("run cargo build");
