@@ -279,21 +279,7 @@ async fn run_one(
         match e? {
             WatchEvent::Selected { round, clients, .. } => {
                 started.insert(round, Instant::now());
-                let row = rows.entry(round).or_insert_with(|| RoundMetrics {
-                    config: config.to_string(),
-                    seed,
-                    round,
-                    selected: 0,
-                    reported: 0,
-                    dropped: 0,
-                    train_loss: f64::NAN,
-                    global_train_loss: f64::NAN,
-                    test_loss: f64::NAN,
-                    test_accuracy: f64::NAN,
-                    bytes_out: 0,
-                    bytes_in: 0,
-                    wall_seconds: 0.0,
-                });
+                let row = rows.entry(round).or_insert_with(|| RoundMetrics::empty(config, seed, round));
                 // A retried attempt adds its selection to the round's.
                 row.selected += clients.len() as u32;
                 row.bytes_out += clients.len() as u64 * params * 4;

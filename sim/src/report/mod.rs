@@ -33,6 +33,27 @@ pub struct RoundMetrics {
     pub wall_seconds: f64,
 }
 
+impl RoundMetrics {
+    /// A round with no counts yet and every measurement missing (NaN), to be filled in.
+    pub fn empty(config: &str, seed: u64, round: u32) -> Self {
+        Self {
+            config: config.to_string(),
+            seed,
+            round,
+            selected: 0,
+            reported: 0,
+            dropped: 0,
+            train_loss: f64::NAN,
+            global_train_loss: f64::NAN,
+            test_loss: f64::NAN,
+            test_accuracy: f64::NAN,
+            bytes_out: 0,
+            bytes_in: 0,
+            wall_seconds: 0.0,
+        }
+    }
+}
+
 pub mod files;
 pub mod plots;
 pub mod serde_nan;

@@ -202,19 +202,15 @@ mod tests {
 
     fn row(config: &str, seed: u64, round: u32, acc: f64) -> RoundMetrics {
         RoundMetrics {
-            config: config.to_string(),
-            seed,
-            round,
             selected: 4,
             reported: 4,
-            dropped: 0,
             train_loss: 1.0 / f64::from(round + 1),
-            global_train_loss: f64::NAN,
             test_loss: 2.0 - acc,
             test_accuracy: acc,
             bytes_out: 100,
             bytes_in: 100,
             wall_seconds: 0.1,
+            ..RoundMetrics::empty(config, seed, round)
         }
     }
 

@@ -269,19 +269,16 @@ mod tests {
 
     fn row(config: &str, seed: u64, round: u32, acc: f64) -> RoundMetrics {
         RoundMetrics {
-            config: config.to_string(),
-            seed,
-            round,
             selected: 5,
             reported: 4,
             dropped: 1,
             train_loss: 1.0,
-            global_train_loss: f64::NAN,
             test_loss: 1.0 - acc,
             test_accuracy: acc,
             bytes_out: 1024,
             bytes_in: 512,
             wall_seconds: 0.5,
+            ..RoundMetrics::empty(config, seed, round)
         }
     }
 
