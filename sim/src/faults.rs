@@ -17,6 +17,8 @@ use std::time::Duration;
 pub enum Malice {
     /// One value becomes NaN (the coordinator must refuse the update).
     Nan,
+    /// One value becomes +Inf (refused like NaN).
+    Inf,
     /// Δ is multiplied by `factor` (a boosting attack).
     Scale,
     /// Δ is negated (a sign-flipping attack).
@@ -171,6 +173,7 @@ impl Trainer for FaultyTrainer {
             let factor = self.spec.malice_factor.unwrap_or(100.0) as f32;
             match malice {
                 Malice::Nan => out.params[0] = f32::NAN,
+                Malice::Inf => out.params[0] = f32::INFINITY,
                 Malice::Scale => out.params.iter_mut().zip(global).for_each(|(p, g)| *p = g + factor * (*p - g)),
                 Malice::SignFlip => out.params.iter_mut().zip(global).for_each(|(p, g)| *p = g - (*p - g)),
             }

@@ -345,7 +345,7 @@ async fn run_one(
                 }
             } else {
                 match event.kind {
-                    FaultKind::Malicious(crate::faults::Malice::Nan) => {
+                    FaultKind::Malicious(crate::faults::Malice::Nan | crate::faults::Malice::Inf) => {
                         "refused: non-finite update rejected at upload; client recorded as dropped".to_string()
                     }
                     FaultKind::CrashMidUpload => {
