@@ -123,7 +123,7 @@ pub struct FaultyTrainer {
     seed: u64,
     log: FaultLog,
     /// The round of the task being trained (from [`Trainer::begin_task`]).
-    round: Arc<Mutex<u32>>,
+    round: u32,
 }
 
 impl FaultyTrainer {
@@ -135,7 +135,6 @@ impl FaultyTrainer {
         seed: u64,
         log: FaultLog,
     ) -> (Self, Arc<CrashInjector>) {
-        let round = Arc::new(Mutex::new(0));
         let crash = Arc::new(CrashInjector {
             probability: spec.crash_mid_upload,
             client: client.to_string(),
@@ -143,7 +142,7 @@ impl FaultyTrainer {
             seed,
             log: Arc::clone(&log),
         });
-        (Self { inner, spec, client: client.to_string(), index, seed, log, round }, crash)
+        (Self { inner, spec, client: client.to_string(), index, seed, log, round: 0 }, crash)
     }
 
     fn record(&self, round: u32, kind: FaultKind) {
@@ -153,7 +152,7 @@ impl FaultyTrainer {
 
 impl Trainer for FaultyTrainer {
     fn train(&mut self, spec: &TrainSpec, global: &[f32]) -> Result<TrainOutcome, TrainError> {
-        let round = *self.round.lock().expect("round");
+        let round = self.round;
         let mut rng = draw(self.seed, self.index, round, 0xD5);
         if rng.random_bool(self.spec.dropout) {
             self.record(round, FaultKind::Dropout);
@@ -194,7 +193,7 @@ impl Trainer for FaultyTrainer {
     }
 
     fn begin_task(&mut self, run: &str, round: u32) {
-        *self.round.lock().expect("round") = round;
+        self.round = round;
         self.inner.begin_task(run, round);
     }
 }

@@ -76,14 +76,8 @@ fn blobs(dim: usize, classes: usize, samples: usize, seed: u64, task_seed: u64, 
 
 /// Evaluates a pulled checkpoint on the central test set.
 fn evaluate(weights: &Path, test: &Dataset, architecture: &Architecture) -> Result<(f64, f64)> {
-    let bytes = std::fs::read(weights)?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)?;
     let layout = architecture.layout();
-    let mut params = Vec::with_capacity(layout.total());
-    for t in &layout.tensors {
-        let view = st.tensor(&t.name)?;
-        params.extend(view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
-    }
+    let params = fedra_coordinator::checkpoint::decode_safetensors(&std::fs::read(weights)?, &layout, weights)?;
     let spec = TrainSpec {
         architecture: architecture.clone(),
         layout,

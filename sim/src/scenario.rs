@@ -215,15 +215,10 @@ fn concat(name: &str, parts: impl Iterator<Item = Dataset>) -> Result<Dataset> {
     Ok(Dataset::new(name, features, labels, dim, classes)?)
 }
 
+/// The checkpoint's weights, checked against the layout by the coordinator's own decoder.
 fn read_checkpoint(path: &Path, layout: &fedra_client::trainer::TensorLayout) -> Result<Vec<f32>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let st = safetensors::SafeTensors::deserialize(&bytes)?;
-    let mut params = Vec::with_capacity(layout.total());
-    for t in &layout.tensors {
-        let view = st.tensor(&t.name)?;
-        params.extend(view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
-    }
-    Ok(params)
+    Ok(fedra_coordinator::checkpoint::decode_safetensors(&bytes, layout, path)?)
 }
 
 /// Runs one (config, seed) and returns its rows and fault outcomes.

@@ -992,7 +992,8 @@ impl Engine {
                 let layout = active.global.layout.clone();
                 tokio::task::spawn_blocking(move || {
                     let result = dir.publish(&req, &params).map_err(RoundError::from);
-                    let sha256 = fedra_proto::chunking::sha256_hex(&params);
+                    // The manifest already carries the digest of these exact values.
+                    let sha256 = result.as_ref().map(|p| p.manifest.weights_sha256.clone()).unwrap_or_default();
                     let model = Arc::new(GlobalModel { layout, params, sha256 });
                     let _ = tx.send(Internal::Published { key, params: model, result: Box::new(result) });
                 });
