@@ -4,6 +4,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "fedra/v1/fedra.proto";
     println!("cargo:rerun-if-changed={proto}");
     let fds = protox::compile([proto], ["."])?;
-    tonic_prost_build::configure().build_server(true).build_client(true).compile_fds(fds)?;
+    // Chunk payloads are `bytes::Bytes`: a received chunk is a zero-copy slice of the
+    // transport buffer and a sent chunk can be a slice of one shared model buffer.
+    tonic_prost_build::configure().bytes(".fedra.v1.ParamChunk.data").build_server(true).build_client(true).compile_fds(fds)?;
     Ok(())
 }

@@ -29,6 +29,20 @@ enum Command {
     /// Checkpoints: list, pull.
     #[command(subcommand)]
     Checkpoint(CheckpointCommand),
+    /// Differential privacy: what each scope (model@region) has spent.
+    #[command(subcommand)]
+    Privacy(PrivacyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum PrivacyCommand {
+    /// Per scope: ε spent and remaining at the budget's δ, rounds, and the latest parameters.
+    Status {
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -135,6 +149,36 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             let mut client = ControlClient::connect(&cli.coordinator).await?;
             let state = client.cancel(&run_id).await?;
             println!("{run_id} {}", state.as_str());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Privacy(PrivacyCommand::Status { model, region }) => {
+            let mut client = ControlClient::connect(&cli.coordinator).await?;
+            let scopes = client.privacy_status(model.as_deref(), region.as_deref()).await?;
+            if scopes.is_empty() {
+                println!("no privacy spent yet");
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!(
+                "{:<28} {:>9} {:>9} {:>9} {:>8} {:>7} {:>8} {:>5} {:>8} {:>6}  {}",
+                "SCOPE", "EPS_SPENT", "EPS_LEFT", "BUDGET", "DELTA", "ROUNDS", "RESERVED", "Z", "C", "Q", "ACCOUNTANT"
+            );
+            let or_dash = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+            for s in scopes {
+                println!(
+                    "{:<28} {:>9.4} {:>9} {:>9} {:>8.0e} {:>7} {:>8} {:>5.2} {:>8.4} {:>6.3}  {}",
+                    s.scope,
+                    s.epsilon_spent,
+                    or_dash(s.epsilon_remaining),
+                    or_dash(s.epsilon_budget),
+                    s.delta,
+                    s.rounds_charged,
+                    s.rounds_reserved,
+                    s.noise_multiplier,
+                    s.clip_norm,
+                    s.sampling_rate,
+                    s.accountant
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Checkpoint(CheckpointCommand::List { region, model, run }) => {

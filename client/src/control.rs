@@ -7,6 +7,7 @@ use crate::wire::{self, CheckpointSummary, RunStatus, WatchEvent};
 use fedra_proto::chunking::sha256_bytes_hex;
 use fedra_proto::pb;
 use fedra_proto::pb::checkpoint_service_client::CheckpointServiceClient;
+use fedra_proto::pb::privacy_service_client::PrivacyServiceClient;
 use fedra_proto::pb::run_service_client::RunServiceClient;
 use std::path::{Path, PathBuf};
 use tokio_stream::{Stream, StreamExt};
@@ -36,6 +37,7 @@ impl From<tonic::Status> for ControlError {
 pub struct ControlClient {
     runs: RunServiceClient<Channel>,
     checkpoints: CheckpointServiceClient<Channel>,
+    privacy: PrivacyServiceClient<Channel>,
 }
 
 /// A pulled checkpoint on local disk.
@@ -57,7 +59,30 @@ impl ControlClient {
             .connect()
             .await
             .map_err(|e| err(e.to_string()))?;
-        Ok(Self { runs: RunServiceClient::new(channel.clone()), checkpoints: CheckpointServiceClient::new(channel) })
+        Ok(Self {
+            runs: RunServiceClient::new(channel.clone()),
+            privacy: PrivacyServiceClient::new(channel.clone()),
+            checkpoints: CheckpointServiceClient::new(channel),
+        })
+    }
+
+    /// Where each privacy scope stands, optionally filtered by model and region.
+    ///
+    /// # Errors
+    /// Transport failure or an invalid filter.
+    pub async fn privacy_status(
+        &mut self,
+        model: Option<&str>,
+        region: Option<&str>,
+    ) -> Result<Vec<wire::ScopeSummary>, ControlError> {
+        let resp = self
+            .privacy
+            .status(pb::PrivacyStatusRequest {
+                model_name: model.unwrap_or_default().to_string(),
+                region: region.unwrap_or_default().to_string(),
+            })
+            .await?;
+        Ok(resp.into_inner().scopes.iter().map(wire::scope_from_pb).collect())
     }
 
     /// Submits a plan; returns the run id.

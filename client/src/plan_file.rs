@@ -62,6 +62,67 @@ pub struct EvaluationSection {
     pub clients: u32,
 }
 
+/// `[privacy]`: client-level differential privacy (DP-FedAvg). The coordinator validates
+/// the values; this only shapes them.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacySection {
+    /// `central` (the coordinator adds the noise) or `local` (each client does).
+    pub mechanism: MechanismName,
+    /// z: noise std = z · clip norm.
+    pub noise_multiplier: f64,
+    /// Fixed clipping norm C (give this or `[privacy.adaptive]`).
+    #[serde(default)]
+    pub clip_norm: Option<f64>,
+    #[serde(default)]
+    pub adaptive: Option<AdaptiveSection>,
+    /// `reject` (default) or `reclip` updates whose norm exceeds C.
+    #[serde(default)]
+    pub over_bound: OverBoundName,
+    /// Poisson sampling rate q; absent = fixed selection (no amplification claimed).
+    #[serde(default)]
+    pub sampling_rate: Option<f64>,
+    /// The fixed denominator of the average.
+    pub expected_clients: u32,
+}
+
+/// `[privacy.adaptive]`: adaptive clipping (Andrew et al. 2021).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveSection {
+    pub initial_norm: f64,
+    #[serde(default = "default_quantile")]
+    pub target_quantile: f64,
+    #[serde(default = "default_clip_lr")]
+    pub learning_rate: f64,
+    /// 0 = expected_clients / 20.
+    #[serde(default)]
+    pub count_noise_std: f64,
+}
+
+fn default_quantile() -> f64 {
+    0.5
+}
+
+fn default_clip_lr() -> f64 {
+    0.2
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MechanismName {
+    Central,
+    Local,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OverBoundName {
+    #[default]
+    Reject,
+    Reclip,
+}
+
 /// `[local]`: local training hyperparameters.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -108,6 +169,8 @@ pub struct PlanFile {
     pub seed: u64,
     #[serde(default)]
     pub evaluation: EvaluationSection,
+    #[serde(default)]
+    pub privacy: Option<PrivacySection>,
 }
 
 impl PlanFile {
@@ -128,6 +191,14 @@ impl PlanFile {
         })?;
         if plan.version != PLAN_VERSION {
             return Err(PlanFileError::Version { path: origin.to_string(), version: plan.version });
+        }
+        if let Some(p) = &plan.privacy
+            && p.clip_norm.is_some() == p.adaptive.is_some()
+        {
+            return Err(PlanFileError::Parse {
+                path: origin.to_string(),
+                message: "[privacy] needs exactly one of clip_norm (fixed clipping) or [privacy.adaptive]".into(),
+            });
         }
         Ok(plan)
     }

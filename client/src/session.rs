@@ -10,7 +10,7 @@
 use crate::data::DatasetInfo;
 use crate::trainer::{TrainError, Trainer};
 use crate::wire::{self, Task, TaskKind, WireError};
-use fedra_proto::chunking::{ChunkError, Reassembler, chunks, sha256_hex};
+use fedra_proto::chunking::{ChunkError, Reassembler, chunks, transfer_digest_hex};
 use fedra_proto::pb;
 use fedra_proto::pb::fleet_service_client::FleetServiceClient;
 use rand::Rng;
@@ -37,6 +37,36 @@ pub enum SessionError {
     Train(#[from] TrainError),
     #[error("model download: {0}")]
     Protocol(String),
+    #[error("privacy: {0}")]
+    Privacy(#[from] fedra_proto::noise::NoiseError),
+}
+
+/// Turns a trained model into what a private run uploads: the update (local − global)
+/// clipped to C, plus, for local DP, lattice Gaussian noise drawn here from an OS-seeded
+/// CSPRNG. Returns the update and its L2 norm before clipping (adaptive clipping's input).
+fn privatise(
+    mut local: Vec<f32>,
+    global: &[f32],
+    p: &wire::PrivacyTask,
+) -> Result<(Vec<f32>, f64), SessionError> {
+    for (l, g) in local.iter_mut().zip(global) {
+        *l -= g;
+    }
+    let clip = fedra_proto::noise::clip_l2(&mut local, p.clip_norm);
+    if p.local_noise_std > 0.0 {
+        let lattice = fedra_proto::noise::LatticeGaussian::new(
+            local.len(),
+            p.clip_norm * (1.0 + fedra_proto::noise::CLIP_TOLERANCE),
+            p.local_noise_std,
+            p.lattice_slack,
+        )?;
+        let mut values: Vec<f64> = local.iter().map(|v| f64::from(*v)).collect();
+        lattice.add_noise(&mut values, &mut fedra_proto::noise::SecureRng::from_os()?)?;
+        for (l, v) in local.iter_mut().zip(&values) {
+            *l = *v as f32;
+        }
+    }
+    Ok((local, clip.norm_before))
 }
 
 impl From<tonic::Status> for SessionError {
@@ -244,13 +274,28 @@ impl Sidecar {
             info!(client = %self.settings.client_id, task = %task.id, "task cancelled by the coordinator; update not sent");
             return Ok(false);
         }
-        let norm = outcome.params.iter().zip(global.iter()).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt();
-        let sha256 = sha256_hex(&outcome.params);
+        let mut outcome = outcome;
+        let norm = match task.privacy {
+            // A private run gets the update, clipped (and noised for local DP) here,
+            // before anything leaves the client.
+            Some(p) => {
+                let (delta, norm) = tokio::task::spawn_blocking(move || privatise(outcome.params, &global, &p))
+                    .await
+                    .map_err(|e| SessionError::Protocol(format!("privacy thread failed: {e}")))??;
+                outcome.params = delta;
+                norm
+            }
+            None => {
+                outcome.params.iter().zip(global.iter()).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt()
+            }
+        };
+        let digest = transfer_digest_hex(&outcome.params);
         let header = pb::UpdatePart {
             part: Some(pb::update_part::Part::Header(pb::UpdateHeader {
                 task_id: task.id.clone(),
                 client_id: self.settings.client_id.clone(),
                 total_values: outcome.params.len() as u64,
+                is_delta: task.privacy.is_some(),
             })),
         };
         let trailer = pb::UpdatePart {
@@ -258,7 +303,7 @@ impl Sidecar {
                 samples: outcome.samples,
                 metrics: Some(wire::metrics_to_pb(&outcome.metrics)),
                 update_norm: norm,
-                sha256,
+                digest,
             })),
         };
         let chunk_bytes =
@@ -335,7 +380,7 @@ pub async fn fetch_model(
             _ => return Err(SessionError::Protocol("unexpected message in model stream".into())),
         }
     }
-    Ok(r.finish(&header.sha256)?)
+    Ok(r.finish(&header.digest)?)
 }
 
 async fn heartbeat_loop(

@@ -27,6 +27,18 @@ pub struct Task {
     pub chunk_bytes: usize,
     pub deadline: Duration,
     pub kind: TaskKind,
+    /// Set for differentially private runs: upload the clipped (and, for local DP,
+    /// noised) update instead of the model.
+    pub privacy: Option<PrivacyTask>,
+}
+
+/// What a private run asks of the client's update.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PrivacyTask {
+    pub clip_norm: f64,
+    /// Target std of the local noise; 0 = central DP (the coordinator adds the noise).
+    pub local_noise_std: f64,
+    pub lattice_slack: f64,
 }
 
 /// What a task asks for.
@@ -195,7 +207,33 @@ pub fn task_from_pb(t: pb::Task) -> Result<Task, WireError> {
     } else {
         return Err(WireError::Invalid { field: "task.deadline_seconds", message: t.deadline_seconds.to_string() });
     };
+    let privacy = match t.privacy {
+        Some(p) => {
+            if !(p.clip_norm.is_finite() && p.clip_norm > 0.0) {
+                return Err(WireError::Invalid { field: "task.privacy.clip_norm", message: p.clip_norm.to_string() });
+            }
+            if !(p.local_noise_std.is_finite() && p.local_noise_std >= 0.0) {
+                return Err(WireError::Invalid {
+                    field: "task.privacy.local_noise_std",
+                    message: p.local_noise_std.to_string(),
+                });
+            }
+            if p.local_noise_std > 0.0 && !(p.lattice_slack > 0.0 && p.lattice_slack <= 0.1) {
+                return Err(WireError::Invalid {
+                    field: "task.privacy.lattice_slack",
+                    message: p.lattice_slack.to_string(),
+                });
+            }
+            Some(PrivacyTask {
+                clip_norm: p.clip_norm,
+                local_noise_std: p.local_noise_std,
+                lattice_slack: p.lattice_slack,
+            })
+        }
+        None => None,
+    };
     Ok(Task {
+        privacy,
         id: t.task_id,
         run: t.run_id,
         round: t.round,
@@ -287,6 +325,69 @@ pub fn plan_to_pb(p: &PlanFile) -> pb::RunPlan {
         regions: p.regions.clone(),
         seed: p.seed,
         evaluation: Some(pb::Evaluation { every_rounds: p.evaluation.every_rounds, clients: p.evaluation.clients }),
+        privacy: p.privacy.as_ref().map(privacy_to_pb),
+    }
+}
+
+fn privacy_to_pb(p: &crate::plan_file::PrivacySection) -> pb::PrivacyPlan {
+    use crate::plan_file::{MechanismName, OverBoundName};
+    use pb::privacy_plan::Clipping;
+    pb::PrivacyPlan {
+        mechanism: match p.mechanism {
+            MechanismName::Central => pb::DpMechanism::Central,
+            MechanismName::Local => pb::DpMechanism::Local,
+        } as i32,
+        noise_multiplier: p.noise_multiplier,
+        clipping: match (p.clip_norm, p.adaptive) {
+            (_, Some(a)) => Some(Clipping::Adaptive(pb::AdaptiveClipping {
+                initial_norm: a.initial_norm,
+                target_quantile: a.target_quantile,
+                learning_rate: a.learning_rate,
+                count_noise_std: a.count_noise_std,
+            })),
+            (Some(norm), None) => Some(Clipping::Fixed(pb::FixedClipping { norm })),
+            (None, None) => None,
+        },
+        over_bound: match p.over_bound {
+            OverBoundName::Reject => pb::OverBound::Reject,
+            OverBoundName::Reclip => pb::OverBound::Reclip,
+        } as i32,
+        poisson: p.sampling_rate.map(|rate| pb::PoissonSampling { rate }),
+        expected_clients: p.expected_clients,
+    }
+}
+
+/// One privacy scope's standing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScopeSummary {
+    pub scope: String,
+    pub epsilon_budget: Option<f64>,
+    pub delta: f64,
+    pub epsilon_spent: f64,
+    pub epsilon_remaining: Option<f64>,
+    pub rounds_charged: u32,
+    pub rounds_reserved: u32,
+    pub accountant: String,
+    pub noise_multiplier: f64,
+    pub clip_norm: f64,
+    pub sampling_rate: f64,
+    pub last_run: String,
+}
+
+pub fn scope_from_pb(s: &pb::PrivacyScopeStatus) -> ScopeSummary {
+    ScopeSummary {
+        scope: s.scope.clone(),
+        epsilon_budget: s.budget_configured.then_some(s.epsilon_budget),
+        delta: s.delta,
+        epsilon_spent: s.epsilon_spent,
+        epsilon_remaining: s.budget_configured.then_some(s.epsilon_remaining),
+        rounds_charged: s.rounds_charged,
+        rounds_reserved: s.rounds_reserved,
+        accountant: s.accountant.clone(),
+        noise_multiplier: s.noise_multiplier,
+        clip_norm: s.clip_norm,
+        sampling_rate: s.sampling_rate,
+        last_run: s.last_run_id.clone(),
     }
 }
 

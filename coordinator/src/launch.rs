@@ -5,11 +5,12 @@
 use crate::aggregation::StagingPool;
 use crate::checkpoint::CheckpointDir;
 use crate::config::Config;
-use crate::grpc::{CheckpointApi, FleetApi, RunApi};
+use crate::grpc::{CheckpointApi, FleetApi, PrivacyApi, RunApi};
 use crate::round::{Engine, EngineHandle, RoundError};
 use crate::store::{SqliteStore, Store, StoreError};
 use fedra_proto::pb::checkpoint_service_server::CheckpointServiceServer;
 use fedra_proto::pb::fleet_service_server::FleetServiceServer;
+use fedra_proto::pb::privacy_service_server::PrivacyServiceServer;
 use fedra_proto::pb::run_service_server::RunServiceServer;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,11 +60,12 @@ impl Coordinator {
             .await
             .map_err(|source| LaunchError::Bind { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| LaunchError::Bind { addr: config.listen, source })?;
-        let staging = StagingPool::new(config.max_concurrent_uploads);
+        let staging = StagingPool::new(config.max_concurrent_uploads, config.staging_budget_bytes);
         let (stop, stopped) = oneshot::channel::<()>();
         let router = tonic::transport::Server::builder()
             .add_service(RunServiceServer::new(RunApi::new(engine.clone())))
             .add_service(FleetServiceServer::new(FleetApi::new(engine.clone(), staging, config.engine.clone())))
+            .add_service(PrivacyServiceServer::new(PrivacyApi::new(Arc::clone(&store), config.engine.privacy.budgets.clone())))
             .add_service(CheckpointServiceServer::new(CheckpointApi::new(store, config.engine.chunk_bytes)));
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let server_task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {

@@ -13,6 +13,7 @@ pub mod ids;
 pub mod launch;
 pub mod model;
 pub mod plan;
+pub mod privacy;
 pub mod round;
 pub mod store;
 

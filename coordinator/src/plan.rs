@@ -24,6 +24,8 @@ pub enum PlanError {
     QuorumAboveTarget { min: u32, target: u32 },
     #[error("strategy is unspecified: choose fed_avg")]
     MissingStrategy,
+    #[error("privacy: {0}")]
+    Privacy(String),
 }
 
 /// Aggregation strategy.
@@ -73,6 +75,141 @@ impl EvaluationPlan {
     }
 }
 
+/// Who adds the noise of a differentially private run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DpMechanism {
+    /// Clients clip; the coordinator verifies the bound, sums, and adds Gaussian noise to
+    /// the sum (DP-FedAvg, McMahan et al. 2018). Trusts the coordinator.
+    Central,
+    /// Each client clips and noises its own update before upload (local DP), for
+    /// deployments that do not trust the coordinator. Far noisier for the same ε.
+    Local,
+}
+
+/// How the clipping norm C is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Clipping {
+    /// C stays fixed.
+    Fixed { norm: f64 },
+    /// C follows the `target_quantile` γ of update norms: after each round
+    /// C ← C·exp(−η·(b̃ − γ)), b̃ the noised fraction of clients whose norm was ≤ C
+    /// (Andrew et al. 2021). `count_noise_std` is σ_b, the noise on Σ(bᵢ − ½); 0 means the
+    /// paper's default, expected clients / 20.
+    Adaptive { initial_norm: f64, target_quantile: f64, learning_rate: f64, count_noise_std: f64 },
+}
+
+impl Clipping {
+    pub fn initial_norm(&self) -> f64 {
+        match *self {
+            Self::Fixed { norm } => norm,
+            Self::Adaptive { initial_norm, .. } => initial_norm,
+        }
+    }
+}
+
+/// What the coordinator does with an update whose norm exceeds C (beyond float tolerance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverBound {
+    /// Refuse the update (the client sees why; the participation is recorded as rejected).
+    #[default]
+    Reject,
+    /// Scale it back to C and record that it was re-clipped.
+    Reclip,
+}
+
+/// How clients are sampled into rounds — and so which accountant is sound.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Sampling {
+    /// The usual selection of `clients_per_round`; accounted with zCDP and no
+    /// amplification by sampling (the conservative default).
+    Fixed,
+    /// Each eligible client joins each round independently with probability `rate`;
+    /// accounted with the Rényi-DP accountant of the Poisson-sampled Gaussian mechanism.
+    Poisson { rate: f64 },
+}
+
+impl Sampling {
+    pub fn rate(&self) -> f64 {
+        match *self {
+            Self::Fixed => 1.0,
+            Self::Poisson { rate } => rate,
+        }
+    }
+}
+
+/// Client-level differential privacy for a run: neighbouring datasets differ by one
+/// client's whole contribution to a round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrivacyPlan {
+    pub mechanism: DpMechanism,
+    /// z: the noise standard deviation is z·C on the sum of clipped updates.
+    pub noise_multiplier: f64,
+    pub clipping: Clipping,
+    #[serde(default)]
+    pub over_bound: OverBound,
+    pub sampling: Sampling,
+    /// The fixed denominator of the average (DP-FedAvg): a dropout changes nothing about
+    /// the privacy analysis. For Poisson sampling, rate × population.
+    pub expected_clients: u32,
+}
+
+impl PrivacyPlan {
+    fn validate(&self, clients_per_round: u32) -> Result<(), PlanError> {
+        let bad = |m: String| Err(PlanError::Privacy(m));
+        let z = self.noise_multiplier;
+        if !(z.is_finite() && (0.01..=1000.0).contains(&z)) {
+            return bad(format!("noise_multiplier must be in 0.01..=1000, got {z}"));
+        }
+        let c = self.clipping.initial_norm();
+        if !(c.is_finite() && c > 0.0 && c <= 1e9) {
+            return bad(format!("clipping norm must be in (0, 1e9], got {c}"));
+        }
+        if let Clipping::Adaptive { target_quantile, learning_rate, count_noise_std, .. } = self.clipping {
+            if !(target_quantile > 0.0 && target_quantile < 1.0) {
+                return bad(format!("clipping.target_quantile must be in (0, 1), got {target_quantile}"));
+            }
+            if !(learning_rate.is_finite() && learning_rate > 0.0 && learning_rate <= 10.0) {
+                return bad(format!("clipping.learning_rate must be in (0, 10], got {learning_rate}"));
+            }
+            if !(count_noise_std.is_finite() && count_noise_std >= 0.0) {
+                return bad(format!("clipping.count_noise_std must be >= 0, got {count_noise_std}"));
+            }
+            if self.mechanism == DpMechanism::Local {
+                return bad("adaptive clipping needs the central mechanism (the clipped-count query is noised by the coordinator)".into());
+            }
+        }
+        if let Sampling::Poisson { rate } = self.sampling
+            && !(rate > 0.0 && rate <= 1.0)
+        {
+            return bad(format!("sampling.rate must be in (0, 1], got {rate}"));
+        }
+        if self.expected_clients == 0 || self.expected_clients > MAX_CLIENTS_PER_ROUND {
+            return bad(format!("expected_clients must be in 1..={MAX_CLIENTS_PER_ROUND}, got {}", self.expected_clients));
+        }
+        if self.sampling == Sampling::Fixed && self.expected_clients > clients_per_round {
+            return bad(format!(
+                "expected_clients ({}) must not exceed clients_per_round ({clients_per_round}) with fixed sampling",
+                self.expected_clients
+            ));
+        }
+        Ok(())
+    }
+
+    /// σ_b, the noise on the clipped-count query Σ(bᵢ − ½), when clipping is adaptive.
+    pub fn count_noise_std(&self) -> Option<f64> {
+        match self.clipping {
+            Clipping::Adaptive { count_noise_std, .. } => {
+                Some(if count_noise_std > 0.0 { count_noise_std } else { f64::from(self.expected_clients) / 20.0 })
+            }
+            Clipping::Fixed { .. } => None,
+        }
+    }
+}
+
 /// Regions a run may use; empty means every region.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RegionSet(BTreeSet<RegionId>);
@@ -107,6 +244,7 @@ pub struct RawPlan {
     pub regions: RegionSet,
     pub seed: u64,
     pub evaluation: EvaluationPlan,
+    pub privacy: Option<PrivacyPlan>,
 }
 
 /// A validated run plan.
@@ -125,6 +263,9 @@ pub struct RunPlan {
     pub seed: u64,
     #[serde(default)]
     pub evaluation: EvaluationPlan,
+    /// Client-level differential privacy; `None` is a non-private run.
+    #[serde(default)]
+    pub privacy: Option<PrivacyPlan>,
 }
 
 fn range(field: &'static str, got: f64, min: f64, max: f64) -> Result<(), PlanError> {
@@ -157,6 +298,9 @@ impl RunPlan {
         range("local.proximal_mu", raw.local.proximal_mu, 0.0, 1e6)?;
         range("local.momentum", raw.local.momentum, 0.0, 0.999)?;
         range("evaluation.every_rounds", f64::from(raw.evaluation.every_rounds), 0.0, f64::from(raw.rounds))?;
+        if let Some(p) = &raw.privacy {
+            p.validate(raw.clients_per_round)?;
+        }
         let seed = if raw.seed == 0 { rand::random::<u64>().max(1) } else { raw.seed };
         Ok(Self {
             model: raw.model,
@@ -171,7 +315,18 @@ impl RunPlan {
             regions: raw.regions,
             seed,
             evaluation: raw.evaluation,
+            privacy: raw.privacy,
         })
+    }
+
+    /// Updates a round needs to be aggregated. Poisson-sampled private rounds need none:
+    /// their denominator is fixed and a round with few (or no) clients is still a sound
+    /// release, while failing it would bias who gets counted.
+    pub fn quorum(&self) -> u32 {
+        match self.privacy.as_ref().map(|p| p.sampling) {
+            Some(Sampling::Poisson { .. }) => 0,
+            _ => self.min_clients,
+        }
     }
 
     /// How many clients to select: the target inflated by the over-selection factor.
@@ -206,6 +361,7 @@ pub(crate) mod fixtures {
             regions: RegionSet::default(),
             seed: 1,
             evaluation: EvaluationPlan::default(),
+            privacy: None,
         }
     }
 }
@@ -238,5 +394,49 @@ mod tests {
         let mut raw = raw_plan();
         raw.strategy = None;
         assert_eq!(RunPlan::new(raw).unwrap_err(), PlanError::MissingStrategy);
+    }
+
+    fn dp() -> PrivacyPlan {
+        PrivacyPlan {
+            mechanism: DpMechanism::Central,
+            noise_multiplier: 1.0,
+            clipping: Clipping::Fixed { norm: 1.0 },
+            over_bound: OverBound::Reject,
+            sampling: Sampling::Fixed,
+            expected_clients: 4,
+        }
+    }
+
+    #[test]
+    fn privacy_plans_are_validated_by_field() {
+        let mut raw = raw_plan();
+        raw.privacy = Some(dp());
+        assert!(RunPlan::new(raw).is_ok());
+        let cases: Vec<(Box<dyn Fn(&mut PrivacyPlan)>, &str)> = vec![
+            (Box::new(|p| p.noise_multiplier = 0.0), "noise_multiplier"),
+            (Box::new(|p| p.clipping = Clipping::Fixed { norm: f64::INFINITY }), "clipping norm"),
+            (Box::new(|p| p.expected_clients = 5), "expected_clients (5)"),
+            (Box::new(|p| p.sampling = Sampling::Poisson { rate: 1.5 }), "sampling.rate"),
+            (
+                Box::new(|p| {
+                    p.mechanism = DpMechanism::Local;
+                    p.clipping = Clipping::Adaptive {
+                        initial_norm: 1.0,
+                        target_quantile: 0.5,
+                        learning_rate: 0.2,
+                        count_noise_std: 0.0,
+                    };
+                }),
+                "adaptive clipping needs the central mechanism",
+            ),
+        ];
+        for (edit, want) in cases {
+            let mut p = dp();
+            edit(&mut p);
+            let mut raw = raw_plan();
+            raw.privacy = Some(p);
+            let e = RunPlan::new(raw).unwrap_err().to_string();
+            assert!(e.starts_with("privacy: ") && e.contains(want), "{e} should mention {want}");
+        }
     }
 }

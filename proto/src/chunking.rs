@@ -7,7 +7,9 @@
 //! receiver can decode each chunk straight into its destination.
 
 use crate::pb::ParamChunk;
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
+use std::sync::Arc;
 
 /// Default payload size of one chunk: 1 MiB.
 pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
@@ -29,7 +31,7 @@ pub enum ChunkError {
     Empty(u64),
     #[error("transfer incomplete: received {received} of {total} values")]
     Incomplete { received: u64, total: u64 },
-    #[error("sha256 mismatch: declared {declared}, computed {computed}")]
+    #[error("digest mismatch: declared {declared}, computed {computed}")]
     DigestMismatch { declared: String, computed: String },
 }
 
@@ -65,10 +67,11 @@ pub fn chunks(values: &[f32], chunk_bytes: usize) -> impl Iterator<Item = ParamC
     values
         .chunks(per)
         .enumerate()
-        .map(move |(i, slice)| ParamChunk { offset: (i * per) as u64, data: encode_le(slice).into() })
+        .map(move |(i, slice)| ParamChunk { offset: (i * per) as u64, data: Bytes::from(encode_le(slice)) })
 }
 
-/// Hex sha256 of the little-endian bytes of `values`: the digest every transfer declares.
+/// Hex sha256 of the little-endian bytes of `values`: the weights digest published checkpoints
+/// carry in their manifest (provenance, not transfer integrity: see [`transfer_digest_hex`]).
 pub fn sha256_hex(values: &[f32]) -> String {
     let mut h = Sha256::new();
     // Hash in bounded pieces so that no second copy of a large model is made.
@@ -83,16 +86,97 @@ pub fn sha256_bytes_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Incremental sha256 over chunk payloads, equal to [`sha256_hex`] of the whole vector.
-#[derive(Default, Clone)]
-pub struct StreamDigest(Sha256);
+/// Hex XXH3-128 of the little-endian bytes of `values`: the digest every parameter
+/// transfer declares (see `ModelHeader.digest` in the proto for why not sha256).
+pub fn transfer_digest_hex(values: &[f32]) -> String {
+    let mut d = StreamDigest::default();
+    for piece in values.chunks(64 * 1024) {
+        d.update(&encode_le(piece));
+    }
+    d.finish_hex()
+}
+
+/// Incremental XXH3-128 over chunk payloads, equal to [`transfer_digest_hex`] of the
+/// whole vector. Runs at tens of GB/s, so it costs the upload path almost nothing.
+#[derive(Clone)]
+pub struct StreamDigest(Box<xxhash_rust::xxh3::Xxh3>);
+
+impl Default for StreamDigest {
+    fn default() -> Self {
+        Self(Box::new(xxhash_rust::xxh3::Xxh3::new()))
+    }
+}
 
 impl StreamDigest {
     pub fn update(&mut self, le_bytes: &[u8]) {
         self.0.update(le_bytes);
     }
     pub fn finish_hex(self) -> String {
-        hex::encode(self.0.finalize())
+        format!("{:032x}", self.0.digest128())
+    }
+}
+
+/// A parameter vector held once and shared: by the engine, by every handler streaming it
+/// to a client, and by every chunk in flight. On little-endian targets the in-memory `f32`
+/// bytes *are* the wire encoding, so [`SharedParams::chunk`] is a zero-copy view and a
+/// broadcast to N clients costs no per-client copy of the model.
+#[derive(Debug, Clone)]
+pub struct SharedParams(Arc<Vec<f32>>);
+
+/// A view of a range of a shared vector as little-endian bytes (keeps the vector alive).
+#[cfg(target_endian = "little")]
+struct ChunkView {
+    params: Arc<Vec<f32>>,
+    range: std::ops::Range<usize>,
+}
+
+#[cfg(target_endian = "little")]
+impl AsRef<[u8]> for ChunkView {
+    fn as_ref(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.params[self.range.clone()])
+    }
+}
+
+impl SharedParams {
+    pub fn new(values: Vec<f32>) -> Self {
+        Self(Arc::new(values))
+    }
+
+    pub fn as_slice(&self) -> &[f32] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The little-endian bytes of `values[range]`, without copying on little-endian targets.
+    ///
+    /// # Panics
+    /// If `range` is out of bounds.
+    pub fn chunk(&self, range: std::ops::Range<usize>) -> Bytes {
+        assert!(range.start <= range.end && range.end <= self.0.len(), "chunk range out of bounds");
+        #[cfg(target_endian = "little")]
+        {
+            Bytes::from_owner(ChunkView { params: Arc::clone(&self.0), range })
+        }
+        #[cfg(not(target_endian = "little"))]
+        {
+            Bytes::from(encode_le(&self.0[range]))
+        }
+    }
+
+    /// The vector back, when nothing else (no handler, no chunk in flight) still shares it;
+    /// lets a round reuse the old model's allocation for the new one.
+    ///
+    /// # Errors
+    /// `self` unchanged when the vector is still shared.
+    pub fn try_into_vec(self) -> Result<Vec<f32>, Self> {
+        Arc::try_unwrap(self.0).map_err(Self)
     }
 }
 
@@ -171,15 +255,16 @@ impl Reassembler {
         Ok(())
     }
 
-    /// Returns the vector once complete; checks `expected_sha256` when it is non-empty.
+    /// Returns the vector once complete; checks `expected_digest` (see
+    /// [`transfer_digest_hex`]) when it is non-empty.
     ///
     /// # Errors
     /// Incomplete transfer or digest mismatch.
-    pub fn finish(self, expected_sha256: &str) -> Result<Vec<f32>, ChunkError> {
+    pub fn finish(self, expected_digest: &str) -> Result<Vec<f32>, ChunkError> {
         self.cursor.finish()?;
         let computed = self.digest.finish_hex();
-        if !expected_sha256.is_empty() && !expected_sha256.eq_ignore_ascii_case(&computed) {
-            return Err(ChunkError::DigestMismatch { declared: expected_sha256.to_string(), computed });
+        if !expected_digest.is_empty() && !expected_digest.eq_ignore_ascii_case(&computed) {
+            return Err(ChunkError::DigestMismatch { declared: expected_digest.to_string(), computed });
         }
         Ok(self.values)
     }
@@ -193,7 +278,7 @@ mod tests {
     proptest! {
         #[test]
         fn round_trip_is_bit_exact(values in proptest::collection::vec(any::<f32>(), 0..3000), chunk_bytes in 1usize..5000) {
-            let sha = sha256_hex(&values);
+            let sha = transfer_digest_hex(&values);
             let mut r = Reassembler::new(values.len() as u64);
             for c in chunks(&values, chunk_bytes) {
                 prop_assert!(c.data.len() <= values_per_chunk(chunk_bytes) * 4);
@@ -226,7 +311,7 @@ mod tests {
         assert_eq!(r.finish(""), Err(ChunkError::Incomplete { received: 8, total: 10 }));
 
         let mut r = Reassembler::new(10);
-        let bad = ParamChunk { offset: 0, data: vec![0u8; 5].into() };
+        let bad = ParamChunk { offset: 0, data: Bytes::from(vec![0u8; 5]) };
         assert_eq!(r.push(&bad), Err(ChunkError::Misaligned(5)));
     }
 

@@ -13,3 +13,4 @@ pub mod pb {
 
 pub mod chunking;
 pub mod model;
+pub mod noise;

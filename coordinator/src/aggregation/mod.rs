@@ -1,8 +1,10 @@
 //! Streaming FedAvg aggregation in O(model) memory.
 //!
-//! Memory contract: the coordinator holds one running weighted sum (`f64` per parameter)
-//! plus at most `max_concurrent_uploads` staging buffers (`f32` per parameter), however many
-//! clients report. An upload's chunks are decoded straight from the received gRPC buffers
+//! Memory contract: the coordinator holds the round's global model (`f32` per parameter,
+//! shared with every download in flight), one running weighted sum (`f64` per parameter) —
+//! together 3 × the model — plus staging buffers bounded by a byte budget
+//! ([`StagingPool`]), however many clients report. The new model is written into the old
+//! model's allocation when no download still holds it, so publishing adds no fourth copy. An upload's chunks are decoded straight from the received gRPC buffers
 //! into a staging buffer as they arrive; only when the upload's trailer has been verified
 //! (every value present, digest and sample count good) is the buffer folded into the sum
 //! with one pass and handed back to the pool. A broken upload therefore never touches the
@@ -14,7 +16,7 @@
 
 mod staging;
 
-pub use staging::{StagingBuffer, StagingPool};
+pub use staging::{DEFAULT_STAGING_BUDGET_BYTES, StagingBuffer, StagingPool};
 
 /// Folding an update was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -77,17 +79,34 @@ impl FedAvgAccumulator {
         Ok(())
     }
 
+    /// The raw weighted sum `Σ wᵢ·xᵢ` (DP-FedAvg noises it and divides by a fixed
+    /// denominator instead of `Σ wᵢ`).
+    pub fn into_sum(self) -> Vec<f64> {
+        self.sum
+    }
+
     /// The weighted average `Σ wᵢ·xᵢ / Σ wᵢ`, rounded to `f32`.
     ///
     /// # Errors
     /// [`AggregationError::Empty`] when nothing was folded.
     pub fn average(&self) -> Result<Vec<f32>, AggregationError> {
+        self.average_into(Vec::new())
+    }
+
+    /// [`Self::average`] written into `out`'s allocation (reusing the previous round's model
+    /// buffer keeps publishing from allocating a fourth model-sized buffer).
+    ///
+    /// # Errors
+    /// [`AggregationError::Empty`] when nothing was folded.
+    pub fn average_into(&self, mut out: Vec<f32>) -> Result<Vec<f32>, AggregationError> {
         if self.contributions == 0 {
             return Err(AggregationError::Empty);
         }
         // A true division (not a multiplication by 1/Σw) keeps one client's model exact.
         let total = self.total_weight;
-        Ok(self.sum.iter().map(|s| (s / total) as f32).collect())
+        out.clear();
+        out.extend(self.sum.iter().map(|s| (s / total) as f32));
+        Ok(out)
     }
 }
 
@@ -143,6 +162,8 @@ mod tests {
         let mut acc = FedAvgAccumulator::new(100);
         acc.fold(&u, 42.0).unwrap();
         assert_eq!(acc.average().unwrap(), u);
+        let reused = acc.average_into(vec![7.0; 3]).unwrap();
+        assert_eq!(reused, u);
     }
 
     #[test]

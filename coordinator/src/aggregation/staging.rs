@@ -1,47 +1,99 @@
 //! A bounded pool of staging buffers for uploads in flight.
 //!
-//! The semaphore is what makes coordinator memory independent of the client count: an
-//! upload must hold a buffer before it reads its first chunk, so at most `capacity`
-//! updates are ever materialised at once; the others wait (gRPC flow control pushes back
-//! on their senders). Buffers are reused, so steady-state rounds allocate nothing.
+//! Two semaphores make coordinator memory independent of the client count: one caps the
+//! number of uploads staging at once (`max_uploads`), the other caps their bytes
+//! (`budget_bytes`). An upload must hold both before it reads its first chunk; the others
+//! wait, and gRPC flow control pushes back on their senders. An update larger than the
+//! whole budget still proceeds, alone (it takes the entire budget), so a big model never
+//! deadlocks; with the default budget that happens from ~8M parameters up.
+//!
+//! Buffers are reused across uploads, so steady-state rounds allocate nothing; the free
+//! list never keeps more than the budget's worth of bytes.
 
 use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+/// Default byte budget of all staging buffers together: what the memory target
+/// (3 × model + 64 MiB) leaves for staging after the model, the sum and the runtime.
+pub const DEFAULT_STAGING_BUDGET_BYTES: usize = 32 << 20;
+
+/// Budget accounting granularity: permits are KiB so that any budget fits a semaphore.
+const UNIT: usize = 1024;
+
 /// Shared pool; cheap to clone.
 #[derive(Clone)]
 pub struct StagingPool {
-    permits: Arc<Semaphore>,
-    free: Arc<Mutex<Vec<Vec<f32>>>>,
-    capacity: usize,
+    uploads: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    budget_units: u32,
+    free: Arc<Mutex<FreeList>>,
+    max_uploads: usize,
+}
+
+#[derive(Default)]
+struct FreeList {
+    buffers: Vec<Vec<f32>>,
+    bytes: usize,
+    budget: usize,
 }
 
 impl StagingPool {
-    /// A pool that lets at most `capacity` (≥ 1) uploads stage at once.
-    pub fn new(capacity: usize) -> Self {
-        let capacity = capacity.max(1);
-        Self { permits: Arc::new(Semaphore::new(capacity)), free: Arc::default(), capacity }
+    /// A pool that lets at most `max_uploads` (≥ 1) uploads holding at most `budget_bytes`
+    /// together stage at once.
+    pub fn new(max_uploads: usize, budget_bytes: usize) -> Self {
+        let max_uploads = max_uploads.max(1);
+        let budget_units = u32::try_from((budget_bytes / UNIT).max(1)).unwrap_or(u32::MAX >> 3).min(u32::MAX >> 3);
+        Self {
+            uploads: Arc::new(Semaphore::new(max_uploads)),
+            bytes: Arc::new(Semaphore::new(budget_units as usize)),
+            budget_units,
+            free: Arc::new(Mutex::new(FreeList { budget: budget_units as usize * UNIT, ..FreeList::default() })),
+            max_uploads,
+        }
     }
 
-    pub fn capacity(&self) -> usize {
-        self.capacity
+    pub fn max_uploads(&self) -> usize {
+        self.max_uploads
+    }
+
+    /// How many uploads of `len` values can stage at once.
+    pub fn slots_for(&self, len: usize) -> usize {
+        let need = Self::units(len).min(self.budget_units);
+        (self.budget_units / need.max(1)) as usize
+    }
+
+    fn units(len: usize) -> u32 {
+        u32::try_from((len * 4).div_ceil(UNIT)).unwrap_or(u32::MAX).max(1)
     }
 
     /// Waits for a free slot and returns a zeroed buffer of `len` values.
     pub async fn acquire(&self, len: usize) -> StagingBuffer {
-        let permit = Arc::clone(&self.permits).acquire_owned().await.expect("staging semaphore is never closed");
-        let mut values = self.free.lock().expect("staging pool poisoned").pop().unwrap_or_default();
+        let upload = Arc::clone(&self.uploads).acquire_owned().await.expect("staging semaphore is never closed");
+        let need = Self::units(len).min(self.budget_units);
+        let bytes = Arc::clone(&self.bytes).acquire_many_owned(need).await.expect("staging semaphore is never closed");
+        let mut values = {
+            let mut free = self.free.lock().expect("staging pool poisoned");
+            // Prefer a buffer that already has the capacity.
+            match free.buffers.iter().position(|b| b.capacity() >= len) {
+                Some(i) => {
+                    let b = free.buffers.swap_remove(i);
+                    free.bytes -= b.capacity() * 4;
+                    b
+                }
+                None => Vec::new(),
+            }
+        };
         values.clear();
         values.resize(len, 0.0);
-        StagingBuffer { values, pool: Arc::clone(&self.free), _permit: permit }
+        StagingBuffer { values, pool: Arc::clone(&self.free), _permits: (upload, bytes) }
     }
 }
 
 /// One upload's staged values; returns itself to the pool when dropped.
 pub struct StagingBuffer {
     values: Vec<f32>,
-    pool: Arc<Mutex<Vec<Vec<f32>>>>,
-    _permit: OwnedSemaphorePermit,
+    pool: Arc<Mutex<FreeList>>,
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
 impl StagingBuffer {
@@ -57,7 +109,13 @@ impl Drop for StagingBuffer {
     fn drop(&mut self) {
         let values = std::mem::take(&mut self.values);
         if let Ok(mut free) = self.pool.lock() {
-            free.push(values);
+            let bytes = values.capacity() * 4;
+            // Keep it for reuse only while the free list stays within the budget;
+            // otherwise give the memory back.
+            if free.bytes + bytes <= free.budget {
+                free.bytes += bytes;
+                free.buffers.push(values);
+            }
         }
     }
 }
@@ -71,17 +129,44 @@ impl std::fmt::Debug for StagingBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    async fn try_acquire(pool: &StagingPool, len: usize) -> Option<StagingBuffer> {
+        tokio::time::timeout(Duration::from_millis(50), pool.acquire(len)).await.ok()
+    }
 
     #[tokio::test]
-    async fn bounded_and_reused() {
-        let pool = StagingPool::new(2);
+    async fn bounded_by_count_and_reused() {
+        let pool = StagingPool::new(2, 1 << 20);
         let mut a = pool.acquire(4).await;
         a.as_mut_slice()[0] = 5.0;
         let _b = pool.acquire(4).await;
-        let third = tokio::time::timeout(std::time::Duration::from_millis(50), pool.acquire(4)).await;
-        assert!(third.is_err(), "a third buffer must wait");
+        assert!(try_acquire(&pool, 4).await.is_none(), "a third buffer must wait");
         drop(a);
-        let c = tokio::time::timeout(std::time::Duration::from_millis(50), pool.acquire(4)).await.unwrap();
+        let c = try_acquire(&pool, 4).await.expect("a slot was freed");
         assert_eq!(c.as_slice(), &[0.0; 4], "reused buffers come back zeroed");
+    }
+
+    #[tokio::test]
+    async fn bounded_by_bytes() {
+        // 64 KiB budget: two 32 KiB updates fit, a third waits.
+        let pool = StagingPool::new(100, 64 << 10);
+        assert_eq!(pool.slots_for(8 << 10), 2);
+        let a = pool.acquire(8 << 10).await;
+        let _b = pool.acquire(8 << 10).await;
+        assert!(try_acquire(&pool, 8 << 10).await.is_none(), "the byte budget is spent");
+        drop(a);
+        assert!(try_acquire(&pool, 8 << 10).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn an_update_larger_than_the_budget_proceeds_alone() {
+        let pool = StagingPool::new(8, 16 << 10);
+        assert_eq!(pool.slots_for(1 << 20), 1);
+        let big = pool.acquire(1 << 20).await;
+        assert_eq!(big.as_slice().len(), 1 << 20);
+        assert!(try_acquire(&pool, 16).await.is_none(), "the big update holds the whole budget");
+        drop(big);
+        assert!(try_acquire(&pool, 16).await.is_some());
     }
 }

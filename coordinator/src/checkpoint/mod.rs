@@ -82,6 +82,43 @@ pub struct Manifest {
     pub file_sha256: String,
     pub published_to: Vec<RegionId>,
     pub created_at: DateTime<Utc>,
+    /// Present when the run is differentially private: what this checkpoint has cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<PrivacyProvenance>,
+}
+
+/// The privacy guarantee a published checkpoint carries (client-level DP).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrivacyProvenance {
+    /// `central` or `local`.
+    pub mechanism: String,
+    /// `zcdp` (no amplification) or `poisson_rdp`.
+    pub accountant: String,
+    /// z as planned, and the multiplier equivalent to the round after discretisation.
+    pub noise_multiplier: f64,
+    pub effective_noise_multiplier: f64,
+    /// C used in this round.
+    pub clip_norm: f64,
+    /// q, the sampling rate the accountant assumes (1 with fixed selection).
+    pub sampling_rate: f64,
+    /// Std of the noise actually added per coordinate (central: on the sum).
+    pub noise_std: f64,
+    pub expected_clients: u32,
+    /// Private rounds of this run up to and including this one.
+    pub rounds: u32,
+    /// ε at δ per scope, cumulative over everything the scope's ledger holds.
+    pub scopes: Vec<ScopeEpsilon>,
+    /// The largest ε over the scopes, and its δ.
+    pub epsilon: f64,
+    pub delta: f64,
+}
+
+/// One scope's cumulative ε in a manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScopeEpsilon {
+    pub scope: String,
+    pub epsilon: f64,
+    pub delta: f64,
 }
 
 /// What the round engine knows when it publishes a round.
@@ -95,6 +132,7 @@ pub struct PublishRequest {
     pub contributors: Vec<Contributor>,
     pub metrics: TrainingMetrics,
     pub regions: Vec<RegionId>,
+    pub privacy: Option<PrivacyProvenance>,
 }
 
 /// A written checkpoint: its manifest and where each region's copy lies.
@@ -227,7 +265,7 @@ impl CheckpointDir {
             parent_checkpoint: req.parent.clone(),
             model: req.model.clone(),
             layout,
-            strategy: "fed_avg".into(),
+            strategy: if req.privacy.is_some() { "dp_fed_avg".into() } else { "fed_avg".into() },
             contributors: req.contributors.clone(),
             total_samples: req.contributors.iter().map(|c| c.samples).sum(),
             regions,
@@ -237,6 +275,7 @@ impl CheckpointDir {
             file_sha256,
             published_to: req.regions.clone(),
             created_at: Utc::now(),
+            privacy: req.privacy.clone(),
         };
         let manifest_json =
             serde_json::to_string_pretty(&manifest).map_err(|e| CheckpointError::Format(e.to_string()))?;
@@ -294,6 +333,7 @@ mod tests {
             ],
             metrics: TrainingMetrics::default(),
             regions: vec![RegionId::new("eu").unwrap(), RegionId::new("us").unwrap()],
+            privacy: None,
         };
         let p = cps.publish(&req, &params).unwrap();
         assert_eq!(p.locations.len(), 2);

@@ -34,8 +34,23 @@ pub struct RawConfig {
     pub artifact_dir: Option<PathBuf>,
     pub chunk_bytes: Option<u64>,
     pub max_concurrent_uploads: Option<u64>,
+    /// Bytes all staged uploads may hold together (see `aggregation::StagingPool`).
+    pub staging_budget_bytes: Option<u64>,
     pub heartbeat_interval_seconds: Option<f64>,
     pub client_timeout_seconds: Option<f64>,
+    /// `[privacy]`: budgets per scope and the noise lattice's slack.
+    pub privacy: Option<RawPrivacy>,
+}
+
+/// The `[privacy]` table.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrivacy {
+    /// g·√d ≤ lattice_slack·C (default 1e-3): how much discretising the noise may add to
+    /// the sensitivity.
+    pub lattice_slack: Option<f64>,
+    #[serde(default)]
+    pub budgets: Vec<crate::privacy::budget::RawBudgetRule>,
 }
 
 impl RawConfig {
@@ -77,6 +92,7 @@ impl RawConfig {
         self.artifact_dir = var("FEDRA_ARTIFACT_DIR")?.or(self.artifact_dir);
         self.chunk_bytes = var("FEDRA_CHUNK_BYTES")?.or(self.chunk_bytes);
         self.max_concurrent_uploads = var("FEDRA_MAX_CONCURRENT_UPLOADS")?.or(self.max_concurrent_uploads);
+        self.staging_budget_bytes = var("FEDRA_STAGING_BUDGET_BYTES")?.or(self.staging_budget_bytes);
         self.heartbeat_interval_seconds = var("FEDRA_HEARTBEAT_INTERVAL_SECONDS")?.or(self.heartbeat_interval_seconds);
         self.client_timeout_seconds = var("FEDRA_CLIENT_TIMEOUT_SECONDS")?.or(self.client_timeout_seconds);
         Ok(self)
@@ -90,8 +106,10 @@ impl RawConfig {
         self.artifact_dir = other.artifact_dir.or(self.artifact_dir);
         self.chunk_bytes = other.chunk_bytes.or(self.chunk_bytes);
         self.max_concurrent_uploads = other.max_concurrent_uploads.or(self.max_concurrent_uploads);
+        self.staging_budget_bytes = other.staging_budget_bytes.or(self.staging_budget_bytes);
         self.heartbeat_interval_seconds = other.heartbeat_interval_seconds.or(self.heartbeat_interval_seconds);
         self.client_timeout_seconds = other.client_timeout_seconds.or(self.client_timeout_seconds);
+        self.privacy = other.privacy.or(self.privacy);
         self
     }
 }
@@ -103,6 +121,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub artifact_dir: PathBuf,
     pub max_concurrent_uploads: usize,
+    pub staging_budget_bytes: usize,
     pub engine: EngineSettings,
 }
 
@@ -150,6 +169,13 @@ impl Config {
                 message: format!("must be in 1..=1024, got {uploads}"),
             });
         }
+        let staging = raw.staging_budget_bytes.unwrap_or(crate::aggregation::DEFAULT_STAGING_BUDGET_BYTES as u64);
+        if !((1 << 20)..=(1 << 40)).contains(&staging) {
+            return Err(ConfigError::Invalid {
+                key: "staging_budget_bytes".into(),
+                message: format!("must be in 1 MiB..=1 TiB, got {staging}"),
+            });
+        }
         let heartbeat = seconds("heartbeat_interval_seconds", raw.heartbeat_interval_seconds, 5.0)?;
         let timeout = seconds("client_timeout_seconds", raw.client_timeout_seconds, 20.0)?;
         if timeout < heartbeat * 2 {
@@ -161,15 +187,27 @@ impl Config {
                 ),
             });
         }
+        let raw_privacy = raw.privacy.unwrap_or_default();
+        let lattice_slack = raw_privacy.lattice_slack.unwrap_or(crate::privacy::mechanism::DEFAULT_LATTICE_SLACK);
+        if !(lattice_slack > 0.0 && lattice_slack <= 0.1) {
+            return Err(ConfigError::Invalid {
+                key: "privacy.lattice_slack".into(),
+                message: format!("must be in (0, 0.1], got {lattice_slack}"),
+            });
+        }
+        let budgets = crate::privacy::Budgets::new(raw_privacy.budgets)
+            .map_err(|e| ConfigError::Invalid { key: format!("privacy.budgets[{}].{}", e.index, e.field), message: e.message })?;
         Ok(Self {
             listen,
             data_dir,
             artifact_dir,
             max_concurrent_uploads: uploads as usize,
+            staging_budget_bytes: staging as usize,
             engine: EngineSettings {
                 heartbeat_interval: heartbeat,
                 client_timeout: timeout,
                 chunk_bytes: chunk_bytes as usize,
+                privacy: crate::round::PrivacySettings { budgets, lattice_slack },
                 ..EngineSettings::default()
             },
         })

@@ -5,7 +5,11 @@ use super::ApiError;
 use crate::checkpoint::Manifest;
 use crate::ids::{CheckpointId, ClientId, RegionId, RunId, TaskId};
 use crate::model::{ModelSpec, TensorLayout};
-use crate::plan::{EvaluationPlan, LocalTraining, Optimizer, RawPlan, RegionSet, RunPlan, Strategy};
+use crate::plan::{
+    Clipping, DpMechanism, EvaluationPlan, LocalTraining, Optimizer, OverBound, PrivacyPlan, RawPlan, RegionSet,
+    RunPlan, Sampling, Strategy,
+};
+use crate::privacy::ScopeStatus;
 use crate::round::{
     EvaluationReport, PhaseName, RunEvent, RunEventKind, RunView, TaskAssignment, TaskKind, TrainingMetrics,
 };
@@ -104,6 +108,7 @@ pub fn plan_from_pb(p: pb::RunPlan) -> Result<RunPlan, ApiError> {
             .evaluation
             .map(|e| EvaluationPlan { every_rounds: e.every_rounds, clients: e.clients })
             .unwrap_or_default(),
+        privacy: p.privacy.map(privacy_from_pb).transpose()?,
     };
     RunPlan::new(raw).map_err(|e| ApiError::Invalid(format!("plan.{e}")))
 }
@@ -124,6 +129,93 @@ pub fn plan_to_pb(p: &RunPlan) -> pb::RunPlan {
         regions: p.regions.iter().map(ToString::to_string).collect(),
         seed: p.seed,
         evaluation: Some(pb::Evaluation { every_rounds: p.evaluation.every_rounds, clients: p.evaluation.clients }),
+        privacy: p.privacy.as_ref().map(privacy_to_pb),
+    }
+}
+
+fn privacy_from_pb(p: pb::PrivacyPlan) -> Result<PrivacyPlan, ApiError> {
+    use pb::privacy_plan::Clipping as C;
+    let mechanism = match pb::DpMechanism::try_from(p.mechanism) {
+        Ok(pb::DpMechanism::Central) => DpMechanism::Central,
+        Ok(pb::DpMechanism::Local) => DpMechanism::Local,
+        Ok(pb::DpMechanism::Unspecified) => {
+            return Err(ApiError::Invalid("plan.privacy.mechanism is unspecified: choose central or local".into()));
+        }
+        Err(_) => return Err(ApiError::Invalid(format!("plan.privacy.mechanism: unknown value {}", p.mechanism))),
+    };
+    let clipping = match p.clipping {
+        Some(C::Fixed(f)) => Clipping::Fixed { norm: f.norm },
+        Some(C::Adaptive(a)) => Clipping::Adaptive {
+            initial_norm: a.initial_norm,
+            target_quantile: a.target_quantile,
+            learning_rate: a.learning_rate,
+            count_noise_std: a.count_noise_std,
+        },
+        None => return Err(ApiError::Invalid("plan.privacy.clipping is missing: fixed or adaptive".into())),
+    };
+    let over_bound = match pb::OverBound::try_from(p.over_bound) {
+        Ok(pb::OverBound::Reject) => OverBound::Reject,
+        Ok(pb::OverBound::Reclip) => OverBound::Reclip,
+        Err(_) => return Err(ApiError::Invalid(format!("plan.privacy.over_bound: unknown value {}", p.over_bound))),
+    };
+    Ok(PrivacyPlan {
+        mechanism,
+        noise_multiplier: p.noise_multiplier,
+        clipping,
+        over_bound,
+        sampling: match p.poisson {
+            Some(q) => Sampling::Poisson { rate: q.rate },
+            None => Sampling::Fixed,
+        },
+        expected_clients: p.expected_clients,
+    })
+}
+
+fn privacy_to_pb(p: &PrivacyPlan) -> pb::PrivacyPlan {
+    use pb::privacy_plan::Clipping as C;
+    pb::PrivacyPlan {
+        mechanism: match p.mechanism {
+            DpMechanism::Central => pb::DpMechanism::Central,
+            DpMechanism::Local => pb::DpMechanism::Local,
+        } as i32,
+        noise_multiplier: p.noise_multiplier,
+        clipping: Some(match p.clipping {
+            Clipping::Fixed { norm } => C::Fixed(pb::FixedClipping { norm }),
+            Clipping::Adaptive { initial_norm, target_quantile, learning_rate, count_noise_std } => {
+                C::Adaptive(pb::AdaptiveClipping { initial_norm, target_quantile, learning_rate, count_noise_std })
+            }
+        }),
+        over_bound: match p.over_bound {
+            OverBound::Reject => pb::OverBound::Reject,
+            OverBound::Reclip => pb::OverBound::Reclip,
+        } as i32,
+        poisson: match p.sampling {
+            Sampling::Poisson { rate } => Some(pb::PoissonSampling { rate }),
+            Sampling::Fixed => None,
+        },
+        expected_clients: p.expected_clients,
+    }
+}
+
+/// One scope's standing as the wire shows it.
+pub fn scope_status_to_pb(s: &ScopeStatus) -> pb::PrivacyScopeStatus {
+    let latest = s.latest.as_ref();
+    pb::PrivacyScopeStatus {
+        scope: s.scope.to_string(),
+        model_name: s.scope.model.clone(),
+        region: s.scope.region.to_string(),
+        epsilon_budget: s.budget.map_or(0.0, |b| b.epsilon),
+        delta: s.delta,
+        epsilon_spent: s.epsilon_spent,
+        epsilon_remaining: s.epsilon_remaining().unwrap_or(0.0),
+        rounds_charged: s.rounds_charged,
+        rounds_reserved: s.rounds_reserved,
+        accountant: latest.map(|e| e.accountant.as_str().to_string()).unwrap_or_default(),
+        noise_multiplier: latest.map_or(0.0, |e| e.noise_multiplier),
+        clip_norm: latest.map_or(0.0, |e| e.clip_norm),
+        sampling_rate: latest.map_or(0.0, |e| e.sampling_rate),
+        last_run_id: latest.map(|e| e.run.to_string()).unwrap_or_default(),
+        budget_configured: s.budget.is_some(),
     }
 }
 
@@ -306,6 +398,11 @@ pub fn task_to_pb(t: TaskAssignment) -> pb::Task {
             TaskKind::Train => pb::TaskKind::Train,
             TaskKind::Evaluate => pb::TaskKind::Evaluate,
         } as i32,
+        privacy: t.privacy.map(|p| pb::PrivacyTask {
+            clip_norm: p.clip_norm,
+            local_noise_std: p.local_noise_std,
+            lattice_slack: p.lattice_slack,
+        }),
     }
 }
 

@@ -7,7 +7,7 @@ use crate::aggregation::StagingPool;
 use crate::round::RoundError;
 use crate::round::VerifiedUpdate;
 use crate::round::{EngineHandle, EngineSettings};
-use fedra_proto::chunking::{ChunkCursor, StreamDigest, decode_le_into, encode_le};
+use fedra_proto::chunking::{ChunkCursor, StreamDigest, decode_le_into};
 use fedra_proto::pb;
 use fedra_proto::pb::fleet_service_server::FleetService;
 use std::pin::Pin;
@@ -35,7 +35,7 @@ impl FleetApi {
         let task = convert::task_id("header.task_id", &header.task_id)?;
         let client = convert::client_id("header.client_id", &header.client_id)?;
         let ticket = self.engine.begin_upload(task.clone(), client.clone(), header.total_values).await?;
-        // Waits while `max_concurrent_uploads` others are staging: memory stays bounded.
+        // Waits while the staging budget is spent by other uploads: memory stays bounded.
         let mut staged = self.staging.acquire(ticket.total_values as usize).await;
         let mut cursor = ChunkCursor::new(ticket.total_values);
         let mut digest = StreamDigest::default();
@@ -71,10 +71,10 @@ impl FleetApi {
         };
         cursor.finish()?;
         let computed = digest.finish_hex();
-        if !trailer.sha256.eq_ignore_ascii_case(&computed) {
+        if !trailer.digest.eq_ignore_ascii_case(&computed) {
             return Err(ApiError::Invalid(format!(
-                "trailer.sha256 {:?} does not match the received values ({computed})",
-                trailer.sha256
+                "trailer.digest {:?} does not match the received values ({computed})",
+                trailer.digest
             )));
         }
         if !(trailer.update_norm.is_finite() && trailer.update_norm >= 0.0) {
@@ -84,8 +84,13 @@ impl FleetApi {
             )));
         }
         let metrics = convert::metrics_from_pb(trailer.metrics)?;
-        let update =
-            VerifiedUpdate { values: staged, samples: trailer.samples, metrics, update_norm: trailer.update_norm };
+        let update = VerifiedUpdate {
+            values: staged,
+            samples: trailer.samples,
+            metrics,
+            update_norm: trailer.update_norm,
+            is_delta: header.is_delta,
+        };
         Ok(self.engine.commit_upload(task, client, update).await?)
     }
 }
@@ -133,7 +138,7 @@ impl FleetService for FleetApi {
             part: Some(pb::model_part::Part::Header(pb::ModelHeader {
                 layout: Some(convert::layout_to_pb(&model.layout)),
                 total_values: model.params.len() as u64,
-                sha256: model.sha256.clone(),
+                digest: model.digest.clone(),
             })),
         };
         let per = (self.settings.chunk_bytes / 4).max(1);
@@ -144,7 +149,7 @@ impl FleetService for FleetApi {
             Ok(pb::ModelPart {
                 part: Some(pb::model_part::Part::Chunk(pb::ParamChunk {
                     offset: start as u64,
-                    data: encode_le(&model.params[start..end]),
+                    data: model.params.chunk(start..end),
                 })),
             })
         });

@@ -1,14 +1,16 @@
-//! The gRPC edge: three tonic services that convert requests ([`convert`]), forward them to
+//! The gRPC edge: four tonic services that convert requests ([`convert`]), forward them to
 //! the round engine or the store, and convert answers back. Errors of every layer become a
 //! `tonic::Status` in one place ([`status`]).
 
 mod checkpoint_service;
 pub mod convert;
 mod fleet_service;
+mod privacy_service;
 mod run_service;
 mod status;
 
 pub use checkpoint_service::CheckpointApi;
 pub use fleet_service::FleetApi;
+pub use privacy_service::PrivacyApi;
 pub use run_service::RunApi;
 pub use status::ApiError;

@@ -1,6 +1,7 @@
 //! The one mapping from errors to gRPC status codes. Every message names what was wrong so
 //! the caller knows what to fix.
 
+use crate::privacy::PrivacyError;
 use crate::round::RoundError;
 use crate::store::StoreError;
 use fedra_proto::chunking::ChunkError;
@@ -47,6 +48,14 @@ impl ApiError {
                 | RoundError::WrongTaskKind { .. }
                 | RoundError::AlreadyReported { .. } => Code::FailedPrecondition,
                 RoundError::NotYourTask { .. } => Code::PermissionDenied,
+                RoundError::Privacy(p) => match p {
+                    PrivacyError::OverBudget { .. }
+                    | PrivacyError::RunOverBudget { .. }
+                    | PrivacyError::NoBudget(_) => Code::FailedPrecondition,
+                    PrivacyError::OverClipBound { .. } => Code::InvalidArgument,
+                    PrivacyError::Accounting(_) | PrivacyError::Noise(_) => Code::Internal,
+                },
+                RoundError::UpdateKind { .. } => Code::InvalidArgument,
                 RoundError::ShuttingDown => Code::Unavailable,
             },
         }

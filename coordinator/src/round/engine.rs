@@ -5,15 +5,18 @@
 
 use super::{MetricsMean, PhaseName, RoundError, RunEvent, RunEventKind, TrainingMetrics};
 use crate::aggregation::{FedAvgAccumulator, StagingBuffer};
-use crate::checkpoint::{CheckpointDir, Contributor, PublishRequest, Published};
+use crate::checkpoint::{CheckpointDir, Contributor, PrivacyProvenance, PublishRequest, Published, ScopeEpsilon};
 use crate::ids::{CheckpointId, ClientId, RegionId, RoundNumber, RunId, TaskId};
 use crate::model::TensorLayout;
-use crate::plan::{LocalTraining, RunPlan};
+use crate::plan::{Clipping, DpMechanism, LocalTraining, OverBound, RunPlan, Sampling};
+use crate::privacy::{Budgets, LedgerEntry, LedgerState, PrivacyError, PrivacyScope, RoundMechanism};
 use crate::store::{
-    CheckpointRecord, ClientRecord, EvaluationRecord, ParticipationRecord, ParticipationStatus, RoundCompletion,
+    LedgerFilter, CheckpointRecord, ClientRecord, EvaluationRecord, ParticipationRecord, ParticipationStatus, RoundCompletion,
     RoundRecord, RoundStatus, RunRecord, RunState, Store,
 };
 use chrono::Utc;
+use fedra_proto::chunking::SharedParams;
+use fedra_proto::noise::SecureRng;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -35,6 +38,22 @@ pub struct EngineSettings {
     pub chunk_bytes: usize,
     /// How often deadlines, liveness and selection are re-checked.
     pub tick: Duration,
+    /// Privacy budgets and the noise lattice's slack.
+    pub privacy: PrivacySettings,
+}
+
+/// Deployment-wide privacy settings (validated configuration).
+#[derive(Debug, Clone)]
+pub struct PrivacySettings {
+    pub budgets: Budgets,
+    /// g·√d ≤ slack·C for the noise lattice (see `fedra_proto::noise::LatticeGaussian`).
+    pub lattice_slack: f64,
+}
+
+impl Default for PrivacySettings {
+    fn default() -> Self {
+        Self { budgets: Budgets::default(), lattice_slack: crate::privacy::mechanism::DEFAULT_LATTICE_SLACK }
+    }
 }
 
 impl Default for EngineSettings {
@@ -44,16 +63,45 @@ impl Default for EngineSettings {
             client_timeout: Duration::from_secs(20),
             chunk_bytes: fedra_proto::chunking::DEFAULT_CHUNK_BYTES,
             tick: Duration::from_millis(100),
+            privacy: PrivacySettings::default(),
         }
     }
 }
 
-/// The global model of a round, shared read-only with the handlers that stream it.
+/// The global model of a round, shared read-only with the handlers that stream it: one
+/// buffer, whose chunks go out to every client as zero-copy views.
 #[derive(Debug)]
 pub struct GlobalModel {
     pub layout: TensorLayout,
-    pub params: Vec<f32>,
-    pub sha256: String,
+    pub params: SharedParams,
+    /// Transfer digest ([`fedra_proto::chunking::transfer_digest_hex`]) of `params`.
+    pub digest: String,
+}
+
+impl GlobalModel {
+    pub fn new(layout: TensorLayout, params: Vec<f32>) -> Self {
+        let digest = fedra_proto::chunking::transfer_digest_hex(&params);
+        Self { layout, params: SharedParams::new(params), digest }
+    }
+
+    /// Stands in while the round's new model is computed from the old one's buffer; no
+    /// request can reach it (downloads and uploads are closed outside Training/Evaluating).
+    fn placeholder(layout: TensorLayout) -> Self {
+        Self { layout, params: SharedParams::new(Vec::new()), digest: String::new() }
+    }
+
+    /// The parameter buffer back for reuse, when nobody else holds the model any more.
+    fn into_reusable(self: Arc<Self>) -> Vec<f32> {
+        Arc::try_unwrap(self).ok().and_then(|m| m.params.try_into_vec().ok()).unwrap_or_default()
+    }
+
+    /// The parameters, in the model's own buffer when nobody else holds it, else copied.
+    fn into_values(self: Arc<Self>) -> Vec<f32> {
+        match Arc::try_unwrap(self) {
+            Ok(m) => m.params.try_into_vec().unwrap_or_else(|p| p.as_slice().to_vec()),
+            Err(shared) => shared.params.as_slice().to_vec(),
+        }
+    }
 }
 
 /// Work sent to one client for one round attempt.
@@ -69,6 +117,17 @@ pub struct TaskAssignment {
     pub chunk_bytes: usize,
     pub seed: u64,
     pub kind: TaskKind,
+    /// Set for private runs: clip (and, for local DP, noise) the update before upload.
+    pub privacy: Option<PrivacyTask>,
+}
+
+/// What a client of a private run must do to its update before uploading it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PrivacyTask {
+    pub clip_norm: f64,
+    /// Local DP: the target std of the noise the client adds (0 for central DP).
+    pub local_noise_std: f64,
+    pub lattice_slack: f64,
 }
 
 /// What a task asks of a client.
@@ -110,6 +169,8 @@ pub struct VerifiedUpdate {
     pub samples: u64,
     pub metrics: TrainingMetrics,
     pub update_norm: f64,
+    /// The values are an update (local − global), as private runs ask, not a model.
+    pub is_delta: bool,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, RoundError>>;
@@ -132,7 +193,7 @@ enum Request {
 
 /// Results of blocking work started by the engine.
 enum Internal {
-    Averaged { key: AttemptKey, result: Result<Vec<f32>, RoundError>, acc: FedAvgAccumulator },
+    Averaged { key: AttemptKey, result: Result<Vec<f32>, RoundError>, clients: u32, noised_count: Option<f64> },
     Published { key: AttemptKey, params: Arc<GlobalModel>, result: Box<Result<Published, RoundError>> },
 }
 
@@ -290,6 +351,17 @@ struct Training {
     acc: Option<FedAvgAccumulator>,
     metrics: MetricsMean,
     contributors: Vec<Contributor>,
+    dp: Option<DpRound>,
+}
+
+/// A private round's mechanism and what it has counted so far.
+#[derive(Debug)]
+struct DpRound {
+    mechanism: RoundMechanism,
+    /// Σ(2bᵢ − 1), bᵢ = [client i's update norm ≤ C] (adaptive clipping's count query).
+    count_sum: i64,
+    /// ε per scope after this round, as reserved.
+    scopes: Vec<ScopeEpsilon>,
 }
 
 impl Training {
@@ -309,6 +381,7 @@ enum Phase {
     Aggregating {
         contributors: Vec<Contributor>,
         metrics: TrainingMetrics,
+        dp: Option<(RoundMechanism, Vec<ScopeEpsilon>)>,
     },
     Publishing,
     /// The round's checkpoint is committed; clients evaluate it on held-out data.
@@ -361,6 +434,10 @@ struct ActiveRun {
     global: Arc<GlobalModel>,
     parent: Option<CheckpointId>,
     round: Round,
+    /// C for the next private round (moves under adaptive clipping; persisted in the ledger).
+    clip_norm: Option<f64>,
+    /// The released round's next C and its manifest's privacy block, until it is committed.
+    pending_privacy: Option<(Option<f64>, PrivacyProvenance)>,
 }
 
 /// The engine task's state. Built and spawned by [`Engine::start`].
@@ -530,6 +607,9 @@ impl Engine {
                     ),
                 });
             }
+        }
+        if plan.privacy.is_some() {
+            self.admit_private_run(&plan).await?;
         }
         let record = RunRecord {
             id: RunId::generate(),
@@ -723,13 +803,23 @@ impl Engine {
             }
             None => record.plan.model.initialise(record.plan.seed),
         };
-        let sha256 = fedra_proto::chunking::sha256_hex(&params);
         self.store.set_run_state(id, RunState::Running, None).await?;
         let round = record.completed_rounds + 1;
         let attempt = self.store.next_attempt(id, round).await?;
         info!(run = %id, round, attempt, resumed = record.completed_rounds > 0, "run active");
+        let clip_norm = match &record.plan.privacy {
+            Some(p) => {
+                // The latest released round's next C, else the plan's initial C.
+                let entries = self.store.list_ledger(&LedgerFilter { run: Some(id.clone()), scope: None }).await?;
+                let latest = entries.iter().rev().find(|e| e.state == LedgerState::Charged && e.next_clip_norm.is_some());
+                Some(latest.and_then(|e| e.next_clip_norm).unwrap_or_else(|| p.clipping.initial_norm()))
+            }
+            None => None,
+        };
         let now = Instant::now();
         Ok(Some(ActiveRun {
+            clip_norm,
+            pending_privacy: None,
             id: id.clone(),
             round: Round {
                 key: AttemptKey { run: id.clone(), round, attempt },
@@ -738,7 +828,7 @@ impl Engine {
                 phase: Phase::Selecting,
             },
             plan: record.plan,
-            global: Arc::new(GlobalModel { layout, params, sha256 }),
+            global: Arc::new(GlobalModel::new(layout, params)),
             parent: start_from,
         }))
     }
@@ -829,11 +919,32 @@ impl Engine {
         // Deterministic given the seed and the set of eligible clients.
         eligible.sort_by(|a, b| a.record.id.cmp(&b.record.id));
         let key = active.round.key.clone();
-        let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ (u64::from(key.round) << 32) ^ u64::from(key.attempt));
-        eligible.shuffle(&mut rng);
-        eligible.truncate(plan.selection_size());
+        let population: Vec<RegionId> = eligible.iter().map(|c| c.record.region.clone()).collect();
+        match plan.privacy.as_ref().map(|p| p.sampling) {
+            Some(Sampling::Poisson { rate }) => {
+                // What the Rényi accountant assumes: each client independently with
+                // probability q, from an unpredictable source (not the plan's seed).
+                let mut rng = rand::rngs::StdRng::from_os_rng();
+                eligible.retain(|_| rng.random_bool(rate));
+            }
+            _ => {
+                let mut rng =
+                    ChaCha8Rng::seed_from_u64(plan.seed ^ (u64::from(key.round) << 32) ^ u64::from(key.attempt));
+                eligible.shuffle(&mut rng);
+                eligible.truncate(plan.selection_size());
+            }
+        }
         let selected: Vec<(ClientId, RegionId)> =
             eligible.iter().map(|c| (c.record.id.clone(), c.record.region.clone())).collect();
+        // A private round reserves its cost before any client is asked to train.
+        let dp = match self.reserve_round(&key, &selected, population).await {
+            Ok(dp) => dp,
+            Err(e) => {
+                warn!(run = %key.run, round = key.round, error = %e, "private round refused");
+                self.fail_active(RoundFailure(e.to_string()), RunState::Failed).await;
+                return;
+            }
+        };
 
         if let Err(e) = self.store.begin_round(&key.run, key.round, key.attempt, &selected).await {
             error!(run = %key.run, round = key.round, error = %e, "cannot record round start");
@@ -853,6 +964,15 @@ impl Engine {
             chunk_bytes: self.settings.chunk_bytes,
             seed: active.plan.seed ^ u64::from(key.round).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             kind: TaskKind::Train,
+            privacy: dp.as_ref().map(|d| PrivacyTask {
+                clip_norm: d.mechanism.clip_norm,
+                local_noise_std: if d.mechanism.mechanism == DpMechanism::Local {
+                    d.mechanism.update_noise_target_std
+                } else {
+                    0.0
+                },
+                lattice_slack: d.mechanism.lattice_slack,
+            }),
         };
         let tasks = dispatch(&self.clients, &selected, &template);
         let Some(active) = &mut self.active else { return };
@@ -862,6 +982,7 @@ impl Engine {
             acc: Some(FedAvgAccumulator::new(len)),
             metrics: MetricsMean::default(),
             contributors: Vec::new(),
+            dp,
         });
         info!(run = %key.run, round = key.round, selected = selected.len(), target = active.plan.clients_per_round, "round training");
         let target = active.plan.clients_per_round;
@@ -901,16 +1022,18 @@ impl Engine {
         let Phase::Training(t) = &mut active.round.phase else { return };
         let reported = t.reported();
         let plan = &active.plan;
-        let quorum = reported >= plan.min_clients;
-        let target_met = reported >= plan.clients_per_round;
+        let min_clients = plan.quorum();
+        let quorum = reported >= min_clients;
+        let target_met = reported >= plan.clients_per_round && plan.privacy.as_ref().is_none_or(|p| p.sampling == Sampling::Fixed);
         let nobody_left = t.outstanding() == 0;
         let past_deadline = now >= active.round.deadline;
-        let unreachable = reported as usize + t.outstanding() < plan.min_clients as usize;
+        let unreachable = reported as usize + t.outstanding() < min_clients as usize;
         if target_met || (quorum && (nobody_left || past_deadline)) {
             let key = active.round.key.clone();
             let acc = t.acc.take().expect("accumulator present while training");
             let contributors = std::mem::take(&mut t.contributors);
             let metrics = t.metrics.mean();
+            let dp = t.dp.take();
             // Clients still working are told to stop.
             let abandoned: Vec<(ClientId, TaskId)> = t
                 .tasks
@@ -920,7 +1043,9 @@ impl Engine {
                 .collect();
             let round_no = active.round.key.round;
             let closed: Vec<TaskId> = t.tasks.keys().cloned().collect();
-            active.round.phase = Phase::Aggregating { contributors, metrics };
+            let dp_noise = dp.as_ref().map(|d| (d.mechanism.clone(), d.count_sum));
+            let expected = active.plan.privacy.as_ref().map_or(1, |p| p.expected_clients);
+            active.round.phase = Phase::Aggregating { contributors, metrics, dp: dp.map(|d| (d.mechanism, d.scopes)) };
             self.remember_closed(closed, round_no);
             for (client, task) in abandoned {
                 if let Some(c) = self.clients.get_mut(&client) {
@@ -929,9 +1054,24 @@ impl Engine {
             }
             info!(run = %key.run, round = key.round, reported, "round aggregating");
             let tx = self.internal_tx.clone();
+            let old = std::mem::replace(&mut active.global, Arc::new(GlobalModel::placeholder(active.global.layout.clone())));
             tokio::task::spawn_blocking(move || {
-                let result = acc.average().map_err(RoundError::from);
-                let _ = tx.send(Internal::Averaged { key, result, acc });
+                let clients = acc.contributions();
+                let (result, noised_count) = match dp_noise {
+                    None => {
+                        let r = acc.average_into(old.into_reusable()).map_err(RoundError::from);
+                        // The sum goes before publishing allocates anything.
+                        drop(acc);
+                        (r, None)
+                    }
+                    Some((mechanism, count_sum)) => {
+                        match private_average(acc, old.into_values(), &mechanism, count_sum, expected) {
+                            Ok((params, noised)) => (Ok(params), noised),
+                            Err(e) => (Err(e), None),
+                        }
+                    }
+                };
+                let _ = tx.send(Internal::Averaged { key, result, clients, noised_count });
             });
         } else if unreachable || past_deadline {
             let reason = if past_deadline {
@@ -945,12 +1085,12 @@ impl Engine {
 
     async fn handle_internal(&mut self, msg: Internal) {
         match msg {
-            Internal::Averaged { key, result, acc } => {
+            Internal::Averaged { key, result, clients, noised_count } => {
                 let Some(active) = &mut self.active else { return };
                 if active.round.key != key {
                     return;
                 }
-                let Phase::Aggregating { contributors, metrics } =
+                let Phase::Aggregating { contributors, metrics, dp } =
                     std::mem::replace(&mut active.round.phase, Phase::Publishing)
                 else {
                     return;
@@ -962,11 +1102,28 @@ impl Engine {
                         return;
                     }
                 };
+                let privacy = dp.map(|(mechanism, scopes)| {
+                    let plan = active.plan.privacy.as_ref().expect("a private round has a privacy plan");
+                    let next = match (plan.clipping, noised_count) {
+                        (Clipping::Adaptive { target_quantile, learning_rate, .. }, Some(count)) => {
+                            Some(crate::privacy::mechanism::next_clip_norm(
+                                mechanism.clip_norm,
+                                count,
+                                plan.expected_clients,
+                                target_quantile,
+                                learning_rate,
+                            ))
+                        }
+                        _ => None,
+                    };
+                    (next, provenance(plan, &mechanism, scopes, key.round))
+                });
+                active.pending_privacy = privacy.clone();
                 let samples: u64 = contributors.iter().map(|c| c.samples).sum();
                 self.emit(
                     &key.run,
                     key.round,
-                    RunEventKind::Aggregated { clients: acc.contributions(), samples, metrics },
+                    RunEventKind::Aggregated { clients, samples, metrics },
                 );
                 let Some(active) = &self.active else { return };
                 let regions: Vec<RegionId> = if active.plan.regions.is_all() {
@@ -986,15 +1143,14 @@ impl Engine {
                     contributors,
                     metrics,
                     regions,
+                    privacy: privacy.map(|(_, p)| p),
                 };
                 let dir = self.checkpoints.clone();
                 let tx = self.internal_tx.clone();
                 let layout = active.global.layout.clone();
                 tokio::task::spawn_blocking(move || {
                     let result = dir.publish(&req, &params).map_err(RoundError::from);
-                    // The manifest already carries the digest of these exact values.
-                    let sha256 = result.as_ref().map(|p| p.manifest.weights_sha256.clone()).unwrap_or_default();
-                    let model = Arc::new(GlobalModel { layout, params, sha256 });
+                    let model = Arc::new(GlobalModel::new(layout, params));
                     let _ = tx.send(Internal::Published { key, params: model, result: Box::new(result) });
                 });
             }
@@ -1043,6 +1199,15 @@ impl Engine {
             error!(run = %key.run, round = key.round, error = %e, "cannot commit round");
             self.fail_active(RoundFailure(format!("store failure: {e}")), RunState::Failed).await;
             return;
+        }
+        if let Some((next_clip, _)) = active.pending_privacy.take() {
+            // The aggregate is released: reservations become charges (they counted already).
+            if let Err(e) = self.store.charge_privacy(&key.run, key.round, key.attempt, next_clip).await {
+                error!(run = %key.run, round = key.round, error = %e, "cannot mark the privacy reservation charged; it still counts");
+            }
+            if next_clip.is_some() {
+                active.clip_norm = next_clip;
+            }
         }
         info!(run = %key.run, round = key.round, checkpoint = %m.checkpoint_id, loss = m.metrics.loss_after, "round published");
         self.emit(
@@ -1129,6 +1294,7 @@ impl Engine {
             chunk_bytes: self.settings.chunk_bytes,
             seed: plan.seed,
             kind: TaskKind::Evaluate,
+            privacy: None,
         };
         let tasks = dispatch(&self.clients, &chosen, &template);
         let Some(active) = &mut self.active else { return };
@@ -1241,6 +1407,105 @@ impl Engine {
     // Updates
     // ----------------------------------------------------------------------------------
 
+    // ----------------------------------------------------------------------------------
+    // Privacy
+    // ----------------------------------------------------------------------------------
+    /// The scopes a private run can touch as far as is known at submit time: the plan's
+    /// regions, or every registered client's region when the plan allows all.
+    fn known_scopes(&self, plan: &RunPlan) -> Vec<PrivacyScope> {
+        let mut regions: Vec<RegionId> = if plan.regions.is_all() {
+            self.clients.values().map(|c| c.record.region.clone()).collect()
+        } else {
+            plan.regions.iter().cloned().collect()
+        };
+        regions.sort();
+        regions.dedup();
+        regions.into_iter().map(|r| PrivacyScope::new(plan.model.name(), r)).collect()
+    }
+
+    /// Refuses a private run at submit time when a scope it can touch has no budget, or
+    /// when all its rounds together would overspend one.
+    async fn admit_private_run(&self, plan: &RunPlan) -> Result<(), RoundError> {
+        let Some(p) = &plan.privacy else { return Ok(()) };
+        let dim = plan.model.layout().total();
+        let mechanism =
+            RoundMechanism::new(p, dim, p.clipping.initial_norm(), self.settings.privacy.lattice_slack)?;
+        let costs = vec![mechanism.cost.clone(); plan.rounds as usize];
+        for scope in self.known_scopes(plan) {
+            let budget =
+                self.settings.privacy.budgets.for_scope(&scope).ok_or_else(|| PrivacyError::NoBudget(scope.to_string()))?;
+            let entries = self.store.list_ledger(&LedgerFilter { scope: Some(scope.clone()), run: None }).await?;
+            if let Err(e) = crate::privacy::ledger::admit(&scope, budget, &entries, &costs) {
+                warn!(scope = %scope, error = %e, rounds = plan.rounds, "private run refused at submit");
+                return Err(match e {
+                    PrivacyError::OverBudget { scope, budget, delta, spent, cost } => PrivacyError::RunOverBudget {
+                        scope,
+                        budget,
+                        delta,
+                        spent,
+                        cost,
+                        rounds: plan.rounds,
+                    },
+                    other => other,
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds a private round's mechanism and reserves its cost in every scope it touches
+    /// (the regions of the selected clients; with Poisson sampling, of every eligible
+    /// client, since the analysis covers them all) in one store transaction.
+    async fn reserve_round(
+        &mut self,
+        key: &AttemptKey,
+        selected: &[(ClientId, RegionId)],
+        population: Vec<RegionId>,
+    ) -> Result<Option<DpRound>, RoundError> {
+        let Some(active) = &self.active else { return Ok(None) };
+        let Some(p) = active.plan.privacy.clone() else { return Ok(None) };
+        let clip_norm = active.clip_norm.unwrap_or_else(|| p.clipping.initial_norm());
+        let dim = active.global.params.len();
+        let mechanism = RoundMechanism::new(&p, dim, clip_norm, self.settings.privacy.lattice_slack)?;
+        let mut regions: Vec<RegionId> = match p.sampling {
+            Sampling::Poisson { .. } => population,
+            Sampling::Fixed => selected.iter().map(|(_, r)| r.clone()).collect(),
+        };
+        regions.sort();
+        regions.dedup();
+        let model = active.plan.model.name().to_string();
+        let mut entries = Vec::with_capacity(regions.len());
+        let mut scopes = Vec::with_capacity(regions.len());
+        for region in regions {
+            let scope = PrivacyScope::new(model.clone(), region);
+            let budget =
+                self.settings.privacy.budgets.for_scope(&scope).ok_or_else(|| PrivacyError::NoBudget(scope.to_string()))?;
+            let prior = self.store.list_ledger(&LedgerFilter { scope: Some(scope.clone()), run: None }).await?;
+            let after = crate::privacy::ledger::admit(&scope, budget, &prior, std::slice::from_ref(&mechanism.cost))?;
+            scopes.push(ScopeEpsilon { scope: scope.to_string(), epsilon: after, delta: budget.delta });
+            entries.push(LedgerEntry {
+                scope,
+                run: key.run.clone(),
+                round: key.round,
+                attempt: key.attempt,
+                state: LedgerState::Reserved,
+                accountant: mechanism.accountant,
+                cost: mechanism.cost.clone(),
+                noise_multiplier: p.noise_multiplier,
+                clip_norm,
+                sampling_rate: mechanism.sampling_rate,
+                delta: budget.delta,
+                epsilon_cumulative: after,
+                next_clip_norm: None,
+                created_at: Utc::now(),
+            });
+        }
+        self.store.reserve_privacy(&entries).await?;
+        info!(run = %key.run, round = key.round, scopes = entries.len(), rho = mechanism.rho, "privacy cost reserved");
+        Ok(Some(DpRound { mechanism, count_sum: 0, scopes }))
+    }
+
     fn remember_closed(&mut self, tasks: Vec<TaskId>, round: u32) {
         if self.closed_tasks.len() + tasks.len() > CLOSED_TASKS_MAX {
             self.closed_tasks.clear();
@@ -1295,15 +1560,37 @@ impl Engine {
         let active = self.active.as_mut().expect("checked by begin_upload");
         let key = active.round.key.clone();
         let target = active.plan.clients_per_round;
+        let private = active.plan.privacy.as_ref().map(|p| (p.mechanism, p.over_bound));
+        if update.is_delta != private.is_some() {
+            return Err(RoundError::UpdateKind { expected: private.is_some(), got: update.is_delta });
+        }
         let Phase::Training(t) = &mut active.round.phase else { unreachable!("checked by begin_upload") };
+        // Central DP: the coordinator verifies every update's norm against C.
+        let bound = match (private, &t.dp) {
+            (Some((DpMechanism::Central, over)), Some(dp)) => Some((dp.mechanism.clip_norm, over)),
+            _ => None,
+        };
         let mut acc = t.acc.take().expect("accumulator present while training");
-        let VerifiedUpdate { values, samples, metrics, update_norm } = update;
-        let weight = samples as f64;
+        let VerifiedUpdate { mut values, samples, metrics, update_norm, .. } = update;
+        // DP-FedAvg weighs every clipped update alike; FedAvg by sample count.
+        let weight = if private.is_some() { 1.0 } else { samples as f64 };
         // Folding is O(model): do it off the reactor. The engine waits, so no other
         // request can observe the accumulator missing.
-        let (acc, values, folded) = tokio::task::spawn_blocking(move || {
-            let r = acc.fold(values.as_slice(), weight);
-            (acc, values, r)
+        let (acc, values, folded, reclipped) = tokio::task::spawn_blocking(move || {
+            let mut reclipped = None;
+            if let Some((c, over)) = bound {
+                let norm = fedra_proto::noise::l2_norm(values.as_slice());
+                if norm > c * (1.0 + fedra_proto::noise::CLIP_TOLERANCE) {
+                    if over == OverBound::Reject {
+                        let e = RoundError::Privacy(PrivacyError::OverClipBound { norm, bound: c });
+                        return (acc, values, Err(e), None);
+                    }
+                    fedra_proto::noise::clip_l2(values.as_mut_slice(), c);
+                    reclipped = Some(norm);
+                }
+            }
+            let r = acc.fold(values.as_slice(), weight).map_err(RoundError::from);
+            (acc, values, r, reclipped)
         })
         .await
         .expect("fold task panicked");
@@ -1311,7 +1598,29 @@ impl Engine {
         let Some(active) = self.active.as_mut() else { return Err(RoundError::UnknownTask(task)) };
         let Phase::Training(t) = &mut active.round.phase else { return Err(RoundError::UnknownTask(task)) };
         t.acc = Some(acc);
-        folded?;
+        if let Err(e) = folded {
+            if matches!(e, RoundError::Privacy(_)) {
+                // Refused for good: the client may not retry this round, and it is on record.
+                if let Some(a) = t.tasks.get_mut(&task) {
+                    a.state = AssignmentState::Dropped;
+                }
+                warn!(run = %key.run, round = key.round, client = %client, error = %e, "update refused");
+                if let Err(se) =
+                    self.store.reject_update(&key.run, key.round, key.attempt, &client, &e.to_string()).await
+                {
+                    error!(run = %key.run, client = %client, error = %se, "cannot record the refusal");
+                }
+            }
+            return Err(e);
+        }
+        if let Some(dp) = &mut t.dp {
+            // Adaptive clipping's bit, from the client's norm before clipping.
+            dp.count_sum += if update_norm <= dp.mechanism.clip_norm { 1 } else { -1 };
+        }
+        let detail = reclipped.map(|norm| {
+            warn!(run = %key.run, round = key.round, client = %client, norm, "update over the clipping bound re-clipped");
+            format!("re-clipped by the coordinator from norm {norm}")
+        });
         let a = t.tasks.get_mut(&task).expect("checked by begin_upload");
         a.state = AssignmentState::Reported;
         let region = a.region.clone();
@@ -1328,6 +1637,7 @@ impl Engine {
             samples,
             metrics: Some(metrics),
             update_norm: Some(update_norm),
+            detail,
         };
         if let Err(e) = self.store.record_update(&record).await {
             // The update is in the sum; the round's final commit records the totals anyway.
@@ -1340,6 +1650,69 @@ impl Engine {
             RunEventKind::UpdateReceived { client, region, samples, reported, target, metrics },
         );
         Ok(reported)
+    }
+}
+
+/// DP-FedAvg's release: `global + (Σ clipped updates + noise) / expected_clients`, written
+/// into the old model's buffer. Central DP draws the lattice noise here, from an OS-seeded
+/// CSPRNG; local DP's updates arrived noised. With adaptive clipping also returns the
+/// noised count Σ(2bᵢ − 1) + noise.
+fn private_average(
+    acc: FedAvgAccumulator,
+    mut global: Vec<f32>,
+    mechanism: &RoundMechanism,
+    count_sum: i64,
+    expected_clients: u32,
+) -> Result<(Vec<f32>, Option<f64>), RoundError> {
+    let mut sum = acc.into_sum();
+    if sum.len() != global.len() {
+        return Err(RoundError::Aggregation(crate::aggregation::AggregationError::Length {
+            expected: global.len(),
+            got: sum.len(),
+        }));
+    }
+    let mut rng = SecureRng::from_os().map_err(PrivacyError::from)?;
+    if mechanism.mechanism == DpMechanism::Central {
+        mechanism.update_noise.add_noise(&mut sum, &mut rng).map_err(PrivacyError::from)?;
+    }
+    let noised_count = match &mechanism.count_noise {
+        Some(noise) => Some(count_sum as f64 + noise.sample(&mut rng) as f64),
+        None => None,
+    };
+    let m = f64::from(expected_clients);
+    for (g, s) in global.iter_mut().zip(&sum) {
+        *g = (f64::from(*g) + s / m) as f32;
+    }
+    if let Some(i) = global.iter().position(|v| !v.is_finite()) {
+        return Err(RoundError::Privacy(PrivacyError::Noise(format!("the released model has a non-finite value at index {i}"))));
+    }
+    Ok((global, noised_count))
+}
+
+/// The privacy block of a private round's manifest.
+fn provenance(
+    plan: &crate::plan::PrivacyPlan,
+    mechanism: &RoundMechanism,
+    scopes: Vec<ScopeEpsilon>,
+    round: u32,
+) -> PrivacyProvenance {
+    let worst = scopes.iter().max_by(|a, b| a.epsilon.total_cmp(&b.epsilon));
+    PrivacyProvenance {
+        mechanism: match plan.mechanism {
+            DpMechanism::Central => "central".into(),
+            DpMechanism::Local => "local".into(),
+        },
+        accountant: mechanism.accountant.as_str().into(),
+        noise_multiplier: plan.noise_multiplier,
+        effective_noise_multiplier: mechanism.effective_noise_multiplier,
+        clip_norm: mechanism.clip_norm,
+        sampling_rate: mechanism.sampling_rate,
+        noise_std: mechanism.update_noise_std,
+        expected_clients: plan.expected_clients,
+        rounds: round,
+        epsilon: worst.map_or(0.0, |w| w.epsilon),
+        delta: worst.map_or(0.0, |w| w.delta),
+        scopes,
     }
 }
 

@@ -30,7 +30,8 @@ mod engine;
 pub mod metrics;
 
 pub use engine::{
-    Engine, EngineHandle, EngineSettings, EvaluationReport, GlobalModel, RunView, TaskAssignment, TaskKind,
+    Engine, EngineHandle, EngineSettings, EvaluationReport, GlobalModel, PrivacySettings, PrivacyTask, RunView,
+    TaskAssignment, TaskKind,
     UploadTicket, VerifiedUpdate,
 };
 pub use metrics::{MetricsMean, TrainingMetrics};
@@ -150,4 +151,8 @@ pub enum RoundError {
     ZeroSamples,
     #[error("the coordinator is shutting down")]
     ShuttingDown,
+    #[error(transparent)]
+    Privacy(#[from] crate::privacy::PrivacyError),
+    #[error("header.is_delta is {got}, but this run expects {}", if *expected { "a clipped update (local − global)" } else { "a model" })]
+    UpdateKind { expected: bool, got: bool },
 }

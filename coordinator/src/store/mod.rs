@@ -17,6 +17,7 @@ pub use sqlite::SqliteStore;
 
 use crate::ids::{CheckpointId, ClientId, RegionId, RunId};
 use crate::plan::RunPlan;
+use crate::privacy::{LedgerEntry, PrivacyScope};
 use crate::round::TrainingMetrics;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -33,6 +34,13 @@ pub enum StoreError {
     Corrupt(String),
     #[error("cannot open store at {path}: {reason}")]
     Open { path: String, reason: String },
+}
+
+/// Which ledger entries to list; all `None` = every entry.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerFilter {
+    pub scope: Option<PrivacyScope>,
+    pub run: Option<RunId>,
 }
 
 /// Lifecycle of a run as persisted.
@@ -97,6 +105,8 @@ pub enum ParticipationStatus {
     Reported,
     /// Selected but did not report before the round closed.
     Dropped,
+    /// Reported an update that was refused (e.g. over the clipping bound).
+    Rejected,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +120,9 @@ pub struct ParticipationRecord {
     pub samples: u64,
     pub metrics: Option<TrainingMetrics>,
     pub update_norm: Option<f64>,
+    /// Why a participation ended as it did, when that needs saying (a restart, a refusal,
+    /// an update the coordinator re-clipped).
+    pub detail: Option<String>,
 }
 
 /// A dataset as a client describes it (never the data itself).
@@ -228,6 +241,29 @@ pub trait Store: Send + Sync + 'static {
     /// Every evaluation result of a run, ordered by round then region ('' first).
     async fn list_evaluations(&self, run: &RunId) -> Result<Vec<EvaluationRecord>, StoreError>;
 
+    /// Marks a selected client's update as refused, with the reason (audit trail).
+    async fn reject_update(
+        &self,
+        run: &RunId,
+        round: u32,
+        attempt: u32,
+        client: &ClientId,
+        reason: &str,
+    ) -> Result<(), StoreError>;
+    /// Writes a round's privacy reservations (one per scope) in one transaction.
+    async fn reserve_privacy(&self, entries: &[LedgerEntry]) -> Result<(), StoreError>;
+    /// Turns a round attempt's reservations into charges (its aggregate was released),
+    /// recording the clipping norm for the next round. Returns the rows changed.
+    async fn charge_privacy(
+        &self,
+        run: &RunId,
+        round: u32,
+        attempt: u32,
+        next_clip_norm: Option<f64>,
+    ) -> Result<u64, StoreError>;
+    /// Ledger entries, oldest first, of one scope, one run, or all.
+    async fn list_ledger(&self, filter: &LedgerFilter) -> Result<Vec<LedgerEntry>, StoreError>;
+
     async fn upsert_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
     async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
 
@@ -330,6 +366,7 @@ pub(crate) mod contract {
                 samples: 10,
                 metrics: Some(m),
                 update_norm: Some(0.5),
+                detail: None,
             })
             .await
             .unwrap();

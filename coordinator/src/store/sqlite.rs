@@ -63,6 +63,7 @@ fn parse_participation(s: &str) -> Result<ParticipationStatus, StoreError> {
         "selected" => ParticipationStatus::Selected,
         "reported" => ParticipationStatus::Reported,
         "dropped" => ParticipationStatus::Dropped,
+        "rejected" => ParticipationStatus::Rejected,
         other => return Err(StoreError::Corrupt(format!("participation status {other:?}"))),
     })
 }
@@ -87,6 +88,35 @@ fn u32_of(row: &SqliteRow, col: &str) -> Result<u32, StoreError> {
 fn u64_of(row: &SqliteRow, col: &str) -> Result<u64, StoreError> {
     let v: i64 = row.try_get(col)?;
     u64::try_from(v).map_err(corrupt(col))
+}
+
+fn ledger_of(r: &SqliteRow) -> Result<LedgerEntry, StoreError> {
+    use crate::privacy::accountant::Accountant;
+    use crate::privacy::LedgerState;
+    let model: String = r.try_get("model_name")?;
+    let region: String = r.try_get("region")?;
+    let run: String = r.try_get("run_id")?;
+    let state: String = r.try_get("state")?;
+    let accountant: String = r.try_get("accountant")?;
+    let cost: String = r.try_get("cost_json")?;
+    let created: String = r.try_get("created_at")?;
+    Ok(LedgerEntry {
+        scope: PrivacyScope::new(model, RegionId::new(region).map_err(corrupt("ledger region"))?),
+        run: RunId::new(run).map_err(corrupt("ledger run id"))?,
+        round: u32_of(r, "round")?,
+        attempt: u32_of(r, "attempt")?,
+        state: LedgerState::parse(&state).ok_or_else(|| StoreError::Corrupt(format!("ledger state {state:?}")))?,
+        accountant: Accountant::parse(&accountant)
+            .ok_or_else(|| StoreError::Corrupt(format!("ledger accountant {accountant:?}")))?,
+        cost: serde_json::from_str(&cost).map_err(corrupt("ledger cost"))?,
+        noise_multiplier: r.try_get("noise_multiplier")?,
+        clip_norm: r.try_get("clip_norm")?,
+        sampling_rate: r.try_get("sampling_rate")?,
+        delta: r.try_get("delta")?,
+        epsilon_cumulative: r.try_get("epsilon_cumulative")?,
+        next_clip_norm: r.try_get("next_clip_norm")?,
+        created_at: parse_ts(&created)?,
+    })
 }
 
 fn run_of(row: &SqliteRow) -> Result<RunRecord, StoreError> {
@@ -276,7 +306,7 @@ impl Store for SqliteStore {
         let m = p.metrics.unwrap_or_default();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "UPDATE participations SET status = 'reported', samples = ?, loss_before = ?, loss_after = ?, accuracy = ?, update_norm = ?
+            "UPDATE participations SET status = 'reported', samples = ?, loss_before = ?, loss_after = ?, accuracy = ?, update_norm = ?, detail = ?
              WHERE run_id = ? AND round = ? AND attempt = ? AND client_id = ?",
         )
         .bind(p.samples as i64)
@@ -284,6 +314,7 @@ impl Store for SqliteStore {
         .bind(m.loss_after)
         .bind(m.accuracy_after)
         .bind(p.update_norm)
+        .bind(p.detail.as_deref())
         .bind(p.run.as_str())
         .bind(i64::from(p.round))
         .bind(i64::from(p.attempt))
@@ -443,6 +474,7 @@ impl Store for SqliteStore {
                     samples: u64_of(r, "samples")?,
                     metrics: metrics_of(r)?,
                     update_norm: r.try_get("update_norm")?,
+                    detail: r.try_get("detail")?,
                 })
             })
             .collect()
@@ -502,6 +534,98 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn reject_update(
+        &self,
+        run: &RunId,
+        round: u32,
+        attempt: u32,
+        client: &ClientId,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE participations SET status = 'rejected', detail = ? \
+             WHERE run_id = ? AND round = ? AND attempt = ? AND client_id = ? AND status = 'selected'",
+        )
+        .bind(reason)
+        .bind(run.as_str())
+        .bind(i64::from(round))
+        .bind(i64::from(attempt))
+        .bind(client.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn reserve_privacy(&self, entries: &[LedgerEntry]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for e in entries {
+            let cost = serde_json::to_string(&e.cost).map_err(|err| StoreError::Corrupt(format!("ledger cost: {err}")))?;
+            sqlx::query(
+                "INSERT INTO privacy_ledger (scope, model_name, region, run_id, round, attempt, state, accountant, rho, \
+                 cost_json, noise_multiplier, clip_norm, sampling_rate, delta, epsilon_cumulative, next_clip_norm, \
+                 created_at, charged_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+            )
+            .bind(e.scope.to_string())
+            .bind(&e.scope.model)
+            .bind(e.scope.region.as_str())
+            .bind(e.run.as_str())
+            .bind(i64::from(e.round))
+            .bind(i64::from(e.attempt))
+            .bind(e.state.as_str())
+            .bind(e.accountant.as_str())
+            .bind(e.cost.rho())
+            .bind(cost)
+            .bind(e.noise_multiplier)
+            .bind(e.clip_norm)
+            .bind(e.sampling_rate)
+            .bind(e.delta)
+            .bind(e.epsilon_cumulative)
+            .bind(e.next_clip_norm)
+            .bind(ts(&e.created_at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn charge_privacy(
+        &self,
+        run: &RunId,
+        round: u32,
+        attempt: u32,
+        next_clip_norm: Option<f64>,
+    ) -> Result<u64, StoreError> {
+        let r = sqlx::query(
+            "UPDATE privacy_ledger SET state = 'charged', charged_at = ?, next_clip_norm = ? \
+             WHERE run_id = ? AND round = ? AND attempt = ? AND state = 'reserved'",
+        )
+        .bind(ts(&Utc::now()))
+        .bind(next_clip_norm)
+        .bind(run.as_str())
+        .bind(i64::from(round))
+        .bind(i64::from(attempt))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    async fn list_ledger(&self, filter: &LedgerFilter) -> Result<Vec<LedgerEntry>, StoreError> {
+        let scope = filter.scope.as_ref().map(ToString::to_string);
+        let run = filter.run.as_ref().map(|r| r.as_str().to_string());
+        let rows = sqlx::query(
+            "SELECT * FROM privacy_ledger WHERE (? IS NULL OR scope = ?) AND (? IS NULL OR run_id = ?) \
+             ORDER BY created_at, run_id, round, attempt, scope",
+        )
+        .bind(scope.clone())
+        .bind(scope)
+        .bind(run.clone())
+        .bind(run)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(ledger_of).collect()
     }
 
     async fn upsert_client(&self, c: &ClientRecord) -> Result<(), StoreError> {

@@ -41,6 +41,7 @@ fn python_safetensors_loads_fedra_checkpoints() -> anyhow::Result<()> {
             contributors: vec![],
             metrics: TrainingMetrics::default(),
             regions: vec![RegionId::new("eu")?],
+            privacy: None,
         };
         let published = CheckpointDir::new(dir.path()).publish(&req, &params)?;
         let mut offset = 0;

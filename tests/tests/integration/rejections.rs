@@ -2,7 +2,7 @@
 
 use crate::sandbox::*;
 use fedra_client::control::ControlError;
-use fedra_proto::chunking::{chunks, sha256_hex};
+use fedra_proto::chunking::{chunks, transfer_digest_hex};
 use fedra_proto::pb;
 use fedra_proto::pb::fleet_service_client::FleetServiceClient;
 use std::time::Duration;
@@ -104,13 +104,13 @@ fn header(task: &str, client: &str, total: u64) -> pb::UpdatePart {
     }
 }
 
-fn trailer(samples: u64, sha256: String) -> pb::UpdatePart {
+fn trailer(samples: u64, digest: String) -> pb::UpdatePart {
     pb::UpdatePart {
         part: Some(pb::update_part::Part::Trailer(pb::UpdateTrailer {
             samples,
             metrics: None,
             update_norm: 1.0,
-            sha256,
+            digest,
         })),
     }
 }
@@ -118,7 +118,7 @@ fn trailer(samples: u64, sha256: String) -> pb::UpdatePart {
 fn upload(task: &str, client: &str, values: &[f32], samples: u64, sha: Option<String>) -> Vec<pb::UpdatePart> {
     let mut parts = vec![header(task, client, values.len() as u64)];
     parts.extend(chunks(values, 16).map(|c| pb::UpdatePart { part: Some(pb::update_part::Part::Chunk(c)) }));
-    parts.push(trailer(samples, sha.unwrap_or_else(|| sha256_hex(values))));
+    parts.push(trailer(samples, sha.unwrap_or_else(|| transfer_digest_hex(values))));
     parts
 }
 
@@ -174,7 +174,7 @@ async fn malformed_updates_are_refused_and_the_round_still_completes() -> anyhow
     let e = refuse(upload(id, "raw", &good[..10], 10, None)).await;
     assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "update declares 10 values, the model has 15"));
     let e = refuse(upload(id, "raw", &good, 10, Some("00".repeat(32)))).await;
-    assert!(e.message().starts_with("trailer.sha256"), "{}", e.message());
+    assert!(e.message().starts_with("trailer.digest"), "{}", e.message());
     let e = refuse(upload(id, "raw", &good, 11, None)).await;
     assert_eq!(e.message(), "update claims 11 samples, client raw registered 10");
     let e = refuse(upload(id, "raw", &good, 0, None)).await;
