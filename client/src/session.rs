@@ -52,7 +52,7 @@ fn privatise(
     for (l, g) in local.iter_mut().zip(global) {
         *l -= g;
     }
-    let clip = fedra_proto::noise::clip_l2(&mut local, p.clip_norm);
+    let clip = fedra_proto::noise::clip_l2(&mut local, p.clip_norm)?;
     if p.local_noise_std > 0.0 {
         let lattice = fedra_proto::noise::LatticeGaussian::new(
             local.len(),
@@ -61,7 +61,7 @@ fn privatise(
             p.lattice_slack,
         )?;
         let mut values: Vec<f64> = local.iter().map(|v| f64::from(*v)).collect();
-        lattice.add_noise(&mut values, &mut fedra_proto::noise::SecureRng::from_os()?)?;
+        lattice.add_noise(&mut values, &mut fedra_proto::noise::SecureRng::from_os_rng()?)?;
         for (l, v) in local.iter_mut().zip(&values) {
             *l = *v as f32;
         }

@@ -7,6 +7,8 @@ use fedra_client::data::{Dataset, DatasetInfo};
 use fedra_client::session::{Sidecar, SidecarSettings, SidecarStatus, UploadFaults};
 use fedra_client::trainer::Trainer;
 use fedra_client::trainer::burn_logreg::BurnTrainer;
+use fedra_coordinator::privacy::Budgets;
+use fedra_coordinator::privacy::budget::RawBudgetRule;
 use fedra_coordinator::Coordinator;
 use fedra_coordinator::config::Config;
 use std::path::{Path, PathBuf};
@@ -32,6 +34,7 @@ pub struct ClusterBuilder {
     client_timeout: Duration,
     chunk_bytes: Option<usize>,
     max_concurrent_uploads: Option<usize>,
+    privacy_budgets: Vec<RawBudgetRule>,
 }
 
 impl Default for ClusterBuilder {
@@ -43,6 +46,7 @@ impl Default for ClusterBuilder {
             client_timeout: Duration::from_secs(3),
             chunk_bytes: None,
             max_concurrent_uploads: None,
+            privacy_budgets: Vec::new(),
         }
     }
 }
@@ -74,6 +78,11 @@ impl ClusterBuilder {
         self.max_concurrent_uploads = Some(n);
         self
     }
+    /// Privacy budgets, as the `[[privacy.budgets]]` rules of a coordinator config.
+    pub fn privacy_budget(mut self, rule: RawBudgetRule) -> Self {
+        self.privacy_budgets.push(rule);
+        self
+    }
 
     /// Starts the coordinator, then every client, and waits until all clients have
     /// registered.
@@ -98,6 +107,7 @@ impl ClusterBuilder {
         if let Some(n) = self.max_concurrent_uploads {
             config.max_concurrent_uploads = n;
         }
+        config.engine.privacy.budgets = Budgets::new(self.privacy_budgets).context("privacy budgets")?;
         let coordinator = Coordinator::start(&config).await.context("starting coordinator")?;
         // Restarts must come back on the same port so that clients reconnect to it.
         config.listen = coordinator.addr();

@@ -14,7 +14,7 @@ use crate::report::{self, Metric, RoundMetrics};
 use anyhow::{Context, Result, bail, ensure};
 use fedra_client::data::Dataset;
 use fedra_client::data::partition::Partition;
-use fedra_client::plan_file::{EvaluationSection, LocalSection, ModelSection, PlanFile, StrategyName};
+use fedra_client::plan_file::{EvaluationSection, LocalSection, ModelSection, PlanFile, PrivacySection, StrategyName};
 use fedra_client::trainer::burn_logreg::BurnTrainer;
 use fedra_client::trainer::{LocalHyperparams, Optimizer, TrainSpec, Trainer};
 use fedra_client::wire::{RunState, WatchEvent};
@@ -70,6 +70,26 @@ pub enum PartitionName {
 pub struct Sweep {
     #[serde(default)]
     pub proximal_mu: Vec<f64>,
+    /// With `[privacy]`: run each configuration without (`false`) and with (`true`) it,
+    /// side by side. Empty = as the scenario says.
+    #[serde(default)]
+    pub private: Vec<bool>,
+}
+
+/// `[privacy_budget]`: the coordinator's budget for every scope of the scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSection {
+    pub epsilon: f64,
+    pub delta: f64,
+}
+
+/// A configuration of a scenario: its label, local training and privacy.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub label: String,
+    pub local: LocalSection,
+    pub privacy: Option<PrivacySection>,
 }
 
 /// A scenario file.
@@ -97,6 +117,11 @@ pub struct Scenario {
     pub sweep: Sweep,
     #[serde(default)]
     pub faults: FaultSpec,
+    /// Client-level DP for the run (DP-FedAvg); see `fedra_client::plan_file::PrivacySection`.
+    #[serde(default)]
+    pub privacy: Option<PrivacySection>,
+    #[serde(default)]
+    pub privacy_budget: Option<BudgetSection>,
 }
 
 fn default_seeds() -> Vec<u64> {
@@ -123,22 +148,46 @@ impl Scenario {
         ensure!(!s.seeds.is_empty(), "{origin}: seeds must not be empty");
         ensure!(s.rounds >= 1, "{origin}: rounds must be at least 1");
         s.faults.validate().with_context(|| origin.to_string())?;
+        ensure!(
+            s.sweep.private.is_empty() || s.privacy.is_some(),
+            "{origin}: sweep.private needs a [privacy] section"
+        );
+        ensure!(
+            s.privacy.is_none() || s.privacy_budget.is_some(),
+            "{origin}: a private scenario needs [privacy_budget] (epsilon, delta)"
+        );
         Ok(s)
     }
 
-    /// The configurations to run: one per swept value, or the scenario itself.
-    pub fn configs(&self) -> Vec<(String, LocalSection)> {
-        if self.sweep.proximal_mu.is_empty() {
-            return vec![(format!("mu={}", self.local.proximal_mu), self.local.clone())];
+    /// The configurations to run: one per swept value (μ × private), or the scenario itself.
+    pub fn configs(&self) -> Vec<Config> {
+        let locals: Vec<(String, LocalSection)> = if self.sweep.proximal_mu.is_empty() {
+            vec![(format!("mu={}", self.local.proximal_mu), self.local.clone())]
+        } else {
+            self.sweep
+                .proximal_mu
+                .iter()
+                .map(|mu| (format!("mu={mu}"), LocalSection { proximal_mu: *mu, ..self.local.clone() }))
+                .collect()
+        };
+        let privates: Vec<bool> =
+            if self.sweep.private.is_empty() { vec![self.privacy.is_some()] } else { self.sweep.private.clone() };
+        let mut out = Vec::new();
+        for (label, local) in locals {
+            for &private in &privates {
+                let privacy = if private { self.privacy.clone() } else { None };
+                let label = match (&privacy, self.privacy.is_some()) {
+                    (Some(p), _) => format!("{label} dp(z={})", p.noise_multiplier),
+                    (None, true) => format!("{label} non-private"),
+                    (None, false) => label.clone(),
+                };
+                out.push(Config { label, local: local.clone(), privacy });
+            }
         }
-        self.sweep
-            .proximal_mu
-            .iter()
-            .map(|mu| (format!("mu={mu}"), LocalSection { proximal_mu: *mu, ..self.local.clone() }))
-            .collect()
+        out
     }
 
-    fn plan(&self, local: LocalSection, seed: u64, clients: usize) -> PlanFile {
+    fn plan(&self, local: LocalSection, privacy: Option<PrivacySection>, seed: u64, clients: usize) -> PlanFile {
         let per_round = self.clients_per_round.min(clients as u32).max(1);
         PlanFile {
             version: 1,
@@ -155,6 +204,7 @@ impl Scenario {
             // The plan seed drives initialisation and client sampling.
             seed: seed.wrapping_mul(7919).wrapping_add(1),
             evaluation: self.evaluation,
+            privacy,
         }
     }
 
@@ -202,6 +252,8 @@ pub struct ScenarioReport {
     pub faults: Vec<FaultOutcome>,
     pub dir: PathBuf,
     pub failed_runs: Vec<String>,
+    /// The final guarantee of each private run.
+    pub privacy: Vec<PrivacyOutcome>,
 }
 
 fn concat(name: &str, parts: impl Iterator<Item = Dataset>) -> Result<Dataset> {
@@ -222,14 +274,28 @@ fn read_checkpoint(path: &Path, layout: &fedra_client::trainer::TensorLayout) ->
 }
 
 /// Runs one (config, seed) and returns its rows and fault outcomes.
+/// What one run of a private configuration ended with: the last checkpoint's guarantee.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrivacyOutcome {
+    pub config: String,
+    pub seed: u64,
+    pub epsilon: f64,
+    pub delta: f64,
+    pub accountant: String,
+    pub noise_multiplier: f64,
+    pub clip_norm: f64,
+    pub sampling_rate: f64,
+    pub rounds: u32,
+}
+
 async fn run_one(
     scenario: &Scenario,
-    config: &str,
-    local: LocalSection,
+    cfg: &Config,
     seed: u64,
     dir: &Path,
     progress: &indicatif::ProgressBar,
-) -> Result<(Vec<RoundMetrics>, Vec<FaultOutcome>, RunState)> {
+) -> Result<(Vec<RoundMetrics>, Vec<FaultOutcome>, RunState, Option<PrivacyOutcome>)> {
+    let config = cfg.label.as_str();
     let data = scenario.data(seed)?;
     let arch = scenario.model.architecture.clone();
     let spec = TrainSpec {
@@ -248,7 +314,16 @@ async fn run_one(
     let all_test = BurnTrainer::new(concat("all-test", data.iter().map(|c| c.test.clone()))?);
 
     let log: FaultLog = Arc::default();
-    let mut cluster = Cluster::builder().data_dir(dir.join("coordinator")).start().await?;
+    let mut builder = Cluster::builder().data_dir(dir.join("coordinator"));
+    if let Some(b) = scenario.privacy_budget {
+        builder = builder.privacy_budget(fedra_coordinator::privacy::budget::RawBudgetRule {
+            model: None,
+            region: None,
+            epsilon: b.epsilon,
+            delta: b.delta,
+        });
+    }
+    let mut cluster = builder.start().await?;
     let clients = data.len();
     for (i, c) in data.into_iter().enumerate() {
         let id = format!("{}-{:02}", REGIONS[i % REGIONS.len()], i);
@@ -259,7 +334,8 @@ async fn run_one(
         cluster.add_client_faulty(&id, region, vec![info], Box::new(trainer), crash);
     }
     cluster.wait_connected(Duration::from_secs(60)).await?;
-    let plan = scenario.plan(local, seed, clients);
+    let plan = scenario.plan(cfg.local.clone(), cfg.privacy.clone(), seed, clients);
+    let mut privacy = None;
     let params = arch.layout().total() as u64;
     let mut control = cluster.control().await?;
     let run = control.submit(&plan).await?;
@@ -297,6 +373,21 @@ async fn run_one(
                     .join(format!("round-{round:04}"))
                     .join("model.safetensors");
                 let weights = read_checkpoint(&path, &spec.layout)?;
+                let manifest: fedra_coordinator::checkpoint::Manifest =
+                    serde_json::from_slice(&std::fs::read(path.with_file_name("manifest.json"))?)?;
+                if let Some(p) = manifest.privacy {
+                    privacy = Some(PrivacyOutcome {
+                        config: config.to_string(),
+                        seed,
+                        epsilon: p.epsilon,
+                        delta: p.delta,
+                        accountant: p.accountant,
+                        noise_multiplier: p.noise_multiplier,
+                        clip_norm: p.clip_norm,
+                        sampling_rate: p.sampling_rate,
+                        rounds: p.rounds,
+                    });
+                }
                 let (train_loss, _) = all_train.evaluate(&spec, &weights)?;
                 let (test_loss, test_acc) = all_test.evaluate(&spec, &weights)?;
                 if let Some(r) = rows.get_mut(&round) {
@@ -355,7 +446,7 @@ async fn run_one(
         .collect();
     store.close().await;
     cluster.shutdown().await;
-    Ok((rows.into_values().collect(), faults, state))
+    Ok((rows.into_values().collect(), faults, state, privacy))
 }
 
 /// Runs every configuration × seed of `scenario` and writes the run directory `out`.
@@ -373,23 +464,25 @@ pub async fn run(scenario: &Scenario, out: &Path) -> Result<ScenarioReport> {
     let mut rows = Vec::new();
     let mut faults = Vec::new();
     let mut failed_runs = Vec::new();
-    for (config, local) in scenario.configs() {
+    let mut privacy = Vec::new();
+    for cfg in scenario.configs() {
         for &seed in &scenario.seeds {
-            let dir = out.join("runs").join(format!("{}-seed{seed}", config.replace(['=', ' '], "_")));
+            let dir = out.join("runs").join(format!("{}-seed{seed}", cfg.label.replace(['=', ' ', '(', ')'], "_")));
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)?;
             }
-            let (r, f, state) = run_one(scenario, &config, local.clone(), seed, &dir, &progress).await?;
+            let (r, f, state, p) = run_one(scenario, &cfg, seed, &dir, &progress).await?;
             if state != RunState::Succeeded {
-                failed_runs.push(format!("{config} seed {seed}: {}", state.as_str()));
+                failed_runs.push(format!("{} seed {seed}: {}", cfg.label, state.as_str()));
             }
             rows.extend(r);
             faults.extend(f);
+            privacy.extend(p);
         }
     }
     progress.finish_and_clear();
-    write_outputs(scenario, &rows, &faults, &failed_runs, out)?;
-    Ok(ScenarioReport { rows, faults, dir: out.to_path_buf(), failed_runs })
+    write_outputs(scenario, &rows, &faults, &failed_runs, &privacy, out)?;
+    Ok(ScenarioReport { rows, faults, dir: out.to_path_buf(), failed_runs, privacy })
 }
 
 fn write_outputs(
@@ -397,6 +490,7 @@ fn write_outputs(
     rows: &[RoundMetrics],
     faults: &[FaultOutcome],
     failed_runs: &[String],
+    privacy: &[PrivacyOutcome],
     out: &Path,
 ) -> Result<()> {
     report::write_csv(&out.join("metrics.csv"), rows)?;
@@ -409,6 +503,15 @@ fn write_outputs(
         report::plot_metric(&out.join(format!("{file}.svg")), rows, metric, &format!("{}: {title}", scenario.name))?;
     }
     let mut md = format!("# {}\n\n{}\n", scenario.name, report::summary_table(rows));
+    if !privacy.is_empty() {
+        md.push_str("\n## Privacy guarantee of the final checkpoint (client-level DP)\n\n| config | seed | ε | δ | accountant | z | C (last round) | q | rounds |\n|---|---:|---:|---:|---|---:|---:|---:|---:|\n");
+        for p in privacy {
+            md.push_str(&format!(
+                "| {} | {} | {:.3} | {:e} | {} | {} | {:.4} | {} | {} |\n",
+                p.config, p.seed, p.epsilon, p.delta, p.accountant, p.noise_multiplier, p.clip_norm, p.sampling_rate, p.rounds
+            ));
+        }
+    }
     if !failed_runs.is_empty() {
         md.push_str("\nRuns that did not succeed:\n\n");
         for f in failed_runs {

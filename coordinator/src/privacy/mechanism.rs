@@ -143,6 +143,33 @@ mod tests {
     }
 
     #[test]
+    fn adaptive_clipping_converges_to_the_target_quantile() {
+        // A fixed norm distribution: 100 clients with norms 0.05, 0.10, …, 5.0. With the
+        // paper's count noise (σ_b = m/20) and η = 0.2, C settles where a fraction γ of
+        // the norms is at or under it, from far above and from far below.
+        let norms: Vec<f64> = (1..=100).map(|i| f64::from(i) * 0.05).collect();
+        let m = norms.len() as u32;
+        let count_noise = IntegerGaussian::new(2.0 * f64::from(m) / 20.0).unwrap();
+        let mut rng = fedra_proto::noise::SecureRng::from_os_rng().unwrap();
+        for gamma in [0.3, 0.5, 0.8] {
+            for start in [0.01, 50.0] {
+                let mut c: f64 = start;
+                let mut tail = Vec::new();
+                for round in 0..400 {
+                    let count: i64 = norms.iter().map(|n| if *n <= c { 1 } else { -1 }).sum();
+                    let noised = count as f64 + count_noise.sample(&mut rng).unwrap() as f64;
+                    c = next_clip_norm(c, noised, m, gamma, 0.2);
+                    if round >= 300 {
+                        tail.push(norms.iter().filter(|n| **n <= c).count() as f64 / f64::from(m));
+                    }
+                }
+                let mean = tail.iter().sum::<f64>() / tail.len() as f64;
+                assert!((mean - gamma).abs() < 0.05, "γ={gamma} from C={start}: fraction under C is {mean}");
+            }
+        }
+    }
+
+    #[test]
     fn clip_norm_moves_toward_the_target_quantile() {
         // Everyone under C (b̃ = 1 > γ = 0.5): C shrinks; nobody under C: C grows.
         assert!(next_clip_norm(1.0, 100.0, 50, 0.5, 0.2) < 1.0);

@@ -17,7 +17,7 @@ use crate::store::{
 use chrono::Utc;
 use fedra_proto::chunking::SharedParams;
 use fedra_proto::noise::SecureRng;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use std::collections::{HashMap, VecDeque};
@@ -1046,6 +1046,8 @@ impl Engine {
             let dp_noise = dp.as_ref().map(|d| (d.mechanism.clone(), d.count_sum));
             let expected = active.plan.privacy.as_ref().map_or(1, |p| p.expected_clients);
             active.round.phase = Phase::Aggregating { contributors, metrics, dp: dp.map(|d| (d.mechanism, d.scopes)) };
+            let layout = active.global.layout.clone();
+            let old = std::mem::replace(&mut active.global, Arc::new(GlobalModel::placeholder(layout)));
             self.remember_closed(closed, round_no);
             for (client, task) in abandoned {
                 if let Some(c) = self.clients.get_mut(&client) {
@@ -1054,7 +1056,6 @@ impl Engine {
             }
             info!(run = %key.run, round = key.round, reported, "round aggregating");
             let tx = self.internal_tx.clone();
-            let old = std::mem::replace(&mut active.global, Arc::new(GlobalModel::placeholder(active.global.layout.clone())));
             tokio::task::spawn_blocking(move || {
                 let clients = acc.contributions();
                 let (result, noised_count) = match dp_noise {
@@ -1585,7 +1586,9 @@ impl Engine {
                         let e = RoundError::Privacy(PrivacyError::OverClipBound { norm, bound: c });
                         return (acc, values, Err(e), None);
                     }
-                    fedra_proto::noise::clip_l2(values.as_mut_slice(), c);
+                    if let Err(e) = fedra_proto::noise::clip_l2(values.as_mut_slice(), c) {
+                        return (acc, values, Err(RoundError::Privacy(e.into())), None);
+                    }
                     reclipped = Some(norm);
                 }
             }
@@ -1671,12 +1674,12 @@ fn private_average(
             got: sum.len(),
         }));
     }
-    let mut rng = SecureRng::from_os().map_err(PrivacyError::from)?;
+    let mut rng = SecureRng::from_os_rng().map_err(PrivacyError::from)?;
     if mechanism.mechanism == DpMechanism::Central {
         mechanism.update_noise.add_noise(&mut sum, &mut rng).map_err(PrivacyError::from)?;
     }
     let noised_count = match &mechanism.count_noise {
-        Some(noise) => Some(count_sum as f64 + noise.sample(&mut rng) as f64),
+        Some(noise) => Some(count_sum as f64 + noise.sample(&mut rng).map_err(PrivacyError::from)? as f64),
         None => None,
     };
     let m = f64::from(expected_clients);

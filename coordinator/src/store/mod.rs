@@ -494,5 +494,48 @@ pub(crate) mod contract {
         store.finish_run(&b.id, &cpb.id).await.unwrap();
         let done = store.get_run(&b.id).await.unwrap().unwrap();
         assert_eq!((done.state, done.published_checkpoint), (RunState::Succeeded, Some(cpb.id.clone())));
+
+        // The privacy ledger: reservations of one round in two scopes, written together,
+        // charged together, never removed.
+        use crate::privacy::accountant::{Accountant, RoundCost};
+        use crate::privacy::{LedgerEntry, LedgerState};
+        let entry = |region: &str, round: u32, attempt: u32| LedgerEntry {
+            scope: PrivacyScope::new("m", id(region)),
+            run: b.id.clone(),
+            round,
+            attempt,
+            state: LedgerState::Reserved,
+            accountant: Accountant::PoissonRdp,
+            cost: RoundCost::sampled_gaussian(0.1, 1.1).unwrap(),
+            noise_multiplier: 1.1,
+            clip_norm: 0.75,
+            sampling_rate: 0.1,
+            delta: 1e-6,
+            epsilon_cumulative: 0.25 * f64::from(round),
+            next_clip_norm: None,
+            created_at: now(),
+        };
+        let r1 = vec![entry("eu", 1, 1), entry("us", 1, 1)];
+        store.reserve_privacy(&r1).await.unwrap();
+        assert!(store.reserve_privacy(&r1[..1]).await.is_err(), "one entry per scope and round attempt");
+        store.reserve_privacy(&[entry("eu", 2, 1)]).await.unwrap();
+        let all = store.list_ledger(&LedgerFilter::default()).await.unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0], r1[0], "entries round-trip, cost curve included");
+        let eu_scope = PrivacyScope::new("m", id("eu"));
+        let eu = store.list_ledger(&LedgerFilter { scope: Some(eu_scope.clone()), run: None }).await.unwrap();
+        assert_eq!(eu.iter().map(|e| e.round).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(store.charge_privacy(&b.id, 1, 1, Some(0.5)).await.unwrap(), 2);
+        assert_eq!(store.charge_privacy(&b.id, 1, 1, Some(0.5)).await.unwrap(), 0, "charged once");
+        let of_b = store.list_ledger(&LedgerFilter { scope: None, run: Some(b.id.clone()) }).await.unwrap();
+        assert_eq!(
+            of_b.iter().map(|e| (e.scope.region.as_str().to_string(), e.round, e.state, e.next_clip_norm)).collect::<Vec<_>>(),
+            [
+                ("eu".to_string(), 1, LedgerState::Charged, Some(0.5)),
+                ("us".to_string(), 1, LedgerState::Charged, Some(0.5)),
+                ("eu".to_string(), 2, LedgerState::Reserved, None)
+            ]
+        );
+        assert!(store.list_ledger(&LedgerFilter { scope: None, run: Some(a.id.clone()) }).await.unwrap().is_empty());
     }
 }

@@ -54,6 +54,7 @@ impl DyingClient {
                 task_id: task.task_id,
                 client_id: id.into(),
                 total_values: total as u64,
+                is_delta: false,
             })),
         })
         .await?;

@@ -7,6 +7,7 @@ mod cli;
 mod evaluation;
 mod faults;
 mod interop;
+mod privacy;
 mod rejections;
 mod restart;
 mod sandbox;

@@ -43,6 +43,7 @@ pub fn plan(input_dim: u32, classes: u32, rounds: u32, clients_per_round: u32, m
         regions: Vec::new(),
         seed: 11,
         evaluation: EvaluationSection::default(),
+        privacy: None,
     }
 }
 
