@@ -213,12 +213,15 @@ fn delta_upload(task: &str, client: &str, values: &[f32], norm: f64) -> Vec<pb::
     parts
 }
 
-/// Registers raw gRPC clients, submits `plan`, and returns each client's task id.
+type TaskStreams = Vec<tonic::Streaming<pb::Task>>;
+
+/// Registers raw gRPC clients, submits `plan`, and returns each client's task id (and the
+/// task streams: a client whose stream is dropped has gone away).
 async fn raw_round(
     cluster: &Cluster,
     ids: &[&str],
     plan: &PlanFile,
-) -> anyhow::Result<(FleetServiceClient<tonic::transport::Channel>, String, Vec<String>)> {
+) -> anyhow::Result<(FleetServiceClient<tonic::transport::Channel>, String, Vec<String>, TaskStreams)> {
     let mut fleet = FleetServiceClient::connect(cluster.endpoint()).await?;
     let mut streams = Vec::new();
     for id in ids {
@@ -240,7 +243,7 @@ async fn raw_round(
         assert_eq!((p.clip_norm, p.local_noise_std), (0.5, 0.0));
         tasks.push(task.task_id);
     }
-    Ok((fleet, run, tasks))
+    Ok((fleet, run, tasks, streams))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -252,7 +255,7 @@ async fn the_coordinator_verifies_the_clipping_bound() -> anyhow::Result<()> {
     // Reject: the over-bound update is refused, named, and recorded; the round goes on.
     let mut p = dp_plan(1, 2, central(1.0, 0.5, 2));
     p.min_clients = 1;
-    let (fleet, run, tasks) = raw_round(&cluster, &["a", "b"], &p).await?;
+    let (fleet, run, tasks, first) = raw_round(&cluster, &["a", "b"], &p).await?;
     let e = fleet.clone().push_update(tokio_stream::iter(delta_upload(&tasks[0], "a", &big, 5.74))).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().starts_with("update norm 5.74") && e.message().contains("clipping bound 0.5"), "{}", e.message());
@@ -271,10 +274,12 @@ async fn the_coordinator_verifies_the_clipping_bound() -> anyhow::Result<()> {
     assert_eq!(a.status, ParticipationStatus::Rejected);
     assert!(a.detail.as_deref().unwrap_or_default().contains("exceeds the clipping bound"), "{a:?}");
 
+    drop(first); // a and b go away: the next round can only pick c.
+
     // Re-clip: the same update is scaled back to C, folded, and the event recorded.
     let mut p = dp_plan(1, 1, central(1.0, 0.5, 1));
     p.privacy.as_mut().unwrap().over_bound = OverBoundName::Reclip;
-    let (fleet, run, tasks) = raw_round(&cluster, &["c"], &p).await?;
+    let (fleet, run, tasks, _streams) = raw_round(&cluster, &["c"], &p).await?;
     fleet.clone().push_update(tokio_stream::iter(delta_upload(&tasks[0], "c", &big, 5.74))).await?;
     assert_succeeded(&wait_for_end(&cluster.endpoint(), &run, Duration::from_secs(30)).await?);
     let parts = store.list_participations(&RunId::new(run)?).await?;
