@@ -43,6 +43,18 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Benchmarks (see BENCHMARKS.md).
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// End-to-end rounds: a fedra-coordinator process and N sidecars over loopback gRPC
+    /// with trivial training; round time, coordinator CPU and peak RSS, bytes on the wire.
+    Rounds(fedra_sim::bench_rounds::RoundsArgs),
 }
 
 #[tokio::main]
@@ -85,6 +97,23 @@ async fn main() -> ExitCode {
                     println!("run directory: {}", report.dir.display());
                     if report.failed_runs.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) }
                 }
+                Err(e) => {
+                    eprintln!("fedra-sim: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Bench { what: BenchCommand::Rounds(args) } => {
+            let opts = match args.into_options() {
+                Ok(o) => o,
+                Err(e) => {
+                    eprintln!("fedra-sim: {e:#}");
+                    return ExitCode::from(64);
+                }
+            };
+            match fedra_sim::bench_rounds::run(&opts).await {
+                Ok(reports) if reports.iter().all(|r| r.state == "succeeded") => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::from(2),
                 Err(e) => {
                     eprintln!("fedra-sim: {e:#}");
                     ExitCode::FAILURE

@@ -450,6 +450,8 @@ pub struct Engine {
     clients: HashMap<ClientId, ConnectedClient>,
     queue: VecDeque<RunId>,
     active: Option<ActiveRun>,
+    /// Reported updates not yet written to the store (see [`Engine::flush_updates`]).
+    pending_updates: Vec<ParticipationRecord>,
     /// Tasks of rounds that already closed, so that stragglers get a precise answer.
     /// Bounded: cleared when it grows past [`CLOSED_TASKS_MAX`].
     closed_tasks: HashMap<TaskId, u32>,
@@ -500,6 +502,7 @@ impl Engine {
             queue,
             active: None,
             closed_tasks: HashMap::new(),
+            pending_updates: Vec::new(),
         };
         let join = tokio::spawn(engine.run(rx, internal_rx));
         Ok((EngineHandle { tx }, join))
@@ -571,7 +574,9 @@ impl Engine {
             Request::CommitUpload { task, client, update, reply } => {
                 let r = self.commit_upload(task, client, update).await;
                 let _ = reply.send(r);
-                self.on_tick().await;
+                // Only what an update can change: the round may now be complete. Liveness
+                // and selection stay on the tick (they are O(clients)).
+                self.check_training_end().await;
             }
             Request::ReportEvaluation { task, client, report, reply } => {
                 let r = self.report_evaluation(&task, &client, report);
@@ -875,7 +880,20 @@ impl Engine {
     // Round phases
     // ----------------------------------------------------------------------------------
 
+    /// Writes the batched reported updates in one transaction. A failure is logged: the
+    /// updates are in the sum and the round's completion records its totals anyway.
+    async fn flush_updates(&mut self) {
+        if self.pending_updates.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending_updates);
+        if let Err(e) = self.store.record_updates(&batch).await {
+            error!(updates = batch.len(), error = %e, "cannot record updates");
+        }
+    }
+
     async fn on_tick(&mut self) {
+        self.flush_updates().await;
         if self.active.is_none() {
             self.start_next_run().await;
             return;
@@ -1029,6 +1047,15 @@ impl Engine {
         let past_deadline = now >= active.round.deadline;
         let unreachable = reported as usize + t.outstanding() < min_clients as usize;
         if target_met || (quorum && (nobody_left || past_deadline)) {
+            // Participations are on record before the round can be committed.
+            if !self.pending_updates.is_empty() {
+                let batch = std::mem::take(&mut self.pending_updates);
+                if let Err(e) = self.store.record_updates(&batch).await {
+                    error!(updates = batch.len(), error = %e, "cannot record updates");
+                }
+            }
+            let Some(active) = &mut self.active else { return };
+            let Phase::Training(t) = &mut active.round.phase else { return };
             let key = active.round.key.clone();
             let acc = t.acc.take().expect("accumulator present while training");
             let contributors = std::mem::take(&mut t.contributors);
@@ -1374,6 +1401,7 @@ impl Engine {
 
     /// Ends the active round attempt without a checkpoint and ends the run with `state`.
     async fn fail_active(&mut self, failure: RoundFailure, state: RunState) {
+        self.flush_updates().await;
         let Some(active) = self.active.take() else { return };
         let key = active.round.key;
         let reason = failure.0;
@@ -1642,10 +1670,9 @@ impl Engine {
             update_norm: Some(update_norm),
             detail,
         };
-        if let Err(e) = self.store.record_update(&record).await {
-            // The update is in the sum; the round's final commit records the totals anyway.
-            error!(run = %key.run, client = %client, error = %e, "cannot record update");
-        }
+        // Written in batches (each tick, and before the round leaves Training): one SQLite
+        // transaction per update would cap a round at ~1000 updates/s on the engine task.
+        self.pending_updates.push(record);
         info!(run = %key.run, round = key.round, client = %client, samples, reported, "update folded");
         self.emit(
             &key.run,

@@ -220,8 +220,8 @@ pub trait Store: Send + Sync + 'static {
         attempt: u32,
         selected: &[(ClientId, RegionId)],
     ) -> Result<(), StoreError>;
-    /// Marks a selected client as reported with its weight and metrics.
-    async fn record_update(&self, update: &ParticipationRecord) -> Result<(), StoreError>;
+    /// Marks selected clients as reported with their weight and metrics, in one transaction (the engine batches them).
+    async fn record_updates(&self, updates: &[ParticipationRecord]) -> Result<(), StoreError>;
     /// Marks the attempt failed; selected clients that did not report become dropped.
     async fn fail_round(&self, run: &RunId, round: u32, attempt: u32, reason: &str) -> Result<(), StoreError>;
     /// Completes the attempt, registers its checkpoint and advances the run, atomically.
@@ -356,7 +356,7 @@ pub(crate) mod contract {
             train_seconds: 0.0,
         };
         store
-            .record_update(&ParticipationRecord {
+            .record_updates(&[ParticipationRecord {
                 run: a.id.clone(),
                 round: 1,
                 attempt: 1,
@@ -367,7 +367,7 @@ pub(crate) mod contract {
                 metrics: Some(m),
                 update_norm: Some(0.5),
                 detail: None,
-            })
+            }])
             .await
             .unwrap();
         let cp1 = checkpoint(&a.id, 1, &["eu", "us"]);

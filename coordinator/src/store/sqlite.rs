@@ -302,34 +302,36 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn record_update(&self, p: &ParticipationRecord) -> Result<(), StoreError> {
-        let m = p.metrics.unwrap_or_default();
+    async fn record_updates(&self, updates: &[ParticipationRecord]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE participations SET status = 'reported', samples = ?, loss_before = ?, loss_after = ?, accuracy = ?, update_norm = ?, detail = ?
-             WHERE run_id = ? AND round = ? AND attempt = ? AND client_id = ?",
-        )
-        .bind(p.samples as i64)
-        .bind(m.loss_before)
-        .bind(m.loss_after)
-        .bind(m.accuracy_after)
-        .bind(p.update_norm)
-        .bind(p.detail.as_deref())
-        .bind(p.run.as_str())
-        .bind(i64::from(p.round))
-        .bind(i64::from(p.attempt))
-        .bind(p.client.as_str())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE rounds SET reported = reported + 1, samples = samples + ? WHERE run_id = ? AND round = ? AND attempt = ?",
-        )
-        .bind(p.samples as i64)
-        .bind(p.run.as_str())
-        .bind(i64::from(p.round))
-        .bind(i64::from(p.attempt))
-        .execute(&mut *tx)
-        .await?;
+        for p in updates {
+            let m = p.metrics.unwrap_or_default();
+            sqlx::query(
+                "UPDATE participations SET status = 'reported', samples = ?, loss_before = ?, loss_after = ?, accuracy = ?, update_norm = ?, detail = ?
+                 WHERE run_id = ? AND round = ? AND attempt = ? AND client_id = ?",
+            )
+            .bind(p.samples as i64)
+            .bind(m.loss_before)
+            .bind(m.loss_after)
+            .bind(m.accuracy_after)
+            .bind(p.update_norm)
+            .bind(p.detail.as_deref())
+            .bind(p.run.as_str())
+            .bind(i64::from(p.round))
+            .bind(i64::from(p.attempt))
+            .bind(p.client.as_str())
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE rounds SET reported = reported + 1, samples = samples + ? WHERE run_id = ? AND round = ? AND attempt = ?",
+            )
+            .bind(p.samples as i64)
+            .bind(p.run.as_str())
+            .bind(i64::from(p.round))
+            .bind(i64::from(p.attempt))
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }

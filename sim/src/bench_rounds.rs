@@ -1,0 +1,665 @@
+//! `fedra-sim bench rounds`: end-to-end federated rounds over real gRPC on loopback,
+//! measured the way issue #6 asks, so that fedra can be compared with Flower on the same
+//! machine (`bench/rounds.sh` runs both and writes BENCHMARKS.md).
+//!
+//! Per grid case (N clients × P float32 parameters) a *fresh* `fedra-coordinator` process
+//! is started (so its peak RSS is the case's own), N client sidecars run in this process
+//! (the real [`Sidecar`] protocol loop, one gRPC connection each) with a
+//! [`TrivialTrainer`] (received parameters + a seeded per-client perturbation), a FedAvg
+//! run of R rounds with every client selected and evaluation off is submitted over the
+//! control API like the CLI does, and its round events are timed.
+//!
+//! What is measured, and from where:
+//! - round wall time: between consecutive `Published` events as this process receives
+//!   them (round 1 from the submit call), i.e. the cadence a user sees, including the
+//!   coordinator's tick-driven selection of the next round;
+//! - coordinator CPU seconds: utime + stime of the coordinator process (`/proc/<pid>/stat`)
+//!   sampled at the same events;
+//! - coordinator peak RSS: `VmHWM` of that process at the end of the case;
+//! - bytes on the wire: kernel TCP payload counters of the sidecars' connections (see
+//!   [`wire_bytes`]) against the ideal 2·N·P·4 (one model down, one update up per client);
+//! - aggregation throughput: update bytes per round (N·P·4) divided by the coordinator's
+//!   CPU seconds per round. The coordinator does not report the time it spends folding, so
+//!   this charges *all* of its per-round CPU (gRPC, decoding, digests, checkpoint writing)
+//!   to aggregation: a lower bound on the folding rate itself.
+
+mod coordinator_process;
+mod trivial_trainer;
+pub mod wire_bytes;
+
+pub use coordinator_process::{CoordinatorProcess, CoordinatorSettings, ProcSample};
+pub use trivial_trainer::TrivialTrainer;
+
+use anyhow::{Context, Result, bail};
+use fedra_client::control::ControlClient;
+use fedra_client::data::DatasetInfo;
+use fedra_client::plan_file::PlanFile;
+use fedra_client::session::{Sidecar, SidecarSettings, SidecarStatus};
+use fedra_client::wire::{RunState, WatchEvent};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
+use wire_bytes::WireSample;
+
+/// Classes of the benchmark's logistic-regression model; P = CLASSES · (input_dim + 1).
+const CLASSES: usize = 10;
+/// Sidecars started (and awaited) at a time, so that 10,000 connections do not overflow
+/// the coordinator's accept backlog at once.
+const CONNECT_BATCH: usize = 250;
+
+/// One grid point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct GridCase {
+    pub clients: usize,
+    /// Requested parameter count; the model's exact count is in [`CaseReport::params`].
+    pub params: usize,
+}
+
+impl std::str::FromStr for GridCase {
+    type Err = String;
+    /// `NxP` with optional `k`/`M` suffixes, e.g. `10x1M`, `1000x100k`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        fn count(v: &str) -> Option<usize> {
+            let (digits, mult) = match v.chars().last()? {
+                'k' | 'K' => (&v[..v.len() - 1], 1_000),
+                'm' | 'M' => (&v[..v.len() - 1], 1_000_000),
+                _ => (v, 1),
+            };
+            digits.replace('_', "").parse::<usize>().ok().map(|n| n * mult)
+        }
+        let (n, p) = s.split_once(['x', 'X']).ok_or_else(|| format!("{s:?} is not NxP, e.g. 10x1M"))?;
+        match (count(n), count(p)) {
+            (Some(clients), Some(params)) if clients >= 1 && params >= 2 * CLASSES => Ok(Self { clients, params }),
+            _ => Err(format!("{s:?}: need N ≥ 1 clients and P ≥ {} parameters, e.g. 10x1M", 2 * CLASSES)),
+        }
+    }
+}
+
+/// The issue's grid: 10 × 1M, 10 × 10M, 100 × 1M, 1000 × 100k.
+pub const ISSUE_GRID: [GridCase; 4] = [
+    GridCase { clients: 10, params: 1_000_000 },
+    GridCase { clients: 10, params: 10_000_000 },
+    GridCase { clients: 100, params: 1_000_000 },
+    GridCase { clients: 1000, params: 100_000 },
+];
+
+/// Command-line flags of `fedra-sim bench rounds`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RoundsArgs {
+    /// Run one case with this many clients (needs --params) instead of the issue's grid.
+    #[arg(long, requires = "params")]
+    pub clients: Option<usize>,
+    /// Parameters of the one case (float32), e.g. 100000.
+    #[arg(long, requires = "clients")]
+    pub params: Option<usize>,
+    /// Cases as NxP with k/M suffixes, e.g. --grid 10x1M,1000x100k (default: the issue's
+    /// grid 10x1M,10x10M,100x1M,1000x100k).
+    #[arg(long, value_delimiter = ',', conflicts_with = "clients")]
+    pub grid: Option<Vec<GridCase>>,
+    /// Rounds per case; the first is reported separately, the rest are "steady".
+    #[arg(long, default_value_t = 5)]
+    pub rounds: u32,
+    /// The coordinator binary (default: `fedra-coordinator` next to this executable).
+    #[arg(long)]
+    pub coordinator: Option<PathBuf>,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[arg(long, default_value_t = 5.0)]
+    pub heartbeat_seconds: f64,
+    #[arg(long, default_value_t = 60.0)]
+    pub client_timeout_seconds: f64,
+    /// Coordinator's max_concurrent_uploads (default: its own default).
+    #[arg(long)]
+    pub max_concurrent_uploads: Option<usize>,
+    /// Coordinator's chunk_bytes (default: its own default).
+    #[arg(long)]
+    pub chunk_bytes: Option<usize>,
+    /// RUST_LOG of the coordinator process.
+    #[arg(long, default_value = "warn")]
+    pub coordinator_log: String,
+    /// Round deadline in the submitted plan.
+    #[arg(long, default_value_t = 1800.0)]
+    pub deadline_seconds: f64,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+/// Validated options.
+#[derive(Debug, Clone)]
+pub struct RoundsBenchOptions {
+    pub cases: Vec<GridCase>,
+    pub rounds: u32,
+    pub coordinator: CoordinatorSettings,
+    pub json: Option<PathBuf>,
+    pub deadline_seconds: f64,
+    pub seed: u64,
+}
+
+impl RoundsArgs {
+    /// # Errors
+    /// Values out of range (the message names the flag).
+    pub fn into_options(self) -> Result<RoundsBenchOptions> {
+        let cases = match (self.clients, self.params, self.grid) {
+            (Some(clients), Some(params), _) => {
+                format!("{clients}x{params}").parse::<GridCase>().map_err(|e| anyhow::anyhow!("--clients/--params: {e}"))?;
+                vec![GridCase { clients, params }]
+            }
+            (_, _, Some(grid)) => grid,
+            _ => ISSUE_GRID.to_vec(),
+        };
+        if self.rounds < 1 {
+            bail!("--rounds must be at least 1");
+        }
+        let binary = match self.coordinator {
+            Some(p) => p,
+            None => std::env::current_exe()?
+                .parent()
+                .context("executable has no directory")?
+                .join("fedra-coordinator"),
+        };
+        Ok(RoundsBenchOptions {
+            cases,
+            rounds: self.rounds,
+            coordinator: CoordinatorSettings {
+                binary,
+                heartbeat_seconds: self.heartbeat_seconds,
+                client_timeout_seconds: self.client_timeout_seconds,
+                max_concurrent_uploads: self.max_concurrent_uploads,
+                chunk_bytes: self.chunk_bytes,
+                log_filter: self.coordinator_log,
+            },
+            json: self.json,
+            deadline_seconds: self.deadline_seconds,
+            seed: self.seed,
+        })
+    }
+}
+
+/// One round as observed from the event stream.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RoundObservation {
+    pub round: u32,
+    /// Seconds since submit when `Selected` / `Published` arrived.
+    pub selected_at: f64,
+    pub published_at: f64,
+    /// Round wall time (previous `Published`, or submit for round 1, to this `Published`).
+    pub wall_s: f64,
+    /// `Selected` → `Published` of this round.
+    pub train_phase_s: f64,
+    pub coordinator_cpu_s: f64,
+    pub bench_cpu_s: f64,
+    pub wire_up: u64,
+    pub wire_down: u64,
+    pub loopback: u64,
+}
+
+/// Everything measured for one grid case.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseReport {
+    pub clients: usize,
+    /// Exact parameter count of the model used.
+    pub params: usize,
+    pub model: String,
+    pub rounds: u32,
+    pub state: String,
+    pub error: Option<String>,
+    /// Seconds to start all sidecars and see them connected.
+    pub connect_s: f64,
+    pub per_round: Vec<RoundObservation>,
+    pub first_round_s: Option<f64>,
+    pub steady_round_s_median: Option<f64>,
+    pub steady_round_s_min: Option<f64>,
+    pub steady_round_s_max: Option<f64>,
+    pub steady_train_phase_s_median: Option<f64>,
+    pub first_round_coordinator_cpu_s: Option<f64>,
+    pub steady_coordinator_cpu_s_median: Option<f64>,
+    pub steady_bench_cpu_s_median: Option<f64>,
+    pub coordinator_peak_rss: u64,
+    /// 3 × model size + 64 MiB.
+    pub coordinator_rss_target: u64,
+    /// Peak RSS of this (sidecar) process so far; not a target, for context.
+    pub bench_peak_rss: u64,
+    /// 2 · N · P · 4.
+    pub ideal_wire_bytes: u64,
+    pub steady_wire_bytes_median: Option<u64>,
+    pub first_round_wire_bytes: Option<u64>,
+    /// steady (or first, with one round) wire bytes / ideal.
+    pub wire_ratio: Option<f64>,
+    pub steady_loopback_bytes_median: Option<u64>,
+    /// N · P · 4 / coordinator CPU seconds per round, GB/s (a lower bound, see module docs).
+    pub aggregation_gbps_lower_bound: Option<f64>,
+    pub sidecar_sessions_restarted: u32,
+    pub sidecar_tasks_failed: u32,
+}
+
+/// Raises the soft open-files limit to the hard one; returns the new soft limit.
+fn raise_nofile() -> u64 {
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                return want.rlim_cur as u64;
+            }
+        }
+        lim.rlim_cur as u64
+    }
+}
+
+/// The benchmark's model for about `params` parameters: logistic regression with 10
+/// classes, so P = 10 · (input_dim + 1) (exact when `params` is a multiple of 10).
+pub fn model_for(params: usize) -> (usize, usize) {
+    let input_dim = (params / CLASSES).saturating_sub(1).max(1);
+    (input_dim, CLASSES * (input_dim + 1))
+}
+
+fn plan(case: GridCase, rounds: u32, deadline: f64, seed: u64) -> Result<PlanFile> {
+    let (input_dim, _) = model_for(case.params);
+    let text = format!(
+        r#"
+version = 1
+rounds = {rounds}
+clients_per_round = {n}
+min_clients = {n}
+round_deadline_seconds = {deadline}
+seed = {seed}
+
+[model]
+kind = "logistic_regression"
+name = "bench-rounds"
+input_dim = {input_dim}
+classes = {CLASSES}
+
+[local]
+epochs = 1
+batch_size = 1
+learning_rate = 0.1
+"#,
+        n = case.clients
+    );
+    Ok(PlanFile::parse(&text, "bench-rounds plan")?)
+}
+
+struct Fleet {
+    stops: Vec<oneshot::Sender<()>>,
+    joins: Vec<JoinHandle<()>>,
+    status: Vec<watch::Receiver<SidecarStatus>>,
+}
+
+impl Fleet {
+    /// Starts `n` sidecars in batches, waiting for each batch to connect.
+    async fn start(endpoint: &str, n: usize, input_dim: usize, seed: u64) -> Result<Self> {
+        let mut fleet = Fleet { stops: Vec::new(), joins: Vec::new(), status: Vec::new() };
+        for start in (0..n).step_by(CONNECT_BATCH) {
+            let end = (start + CONNECT_BATCH).min(n);
+            for i in start..end {
+                let settings = SidecarSettings {
+                    endpoint: endpoint.to_string(),
+                    client_id: format!("bench-{i:05}"),
+                    region: "bench".into(),
+                    devices: vec!["cpu".into()],
+                    backoff_initial: Duration::from_millis(100),
+                    backoff_max: Duration::from_secs(2),
+                };
+                let info = DatasetInfo {
+                    name: "trivial".into(),
+                    samples: 1,
+                    features: input_dim as u32,
+                    classes: CLASSES as u32,
+                };
+                let client_seed = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (i as u64).wrapping_mul(0x9E37_79B9);
+                let sidecar = Sidecar::new(settings, vec![info], Box::new(TrivialTrainer::new(client_seed)));
+                fleet.status.push(sidecar.status());
+                let (stop, stopped) = oneshot::channel::<()>();
+                fleet.stops.push(stop);
+                fleet.joins.push(tokio::spawn(sidecar.run(async {
+                    let _ = stopped.await;
+                })));
+            }
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let missing = fleet.status[start..end].iter().filter(|s| !s.borrow().connected).count();
+                if missing == 0 {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let err = fleet.status[start..end].iter().find_map(|s| s.borrow().last_error.clone());
+                    bail!("{missing} of sidecars {start}..{end} not connected after 120 s (last error: {err:?})");
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Ok(fleet)
+    }
+
+    fn totals(&self) -> (u32, u32) {
+        self.status.iter().fold((0, 0), |(sessions, failed), s| {
+            let s = s.borrow();
+            (sessions + s.sessions.saturating_sub(1), failed + s.tasks_failed)
+        })
+    }
+
+    async fn stop(self) {
+        for s in self.stops {
+            let _ = s.send(());
+        }
+        for j in self.joins {
+            let _ = j.await;
+        }
+    }
+}
+
+async fn wire(port: u16) -> WireSample {
+    tokio::task::spawn_blocking(move || wire_bytes::sample(port)).await.unwrap_or_default()
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 })
+}
+
+/// Runs one grid case end to end.
+///
+/// # Errors
+/// The coordinator or the sidecars cannot start, or the control API fails; a run that
+/// ends in another state than succeeded is reported in [`CaseReport::state`] instead.
+pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseReport> {
+    let (input_dim, params) = model_for(case.params);
+    let nofile = raise_nofile();
+    if (case.clients as u64) + 256 > nofile {
+        bail!("{} clients need more than the open-files limit of {nofile}; raise `ulimit -n`", case.clients);
+    }
+    let coordinator = CoordinatorProcess::start(&opts.coordinator).await?;
+    let endpoint = coordinator.endpoint();
+    let started = Instant::now();
+    let fleet = match Fleet::start(&endpoint, case.clients, input_dim, opts.seed).await {
+        Ok(f) => f,
+        Err(e) => bail!("{e:#}; coordinator log:\n{}", coordinator.log_tail()),
+    };
+    let connect_s = started.elapsed().as_secs_f64();
+    eprintln!("  {} sidecars connected in {connect_s:.1} s", case.clients);
+
+    let mut control = ControlClient::connect(&endpoint).await?;
+    let plan = plan(case, opts.rounds, opts.deadline_seconds, opts.seed)?;
+    let mut prev_wire = wire(coordinator.port).await;
+    let mut prev_cpu = coordinator.sample()?.cpu_seconds;
+    let mut prev_bench_cpu = coordinator_process::sample(0)?.cpu_seconds;
+    let t0 = Instant::now();
+    let run_id = control.submit(&plan).await?;
+    let mut prev_published = 0.0;
+    let mut rounds: Vec<RoundObservation> = Vec::new();
+    let mut state = RunState::Unknown;
+    let mut error = None;
+    let mut events = control.watch(&run_id).await?;
+    while let Some(e) = events.next().await {
+        match e? {
+            WatchEvent::Selected { round, .. } => {
+                rounds.retain(|r| r.round != round);
+                rounds.push(RoundObservation { round, selected_at: t0.elapsed().as_secs_f64(), ..Default::default() });
+            }
+            WatchEvent::Published { round, .. } => {
+                let now = t0.elapsed().as_secs_f64();
+                let cpu = coordinator.sample()?.cpu_seconds;
+                let bench_cpu = coordinator_process::sample(0)?.cpu_seconds;
+                let w = wire(coordinator.port).await;
+                if let Some(r) = rounds.iter_mut().find(|r| r.round == round) {
+                    r.published_at = now;
+                    r.wall_s = now - prev_published;
+                    r.train_phase_s = now - r.selected_at;
+                    r.coordinator_cpu_s = cpu - prev_cpu;
+                    r.bench_cpu_s = bench_cpu - prev_bench_cpu;
+                    r.wire_up = w.up.saturating_sub(prev_wire.up);
+                    r.wire_down = w.down.saturating_sub(prev_wire.down);
+                    r.loopback = w.loopback.saturating_sub(prev_wire.loopback);
+                    eprintln!(
+                        "  round {round}: {:.3} s (train phase {:.3} s), coordinator {:.3} CPU s, wire {:.1} MB",
+                        r.wall_s,
+                        r.train_phase_s,
+                        r.coordinator_cpu_s,
+                        (r.wire_up + r.wire_down) as f64 / 1e6
+                    );
+                }
+                (prev_published, prev_cpu, prev_bench_cpu, prev_wire) = (now, cpu, bench_cpu, w);
+            }
+            WatchEvent::RoundFailed { round, reason } => {
+                eprintln!("  round {round} failed: {reason}");
+                error = Some(format!("round {round} failed: {reason}"));
+            }
+            WatchEvent::RunFinished { state: s, reason } => {
+                state = s;
+                if let Some(r) = reason {
+                    error.get_or_insert(r);
+                }
+                break;
+            }
+            WatchEvent::UpdateReceived { .. } | WatchEvent::Aggregated { .. } | WatchEvent::Evaluated { .. } => {}
+        }
+    }
+    drop(events);
+    let peak = coordinator.sample()?.peak_rss;
+    let bench_peak = coordinator_process::sample(0)?.peak_rss;
+    let (restarted, failed) = fleet.totals();
+    fleet.stop().await;
+    if state != RunState::Succeeded {
+        eprintln!("  run ended {}; coordinator log tail:\n{}", state.as_str(), coordinator.log_tail());
+    }
+    coordinator.stop().await;
+
+    let done: Vec<&RoundObservation> = rounds.iter().filter(|r| r.published_at > 0.0).collect();
+    let first = done.iter().find(|r| r.round == 1);
+    let steady: Vec<&&RoundObservation> = done.iter().filter(|r| r.round > 1).collect();
+    let mut steady_wall: Vec<f64> = steady.iter().map(|r| r.wall_s).collect();
+    let mut steady_phase: Vec<f64> = steady.iter().map(|r| r.train_phase_s).collect();
+    let mut steady_cpu: Vec<f64> = steady.iter().map(|r| r.coordinator_cpu_s).collect();
+    let mut steady_bench_cpu: Vec<f64> = steady.iter().map(|r| r.bench_cpu_s).collect();
+    let mut steady_bytes: Vec<f64> = steady.iter().map(|r| (r.wire_up + r.wire_down) as f64).collect();
+    let mut steady_lo: Vec<f64> = steady.iter().map(|r| r.loopback as f64).collect();
+    let ideal = 2 * case.clients as u64 * params as u64 * 4;
+    let update_bytes = case.clients as f64 * params as f64 * 4.0;
+    let steady_wire = median(&mut steady_bytes).map(|b| b as u64);
+    let first_wire = first.map(|r| r.wire_up + r.wire_down);
+    let cpu_per_round = median(&mut steady_cpu).or(first.map(|r| r.coordinator_cpu_s));
+    let model_bytes = params as u64 * 4;
+    Ok(CaseReport {
+        clients: case.clients,
+        params,
+        model: format!("logistic_regression input_dim={input_dim} classes={CLASSES}"),
+        rounds: opts.rounds,
+        state: state.as_str().to_string(),
+        error,
+        connect_s,
+        first_round_s: first.map(|r| r.wall_s),
+        steady_round_s_median: median(&mut steady_wall),
+        steady_round_s_min: steady_wall.first().copied(),
+        steady_round_s_max: steady_wall.last().copied(),
+        steady_train_phase_s_median: median(&mut steady_phase),
+        first_round_coordinator_cpu_s: first.map(|r| r.coordinator_cpu_s),
+        steady_coordinator_cpu_s_median: median(&mut steady_cpu),
+        steady_bench_cpu_s_median: median(&mut steady_bench_cpu),
+        coordinator_peak_rss: peak,
+        coordinator_rss_target: 3 * model_bytes + 64 * 1024 * 1024,
+        bench_peak_rss: bench_peak,
+        ideal_wire_bytes: ideal,
+        steady_wire_bytes_median: steady_wire,
+        first_round_wire_bytes: first_wire,
+        wire_ratio: steady_wire.or(first_wire).map(|b| b as f64 / ideal as f64),
+        steady_loopback_bytes_median: median(&mut steady_lo).map(|b| b as u64),
+        aggregation_gbps_lower_bound: cpu_per_round.filter(|c| *c > 0.0).map(|c| update_bytes / c / 1e9),
+        sidecar_sessions_restarted: restarted,
+        sidecar_tasks_failed: failed,
+        per_round: rounds,
+    })
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
+}
+
+/// The per-case table printed at the end.
+pub fn table(reports: &[CaseReport]) -> String {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let mut out = String::from(
+        "    N           P  state      first(s)  steady(s)  coordCPU(s/rnd)  peakRSS MiB (target)  wire/rnd MB (×ideal)  agg GB/s(≥)\n",
+    );
+    for r in reports {
+        out += &format!(
+            "{:>5} {:>11}  {:<9} {:>9} {:>10} {:>16} {:>10.0} ({:>7.0}) {:>11.1} ({:>6.3}) {:>11}\n",
+            r.clients,
+            r.params,
+            r.state,
+            opt(r.first_round_s, 3),
+            opt(r.steady_round_s_median, 3),
+            opt(r.steady_coordinator_cpu_s_median.or(r.first_round_coordinator_cpu_s), 3),
+            mib(r.coordinator_peak_rss),
+            mib(r.coordinator_rss_target),
+            r.steady_wire_bytes_median.or(r.first_round_wire_bytes).unwrap_or(0) as f64 / 1e6,
+            r.wire_ratio.unwrap_or(f64::NAN),
+            opt(r.aggregation_gbps_lower_bound, 2),
+        );
+    }
+    out
+}
+
+/// Host facts recorded with the results.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub kernel: String,
+}
+
+pub fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or_else(|| "unknown".into(), |(_, v)| v.trim().to_string());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kib: f64 = meminfo
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    Machine {
+        cpu,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_gib: kib / (1024.0 * 1024.0),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
+    }
+}
+
+/// Runs every case in turn (a failed case is reported and the next one runs), prints the
+/// table and writes the JSON file if asked. Returns the reports.
+///
+/// # Errors
+/// Only failures to write the JSON file; case failures are in the reports.
+pub async fn run(opts: &RoundsBenchOptions) -> Result<Vec<CaseReport>> {
+    let machine = machine();
+    eprintln!(
+        "fedra bench rounds: {} case(s), {} rounds each, coordinator {} on {} cores of {}",
+        opts.cases.len(),
+        opts.rounds,
+        opts.coordinator.binary.display(),
+        machine.cores,
+        machine.cpu
+    );
+    let mut reports = Vec::new();
+    for case in &opts.cases {
+        eprintln!("case {} clients × {} parameters", case.clients, model_for(case.params).1);
+        let report = match run_case(*case, opts).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("  case failed: {e:#}");
+                failed_case(*case, opts, format!("{e:#}"))
+            }
+        };
+        reports.push(report);
+        if let Some(path) = &opts.json {
+            let doc = serde_json::json!({
+                "machine": machine,
+                "command": std::env::args().collect::<Vec<_>>().join(" "),
+                "rounds": opts.rounds,
+                "coordinator_log": opts.coordinator.log_filter,
+                "heartbeat_seconds": opts.coordinator.heartbeat_seconds,
+                "cases": reports,
+            });
+            std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    println!("{}", table(&reports));
+    Ok(reports)
+}
+
+fn failed_case(case: GridCase, opts: &RoundsBenchOptions, error: String) -> CaseReport {
+    let (input_dim, params) = model_for(case.params);
+    CaseReport {
+        clients: case.clients,
+        params,
+        model: format!("logistic_regression input_dim={input_dim} classes={CLASSES}"),
+        rounds: opts.rounds,
+        state: "error".into(),
+        error: Some(error),
+        connect_s: 0.0,
+        per_round: Vec::new(),
+        first_round_s: None,
+        steady_round_s_median: None,
+        steady_round_s_min: None,
+        steady_round_s_max: None,
+        steady_train_phase_s_median: None,
+        first_round_coordinator_cpu_s: None,
+        steady_coordinator_cpu_s_median: None,
+        steady_bench_cpu_s_median: None,
+        coordinator_peak_rss: 0,
+        coordinator_rss_target: 3 * params as u64 * 4 + 64 * 1024 * 1024,
+        bench_peak_rss: 0,
+        ideal_wire_bytes: 2 * case.clients as u64 * params as u64 * 4,
+        steady_wire_bytes_median: None,
+        first_round_wire_bytes: None,
+        wire_ratio: None,
+        steady_loopback_bytes_median: None,
+        aggregation_gbps_lower_bound: None,
+        sidecar_sessions_restarted: 0,
+        sidecar_tasks_failed: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_cases_parse_with_suffixes_and_models_hit_p_exactly() {
+        assert_eq!("10x1M".parse::<GridCase>().unwrap(), GridCase { clients: 10, params: 1_000_000 });
+        assert_eq!("1000x100k".parse::<GridCase>().unwrap(), GridCase { clients: 1000, params: 100_000 });
+        assert!("10".parse::<GridCase>().is_err());
+        assert!("0x1M".parse::<GridCase>().is_err());
+        for c in ISSUE_GRID {
+            assert_eq!(model_for(c.params).1, c.params);
+        }
+        assert_eq!(model_for(10_000_000).0, 999_999);
+    }
+
+    #[test]
+    fn plan_disables_evaluation_and_selects_everyone() {
+        let p = plan(GridCase { clients: 100, params: 1_000_000 }, 5, 60.0, 7).unwrap();
+        assert_eq!((p.clients_per_round, p.min_clients, p.rounds), (100, 100, 5));
+        assert_eq!(p.evaluation.every_rounds, 0);
+        assert_eq!(p.model.architecture.layout().total(), 1_000_000);
+    }
+}
