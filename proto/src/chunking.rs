@@ -11,8 +11,11 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-/// Default payload size of one chunk: 1 MiB.
-pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
+/// Default payload size of one chunk: 256 KiB. Each stream in flight holds about one encoded
+/// chunk in gRPC buffers on each side, so smaller chunks keep a coordinator serving
+/// hundreds of transfers at once within its memory bound; 256 KiB still amortises the
+/// per-message cost (measured in BENCHMARKS.md, "End-to-end rounds").
+pub const DEFAULT_CHUNK_BYTES: usize = 256 << 10;
 /// Smallest accepted chunk payload (one value).
 pub const MIN_CHUNK_BYTES: usize = 4;
 /// Largest accepted chunk payload: keeps every message under tonic's 4 MiB default limit.

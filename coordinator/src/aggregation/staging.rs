@@ -66,7 +66,8 @@ impl StagingPool {
         u32::try_from((len * 4).div_ceil(UNIT)).unwrap_or(u32::MAX).max(1)
     }
 
-    /// Waits for a free slot and returns a zeroed buffer of `len` values.
+    /// Waits for a free slot and returns a buffer of `len` values whose contents are
+    /// unspecified (zero when new, a previous upload's values when reused).
     pub async fn acquire(&self, len: usize) -> StagingBuffer {
         let upload = Arc::clone(&self.uploads).acquire_owned().await.expect("staging semaphore is never closed");
         let need = Self::units(len).min(self.budget_units);
@@ -83,7 +84,10 @@ impl StagingPool {
                 None => Vec::new(),
             }
         };
-        values.clear();
+        // A reused buffer keeps its old values: the upload overwrites every one of them
+        // (the chunk cursor refuses a transfer that does not cover [0, len) exactly), so
+        // zeroing would be a wasted pass over the model per update.
+        values.truncate(len);
         values.resize(len, 0.0);
         StagingBuffer { values, pool: Arc::clone(&self.free), _permits: (upload, bytes) }
     }
@@ -144,7 +148,8 @@ mod tests {
         assert!(try_acquire(&pool, 4).await.is_none(), "a third buffer must wait");
         drop(a);
         let c = try_acquire(&pool, 4).await.expect("a slot was freed");
-        assert_eq!(c.as_slice(), &[0.0; 4], "reused buffers come back zeroed");
+        assert_eq!(c.as_slice().len(), 4);
+        assert_eq!(c.as_slice()[0], 5.0, "a reused buffer is not zeroed again");
     }
 
     #[tokio::test]
