@@ -42,7 +42,7 @@ pub struct Coordinator {
 }
 
 /// Per-stream HTTP/2 receive window of the coordinator's server.
-const HTTP2_STREAM_WINDOW: u32 = 256 * 1024;
+const HTTP2_STREAM_WINDOW: u32 = 64 * 1024;
 /// Per-connection HTTP/2 receive window (a sidecar has one upload or download at a time).
 const HTTP2_CONNECTION_WINDOW: u32 = 512 * 1024;
 
@@ -69,12 +69,12 @@ impl Coordinator {
         let (stop, stopped) = oneshot::channel::<()>();
         // HTTP/2 flow-control windows bound what each connection can buffer before the
         // handlers read it: with hyper's 1 MiB defaults, 1000 uploading clients could park
-        // 1 GiB in the coordinator. 256 KiB per stream still fills loopback and LAN links.
+        // 1 GiB in the coordinator. 64 KiB per stream (h2's own default) still fills loopback links.
         let router = tonic::transport::Server::builder()
             .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
             .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
             .add_service(RunServiceServer::new(RunApi::new(engine.clone())))
-            .add_service(FleetServiceServer::new(FleetApi::new(engine.clone(), staging, config.engine.clone())))
+            .add_service(FleetServiceServer::new(FleetApi::new(engine.clone(), staging, config.max_concurrent_downloads, config.engine.clone())))
             .add_service(PrivacyServiceServer::new(PrivacyApi::new(Arc::clone(&store), config.engine.privacy.budgets.clone())))
             .add_service(CheckpointServiceServer::new(CheckpointApi::new(store, config.engine.chunk_bytes)));
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);

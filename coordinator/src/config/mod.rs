@@ -36,6 +36,8 @@ pub struct RawConfig {
     pub max_concurrent_uploads: Option<u64>,
     /// Bytes all staged uploads may hold together (see `aggregation::StagingPool`).
     pub staging_budget_bytes: Option<u64>,
+    /// Model downloads streamed at once; the others wait their turn.
+    pub max_concurrent_downloads: Option<u64>,
     pub heartbeat_interval_seconds: Option<f64>,
     pub client_timeout_seconds: Option<f64>,
     /// `[privacy]`: budgets per scope and the noise lattice's slack.
@@ -93,6 +95,7 @@ impl RawConfig {
         self.chunk_bytes = var("FEDRA_CHUNK_BYTES")?.or(self.chunk_bytes);
         self.max_concurrent_uploads = var("FEDRA_MAX_CONCURRENT_UPLOADS")?.or(self.max_concurrent_uploads);
         self.staging_budget_bytes = var("FEDRA_STAGING_BUDGET_BYTES")?.or(self.staging_budget_bytes);
+        self.max_concurrent_downloads = var("FEDRA_MAX_CONCURRENT_DOWNLOADS")?.or(self.max_concurrent_downloads);
         self.heartbeat_interval_seconds = var("FEDRA_HEARTBEAT_INTERVAL_SECONDS")?.or(self.heartbeat_interval_seconds);
         self.client_timeout_seconds = var("FEDRA_CLIENT_TIMEOUT_SECONDS")?.or(self.client_timeout_seconds);
         Ok(self)
@@ -107,6 +110,7 @@ impl RawConfig {
         self.chunk_bytes = other.chunk_bytes.or(self.chunk_bytes);
         self.max_concurrent_uploads = other.max_concurrent_uploads.or(self.max_concurrent_uploads);
         self.staging_budget_bytes = other.staging_budget_bytes.or(self.staging_budget_bytes);
+        self.max_concurrent_downloads = other.max_concurrent_downloads.or(self.max_concurrent_downloads);
         self.heartbeat_interval_seconds = other.heartbeat_interval_seconds.or(self.heartbeat_interval_seconds);
         self.client_timeout_seconds = other.client_timeout_seconds.or(self.client_timeout_seconds);
         self.privacy = other.privacy.or(self.privacy);
@@ -122,6 +126,7 @@ pub struct Config {
     pub artifact_dir: PathBuf,
     pub max_concurrent_uploads: usize,
     pub staging_budget_bytes: usize,
+    pub max_concurrent_downloads: usize,
     pub engine: EngineSettings,
 }
 
@@ -176,6 +181,13 @@ impl Config {
                 message: format!("must be in 1 MiB..=1 TiB, got {staging}"),
             });
         }
+        let downloads = raw.max_concurrent_downloads.unwrap_or(32);
+        if !(1..=4096).contains(&downloads) {
+            return Err(ConfigError::Invalid {
+                key: "max_concurrent_downloads".into(),
+                message: format!("must be in 1..=4096, got {downloads}"),
+            });
+        }
         let heartbeat = seconds("heartbeat_interval_seconds", raw.heartbeat_interval_seconds, 5.0)?;
         let timeout = seconds("client_timeout_seconds", raw.client_timeout_seconds, 20.0)?;
         if timeout < heartbeat * 2 {
@@ -203,6 +215,7 @@ impl Config {
             artifact_dir,
             max_concurrent_uploads: uploads as usize,
             staging_budget_bytes: staging as usize,
+            max_concurrent_downloads: downloads as usize,
             engine: EngineSettings {
                 heartbeat_interval: heartbeat,
                 client_timeout: timeout,

@@ -11,6 +11,8 @@ use fedra_proto::chunking::{ChunkCursor, StreamDigest, decode_le_into};
 use fedra_proto::pb;
 use fedra_proto::pb::fleet_service_server::FleetService;
 use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::Semaphore;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
@@ -18,12 +20,15 @@ use tracing::{info, warn};
 pub struct FleetApi {
     engine: EngineHandle,
     staging: StagingPool,
+    /// Downloads streaming at once. Each holds about one encoded chunk in gRPC's buffers,
+    /// so without a bound a round's broadcast to N clients would cost N chunks of memory.
+    downloads: Arc<Semaphore>,
     settings: EngineSettings,
 }
 
 impl FleetApi {
-    pub fn new(engine: EngineHandle, staging: StagingPool, settings: EngineSettings) -> Self {
-        Self { engine, staging, settings }
+    pub fn new(engine: EngineHandle, staging: StagingPool, max_downloads: usize, settings: EngineSettings) -> Self {
+        Self { engine, staging, downloads: Arc::new(Semaphore::new(max_downloads.max(1))), settings }
     }
 
     async fn receive_update(&self, mut stream: Streaming<pb::UpdatePart>) -> Result<u32, ApiError> {
@@ -134,6 +139,8 @@ impl FleetService for FleetApi {
         let task = convert::task_id("task_id", &r.task_id)?;
         let client = convert::client_id("client_id", &r.client_id)?;
         let model = self.engine.fetch_model(task, client).await?;
+        // Held until the response stream is dropped (sent, or the client went away).
+        let permit = Arc::clone(&self.downloads).acquire_owned().await.expect("download semaphore is never closed");
         let header = pb::ModelPart {
             part: Some(pb::model_part::Part::Header(pb::ModelHeader {
                 layout: Some(convert::layout_to_pb(&model.layout)),
@@ -145,6 +152,7 @@ impl FleetService for FleetApi {
         let total = model.params.len();
         // Chunks are encoded lazily, one at a time, as the client reads them.
         let chunks = (0..total).step_by(per).map(move |start| {
+            let _held = &permit;
             let end = (start + per).min(total);
             Ok(pb::ModelPart {
                 part: Some(pb::model_part::Part::Chunk(pb::ParamChunk {
