@@ -6,6 +6,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile([proto], ["."])?;
     // Chunk payloads are `bytes::Bytes`: a received chunk is a zero-copy slice of the
     // transport buffer and a sent chunk can be a slice of one shared model buffer.
-    tonic_prost_build::configure().bytes(".fedra.v1.ParamChunk.data").build_server(true).build_client(true).compile_fds(fds)?;
+    tonic_prost_build::configure()
+        .bytes(".fedra.v1.ParamChunk.data")
+        .build_server(true)
+        .build_client(true)
+        .compile_fds(fds)?;
     Ok(())
 }

@@ -44,11 +44,7 @@ pub enum SessionError {
 /// Turns a trained model into what a private run uploads: the update (local − global)
 /// clipped to C, plus, for local DP, lattice Gaussian noise drawn here from an OS-seeded
 /// CSPRNG. Returns the update and its L2 norm before clipping (adaptive clipping's input).
-fn privatise(
-    mut local: Vec<f32>,
-    global: &[f32],
-    p: &wire::PrivacyTask,
-) -> Result<(Vec<f32>, f64), SessionError> {
+fn privatise(mut local: Vec<f32>, global: &[f32], p: &wire::PrivacyTask) -> Result<(Vec<f32>, f64), SessionError> {
     for (l, g) in local.iter_mut().zip(global) {
         *l -= g;
     }
@@ -285,9 +281,7 @@ impl Sidecar {
                 outcome.params = delta;
                 norm
             }
-            None => {
-                outcome.params.iter().zip(global.iter()).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt()
-            }
+            None => outcome.params.iter().zip(global.iter()).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt(),
         };
         let digest = transfer_digest_hex(&outcome.params);
         let header = pb::UpdatePart {

@@ -74,8 +74,16 @@ impl Coordinator {
             .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
             .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
             .add_service(RunServiceServer::new(RunApi::new(engine.clone())))
-            .add_service(FleetServiceServer::new(FleetApi::new(engine.clone(), staging, config.max_concurrent_downloads, config.engine.clone())))
-            .add_service(PrivacyServiceServer::new(PrivacyApi::new(Arc::clone(&store), config.engine.privacy.budgets.clone())))
+            .add_service(FleetServiceServer::new(FleetApi::new(
+                engine.clone(),
+                staging,
+                config.max_concurrent_downloads,
+                config.engine.clone(),
+            )))
+            .add_service(PrivacyServiceServer::new(PrivacyApi::new(
+                Arc::clone(&store),
+                config.engine.privacy.budgets.clone(),
+            )))
             .add_service(CheckpointServiceServer::new(CheckpointApi::new(store, config.engine.chunk_bytes)));
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let server_task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {

@@ -188,7 +188,10 @@ impl PrivacyPlan {
             return bad(format!("sampling.rate must be in (0, 1], got {rate}"));
         }
         if self.expected_clients == 0 || self.expected_clients > MAX_CLIENTS_PER_ROUND {
-            return bad(format!("expected_clients must be in 1..={MAX_CLIENTS_PER_ROUND}, got {}", self.expected_clients));
+            return bad(format!(
+                "expected_clients must be in 1..={MAX_CLIENTS_PER_ROUND}, got {}",
+                self.expected_clients
+            ));
         }
         if self.sampling == Sampling::Fixed && self.expected_clients > clients_per_round {
             return bad(format!(

@@ -145,7 +145,9 @@ impl RoundsArgs {
     pub fn into_options(self) -> Result<RoundsBenchOptions> {
         let cases = match (self.clients, self.params, self.grid) {
             (Some(clients), Some(params), _) => {
-                format!("{clients}x{params}").parse::<GridCase>().map_err(|e| anyhow::anyhow!("--clients/--params: {e}"))?;
+                format!("{clients}x{params}")
+                    .parse::<GridCase>()
+                    .map_err(|e| anyhow::anyhow!("--clients/--params: {e}"))?;
                 vec![GridCase { clients, params }]
             }
             (_, _, Some(grid)) => grid,
@@ -156,10 +158,7 @@ impl RoundsArgs {
         }
         let binary = match self.coordinator {
             Some(p) => p,
-            None => std::env::current_exe()?
-                .parent()
-                .context("executable has no directory")?
-                .join("fedra-coordinator"),
+            None => std::env::current_exe()?.parent().context("executable has no directory")?.join("fedra-coordinator"),
         };
         Ok(RoundsBenchOptions {
             cases,

@@ -148,10 +148,7 @@ impl Scenario {
         ensure!(!s.seeds.is_empty(), "{origin}: seeds must not be empty");
         ensure!(s.rounds >= 1, "{origin}: rounds must be at least 1");
         s.faults.validate().with_context(|| origin.to_string())?;
-        ensure!(
-            s.sweep.private.is_empty() || s.privacy.is_some(),
-            "{origin}: sweep.private needs a [privacy] section"
-        );
+        ensure!(s.sweep.private.is_empty() || s.privacy.is_some(), "{origin}: sweep.private needs a [privacy] section");
         ensure!(
             s.privacy.is_none() || s.privacy_budget.is_some(),
             "{origin}: a private scenario needs [privacy_budget] (epsilon, delta)"
@@ -508,7 +505,15 @@ fn write_outputs(
         for p in privacy {
             md.push_str(&format!(
                 "| {} | {} | {:.3} | {:e} | {} | {} | {:.4} | {} | {} |\n",
-                p.config, p.seed, p.epsilon, p.delta, p.accountant, p.noise_multiplier, p.clip_norm, p.sampling_rate, p.rounds
+                p.config,
+                p.seed,
+                p.epsilon,
+                p.delta,
+                p.accountant,
+                p.noise_multiplier,
+                p.clip_norm,
+                p.sampling_rate,
+                p.rounds
             ));
         }
     }

@@ -207,8 +207,10 @@ impl Config {
                 message: format!("must be in (0, 0.1], got {lattice_slack}"),
             });
         }
-        let budgets = crate::privacy::Budgets::new(raw_privacy.budgets)
-            .map_err(|e| ConfigError::Invalid { key: format!("privacy.budgets[{}].{}", e.index, e.field), message: e.message })?;
+        let budgets = crate::privacy::Budgets::new(raw_privacy.budgets).map_err(|e| ConfigError::Invalid {
+            key: format!("privacy.budgets[{}].{}", e.index, e.field),
+            message: e.message,
+        })?;
         Ok(Self {
             listen,
             data_dir,

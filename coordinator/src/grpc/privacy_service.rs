@@ -48,6 +48,8 @@ impl PrivacyService for PrivacyApi {
         let r = req.into_inner();
         let region = if r.region.is_empty() { None } else { Some(convert::region_id("region", &r.region)?) };
         let scopes = PrivacyApi::status(self, &r.model_name, region).await?;
-        Ok(Response::new(pb::PrivacyStatusResponse { scopes: scopes.iter().map(convert::scope_status_to_pb).collect() }))
+        Ok(Response::new(pb::PrivacyStatusResponse {
+            scopes: scopes.iter().map(convert::scope_status_to_pb).collect(),
+        }))
     }
 }

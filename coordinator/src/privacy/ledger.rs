@@ -6,9 +6,9 @@
 //! aggregate is released (published). Reserved entries count exactly like charged ones and
 //! are never removed, so a crash between the two can only make fedra over-count.
 
+use super::PrivacyError;
 use super::accountant::{self, Accountant, RoundCost};
 use super::budget::{Budget, PrivacyScope};
-use super::PrivacyError;
 use crate::ids::RunId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

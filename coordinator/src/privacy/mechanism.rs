@@ -122,8 +122,7 @@ mod tests {
 
     #[test]
     fn fixed_clipping_costs_about_one_over_two_z_squared() {
-        let m = RoundMechanism::new(&plan(Clipping::Fixed { norm: 2.0 }, Sampling::Fixed), 100_000, 2.0, 1e-3)
-            .unwrap();
+        let m = RoundMechanism::new(&plan(Clipping::Fixed { norm: 2.0 }, Sampling::Fixed), 100_000, 2.0, 1e-3).unwrap();
         assert_eq!(m.accountant, Accountant::Zcdp);
         // Discretisation only ever adds cost, and only a little.
         assert!(m.rho >= 0.5 && m.rho < 0.5 * 1.01, "rho {}", m.rho);

@@ -23,9 +23,7 @@ pub enum PrivacyError {
         "privacy budget of scope {scope} would be exceeded by this run: budget ε={budget} at δ={delta}, spent ε={spent:.4}, its {rounds} rounds would cost ε={cost:.4} more"
     )]
     RunOverBudget { scope: String, budget: f64, delta: f64, spent: f64, cost: f64, rounds: u32 },
-    #[error(
-        "no privacy budget is configured for scope {0}: add a [[privacy.budgets]] rule to the coordinator config"
-    )]
+    #[error("no privacy budget is configured for scope {0}: add a [[privacy.budgets]] rule to the coordinator config")]
     NoBudget(String),
     #[error("privacy accounting: {0}")]
     Accounting(String),

@@ -9,16 +9,16 @@ use crate::checkpoint::{CheckpointDir, Contributor, PrivacyProvenance, PublishRe
 use crate::ids::{CheckpointId, ClientId, RegionId, RoundNumber, RunId, TaskId};
 use crate::model::TensorLayout;
 use crate::plan::{Clipping, DpMechanism, LocalTraining, OverBound, RunPlan, Sampling};
-use crate::privacy::{Budgets, LedgerEntry, LedgerState, PrivacyError, PrivacyScope, RoundMechanism};
+use crate::privacy::{Budget, Budgets, LedgerEntry, LedgerState, PrivacyError, PrivacyScope, RoundMechanism};
 use crate::store::{
-    LedgerFilter, CheckpointRecord, ClientRecord, EvaluationRecord, ParticipationRecord, ParticipationStatus, RoundCompletion,
-    RoundRecord, RoundStatus, RunRecord, RunState, Store,
+    CheckpointRecord, ClientRecord, EvaluationRecord, LedgerFilter, ParticipationRecord, ParticipationStatus,
+    RoundCompletion, RoundRecord, RoundStatus, RunRecord, RunState, Store,
 };
 use chrono::Utc;
 use fedra_proto::chunking::SharedParams;
 use fedra_proto::noise::SecureRng;
-use rand::{Rng, SeedableRng};
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -816,7 +816,8 @@ impl Engine {
             Some(p) => {
                 // The latest released round's next C, else the plan's initial C.
                 let entries = self.store.list_ledger(&LedgerFilter { run: Some(id.clone()), scope: None }).await?;
-                let latest = entries.iter().rev().find(|e| e.state == LedgerState::Charged && e.next_clip_norm.is_some());
+                let latest =
+                    entries.iter().rev().find(|e| e.state == LedgerState::Charged && e.next_clip_norm.is_some());
                 Some(latest.and_then(|e| e.next_clip_norm).unwrap_or_else(|| p.clipping.initial_norm()))
             }
             None => None,
@@ -1042,7 +1043,8 @@ impl Engine {
         let plan = &active.plan;
         let min_clients = plan.quorum();
         let quorum = reported >= min_clients;
-        let target_met = reported >= plan.clients_per_round && plan.privacy.as_ref().is_none_or(|p| p.sampling == Sampling::Fixed);
+        let target_met =
+            reported >= plan.clients_per_round && plan.privacy.as_ref().is_none_or(|p| p.sampling == Sampling::Fixed);
         let nobody_left = t.outstanding() == 0;
         let past_deadline = now >= active.round.deadline;
         let unreachable = reported as usize + t.outstanding() < min_clients as usize;
@@ -1148,11 +1150,7 @@ impl Engine {
                 });
                 active.pending_privacy = privacy.clone();
                 let samples: u64 = contributors.iter().map(|c| c.samples).sum();
-                self.emit(
-                    &key.run,
-                    key.round,
-                    RunEventKind::Aggregated { clients, samples, metrics },
-                );
+                self.emit(&key.run, key.round, RunEventKind::Aggregated { clients, samples, metrics });
                 let Some(active) = &self.active else { return };
                 let regions: Vec<RegionId> = if active.plan.regions.is_all() {
                     let mut r: Vec<RegionId> = contributors.iter().map(|c| c.region.clone()).collect();
@@ -1452,29 +1450,33 @@ impl Engine {
         regions.into_iter().map(|r| PrivacyScope::new(plan.model.name(), r)).collect()
     }
 
+    /// A scope's budget (refusing a scope without one) and its ledger so far.
+    async fn scope_ledger(&self, scope: &PrivacyScope) -> Result<(Budget, Vec<LedgerEntry>), RoundError> {
+        let budget = self
+            .settings
+            .privacy
+            .budgets
+            .for_scope(scope)
+            .ok_or_else(|| PrivacyError::NoBudget(scope.to_string()))?;
+        let entries = self.store.list_ledger(&LedgerFilter { scope: Some(scope.clone()), run: None }).await?;
+        Ok((budget, entries))
+    }
+
     /// Refuses a private run at submit time when a scope it can touch has no budget, or
     /// when all its rounds together would overspend one.
     async fn admit_private_run(&self, plan: &RunPlan) -> Result<(), RoundError> {
         let Some(p) = &plan.privacy else { return Ok(()) };
         let dim = plan.model.layout().total();
-        let mechanism =
-            RoundMechanism::new(p, dim, p.clipping.initial_norm(), self.settings.privacy.lattice_slack)?;
+        let mechanism = RoundMechanism::new(p, dim, p.clipping.initial_norm(), self.settings.privacy.lattice_slack)?;
         let costs = vec![mechanism.cost.clone(); plan.rounds as usize];
         for scope in self.known_scopes(plan) {
-            let budget =
-                self.settings.privacy.budgets.for_scope(&scope).ok_or_else(|| PrivacyError::NoBudget(scope.to_string()))?;
-            let entries = self.store.list_ledger(&LedgerFilter { scope: Some(scope.clone()), run: None }).await?;
+            let (budget, entries) = self.scope_ledger(&scope).await?;
             if let Err(e) = crate::privacy::ledger::admit(&scope, budget, &entries, &costs) {
                 warn!(scope = %scope, error = %e, rounds = plan.rounds, "private run refused at submit");
                 return Err(match e {
-                    PrivacyError::OverBudget { scope, budget, delta, spent, cost } => PrivacyError::RunOverBudget {
-                        scope,
-                        budget,
-                        delta,
-                        spent,
-                        cost,
-                        rounds: plan.rounds,
-                    },
+                    PrivacyError::OverBudget { scope, budget, delta, spent, cost } => {
+                        PrivacyError::RunOverBudget { scope, budget, delta, spent, cost, rounds: plan.rounds }
+                    }
                     other => other,
                 }
                 .into());
@@ -1508,9 +1510,7 @@ impl Engine {
         let mut scopes = Vec::with_capacity(regions.len());
         for region in regions {
             let scope = PrivacyScope::new(model.clone(), region);
-            let budget =
-                self.settings.privacy.budgets.for_scope(&scope).ok_or_else(|| PrivacyError::NoBudget(scope.to_string()))?;
-            let prior = self.store.list_ledger(&LedgerFilter { scope: Some(scope.clone()), run: None }).await?;
+            let (budget, prior) = self.scope_ledger(&scope).await?;
             let after = crate::privacy::ledger::admit(&scope, budget, &prior, std::slice::from_ref(&mechanism.cost))?;
             scopes.push(ScopeEpsilon { scope: scope.to_string(), epsilon: after, delta: budget.delta });
             entries.push(LedgerEntry {
@@ -1714,7 +1714,9 @@ fn private_average(
         *g = (f64::from(*g) + s / m) as f32;
     }
     if let Some(i) = global.iter().position(|v| !v.is_finite()) {
-        return Err(RoundError::Privacy(PrivacyError::Noise(format!("the released model has a non-finite value at index {i}"))));
+        return Err(RoundError::Privacy(PrivacyError::Noise(format!(
+            "the released model has a non-finite value at index {i}"
+        ))));
     }
     Ok((global, noised_count))
 }

@@ -31,8 +31,7 @@ pub mod metrics;
 
 pub use engine::{
     Engine, EngineHandle, EngineSettings, EvaluationReport, GlobalModel, PrivacySettings, PrivacyTask, RunView,
-    TaskAssignment, TaskKind,
-    UploadTicket, VerifiedUpdate,
+    TaskAssignment, TaskKind, UploadTicket, VerifiedUpdate,
 };
 pub use metrics::{MetricsMean, TrainingMetrics};
 

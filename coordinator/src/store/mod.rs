@@ -529,7 +529,9 @@ pub(crate) mod contract {
         assert_eq!(store.charge_privacy(&b.id, 1, 1, Some(0.5)).await.unwrap(), 0, "charged once");
         let of_b = store.list_ledger(&LedgerFilter { scope: None, run: Some(b.id.clone()) }).await.unwrap();
         assert_eq!(
-            of_b.iter().map(|e| (e.scope.region.as_str().to_string(), e.round, e.state, e.next_clip_norm)).collect::<Vec<_>>(),
+            of_b.iter()
+                .map(|e| (e.scope.region.as_str().to_string(), e.round, e.state, e.next_clip_norm))
+                .collect::<Vec<_>>(),
             [
                 ("eu".to_string(), 1, LedgerState::Charged, Some(0.5)),
                 ("us".to_string(), 1, LedgerState::Charged, Some(0.5)),

@@ -91,8 +91,8 @@ fn u64_of(row: &SqliteRow, col: &str) -> Result<u64, StoreError> {
 }
 
 fn ledger_of(r: &SqliteRow) -> Result<LedgerEntry, StoreError> {
-    use crate::privacy::accountant::Accountant;
     use crate::privacy::LedgerState;
+    use crate::privacy::accountant::Accountant;
     let model: String = r.try_get("model_name")?;
     let region: String = r.try_get("region")?;
     let run: String = r.try_get("run_id")?;
@@ -563,7 +563,8 @@ impl Store for SqliteStore {
     async fn reserve_privacy(&self, entries: &[LedgerEntry]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for e in entries {
-            let cost = serde_json::to_string(&e.cost).map_err(|err| StoreError::Corrupt(format!("ledger cost: {err}")))?;
+            let cost =
+                serde_json::to_string(&e.cost).map_err(|err| StoreError::Corrupt(format!("ledger cost: {err}")))?;
             sqlx::query(
                 "INSERT INTO privacy_ledger (scope, model_name, region, run_id, round, attempt, state, accountant, rho, \
                  cost_json, noise_multiplier, clip_norm, sampling_rate, delta, epsilon_cumulative, next_clip_norm, \

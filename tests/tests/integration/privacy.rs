@@ -9,10 +9,10 @@ use fedra_client::plan_file::{AdaptiveSection, MechanismName, OverBoundName, Pla
 use fedra_client::wire::{RunState, WatchEvent};
 use fedra_coordinator::ids::RunId;
 use fedra_coordinator::plan::{Clipping, DpMechanism, OverBound, PrivacyPlan, Sampling};
+use fedra_coordinator::privacy::LedgerState;
 use fedra_coordinator::privacy::accountant::{self, RoundCost};
 use fedra_coordinator::privacy::budget::RawBudgetRule;
 use fedra_coordinator::privacy::mechanism::{DEFAULT_LATTICE_SLACK, RoundMechanism};
-use fedra_coordinator::privacy::LedgerState;
 use fedra_coordinator::store::{LedgerFilter, ParticipationStatus, Store};
 use fedra_proto::chunking::{chunks, transfer_digest_hex};
 use fedra_proto::pb;
@@ -258,7 +258,11 @@ async fn the_coordinator_verifies_the_clipping_bound() -> anyhow::Result<()> {
     let (fleet, run, tasks, first) = raw_round(&cluster, &["a", "b"], &p).await?;
     let e = fleet.clone().push_update(tokio_stream::iter(delta_upload(&tasks[0], "a", &big, 5.74))).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert!(e.message().starts_with("update norm 5.74") && e.message().contains("clipping bound 0.5"), "{}", e.message());
+    assert!(
+        e.message().starts_with("update norm 5.74") && e.message().contains("clipping bound 0.5"),
+        "{}",
+        e.message()
+    );
     // A model where an update is expected is refused too.
     let mut as_model = delta_upload(&tasks[1], "b", &small, 0.29);
     if let Some(pb::update_part::Part::Header(h)) = &mut as_model[0].part {
