@@ -46,6 +46,6 @@ memcpy = {p: g for p, n, _, g in rows if n == "memcpy"}
 for p, n, ms, g in rows:
     lines.append(f"| {p:,} | {n} | {ms:.2f} | {g:.2f} | {g / memcpy[p]:.0%} |")
 lines.append("")
-lines.append("Steps: `decode_chunks` turns 1 MiB little-endian gRPC chunks into the staging buffer; `fold_staged` adds a staged update, weighted, into the f64 running sum; `decode_and_fold` is both; `verify_decode_and_fold` adds what the upload handler also does per update (a finiteness check of every value and the sha256 of the payload that the trailer declares), i.e. what one client's update costs the coordinator today. At 1M parameters (4 MB) everything stays in cache, so memcpy there is cache bandwidth; the 10M rows are the memory-bound case.")
+lines.append("Steps: `decode_chunks` turns 1 MiB little-endian gRPC chunks into the staging buffer; `fold_staged` adds a staged update, weighted, into the f64 running sum; `decode_and_fold` is both; `verify_decode_and_fold` adds what the upload handler also does per update (a finiteness check of every value and the XXH3-128 transfer digest of the payload that the trailer declares), i.e. what one client's update costs the coordinator. At 1M parameters (4 MB) everything stays in cache, so memcpy there is cache bandwidth; the 10M rows are the memory-bound case.")
 print("\n".join(lines))
 PY
