@@ -40,6 +40,16 @@ fn ceil_scaled_square(v: f64, shift: i32) -> Option<u64> {
     u64::try_from(value).ok()
 }
 
+/// `v.round() as i64` for `|v| < 2⁵²`, without the libm call: `t = trunc(v)` is exact, so is
+/// `v − t` (same sign, `|v − t| < 1`, representable), and ties go away from zero as in
+/// [`f64::round`].
+#[inline(always)]
+fn round_half_away(v: f64) -> i64 {
+    let t = v as i64; // truncation toward zero
+    let frac = v - t as f64;
+    t + i64::from(frac >= 0.5) - i64::from(frac <= -0.5)
+}
+
 /// `x` rounded up to the next representable `f64` a few times: a cheap, sufficient margin for
 /// the handful of roundings in the privacy arithmetic below.
 fn round_up(x: f64) -> f64 {
@@ -205,7 +215,7 @@ impl LatticeGaussian {
         }
         let g = self.granularity();
         for x in values.iter_mut() {
-            let point = (*x * inv_g).round() as i64; // |point| ≤ 2⁵², exact
+            let point = round_half_away(*x * inv_g); // |point| ≤ 2⁵², exact
             let noised = point + self.sampler.sample(rng)?; // both below 2⁶², no overflow
             if noised.unsigned_abs() > 1 << 53 {
                 return Err(NoiseError::SampleOverflow);
@@ -264,6 +274,20 @@ impl IntegerGaussian {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn round_half_away_matches_f64_round() {
+        let mut rng = SecureRng::seeded_for_tests(14);
+        let specials = [0.0, -0.0, 0.5, -0.5, 1.5, -1.5, 2.5, 0.49999999999999994, -0.49999999999999994, 4503599627370495.5, -4503599627370495.5, 4503599627370495.0, 1e-300];
+        for v in specials.into_iter().chain((0..100_000).map(|_| {
+            let bits = rng.next_u64();
+            (bits >> 11) as f64 * 2f64.powi(-((bits % 60) as i32)) * if bits & 1 == 1 { -1.0 } else { 1.0 }
+        })) {
+            if v.abs() < MAX_LATTICE_MAGNITUDE {
+                assert_eq!(round_half_away(v), v.round() as i64, "{v}");
+            }
+        }
+    }
 
     #[test]
     fn ceil_scaled_square_is_exact() {
