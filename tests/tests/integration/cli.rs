@@ -111,6 +111,71 @@ learning_rate = 0.1
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fedra_privacy_status_shows_what_each_scope_spent() -> anyhow::Result<()> {
+    let specs: Vec<_> = (0..2).map(|i| blob_client(i, "eu", 6, 3, 100)).collect();
+    let cluster = Cluster::builder()
+        .clients(specs)
+        .privacy_budget(fedra_coordinator::privacy::budget::RawBudgetRule {
+            model: None,
+            region: None,
+            epsilon: 20.0,
+            delta: 1e-6,
+        })
+        .start()
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let plan_path = dir.path().join("plan.toml");
+    std::fs::write(
+        &plan_path,
+        r#"version = 1
+rounds = 2
+clients_per_round = 2
+min_clients = 2
+round_deadline_seconds = 30
+[model]
+kind = "logistic_regression"
+name = "dp-lr"
+input_dim = 6
+classes = 3
+[local]
+epochs = 1
+batch_size = 16
+learning_rate = 0.1
+[privacy]
+mechanism = "central"
+noise_multiplier = 1.0
+clip_norm = 0.5
+expected_clients = 2
+"#,
+    )?;
+    let ep = cluster.endpoint();
+    let args =
+        |a: &[&str]| -> Vec<String> { ["--coordinator", ep.as_str()].iter().chain(a).map(|s| s.to_string()).collect() };
+    let out = run("fedra", args(&["privacy", "status"])).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no privacy spent yet");
+    let out = run("fedra", args(&["run", "submit", plan_path.to_str().unwrap(), "--watch"])).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run("fedra", args(&["privacy", "status"])).await;
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{table}");
+    let row = table.lines().find(|l| l.starts_with("dp-lr@eu")).unwrap_or_else(|| panic!("{table}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    let spent: f64 = cols[1].parse()?;
+    let left: f64 = cols[2].parse()?;
+    assert!(spent > 0.0 && (spent + left - 20.0).abs() < 1e-3, "{row}");
+    assert_eq!((cols[3], cols[5], cols[6], cols[10]), ("20.0000", "2", "0", "zcdp"), "{row}");
+
+    // A plan file with both clipping kinds is refused locally (exit 64, one line).
+    let both = std::fs::read_to_string(&plan_path)? + "[privacy.adaptive]\ninitial_norm = 1.0\n";
+    std::fs::write(dir.path().join("both.toml"), both)?;
+    let out = run("fedra", args(&["run", "submit", dir.path().join("both.toml").to_str().unwrap()])).await;
+    assert_eq!(out.status.code(), Some(64));
+    assert!(one_line(&out.stderr).contains("exactly one of clip_norm"), "{}", one_line(&out.stderr));
+    cluster.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn coordinator_refuses_bad_config_with_exit_64() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
