@@ -272,7 +272,7 @@ pub fn describe(e: &WatchEvent) -> String {
             "round {round}: update {reported}/{target} from {client} ({region}), {samples} samples, loss {:.4} -> {:.4}",
             metrics.loss_before, metrics.loss_after
         ),
-        WatchEvent::Aggregated { round, clients, samples, metrics } => format!(
+        WatchEvent::Aggregated { round, clients, samples, metrics, .. } => format!(
             "round {round}: aggregated {clients} updates ({samples} samples), loss {:.4} -> {:.4}, accuracy {:.4}",
             metrics.loss_before, metrics.loss_after, metrics.accuracy_after
         ),

@@ -139,6 +139,8 @@ pub enum WatchEvent {
         clients: u32,
         samples: u64,
         metrics: TrainMetrics,
+        /// Seconds the coordinator spent folding updates (0 when replayed from its store).
+        fold_seconds: f64,
     },
     Published {
         round: u32,
@@ -474,7 +476,13 @@ pub fn event_from_pb(e: pb::RunEvent) -> Option<WatchEvent> {
             metrics: metrics(u.metrics),
         },
         Kind::Aggregated(a) => {
-            WatchEvent::Aggregated { round, clients: a.clients, samples: a.samples, metrics: metrics(a.metrics) }
+            WatchEvent::Aggregated {
+                round,
+                clients: a.clients,
+                samples: a.samples,
+                metrics: metrics(a.metrics),
+                fold_seconds: a.fold_seconds,
+            }
         }
         Kind::Published(p) => {
             WatchEvent::Published { round, checkpoint: p.checkpoint_id, regions: p.regions, sha256: p.sha256 }

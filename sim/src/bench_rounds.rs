@@ -194,6 +194,8 @@ pub struct RoundObservation {
     pub wire_up: u64,
     pub wire_down: u64,
     pub loopback: u64,
+    /// The coordinator's own time spent folding this round's updates (Aggregated event).
+    pub fold_s: f64,
 }
 
 /// Everything measured for one grid case.
@@ -231,6 +233,9 @@ pub struct CaseReport {
     pub steady_loopback_bytes_median: Option<u64>,
     /// N · P · 4 / coordinator CPU seconds per round, GB/s (a lower bound, see module docs).
     pub aggregation_gbps_lower_bound: Option<f64>,
+    /// N · P · 4 / the coordinator's reported fold time (median of steady rounds), GB/s:
+    /// the rate of the fold itself, off the critical path of gRPC and digests.
+    pub fold_gbps: Option<f64>,
     pub sidecar_sessions_restarted: u32,
     pub sidecar_tasks_failed: u32,
 }
@@ -443,7 +448,12 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
                 }
                 break;
             }
-            WatchEvent::UpdateReceived { .. } | WatchEvent::Aggregated { .. } | WatchEvent::Evaluated { .. } => {}
+            WatchEvent::Aggregated { round, fold_seconds, .. } => {
+                if let Some(r) = rounds.iter_mut().find(|r| r.round == round) {
+                    r.fold_s = fold_seconds;
+                }
+            }
+            WatchEvent::UpdateReceived { .. } | WatchEvent::Evaluated { .. } => {}
         }
     }
     drop(events);
@@ -470,6 +480,8 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
     let steady_wire = median(&mut steady_bytes).map(|b| b as u64);
     let first_wire = first.map(|r| r.wire_up + r.wire_down);
     let cpu_per_round = median(&mut steady_cpu).or(first.map(|r| r.coordinator_cpu_s));
+    let mut steady_fold: Vec<f64> = steady.iter().map(|r| r.fold_s).collect();
+    let fold_per_round = median(&mut steady_fold).or(first.map(|r| r.fold_s));
     let model_bytes = params as u64 * 4;
     Ok(CaseReport {
         clients: case.clients,
@@ -496,6 +508,7 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
         wire_ratio: steady_wire.or(first_wire).map(|b| b as f64 / ideal as f64),
         steady_loopback_bytes_median: median(&mut steady_lo).map(|b| b as u64),
         aggregation_gbps_lower_bound: cpu_per_round.filter(|c| *c > 0.0).map(|c| update_bytes / c / 1e9),
+        fold_gbps: fold_per_round.filter(|f| *f > 0.0).map(|f| update_bytes / f / 1e9),
         sidecar_sessions_restarted: restarted,
         sidecar_tasks_failed: failed,
         per_round: rounds,
@@ -510,11 +523,11 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 pub fn table(reports: &[CaseReport]) -> String {
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     let mut out = String::from(
-        "    N           P  state      first(s)  steady(s)  coordCPU(s/rnd)  peakRSS MiB (target)  wire/rnd MB (×ideal)  agg GB/s(≥)\n",
+        "    N           P  state      first(s)  steady(s)  coordCPU(s/rnd)  peakRSS MiB (target)  wire/rnd MB (×ideal)  agg GB/s(≥)  fold GB/s\n",
     );
     for r in reports {
         out += &format!(
-            "{:>5} {:>11}  {:<9} {:>9} {:>10} {:>16} {:>10.0} ({:>7.0}) {:>11.1} ({:>6.3}) {:>11}\n",
+            "{:>5} {:>11}  {:<9} {:>9} {:>10} {:>16} {:>10.0} ({:>7.0}) {:>11.1} ({:>6.3}) {:>11} {:>10}\n",
             r.clients,
             r.params,
             r.state,
@@ -526,6 +539,7 @@ pub fn table(reports: &[CaseReport]) -> String {
             r.steady_wire_bytes_median.or(r.first_round_wire_bytes).unwrap_or(0) as f64 / 1e6,
             r.wire_ratio.unwrap_or(f64::NAN),
             opt(r.aggregation_gbps_lower_bound, 2),
+            opt(r.fold_gbps, 2),
         );
     }
     out
@@ -633,6 +647,7 @@ fn failed_case(case: GridCase, opts: &RoundsBenchOptions, error: String) -> Case
         wire_ratio: None,
         steady_loopback_bytes_median: None,
         aggregation_gbps_lower_bound: None,
+        fold_gbps: None,
         sidecar_sessions_restarted: 0,
         sidecar_tasks_failed: 0,
     }

@@ -138,7 +138,7 @@ pub async fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
             WatchEvent::Selected { round, clients, .. } => {
                 rows.push(RoundRow { round, selected: clients.len(), ..RoundRow::default() })
             }
-            WatchEvent::Aggregated { round, clients, samples, metrics } => {
+            WatchEvent::Aggregated { round, clients, samples, metrics, .. } => {
                 if let Some(r) = rows.iter_mut().rev().find(|r| r.round == round) {
                     r.reported = clients;
                     r.samples = samples;

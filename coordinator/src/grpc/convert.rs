@@ -316,9 +316,12 @@ pub fn event_to_pb(e: RunEvent) -> pb::RunEvent {
                 metrics: Some(metrics_to_pb(&metrics)),
             })
         }
-        RunEventKind::Aggregated { clients, samples, metrics } => {
-            Kind::Aggregated(pb::RoundAggregated { clients, samples, metrics: Some(metrics_to_pb(&metrics)) })
-        }
+        RunEventKind::Aggregated { clients, samples, metrics, fold_seconds } => Kind::Aggregated(pb::RoundAggregated {
+            clients,
+            samples,
+            metrics: Some(metrics_to_pb(&metrics)),
+            fold_seconds,
+        }),
         RunEventKind::Published { checkpoint, regions, sha256 } => Kind::Published(pb::CheckpointPublished {
             checkpoint_id: checkpoint.into(),
             regions: regions.into_iter().map(String::from).collect(),

@@ -352,6 +352,8 @@ struct Training {
     metrics: MetricsMean,
     contributors: Vec<Contributor>,
     dp: Option<DpRound>,
+    /// Time spent in folds so far (reported with the Aggregated event).
+    fold_seconds: f64,
 }
 
 /// A private round's mechanism and what it has counted so far.
@@ -382,6 +384,7 @@ enum Phase {
         contributors: Vec<Contributor>,
         metrics: TrainingMetrics,
         dp: Option<(RoundMechanism, Vec<ScopeEpsilon>)>,
+        fold_seconds: f64,
     },
     Publishing,
     /// The round's checkpoint is committed; clients evaluate it on held-out data.
@@ -714,6 +717,7 @@ impl Engine {
                             clients: r.reported,
                             samples: r.samples,
                             metrics: r.metrics.unwrap_or_default(),
+                            fold_seconds: 0.0,
                         },
                     ));
                     if let Some(cp) = &r.checkpoint
@@ -1002,6 +1006,7 @@ impl Engine {
             metrics: MetricsMean::default(),
             contributors: Vec::new(),
             dp,
+            fold_seconds: 0.0,
         });
         info!(run = %key.run, round = key.round, selected = selected.len(), target = active.plan.clients_per_round, "round training");
         let target = active.plan.clients_per_round;
@@ -1062,6 +1067,7 @@ impl Engine {
             let acc = t.acc.take().expect("accumulator present while training");
             let contributors = std::mem::take(&mut t.contributors);
             let metrics = t.metrics.mean();
+            let fold_seconds = t.fold_seconds;
             let dp = t.dp.take();
             // Clients still working are told to stop.
             let abandoned: Vec<(ClientId, TaskId)> = t
@@ -1074,7 +1080,12 @@ impl Engine {
             let closed: Vec<TaskId> = t.tasks.keys().cloned().collect();
             let dp_noise = dp.as_ref().map(|d| (d.mechanism.clone(), d.count_sum));
             let expected = active.plan.privacy.as_ref().map_or(1, |p| p.expected_clients);
-            active.round.phase = Phase::Aggregating { contributors, metrics, dp: dp.map(|d| (d.mechanism, d.scopes)) };
+            active.round.phase = Phase::Aggregating {
+                contributors,
+                metrics,
+                dp: dp.map(|d| (d.mechanism, d.scopes)),
+                fold_seconds,
+            };
             let layout = active.global.layout.clone();
             let old = std::mem::replace(&mut active.global, Arc::new(GlobalModel::placeholder(layout)));
             self.remember_closed(closed, round_no);
@@ -1120,7 +1131,7 @@ impl Engine {
                 if active.round.key != key {
                     return;
                 }
-                let Phase::Aggregating { contributors, metrics, dp } =
+                let Phase::Aggregating { contributors, metrics, dp, fold_seconds } =
                     std::mem::replace(&mut active.round.phase, Phase::Publishing)
                 else {
                     return;
@@ -1150,7 +1161,7 @@ impl Engine {
                 });
                 active.pending_privacy = privacy.clone();
                 let samples: u64 = contributors.iter().map(|c| c.samples).sum();
-                self.emit(&key.run, key.round, RunEventKind::Aggregated { clients, samples, metrics });
+                self.emit(&key.run, key.round, RunEventKind::Aggregated { clients, samples, metrics, fold_seconds });
                 let Some(active) = &self.active else { return };
                 let regions: Vec<RegionId> = if active.plan.regions.is_all() {
                     let mut r: Vec<RegionId> = contributors.iter().map(|c| c.region.clone()).collect();
@@ -1605,23 +1616,24 @@ impl Engine {
         let weight = if private.is_some() { 1.0 } else { samples as f64 };
         // Folding is O(model): do it off the reactor. The engine waits, so no other
         // request can observe the accumulator missing.
-        let (acc, values, folded, reclipped) = tokio::task::spawn_blocking(move || {
+        let (acc, values, folded, reclipped, took) = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let mut reclipped = None;
             if let Some((c, over)) = bound {
                 let norm = fedra_proto::noise::l2_norm(values.as_slice());
                 if norm > c * (1.0 + fedra_proto::noise::CLIP_TOLERANCE) {
                     if over == OverBound::Reject {
                         let e = RoundError::Privacy(PrivacyError::OverClipBound { norm, bound: c });
-                        return (acc, values, Err(e), None);
+                        return (acc, values, Err(e), None, started.elapsed());
                     }
                     if let Err(e) = fedra_proto::noise::clip_l2(values.as_mut_slice(), c) {
-                        return (acc, values, Err(RoundError::Privacy(e.into())), None);
+                        return (acc, values, Err(RoundError::Privacy(e.into())), None, started.elapsed());
                     }
                     reclipped = Some(norm);
                 }
             }
             let r = acc.fold(values.as_slice(), weight).map_err(RoundError::from);
-            (acc, values, r, reclipped)
+            (acc, values, r, reclipped, started.elapsed())
         })
         .await
         .expect("fold task panicked");
@@ -1629,6 +1641,7 @@ impl Engine {
         let Some(active) = self.active.as_mut() else { return Err(RoundError::UnknownTask(task)) };
         let Phase::Training(t) = &mut active.round.phase else { return Err(RoundError::UnknownTask(task)) };
         t.acc = Some(acc);
+        t.fold_seconds += took.as_secs_f64();
         if let Err(e) = folded {
             if matches!(e, RoundError::Privacy(_)) {
                 // Refused for good: the client may not retry this round, and it is on record.

@@ -92,6 +92,8 @@ pub enum RunEventKind {
         clients: u32,
         samples: u64,
         metrics: TrainingMetrics,
+        /// Seconds spent folding updates (0 when rebuilt from the store).
+        fold_seconds: f64,
     },
     Published {
         checkpoint: CheckpointId,

@@ -88,6 +88,7 @@ impl SecureRng {
 
     /// Uniform integer in `[0, n)`, exact (Lemire's multiply-and-reject), for `n >= 1`.
     #[inline(always)]
+    #[cfg(test)]
     pub(crate) fn below(&mut self, n: u64) -> u64 {
         debug_assert!(n >= 1);
         if n <= 1 << 20 {
