@@ -73,6 +73,9 @@ impl Coordinator {
         let router = tonic::transport::Server::builder()
             .initial_stream_window_size(Some(HTTP2_STREAM_WINDOW))
             .initial_connection_window_size(Some(HTTP2_CONNECTION_WINDOW))
+            // Windows grow with the measured bandwidth-delay product of connections that
+            // actually stream, so large transfers are not throttled by the small start.
+            .http2_adaptive_window(Some(true))
             .add_service(RunServiceServer::new(RunApi::new(engine.clone())))
             .add_service(FleetServiceServer::new(FleetApi::new(
                 engine.clone(),
