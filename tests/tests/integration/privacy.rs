@@ -343,3 +343,36 @@ async fn poisson_sampling_samples_and_adaptive_clipping_moves_c() -> anyhow::Res
     cluster.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_dp_clients_noise_their_own_updates() -> anyhow::Result<()> {
+    let specs: Vec<_> = (0..3).map(|i| blob_client(i, "eu", 10, 3, 200)).collect();
+    let cluster = Cluster::builder().clients(specs).privacy_budget(budget(100.0)).start().await?;
+    let mut control = cluster.control().await?;
+    let mut privacy = central(2.0, 0.5, 3);
+    privacy.mechanism = MechanismName::Local;
+    let run = control.submit(&dp_plan(2, 3, privacy)).await?;
+    let status = wait_for_end(&cluster.endpoint(), &run, Duration::from_secs(60)).await?;
+    assert_succeeded(&status);
+    let dir = tempfile::tempdir()?;
+    let pulled = control.pull_checkpoint(status.published_checkpoint.as_deref().unwrap(), dir.path()).await?;
+    let manifest = read_manifest(&pulled.weights)?;
+    let p = manifest.privacy.clone().expect("privacy block");
+    assert_eq!((p.mechanism.as_str(), p.accountant.as_str(), p.rounds), ("local", "zcdp", 2));
+    // Each client's release is the lattice Gaussian at z·C = 1.0 (ρ ≈ 1/(2·2²) per round).
+    assert!(p.noise_std >= 1.0 && p.noise_std < 1.01, "{p:?}");
+    let want = {
+        let mut d = domain(2.0, 0.5, 3);
+        d.mechanism = DpMechanism::Local;
+        epsilon_after(&d, 2)
+    };
+    assert!((p.epsilon - want).abs() < 1e-9, "{} vs {want}", p.epsilon);
+    // Noised updates are not clipped again by the coordinator (their norm is far over C).
+    let store = open_store(&cluster).await?;
+    let parts = store.list_participations(&RunId::new(run)?).await?;
+    assert!(parts.iter().all(|p| p.status == ParticipationStatus::Reported), "{parts:#?}");
+    let weights = read_weights(&pulled.weights, &manifest)?;
+    assert!(weights.iter().all(|v| v.is_finite()));
+    cluster.shutdown().await;
+    Ok(())
+}
