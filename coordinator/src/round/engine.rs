@@ -538,13 +538,18 @@ impl Engine {
                 let r = self.cancel(run).await;
                 let _ = reply.send(r);
             }
+            // Reads rebuild what happened from the store: batched updates go in first, so a
+            // watcher never misses an update that was counted before it subscribed.
             Request::Get { run, reply } => {
+                self.flush_updates().await;
                 let _ = reply.send(self.view(&run).await);
             }
             Request::List { reply } => {
+                self.flush_updates().await;
                 let _ = reply.send(self.list().await);
             }
             Request::Watch { run, reply } => {
+                self.flush_updates().await;
                 let _ = reply.send(self.watch(&run).await);
             }
             Request::Register { client, reply } => {
