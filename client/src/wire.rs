@@ -475,15 +475,13 @@ pub fn event_from_pb(e: pb::RunEvent) -> Option<WatchEvent> {
             target: u.target,
             metrics: metrics(u.metrics),
         },
-        Kind::Aggregated(a) => {
-            WatchEvent::Aggregated {
-                round,
-                clients: a.clients,
-                samples: a.samples,
-                metrics: metrics(a.metrics),
-                fold_seconds: a.fold_seconds,
-            }
-        }
+        Kind::Aggregated(a) => WatchEvent::Aggregated {
+            round,
+            clients: a.clients,
+            samples: a.samples,
+            metrics: metrics(a.metrics),
+            fold_seconds: a.fold_seconds,
+        },
         Kind::Published(p) => {
             WatchEvent::Published { round, checkpoint: p.checkpoint_id, regions: p.regions, sha256: p.sha256 }
         }

@@ -1085,12 +1085,8 @@ impl Engine {
             let closed: Vec<TaskId> = t.tasks.keys().cloned().collect();
             let dp_noise = dp.as_ref().map(|d| (d.mechanism.clone(), d.count_sum));
             let expected = active.plan.privacy.as_ref().map_or(1, |p| p.expected_clients);
-            active.round.phase = Phase::Aggregating {
-                contributors,
-                metrics,
-                dp: dp.map(|d| (d.mechanism, d.scopes)),
-                fold_seconds,
-            };
+            active.round.phase =
+                Phase::Aggregating { contributors, metrics, dp: dp.map(|d| (d.mechanism, d.scopes)), fold_seconds };
             let layout = active.global.layout.clone();
             let old = std::mem::replace(&mut active.global, Arc::new(GlobalModel::placeholder(layout)));
             self.remember_closed(closed, round_no);
@@ -1468,12 +1464,8 @@ impl Engine {
 
     /// A scope's budget (refusing a scope without one) and its ledger so far.
     async fn scope_ledger(&self, scope: &PrivacyScope) -> Result<(Budget, Vec<LedgerEntry>), RoundError> {
-        let budget = self
-            .settings
-            .privacy
-            .budgets
-            .for_scope(scope)
-            .ok_or_else(|| PrivacyError::NoBudget(scope.to_string()))?;
+        let budget =
+            self.settings.privacy.budgets.for_scope(scope).ok_or_else(|| PrivacyError::NoBudget(scope.to_string()))?;
         let entries = self.store.list_ledger(&LedgerFilter { scope: Some(scope.clone()), run: None }).await?;
         Ok((budget, entries))
     }

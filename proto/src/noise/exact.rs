@@ -553,14 +553,7 @@ fn accept_scaled_64(rng: &mut SecureRng, top: u64, height: u64, lo: u128, hi: u1
 /// and both intervals shrink to points, so this ends with probability 1.
 #[cold]
 #[inline(never)]
-fn accept_scaled_slow(
-    rng: &mut SecureRng,
-    mut prefix: big::Big,
-    height: u64,
-    shift: u32,
-    num: u128,
-    den: u64,
-) -> bool {
+fn accept_scaled_slow(rng: &mut SecureRng, mut prefix: big::Big, height: u64, shift: u32, num: u128, den: u64) -> bool {
     use std::cmp::Ordering;
     loop {
         let known = prefix.len() as u32;
@@ -949,7 +942,9 @@ mod tests {
 
     #[test]
     fn exp_enclosure_brackets_exp_and_narrows_with_precision() {
-        for (num, den) in [(0u128, 1u64), (1, 1), (1, 64), (7, 3), (123_456_789, 100_000_000), (45, 1), (5, 2), (1 << 70, 1 << 62)] {
+        for (num, den) in
+            [(0u128, 1u64), (1, 1), (1, 64), (7, 3), (123_456_789, 100_000_000), (45, 1), (5, 2), (1 << 70, 1 << 62)]
+        {
             let exact = (-(num as f64) / den as f64).exp();
             let mut prev: Option<(big::Big, big::Big, usize)> = None;
             for limbs in 1..=4 {
@@ -1045,11 +1040,22 @@ mod tests {
             // Every decision takes the bignum fallback under the last widening: fewer draws.
             let n = if widening == u128::MAX { 5_000 } else { 100_000 };
             let mut r = rng(22);
-            for (num, den, height) in [(1u128, 2u64, 1u64 << 32), (7, 3, 1 << 32), (50, 64, 3_000_000_000), (0, 5, 1 << 32), (9, 8, 1_500_000_000)] {
+            for (num, den, height) in [
+                (1u128, 2u64, 1u64 << 32),
+                (7, 3, 1 << 32),
+                (50, 64, 3_000_000_000),
+                (0, 5, 1 << 32),
+                (9, 8, 1_500_000_000),
+            ] {
                 let e = ExpDenominator::new(den);
                 let (lo, hi) = e.bounds64(num);
                 let hits = with_widening(widening, || {
-                    (0..n).filter(|_| { let top = r.next_bits::<32>(); accept_scaled(&mut r, top, height, lo, hi, num, den) }).count()
+                    (0..n)
+                        .filter(|_| {
+                            let top = r.next_bits::<32>();
+                            accept_scaled(&mut r, top, height, lo, hi, num, den)
+                        })
+                        .count()
                 });
                 let p = (-(num as f64) / den as f64).exp() / (height as f64 / 2f64.powi(32));
                 assert_frequency(hits, n, p, &format!("e^-{num}/{den}/h, widening {widening}"));
@@ -1097,7 +1103,9 @@ mod tests {
     /// exact pmf, for several σ², including σ = 8·B boundaries of the block width.
     #[test]
     fn matches_reference_sampler_and_pmf() {
-        for (num, den, reach, limit) in [(2u64, 1u64, 5, 31.3), (64, 1, 20, 68.0), (65, 1, 20, 68.0), (1, 4, 2, 20.5), (300, 7, 16, 58.4)] {
+        for (num, den, reach, limit) in
+            [(2u64, 1u64, 5, 31.3), (64, 1, 20, 68.0), (65, 1, 20, 68.0), (1, 4, 2, 20.5), (300, 7, 16, 58.4)]
+        {
             let sampler = DiscreteGaussian::new(num, den).unwrap();
             let sigma_sq = num as f64 / den as f64;
             let mut r = rng(24 + num);
@@ -1132,7 +1140,15 @@ mod tests {
 
     #[test]
     fn table_covers_to_exponent_40_and_heights_dominate() {
-        for (num, den) in [(1u64, 1u64), (2, 1), (64, 1), (1 << 44, 1), (MAX_SIGMA_SQ_TERM, 1), (1, MAX_SIGMA_SQ_TERM), (5_300_000, 1 << 20)] {
+        for (num, den) in [
+            (1u64, 1u64),
+            (2, 1),
+            (64, 1),
+            (1 << 44, 1),
+            (MAX_SIGMA_SQ_TERM, 1),
+            (1, MAX_SIGMA_SQ_TERM),
+            (5_300_000, 1 << 20),
+        ] {
             let s = DiscreteGaussian::new(num, den).unwrap();
             let sigma = (num as f64 / den as f64).sqrt();
             assert!(s.block as f64 >= sigma / 8.0 && (s.block == 1 || (s.block - 1) as f64 <= sigma / 8.0));
