@@ -90,11 +90,6 @@ impl GlobalModel {
         Self { layout, params: SharedParams::new(Vec::new()), digest: String::new() }
     }
 
-    /// The parameter buffer back for reuse, when nobody else holds the model any more.
-    fn into_reusable(self: Arc<Self>) -> Vec<f32> {
-        Arc::try_unwrap(self).ok().and_then(|m| m.params.try_into_vec().ok()).unwrap_or_default()
-    }
-
     /// The parameters, in the model's own buffer when nobody else holds it, else copied.
     fn into_values(self: Arc<Self>) -> Vec<f32> {
         match Arc::try_unwrap(self) {
@@ -1060,12 +1055,7 @@ impl Engine {
         let unreachable = reported as usize + t.outstanding() < min_clients as usize;
         if target_met || (quorum && (nobody_left || past_deadline)) {
             // Participations are on record before the round can be committed.
-            if !self.pending_updates.is_empty() {
-                let batch = std::mem::take(&mut self.pending_updates);
-                if let Err(e) = self.store.record_updates(&batch).await {
-                    error!(updates = batch.len(), error = %e, "cannot record updates");
-                }
-            }
+            self.flush_updates().await;
             let Some(active) = &mut self.active else { return };
             let Phase::Training(t) = &mut active.round.phase else { return };
             let key = active.round.key.clone();
@@ -1101,7 +1091,7 @@ impl Engine {
                 let clients = acc.contributions();
                 let (result, noised_count) = match dp_noise {
                     None => {
-                        let r = acc.average_into(old.into_reusable()).map_err(RoundError::from);
+                        let r = acc.average_into(old.into_values()).map_err(RoundError::from);
                         // The sum goes before publishing allocates anything.
                         drop(acc);
                         (r, None)
