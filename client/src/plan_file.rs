@@ -171,6 +171,9 @@ pub struct PlanFile {
     pub evaluation: EvaluationSection,
     #[serde(default)]
     pub privacy: Option<PrivacySection>,
+    /// Scheduling priority in -100..=100 (higher first when runs compete for clients).
+    #[serde(default)]
+    pub priority: i32,
 }
 
 impl PlanFile {

@@ -328,6 +328,7 @@ pub fn plan_to_pb(p: &PlanFile) -> pb::RunPlan {
         seed: p.seed,
         evaluation: Some(pb::Evaluation { every_rounds: p.evaluation.every_rounds, clients: p.evaluation.clients }),
         privacy: p.privacy.as_ref().map(privacy_to_pb),
+        priority: p.priority,
     }
 }
 

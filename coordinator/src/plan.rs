@@ -248,7 +248,13 @@ pub struct RawPlan {
     pub seed: u64,
     pub evaluation: EvaluationPlan,
     pub privacy: Option<PrivacyPlan>,
+    /// Scheduling priority (higher first), in `MIN_PRIORITY..=MAX_PRIORITY`.
+    pub priority: i32,
 }
+
+/// Scheduling priorities a plan may ask for.
+pub const MIN_PRIORITY: i32 = -100;
+pub const MAX_PRIORITY: i32 = 100;
 
 /// A validated run plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -269,6 +275,10 @@ pub struct RunPlan {
     /// Client-level differential privacy; `None` is a non-private run.
     #[serde(default)]
     pub privacy: Option<PrivacyPlan>,
+    /// Scheduling priority: when runs compete for the same clients, higher goes first;
+    /// equal priorities take turns. Default 0.
+    #[serde(default)]
+    pub priority: i32,
 }
 
 fn range(field: &'static str, got: f64, min: f64, max: f64) -> Result<(), PlanError> {
@@ -301,6 +311,7 @@ impl RunPlan {
         range("local.proximal_mu", raw.local.proximal_mu, 0.0, 1e6)?;
         range("local.momentum", raw.local.momentum, 0.0, 0.999)?;
         range("evaluation.every_rounds", f64::from(raw.evaluation.every_rounds), 0.0, f64::from(raw.rounds))?;
+        range("priority", f64::from(raw.priority), f64::from(MIN_PRIORITY), f64::from(MAX_PRIORITY))?;
         if let Some(p) = &raw.privacy {
             p.validate(raw.clients_per_round)?;
         }
@@ -319,6 +330,7 @@ impl RunPlan {
             seed,
             evaluation: raw.evaluation,
             privacy: raw.privacy,
+            priority: raw.priority,
         })
     }
 
@@ -365,6 +377,7 @@ pub(crate) mod fixtures {
             seed: 1,
             evaluation: EvaluationPlan::default(),
             privacy: None,
+            priority: 0,
         }
     }
 }

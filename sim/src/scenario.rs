@@ -202,6 +202,7 @@ impl Scenario {
             seed: seed.wrapping_mul(7919).wrapping_add(1),
             evaluation: self.evaluation,
             privacy,
+            priority: 0,
         }
     }
 

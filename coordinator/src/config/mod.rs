@@ -40,6 +40,10 @@ pub struct RawConfig {
     pub max_concurrent_downloads: Option<u64>,
     pub heartbeat_interval_seconds: Option<f64>,
     pub client_timeout_seconds: Option<f64>,
+    /// Runs whose rounds make progress at once; the others wait in the queue.
+    pub max_active_runs: Option<u64>,
+    /// Tasks (of different runs) one client may hold at once.
+    pub max_concurrent_tasks: Option<u64>,
     /// `[privacy]`: budgets per scope and the noise lattice's slack.
     pub privacy: Option<RawPrivacy>,
 }
@@ -113,6 +117,8 @@ impl RawConfig {
         self.max_concurrent_downloads = other.max_concurrent_downloads.or(self.max_concurrent_downloads);
         self.heartbeat_interval_seconds = other.heartbeat_interval_seconds.or(self.heartbeat_interval_seconds);
         self.client_timeout_seconds = other.client_timeout_seconds.or(self.client_timeout_seconds);
+        self.max_active_runs = other.max_active_runs.or(self.max_active_runs);
+        self.max_concurrent_tasks = other.max_concurrent_tasks.or(self.max_concurrent_tasks);
         self.privacy = other.privacy.or(self.privacy);
         self
     }
@@ -188,6 +194,20 @@ impl Config {
                 message: format!("must be in 1..=4096, got {downloads}"),
             });
         }
+        let active = raw.max_active_runs.unwrap_or(16);
+        if !(1..=1024).contains(&active) {
+            return Err(ConfigError::Invalid {
+                key: "max_active_runs".into(),
+                message: format!("must be in 1..=1024, got {active}"),
+            });
+        }
+        let per_client = raw.max_concurrent_tasks.unwrap_or(1);
+        if !(1..=64).contains(&per_client) {
+            return Err(ConfigError::Invalid {
+                key: "max_concurrent_tasks".into(),
+                message: format!("must be in 1..=64, got {per_client}"),
+            });
+        }
         let heartbeat = seconds("heartbeat_interval_seconds", raw.heartbeat_interval_seconds, 5.0)?;
         let timeout = seconds("client_timeout_seconds", raw.client_timeout_seconds, 20.0)?;
         if timeout < heartbeat * 2 {
@@ -222,6 +242,8 @@ impl Config {
                 heartbeat_interval: heartbeat,
                 client_timeout: timeout,
                 chunk_bytes: chunk_bytes as usize,
+                max_active_runs: active as usize,
+                max_concurrent_tasks: per_client as u32,
                 privacy: crate::round::PrivacySettings { budgets, lattice_slack },
                 ..EngineSettings::default()
             },

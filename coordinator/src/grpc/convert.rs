@@ -109,6 +109,7 @@ pub fn plan_from_pb(p: pb::RunPlan) -> Result<RunPlan, ApiError> {
             .map(|e| EvaluationPlan { every_rounds: e.every_rounds, clients: e.clients })
             .unwrap_or_default(),
         privacy: p.privacy.map(privacy_from_pb).transpose()?,
+        priority: p.priority,
     };
     RunPlan::new(raw).map_err(|e| ApiError::Invalid(format!("plan.{e}")))
 }
@@ -130,6 +131,7 @@ pub fn plan_to_pb(p: &RunPlan) -> pb::RunPlan {
         seed: p.seed,
         evaluation: Some(pb::Evaluation { every_rounds: p.evaluation.every_rounds, clients: p.evaluation.clients }),
         privacy: p.privacy.as_ref().map(privacy_to_pb),
+        priority: p.priority,
     }
 }
 

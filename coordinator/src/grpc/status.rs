@@ -35,7 +35,10 @@ impl ApiError {
             ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::Store(_) => Code::Internal,
             ApiError::Round(e) => match e {
-                RoundError::Store(_) | RoundError::Checkpoint(_) | RoundError::Aggregation(_) => Code::Internal,
+                RoundError::Store(_)
+                | RoundError::Checkpoint(_)
+                | RoundError::Aggregation(_)
+                | RoundError::Internal(_) => Code::Internal,
                 RoundError::RunNotFound(_) | RoundError::CheckpointNotFound(_) => Code::NotFound,
                 RoundError::InitialCheckpoint { .. }
                 | RoundError::UpdateLength { .. }
@@ -46,7 +49,9 @@ impl ApiError {
                 | RoundError::UnknownTask(_)
                 | RoundError::RoundClosed { .. }
                 | RoundError::WrongTaskKind { .. }
-                | RoundError::AlreadyReported { .. } => Code::FailedPrecondition,
+                | RoundError::AlreadyReported { .. }
+                | RoundError::Dropped { .. }
+                | RoundError::Refused { .. } => Code::FailedPrecondition,
                 RoundError::NotYourTask { .. } => Code::PermissionDenied,
                 RoundError::Privacy(p) => match p {
                     PrivacyError::OverBudget { .. }

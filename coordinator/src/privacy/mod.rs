@@ -4,9 +4,11 @@
 //! protobuf here; the noise sampler itself is shared with clients in `fedra_proto::noise`.
 
 pub mod accountant;
+pub mod admission;
 pub mod budget;
 pub mod ledger;
 pub mod mechanism;
+pub mod release;
 
 pub use budget::{Budget, Budgets, PrivacyScope};
 pub use ledger::{LedgerEntry, LedgerState, ScopeStatus};

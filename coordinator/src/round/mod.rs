@@ -1,39 +1,55 @@
-//! Rounds and the task that owns them.
+//! Rounds, the runs that own them, and the engine that schedules runs onto clients.
 //!
-//! One task, the [`engine`](Engine), owns every piece of round state: the run queue, the
-//! connected clients, the active round and its running sum. gRPC handlers talk to it
-//! through an [`EngineHandle`]: they convert the request, send it with a oneshot reply and
-//! convert the answer back. Nothing else mutates round state, so there are no locks around
-//! it and every transition happens in one place ([`engine`]).
+//! Ownership (no locks around round state):
+//! - the [`engine`](Engine) task owns the client fleet ([`fleet`]), the run queue and the
+//!   table of active runs. It feeds the pure [`scheduler`], which leases clients to runs
+//!   (a client holds at most `max_concurrent_tasks` leases, default 1), and forwards each
+//!   request about a run or a task to that run's actor. It never waits on a run;
+//! - one **run actor** per active run ([`run`]) owns that run's round state: its phase, its
+//!   running sum, its pending participation writes. Several runs make progress at once;
+//!   a fold, a checkpoint write or a panic in one run never holds up another;
+//! - [`history`] rebuilds what happened from the store for Get, List and Watch.
 //!
-//! A round attempt moves through typed phases:
+//! gRPC handlers talk to the engine through an [`EngineHandle`]: they convert the request,
+//! send it with a oneshot reply and convert the answer back.
+//!
+//! A round attempt moves through typed phases, one file each under `phases/`:
 //!
 //! ```text
-//!             enough eligible clients            target reported, or deadline with quorum,
+//!             offer of enough clients            target reported, or deadline with quorum,
 //!   Selecting ───────────────────────▶ Training ─────────────────────────────────────────▶ Aggregating
 //!       │                                 │                                                  │ average computed
-//!       │ deadline, quorum unreachable    │ deadline or dropouts, quorum unreachable         ▼
-//!       └──────────────▶ Failed ◀─────────┘                         Done ◀──────────── Publishing
-//!                                                                        checkpoint written + committed
+//!       │ too few online by the deadline  │ deadline or dropouts, quorum unreachable,        ▼
+//!       │                                 │ a fold panicked                              Publishing
+//!       └──────────────▶ Failed ◀─────────┘                                                  │ checkpoint written
+//!                          ▲  write or commit failed                                         ▼ + committed
+//!                          └─────────────────────────────────── Done ◀── Evaluating ◀──(if the plan evaluates)
 //! ```
 //!
-//! When the plan asks for federated evaluation of this round, `Publishing` is followed by
 //! `Evaluating` (clients score the committed checkpoint on their held-out splits; the
-//! sample-weighted means, overall and per region, are stored) before `Done`.
-//! `Done` starts the next round's `Selecting` (or finishes the run); `Failed` fails the run.
-//! Cancellation moves any phase to `Failed` with reason "run cancelled". A coordinator that
-//! stops mid-round leaves the attempt `in_progress` in the store; on restart it is marked
-//! `interrupted` and the same round number is attempted again, from the last completed
-//! round's checkpoint, so no completed round is lost or repeated.
+//! sample-weighted means, overall and per region, are stored) runs when the plan asks
+//! for federated evaluation of this round. `Done` starts the next round's `Selecting` (or
+//! finishes the run); `Failed` fails the run. Cancellation moves any phase to `Failed`
+//! with reason "run cancelled". A coordinator that stops mid-round leaves the attempt
+//! `in_progress` in the store; on restart it is marked `interrupted` and the same round
+//! number is attempted again, from the last completed round's checkpoint, so no completed
+//! round is lost or repeated.
 
 mod engine;
+mod fleet;
+mod history;
 pub mod metrics;
+mod phases;
+mod run;
+pub mod scheduler;
+mod task;
+#[cfg(test)]
+mod tests;
 
-pub use engine::{
-    Engine, EngineHandle, EngineSettings, EvaluationReport, GlobalModel, PrivacySettings, PrivacyTask, RunView,
-    TaskAssignment, TaskKind, UploadTicket, VerifiedUpdate,
-};
+pub use engine::{Engine, EngineHandle, EngineSettings, PrivacySettings};
+pub use history::RunView;
 pub use metrics::{MetricsMean, TrainingMetrics};
+pub use task::{EvaluationReport, GlobalModel, PrivacyTask, TaskAssignment, TaskKind, UploadTicket, VerifiedUpdate};
 
 use crate::aggregation::AggregationError;
 use crate::checkpoint::CheckpointError;
@@ -144,6 +160,14 @@ pub enum RoundError {
     NotYourTask { task: TaskId, client: ClientId },
     #[error("client {client} already reported for round {round}")]
     AlreadyReported { client: ClientId, round: u32 },
+    #[error(
+        "client {client} was dropped from round {round} (it went away or could not take the task) and may not report"
+    )]
+    Dropped { client: ClientId, round: u32 },
+    #[error("client {client}'s update for round {round} was refused for good and may not be sent again")]
+    Refused { client: ClientId, round: u32 },
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("update declares {got} values, the model has {expected}")]
     UpdateLength { expected: u64, got: u64 },
     #[error("update claims {claimed} samples, client {client} registered {registered}")]
@@ -156,4 +180,22 @@ pub enum RoundError {
     Privacy(#[from] crate::privacy::PrivacyError),
     #[error("header.is_delta is {got}, but this run expects {}", if *expected { "a clipped update (local − global)" } else { "a model" })]
     UpdateKind { expected: bool, got: bool },
+}
+
+impl From<crate::privacy::release::ReleaseError> for RoundError {
+    fn from(e: crate::privacy::release::ReleaseError) -> Self {
+        match e {
+            crate::privacy::release::ReleaseError::Privacy(p) => Self::Privacy(p),
+            crate::privacy::release::ReleaseError::Aggregation(a) => Self::Aggregation(a),
+        }
+    }
+}
+
+impl From<crate::privacy::admission::AdmissionError> for RoundError {
+    fn from(e: crate::privacy::admission::AdmissionError) -> Self {
+        match e {
+            crate::privacy::admission::AdmissionError::Privacy(p) => Self::Privacy(p),
+            crate::privacy::admission::AdmissionError::Store(s) => Self::Store(s),
+        }
+    }
 }

@@ -44,6 +44,7 @@ pub fn plan(input_dim: u32, classes: u32, rounds: u32, clients_per_round: u32, m
         seed: 11,
         evaluation: EvaluationSection::default(),
         privacy: None,
+        priority: 0,
     }
 }
 

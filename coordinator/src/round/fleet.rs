@@ -1,0 +1,221 @@
+//! The client fleet as the engine sees it: who registered, who is connected and alive,
+//! which run may use which client (eligibility), and which clients are leased to which
+//! run's tasks. Owned by the engine task alone; run actors get [`Lease`]s, never the fleet.
+
+use super::TaskAssignment;
+use super::scheduler::ClientSlot;
+use crate::ids::{ClientId, RegionId, RunId, TaskId};
+use crate::plan::{RegionSet, RunPlan};
+use crate::store::ClientRecord;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// A client leased to one run for one task: everything the run needs to hand it the task.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub task: TaskId,
+    pub client: ClientId,
+    pub region: RegionId,
+    /// Samples the client registered: the most it may claim as a FedAvg weight.
+    pub registered_samples: u64,
+    tasks: Option<mpsc::Sender<TaskAssignment>>,
+}
+
+impl Lease {
+    /// Puts `assignment` (whose task id must be this lease's) on the client's task stream.
+    /// False when the stream is gone or full: the client counts as dropped.
+    pub fn deliver(&self, assignment: TaskAssignment) -> bool {
+        debug_assert_eq!(assignment.task, self.task);
+        self.tasks.as_ref().is_some_and(|tx| tx.try_send(assignment).is_ok())
+    }
+
+    /// A lease for engine unit tests, delivering into `tasks`.
+    #[cfg(test)]
+    pub fn for_test(task: TaskId, client: ClientId, region: RegionId, tasks: mpsc::Sender<TaskAssignment>) -> Self {
+        Self { task, client, region, registered_samples: u64::MAX, tasks: Some(tasks) }
+    }
+}
+
+/// Which clients can serve a run: its regions, and datasets that fit its model.
+#[derive(Debug, Clone)]
+pub struct Eligibility {
+    regions: RegionSet,
+    input_dim: usize,
+    classes: usize,
+}
+
+impl Eligibility {
+    pub fn for_plan(plan: &RunPlan) -> Self {
+        let arch = plan.model.architecture();
+        Self { regions: plan.regions.clone(), input_dim: arch.input_dim(), classes: arch.classes() }
+    }
+
+    /// Whether the client's region is allowed and one of its datasets can feed the model
+    /// (unknown shapes, reported as 0, are allowed).
+    pub fn admits(&self, client: &ClientRecord) -> bool {
+        self.regions.allows(&client.region)
+            && client.samples() > 0
+            && client.datasets.iter().any(|d| {
+                (d.features == 0 || d.features as usize == self.input_dim)
+                    && (d.classes == 0 || d.classes as usize <= self.classes)
+            })
+    }
+}
+
+#[derive(Debug)]
+struct ConnectedClient {
+    record: ClientRecord,
+    tasks: Option<mpsc::Sender<TaskAssignment>>,
+    last_seen: Instant,
+    /// Tasks to tell the client to abandon at its next heartbeat.
+    cancelled: Vec<TaskId>,
+}
+
+impl ConnectedClient {
+    fn online(&self, now: Instant, timeout: Duration) -> bool {
+        self.tasks.as_ref().is_some_and(|t| !t.is_closed()) && now.duration_since(self.last_seen) <= timeout
+    }
+}
+
+#[derive(Debug)]
+struct LeaseEntry {
+    run: RunId,
+    client: ClientId,
+    /// The run was told the client went away.
+    gone_reported: bool,
+}
+
+/// Registered clients and their leases.
+#[derive(Debug)]
+pub struct Fleet {
+    clients: HashMap<ClientId, ConnectedClient>,
+    leases: HashMap<TaskId, LeaseEntry>,
+    timeout: Duration,
+}
+
+impl Fleet {
+    /// A fleet that remembers `known` clients as offline until they subscribe again.
+    pub fn new(known: Vec<ClientRecord>, timeout: Duration) -> Self {
+        let now = Instant::now();
+        let clients = known
+            .into_iter()
+            .map(|record| {
+                (record.id.clone(), ConnectedClient { record, tasks: None, last_seen: now, cancelled: Vec::new() })
+            })
+            .collect();
+        Self { clients, leases: HashMap::new(), timeout }
+    }
+
+    pub fn register(&mut self, record: ClientRecord) {
+        let now = Instant::now();
+        self.clients
+            .entry(record.id.clone())
+            .and_modify(|c| {
+                c.record = record.clone();
+                c.last_seen = now;
+            })
+            .or_insert(ConnectedClient { record, tasks: None, last_seen: now, cancelled: Vec::new() });
+    }
+
+    /// Opens the client's task stream (replacing an older one).
+    ///
+    /// # Errors
+    /// The client id when it never registered.
+    pub fn subscribe(&mut self, client: &ClientId) -> Result<mpsc::Receiver<TaskAssignment>, ClientId> {
+        let c = self.clients.get_mut(client).ok_or_else(|| client.clone())?;
+        let (tx, rx) = mpsc::channel(8);
+        c.tasks = Some(tx);
+        c.last_seen = Instant::now();
+        Ok(rx)
+    }
+
+    /// Records a heartbeat; returns the tasks the client should abandon.
+    ///
+    /// # Errors
+    /// The client id when it never registered.
+    pub fn heartbeat(&mut self, client: &ClientId) -> Result<Vec<TaskId>, ClientId> {
+        let c = self.clients.get_mut(client).ok_or_else(|| client.clone())?;
+        c.last_seen = Instant::now();
+        Ok(std::mem::take(&mut c.cancelled))
+    }
+
+    /// Regions of every registered client.
+    pub fn regions(&self) -> Vec<RegionId> {
+        let mut r: Vec<RegionId> = self.clients.values().map(|c| c.record.region.clone()).collect();
+        r.sort();
+        r.dedup();
+        r
+    }
+
+    /// Every client `eligibility` admits, online or not, sorted by id.
+    pub fn eligible(&self, eligibility: &Eligibility) -> Vec<ClientId> {
+        let mut ids: Vec<ClientId> =
+            self.clients.values().filter(|c| eligibility.admits(&c.record)).map(|c| c.record.id.clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    /// The scheduler's view of the fleet now.
+    pub fn slots(&self) -> Vec<ClientSlot> {
+        let now = Instant::now();
+        let mut busy: HashMap<&ClientId, u32> = HashMap::new();
+        for l in self.leases.values() {
+            *busy.entry(&l.client).or_default() += 1;
+        }
+        self.clients
+            .values()
+            .map(|c| ClientSlot {
+                id: c.record.id.clone(),
+                online: c.online(now, self.timeout),
+                busy: busy.get(&c.record.id).copied().unwrap_or(0),
+            })
+            .collect()
+    }
+
+    /// Leases `client` to `run` under a fresh task id.
+    pub fn lease(&mut self, run: &RunId, client: &ClientId) -> Option<Lease> {
+        let c = self.clients.get(client)?;
+        let task = TaskId::generate();
+        self.leases.insert(task.clone(), LeaseEntry { run: run.clone(), client: client.clone(), gone_reported: false });
+        Some(Lease {
+            task,
+            client: client.clone(),
+            region: c.record.region.clone(),
+            registered_samples: c.record.samples(),
+            tasks: c.tasks.clone(),
+        })
+    }
+
+    /// Ends leases; with `abandon`, the clients are also told to drop the tasks.
+    pub fn release(&mut self, tasks: &[TaskId], abandon: bool) {
+        for task in tasks {
+            if let Some(l) = self.leases.remove(task)
+                && abandon
+                && let Some(c) = self.clients.get_mut(&l.client)
+            {
+                c.cancelled.push(task.clone());
+            }
+        }
+    }
+
+    /// Ends every lease of `run` (it ended), telling the clients to drop the tasks.
+    pub fn release_run(&mut self, run: &RunId) {
+        let tasks: Vec<TaskId> = self.leases.iter().filter(|(_, l)| &l.run == run).map(|(t, _)| t.clone()).collect();
+        self.release(&tasks, true);
+    }
+
+    /// Leased tasks whose client went away since the last call, by run.
+    pub fn newly_gone(&mut self) -> HashMap<RunId, Vec<TaskId>> {
+        let now = Instant::now();
+        let mut gone: HashMap<RunId, Vec<TaskId>> = HashMap::new();
+        for (task, l) in &mut self.leases {
+            if !l.gone_reported && !self.clients.get(&l.client).is_some_and(|c| c.online(now, self.timeout)) {
+                l.gone_reported = true;
+                gone.entry(l.run.clone()).or_default().push(task.clone());
+            }
+        }
+        gone
+    }
+}

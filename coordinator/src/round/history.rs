@@ -1,0 +1,108 @@
+//! What happened to a run, rebuilt from the store: the answers to Get, List and Watch.
+//! Everything a user is told is in the store, so history is a pure read of it; the live
+//! part (the phase of a round in progress, events still to come) is added by the caller.
+
+use super::{PhaseName, RoundError, RunEvent, RunEventKind};
+use crate::ids::RunId;
+use crate::store::{
+    EvaluationRecord, ParticipationRecord, ParticipationStatus, RoundRecord, RoundStatus, RunRecord, Store,
+};
+
+/// A run with its rounds, and the live phase of its active round if any. This is the
+/// engine's answer to Get/List: the store's [`RunRecord`] plus what only the engine knows.
+#[derive(Debug, Clone)]
+pub struct RunView {
+    pub record: RunRecord,
+    pub rounds: Vec<RoundRecord>,
+    pub evaluations: Vec<EvaluationRecord>,
+    pub live_phase: Option<(u32, PhaseName)>,
+}
+
+/// The run with its rounds and evaluations.
+///
+/// # Errors
+/// Unknown run or store failure.
+pub async fn view(store: &dyn Store, run: &RunId, live_phase: Option<(u32, PhaseName)>) -> Result<RunView, RoundError> {
+    let record = store.get_run(run).await?.ok_or_else(|| RoundError::RunNotFound(run.clone()))?;
+    let rounds = store.list_rounds(run).await?;
+    let evaluations = store.list_evaluations(run).await?;
+    Ok(RunView { record, rounds, evaluations, live_phase })
+}
+
+/// The run's events so far, in the order they were emitted live, and whether it ended.
+///
+/// # Errors
+/// Unknown run or store failure.
+pub async fn replay(store: &dyn Store, run: &RunId) -> Result<(Vec<RunEvent>, bool), RoundError> {
+    let record = store.get_run(run).await?.ok_or_else(|| RoundError::RunNotFound(run.clone()))?;
+    let rounds = store.list_rounds(run).await?;
+    let parts = store.list_participations(run).await?;
+    let evaluations = store.list_evaluations(run).await?;
+    let target = record.plan.clients_per_round;
+    let mut history = Vec::new();
+    let ev = |round, kind| RunEvent { run: run.clone(), round, kind };
+    for r in &rounds {
+        let mine: Vec<&ParticipationRecord> =
+            parts.iter().filter(|p| p.round == r.round && p.attempt == r.attempt).collect();
+        history.push(ev(
+            r.round,
+            RunEventKind::Selected { clients: mine.iter().map(|p| p.client.clone()).collect(), target },
+        ));
+        for (i, p) in mine.iter().filter(|p| p.status == ParticipationStatus::Reported).enumerate() {
+            history.push(ev(
+                r.round,
+                RunEventKind::UpdateReceived {
+                    client: p.client.clone(),
+                    region: p.region.clone(),
+                    samples: p.samples,
+                    reported: i as u32 + 1,
+                    target,
+                    metrics: p.metrics.unwrap_or_default(),
+                },
+            ));
+        }
+        match r.status {
+            RoundStatus::Done => {
+                history.push(ev(
+                    r.round,
+                    RunEventKind::Aggregated {
+                        clients: r.reported,
+                        samples: r.samples,
+                        metrics: r.metrics.unwrap_or_default(),
+                        fold_seconds: 0.0,
+                    },
+                ));
+                if let Some(cp) = &r.checkpoint
+                    && let Some(c) = store.get_checkpoint(cp).await?
+                {
+                    history.push(ev(
+                        r.round,
+                        RunEventKind::Published {
+                            checkpoint: c.id.clone(),
+                            regions: c.locations.iter().map(|(r, _)| r.clone()).collect(),
+                            sha256: c.sha256.clone(),
+                        },
+                    ));
+                }
+                let results: Vec<EvaluationRecord> =
+                    evaluations.iter().filter(|e| e.round == r.round).cloned().collect();
+                if !results.is_empty() {
+                    history.push(ev(r.round, RunEventKind::Evaluated { results }));
+                }
+            }
+            RoundStatus::Failed | RoundStatus::Interrupted => history.push(ev(
+                r.round,
+                RunEventKind::RoundFailed { reason: r.failure.clone().unwrap_or_else(|| "unknown".into()) },
+            )),
+            RoundStatus::InProgress => {}
+        }
+    }
+    let ended = record.state.is_terminal();
+    if ended {
+        history.push(ev(
+            record.completed_rounds,
+            RunEventKind::RunFinished { state: record.state, reason: record.failure },
+        ));
+    }
+    Ok((history, ended))
+}

@@ -1,0 +1,150 @@
+//! The phases of one round attempt, one file each. Every phase function takes the phase's
+//! own state and the run's [`RunCore`](super::run::RunCore) and returns a [`Transition`];
+//! the run actor applies it. `Done` and `Failed` are states like the others: the actor
+//! settles them (next round, end of run, failure records) in one place.
+//!
+//! ```text
+//!   Selecting ──offer──▶ Training ──target/quorum──▶ Aggregating ──▶ Publishing ──┬──▶ Done
+//!      │ give up            │ quorum unreachable         │ error          │ error    └─▶ Evaluating ──▶ Done
+//!      └──────────────▶ Failed ◀─────────────────────────┴────────────────┘
+//! ```
+
+pub(super) mod aggregating;
+pub(super) mod evaluating;
+pub(super) mod publishing;
+pub(super) mod selecting;
+pub(super) mod training;
+
+use super::PhaseName;
+use crate::ids::{ClientId, RegionId, TaskId};
+use crate::store::RunState;
+use std::collections::HashMap;
+
+/// The typed phase of a run's current round attempt.
+#[derive(Debug)]
+pub(super) enum Phase {
+    Selecting(selecting::Selecting),
+    Training(training::Training),
+    Aggregating(aggregating::Aggregating),
+    Publishing(publishing::Publishing),
+    Evaluating(evaluating::Evaluating),
+    /// The round is committed; the actor starts the next one or ends the run.
+    Done {
+        final_round: bool,
+    },
+    /// The attempt ended without a checkpoint; the actor records it and ends the run.
+    Failed(Failure),
+}
+
+/// How and why an attempt failed.
+#[derive(Debug, Clone)]
+pub(super) struct Failure {
+    pub reason: String,
+    /// `Failed`, or `Cancelled` when a user asked.
+    pub state: RunState,
+}
+
+impl Failure {
+    pub fn failed(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into(), state: RunState::Failed }
+    }
+}
+
+/// What a phase function decided.
+#[derive(Debug)]
+pub(super) enum Transition {
+    Stay,
+    To(Phase),
+}
+
+impl Transition {
+    pub fn fail(reason: impl Into<String>) -> Self {
+        Self::To(Phase::Failed(Failure::failed(reason)))
+    }
+}
+
+impl Phase {
+    pub fn name(&self) -> PhaseName {
+        match self {
+            Phase::Selecting(_) => PhaseName::Selecting,
+            Phase::Training(_) => PhaseName::Training,
+            Phase::Aggregating(_) => PhaseName::Aggregating,
+            Phase::Publishing(_) => PhaseName::Publishing,
+            Phase::Evaluating(_) => PhaseName::Evaluating,
+            Phase::Done { .. } => PhaseName::Done,
+            Phase::Failed(_) => PhaseName::Failed,
+        }
+    }
+
+    /// The tasks handed out in this phase, if it hands out tasks.
+    pub fn assignments(&self) -> Option<&Assignments> {
+        match self {
+            Phase::Training(t) => Some(&t.assignments),
+            Phase::Evaluating(e) => e.assignments(),
+            _ => None,
+        }
+    }
+
+    pub fn assignments_mut(&mut self) -> Option<&mut Assignments> {
+        match self {
+            Phase::Training(t) => Some(&mut t.assignments),
+            Phase::Evaluating(e) => e.assignments_mut(),
+            _ => None,
+        }
+    }
+}
+
+/// Where one client's task stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AssignmentState {
+    Assigned,
+    Reported,
+    /// The client went away, or its stream was full: it may not report any more.
+    Dropped,
+    /// Its update was refused for good (over the clipping bound in reject mode).
+    Rejected,
+}
+
+#[derive(Debug)]
+pub(super) struct Assignment {
+    pub client: ClientId,
+    pub region: RegionId,
+    pub state: AssignmentState,
+    /// Samples the client registered when it was leased: the most it may claim.
+    pub registered_samples: u64,
+}
+
+/// The tasks of a phase that hands out tasks, by task id.
+#[derive(Debug, Default)]
+pub(super) struct Assignments(pub HashMap<TaskId, Assignment>);
+
+impl Assignments {
+    pub fn outstanding(&self) -> usize {
+        self.0.values().filter(|a| a.state == AssignmentState::Assigned).count()
+    }
+
+    /// Tasks still assigned, for abandoning them.
+    pub fn still_assigned(&self) -> Vec<TaskId> {
+        self.0.iter().filter(|(_, a)| a.state == AssignmentState::Assigned).map(|(t, _)| t.clone()).collect()
+    }
+
+    pub fn ids(&self) -> Vec<TaskId> {
+        self.0.keys().cloned().collect()
+    }
+
+    /// Marks the tasks of clients that went away as dropped; returns those that were
+    /// still assigned.
+    pub fn drop_gone(&mut self, tasks: &[TaskId], round: u32) -> Vec<TaskId> {
+        let mut dropped = Vec::new();
+        for task in tasks {
+            if let Some(a) = self.0.get_mut(task)
+                && a.state == AssignmentState::Assigned
+            {
+                tracing::warn!(client = %a.client, round, "selected client went away");
+                a.state = AssignmentState::Dropped;
+                dropped.push(task.clone());
+            }
+        }
+        dropped
+    }
+}

@@ -1,0 +1,125 @@
+//! Publishing: the new model is written as a checkpoint into each target region's folder
+//! (on a blocking thread), then the round is committed in one store transaction and a
+//! private round's reservations become charges. → Evaluating when the plan evaluates this
+//! round, else → Done; → Failed when writing or committing fails.
+
+use super::super::run::{Internal, RunCore};
+use super::super::task::GlobalModel;
+use super::super::{RoundError, RunEventKind, TrainingMetrics};
+use super::{Phase, Transition, evaluating};
+use crate::checkpoint::{Contributor, PrivacyProvenance, PublishRequest, Published};
+use crate::ids::{CheckpointId, RegionId, RoundNumber};
+use crate::store::{CheckpointRecord, RoundCompletion};
+use std::sync::Arc;
+use tracing::{error, info};
+
+/// Waiting for the checkpoint to be written.
+#[derive(Debug)]
+pub(in crate::round) struct Publishing {
+    /// A private round's next clipping bound, applied once the round is committed.
+    next_clip: Option<Option<f64>>,
+}
+
+/// Starts writing the checkpoint; the result comes back as [`Internal::Published`].
+pub(in crate::round) fn start(
+    core: &mut RunCore,
+    params: Vec<f32>,
+    contributors: Vec<Contributor>,
+    metrics: TrainingMetrics,
+    regions: Vec<RegionId>,
+    privacy: Option<(Option<f64>, PrivacyProvenance)>,
+) -> Transition {
+    let key = core.key.clone();
+    let next_clip = privacy.as_ref().map(|(next, _)| *next);
+    let req = PublishRequest {
+        id: CheckpointId::for_round(&key.run, RoundNumber(key.round)),
+        run: key.run.clone(),
+        round: key.round,
+        parent: core.parent.clone(),
+        model: core.plan.model.clone(),
+        contributors,
+        metrics,
+        regions,
+        privacy: privacy.map(|(_, p)| p),
+    };
+    let dir = core.env.checkpoints.clone();
+    let tx = core.internal.clone();
+    let layout = core.plan.model.layout();
+    let work = tokio::task::spawn_blocking(move || {
+        let published = dir.publish(&req, &params).map_err(RoundError::from)?;
+        Ok((published, Arc::new(GlobalModel::new(layout, params))))
+    });
+    tokio::spawn(async move {
+        let result = match work.await {
+            Ok(r) => r,
+            Err(e) => Err(RoundError::Internal(format!("the publishing task failed: {e}"))),
+        };
+        let _ = tx.send(Internal::Published { key, result: Box::new(result) });
+    });
+    Transition::To(Phase::Publishing(Publishing { next_clip }))
+}
+
+/// Publishing → Done (or Evaluating): one store transaction, then the next step.
+pub(in crate::round) async fn on_published(
+    p: &mut Publishing,
+    core: &mut RunCore,
+    result: Result<(Published, Arc<GlobalModel>), RoundError>,
+) -> Transition {
+    let (published, model) = match result {
+        Ok(p) => p,
+        Err(e) => return Transition::fail(format!("publishing failed: {e}")),
+    };
+    let key = core.key.clone();
+    let m = &published.manifest;
+    let final_round = key.round >= core.plan.rounds;
+    let evaluate = core.plan.evaluation.after_round(key.round, core.plan.rounds);
+    let checkpoint = CheckpointRecord {
+        id: m.checkpoint_id.clone(),
+        run: key.run.clone(),
+        round: key.round,
+        model_name: m.model.name().to_string(),
+        sha256: m.weights_sha256.clone(),
+        parent: m.parent_checkpoint.clone(),
+        manifest_json: published.manifest_json.clone(),
+        created_at: m.created_at,
+        locations: published.locations.clone(),
+    };
+    let completion = RoundCompletion {
+        run: key.run.clone(),
+        round: key.round,
+        attempt: key.attempt,
+        reported: m.contributors.len() as u32,
+        samples: m.total_samples,
+        metrics: m.metrics,
+        checkpoint,
+        // With an evaluation to come, the run succeeds only once it is done.
+        final_round: final_round && !evaluate,
+    };
+    if let Err(e) = core.env.store.complete_round(&completion).await {
+        error!(run = %key.run, round = key.round, error = %e, "cannot commit round");
+        return Transition::fail(format!("store failure: {e}"));
+    }
+    if let Some(next_clip) = p.next_clip.take() {
+        // The aggregate is released: reservations become charges (they counted already).
+        if let Err(e) = core.env.store.charge_privacy(&key.run, key.round, key.attempt, next_clip).await {
+            error!(run = %key.run, round = key.round, error = %e, "cannot mark the privacy reservation charged; it still counts");
+        }
+        if next_clip.is_some() {
+            core.clip_norm = next_clip;
+        }
+    }
+    info!(run = %key.run, round = key.round, checkpoint = %m.checkpoint_id, loss = m.metrics.loss_after, "round published");
+    core.emit(RunEventKind::Published {
+        checkpoint: m.checkpoint_id.clone(),
+        regions: published.locations.iter().map(|(r, _)| r.clone()).collect(),
+        sha256: m.weights_sha256.clone(),
+    });
+    core.parent = Some(m.checkpoint_id.clone());
+    let checkpoint = m.checkpoint_id.clone();
+    core.global = Some(model);
+    if evaluate {
+        Transition::To(evaluating::enter(core, checkpoint, final_round))
+    } else {
+        Transition::To(Phase::Done { final_round })
+    }
+}

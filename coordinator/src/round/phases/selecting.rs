@@ -1,0 +1,168 @@
+//! Selecting: the run posts a demand for clients and waits for the scheduler's offer. On
+//! an offer it picks its cohort (Poisson sampling, or a seeded shuffle cut to the selection
+//! size), hands the rest back, reserves a private round's cost, records the round and
+//! dispatches the tasks: → Training. The scheduler gives up for it when too few eligible
+//! clients are online by the deadline: → Failed.
+
+use super::super::RunEventKind;
+use super::super::fleet::{Eligibility, Lease};
+use super::super::run::{DemandSpec, RunCore};
+use super::super::task::{PrivacyTask, TaskAssignment, TaskKind};
+use super::training::Training;
+use super::{Assignment, AssignmentState, Assignments, Phase, Transition};
+use crate::ids::RegionId;
+use crate::plan::{DpMechanism, Sampling};
+use crate::privacy::admission::AttemptRef;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::HashMap;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+/// Waiting for clients.
+#[derive(Debug)]
+pub(in crate::round) struct Selecting;
+
+/// Posts the run's demand: the target count at once, the quorum after a grace period (a
+/// fifth of the deadline), every free eligible client as candidates.
+pub(in crate::round) fn enter(core: &RunCore) -> Phase {
+    let plan = &core.plan;
+    core.demand(Some(DemandSpec {
+        round: core.key.round,
+        eligibility: Eligibility::for_plan(plan),
+        need: plan.clients_per_round as usize,
+        relaxed: Some((core.started + plan.round_deadline / 5, plan.min_clients as usize)),
+        max: usize::MAX,
+        deadline: core.deadline,
+        patient: true,
+    }));
+    Phase::Selecting(Selecting)
+}
+
+/// The scheduler found too few eligible clients online by the deadline.
+pub(in crate::round) fn on_give_up(core: &RunCore, online: usize) -> Transition {
+    Transition::fail(format!(
+        "only {online} eligible clients online by the deadline, quorum is {}",
+        core.plan.min_clients
+    ))
+}
+
+/// Picks the cohort from the offered clients and starts training.
+pub(in crate::round) async fn on_offer(_: &mut Selecting, core: &mut RunCore, mut offered: Vec<Lease>) -> Transition {
+    let plan = &core.plan;
+    let key = core.key.clone();
+    // Deterministic given the seed and the set of offered clients.
+    offered.sort_by(|a, b| a.client.cmp(&b.client));
+    let population: Vec<RegionId> = offered.iter().map(|l| l.region.clone()).collect();
+    let mut chosen = offered;
+    match plan.privacy.as_ref().map(|p| p.sampling) {
+        Some(Sampling::Poisson { rate }) => {
+            // What the Rényi accountant assumes: each client independently with
+            // probability q, from an unpredictable source (not the plan's seed).
+            let mut rng = rand::rngs::StdRng::from_os_rng();
+            let (keep, rest): (Vec<Lease>, Vec<Lease>) = chosen.into_iter().partition(|_| rng.random_bool(rate));
+            core.release(rest.into_iter().map(|l| l.task).collect(), false);
+            chosen = keep;
+        }
+        _ => {
+            let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ (u64::from(key.round) << 32) ^ u64::from(key.attempt));
+            chosen.shuffle(&mut rng);
+            let rest = chosen.split_off(plan.selection_size().min(chosen.len()));
+            core.release(rest.into_iter().map(|l| l.task).collect(), false);
+        }
+    }
+    let selected: Vec<_> = chosen.iter().map(|l| (l.client.clone(), l.region.clone())).collect();
+    let selected_regions: Vec<RegionId> = selected.iter().map(|(_, r)| r.clone()).collect();
+    let global = match core.global() {
+        Ok(g) => g.clone(),
+        Err(e) => return Transition::fail(e.to_string()),
+    };
+    // A private round reserves its cost before any client is asked to train.
+    let clip_norm = core.clip_norm.unwrap_or_else(|| plan.privacy.as_ref().map_or(0.0, |p| p.clipping.initial_norm()));
+    let attempt = AttemptRef { run: &key.run, round: key.round, attempt: key.attempt };
+    let reserved = core
+        .env
+        .reservations
+        .reserve_round(
+            core.env.store.as_ref(),
+            plan,
+            attempt,
+            global.params.len(),
+            clip_norm,
+            &selected_regions,
+            &population,
+        )
+        .await;
+    let dp = match reserved {
+        Ok(dp) => dp,
+        Err(e) => {
+            warn!(run = %key.run, round = key.round, error = %e, "private round refused");
+            core.release(chosen.into_iter().map(|l| l.task).collect(), false);
+            return Transition::fail(e.to_string());
+        }
+    };
+    if let Err(e) = core.env.store.begin_round(&key.run, key.round, key.attempt, &selected).await {
+        core.release(chosen.into_iter().map(|l| l.task).collect(), false);
+        return Transition::fail(format!("store failure: {e}"));
+    }
+    core.recorded = true;
+    // Training's deadline counts from dispatch: time spent waiting for busy clients is not
+    // taken from the clients' training time.
+    let now = Instant::now();
+    core.deadline = now + plan.round_deadline;
+    let template = TaskAssignment {
+        task: crate::ids::TaskId::generate(),
+        run: key.run.clone(),
+        round: key.round,
+        model: plan.model.clone(),
+        layout: global.layout.clone(),
+        local: plan.local.clone(),
+        deadline: plan.round_deadline,
+        chunk_bytes: core.env.settings.chunk_bytes,
+        seed: plan.seed ^ u64::from(key.round).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        kind: TaskKind::Train,
+        privacy: dp.as_ref().map(|d| PrivacyTask {
+            clip_norm: d.mechanism.clip_norm,
+            local_noise_std: if d.mechanism.mechanism == DpMechanism::Local {
+                d.mechanism.update_noise_target_std
+            } else {
+                0.0
+            },
+            lattice_slack: d.mechanism.lattice_slack,
+        }),
+    };
+    let (assignments, undelivered) = dispatch(chosen, &template);
+    core.release(undelivered, false);
+    info!(run = %key.run, round = key.round, selected = selected.len(), target = plan.clients_per_round, "round training");
+    let target = plan.clients_per_round;
+    core.emit(RunEventKind::Selected { clients: selected.into_iter().map(|(c, _)| c).collect(), target });
+    Transition::To(Phase::Training(Training::new(assignments, global.params.len(), dp, population)))
+}
+
+/// Sends each leased client its copy of `template` under the lease's task id. A client
+/// whose stream is gone or full is recorded as dropped straight away (and its lease ends).
+pub(in crate::round) fn dispatch(
+    leases: Vec<Lease>,
+    template: &TaskAssignment,
+) -> (Assignments, Vec<crate::ids::TaskId>) {
+    let mut tasks = HashMap::with_capacity(leases.len());
+    let mut undelivered = Vec::new();
+    for lease in leases {
+        let delivered = lease.deliver(TaskAssignment { task: lease.task.clone(), ..template.clone() });
+        let state = if delivered { AssignmentState::Assigned } else { AssignmentState::Dropped };
+        if !delivered {
+            undelivered.push(lease.task.clone());
+        }
+        tasks.insert(
+            lease.task,
+            Assignment {
+                client: lease.client,
+                region: lease.region,
+                state,
+                registered_samples: lease.registered_samples,
+            },
+        );
+    }
+    (Assignments(tasks), undelivered)
+}

@@ -1,0 +1,266 @@
+//! Training: clients train and stream their updates; each verified update is folded into
+//! the running sum. → Aggregating when the target has reported, when nobody is left to
+//! report and the quorum is met, or at the deadline with the quorum; → Failed when the
+//! quorum can no longer be met, or when a fold panics (that round fails, nothing else).
+
+use super::super::run::RunCore;
+use super::super::task::{UploadTicket, VerifiedUpdate};
+use super::super::{MetricsMean, RoundError, RunEventKind};
+use super::aggregating;
+use super::{AssignmentState, Assignments, Transition};
+use crate::aggregation::FedAvgAccumulator;
+use crate::checkpoint::Contributor;
+use crate::ids::{ClientId, RegionId, TaskId};
+use crate::plan::{DpMechanism, OverBound, Sampling};
+use crate::privacy::PrivacyError;
+use crate::privacy::admission::PrivateRound;
+use crate::store::{ParticipationRecord, ParticipationStatus};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+/// Who was asked, who answered, and the running sum.
+#[derive(Debug)]
+pub(in crate::round) struct Training {
+    pub assignments: Assignments,
+    /// Taken out only while a fold runs (the actor waits for it) and when training ends.
+    acc: Option<FedAvgAccumulator>,
+    metrics: MetricsMean,
+    contributors: Vec<Contributor>,
+    dp: Option<PrivateRound>,
+    /// Time spent in folds so far (reported with the Aggregated event).
+    fold_seconds: f64,
+    /// Regions of every client offered to the round: a round whose plan allows every
+    /// region and that got no update publishes to these.
+    population: Vec<RegionId>,
+}
+
+impl Training {
+    pub fn new(assignments: Assignments, len: usize, dp: Option<PrivateRound>, population: Vec<RegionId>) -> Self {
+        Self {
+            assignments,
+            acc: Some(FedAvgAccumulator::new(len)),
+            metrics: MetricsMean::default(),
+            contributors: Vec::new(),
+            dp,
+            fold_seconds: 0.0,
+            population,
+        }
+    }
+
+    fn reported(&self) -> u32 {
+        self.contributors.len() as u32
+    }
+}
+
+/// Whether `client` may stream an update of `total_values` for `task` now.
+///
+/// # Errors
+/// Unknown or closed task, another client's task, a client that already reported, was
+/// dropped or was refused for good, or a wrong length.
+pub(in crate::round) fn begin_upload(
+    t: &Training,
+    core: &RunCore,
+    task: &TaskId,
+    client: &ClientId,
+    total_values: u64,
+) -> Result<UploadTicket, RoundError> {
+    let a = t.assignments.0.get(task).ok_or_else(|| core.not_open(task))?;
+    if a.client != *client {
+        return Err(RoundError::NotYourTask { task: task.clone(), client: client.clone() });
+    }
+    let round = core.key.round;
+    match a.state {
+        AssignmentState::Assigned => {}
+        AssignmentState::Reported => return Err(RoundError::AlreadyReported { client: client.clone(), round }),
+        AssignmentState::Dropped => return Err(RoundError::Dropped { client: client.clone(), round }),
+        AssignmentState::Rejected => return Err(RoundError::Refused { client: client.clone(), round }),
+    }
+    let expected = core.global()?.params.len() as u64;
+    if total_values != expected {
+        return Err(RoundError::UpdateLength { expected, got: total_values });
+    }
+    Ok(UploadTicket { total_values })
+}
+
+/// Verifies a private update's bound and folds the update into the sum, off the actor's
+/// thread. Returns how many updates are counted, and whether the round must fail.
+pub(in crate::round) async fn commit_upload(
+    t: &mut Training,
+    core: &mut RunCore,
+    task: TaskId,
+    client: ClientId,
+    update: VerifiedUpdate,
+) -> (Result<u32, RoundError>, Transition) {
+    if let Err(e) = begin_upload(t, core, &task, &client, update.values.as_slice().len() as u64) {
+        return (Err(e), Transition::Stay);
+    }
+    let registered = t.assignments.0[&task].registered_samples;
+    if update.samples == 0 {
+        return (Err(RoundError::ZeroSamples), Transition::Stay);
+    }
+    if update.samples > registered {
+        return (Err(RoundError::TooManySamples { client, claimed: update.samples, registered }), Transition::Stay);
+    }
+    let key = core.key.clone();
+    let private = core.plan.privacy.as_ref().map(|p| (p.mechanism, p.over_bound));
+    if update.is_delta != private.is_some() {
+        return (Err(RoundError::UpdateKind { expected: private.is_some(), got: update.is_delta }), Transition::Stay);
+    }
+    // Central DP: the coordinator verifies every update's norm against C.
+    let bound = match (private, &t.dp) {
+        (Some((DpMechanism::Central, over)), Some(dp)) => Some((dp.mechanism.clip_norm, over)),
+        _ => None,
+    };
+    let Some(mut acc) = t.acc.take() else {
+        return (
+            Err(RoundError::Internal("the running sum is missing".into())),
+            Transition::fail("the running sum is missing"),
+        );
+    };
+    let VerifiedUpdate { mut values, samples, metrics, update_norm, .. } = update;
+    // DP-FedAvg weighs every clipped update alike; FedAvg by sample count.
+    let weight = if private.is_some() { 1.0 } else { samples as f64 };
+    #[cfg(test)]
+    let panic_here = core.env.settings.fold_fault.as_ref() == Some(&client);
+    // Folding is O(model): off the reactor. Only this run waits for it.
+    let folded = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        #[cfg(test)]
+        if panic_here {
+            panic!("injected fold fault");
+        }
+        let mut reclipped = None;
+        let mut result = Ok(());
+        if let Some((c, over)) = bound {
+            let norm = fedra_proto::noise::l2_norm(values.as_slice());
+            if norm > c * (1.0 + fedra_proto::noise::CLIP_TOLERANCE) {
+                if over == OverBound::Reject {
+                    result = Err(RoundError::Privacy(PrivacyError::OverClipBound { norm, bound: c }));
+                } else if let Err(e) = fedra_proto::noise::clip_l2(values.as_mut_slice(), c) {
+                    result = Err(RoundError::Privacy(e.into()));
+                } else {
+                    reclipped = Some(norm);
+                }
+            }
+        }
+        if result.is_ok() {
+            result = acc.fold(values.as_slice(), weight).map_err(RoundError::from);
+        }
+        drop(values);
+        (acc, result, reclipped, started.elapsed())
+    })
+    .await;
+    let (acc, result, reclipped, took) = match folded {
+        Ok(r) => r,
+        Err(join) => {
+            // The sum went down with the fold: this round cannot finish, the rest can.
+            let why = if join.is_panic() { "the fold panicked" } else { "the fold was cancelled" };
+            error!(run = %key.run, round = key.round, client = %client, "{why}");
+            return (
+                Err(RoundError::Internal(format!("{why}; round {} fails", key.round))),
+                Transition::fail(format!("aggregation failed: {why}")),
+            );
+        }
+    };
+    t.acc = Some(acc);
+    t.fold_seconds += took.as_secs_f64();
+    if let Err(e) = result {
+        if matches!(e, RoundError::Privacy(_)) {
+            // Refused for good: the client may not retry this round, and it is on record.
+            if let Some(a) = t.assignments.0.get_mut(&task) {
+                a.state = AssignmentState::Rejected;
+            }
+            core.release(vec![task.clone()], false);
+            warn!(run = %key.run, round = key.round, client = %client, error = %e, "update refused");
+            if let Err(se) =
+                core.env.store.reject_update(&key.run, key.round, key.attempt, &client, &e.to_string()).await
+            {
+                error!(run = %key.run, client = %client, error = %se, "cannot record the refusal");
+            }
+        }
+        return (Err(e), Transition::Stay);
+    }
+    if let Some(dp) = &mut t.dp {
+        // Adaptive clipping's bit, from the client's norm before clipping.
+        dp.count_sum += if update_norm <= dp.mechanism.clip_norm { 1 } else { -1 };
+    }
+    let detail = reclipped.map(|norm| {
+        warn!(run = %key.run, round = key.round, client = %client, norm, "update over the clipping bound re-clipped");
+        format!("re-clipped by the coordinator from norm {norm}")
+    });
+    let a = t.assignments.0.get_mut(&task).expect("checked by begin_upload");
+    a.state = AssignmentState::Reported;
+    let region = a.region.clone();
+    // The client is free for other runs; its task stays known for precise answers.
+    core.release(vec![task], false);
+    t.metrics.add(&metrics, samples);
+    t.contributors.push(Contributor { client: client.clone(), region: region.clone(), samples });
+    let reported = t.reported();
+    core.queue_update(ParticipationRecord {
+        run: key.run.clone(),
+        round: key.round,
+        attempt: key.attempt,
+        client: client.clone(),
+        region: region.clone(),
+        status: ParticipationStatus::Reported,
+        samples,
+        metrics: Some(metrics),
+        update_norm: Some(update_norm),
+        detail,
+    });
+    info!(run = %key.run, round = key.round, client = %client, samples, reported, "update folded");
+    let target = core.plan.clients_per_round;
+    core.emit(RunEventKind::UpdateReceived { client, region, samples, reported, target, metrics });
+    (Ok(reported), Transition::Stay)
+}
+
+/// The end-of-training rules (see the module doc).
+pub(in crate::round) async fn check_end(t: &mut Training, core: &mut RunCore) -> Transition {
+    let now = Instant::now();
+    let plan = &core.plan;
+    let reported = t.reported();
+    let quorum = reported >= plan.quorum();
+    let target_met =
+        reported >= plan.clients_per_round && plan.privacy.as_ref().is_none_or(|p| p.sampling == Sampling::Fixed);
+    let outstanding = t.assignments.outstanding();
+    let past_deadline = now >= core.deadline;
+    if target_met || (quorum && (outstanding == 0 || past_deadline)) {
+        // Participations are on record before the round can be committed; a store that
+        // cannot take them fails the round rather than publishing contributors it lost.
+        if let Err(e) = core.flush_updates().await {
+            return Transition::fail(format!("store failure: cannot record updates: {e}"));
+        }
+        let regions: Vec<RegionId> = if core.plan.regions.is_all() {
+            let mut r: Vec<RegionId> = t.contributors.iter().map(|c| c.region.clone()).collect();
+            if r.is_empty() {
+                r = t.population.clone();
+            }
+            r.sort();
+            r.dedup();
+            r
+        } else {
+            core.plan.regions.iter().cloned().collect()
+        };
+        let Some(acc) = t.acc.take() else { return Transition::fail("the running sum is missing") };
+        info!(run = %core.key.run, round = core.key.round, reported, "round aggregating");
+        return aggregating::start(
+            core,
+            acc,
+            std::mem::take(&mut t.contributors),
+            t.metrics.mean(),
+            t.dp.take(),
+            t.fold_seconds,
+            regions,
+        );
+    }
+    let unreachable = reported as usize + outstanding < plan.quorum() as usize;
+    if unreachable || past_deadline {
+        let reason = if past_deadline {
+            format!("deadline passed with {reported} updates, quorum is {}", plan.min_clients)
+        } else {
+            format!("only {reported} updates and no client left to report, quorum is {}", plan.min_clients)
+        };
+        return Transition::fail(reason);
+    }
+    Transition::Stay
+}

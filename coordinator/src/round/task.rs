@@ -1,0 +1,98 @@
+//! What a round hands to clients and takes back from them: the shared global model, task
+//! assignments, upload tickets and verified updates. These cross between the gRPC edge and
+//! the run actors, so they live apart from any one phase.
+
+use super::TrainingMetrics;
+use crate::aggregation::StagingBuffer;
+use crate::ids::{RunId, TaskId};
+use crate::model::TensorLayout;
+use crate::plan::LocalTraining;
+use fedra_proto::chunking::SharedParams;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The global model of a round, shared read-only with the handlers that stream it: one
+/// buffer, whose chunks go out to every client as zero-copy views.
+#[derive(Debug)]
+pub struct GlobalModel {
+    pub layout: TensorLayout,
+    pub params: SharedParams,
+    /// Transfer digest ([`fedra_proto::chunking::transfer_digest_hex`]) of `params`.
+    pub digest: String,
+}
+
+impl GlobalModel {
+    pub fn new(layout: TensorLayout, params: Vec<f32>) -> Self {
+        let digest = fedra_proto::chunking::transfer_digest_hex(&params);
+        Self { layout, params: SharedParams::new(params), digest }
+    }
+
+    /// The parameters, in the model's own buffer when nobody else holds it, else copied
+    /// (a download still streaming from it keeps its own reference).
+    pub(crate) fn into_values(self: Arc<Self>) -> Vec<f32> {
+        match Arc::try_unwrap(self) {
+            Ok(m) => m.params.try_into_vec().unwrap_or_else(|p| p.as_slice().to_vec()),
+            Err(shared) => shared.params.as_slice().to_vec(),
+        }
+    }
+}
+
+/// Work sent to one client for one round attempt.
+#[derive(Debug, Clone)]
+pub struct TaskAssignment {
+    pub task: TaskId,
+    pub run: RunId,
+    pub round: u32,
+    pub model: crate::model::ModelSpec,
+    pub layout: TensorLayout,
+    pub local: LocalTraining,
+    pub deadline: Duration,
+    pub chunk_bytes: usize,
+    pub seed: u64,
+    pub kind: TaskKind,
+    /// Set for private runs: clip (and, for local DP, noise) the update before upload.
+    pub privacy: Option<PrivacyTask>,
+}
+
+/// What a client of a private run must do to its update before uploading it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PrivacyTask {
+    pub clip_norm: f64,
+    /// Local DP: the target std of the noise the client adds (0 for central DP).
+    pub local_noise_std: f64,
+    pub lattice_slack: f64,
+}
+
+/// What a task asks of a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskKind {
+    /// Train locally and push the model.
+    Train,
+    /// Evaluate the round's checkpoint on the held-out split and report.
+    Evaluate,
+}
+
+/// A client's evaluation of a checkpoint on its held-out split; `samples` 0 = no split.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvaluationReport {
+    pub samples: u64,
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
+/// Permission to stream an update for a task.
+#[derive(Debug, Clone)]
+pub struct UploadTicket {
+    pub total_values: u64,
+}
+
+/// An uploaded update whose chunks and trailer checked out.
+#[derive(Debug)]
+pub struct VerifiedUpdate {
+    pub values: StagingBuffer,
+    pub samples: u64,
+    pub metrics: TrainingMetrics,
+    pub update_norm: f64,
+    /// The values are an update (local − global), as private runs ask, not a model.
+    pub is_delta: bool,
+}
