@@ -349,12 +349,14 @@ pub(crate) mod contract {
         let selected = vec![(id("c1"), id("eu")), (id("c2"), id("us"))];
         store.begin_round(&a.id, 1, 1, &selected).await.unwrap();
         assert_eq!(store.next_attempt(&a.id, 1).await.unwrap(), 2);
+        // Not 0: a replayed history must show how long clients trained, like the live one.
         let m = crate::round::TrainingMetrics {
             loss_before: 2.0,
             loss_after: 1.0,
             accuracy_after: 0.5,
-            train_seconds: 0.0,
+            train_seconds: 1.25,
         };
+        let mean = crate::round::TrainingMetrics { train_seconds: 2.5, ..m };
         store
             .record_updates(&[ParticipationRecord {
                 run: a.id.clone(),
@@ -378,7 +380,7 @@ pub(crate) mod contract {
                 attempt: 1,
                 reported: 1,
                 samples: 10,
-                metrics: m,
+                metrics: mean,
                 checkpoint: cp1.clone(),
                 final_round: false,
             })
@@ -407,6 +409,7 @@ pub(crate) mod contract {
         );
         assert_eq!(rounds[1].failure.as_deref(), Some("deadline"));
         assert_eq!(rounds[0].checkpoint.as_ref(), Some(&cp1.id));
+        assert_eq!(rounds[0].metrics, Some(mean));
         store.begin_round(&a.id, 2, 3, &selected[..1]).await.unwrap();
         let cp2 = checkpoint(&a.id, 2, &["eu"]);
         store

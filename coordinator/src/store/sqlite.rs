@@ -68,14 +68,20 @@ fn parse_participation(s: &str) -> Result<ParticipationStatus, StoreError> {
     })
 }
 
+/// Metrics are stored when all three losses/accuracy are; `train_seconds` is NULL in rows
+/// written before migration 0004 and reads as 0 there.
 fn metrics_of(row: &SqliteRow) -> Result<Option<TrainingMetrics>, StoreError> {
     let before: Option<f64> = row.try_get("loss_before")?;
     let after: Option<f64> = row.try_get("loss_after")?;
     let acc: Option<f64> = row.try_get("accuracy")?;
+    let train_seconds: Option<f64> = row.try_get("train_seconds")?;
     Ok(match (before, after, acc) {
-        (Some(loss_before), Some(loss_after), Some(accuracy_after)) => {
-            Some(TrainingMetrics { loss_before, loss_after, accuracy_after, train_seconds: 0.0 })
-        }
+        (Some(loss_before), Some(loss_after), Some(accuracy_after)) => Some(TrainingMetrics {
+            loss_before,
+            loss_after,
+            accuracy_after,
+            train_seconds: train_seconds.unwrap_or(0.0),
+        }),
         _ => None,
     })
 }
@@ -305,15 +311,18 @@ impl Store for SqliteStore {
     async fn record_updates(&self, updates: &[ParticipationRecord]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for p in updates {
-            let m = p.metrics.unwrap_or_default();
+            // Metrics as given: `None` stays `None` rather than reading back as zeros.
+            let m = p.metrics;
             sqlx::query(
-                "UPDATE participations SET status = 'reported', samples = ?, loss_before = ?, loss_after = ?, accuracy = ?, update_norm = ?, detail = ?
+                "UPDATE participations SET status = 'reported', samples = ?, loss_before = ?, loss_after = ?, accuracy = ?,
+                     train_seconds = ?, update_norm = ?, detail = ?
                  WHERE run_id = ? AND round = ? AND attempt = ? AND client_id = ?",
             )
             .bind(p.samples as i64)
-            .bind(m.loss_before)
-            .bind(m.loss_after)
-            .bind(m.accuracy_after)
+            .bind(m.map(|m| m.loss_before))
+            .bind(m.map(|m| m.loss_after))
+            .bind(m.map(|m| m.accuracy_after))
+            .bind(m.map(|m| m.train_seconds))
             .bind(p.update_norm)
             .bind(p.detail.as_deref())
             .bind(p.run.as_str())
@@ -389,7 +398,7 @@ impl Store for SqliteStore {
         }
         sqlx::query(
             "UPDATE rounds SET status = 'done', reported = ?, samples = ?, loss_before = ?, loss_after = ?, accuracy = ?,
-                 checkpoint_id = ?, finished_at = ?
+                 train_seconds = ?, checkpoint_id = ?, finished_at = ?
              WHERE run_id = ? AND round = ? AND attempt = ?",
         )
         .bind(i64::from(c.reported))
@@ -397,6 +406,7 @@ impl Store for SqliteStore {
         .bind(c.metrics.loss_before)
         .bind(c.metrics.loss_after)
         .bind(c.metrics.accuracy_after)
+        .bind(c.metrics.train_seconds)
         .bind(cp.id.as_str())
         .bind(&now)
         .bind(run)
@@ -704,6 +714,14 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::fixtures::raw_plan;
+
+    fn id<T: TryFrom<String>>(s: &str) -> T
+    where
+        T::Error: std::fmt::Debug,
+    {
+        T::try_from(s.to_string()).unwrap()
+    }
 
     #[tokio::test]
     async fn sqlite_passes_the_store_contract() {
@@ -728,5 +746,71 @@ mod tests {
         store.close().await;
         let again = SqliteStore::open(&path).await.unwrap();
         assert_eq!(again.list_clients().await.unwrap().len(), 1);
+    }
+
+    /// A database written before migration 0004 (no `train_seconds`) opens, reads its rows
+    /// with their state texts and 0 s of training, and takes new writes.
+    #[tokio::test]
+    async fn a_database_from_before_0004_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("migrations-0003");
+        std::fs::create_dir(&old).unwrap();
+        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name().to_string_lossy().as_ref() < "0004" {
+                std::fs::copy(entry.path(), old.join(entry.file_name())).unwrap();
+            }
+        }
+        assert_eq!(std::fs::read_dir(&old).unwrap().count(), 3);
+        let path = dir.path().join("fedra.db");
+        let opts = SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let pool = SqlitePool::connect_with(opts).await.unwrap();
+        sqlx::migrate::Migrator::new(old.as_path()).await.unwrap().run(&pool).await.unwrap();
+        let plan = serde_json::to_string(&crate::plan::RunPlan::new(raw_plan()).unwrap()).unwrap();
+        let t = "2025-01-01T00:00:00.000000Z";
+        for sql in [
+            "INSERT INTO runs (id, plan_json, state, completed_rounds, created_at, updated_at)
+             VALUES ('run-000000000001', ?1, 'running', 1, ?2, ?2)",
+            "INSERT INTO rounds (run_id, round, attempt, status, selected, reported, samples, loss_before, loss_after,
+                 accuracy, started_at, finished_at)
+             VALUES ('run-000000000001', 1, 1, 'done', 2, 1, 10, 2.0, 1.0, 0.5, ?2, ?2)",
+            "INSERT INTO rounds (run_id, round, attempt, status, selected, started_at)
+             VALUES ('run-000000000001', 2, 1, 'in_progress', 2, ?2)",
+            "INSERT INTO participations (run_id, round, attempt, client_id, region, status, samples, loss_before,
+                 loss_after, accuracy, update_norm)
+             VALUES ('run-000000000001', 1, 1, 'c1', 'eu', 'reported', 10, 2.0, 1.0, 0.5, 0.25)",
+            "INSERT INTO participations (run_id, round, attempt, client_id, region, status, detail)
+             VALUES ('run-000000000001', 1, 1, 'c2', 'us', 'rejected', 'too large')",
+            "INSERT INTO participations (run_id, round, attempt, client_id, region, status)
+             VALUES ('run-000000000001', 2, 1, 'c1', 'eu', 'selected')",
+        ] {
+            sqlx::query(sql).bind(&plan).bind(t).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let run: RunId = id("run-000000000001");
+        assert_eq!(store.get_run(&run).await.unwrap().unwrap().state, RunState::Running);
+        let old_mean = TrainingMetrics { loss_before: 2.0, loss_after: 1.0, accuracy_after: 0.5, train_seconds: 0.0 };
+        let rounds = store.list_rounds(&run).await.unwrap();
+        assert_eq!(
+            rounds.iter().map(|r| (r.status, r.metrics)).collect::<Vec<_>>(),
+            [(RoundStatus::Done, Some(old_mean)), (RoundStatus::InProgress, None)]
+        );
+        let parts = store.list_participations(&run).await.unwrap();
+        assert_eq!(
+            parts.iter().map(|p| (p.client.as_str(), p.status, p.metrics)).collect::<Vec<_>>(),
+            [
+                ("c1", ParticipationStatus::Reported, Some(old_mean)),
+                ("c2", ParticipationStatus::Rejected, None),
+                ("c1", ParticipationStatus::Selected, None)
+            ]
+        );
+
+        let m = TrainingMetrics { train_seconds: 1.25, ..old_mean };
+        let update = ParticipationRecord { round: 2, metrics: Some(m), detail: None, ..parts[0].clone() };
+        store.record_updates(&[update]).await.unwrap();
+        let parts = store.list_participations(&run).await.unwrap();
+        assert_eq!((parts[2].status, parts[2].metrics), (ParticipationStatus::Reported, Some(m)));
     }
 }
