@@ -21,6 +21,7 @@ use crate::privacy::{LedgerEntry, PrivacyScope};
 use crate::round::TrainingMetrics;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::fmt;
 use std::path::PathBuf;
 
 /// The store failed (I/O, database, corrupted stored value).
@@ -107,6 +108,18 @@ pub enum ParticipationStatus {
     Dropped,
     /// Reported an update that was refused (e.g. over the clipping bound).
     Rejected,
+}
+
+/// The stored text (for messages and logs).
+impl fmt::Display for ParticipationStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Selected => "selected",
+            Self::Reported => "reported",
+            Self::Dropped => "dropped",
+            Self::Rejected => "rejected",
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -200,6 +213,47 @@ pub struct RoundCompletion {
     pub final_round: bool,
 }
 
+/// What [`Store::record_updates`] did with a batch: every update is either recorded or
+/// refused, one by one, so that one stale update does not cost the others their record.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[must_use = "refused updates are not on record"]
+pub struct UpdatesOutcome {
+    /// Updates written: their participation moved from selected to reported.
+    pub recorded: usize,
+    /// Updates not written, in batch order.
+    pub refused: Vec<RefusedUpdate>,
+}
+
+/// An update [`Store::record_updates`] left unwritten, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefusedUpdate {
+    pub run: RunId,
+    pub round: u32,
+    pub attempt: u32,
+    pub client: ClientId,
+    pub reason: UpdateRefusal,
+}
+
+/// Why an update was not recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateRefusal {
+    /// No participation: the client was not selected for this round attempt (or the attempt
+    /// does not exist).
+    NotSelected,
+    /// The participation already ended with this status (reported, rejected or dropped) and
+    /// keeps it, with its samples, metrics and detail.
+    Closed(ParticipationStatus),
+}
+
+impl fmt::Display for UpdateRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotSelected => f.write_str("the client is not selected for this round attempt"),
+            Self::Closed(status) => write!(f, "the participation is already {status}"),
+        }
+    }
+}
+
 /// The persistence contract of the coordinator. Every method is atomic.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -220,8 +274,22 @@ pub trait Store: Send + Sync + 'static {
         attempt: u32,
         selected: &[(ClientId, RegionId)],
     ) -> Result<(), StoreError>;
-    /// Marks selected clients as reported with their weight and metrics, in one transaction (the engine batches them).
-    async fn record_updates(&self, updates: &[ParticipationRecord]) -> Result<(), StoreError>;
+    /// Marks selected clients as reported with their samples, metrics, update norm and
+    /// detail, in one transaction (the engine batches them). The records' `status` and
+    /// `region` are not read: the status written is `reported`, the region stays the one of
+    /// the selection.
+    ///
+    /// Only a `selected` participation moves to `reported`; any other update is refused and
+    /// changes nothing, while the rest of the batch is still recorded. Refused are an update
+    /// for a client with no participation in that attempt ([`UpdateRefusal::NotSelected`]) and
+    /// one whose participation already ended ([`UpdateRefusal::Closed`]): rejected (its
+    /// refusal stays on record), dropped (the attempt ended without it), or reported (an
+    /// update counts once, also twice in one batch). The attempt's `reported` and `samples`
+    /// counters grow by the recorded updates only.
+    ///
+    /// # Errors
+    /// Infrastructure failures only; then nothing of the batch is written.
+    async fn record_updates(&self, updates: &[ParticipationRecord]) -> Result<UpdatesOutcome, StoreError>;
     /// Marks the attempt failed; selected clients that did not report become dropped.
     async fn fail_round(&self, run: &RunId, round: u32, attempt: u32, reason: &str) -> Result<(), StoreError>;
     /// Completes the attempt, registers its checkpoint and advances the run, atomically.
@@ -357,7 +425,7 @@ pub(crate) mod contract {
             train_seconds: 1.25,
         };
         let mean = crate::round::TrainingMetrics { train_seconds: 2.5, ..m };
-        store
+        let outcome = store
             .record_updates(&[ParticipationRecord {
                 run: a.id.clone(),
                 round: 1,
@@ -372,6 +440,7 @@ pub(crate) mod contract {
             }])
             .await
             .unwrap();
+        assert_eq!(outcome, UpdatesOutcome { recorded: 1, refused: vec![] });
         let cp1 = checkpoint(&a.id, 1, &["eu", "us"]);
         store
             .complete_round(&RoundCompletion {
@@ -542,5 +611,51 @@ pub(crate) mod contract {
             ]
         );
         assert!(store.list_ledger(&LedgerFilter { scope: None, run: Some(a.id.clone()) }).await.unwrap().is_empty());
+
+        // A refused update stays refused: a later report of the same client is not recorded.
+        let c = run_record(RunState::Running);
+        store.create_run(&c).await.unwrap();
+        store.begin_round(&c.id, 1, 1, &selected).await.unwrap();
+        store.reject_update(&c.id, 1, 1, &id("c1"), "norm 9 over the bound 1").await.unwrap();
+        let late = |client: &str| ParticipationRecord {
+            run: c.id.clone(),
+            round: 1,
+            attempt: 1,
+            client: id(client),
+            region: id("eu"),
+            status: ParticipationStatus::Reported,
+            samples: 10,
+            metrics: Some(m),
+            update_norm: Some(0.5),
+            detail: None,
+        };
+        let outcome = store.record_updates(&[late("c1"), late("c2")]).await.unwrap();
+        let parts = store.list_participations(&c.id).await.unwrap();
+        assert_eq!(
+            (parts[0].status, parts[0].detail.as_deref(), parts[0].samples),
+            (ParticipationStatus::Rejected, Some("norm 9 over the bound 1"), 0)
+        );
+        assert_eq!(parts[1].status, ParticipationStatus::Reported, "the rest of the batch is recorded");
+        assert_eq!(store.list_rounds(&c.id).await.unwrap()[0].reported, 1);
+        assert_eq!(
+            outcome,
+            UpdatesOutcome {
+                recorded: 1,
+                refused: vec![RefusedUpdate {
+                    run: c.id.clone(),
+                    round: 1,
+                    attempt: 1,
+                    client: id("c1"),
+                    reason: UpdateRefusal::Closed(ParticipationStatus::Rejected),
+                }],
+            }
+        );
+        // Twice: an update counts once; and a client never selected is refused too.
+        let outcome = store.record_updates(&[late("c2"), late("c9")]).await.unwrap();
+        assert_eq!(
+            outcome.refused.iter().map(|r| (r.client.as_str(), r.reason)).collect::<Vec<_>>(),
+            [("c2", UpdateRefusal::Closed(ParticipationStatus::Reported)), ("c9", UpdateRefusal::NotSelected)]
+        );
+        assert_eq!(store.list_rounds(&c.id).await.unwrap()[0].reported, 1);
     }
 }

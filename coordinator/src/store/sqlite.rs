@@ -308,15 +308,18 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn record_updates(&self, updates: &[ParticipationRecord]) -> Result<(), StoreError> {
+    async fn record_updates(&self, updates: &[ParticipationRecord]) -> Result<UpdatesOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
+        let mut outcome = UpdatesOutcome::default();
         for p in updates {
             // Metrics as given: `None` stays `None` rather than reading back as zeros.
             let m = p.metrics;
-            sqlx::query(
+            // Only a selected participation moves: a rejected, dropped or reported one keeps
+            // the outcome on record.
+            let changed = sqlx::query(
                 "UPDATE participations SET status = 'reported', samples = ?, loss_before = ?, loss_after = ?, accuracy = ?,
                      train_seconds = ?, update_norm = ?, detail = ?
-                 WHERE run_id = ? AND round = ? AND attempt = ? AND client_id = ?",
+                 WHERE run_id = ? AND round = ? AND attempt = ? AND client_id = ? AND status = 'selected'",
             )
             .bind(p.samples as i64)
             .bind(m.map(|m| m.loss_before))
@@ -330,7 +333,31 @@ impl Store for SqliteStore {
             .bind(i64::from(p.attempt))
             .bind(p.client.as_str())
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+            if changed == 0 {
+                let status: Option<String> = sqlx::query_scalar(
+                    "SELECT status FROM participations WHERE run_id = ? AND round = ? AND attempt = ? AND client_id = ?",
+                )
+                .bind(p.run.as_str())
+                .bind(i64::from(p.round))
+                .bind(i64::from(p.attempt))
+                .bind(p.client.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let reason = match status {
+                    None => UpdateRefusal::NotSelected,
+                    Some(s) => UpdateRefusal::Closed(parse_participation(&s)?),
+                };
+                outcome.refused.push(RefusedUpdate {
+                    run: p.run.clone(),
+                    round: p.round,
+                    attempt: p.attempt,
+                    client: p.client.clone(),
+                    reason,
+                });
+                continue;
+            }
             sqlx::query(
                 "UPDATE rounds SET reported = reported + 1, samples = samples + ? WHERE run_id = ? AND round = ? AND attempt = ?",
             )
@@ -340,9 +367,10 @@ impl Store for SqliteStore {
             .bind(i64::from(p.attempt))
             .execute(&mut *tx)
             .await?;
+            outcome.recorded += 1;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(outcome)
     }
 
     async fn fail_round(&self, run: &RunId, round: u32, attempt: u32, reason: &str) -> Result<(), StoreError> {
@@ -809,7 +837,7 @@ mod tests {
 
         let m = TrainingMetrics { train_seconds: 1.25, ..old_mean };
         let update = ParticipationRecord { round: 2, metrics: Some(m), detail: None, ..parts[0].clone() };
-        store.record_updates(&[update]).await.unwrap();
+        assert_eq!(store.record_updates(&[update]).await.unwrap().recorded, 1);
         let parts = store.list_participations(&run).await.unwrap();
         assert_eq!((parts[2].status, parts[2].metrics), (ParticipationStatus::Reported, Some(m)));
     }
