@@ -28,13 +28,25 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] sqlx::Error),
     #[error("schema migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
     #[error("cannot open store at {path}: {reason}")]
     Open { path: String, reason: String },
+}
+
+/// Database errors are infrastructure failures, except a stored value that does not decode
+/// (an unknown state text, say), which is corruption.
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::ColumnDecode { index, source } => Self::Corrupt(format!("column {index}: {source}")),
+            sqlx::Error::Decode(source) => Self::Corrupt(source.to_string()),
+            other => Self::Database(other),
+        }
+    }
 }
 
 /// Which ledger entries to list; all `None` = every entry.
@@ -44,8 +56,10 @@ pub struct LedgerFilter {
     pub run: Option<RunId>,
 }
 
-/// Lifecycle of a run as persisted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Lifecycle of a run as persisted (stored as the snake_case variant name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+// Text columns, not a database enum type, so that the schema stays portable.
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum RunState {
     Queued,
     Running,
@@ -57,6 +71,19 @@ pub enum RunState {
 impl RunState {
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+/// The stored text (for messages and logs).
+impl fmt::Display for RunState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        })
     }
 }
 
@@ -72,8 +99,9 @@ pub struct RunRecord {
     pub created_at: DateTime<Utc>,
 }
 
-/// Outcome of one round attempt as persisted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Outcome of one round attempt as persisted (stored as the snake_case variant name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum RoundStatus {
     /// Started, not finished (selecting, training, aggregating or publishing).
     InProgress,
@@ -81,6 +109,18 @@ pub enum RoundStatus {
     Failed,
     /// The coordinator stopped while the attempt was in progress; the round is re-run.
     Interrupted,
+}
+
+/// The stored text (for messages and logs).
+impl fmt::Display for RoundStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::InProgress => "in_progress",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -99,8 +139,10 @@ pub struct RoundRecord {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-/// What became of a selected client in one round attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What became of a selected client in one round attempt (stored as the snake_case variant
+/// name). Only `Selected` is open; the other three are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum ParticipationStatus {
     Selected,
     Reported,

@@ -27,47 +27,6 @@ fn corrupt<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> StoreError + '
     move |e| StoreError::Corrupt(format!("{what}: {e}"))
 }
 
-fn run_state_str(s: RunState) -> &'static str {
-    match s {
-        RunState::Queued => "queued",
-        RunState::Running => "running",
-        RunState::Succeeded => "succeeded",
-        RunState::Failed => "failed",
-        RunState::Cancelled => "cancelled",
-    }
-}
-
-fn parse_run_state(s: &str) -> Result<RunState, StoreError> {
-    Ok(match s {
-        "queued" => RunState::Queued,
-        "running" => RunState::Running,
-        "succeeded" => RunState::Succeeded,
-        "failed" => RunState::Failed,
-        "cancelled" => RunState::Cancelled,
-        other => return Err(StoreError::Corrupt(format!("run state {other:?}"))),
-    })
-}
-
-fn parse_round_status(s: &str) -> Result<RoundStatus, StoreError> {
-    Ok(match s {
-        "in_progress" => RoundStatus::InProgress,
-        "done" => RoundStatus::Done,
-        "failed" => RoundStatus::Failed,
-        "interrupted" => RoundStatus::Interrupted,
-        other => return Err(StoreError::Corrupt(format!("round status {other:?}"))),
-    })
-}
-
-fn parse_participation(s: &str) -> Result<ParticipationStatus, StoreError> {
-    Ok(match s {
-        "selected" => ParticipationStatus::Selected,
-        "reported" => ParticipationStatus::Reported,
-        "dropped" => ParticipationStatus::Dropped,
-        "rejected" => ParticipationStatus::Rejected,
-        other => return Err(StoreError::Corrupt(format!("participation status {other:?}"))),
-    })
-}
-
 /// Metrics are stored when all three losses/accuracy are; `train_seconds` is NULL in rows
 /// written before migration 0004 and reads as 0 there.
 fn metrics_of(row: &SqliteRow) -> Result<Option<TrainingMetrics>, StoreError> {
@@ -132,7 +91,7 @@ fn run_of(row: &SqliteRow) -> Result<RunRecord, StoreError> {
     Ok(RunRecord {
         id: RunId::new(id).map_err(corrupt("run id"))?,
         plan: serde_json::from_str(&plan).map_err(corrupt("run plan"))?,
-        state: parse_run_state(row.try_get("state")?)?,
+        state: row.try_get("state")?,
         completed_rounds: u32_of(row, "completed_rounds")?,
         published_checkpoint: published.map(CheckpointId::new).transpose().map_err(corrupt("checkpoint id"))?,
         failure: row.try_get("failure")?,
@@ -148,7 +107,7 @@ fn round_of(row: &SqliteRow) -> Result<RoundRecord, StoreError> {
         run: RunId::new(run).map_err(corrupt("run id"))?,
         round: u32_of(row, "round")?,
         attempt: u32_of(row, "attempt")?,
-        status: parse_round_status(row.try_get("status")?)?,
+        status: row.try_get("status")?,
         selected: u32_of(row, "selected")?,
         reported: u32_of(row, "reported")?,
         samples: u64_of(row, "samples")?,
@@ -233,7 +192,7 @@ impl Store for SqliteStore {
         )
         .bind(run.id.as_str())
         .bind(plan)
-        .bind(run_state_str(run.state))
+        .bind(run.state)
         .bind(i64::from(run.completed_rounds))
         .bind(run.published_checkpoint.as_ref().map(CheckpointId::as_str))
         .bind(run.failure.as_deref())
@@ -246,7 +205,7 @@ impl Store for SqliteStore {
 
     async fn set_run_state(&self, run: &RunId, state: RunState, failure: Option<&str>) -> Result<(), StoreError> {
         sqlx::query("UPDATE runs SET state = ?, failure = COALESCE(?, failure), updated_at = ? WHERE id = ?")
-            .bind(run_state_str(state))
+            .bind(state)
             .bind(failure)
             .bind(ts(&Utc::now()))
             .bind(run.as_str())
@@ -336,7 +295,7 @@ impl Store for SqliteStore {
             .await?
             .rows_affected();
             if changed == 0 {
-                let status: Option<String> = sqlx::query_scalar(
+                let status: Option<ParticipationStatus> = sqlx::query_scalar(
                     "SELECT status FROM participations WHERE run_id = ? AND round = ? AND attempt = ? AND client_id = ?",
                 )
                 .bind(p.run.as_str())
@@ -347,7 +306,7 @@ impl Store for SqliteStore {
                 .await?;
                 let reason = match status {
                     None => UpdateRefusal::NotSelected,
-                    Some(s) => UpdateRefusal::Closed(parse_participation(&s)?),
+                    Some(status) => UpdateRefusal::Closed(status),
                 };
                 outcome.refused.push(RefusedUpdate {
                     run: p.run.clone(),
@@ -450,7 +409,8 @@ impl Store for SqliteStore {
         .bind(i64::from(c.attempt))
         .execute(&mut *tx)
         .await?;
-        let (state, published) = if c.final_round { ("succeeded", Some(cp.id.as_str())) } else { ("running", None) };
+        let (state, published) =
+            if c.final_round { (RunState::Succeeded, Some(cp.id.as_str())) } else { (RunState::Running, None) };
         sqlx::query(
             "UPDATE runs SET completed_rounds = ?, state = ?, published_checkpoint = COALESCE(?, published_checkpoint), updated_at = ?
              WHERE id = ?",
@@ -510,7 +470,7 @@ impl Store for SqliteStore {
                     attempt: u32_of(r, "attempt")?,
                     client: ClientId::new(client).map_err(corrupt("client id"))?,
                     region: RegionId::new(region).map_err(corrupt("region"))?,
-                    status: parse_participation(r.try_get("status")?)?,
+                    status: r.try_get("status")?,
                     samples: u64_of(r, "samples")?,
                     metrics: metrics_of(r)?,
                     update_norm: r.try_get("update_norm")?,
@@ -774,6 +734,125 @@ mod tests {
         store.close().await;
         let again = SqliteStore::open(&path).await.unwrap();
         assert_eq!(again.list_clients().await.unwrap().len(), 1);
+    }
+
+    /// The enums are stored through their `sqlx::Type` derive; the texts must stay those the
+    /// hand-written conversions wrote, or existing databases stop reading.
+    #[tokio::test]
+    async fn states_are_stored_as_the_texts_existing_databases_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("fedra.db")).await.unwrap();
+        let plan = crate::plan::RunPlan::new(raw_plan()).unwrap();
+        let run_states = [
+            (RunState::Queued, "queued"),
+            (RunState::Running, "running"),
+            (RunState::Succeeded, "succeeded"),
+            (RunState::Failed, "failed"),
+            (RunState::Cancelled, "cancelled"),
+        ];
+        for (state, text) in run_states {
+            let run = RunRecord {
+                id: RunId::generate(),
+                plan: plan.clone(),
+                state,
+                completed_rounds: 0,
+                published_checkpoint: None,
+                failure: None,
+                created_at: Utc::now(),
+            };
+            store.create_run(&run).await.unwrap();
+            let stored: String = sqlx::query_scalar("SELECT state FROM runs WHERE id = ?")
+                .bind(run.id.as_str())
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+            assert_eq!((stored.as_str(), state.to_string().as_str()), (text, text));
+            assert_eq!(store.get_run(&run.id).await.unwrap().unwrap().state, state);
+        }
+
+        // Every round and participation status, reached through the store's own writes.
+        let run = store.list_runs().await.unwrap().into_iter().find(|r| r.state == RunState::Running).unwrap().id;
+        let three = [(id("c1"), id("eu")), (id("c2"), id("eu")), (id("c3"), id("eu"))];
+        store.begin_round(&run, 1, 1, &three).await.unwrap();
+        let update = ParticipationRecord {
+            run: run.clone(),
+            round: 1,
+            attempt: 1,
+            client: id("c1"),
+            region: id("eu"),
+            status: ParticipationStatus::Reported,
+            samples: 1,
+            metrics: None,
+            update_norm: None,
+            detail: None,
+        };
+        assert_eq!(store.record_updates(&[update]).await.unwrap().recorded, 1);
+        store.reject_update(&run, 1, 1, &id("c2"), "too large").await.unwrap();
+        let cp = CheckpointRecord {
+            id: CheckpointId::for_round(&run, crate::ids::RoundNumber(1)),
+            run: run.clone(),
+            round: 1,
+            model_name: "lr".into(),
+            sha256: String::new(),
+            parent: None,
+            manifest_json: "{}".into(),
+            created_at: Utc::now(),
+            locations: vec![],
+        };
+        let completion = RoundCompletion {
+            run: run.clone(),
+            round: 1,
+            attempt: 1,
+            reported: 1,
+            samples: 1,
+            metrics: TrainingMetrics::default(),
+            checkpoint: cp,
+            final_round: false,
+        };
+        store.complete_round(&completion).await.unwrap();
+        store.begin_round(&run, 2, 1, &three[..1]).await.unwrap();
+        store.fail_round(&run, 2, 1, "deadline").await.unwrap();
+        store.begin_round(&run, 2, 2, &three[..1]).await.unwrap();
+        store.interrupt_open_rounds().await.unwrap();
+        store.begin_round(&run, 2, 3, &three[..1]).await.unwrap();
+
+        let rounds: Vec<String> =
+            sqlx::query_scalar("SELECT status FROM rounds WHERE run_id = ? ORDER BY round, attempt")
+                .bind(run.as_str())
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(rounds, ["done", "failed", "interrupted", "in_progress"]);
+        let listed = store.list_rounds(&run).await.unwrap();
+        assert_eq!(listed.iter().map(|r| r.status.to_string()).collect::<Vec<_>>(), rounds);
+
+        let parts: Vec<String> =
+            sqlx::query_scalar("SELECT status FROM participations WHERE run_id = ? ORDER BY round, attempt, client_id")
+                .bind(run.as_str())
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(parts, ["reported", "rejected", "dropped", "dropped", "dropped", "selected"]);
+        let listed = store.list_participations(&run).await.unwrap();
+        assert_eq!(listed.iter().map(|p| p.status.to_string()).collect::<Vec<_>>(), parts);
+    }
+
+    /// A state text no version wrote is corruption, not a database failure.
+    #[tokio::test]
+    async fn an_unknown_state_text_reads_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("fedra.db")).await.unwrap();
+        let plan = serde_json::to_string(&crate::plan::RunPlan::new(raw_plan()).unwrap()).unwrap();
+        sqlx::query(
+            "INSERT INTO runs (id, plan_json, state, created_at, updated_at)
+             VALUES ('run-000000000001', ?, 'paused', '2025-01-01T00:00:00.000000Z', '2025-01-01T00:00:00.000000Z')",
+        )
+        .bind(plan)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let err = store.get_run(&id("run-000000000001")).await.unwrap_err();
+        assert!(matches!(&err, StoreError::Corrupt(m) if m.contains("paused")), "{err:?}");
     }
 
     /// A database written before migration 0004 (no `train_seconds`) opens, reads its rows
