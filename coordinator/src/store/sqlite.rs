@@ -2,8 +2,9 @@
 //! migrations embedded in the binary. sqlx rows never leave this file.
 
 use super::*;
+use crate::privacy::LedgerState;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -26,6 +27,23 @@ fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
 fn corrupt<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> StoreError + '_ {
     move |e| StoreError::Corrupt(format!("{what}: {e}"))
 }
+
+/// Classifies an INSERT's failure by database error code: a unique or primary-key violation
+/// means the record is stored already (`exists`), a foreign-key violation that the run it
+/// belongs to is not (`run`, when the row references one).
+fn insert_failed<'a>(
+    exists: impl FnOnce() -> StoreError + 'a,
+    run: Option<&'a RunId>,
+) -> impl FnOnce(sqlx::Error) -> StoreError + 'a {
+    move |e| match e.as_database_error() {
+        Some(d) if d.is_unique_violation() => exists(),
+        Some(d) if d.is_foreign_key_violation() && run.is_some() => refusal::no_run(run.expect("checked")),
+        _ => e.into(),
+    }
+}
+
+/// Binds `?` placeholders for the terminal run states, in the order of [`RunState::TERMINAL`].
+const NOT_TERMINAL: &str = "state NOT IN (?, ?, ?)";
 
 /// Metrics are stored when all three losses/accuracy are; `train_seconds` is NULL in rows
 /// written before migration 0004 and reads as 0 there.
@@ -56,7 +74,6 @@ fn u64_of(row: &SqliteRow, col: &str) -> Result<u64, StoreError> {
 }
 
 fn ledger_of(r: &SqliteRow) -> Result<LedgerEntry, StoreError> {
-    use crate::privacy::LedgerState;
     use crate::privacy::accountant::Accountant;
     let model: String = r.try_get("model_name")?;
     let region: String = r.try_get("region")?;
@@ -181,6 +198,71 @@ impl SqliteStore {
     }
 }
 
+/// A run's stored state and completed rounds; `None` when it is not stored.
+async fn run_progress(conn: &mut SqliteConnection, run: &RunId) -> Result<Option<(RunState, u32)>, StoreError> {
+    let row = sqlx::query("SELECT state, completed_rounds FROM runs WHERE id = ?")
+        .bind(run.as_str())
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| Ok((r.try_get("state")?, u32_of(&r, "completed_rounds")?))).transpose()
+}
+
+/// A round attempt's stored status; `None` when it is not stored.
+async fn round_status(
+    conn: &mut SqliteConnection,
+    run: &RunId,
+    round: u32,
+    attempt: u32,
+) -> Result<Option<RoundStatus>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT status FROM rounds WHERE run_id = ? AND round = ? AND attempt = ?")
+        .bind(run.as_str())
+        .bind(i64::from(round))
+        .bind(i64::from(attempt))
+        .fetch_optional(conn)
+        .await?)
+}
+
+/// A participation's stored status; `None` when it is not stored.
+async fn participation_status(
+    conn: &mut SqliteConnection,
+    run: &RunId,
+    round: u32,
+    attempt: u32,
+    client: &ClientId,
+) -> Result<Option<ParticipationStatus>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT status FROM participations WHERE run_id = ? AND round = ? AND attempt = ? AND client_id = ?",
+    )
+    .bind(run.as_str())
+    .bind(i64::from(round))
+    .bind(i64::from(attempt))
+    .bind(client.as_str())
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Why a write guarded on a non-terminal run changed no row.
+async fn run_refusal(conn: &mut SqliteConnection, run: &RunId, action: &str) -> Result<StoreError, StoreError> {
+    Ok(match run_progress(conn, run).await? {
+        None => refusal::no_run(run),
+        Some((state, _)) => refusal::run_conflict(run, action, state),
+    })
+}
+
+/// Why a write guarded on an in-progress round attempt changed no row.
+async fn attempt_refusal(
+    conn: &mut SqliteConnection,
+    run: &RunId,
+    round: u32,
+    attempt: u32,
+    action: &str,
+) -> Result<StoreError, StoreError> {
+    Ok(match round_status(conn, run, round, attempt).await? {
+        None => refusal::no_attempt(run, round, attempt),
+        Some(status) => refusal::attempt_conflict(run, round, attempt, action, status),
+    })
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
@@ -199,18 +281,31 @@ impl Store for SqliteStore {
         .bind(&now)
         .bind(&now)
         .execute(&self.pool)
-        .await?;
+        .await
+        .map_err(insert_failed(|| refusal::run_exists(&run.id), None))?;
         Ok(())
     }
 
     async fn set_run_state(&self, run: &RunId, state: RunState, failure: Option<&str>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE runs SET state = ?, failure = COALESCE(?, failure), updated_at = ? WHERE id = ?")
-            .bind(state)
-            .bind(failure)
-            .bind(ts(&Utc::now()))
-            .bind(run.as_str())
-            .execute(&self.pool)
-            .await?;
+        let mut tx = self.pool.begin().await?;
+        let [t0, t1, t2] = RunState::TERMINAL;
+        let changed = sqlx::query(&format!(
+            "UPDATE runs SET state = ?, failure = COALESCE(?, failure), updated_at = ? WHERE id = ? AND {NOT_TERMINAL}"
+        ))
+        .bind(state)
+        .bind(failure)
+        .bind(ts(&Utc::now()))
+        .bind(run.as_str())
+        .bind(t0)
+        .bind(t1)
+        .bind(t2)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Err(run_refusal(&mut tx, run, "set the state of").await?);
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -241,27 +336,38 @@ impl Store for SqliteStore {
         selected: &[(ClientId, RegionId)],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        match run_progress(&mut tx, run).await? {
+            None => return Err(refusal::no_run(run)),
+            Some((state, _)) if state.is_terminal() => {
+                return Err(refusal::run_conflict(run, "begin a round of", state));
+            }
+            Some(_) => {}
+        }
         sqlx::query(
-            "INSERT INTO rounds (run_id, round, attempt, status, selected, started_at) VALUES (?, ?, ?, 'in_progress', ?, ?)",
+            "INSERT INTO rounds (run_id, round, attempt, status, selected, started_at) VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(run.as_str())
         .bind(i64::from(round))
         .bind(i64::from(attempt))
+        .bind(RoundStatus::InProgress)
         .bind(selected.len() as i64)
         .bind(ts(&Utc::now()))
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(insert_failed(|| refusal::attempt_exists(run, round, attempt), Some(run)))?;
         for (client, region) in selected {
             sqlx::query(
-                "INSERT INTO participations (run_id, round, attempt, client_id, region, status) VALUES (?, ?, ?, ?, ?, 'selected')",
+                "INSERT INTO participations (run_id, round, attempt, client_id, region, status) VALUES (?, ?, ?, ?, ?, ?)",
             )
             .bind(run.as_str())
             .bind(i64::from(round))
             .bind(i64::from(attempt))
             .bind(client.as_str())
             .bind(region.as_str())
+            .bind(ParticipationStatus::Selected)
             .execute(&mut *tx)
-            .await?;
+            .await
+            .map_err(insert_failed(|| refusal::participation_exists(run, round, attempt, client), None))?;
         }
         tx.commit().await?;
         Ok(())
@@ -271,15 +377,13 @@ impl Store for SqliteStore {
         let mut tx = self.pool.begin().await?;
         let mut outcome = UpdatesOutcome::default();
         for p in updates {
-            // Metrics as given: `None` stays `None` rather than reading back as zeros.
             let m = p.metrics;
-            // Only a selected participation moves: a rejected, dropped or reported one keeps
-            // the outcome on record.
             let changed = sqlx::query(
-                "UPDATE participations SET status = 'reported', samples = ?, loss_before = ?, loss_after = ?, accuracy = ?,
+                "UPDATE participations SET status = ?, samples = ?, loss_before = ?, loss_after = ?, accuracy = ?,
                      train_seconds = ?, update_norm = ?, detail = ?
-                 WHERE run_id = ? AND round = ? AND attempt = ? AND client_id = ? AND status = 'selected'",
+                 WHERE run_id = ? AND round = ? AND attempt = ? AND client_id = ? AND status = ?",
             )
+            .bind(ParticipationStatus::Reported)
             .bind(p.samples as i64)
             .bind(m.map(|m| m.loss_before))
             .bind(m.map(|m| m.loss_after))
@@ -291,20 +395,12 @@ impl Store for SqliteStore {
             .bind(i64::from(p.round))
             .bind(i64::from(p.attempt))
             .bind(p.client.as_str())
+            .bind(ParticipationStatus::Selected)
             .execute(&mut *tx)
             .await?
             .rows_affected();
             if changed == 0 {
-                let status: Option<ParticipationStatus> = sqlx::query_scalar(
-                    "SELECT status FROM participations WHERE run_id = ? AND round = ? AND attempt = ? AND client_id = ?",
-                )
-                .bind(p.run.as_str())
-                .bind(i64::from(p.round))
-                .bind(i64::from(p.attempt))
-                .bind(p.client.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-                let reason = match status {
+                let reason = match participation_status(&mut tx, &p.run, p.round, p.attempt, &p.client).await? {
                     None => UpdateRefusal::NotSelected,
                     Some(status) => UpdateRefusal::Closed(status),
                 };
@@ -334,22 +430,31 @@ impl Store for SqliteStore {
 
     async fn fail_round(&self, run: &RunId, round: u32, attempt: u32, reason: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE rounds SET status = 'failed', failure = ?, finished_at = ? WHERE run_id = ? AND round = ? AND attempt = ?",
+        let changed = sqlx::query(
+            "UPDATE rounds SET status = ?, failure = ?, finished_at = ?
+             WHERE run_id = ? AND round = ? AND attempt = ? AND status = ?",
         )
+        .bind(RoundStatus::Failed)
         .bind(reason)
         .bind(ts(&Utc::now()))
         .bind(run.as_str())
         .bind(i64::from(round))
         .bind(i64::from(attempt))
+        .bind(RoundStatus::InProgress)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Err(attempt_refusal(&mut tx, run, round, attempt, "fail").await?);
+        }
         sqlx::query(
-            "UPDATE participations SET status = 'dropped' WHERE run_id = ? AND round = ? AND attempt = ? AND status = 'selected'",
+            "UPDATE participations SET status = ? WHERE run_id = ? AND round = ? AND attempt = ? AND status = ?",
         )
+        .bind(ParticipationStatus::Dropped)
         .bind(run.as_str())
         .bind(i64::from(round))
         .bind(i64::from(attempt))
+        .bind(ParticipationStatus::Selected)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -360,6 +465,38 @@ impl Store for SqliteStore {
         let now = ts(&Utc::now());
         let run = c.run.as_str();
         let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE rounds SET status = ?, reported = ?, samples = ?, loss_before = ?, loss_after = ?, accuracy = ?,
+                 train_seconds = ?, checkpoint_id = ?, finished_at = ?
+             WHERE run_id = ? AND round = ? AND attempt = ? AND status = ?",
+        )
+        .bind(RoundStatus::Done)
+        .bind(i64::from(c.reported))
+        .bind(c.samples as i64)
+        .bind(c.metrics.loss_before)
+        .bind(c.metrics.loss_after)
+        .bind(c.metrics.accuracy_after)
+        .bind(c.metrics.train_seconds)
+        .bind(c.checkpoint.id.as_str())
+        .bind(&now)
+        .bind(run)
+        .bind(i64::from(c.round))
+        .bind(i64::from(c.attempt))
+        .bind(RoundStatus::InProgress)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Err(attempt_refusal(&mut tx, &c.run, c.round, c.attempt, "complete").await?);
+        }
+        // The attempt exists, so its run does.
+        let (state, completed) = run_progress(&mut tx, &c.run).await?.ok_or_else(|| refusal::no_run(&c.run))?;
+        if state.is_terminal() {
+            return Err(refusal::run_conflict(&c.run, "complete a round of", state));
+        }
+        if u64::from(c.round) != u64::from(completed) + 1 {
+            return Err(refusal::out_of_order(&c.run, c.round, completed));
+        }
         let cp = &c.checkpoint;
         sqlx::query(
             "INSERT INTO checkpoints (id, run_id, round, model_name, sha256, parent_id, manifest_json, created_at)
@@ -374,39 +511,25 @@ impl Store for SqliteStore {
         .bind(&cp.manifest_json)
         .bind(ts(&cp.created_at))
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(insert_failed(|| refusal::checkpoint_exists(&cp.id), Some(&cp.run)))?;
         for (region, path) in &cp.locations {
             sqlx::query("INSERT INTO checkpoint_locations (checkpoint_id, region, path) VALUES (?, ?, ?)")
                 .bind(cp.id.as_str())
                 .bind(region.as_str())
                 .bind(path.display().to_string())
                 .execute(&mut *tx)
-                .await?;
+                .await
+                .map_err(insert_failed(|| refusal::location_exists(&cp.id, region), None))?;
         }
         sqlx::query(
-            "UPDATE rounds SET status = 'done', reported = ?, samples = ?, loss_before = ?, loss_after = ?, accuracy = ?,
-                 train_seconds = ?, checkpoint_id = ?, finished_at = ?
-             WHERE run_id = ? AND round = ? AND attempt = ?",
+            "UPDATE participations SET status = ? WHERE run_id = ? AND round = ? AND attempt = ? AND status = ?",
         )
-        .bind(i64::from(c.reported))
-        .bind(c.samples as i64)
-        .bind(c.metrics.loss_before)
-        .bind(c.metrics.loss_after)
-        .bind(c.metrics.accuracy_after)
-        .bind(c.metrics.train_seconds)
-        .bind(cp.id.as_str())
-        .bind(&now)
+        .bind(ParticipationStatus::Dropped)
         .bind(run)
         .bind(i64::from(c.round))
         .bind(i64::from(c.attempt))
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE participations SET status = 'dropped' WHERE run_id = ? AND round = ? AND attempt = ? AND status = 'selected'",
-        )
-        .bind(run)
-        .bind(i64::from(c.round))
-        .bind(i64::from(c.attempt))
+        .bind(ParticipationStatus::Selected)
         .execute(&mut *tx)
         .await?;
         let (state, published) =
@@ -428,18 +551,23 @@ impl Store for SqliteStore {
 
     async fn interrupt_open_rounds(&self) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let n = sqlx::query(
-            "UPDATE rounds SET status = 'interrupted', failure = 'coordinator restarted', finished_at = ? WHERE status = 'in_progress'",
-        )
-        .bind(ts(&Utc::now()))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let n = sqlx::query("UPDATE rounds SET status = ?, failure = ?, finished_at = ? WHERE status = ?")
+            .bind(RoundStatus::Interrupted)
+            .bind(RESTARTED)
+            .bind(ts(&Utc::now()))
+            .bind(RoundStatus::InProgress)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         sqlx::query(
-            "UPDATE participations SET status = 'dropped', detail = 'coordinator restarted'
-             WHERE status = 'selected' AND EXISTS (SELECT 1 FROM rounds r WHERE r.run_id = participations.run_id
-                 AND r.round = participations.round AND r.attempt = participations.attempt AND r.status = 'interrupted')",
+            "UPDATE participations SET status = ?, detail = ?
+             WHERE status = ? AND EXISTS (SELECT 1 FROM rounds r WHERE r.run_id = participations.run_id
+                 AND r.round = participations.round AND r.attempt = participations.attempt AND r.status = ?)",
         )
+        .bind(ParticipationStatus::Dropped)
+        .bind(RESTARTED)
+        .bind(ParticipationStatus::Selected)
+        .bind(RoundStatus::Interrupted)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -481,12 +609,25 @@ impl Store for SqliteStore {
     }
 
     async fn finish_run(&self, run: &RunId, published: &CheckpointId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE runs SET state = 'succeeded', published_checkpoint = ?, updated_at = ? WHERE id = ?")
-            .bind(published.as_str())
-            .bind(ts(&Utc::now()))
-            .bind(run.as_str())
-            .execute(&self.pool)
-            .await?;
+        let mut tx = self.pool.begin().await?;
+        let [t0, t1, t2] = RunState::TERMINAL;
+        let changed = sqlx::query(&format!(
+            "UPDATE runs SET state = ?, published_checkpoint = ?, updated_at = ? WHERE id = ? AND {NOT_TERMINAL}"
+        ))
+        .bind(RunState::Succeeded)
+        .bind(published.as_str())
+        .bind(ts(&Utc::now()))
+        .bind(run.as_str())
+        .bind(t0)
+        .bind(t1)
+        .bind(t2)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Err(run_refusal(&mut tx, run, "finish").await?);
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -504,7 +645,8 @@ impl Store for SqliteStore {
             .bind(r.loss)
             .bind(r.accuracy)
             .execute(&mut *tx)
-            .await?;
+            .await
+            .map_err(insert_failed(|| refusal::evaluation_exists(r), Some(&r.run)))?;
         }
         tx.commit().await?;
         Ok(())
@@ -544,17 +686,30 @@ impl Store for SqliteStore {
         client: &ClientId,
         reason: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE participations SET status = 'rejected', detail = ? \
-             WHERE run_id = ? AND round = ? AND attempt = ? AND client_id = ? AND status = 'selected'",
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE participations SET status = ?, detail = ?
+             WHERE run_id = ? AND round = ? AND attempt = ? AND client_id = ? AND status = ?",
         )
+        .bind(ParticipationStatus::Rejected)
         .bind(reason)
         .bind(run.as_str())
         .bind(i64::from(round))
         .bind(i64::from(attempt))
         .bind(client.as_str())
-        .execute(&self.pool)
-        .await?;
+        .bind(ParticipationStatus::Selected)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Err(match participation_status(&mut tx, run, round, attempt, client).await? {
+                None => refusal::no_participation(run, round, attempt, client),
+                Some(status) => {
+                    refusal::participation_conflict(run, round, attempt, client, "reject the update of", status)
+                }
+            });
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -586,7 +741,8 @@ impl Store for SqliteStore {
             .bind(e.next_clip_norm)
             .bind(ts(&e.created_at))
             .execute(&mut *tx)
-            .await?;
+            .await
+            .map_err(insert_failed(|| refusal::ledger_entry_exists(e), Some(&e.run)))?;
         }
         tx.commit().await?;
         Ok(())
@@ -600,14 +756,16 @@ impl Store for SqliteStore {
         next_clip_norm: Option<f64>,
     ) -> Result<u64, StoreError> {
         let r = sqlx::query(
-            "UPDATE privacy_ledger SET state = 'charged', charged_at = ?, next_clip_norm = ? \
-             WHERE run_id = ? AND round = ? AND attempt = ? AND state = 'reserved'",
+            "UPDATE privacy_ledger SET state = ?, charged_at = ?, next_clip_norm = ? \
+             WHERE run_id = ? AND round = ? AND attempt = ? AND state = ?",
         )
+        .bind(LedgerState::Charged.as_str())
         .bind(ts(&Utc::now()))
         .bind(next_clip_norm)
         .bind(run.as_str())
         .bind(i64::from(round))
         .bind(i64::from(attempt))
+        .bind(LedgerState::Reserved.as_str())
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected())
@@ -704,18 +862,17 @@ mod tests {
     use super::*;
     use crate::plan::fixtures::raw_plan;
 
+    crate::store::contract::store_contract_tests!(sqlite_contract, async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("fedra.db")).await.unwrap();
+        (store, dir)
+    });
+
     fn id<T: TryFrom<String>>(s: &str) -> T
     where
         T::Error: std::fmt::Debug,
     {
         T::try_from(s.to_string()).unwrap()
-    }
-
-    #[tokio::test]
-    async fn sqlite_passes_the_store_contract() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(&dir.path().join("fedra.db")).await.unwrap();
-        crate::store::contract::run(&store).await;
     }
 
     #[tokio::test]
