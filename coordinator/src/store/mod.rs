@@ -1,7 +1,9 @@
 //! Persistence behind one trait, so that the round engine does not know which database it
 //! talks to. The embedded default is SQLite ([`SqliteStore`]); the schema in
 //! `coordinator/migrations/` is portable SQL so that a PostgreSQL implementation of the
-//! same trait can run the same migrations and the same contract tests.
+//! same trait can run the same migrations and the same contract tests. [`MemoryStore`]
+//! (tests and the `testutils` feature) keeps the same contract in memory, for engine tests
+//! that run on a paused clock.
 //!
 //! What is stored is everything needed to tell a user what happened after a restart:
 //! runs and their plans, every round attempt and its outcome, who was selected and who
@@ -27,8 +29,12 @@
 
 #[cfg(test)]
 pub(crate) mod contract;
+#[cfg(any(test, feature = "testutils"))]
+mod memory;
 mod sqlite;
 
+#[cfg(any(test, feature = "testutils"))]
+pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
 use crate::ids::{CheckpointId, ClientId, RegionId, RunId};
