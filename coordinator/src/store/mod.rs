@@ -1,7 +1,9 @@
 //! Persistence behind one trait, so that the round engine does not know which database it
 //! talks to. The embedded default is SQLite ([`SqliteStore`]); the schema in
 //! `coordinator/migrations/` is portable SQL so that a PostgreSQL implementation of the
-//! same trait can run the same migrations and the same contract tests.
+//! same trait can run the same migrations and the same contract tests. [`MemoryStore`]
+//! (tests and the `testutils` feature) keeps the same contract in memory, for engine tests
+//! that run on a paused clock.
 //!
 //! What is stored is everything needed to tell a user what happened after a restart:
 //! runs and their plans, every round attempt and its outcome, who was selected and who
@@ -9,10 +11,30 @@
 //! must be atomic (a round completing: round row, participations, checkpoint, run progress)
 //! is one method, executed in one transaction.
 //!
-//! Infrastructure failures are [`StoreError`]; "not found" is `Ok(None)`.
+//! Writes are guarded by the state they move from, so that a late or repeated write cannot
+//! overwrite an outcome that is already on record (a rejected update turned reported, a
+//! published round turned failed, a cancelled run resurrected):
+//!
+//! ```text
+//! run:           queued ⇄ running ──▶ succeeded | failed | cancelled   (terminal: final)
+//! round attempt: in_progress ──▶ done | failed | interrupted            (final)
+//! participation: selected ──▶ reported | rejected | dropped             (final)
+//! ```
+//!
+//! Outcomes: "not found" on a read is `Ok(None)`; a write that does not fit what is stored
+//! is a domain refusal ([`StoreError::AlreadyExists`], [`StoreError::NotFound`],
+//! [`StoreError::Conflict`]) that writes nothing, identical on every backend; the other
+//! [`StoreError`]s are infrastructure failures. The contract suite in `contract.rs` pins
+//! all of it, and every backend runs it.
 
+#[cfg(test)]
+pub(crate) mod contract;
+#[cfg(any(test, feature = "testutils"))]
+mod memory;
 mod sqlite;
 
+#[cfg(any(test, feature = "testutils"))]
+pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
 use crate::ids::{CheckpointId, ClientId, RegionId, RunId};
@@ -21,13 +43,31 @@ use crate::privacy::{LedgerEntry, PrivacyScope};
 use crate::round::TrainingMetrics;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use std::fmt;
 use std::path::PathBuf;
 
-/// The store failed (I/O, database, corrupted stored value).
+/// Why a store call failed.
+///
+/// The first three variants are domain refusals: the call does not fit what is stored, nothing
+/// was written, and retrying the same call cannot succeed. Their `what` is the kind of record
+/// (`"run"`, `"round attempt"`, `"participation"`, `"checkpoint"`, `"checkpoint location"`,
+/// `"evaluation"`, `"privacy ledger entry"`) and `id` its key, `/`-separated where it has
+/// several parts (`<run>/<round>/<attempt>[/<client>]`). The others are infrastructure
+/// failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// A record with this key is stored already.
+    #[error("{what} {id} already exists")]
+    AlreadyExists { what: &'static str, id: String },
+    /// The write names a record that is not stored.
+    #[error("{what} {id} does not exist")]
+    NotFound { what: &'static str, id: String },
+    /// The record's current state does not allow the write (e.g. completing a round attempt
+    /// that already failed); `state` is that state as stored.
+    #[error("cannot {action} {what} {id}: it is {state}")]
+    Conflict { what: &'static str, id: String, action: String, state: String },
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] sqlx::Error),
     #[error("schema migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("stored value is corrupt: {0}")]
@@ -36,6 +76,132 @@ pub enum StoreError {
     Open { path: String, reason: String },
 }
 
+impl StoreError {
+    /// Whether the call was refused for what is stored (the caller must change the call),
+    /// as opposed to the store failing (the caller may retry).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::AlreadyExists { .. } | Self::NotFound { .. } | Self::Conflict { .. })
+    }
+}
+
+/// Database errors are infrastructure failures, except a stored value that does not decode
+/// (an unknown state text, say), which is corruption. Unique and foreign-key violations are
+/// turned into refusals where the backend knows which record the write was about.
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::ColumnDecode { index, source } => Self::Corrupt(format!("column {index}: {source}")),
+            sqlx::Error::Decode(source) => Self::Corrupt(source.to_string()),
+            other => Self::Database(other),
+        }
+    }
+}
+
+/// The refusals every backend returns, built in one place so that they are identical.
+mod refusal {
+    use super::*;
+
+    pub(super) fn attempt_key(run: &RunId, round: u32, attempt: u32) -> String {
+        format!("{run}/{round}/{attempt}")
+    }
+
+    pub(super) fn participation_key(run: &RunId, round: u32, attempt: u32, client: &ClientId) -> String {
+        format!("{run}/{round}/{attempt}/{client}")
+    }
+
+    pub(super) fn no_run(run: &RunId) -> StoreError {
+        StoreError::NotFound { what: "run", id: run.to_string() }
+    }
+
+    pub(super) fn run_exists(run: &RunId) -> StoreError {
+        StoreError::AlreadyExists { what: "run", id: run.to_string() }
+    }
+
+    pub(super) fn run_conflict(run: &RunId, action: impl Into<String>, state: RunState) -> StoreError {
+        StoreError::Conflict { what: "run", id: run.to_string(), action: action.into(), state: state.to_string() }
+    }
+
+    /// `completed` rounds are on record, so `round` is not the run's next one.
+    pub(super) fn out_of_order(run: &RunId, round: u32, completed: u32) -> StoreError {
+        StoreError::Conflict {
+            what: "run",
+            id: run.to_string(),
+            action: format!("complete round {round} of"),
+            state: format!("at round {}", u64::from(completed) + 1),
+        }
+    }
+
+    pub(super) fn no_attempt(run: &RunId, round: u32, attempt: u32) -> StoreError {
+        StoreError::NotFound { what: "round attempt", id: attempt_key(run, round, attempt) }
+    }
+
+    pub(super) fn attempt_exists(run: &RunId, round: u32, attempt: u32) -> StoreError {
+        StoreError::AlreadyExists { what: "round attempt", id: attempt_key(run, round, attempt) }
+    }
+
+    pub(super) fn attempt_conflict(
+        run: &RunId,
+        round: u32,
+        attempt: u32,
+        action: &str,
+        status: RoundStatus,
+    ) -> StoreError {
+        StoreError::Conflict {
+            what: "round attempt",
+            id: attempt_key(run, round, attempt),
+            action: action.to_string(),
+            state: status.to_string(),
+        }
+    }
+
+    pub(super) fn no_participation(run: &RunId, round: u32, attempt: u32, client: &ClientId) -> StoreError {
+        StoreError::NotFound { what: "participation", id: participation_key(run, round, attempt, client) }
+    }
+
+    pub(super) fn participation_exists(run: &RunId, round: u32, attempt: u32, client: &ClientId) -> StoreError {
+        StoreError::AlreadyExists { what: "participation", id: participation_key(run, round, attempt, client) }
+    }
+
+    pub(super) fn participation_conflict(
+        run: &RunId,
+        round: u32,
+        attempt: u32,
+        client: &ClientId,
+        action: &str,
+        status: ParticipationStatus,
+    ) -> StoreError {
+        StoreError::Conflict {
+            what: "participation",
+            id: participation_key(run, round, attempt, client),
+            action: action.to_string(),
+            state: status.to_string(),
+        }
+    }
+
+    pub(super) fn checkpoint_exists(id: &CheckpointId) -> StoreError {
+        StoreError::AlreadyExists { what: "checkpoint", id: id.to_string() }
+    }
+
+    pub(super) fn location_exists(id: &CheckpointId, region: &RegionId) -> StoreError {
+        StoreError::AlreadyExists { what: "checkpoint location", id: format!("{id}/{region}") }
+    }
+
+    pub(super) fn evaluation_exists(e: &EvaluationRecord) -> StoreError {
+        let region = e.region.as_ref().map_or("all", RegionId::as_str);
+        StoreError::AlreadyExists { what: "evaluation", id: format!("{}/{}/{region}", e.run, e.round) }
+    }
+
+    pub(super) fn ledger_entry_exists(e: &LedgerEntry) -> StoreError {
+        StoreError::AlreadyExists {
+            what: "privacy ledger entry",
+            id: format!("{}/{}/{}/{}", e.scope, e.run, e.round, e.attempt),
+        }
+    }
+}
+
+/// Why a participation ends dropped when the coordinator restarts mid-round.
+const RESTARTED: &str = "coordinator restarted";
+
 /// Which ledger entries to list; all `None` = every entry.
 #[derive(Debug, Clone, Default)]
 pub struct LedgerFilter {
@@ -43,8 +209,10 @@ pub struct LedgerFilter {
     pub run: Option<RunId>,
 }
 
-/// Lifecycle of a run as persisted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Lifecycle of a run as persisted (stored as the snake_case variant name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+// Text columns, not a database enum type, so that the schema stays portable.
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum RunState {
     Queued,
     Running,
@@ -54,8 +222,24 @@ pub enum RunState {
 }
 
 impl RunState {
+    /// The states a run never leaves.
+    pub const TERMINAL: [RunState; 3] = [Self::Succeeded, Self::Failed, Self::Cancelled];
+
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+        Self::TERMINAL.contains(&self)
+    }
+}
+
+/// The stored text (for messages and logs).
+impl fmt::Display for RunState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        })
     }
 }
 
@@ -71,8 +255,9 @@ pub struct RunRecord {
     pub created_at: DateTime<Utc>,
 }
 
-/// Outcome of one round attempt as persisted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Outcome of one round attempt as persisted (stored as the snake_case variant name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum RoundStatus {
     /// Started, not finished (selecting, training, aggregating or publishing).
     InProgress,
@@ -80,6 +265,18 @@ pub enum RoundStatus {
     Failed,
     /// The coordinator stopped while the attempt was in progress; the round is re-run.
     Interrupted,
+}
+
+/// The stored text (for messages and logs).
+impl fmt::Display for RoundStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::InProgress => "in_progress",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -98,8 +295,10 @@ pub struct RoundRecord {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-/// What became of a selected client in one round attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What became of a selected client in one round attempt (stored as the snake_case variant
+/// name). Only `Selected` is open; the other three are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum ParticipationStatus {
     Selected,
     Reported,
@@ -107,6 +306,18 @@ pub enum ParticipationStatus {
     Dropped,
     /// Reported an update that was refused (e.g. over the clipping bound).
     Rejected,
+}
+
+/// The stored text (for messages and logs).
+impl fmt::Display for ParticipationStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Selected => "selected",
+            Self::Reported => "reported",
+            Self::Dropped => "dropped",
+            Self::Rejected => "rejected",
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -200,11 +411,68 @@ pub struct RoundCompletion {
     pub final_round: bool,
 }
 
-/// The persistence contract of the coordinator. Every method is atomic.
+/// What [`Store::record_updates`] did with a batch: every update is either recorded or
+/// refused, one by one, so that one stale update does not cost the others their record.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[must_use = "refused updates are not on record"]
+pub struct UpdatesOutcome {
+    /// Updates written: their participation moved from selected to reported.
+    pub recorded: usize,
+    /// Updates not written, in batch order.
+    pub refused: Vec<RefusedUpdate>,
+}
+
+/// An update [`Store::record_updates`] left unwritten, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefusedUpdate {
+    pub run: RunId,
+    pub round: u32,
+    pub attempt: u32,
+    pub client: ClientId,
+    pub reason: UpdateRefusal,
+}
+
+/// Why an update was not recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateRefusal {
+    /// No participation: the client was not selected for this round attempt (or the attempt
+    /// does not exist).
+    NotSelected,
+    /// The participation already ended with this status (reported, rejected or dropped) and
+    /// keeps it, with its samples, metrics and detail.
+    Closed(ParticipationStatus),
+}
+
+impl fmt::Display for UpdateRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotSelected => f.write_str("the client is not selected for this round attempt"),
+            Self::Closed(status) => write!(f, "the participation is already {status}"),
+        }
+    }
+}
+
+/// The persistence contract of the coordinator. Every method is atomic: it writes all it
+/// says or, when it returns an error, nothing.
+///
+/// Every write lists its outcomes. The refusals ([`StoreError::AlreadyExists`],
+/// [`StoreError::NotFound`], [`StoreError::Conflict`]) are the same on every backend; any
+/// method may also fail with an infrastructure error ([`StoreError::Database`],
+/// [`StoreError::Corrupt`]), which is not listed again below.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Stores a new run as given.
+    ///
+    /// # Errors
+    /// [`StoreError::AlreadyExists`] (`"run"`) when a run with this id is stored.
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError>;
-    /// Sets the run's state (and failure reason, when given).
+    /// Sets the run's state, and its failure reason when one is given (else the reason on
+    /// record stays). A terminal state is final.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] (`"run"`) for an unknown run; [`StoreError::Conflict`]
+    /// (`"run"`) when the run is terminal already (succeeded, failed or cancelled), even when
+    /// `state` is the same.
     async fn set_run_state(&self, run: &RunId, state: RunState, failure: Option<&str>) -> Result<(), StoreError>;
     async fn get_run(&self, run: &RunId) -> Result<Option<RunRecord>, StoreError>;
     /// All runs, oldest first.
@@ -212,7 +480,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// The attempt number a new attempt of `round` must use (1 for the first).
     async fn next_attempt(&self, run: &RunId, round: u32) -> Result<u32, StoreError>;
-    /// Records a round attempt as in progress with its selected clients.
+    /// Records a round attempt as in progress with its selected clients, each participation
+    /// `selected`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] (`"run"`) for an unknown run; [`StoreError::Conflict`]
+    /// (`"run"`) when the run is terminal; [`StoreError::AlreadyExists`] (`"round attempt"`)
+    /// when the attempt is stored, (`"participation"`) when a client is selected twice.
     async fn begin_round(
         &self,
         run: &RunId,
@@ -220,13 +494,45 @@ pub trait Store: Send + Sync + 'static {
         attempt: u32,
         selected: &[(ClientId, RegionId)],
     ) -> Result<(), StoreError>;
-    /// Marks selected clients as reported with their weight and metrics, in one transaction (the engine batches them).
-    async fn record_updates(&self, updates: &[ParticipationRecord]) -> Result<(), StoreError>;
-    /// Marks the attempt failed; selected clients that did not report become dropped.
+    /// Marks selected clients as reported with their samples, metrics, update norm and
+    /// detail, in one transaction (the engine batches them). The records' `status` and
+    /// `region` are not read: the status written is `reported`, the region stays the one of
+    /// the selection.
+    ///
+    /// Only a `selected` participation moves to `reported`; any other update is refused and
+    /// changes nothing, while the rest of the batch is still recorded. Refused are an update
+    /// for a client with no participation in that attempt ([`UpdateRefusal::NotSelected`]) and
+    /// one whose participation already ended ([`UpdateRefusal::Closed`]): rejected (its
+    /// refusal stays on record), dropped (the attempt ended without it), or reported (an
+    /// update counts once, also twice in one batch). The attempt's `reported` and `samples`
+    /// counters grow by the recorded updates only.
+    ///
+    /// # Errors
+    /// Infrastructure failures only; then nothing of the batch is written.
+    async fn record_updates(&self, updates: &[ParticipationRecord]) -> Result<UpdatesOutcome, StoreError>;
+    /// Marks an in-progress attempt failed with `reason`; its selected clients that did not
+    /// report become dropped.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] (`"round attempt"`) for an unknown attempt;
+    /// [`StoreError::Conflict`] (`"round attempt"`) when it is not in progress (a done
+    /// round keeps its published outcome).
     async fn fail_round(&self, run: &RunId, round: u32, attempt: u32, reason: &str) -> Result<(), StoreError>;
-    /// Completes the attempt, registers its checkpoint and advances the run, atomically.
+    /// Completes an in-progress attempt (its totals and mean metrics), drops its selected
+    /// clients that did not report, registers its checkpoint and advances the run to
+    /// `round` completed rounds (and, for the final round, succeeded with this checkpoint
+    /// published), atomically.
+    ///
+    /// # Errors
+    /// In the order they are checked: [`StoreError::NotFound`] (`"round attempt"`) for an
+    /// unknown attempt; [`StoreError::Conflict`] (`"round attempt"`) when it is not in
+    /// progress; [`StoreError::Conflict`] (`"run"`) when the run is terminal, or when `round`
+    /// is not its next round (rounds complete once each, in order);
+    /// [`StoreError::AlreadyExists`] (`"checkpoint"`) when the checkpoint id is stored,
+    /// (`"checkpoint location"`) when it lists a region twice.
     async fn complete_round(&self, completion: &RoundCompletion) -> Result<(), StoreError>;
-    /// Marks every in-progress attempt interrupted (called once at start-up); returns how many.
+    /// Marks every in-progress attempt interrupted (called once at start-up) and drops their
+    /// selected clients; returns how many attempts.
     async fn interrupt_open_rounds(&self) -> Result<u64, StoreError>;
     /// Every attempt of a run, ordered by round then attempt.
     async fn list_rounds(&self, run: &RunId) -> Result<Vec<RoundRecord>, StoreError>;
@@ -235,13 +541,27 @@ pub trait Store: Send + Sync + 'static {
 
     /// Marks a run succeeded with `published` as its published checkpoint (used when the
     /// last round's evaluation ends after the round itself was committed).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] (`"run"`) for an unknown run; [`StoreError::Conflict`]
+    /// (`"run"`) when the run is terminal already.
     async fn finish_run(&self, run: &RunId, published: &CheckpointId) -> Result<(), StoreError>;
     /// Stores a round's evaluation results (overall and per region), atomically.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] (`"run"`) for an unknown run; [`StoreError::AlreadyExists`]
+    /// (`"evaluation"`, id `<run>/<round>/<region or "all">`) when a result for the same run,
+    /// round and region is stored or comes twice in `results`.
     async fn record_evaluations(&self, results: &[EvaluationRecord]) -> Result<(), StoreError>;
-    /// Every evaluation result of a run, ordered by round then region ('' first).
+    /// Every evaluation result of a run, ordered by round then region (overall first).
     async fn list_evaluations(&self, run: &RunId) -> Result<Vec<EvaluationRecord>, StoreError>;
 
     /// Marks a selected client's update as refused, with the reason (audit trail).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] (`"participation"`) when the client has no participation in
+    /// the attempt; [`StoreError::Conflict`] (`"participation"`) when it is not `selected`
+    /// any more (reported, dropped or rejected already: the first outcome stays).
     async fn reject_update(
         &self,
         run: &RunId,
@@ -251,9 +571,15 @@ pub trait Store: Send + Sync + 'static {
         reason: &str,
     ) -> Result<(), StoreError>;
     /// Writes a round's privacy reservations (one per scope) in one transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] (`"run"`) for an unknown run; [`StoreError::AlreadyExists`]
+    /// (`"privacy ledger entry"`, id `<scope>/<run>/<round>/<attempt>`) when an entry for the
+    /// same scope and round attempt is stored or comes twice in `entries`.
     async fn reserve_privacy(&self, entries: &[LedgerEntry]) -> Result<(), StoreError>;
     /// Turns a round attempt's reservations into charges (its aggregate was released),
-    /// recording the clipping norm for the next round. Returns the rows changed.
+    /// recording the clipping norm for the next round. Returns the rows changed: 0 when
+    /// nothing of that attempt is reserved (unknown, or charged already).
     async fn charge_privacy(
         &self,
         run: &RunId,
@@ -264,280 +590,13 @@ pub trait Store: Send + Sync + 'static {
     /// Ledger entries, oldest first, of one scope, one run, or all.
     async fn list_ledger(&self, filter: &LedgerFilter) -> Result<Vec<LedgerEntry>, StoreError>;
 
+    /// Stores a client, replacing the record of the same id.
     async fn upsert_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
+    /// All clients, ordered by id.
     async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
 
+    /// A checkpoint with its locations, ordered by region.
     async fn get_checkpoint(&self, id: &CheckpointId) -> Result<Option<CheckpointRecord>, StoreError>;
     /// Matching checkpoints, ordered by run creation, then round.
     async fn list_checkpoints(&self, filter: &CheckpointFilter) -> Result<Vec<CheckpointRecord>, StoreError>;
-}
-
-/// The contract every [`Store`] implementation must pass. Backends call [`contract::run`]
-/// from their own test with a fresh, empty store.
-#[cfg(test)]
-pub(crate) mod contract {
-    use super::*;
-    use crate::ids::RoundNumber;
-    use crate::plan::{RunPlan, fixtures::raw_plan};
-    use chrono::SubsecRound;
-
-    /// Stores keep microseconds; compare like with like.
-    fn now() -> DateTime<Utc> {
-        Utc::now().trunc_subsecs(6)
-    }
-
-    fn run_record(state: RunState) -> RunRecord {
-        RunRecord {
-            id: RunId::generate(),
-            plan: RunPlan::new(raw_plan()).unwrap(),
-            state,
-            completed_rounds: 0,
-            published_checkpoint: None,
-            failure: None,
-            created_at: now(),
-        }
-    }
-
-    fn id<T: TryFrom<String>>(s: &str) -> T
-    where
-        T::Error: std::fmt::Debug,
-    {
-        T::try_from(s.to_string()).unwrap()
-    }
-
-    fn checkpoint(run: &RunId, round: u32, regions: &[&str]) -> CheckpointRecord {
-        CheckpointRecord {
-            id: CheckpointId::for_round(run, RoundNumber(round)),
-            run: run.clone(),
-            round,
-            model_name: "lr".into(),
-            sha256: format!("{round:064}"),
-            parent: (round > 1).then(|| CheckpointId::for_round(run, RoundNumber(round - 1))),
-            manifest_json: "{}".into(),
-            created_at: now(),
-            locations: regions.iter().map(|r| (id(r), PathBuf::from(format!("/a/{r}/{round}")))).collect(),
-        }
-    }
-
-    pub async fn run(store: &dyn Store) {
-        // Runs.
-        let a = run_record(RunState::Queued);
-        store.create_run(&a).await.unwrap();
-        assert_eq!(store.get_run(&a.id).await.unwrap().unwrap(), a);
-        assert!(store.get_run(&RunId::generate()).await.unwrap().is_none());
-        assert!(store.create_run(&a).await.is_err(), "duplicate run ids are refused");
-        store.set_run_state(&a.id, RunState::Running, None).await.unwrap();
-
-        // Clients.
-        let client = ClientRecord {
-            id: id("c1"),
-            region: id("eu"),
-            datasets: vec![DatasetDescriptor { name: "d".into(), samples: 10, features: 4, classes: 3 }],
-            devices: vec!["cpu".into()],
-            registered_at: now(),
-        };
-        store.upsert_client(&client).await.unwrap();
-        let mut moved = client.clone();
-        moved.region = id("us");
-        store.upsert_client(&moved).await.unwrap();
-        let clients = store.list_clients().await.unwrap();
-        assert_eq!(clients.len(), 1);
-        assert_eq!(clients[0].region.as_str(), "us");
-
-        // A round that completes: participations, checkpoint and run progress in one go.
-        assert_eq!(store.next_attempt(&a.id, 1).await.unwrap(), 1);
-        let selected = vec![(id("c1"), id("eu")), (id("c2"), id("us"))];
-        store.begin_round(&a.id, 1, 1, &selected).await.unwrap();
-        assert_eq!(store.next_attempt(&a.id, 1).await.unwrap(), 2);
-        let m = crate::round::TrainingMetrics {
-            loss_before: 2.0,
-            loss_after: 1.0,
-            accuracy_after: 0.5,
-            train_seconds: 0.0,
-        };
-        store
-            .record_updates(&[ParticipationRecord {
-                run: a.id.clone(),
-                round: 1,
-                attempt: 1,
-                client: id("c1"),
-                region: id("eu"),
-                status: ParticipationStatus::Reported,
-                samples: 10,
-                metrics: Some(m),
-                update_norm: Some(0.5),
-                detail: None,
-            }])
-            .await
-            .unwrap();
-        let cp1 = checkpoint(&a.id, 1, &["eu", "us"]);
-        store
-            .complete_round(&RoundCompletion {
-                run: a.id.clone(),
-                round: 1,
-                attempt: 1,
-                reported: 1,
-                samples: 10,
-                metrics: m,
-                checkpoint: cp1.clone(),
-                final_round: false,
-            })
-            .await
-            .unwrap();
-        let run = store.get_run(&a.id).await.unwrap().unwrap();
-        assert_eq!((run.state, run.completed_rounds, run.published_checkpoint.clone()), (RunState::Running, 1, None));
-        let parts = store.list_participations(&a.id).await.unwrap();
-        assert_eq!(
-            parts.iter().map(|p| p.status).collect::<Vec<_>>(),
-            [ParticipationStatus::Reported, ParticipationStatus::Dropped]
-        );
-        assert_eq!(parts[0].metrics, Some(m));
-        assert_eq!(store.get_checkpoint(&cp1.id).await.unwrap().unwrap(), cp1);
-
-        // A failed attempt, then one interrupted by a restart, then the final round.
-        store.begin_round(&a.id, 2, 1, &selected).await.unwrap();
-        store.fail_round(&a.id, 2, 1, "deadline").await.unwrap();
-        store.begin_round(&a.id, 2, 2, &selected).await.unwrap();
-        assert_eq!(store.interrupt_open_rounds().await.unwrap(), 1);
-        assert_eq!(store.interrupt_open_rounds().await.unwrap(), 0);
-        let rounds = store.list_rounds(&a.id).await.unwrap();
-        assert_eq!(
-            rounds.iter().map(|r| (r.round, r.attempt, r.status)).collect::<Vec<_>>(),
-            [(1, 1, RoundStatus::Done), (2, 1, RoundStatus::Failed), (2, 2, RoundStatus::Interrupted)]
-        );
-        assert_eq!(rounds[1].failure.as_deref(), Some("deadline"));
-        assert_eq!(rounds[0].checkpoint.as_ref(), Some(&cp1.id));
-        store.begin_round(&a.id, 2, 3, &selected[..1]).await.unwrap();
-        let cp2 = checkpoint(&a.id, 2, &["eu"]);
-        store
-            .complete_round(&RoundCompletion {
-                run: a.id.clone(),
-                round: 2,
-                attempt: 3,
-                reported: 0,
-                samples: 0,
-                metrics: m,
-                checkpoint: cp2.clone(),
-                final_round: true,
-            })
-            .await
-            .unwrap();
-        let run = store.get_run(&a.id).await.unwrap().unwrap();
-        assert_eq!(
-            (run.state, run.completed_rounds, run.published_checkpoint),
-            (RunState::Succeeded, 2, Some(cp2.id.clone()))
-        );
-
-        // A second run's checkpoint completing twice is refused as a whole.
-        let b = run_record(RunState::Running);
-        store.create_run(&b).await.unwrap();
-        store.begin_round(&b.id, 1, 1, &selected).await.unwrap();
-        let cpb = checkpoint(&b.id, 1, &["us"]);
-        let completion = RoundCompletion {
-            run: b.id.clone(),
-            round: 1,
-            attempt: 1,
-            reported: 0,
-            samples: 0,
-            metrics: m,
-            checkpoint: cpb.clone(),
-            final_round: false,
-        };
-        store.complete_round(&completion).await.unwrap();
-        assert!(store.complete_round(&completion).await.is_err());
-        assert_eq!(store.get_run(&b.id).await.unwrap().unwrap().completed_rounds, 1);
-
-        // Checkpoint filters.
-        let all = store.list_checkpoints(&CheckpointFilter::default()).await.unwrap();
-        assert_eq!(
-            all.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
-            [cp1.id.clone(), cp2.id.clone(), cpb.id.clone()]
-        );
-        let eu =
-            store.list_checkpoints(&CheckpointFilter { region: Some(id("eu")), ..Default::default() }).await.unwrap();
-        assert_eq!(eu.len(), 2);
-        let of_b =
-            store.list_checkpoints(&CheckpointFilter { run: Some(b.id.clone()), ..Default::default() }).await.unwrap();
-        assert_eq!(of_b, vec![cpb.clone()]);
-        let none = store
-            .list_checkpoints(&CheckpointFilter { model_name: Some("other".into()), ..Default::default() })
-            .await
-            .unwrap();
-        assert!(none.is_empty());
-        assert_eq!(store.list_runs().await.unwrap().len(), 2);
-
-        // Evaluations and finishing a run after its last evaluation.
-        let evals = vec![
-            EvaluationRecord {
-                run: b.id.clone(),
-                round: 1,
-                region: None,
-                clients: 3,
-                samples: 30,
-                loss: 0.5,
-                accuracy: 0.8,
-            },
-            EvaluationRecord {
-                run: b.id.clone(),
-                round: 1,
-                region: Some(id("eu")),
-                clients: 1,
-                samples: 10,
-                loss: 0.7,
-                accuracy: 0.6,
-            },
-        ];
-        store.record_evaluations(&evals).await.unwrap();
-        assert_eq!(store.list_evaluations(&b.id).await.unwrap(), evals);
-        assert!(store.record_evaluations(&evals[..1]).await.is_err(), "one result per run, round and region");
-        assert_eq!(store.list_evaluations(&b.id).await.unwrap().len(), 2);
-        store.finish_run(&b.id, &cpb.id).await.unwrap();
-        let done = store.get_run(&b.id).await.unwrap().unwrap();
-        assert_eq!((done.state, done.published_checkpoint), (RunState::Succeeded, Some(cpb.id.clone())));
-
-        // The privacy ledger: reservations of one round in two scopes, written together,
-        // charged together, never removed.
-        use crate::privacy::accountant::{Accountant, RoundCost};
-        use crate::privacy::{LedgerEntry, LedgerState};
-        let entry = |region: &str, round: u32, attempt: u32| LedgerEntry {
-            scope: PrivacyScope::new("m", id(region)),
-            run: b.id.clone(),
-            round,
-            attempt,
-            state: LedgerState::Reserved,
-            accountant: Accountant::PoissonRdp,
-            cost: RoundCost::sampled_gaussian(0.1, 1.1).unwrap(),
-            noise_multiplier: 1.1,
-            clip_norm: 0.75,
-            sampling_rate: 0.1,
-            delta: 1e-6,
-            epsilon_cumulative: 0.25 * f64::from(round),
-            next_clip_norm: None,
-            created_at: now(),
-        };
-        let r1 = vec![entry("eu", 1, 1), entry("us", 1, 1)];
-        store.reserve_privacy(&r1).await.unwrap();
-        assert!(store.reserve_privacy(&r1[..1]).await.is_err(), "one entry per scope and round attempt");
-        store.reserve_privacy(&[entry("eu", 2, 1)]).await.unwrap();
-        let all = store.list_ledger(&LedgerFilter::default()).await.unwrap();
-        assert_eq!(all.len(), 3);
-        assert_eq!(all[0], r1[0], "entries round-trip, cost curve included");
-        let eu_scope = PrivacyScope::new("m", id("eu"));
-        let eu = store.list_ledger(&LedgerFilter { scope: Some(eu_scope.clone()), run: None }).await.unwrap();
-        assert_eq!(eu.iter().map(|e| e.round).collect::<Vec<_>>(), [1, 2]);
-        assert_eq!(store.charge_privacy(&b.id, 1, 1, Some(0.5)).await.unwrap(), 2);
-        assert_eq!(store.charge_privacy(&b.id, 1, 1, Some(0.5)).await.unwrap(), 0, "charged once");
-        let of_b = store.list_ledger(&LedgerFilter { scope: None, run: Some(b.id.clone()) }).await.unwrap();
-        assert_eq!(
-            of_b.iter()
-                .map(|e| (e.scope.region.as_str().to_string(), e.round, e.state, e.next_clip_norm))
-                .collect::<Vec<_>>(),
-            [
-                ("eu".to_string(), 1, LedgerState::Charged, Some(0.5)),
-                ("us".to_string(), 1, LedgerState::Charged, Some(0.5)),
-                ("eu".to_string(), 2, LedgerState::Reserved, None)
-            ]
-        );
-        assert!(store.list_ledger(&LedgerFilter { scope: None, run: Some(a.id.clone()) }).await.unwrap().is_empty());
-    }
 }

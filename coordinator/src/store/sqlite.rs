@@ -2,8 +2,9 @@
 //! migrations embedded in the binary. sqlx rows never leave this file.
 
 use super::*;
+use crate::privacy::LedgerState;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, SqliteConnection, SqlitePool};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -27,55 +28,37 @@ fn corrupt<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> StoreError + '
     move |e| StoreError::Corrupt(format!("{what}: {e}"))
 }
 
-fn run_state_str(s: RunState) -> &'static str {
-    match s {
-        RunState::Queued => "queued",
-        RunState::Running => "running",
-        RunState::Succeeded => "succeeded",
-        RunState::Failed => "failed",
-        RunState::Cancelled => "cancelled",
+/// Classifies an INSERT's failure by database error code: a unique or primary-key violation
+/// means the record is stored already (`exists`), a foreign-key violation that the run it
+/// belongs to is not (`run`, when the row references one).
+fn insert_failed<'a>(
+    exists: impl FnOnce() -> StoreError + 'a,
+    run: Option<&'a RunId>,
+) -> impl FnOnce(sqlx::Error) -> StoreError + 'a {
+    move |e| match e.as_database_error() {
+        Some(d) if d.is_unique_violation() => exists(),
+        Some(d) if d.is_foreign_key_violation() && run.is_some() => refusal::no_run(run.expect("checked")),
+        _ => e.into(),
     }
 }
 
-fn parse_run_state(s: &str) -> Result<RunState, StoreError> {
-    Ok(match s {
-        "queued" => RunState::Queued,
-        "running" => RunState::Running,
-        "succeeded" => RunState::Succeeded,
-        "failed" => RunState::Failed,
-        "cancelled" => RunState::Cancelled,
-        other => return Err(StoreError::Corrupt(format!("run state {other:?}"))),
-    })
-}
+/// Binds `?` placeholders for the terminal run states, in the order of [`RunState::TERMINAL`].
+const NOT_TERMINAL: &str = "state NOT IN (?, ?, ?)";
 
-fn parse_round_status(s: &str) -> Result<RoundStatus, StoreError> {
-    Ok(match s {
-        "in_progress" => RoundStatus::InProgress,
-        "done" => RoundStatus::Done,
-        "failed" => RoundStatus::Failed,
-        "interrupted" => RoundStatus::Interrupted,
-        other => return Err(StoreError::Corrupt(format!("round status {other:?}"))),
-    })
-}
-
-fn parse_participation(s: &str) -> Result<ParticipationStatus, StoreError> {
-    Ok(match s {
-        "selected" => ParticipationStatus::Selected,
-        "reported" => ParticipationStatus::Reported,
-        "dropped" => ParticipationStatus::Dropped,
-        "rejected" => ParticipationStatus::Rejected,
-        other => return Err(StoreError::Corrupt(format!("participation status {other:?}"))),
-    })
-}
-
+/// Metrics are stored when all three losses/accuracy are; `train_seconds` is NULL in rows
+/// written before migration 0004 and reads as 0 there.
 fn metrics_of(row: &SqliteRow) -> Result<Option<TrainingMetrics>, StoreError> {
     let before: Option<f64> = row.try_get("loss_before")?;
     let after: Option<f64> = row.try_get("loss_after")?;
     let acc: Option<f64> = row.try_get("accuracy")?;
+    let train_seconds: Option<f64> = row.try_get("train_seconds")?;
     Ok(match (before, after, acc) {
-        (Some(loss_before), Some(loss_after), Some(accuracy_after)) => {
-            Some(TrainingMetrics { loss_before, loss_after, accuracy_after, train_seconds: 0.0 })
-        }
+        (Some(loss_before), Some(loss_after), Some(accuracy_after)) => Some(TrainingMetrics {
+            loss_before,
+            loss_after,
+            accuracy_after,
+            train_seconds: train_seconds.unwrap_or(0.0),
+        }),
         _ => None,
     })
 }
@@ -91,7 +74,6 @@ fn u64_of(row: &SqliteRow, col: &str) -> Result<u64, StoreError> {
 }
 
 fn ledger_of(r: &SqliteRow) -> Result<LedgerEntry, StoreError> {
-    use crate::privacy::LedgerState;
     use crate::privacy::accountant::Accountant;
     let model: String = r.try_get("model_name")?;
     let region: String = r.try_get("region")?;
@@ -126,7 +108,7 @@ fn run_of(row: &SqliteRow) -> Result<RunRecord, StoreError> {
     Ok(RunRecord {
         id: RunId::new(id).map_err(corrupt("run id"))?,
         plan: serde_json::from_str(&plan).map_err(corrupt("run plan"))?,
-        state: parse_run_state(row.try_get("state")?)?,
+        state: row.try_get("state")?,
         completed_rounds: u32_of(row, "completed_rounds")?,
         published_checkpoint: published.map(CheckpointId::new).transpose().map_err(corrupt("checkpoint id"))?,
         failure: row.try_get("failure")?,
@@ -142,7 +124,7 @@ fn round_of(row: &SqliteRow) -> Result<RoundRecord, StoreError> {
         run: RunId::new(run).map_err(corrupt("run id"))?,
         round: u32_of(row, "round")?,
         attempt: u32_of(row, "attempt")?,
-        status: parse_round_status(row.try_get("status")?)?,
+        status: row.try_get("status")?,
         selected: u32_of(row, "selected")?,
         reported: u32_of(row, "reported")?,
         samples: u64_of(row, "samples")?,
@@ -216,6 +198,71 @@ impl SqliteStore {
     }
 }
 
+/// A run's stored state and completed rounds; `None` when it is not stored.
+async fn run_progress(conn: &mut SqliteConnection, run: &RunId) -> Result<Option<(RunState, u32)>, StoreError> {
+    let row = sqlx::query("SELECT state, completed_rounds FROM runs WHERE id = ?")
+        .bind(run.as_str())
+        .fetch_optional(conn)
+        .await?;
+    row.map(|r| Ok((r.try_get("state")?, u32_of(&r, "completed_rounds")?))).transpose()
+}
+
+/// A round attempt's stored status; `None` when it is not stored.
+async fn round_status(
+    conn: &mut SqliteConnection,
+    run: &RunId,
+    round: u32,
+    attempt: u32,
+) -> Result<Option<RoundStatus>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT status FROM rounds WHERE run_id = ? AND round = ? AND attempt = ?")
+        .bind(run.as_str())
+        .bind(i64::from(round))
+        .bind(i64::from(attempt))
+        .fetch_optional(conn)
+        .await?)
+}
+
+/// A participation's stored status; `None` when it is not stored.
+async fn participation_status(
+    conn: &mut SqliteConnection,
+    run: &RunId,
+    round: u32,
+    attempt: u32,
+    client: &ClientId,
+) -> Result<Option<ParticipationStatus>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT status FROM participations WHERE run_id = ? AND round = ? AND attempt = ? AND client_id = ?",
+    )
+    .bind(run.as_str())
+    .bind(i64::from(round))
+    .bind(i64::from(attempt))
+    .bind(client.as_str())
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Why a write guarded on a non-terminal run changed no row.
+async fn run_refusal(conn: &mut SqliteConnection, run: &RunId, action: &str) -> Result<StoreError, StoreError> {
+    Ok(match run_progress(conn, run).await? {
+        None => refusal::no_run(run),
+        Some((state, _)) => refusal::run_conflict(run, action, state),
+    })
+}
+
+/// Why a write guarded on an in-progress round attempt changed no row.
+async fn attempt_refusal(
+    conn: &mut SqliteConnection,
+    run: &RunId,
+    round: u32,
+    attempt: u32,
+    action: &str,
+) -> Result<StoreError, StoreError> {
+    Ok(match round_status(conn, run, round, attempt).await? {
+        None => refusal::no_attempt(run, round, attempt),
+        Some(status) => refusal::attempt_conflict(run, round, attempt, action, status),
+    })
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
@@ -227,25 +274,38 @@ impl Store for SqliteStore {
         )
         .bind(run.id.as_str())
         .bind(plan)
-        .bind(run_state_str(run.state))
+        .bind(run.state)
         .bind(i64::from(run.completed_rounds))
         .bind(run.published_checkpoint.as_ref().map(CheckpointId::as_str))
         .bind(run.failure.as_deref())
         .bind(&now)
         .bind(&now)
         .execute(&self.pool)
-        .await?;
+        .await
+        .map_err(insert_failed(|| refusal::run_exists(&run.id), None))?;
         Ok(())
     }
 
     async fn set_run_state(&self, run: &RunId, state: RunState, failure: Option<&str>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE runs SET state = ?, failure = COALESCE(?, failure), updated_at = ? WHERE id = ?")
-            .bind(run_state_str(state))
-            .bind(failure)
-            .bind(ts(&Utc::now()))
-            .bind(run.as_str())
-            .execute(&self.pool)
-            .await?;
+        let mut tx = self.pool.begin().await?;
+        let [t0, t1, t2] = RunState::TERMINAL;
+        let changed = sqlx::query(&format!(
+            "UPDATE runs SET state = ?, failure = COALESCE(?, failure), updated_at = ? WHERE id = ? AND {NOT_TERMINAL}"
+        ))
+        .bind(state)
+        .bind(failure)
+        .bind(ts(&Utc::now()))
+        .bind(run.as_str())
+        .bind(t0)
+        .bind(t1)
+        .bind(t2)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Err(run_refusal(&mut tx, run, "set the state of").await?);
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -276,52 +336,83 @@ impl Store for SqliteStore {
         selected: &[(ClientId, RegionId)],
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        match run_progress(&mut tx, run).await? {
+            None => return Err(refusal::no_run(run)),
+            Some((state, _)) if state.is_terminal() => {
+                return Err(refusal::run_conflict(run, "begin a round of", state));
+            }
+            Some(_) => {}
+        }
         sqlx::query(
-            "INSERT INTO rounds (run_id, round, attempt, status, selected, started_at) VALUES (?, ?, ?, 'in_progress', ?, ?)",
+            "INSERT INTO rounds (run_id, round, attempt, status, selected, started_at) VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(run.as_str())
         .bind(i64::from(round))
         .bind(i64::from(attempt))
+        .bind(RoundStatus::InProgress)
         .bind(selected.len() as i64)
         .bind(ts(&Utc::now()))
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(insert_failed(|| refusal::attempt_exists(run, round, attempt), Some(run)))?;
         for (client, region) in selected {
             sqlx::query(
-                "INSERT INTO participations (run_id, round, attempt, client_id, region, status) VALUES (?, ?, ?, ?, ?, 'selected')",
+                "INSERT INTO participations (run_id, round, attempt, client_id, region, status) VALUES (?, ?, ?, ?, ?, ?)",
             )
             .bind(run.as_str())
             .bind(i64::from(round))
             .bind(i64::from(attempt))
             .bind(client.as_str())
             .bind(region.as_str())
+            .bind(ParticipationStatus::Selected)
             .execute(&mut *tx)
-            .await?;
+            .await
+            .map_err(insert_failed(|| refusal::participation_exists(run, round, attempt, client), None))?;
         }
         tx.commit().await?;
         Ok(())
     }
 
-    async fn record_updates(&self, updates: &[ParticipationRecord]) -> Result<(), StoreError> {
+    async fn record_updates(&self, updates: &[ParticipationRecord]) -> Result<UpdatesOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
+        let mut outcome = UpdatesOutcome::default();
         for p in updates {
-            let m = p.metrics.unwrap_or_default();
-            sqlx::query(
-                "UPDATE participations SET status = 'reported', samples = ?, loss_before = ?, loss_after = ?, accuracy = ?, update_norm = ?, detail = ?
-                 WHERE run_id = ? AND round = ? AND attempt = ? AND client_id = ?",
+            let m = p.metrics;
+            let changed = sqlx::query(
+                "UPDATE participations SET status = ?, samples = ?, loss_before = ?, loss_after = ?, accuracy = ?,
+                     train_seconds = ?, update_norm = ?, detail = ?
+                 WHERE run_id = ? AND round = ? AND attempt = ? AND client_id = ? AND status = ?",
             )
+            .bind(ParticipationStatus::Reported)
             .bind(p.samples as i64)
-            .bind(m.loss_before)
-            .bind(m.loss_after)
-            .bind(m.accuracy_after)
+            .bind(m.map(|m| m.loss_before))
+            .bind(m.map(|m| m.loss_after))
+            .bind(m.map(|m| m.accuracy_after))
+            .bind(m.map(|m| m.train_seconds))
             .bind(p.update_norm)
             .bind(p.detail.as_deref())
             .bind(p.run.as_str())
             .bind(i64::from(p.round))
             .bind(i64::from(p.attempt))
             .bind(p.client.as_str())
+            .bind(ParticipationStatus::Selected)
             .execute(&mut *tx)
-            .await?;
+            .await?
+            .rows_affected();
+            if changed == 0 {
+                let reason = match participation_status(&mut tx, &p.run, p.round, p.attempt, &p.client).await? {
+                    None => UpdateRefusal::NotSelected,
+                    Some(status) => UpdateRefusal::Closed(status),
+                };
+                outcome.refused.push(RefusedUpdate {
+                    run: p.run.clone(),
+                    round: p.round,
+                    attempt: p.attempt,
+                    client: p.client.clone(),
+                    reason,
+                });
+                continue;
+            }
             sqlx::query(
                 "UPDATE rounds SET reported = reported + 1, samples = samples + ? WHERE run_id = ? AND round = ? AND attempt = ?",
             )
@@ -331,29 +422,39 @@ impl Store for SqliteStore {
             .bind(i64::from(p.attempt))
             .execute(&mut *tx)
             .await?;
+            outcome.recorded += 1;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(outcome)
     }
 
     async fn fail_round(&self, run: &RunId, round: u32, attempt: u32, reason: &str) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE rounds SET status = 'failed', failure = ?, finished_at = ? WHERE run_id = ? AND round = ? AND attempt = ?",
+        let changed = sqlx::query(
+            "UPDATE rounds SET status = ?, failure = ?, finished_at = ?
+             WHERE run_id = ? AND round = ? AND attempt = ? AND status = ?",
         )
+        .bind(RoundStatus::Failed)
         .bind(reason)
         .bind(ts(&Utc::now()))
         .bind(run.as_str())
         .bind(i64::from(round))
         .bind(i64::from(attempt))
+        .bind(RoundStatus::InProgress)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Err(attempt_refusal(&mut tx, run, round, attempt, "fail").await?);
+        }
         sqlx::query(
-            "UPDATE participations SET status = 'dropped' WHERE run_id = ? AND round = ? AND attempt = ? AND status = 'selected'",
+            "UPDATE participations SET status = ? WHERE run_id = ? AND round = ? AND attempt = ? AND status = ?",
         )
+        .bind(ParticipationStatus::Dropped)
         .bind(run.as_str())
         .bind(i64::from(round))
         .bind(i64::from(attempt))
+        .bind(ParticipationStatus::Selected)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -364,6 +465,38 @@ impl Store for SqliteStore {
         let now = ts(&Utc::now());
         let run = c.run.as_str();
         let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE rounds SET status = ?, reported = ?, samples = ?, loss_before = ?, loss_after = ?, accuracy = ?,
+                 train_seconds = ?, checkpoint_id = ?, finished_at = ?
+             WHERE run_id = ? AND round = ? AND attempt = ? AND status = ?",
+        )
+        .bind(RoundStatus::Done)
+        .bind(i64::from(c.reported))
+        .bind(c.samples as i64)
+        .bind(c.metrics.loss_before)
+        .bind(c.metrics.loss_after)
+        .bind(c.metrics.accuracy_after)
+        .bind(c.metrics.train_seconds)
+        .bind(c.checkpoint.id.as_str())
+        .bind(&now)
+        .bind(run)
+        .bind(i64::from(c.round))
+        .bind(i64::from(c.attempt))
+        .bind(RoundStatus::InProgress)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Err(attempt_refusal(&mut tx, &c.run, c.round, c.attempt, "complete").await?);
+        }
+        // The attempt exists, so its run does.
+        let (state, completed) = run_progress(&mut tx, &c.run).await?.ok_or_else(|| refusal::no_run(&c.run))?;
+        if state.is_terminal() {
+            return Err(refusal::run_conflict(&c.run, "complete a round of", state));
+        }
+        if u64::from(c.round) != u64::from(completed) + 1 {
+            return Err(refusal::out_of_order(&c.run, c.round, completed));
+        }
         let cp = &c.checkpoint;
         sqlx::query(
             "INSERT INTO checkpoints (id, run_id, round, model_name, sha256, parent_id, manifest_json, created_at)
@@ -378,41 +511,29 @@ impl Store for SqliteStore {
         .bind(&cp.manifest_json)
         .bind(ts(&cp.created_at))
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(insert_failed(|| refusal::checkpoint_exists(&cp.id), Some(&cp.run)))?;
         for (region, path) in &cp.locations {
             sqlx::query("INSERT INTO checkpoint_locations (checkpoint_id, region, path) VALUES (?, ?, ?)")
                 .bind(cp.id.as_str())
                 .bind(region.as_str())
                 .bind(path.display().to_string())
                 .execute(&mut *tx)
-                .await?;
+                .await
+                .map_err(insert_failed(|| refusal::location_exists(&cp.id, region), None))?;
         }
         sqlx::query(
-            "UPDATE rounds SET status = 'done', reported = ?, samples = ?, loss_before = ?, loss_after = ?, accuracy = ?,
-                 checkpoint_id = ?, finished_at = ?
-             WHERE run_id = ? AND round = ? AND attempt = ?",
+            "UPDATE participations SET status = ? WHERE run_id = ? AND round = ? AND attempt = ? AND status = ?",
         )
-        .bind(i64::from(c.reported))
-        .bind(c.samples as i64)
-        .bind(c.metrics.loss_before)
-        .bind(c.metrics.loss_after)
-        .bind(c.metrics.accuracy_after)
-        .bind(cp.id.as_str())
-        .bind(&now)
+        .bind(ParticipationStatus::Dropped)
         .bind(run)
         .bind(i64::from(c.round))
         .bind(i64::from(c.attempt))
+        .bind(ParticipationStatus::Selected)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "UPDATE participations SET status = 'dropped' WHERE run_id = ? AND round = ? AND attempt = ? AND status = 'selected'",
-        )
-        .bind(run)
-        .bind(i64::from(c.round))
-        .bind(i64::from(c.attempt))
-        .execute(&mut *tx)
-        .await?;
-        let (state, published) = if c.final_round { ("succeeded", Some(cp.id.as_str())) } else { ("running", None) };
+        let (state, published) =
+            if c.final_round { (RunState::Succeeded, Some(cp.id.as_str())) } else { (RunState::Running, None) };
         sqlx::query(
             "UPDATE runs SET completed_rounds = ?, state = ?, published_checkpoint = COALESCE(?, published_checkpoint), updated_at = ?
              WHERE id = ?",
@@ -430,18 +551,23 @@ impl Store for SqliteStore {
 
     async fn interrupt_open_rounds(&self) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let n = sqlx::query(
-            "UPDATE rounds SET status = 'interrupted', failure = 'coordinator restarted', finished_at = ? WHERE status = 'in_progress'",
-        )
-        .bind(ts(&Utc::now()))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let n = sqlx::query("UPDATE rounds SET status = ?, failure = ?, finished_at = ? WHERE status = ?")
+            .bind(RoundStatus::Interrupted)
+            .bind(RESTARTED)
+            .bind(ts(&Utc::now()))
+            .bind(RoundStatus::InProgress)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         sqlx::query(
-            "UPDATE participations SET status = 'dropped', detail = 'coordinator restarted'
-             WHERE status = 'selected' AND EXISTS (SELECT 1 FROM rounds r WHERE r.run_id = participations.run_id
-                 AND r.round = participations.round AND r.attempt = participations.attempt AND r.status = 'interrupted')",
+            "UPDATE participations SET status = ?, detail = ?
+             WHERE status = ? AND EXISTS (SELECT 1 FROM rounds r WHERE r.run_id = participations.run_id
+                 AND r.round = participations.round AND r.attempt = participations.attempt AND r.status = ?)",
         )
+        .bind(ParticipationStatus::Dropped)
+        .bind(RESTARTED)
+        .bind(ParticipationStatus::Selected)
+        .bind(RoundStatus::Interrupted)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -472,7 +598,7 @@ impl Store for SqliteStore {
                     attempt: u32_of(r, "attempt")?,
                     client: ClientId::new(client).map_err(corrupt("client id"))?,
                     region: RegionId::new(region).map_err(corrupt("region"))?,
-                    status: parse_participation(r.try_get("status")?)?,
+                    status: r.try_get("status")?,
                     samples: u64_of(r, "samples")?,
                     metrics: metrics_of(r)?,
                     update_norm: r.try_get("update_norm")?,
@@ -483,12 +609,25 @@ impl Store for SqliteStore {
     }
 
     async fn finish_run(&self, run: &RunId, published: &CheckpointId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE runs SET state = 'succeeded', published_checkpoint = ?, updated_at = ? WHERE id = ?")
-            .bind(published.as_str())
-            .bind(ts(&Utc::now()))
-            .bind(run.as_str())
-            .execute(&self.pool)
-            .await?;
+        let mut tx = self.pool.begin().await?;
+        let [t0, t1, t2] = RunState::TERMINAL;
+        let changed = sqlx::query(&format!(
+            "UPDATE runs SET state = ?, published_checkpoint = ?, updated_at = ? WHERE id = ? AND {NOT_TERMINAL}"
+        ))
+        .bind(RunState::Succeeded)
+        .bind(published.as_str())
+        .bind(ts(&Utc::now()))
+        .bind(run.as_str())
+        .bind(t0)
+        .bind(t1)
+        .bind(t2)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Err(run_refusal(&mut tx, run, "finish").await?);
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -506,7 +645,8 @@ impl Store for SqliteStore {
             .bind(r.loss)
             .bind(r.accuracy)
             .execute(&mut *tx)
-            .await?;
+            .await
+            .map_err(insert_failed(|| refusal::evaluation_exists(r), Some(&r.run)))?;
         }
         tx.commit().await?;
         Ok(())
@@ -546,17 +686,30 @@ impl Store for SqliteStore {
         client: &ClientId,
         reason: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE participations SET status = 'rejected', detail = ? \
-             WHERE run_id = ? AND round = ? AND attempt = ? AND client_id = ? AND status = 'selected'",
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE participations SET status = ?, detail = ?
+             WHERE run_id = ? AND round = ? AND attempt = ? AND client_id = ? AND status = ?",
         )
+        .bind(ParticipationStatus::Rejected)
         .bind(reason)
         .bind(run.as_str())
         .bind(i64::from(round))
         .bind(i64::from(attempt))
         .bind(client.as_str())
-        .execute(&self.pool)
-        .await?;
+        .bind(ParticipationStatus::Selected)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Err(match participation_status(&mut tx, run, round, attempt, client).await? {
+                None => refusal::no_participation(run, round, attempt, client),
+                Some(status) => {
+                    refusal::participation_conflict(run, round, attempt, client, "reject the update of", status)
+                }
+            });
+        }
+        tx.commit().await?;
         Ok(())
     }
 
@@ -588,7 +741,8 @@ impl Store for SqliteStore {
             .bind(e.next_clip_norm)
             .bind(ts(&e.created_at))
             .execute(&mut *tx)
-            .await?;
+            .await
+            .map_err(insert_failed(|| refusal::ledger_entry_exists(e), Some(&e.run)))?;
         }
         tx.commit().await?;
         Ok(())
@@ -602,14 +756,16 @@ impl Store for SqliteStore {
         next_clip_norm: Option<f64>,
     ) -> Result<u64, StoreError> {
         let r = sqlx::query(
-            "UPDATE privacy_ledger SET state = 'charged', charged_at = ?, next_clip_norm = ? \
-             WHERE run_id = ? AND round = ? AND attempt = ? AND state = 'reserved'",
+            "UPDATE privacy_ledger SET state = ?, charged_at = ?, next_clip_norm = ? \
+             WHERE run_id = ? AND round = ? AND attempt = ? AND state = ?",
         )
+        .bind(LedgerState::Charged.as_str())
         .bind(ts(&Utc::now()))
         .bind(next_clip_norm)
         .bind(run.as_str())
         .bind(i64::from(round))
         .bind(i64::from(attempt))
+        .bind(LedgerState::Reserved.as_str())
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected())
@@ -704,12 +860,19 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::fixtures::raw_plan;
 
-    #[tokio::test]
-    async fn sqlite_passes_the_store_contract() {
+    crate::store::contract::store_contract_tests!(sqlite_contract, async {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("fedra.db")).await.unwrap();
-        crate::store::contract::run(&store).await;
+        (store, dir)
+    });
+
+    fn id<T: TryFrom<String>>(s: &str) -> T
+    where
+        T::Error: std::fmt::Debug,
+    {
+        T::try_from(s.to_string()).unwrap()
     }
 
     #[tokio::test]
@@ -728,5 +891,190 @@ mod tests {
         store.close().await;
         let again = SqliteStore::open(&path).await.unwrap();
         assert_eq!(again.list_clients().await.unwrap().len(), 1);
+    }
+
+    /// The enums are stored through their `sqlx::Type` derive; the texts must stay those the
+    /// hand-written conversions wrote, or existing databases stop reading.
+    #[tokio::test]
+    async fn states_are_stored_as_the_texts_existing_databases_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("fedra.db")).await.unwrap();
+        let plan = crate::plan::RunPlan::new(raw_plan()).unwrap();
+        let run_states = [
+            (RunState::Queued, "queued"),
+            (RunState::Running, "running"),
+            (RunState::Succeeded, "succeeded"),
+            (RunState::Failed, "failed"),
+            (RunState::Cancelled, "cancelled"),
+        ];
+        for (state, text) in run_states {
+            let run = RunRecord {
+                id: RunId::generate(),
+                plan: plan.clone(),
+                state,
+                completed_rounds: 0,
+                published_checkpoint: None,
+                failure: None,
+                created_at: Utc::now(),
+            };
+            store.create_run(&run).await.unwrap();
+            let stored: String = sqlx::query_scalar("SELECT state FROM runs WHERE id = ?")
+                .bind(run.id.as_str())
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+            assert_eq!((stored.as_str(), state.to_string().as_str()), (text, text));
+            assert_eq!(store.get_run(&run.id).await.unwrap().unwrap().state, state);
+        }
+
+        // Every round and participation status, reached through the store's own writes.
+        let run = store.list_runs().await.unwrap().into_iter().find(|r| r.state == RunState::Running).unwrap().id;
+        let three = [(id("c1"), id("eu")), (id("c2"), id("eu")), (id("c3"), id("eu"))];
+        store.begin_round(&run, 1, 1, &three).await.unwrap();
+        let update = ParticipationRecord {
+            run: run.clone(),
+            round: 1,
+            attempt: 1,
+            client: id("c1"),
+            region: id("eu"),
+            status: ParticipationStatus::Reported,
+            samples: 1,
+            metrics: None,
+            update_norm: None,
+            detail: None,
+        };
+        assert_eq!(store.record_updates(&[update]).await.unwrap().recorded, 1);
+        store.reject_update(&run, 1, 1, &id("c2"), "too large").await.unwrap();
+        let cp = CheckpointRecord {
+            id: CheckpointId::for_round(&run, crate::ids::RoundNumber(1)),
+            run: run.clone(),
+            round: 1,
+            model_name: "lr".into(),
+            sha256: String::new(),
+            parent: None,
+            manifest_json: "{}".into(),
+            created_at: Utc::now(),
+            locations: vec![],
+        };
+        let completion = RoundCompletion {
+            run: run.clone(),
+            round: 1,
+            attempt: 1,
+            reported: 1,
+            samples: 1,
+            metrics: TrainingMetrics::default(),
+            checkpoint: cp,
+            final_round: false,
+        };
+        store.complete_round(&completion).await.unwrap();
+        store.begin_round(&run, 2, 1, &three[..1]).await.unwrap();
+        store.fail_round(&run, 2, 1, "deadline").await.unwrap();
+        store.begin_round(&run, 2, 2, &three[..1]).await.unwrap();
+        store.interrupt_open_rounds().await.unwrap();
+        store.begin_round(&run, 2, 3, &three[..1]).await.unwrap();
+
+        let rounds: Vec<String> =
+            sqlx::query_scalar("SELECT status FROM rounds WHERE run_id = ? ORDER BY round, attempt")
+                .bind(run.as_str())
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(rounds, ["done", "failed", "interrupted", "in_progress"]);
+        let listed = store.list_rounds(&run).await.unwrap();
+        assert_eq!(listed.iter().map(|r| r.status.to_string()).collect::<Vec<_>>(), rounds);
+
+        let parts: Vec<String> =
+            sqlx::query_scalar("SELECT status FROM participations WHERE run_id = ? ORDER BY round, attempt, client_id")
+                .bind(run.as_str())
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(parts, ["reported", "rejected", "dropped", "dropped", "dropped", "selected"]);
+        let listed = store.list_participations(&run).await.unwrap();
+        assert_eq!(listed.iter().map(|p| p.status.to_string()).collect::<Vec<_>>(), parts);
+    }
+
+    /// A state text no version wrote is corruption, not a database failure.
+    #[tokio::test]
+    async fn an_unknown_state_text_reads_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("fedra.db")).await.unwrap();
+        let plan = serde_json::to_string(&crate::plan::RunPlan::new(raw_plan()).unwrap()).unwrap();
+        sqlx::query(
+            "INSERT INTO runs (id, plan_json, state, created_at, updated_at)
+             VALUES ('run-000000000001', ?, 'paused', '2025-01-01T00:00:00.000000Z', '2025-01-01T00:00:00.000000Z')",
+        )
+        .bind(plan)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let err = store.get_run(&id("run-000000000001")).await.unwrap_err();
+        assert!(matches!(&err, StoreError::Corrupt(m) if m.contains("paused")), "{err:?}");
+    }
+
+    /// A database written before migration 0004 (no `train_seconds`) opens, reads its rows
+    /// with their state texts and 0 s of training, and takes new writes.
+    #[tokio::test]
+    async fn a_database_from_before_0004_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("migrations-0003");
+        std::fs::create_dir(&old).unwrap();
+        for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name().to_string_lossy().as_ref() < "0004" {
+                std::fs::copy(entry.path(), old.join(entry.file_name())).unwrap();
+            }
+        }
+        assert_eq!(std::fs::read_dir(&old).unwrap().count(), 3);
+        let path = dir.path().join("fedra.db");
+        let opts = SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let pool = SqlitePool::connect_with(opts).await.unwrap();
+        sqlx::migrate::Migrator::new(old.as_path()).await.unwrap().run(&pool).await.unwrap();
+        let plan = serde_json::to_string(&crate::plan::RunPlan::new(raw_plan()).unwrap()).unwrap();
+        let t = "2025-01-01T00:00:00.000000Z";
+        for sql in [
+            "INSERT INTO runs (id, plan_json, state, completed_rounds, created_at, updated_at)
+             VALUES ('run-000000000001', ?1, 'running', 1, ?2, ?2)",
+            "INSERT INTO rounds (run_id, round, attempt, status, selected, reported, samples, loss_before, loss_after,
+                 accuracy, started_at, finished_at)
+             VALUES ('run-000000000001', 1, 1, 'done', 2, 1, 10, 2.0, 1.0, 0.5, ?2, ?2)",
+            "INSERT INTO rounds (run_id, round, attempt, status, selected, started_at)
+             VALUES ('run-000000000001', 2, 1, 'in_progress', 2, ?2)",
+            "INSERT INTO participations (run_id, round, attempt, client_id, region, status, samples, loss_before,
+                 loss_after, accuracy, update_norm)
+             VALUES ('run-000000000001', 1, 1, 'c1', 'eu', 'reported', 10, 2.0, 1.0, 0.5, 0.25)",
+            "INSERT INTO participations (run_id, round, attempt, client_id, region, status, detail)
+             VALUES ('run-000000000001', 1, 1, 'c2', 'us', 'rejected', 'too large')",
+            "INSERT INTO participations (run_id, round, attempt, client_id, region, status)
+             VALUES ('run-000000000001', 2, 1, 'c1', 'eu', 'selected')",
+        ] {
+            sqlx::query(sql).bind(&plan).bind(t).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let run: RunId = id("run-000000000001");
+        assert_eq!(store.get_run(&run).await.unwrap().unwrap().state, RunState::Running);
+        let old_mean = TrainingMetrics { loss_before: 2.0, loss_after: 1.0, accuracy_after: 0.5, train_seconds: 0.0 };
+        let rounds = store.list_rounds(&run).await.unwrap();
+        assert_eq!(
+            rounds.iter().map(|r| (r.status, r.metrics)).collect::<Vec<_>>(),
+            [(RoundStatus::Done, Some(old_mean)), (RoundStatus::InProgress, None)]
+        );
+        let parts = store.list_participations(&run).await.unwrap();
+        assert_eq!(
+            parts.iter().map(|p| (p.client.as_str(), p.status, p.metrics)).collect::<Vec<_>>(),
+            [
+                ("c1", ParticipationStatus::Reported, Some(old_mean)),
+                ("c2", ParticipationStatus::Rejected, None),
+                ("c1", ParticipationStatus::Selected, None)
+            ]
+        );
+
+        let m = TrainingMetrics { train_seconds: 1.25, ..old_mean };
+        let update = ParticipationRecord { round: 2, metrics: Some(m), detail: None, ..parts[0].clone() };
+        assert_eq!(store.record_updates(&[update]).await.unwrap().recorded, 1);
+        let parts = store.list_participations(&run).await.unwrap();
+        assert_eq!((parts[2].status, parts[2].metrics), (ParticipationStatus::Reported, Some(m)));
     }
 }
