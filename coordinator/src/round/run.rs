@@ -162,7 +162,14 @@ impl RunCore {
         }
         let batch = std::mem::take(&mut self.pending_updates);
         match self.env.store.record_updates(&batch).await {
-            Ok(_) => Ok(()),
+            Ok(outcome) => {
+                // The actor moves each assignment to Reported once, so the store refusing
+                // one means the two disagree: say so loudly, the sum is not undone.
+                for r in &outcome.refused {
+                    error!(run = %r.run, round = r.round, client = %r.client, reason = %r.reason, "the store refused a counted update");
+                }
+                Ok(())
+            }
             Err(e) => {
                 error!(run = %self.id, updates = batch.len(), error = %e, "cannot record updates; will retry");
                 let mut later = std::mem::take(&mut self.pending_updates);

@@ -14,7 +14,7 @@ use crate::plan::{
 };
 use crate::privacy::Budgets;
 use crate::privacy::budget::RawBudgetRule;
-use crate::store::{ClientRecord, DatasetDescriptor, ParticipationStatus, RunState, Store};
+use crate::store::{ClientRecord, DatasetDescriptor, MemoryStore, ParticipationStatus, RunState, Store};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
@@ -30,8 +30,9 @@ struct Harness {
     pool: StagingPool,
 }
 
-async fn test_store(dir: &std::path::Path) -> Arc<dyn Store> {
-    Arc::new(crate::store::SqliteStore::open(&dir.join("test.db")).await.unwrap())
+/// The in-memory store: SQLite's pool timeouts would run on the paused clock.
+fn test_store() -> MemoryStore {
+    MemoryStore::new()
 }
 
 fn settings() -> EngineSettings {
@@ -47,9 +48,7 @@ fn settings() -> EngineSettings {
 }
 
 async fn harness_with(settings: EngineSettings) -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let store = test_store(dir.path()).await;
-    start(store, dir, settings).await
+    start(Arc::new(test_store()), tempfile::tempdir().unwrap(), settings).await
 }
 
 async fn start(store: Arc<dyn Store>, dir: tempfile::TempDir, settings: EngineSettings) -> Harness {
@@ -419,4 +418,72 @@ async fn a_higher_priority_run_gets_shared_clients_first() {
     assert_eq!(t1.run, high);
     h.report(&a, &t1).await.unwrap();
     assert_eq!(task_of(&mut a).await.run, low);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_participation_write_is_retried_and_the_record_matches_the_manifest() {
+    let store = test_store();
+    let h = start(Arc::new(store.clone()), tempfile::tempdir().unwrap(), settings()).await;
+    let mut a = connect(&h, "a", "eu").await;
+    let mut b = connect(&h, "b", "eu").await;
+    let run = h.engine.submit(plan(1, 2, 2, &[])).await.unwrap();
+    let mut rx = h.watch(&run).await;
+    let ta = task_of(&mut a).await;
+    let tb = task_of(&mut b).await;
+    h.report(&a, &ta).await.unwrap();
+    // The batch holding a's update fails to write (the next tick's flush); it must stay
+    // queued and reach the store before the round is committed.
+    store.fail_update_writes(1);
+    tokio::time::sleep(h.settings.tick * 2).await;
+    h.report(&b, &tb).await.unwrap();
+    let published = next_event(&mut rx, &run, |k| matches!(k, RunEventKind::Published { .. })).await;
+    let RunEventKind::Published { checkpoint, .. } = published.kind else { unreachable!() };
+    assert_eq!(finished(&mut rx, &run).await.0, RunState::Succeeded);
+    let manifest: crate::checkpoint::Manifest =
+        serde_json::from_str(&h.store.get_checkpoint(&checkpoint).await.unwrap().unwrap().manifest_json).unwrap();
+    let parts = h.store.list_participations(&run).await.unwrap();
+    assert_eq!(manifest.contributors.len(), 2);
+    for c in &manifest.contributors {
+        let p = parts.iter().find(|p| p.client == c.client).unwrap();
+        assert_eq!(p.status, ParticipationStatus::Reported, "{} is a contributor recorded as {:?}", c.client, p.status);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn watch_replays_the_live_events_of_a_finished_run() {
+    let h = harness().await;
+    let mut a = connect(&h, "a", "eu").await;
+    let run = h.engine.submit(plan(2, 1, 1, &[])).await.unwrap();
+    let (_, live) = h.engine.watch(run.clone()).await.unwrap();
+    let mut live = live.unwrap();
+    for _ in 0..2 {
+        let t = task_of(&mut a).await;
+        let mut u = h.update(0.01, false).await;
+        u.metrics = TrainingMetrics { loss_before: 1.5, loss_after: 0.5, accuracy_after: 0.75, train_seconds: 1.25 };
+        h.engine.commit_upload(t.task, a.id.clone(), u).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    loop {
+        let e = live.recv().await.unwrap();
+        let end = matches!(e.kind, RunEventKind::RunFinished { .. });
+        seen.push(e);
+        if end {
+            break;
+        }
+    }
+    let (replayed, rest) = h.engine.watch(run.clone()).await.unwrap();
+    assert!(rest.is_none());
+    let strip = |events: &[RunEvent]| -> Vec<RunEvent> {
+        events
+            .iter()
+            .cloned()
+            .map(|mut e| {
+                if let RunEventKind::Aggregated { fold_seconds, .. } = &mut e.kind {
+                    *fold_seconds = 0.0;
+                }
+                e
+            })
+            .collect()
+    };
+    assert_eq!(strip(&replayed), strip(&seen));
 }

@@ -17,6 +17,8 @@ use std::sync::{Mutex, MutexGuard};
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
     data: std::sync::Arc<Mutex<Data>>,
+    /// Injected infrastructure failures: how many of the next `record_updates` calls fail.
+    failing_update_writes: std::sync::Arc<std::sync::atomic::AtomicU32>,
 }
 
 type AttemptKey = (RunId, u32, u32);
@@ -52,6 +54,12 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Fault injection: the next `n` calls of `record_updates` fail as a database outage
+    /// would, writing nothing.
+    pub fn fail_update_writes(&self, n: u32) {
+        self.failing_update_writes.store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn data(&self) -> MutexGuard<'_, Data> {
@@ -190,6 +198,10 @@ impl Store for MemoryStore {
     }
 
     async fn record_updates(&self, updates: &[ParticipationRecord]) -> Result<UpdatesOutcome, StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.failing_update_writes.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
+        }
         let mut guard = self.data();
         let d = &mut *guard;
         let mut outcome = UpdatesOutcome::default();
