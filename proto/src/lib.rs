@@ -13,4 +13,3 @@ pub mod pb {
 
 pub mod chunking;
 pub mod model;
-pub mod noise;

@@ -1,7 +1,7 @@
 //! Differential privacy (client-level: neighbouring datasets differ by one client's whole
 //! contribution): accounting (zCDP through OpenDP, Rényi DP for Poisson-sampled rounds),
 //! per-round mechanisms, scopes and budgets, and the ledger's domain. No SQL and no
-//! protobuf here; the noise sampler itself is shared with clients in `fedra_proto::noise`.
+//! protobuf here; the noise sampler itself is shared with clients in `fedra_dp::noise`.
 
 pub mod accountant;
 pub mod budget;
@@ -39,8 +39,8 @@ impl From<accountant::AccountingError> for PrivacyError {
     }
 }
 
-impl From<fedra_proto::noise::NoiseError> for PrivacyError {
-    fn from(e: fedra_proto::noise::NoiseError) -> Self {
+impl From<fedra_dp::noise::NoiseError> for PrivacyError {
+    fn from(e: fedra_dp::noise::NoiseError) -> Self {
         Self::Noise(e.to_string())
     }
 }

@@ -15,8 +15,8 @@ use crate::store::{
     RoundCompletion, RoundRecord, RoundStatus, RunRecord, RunState, Store,
 };
 use chrono::Utc;
+use fedra_dp::noise::SecureRng;
 use fedra_proto::chunking::SharedParams;
-use fedra_proto::noise::SecureRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -46,7 +46,7 @@ pub struct EngineSettings {
 #[derive(Debug, Clone)]
 pub struct PrivacySettings {
     pub budgets: Budgets,
-    /// g·√d ≤ slack·C for the noise lattice (see `fedra_proto::noise::LatticeGaussian`).
+    /// g·√d ≤ slack·C for the noise lattice (see `fedra_dp::noise::LatticeGaussian`).
     pub lattice_slack: f64,
 }
 
@@ -1607,13 +1607,13 @@ impl Engine {
             let started = std::time::Instant::now();
             let mut reclipped = None;
             if let Some((c, over)) = bound {
-                let norm = fedra_proto::noise::l2_norm(values.as_slice());
-                if norm > c * (1.0 + fedra_proto::noise::CLIP_TOLERANCE) {
+                let norm = fedra_dp::noise::l2_norm(values.as_slice());
+                if norm > c * (1.0 + fedra_dp::noise::CLIP_TOLERANCE) {
                     if over == OverBound::Reject {
                         let e = RoundError::Privacy(PrivacyError::OverClipBound { norm, bound: c });
                         return (acc, values, Err(e), None, started.elapsed());
                     }
-                    if let Err(e) = fedra_proto::noise::clip_l2(values.as_mut_slice(), c) {
+                    if let Err(e) = fedra_dp::noise::clip_l2(values.as_mut_slice(), c) {
                         return (acc, values, Err(RoundError::Privacy(e.into())), None, started.elapsed());
                     }
                     reclipped = Some(norm);
