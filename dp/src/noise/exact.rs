@@ -389,10 +389,10 @@ impl DiscreteGaussian {
                     let x = x as i64;
                     return Ok(if negative { -x } else { x });
                 }
-            } else if k == self.blocks {
-                if let Some(x) = self.sample_tail(rng, j)? {
-                    return Ok(if negative { -x } else { x });
-                }
+            } else if k == self.blocks
+                && let Some(x) = self.sample_tail(rng, j)?
+            {
+                return Ok(if negative { -x } else { x });
             }
             // k = K + 1: the alias table's padding outcome, restart.
         }
@@ -413,7 +413,7 @@ impl DiscreteGaussian {
             .and_then(|b| b.checked_add(j))
             .filter(|&x| x <= i64::MAX as u64)
             .ok_or(NoiseError::SampleOverflow)?;
-        let n = (u128::from(x) * u128::from(x)).checked_mul(u128::from(self.den)).unwrap_or(u128::MAX);
+        let n = (u128::from(x) * u128::from(x)).saturating_mul(u128::from(self.den));
         let accept = accept_scaled_slow(rng, Vec::new(), self.heights[self.blocks], 32 + m, n, self.two_num);
         Ok(accept.then_some(x as i64))
     }

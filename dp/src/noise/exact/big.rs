@@ -46,8 +46,8 @@ pub(super) fn add(a: &[u64], b: &[u64]) -> Big {
     let (a, b) = if a.len() >= b.len() { (a, b) } else { (b, a) };
     let mut out = Vec::with_capacity(a.len() + 1);
     let mut carry = 0u64;
-    for i in 0..a.len() {
-        let s = u128::from(a[i]) + u128::from(*b.get(i).unwrap_or(&0)) + u128::from(carry);
+    for (i, &limb) in a.iter().enumerate() {
+        let s = u128::from(limb) + u128::from(*b.get(i).unwrap_or(&0)) + u128::from(carry);
         out.push(s as u64);
         carry = (s >> 64) as u64;
     }
@@ -62,8 +62,8 @@ pub(super) fn sub_sat(a: &[u64], b: &[u64]) -> Big {
     }
     let mut out = Vec::with_capacity(a.len());
     let mut borrow = 0u64;
-    for i in 0..a.len() {
-        let (d1, b1) = a[i].overflowing_sub(*b.get(i).unwrap_or(&0));
+    for (i, &limb) in a.iter().enumerate() {
+        let (d1, b1) = limb.overflowing_sub(*b.get(i).unwrap_or(&0));
         let (d2, b2) = d1.overflowing_sub(borrow);
         out.push(d2);
         borrow = u64::from(b1 || b2);

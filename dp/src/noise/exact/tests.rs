@@ -245,9 +245,9 @@ fn tail_blocks_follow_the_gaussian() {
         }
     }
     assert_eq!(counts[0], 0);
-    for x in 1..=2 {
+    for (x, &hits) in counts.iter().enumerate().take(3).skip(1) {
         let p = (-((x * x) as f64)).exp() / (2.0 * h);
-        assert_frequency(counts[x], n, p, &format!("tail x = {x}"));
+        assert_frequency(hits, n, p, &format!("tail x = {x}"));
     }
 }
 
