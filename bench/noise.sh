@@ -9,8 +9,8 @@ out="$PWD/target/noise_bench.json"
 # taskset keeps the measurement on one core where available (the code is single-threaded anyway).
 pin=()
 if command -v taskset >/dev/null; then pin=(taskset -c 0); fi
-cargo bench -p fedra-proto --bench noise --no-run
-"${pin[@]}" cargo bench -p fedra-proto --bench noise -- --out "$out" "$@"
+cargo bench -p fedra-dp --bench noise --no-run
+"${pin[@]}" cargo bench -p fedra-dp --bench noise -- --out "$out" "$@"
 OUT="$out" python3 - <<'PY' | python3 bench/write_section.py
 import json, os, datetime
 rows = json.load(open(os.environ["OUT"]))
@@ -30,7 +30,7 @@ load = open("/proc/loadavg").read().split()[0] if os.path.exists("/proc/loadavg"
 lines = [
     "## DP noise sampling",
     "",
-    f"Command: `bash bench/noise.sh` (release build, single-threaded, `proto/benches/noise.rs`). Measured {datetime.date.today()} on {os.cpu_count()} cores of `{cpu}` (1-minute load average {load} when the run ended: other jobs share this machine, so compare rows, not runs).",
+    f"Command: `bash bench/noise.sh` (release build, single-threaded, `dp/benches/noise.rs`). Measured {datetime.date.today()} on {os.cpu_count()} cores of `{cpu}` (1-minute load average {load} when the run ended: other jobs share this machine, so compare rows, not runs).",
     "Task: add noise of std σ = z·C (z = 1, C = 1, rounding slack 1e-3) to every coordinate of an f64 vector; values/s from the median of the reps, all rows from the same run.",
     "RNG: fedra uses `SecureRng` (ChaCha12, OS-seeded); the Normal baseline uses `ChaCha12Rng` too; OpenDP draws from the OS per call (its own design).",
     "",

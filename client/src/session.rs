@@ -38,7 +38,7 @@ pub enum SessionError {
     #[error("model download: {0}")]
     Protocol(String),
     #[error("privacy: {0}")]
-    Privacy(#[from] fedra_proto::noise::NoiseError),
+    Privacy(#[from] fedra_dp::noise::NoiseError),
 }
 
 /// Turns a trained model into what a private run uploads: the update (local − global)
@@ -48,16 +48,16 @@ fn privatise(mut local: Vec<f32>, global: &[f32], p: &wire::PrivacyTask) -> Resu
     for (l, g) in local.iter_mut().zip(global) {
         *l -= g;
     }
-    let clip = fedra_proto::noise::clip_l2(&mut local, p.clip_norm)?;
+    let clip = fedra_dp::noise::clip_l2(&mut local, p.clip_norm)?;
     if p.local_noise_std > 0.0 {
-        let lattice = fedra_proto::noise::LatticeGaussian::new(
+        let lattice = fedra_dp::noise::LatticeGaussian::new(
             local.len(),
-            p.clip_norm * (1.0 + fedra_proto::noise::CLIP_TOLERANCE),
+            p.clip_norm * (1.0 + fedra_dp::noise::CLIP_TOLERANCE),
             p.local_noise_std,
             p.lattice_slack,
         )?;
         let mut values: Vec<f64> = local.iter().map(|v| f64::from(*v)).collect();
-        lattice.add_noise(&mut values, &mut fedra_proto::noise::SecureRng::from_os_rng()?)?;
+        lattice.add_noise(&mut values, &mut fedra_dp::noise::SecureRng::from_os_rng()?)?;
         for (l, v) in local.iter_mut().zip(&values) {
             *l = *v as f32;
         }

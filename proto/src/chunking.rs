@@ -203,7 +203,7 @@ impl ChunkCursor {
         if chunk.offset != self.next {
             return Err(ChunkError::OutOfOrder { expected: self.next, got: chunk.offset });
         }
-        if chunk.data.len() % 4 != 0 {
+        if !chunk.data.len().is_multiple_of(4) {
             return Err(ChunkError::Misaligned(chunk.data.len()));
         }
         let values = (chunk.data.len() / 4) as u64;

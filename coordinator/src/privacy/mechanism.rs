@@ -3,7 +3,7 @@
 //!
 //! Central DP-FedAvg (McMahan et al. 2018): clients clip their update to C; the coordinator
 //! sums the clipped updates, rounds the sum to a power-of-two lattice, adds exact discrete
-//! Gaussian noise of std ≥ z·C (see `fedra_proto::noise::LatticeGaussian`), and divides by
+//! Gaussian noise of std ≥ z·C (see `fedra_dp::noise::LatticeGaussian`), and divides by
 //! the plan's fixed `expected_clients`. The cost accounts for the discretisation: the
 //! sensitivity grows by g·√d and σ is rounded up, so ρ is slightly above 1/(2z²).
 //!
@@ -18,7 +18,7 @@
 use super::PrivacyError;
 use super::accountant::{self, Accountant, RoundCost};
 use crate::plan::{DpMechanism, PrivacyPlan, Sampling};
-use fedra_proto::noise::{CLIP_TOLERANCE, IntegerGaussian, LatticeGaussian};
+use fedra_dp::noise::{CLIP_TOLERANCE, IntegerGaussian, LatticeGaussian};
 
 /// Default slack of the lattice: the rounding adds at most this fraction of C to the
 /// sensitivity (g·√d ≤ slack·C).
@@ -149,7 +149,7 @@ mod tests {
         let norms: Vec<f64> = (1..=100).map(|i| f64::from(i) * 0.05).collect();
         let m = norms.len() as u32;
         let count_noise = IntegerGaussian::new(2.0 * f64::from(m) / 20.0).unwrap();
-        let mut rng = fedra_proto::noise::SecureRng::from_os_rng().unwrap();
+        let mut rng = fedra_dp::noise::SecureRng::from_os_rng().unwrap();
         for gamma in [0.3, 0.5, 0.8] {
             for start in [0.01, 50.0] {
                 let mut c: f64 = start;

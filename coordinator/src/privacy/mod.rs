@@ -1,14 +1,17 @@
 //! Differential privacy (client-level: neighbouring datasets differ by one client's whole
-//! contribution): accounting (zCDP through OpenDP, Rényi DP for Poisson-sampled rounds),
-//! per-round mechanisms, scopes and budgets, and the ledger's domain. No SQL and no
-//! protobuf here; the noise sampler itself is shared with clients in `fedra_proto::noise`.
+//! contribution): per-round mechanisms, scopes and budgets, and the ledger's domain. No SQL
+//! and no protobuf here. The math lives in `fedra-dp`: the noise sampler (shared with the
+//! clients) in `fedra_dp::noise`, and the accountant (zCDP through OpenDP, Rényi DP for
+//! Poisson-sampled rounds), re-exported here as [`accountant`].
 
-pub mod accountant;
 pub mod admission;
 pub mod budget;
 pub mod ledger;
 pub mod mechanism;
 pub mod release;
+
+/// Re-exported so that `crate::privacy::accountant::X` keeps naming the accountant.
+pub use fedra_dp::accountant;
 
 pub use budget::{Budget, Budgets, PrivacyScope};
 pub use ledger::{LedgerEntry, LedgerState, ScopeStatus};
@@ -41,8 +44,8 @@ impl From<accountant::AccountingError> for PrivacyError {
     }
 }
 
-impl From<fedra_proto::noise::NoiseError> for PrivacyError {
-    fn from(e: fedra_proto::noise::NoiseError) -> Self {
+impl From<fedra_dp::noise::NoiseError> for PrivacyError {
+    fn from(e: fedra_dp::noise::NoiseError) -> Self {
         Self::Noise(e.to_string())
     }
 }

@@ -6,7 +6,7 @@ use super::{PrivacyError, RoundMechanism};
 use crate::aggregation::{AggregationError, FedAvgAccumulator};
 use crate::checkpoint::{PrivacyProvenance, ScopeEpsilon};
 use crate::plan::{Clipping, DpMechanism, PrivacyPlan};
-use fedra_proto::noise::SecureRng;
+use fedra_dp::noise::SecureRng;
 
 /// Why a release could not be computed.
 #[derive(Debug, thiserror::Error)]

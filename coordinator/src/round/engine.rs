@@ -52,7 +52,7 @@ pub struct EngineSettings {
 #[derive(Debug, Clone)]
 pub struct PrivacySettings {
     pub budgets: Budgets,
-    /// g·√d ≤ slack·C for the noise lattice (see `fedra_proto::noise::LatticeGaussian`).
+    /// g·√d ≤ slack·C for the noise lattice (see `fedra_dp::noise::LatticeGaussian`).
     pub lattice_slack: f64,
 }
 

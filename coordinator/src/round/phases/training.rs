@@ -132,11 +132,11 @@ pub(in crate::round) async fn commit_upload(
         let mut reclipped = None;
         let mut result = Ok(());
         if let Some((c, over)) = bound {
-            let norm = fedra_proto::noise::l2_norm(values.as_slice());
-            if norm > c * (1.0 + fedra_proto::noise::CLIP_TOLERANCE) {
+            let norm = fedra_dp::noise::l2_norm(values.as_slice());
+            if norm > c * (1.0 + fedra_dp::noise::CLIP_TOLERANCE) {
                 if over == OverBound::Reject {
                     result = Err(RoundError::Privacy(PrivacyError::OverClipBound { norm, bound: c }));
-                } else if let Err(e) = fedra_proto::noise::clip_l2(values.as_mut_slice(), c) {
+                } else if let Err(e) = fedra_dp::noise::clip_l2(values.as_mut_slice(), c) {
                     result = Err(RoundError::Privacy(e.into()));
                 } else {
                     reclipped = Some(norm);

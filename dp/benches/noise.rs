@@ -1,10 +1,10 @@
 //! DP noise throughput, one core: fedra's exact lattice sampler beside OpenDP's exact
 //! `make_gaussian` and a plain (unsafe) `rand_distr::Normal` fill, measured in one run.
 //!
-//! Usage: `cargo bench -p fedra-proto --bench noise -- [--quick] [--opendp-reps N] [--out PATH]`.
+//! Usage: `cargo bench -p fedra-dp --bench noise -- [--quick] [--opendp-reps N] [--out PATH]`.
 //! Prints a table and writes JSON (default `target/noise_bench.json`) for `bench/noise.sh`.
 
-use fedra_proto::noise::{DiscreteGaussian, LatticeGaussian, SecureRng};
+use fedra_dp::noise::{DiscreteGaussian, LatticeGaussian, SecureRng};
 use opendp::domains::{AtomDomain, VectorDomain};
 use opendp::measurements::make_gaussian;
 use opendp::measures::ZeroConcentratedDivergence;

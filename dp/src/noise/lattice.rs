@@ -210,7 +210,12 @@ impl LatticeGaussian {
             return Err(NoiseError::DimensionMismatch { expected: self.dim, got: values.len() });
         }
         let inv_g = 2f64.powi(-self.granularity_log2);
-        if let Some(index) = values.iter().position(|&x| !((x * inv_g).abs() < MAX_LATTICE_MAGNITUDE)) {
+        // NaN and ±∞ are out of range too, hence the explicit finiteness test.
+        let out_of_range = |x: f64| {
+            let steps = (x * inv_g).abs();
+            !steps.is_finite() || steps >= MAX_LATTICE_MAGNITUDE
+        };
+        if let Some(index) = values.iter().position(|&x| out_of_range(x)) {
             return Err(NoiseError::ValueOutOfRange { index, value: values[index] });
         }
         let g = self.granularity();
