@@ -1,8 +1,9 @@
 //! fedra's wire protocol: the code generated from `fedra/v1/fedra.proto` plus the helpers
-//! both sides need to move parameter vectors as chunk streams.
+//! both sides need to move parameter vectors as chunk streams ([`chunking`]) and to write
+//! model architectures and layouts ([`model_wire`]).
 //!
-//! Nothing else belongs here: domain types live in the coordinator and client crates, which
-//! convert at their gRPC edge.
+//! Nothing else belongs here: the types both sides speak live in `fedra-types`, the rest
+//! of the domain in the coordinator and client crates, which convert at their gRPC edge.
 
 #![allow(clippy::all, clippy::pedantic)]
 
@@ -12,5 +13,5 @@ pub mod pb {
 }
 
 pub mod chunking;
-pub mod model;
+pub mod model_wire;
 pub mod noise;

@@ -18,9 +18,9 @@ pub use sqlite::SqliteStore;
 use crate::ids::{CheckpointId, ClientId, RegionId, RunId};
 use crate::plan::RunPlan;
 use crate::privacy::{LedgerEntry, PrivacyScope};
-use crate::round::TrainingMetrics;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use fedra_types::metrics::TrainingMetrics;
 use std::path::PathBuf;
 
 /// The store failed (I/O, database, corrupted stored value).
@@ -43,21 +43,9 @@ pub struct LedgerFilter {
     pub run: Option<RunId>,
 }
 
-/// Lifecycle of a run as persisted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunState {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl RunState {
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
-    }
-}
+/// Lifecycle of a run as persisted: the shared vocabulary's `fedra_types::run::RunState`,
+/// re-exported so that `crate::store::RunState` keeps resolving.
+pub use fedra_types::run::RunState;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRecord {
@@ -349,7 +337,7 @@ pub(crate) mod contract {
         let selected = vec![(id("c1"), id("eu")), (id("c2"), id("us"))];
         store.begin_round(&a.id, 1, 1, &selected).await.unwrap();
         assert_eq!(store.next_attempt(&a.id, 1).await.unwrap(), 2);
-        let m = crate::round::TrainingMetrics {
+        let m = fedra_types::metrics::TrainingMetrics {
             loss_before: 2.0,
             loss_after: 1.0,
             accuracy_after: 0.5,
