@@ -1,7 +1,7 @@
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::{ModelError, Network, activation_floats_per_sample, read_f32};
-use crate::trainer::{Architecture, ConvLayer, TensorSpec};
+use fedra_types::model::{Architecture, ConvLayer, TensorSpec};
 
 fn forward(network: &Network, rows: Vec<f32>, dim: usize) -> Vec<f32> {
     let device = Device::flex();

@@ -2,7 +2,8 @@ use rand::{Rng, SeedableRng};
 
 use super::*;
 use crate::data::synthetic::{BlobSpec, gaussian_blobs};
-use crate::trainer::{ConvLayer, LocalHyperparams};
+use crate::trainer::LocalHyperparams;
+use fedra_types::model::ConvLayer;
 
 const SGD: Optimizer = Optimizer::Sgd { momentum: 0.0 };
 
