@@ -2,6 +2,10 @@
 //! checkpoints and privacy standings in. Everything else in this crate works with
 //! [`crate::status`], [`crate::plan_file`] and the shared `fedra-types` vocabulary; a
 //! malformed answer from the coordinator is rejected here, naming the field.
+//!
+//! Request envelopes that carry only ids or filter strings, and the framing of the
+//! checkpoint stream, are built where the RPC is made ([`crate::control`]), as the
+//! coordinator's services build theirs; every message with domain content goes through here.
 
 use crate::plan_file::PlanFile;
 use crate::status::{CheckpointSummary, EvalSummary, RoundRow, RunStatus, ScopeSummary, WatchEvent};

@@ -2,6 +2,11 @@
 //! and evaluation reports out. Everything else in this crate works with [`Task`], the
 //! trainer's types and the shared `fedra-types` vocabulary; a malformed task is rejected
 //! here, naming the field.
+//!
+//! Request envelopes that carry only ids, and the framing of the model and update streams
+//! (header, chunks, trailer), are built by the protocol driver, [`crate::session`], as the
+//! coordinator's fleet service builds its side; their domain content (metrics) comes from
+//! here.
 
 use crate::data::DatasetInfo;
 use crate::task::Task;
@@ -21,6 +26,10 @@ pub enum WireError {
     Invalid { field: &'static str, message: String },
 }
 
+/// A task from the coordinator's stream, checked field by field.
+///
+/// # Errors
+/// [`WireError`] naming the first missing or invalid field.
 pub fn task_from_pb(t: pb::Task) -> Result<Task, WireError> {
     let model = t.model.ok_or(WireError::Missing("task.model"))?;
     let layout = t.layout.ok_or(WireError::Missing("task.layout"))?;

@@ -1,3 +1,6 @@
+//! Unit tests of the burn networks, kept in their own file because the hand-computed
+//! forward passes they check are long; they pin the layout semantics of `fedra_types::model`.
+
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::{ModelError, Network, activation_floats_per_sample, read_f32};

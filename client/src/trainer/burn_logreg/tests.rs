@@ -1,3 +1,6 @@
+//! Unit tests of the burn trainer, in their own file for length: every architecture trains,
+//! evaluates and round-trips its parameters bit-exactly, reproducibly given the seed.
+
 use rand::{Rng, SeedableRng};
 
 use super::*;
