@@ -9,7 +9,8 @@
 
 use fedra_client::data::synthetic::{BlobSpec, gaussian_blobs};
 use fedra_client::trainer::burn_logreg::BurnTrainer;
-use fedra_client::trainer::{Architecture, ConvLayer, LocalHyperparams, Optimizer, TrainSpec, Trainer};
+use fedra_client::trainer::{LocalHyperparams, Optimizer, TrainSpec, Trainer};
+use fedra_types::model::{Architecture, ConvLayer};
 
 const REPEATS: usize = 5;
 

@@ -1,16 +1,15 @@
-//! fedra client side: the `fedra-client` sidecar that trains next to a region's data, and
-//! the control-plane client behind the `fedra` CLI.
+//! fedra's client sidecar, `fedra-client`: it trains next to a region's data and speaks
+//! the coordinator's fleet protocol. The data scientist's side (the `fedra` CLI and the
+//! control API) is the `fedra-cli` crate, which needs no training code.
 //!
-//! Layers: [`trainer`] and [`data`] are local training and know nothing of gRPC;
-//! [`session`] runs the sidecar protocol; [`control`] is the data scientist's API;
-//! [`wire`] is the only module that converts protobuf messages.
+//! Layers: [`trainer`], [`models`] and [`data`] are local training and know nothing of
+//! gRPC; [`session`] runs the sidecar protocol on [`task::Task`]s; [`config`] parses the
+//! sidecar's file; [`convert`] is the only module that converts protobuf messages.
 
-pub mod cli;
 pub mod config;
-pub mod control;
+pub mod convert;
 pub mod data;
 pub mod models;
-pub mod plan_file;
 pub mod session;
+pub mod task;
 pub mod trainer;
-pub mod wire;

@@ -7,12 +7,14 @@
 //! broken connection mid-upload leaves the coordinator with a stream that has no trailer,
 //! which it discards.
 
+use crate::convert::{self, WireError};
 use crate::data::DatasetInfo;
+use crate::task::Task;
 use crate::trainer::{TrainError, Trainer};
-use crate::wire::{self, Task, TaskKind, WireError};
 use fedra_proto::chunking::{ChunkError, Reassembler, chunks, transfer_digest_hex};
 use fedra_proto::pb;
 use fedra_proto::pb::fleet_service_client::FleetServiceClient;
+use fedra_types::task::{PrivacyTask, TaskKind};
 use rand::Rng;
 use std::collections::HashSet;
 use std::future::Future;
@@ -44,7 +46,7 @@ pub enum SessionError {
 /// Turns a trained model into what a private run uploads: the update (local − global)
 /// clipped to C, plus, for local DP, lattice Gaussian noise drawn here from an OS-seeded
 /// CSPRNG. Returns the update and its L2 norm before clipping (adaptive clipping's input).
-fn privatise(mut local: Vec<f32>, global: &[f32], p: &wire::PrivacyTask) -> Result<(Vec<f32>, f64), SessionError> {
+fn privatise(mut local: Vec<f32>, global: &[f32], p: &PrivacyTask) -> Result<(Vec<f32>, f64), SessionError> {
     for (l, g) in local.iter_mut().zip(global) {
         *l -= g;
     }
@@ -173,7 +175,7 @@ impl Sidecar {
     /// One connection's life: register, subscribe, work tasks until the stream ends.
     async fn session(&self) -> Result<(), SessionError> {
         let mut fleet = self.connect().await?;
-        let reg = wire::register_to_pb(
+        let reg = convert::register_to_pb(
             &self.settings.client_id,
             &self.settings.region,
             &self.datasets,
@@ -197,7 +199,7 @@ impl Sidecar {
         ));
         let result = async {
             while let Some(task) = tasks.message().await? {
-                let task = match wire::task_from_pb(task) {
+                let task = match convert::task_from_pb(task) {
                     Ok(t) => t,
                     Err(e) => {
                         warn!(client = %self.settings.client_id, error = %e, "ignoring malformed task");
@@ -258,7 +260,9 @@ impl Sidecar {
                 Err(TrainError::NoHoldout) => None,
                 Err(e) => return Err(e.into()),
             };
-            fleet.report_evaluation(wire::evaluation_report_to_pb(&task.id, &self.settings.client_id, outcome)).await?;
+            fleet
+                .report_evaluation(convert::evaluation_report_to_pb(&task.id, &self.settings.client_id, outcome))
+                .await?;
             info!(client = %self.settings.client_id, run = %task.run, round = task.round, ?outcome, "evaluation reported");
             return Ok(true);
         }
@@ -295,7 +299,7 @@ impl Sidecar {
         let trailer = pb::UpdatePart {
             part: Some(pb::update_part::Part::Trailer(pb::UpdateTrailer {
                 samples: outcome.samples,
-                metrics: Some(wire::metrics_to_pb(&outcome.metrics)),
+                metrics: Some(convert::metrics_to_pb(&outcome.metrics)),
                 update_norm: norm,
                 digest,
             })),

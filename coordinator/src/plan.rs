@@ -1,12 +1,21 @@
 //! Run plans: what a data scientist asks the coordinator to do. A [`RunPlan`] can only be
 //! built through [`RunPlan::new`], which checks every field, so a plan that was admitted
 //! cannot fail at round 5 for a reason visible at submit time.
+//!
+//! The plan's vocabulary (strategy, optimizer, local training, evaluation, privacy) is
+//! shared with the `fedra` CLI's plan file and defined once in `fedra_types::plan`; it is
+//! re-exported here. What is the coordinator's own is the judgement: the bounds, the
+//! checks, and the validated [`RunPlan`].
 
 use crate::ids::{CheckpointId, RegionId};
 use crate::model::ModelSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::time::Duration;
+
+pub use fedra_types::plan::{
+    Clipping, DpMechanism, EvaluationPlan, LocalTraining, Optimizer, OverBound, PrivacyPlan, Sampling, Strategy,
+};
 
 /// Upper bounds that keep a typo from scheduling a year-long run.
 pub const MAX_ROUNDS: u32 = 100_000;
@@ -28,189 +37,49 @@ pub enum PlanError {
     Privacy(String),
 }
 
-/// Aggregation strategy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    /// Sample-count weighted average of the clients' models.
-    FedAvg,
-}
-
-/// Local optimizer clients use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Optimizer {
-    #[default]
-    Sgd,
-    Adam,
-}
-
-/// Local training hyperparameters sent with each task.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LocalTraining {
-    pub epochs: u32,
-    pub batch_size: u32,
-    pub learning_rate: f64,
-    pub proximal_mu: f64,
-    #[serde(default)]
-    pub optimizer: Optimizer,
-    /// SGD heavy-ball momentum in [0, 1).
-    #[serde(default)]
-    pub momentum: f64,
-}
-
-/// Federated evaluation of published checkpoints on clients' held-out splits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct EvaluationPlan {
-    /// Evaluate after every N-th round and after the last; 0 disables evaluation.
-    pub every_rounds: u32,
-    /// Clients asked per evaluation; 0 means every eligible client.
-    pub clients: u32,
-}
-
-impl EvaluationPlan {
-    /// Whether the checkpoint of `round` (of `rounds`) is evaluated.
-    pub fn after_round(&self, round: u32, rounds: u32) -> bool {
-        self.every_rounds > 0 && (round.is_multiple_of(self.every_rounds) || round == rounds)
+/// The privacy section's values: a bad one is reported as `privacy: <field> ...`.
+fn validate_privacy(p: &PrivacyPlan, clients_per_round: u32) -> Result<(), PlanError> {
+    let bad = |m: String| Err(PlanError::Privacy(m));
+    let z = p.noise_multiplier;
+    if !(z.is_finite() && (0.01..=1000.0).contains(&z)) {
+        return bad(format!("noise_multiplier must be in 0.01..=1000, got {z}"));
     }
-}
-
-/// Who adds the noise of a differentially private run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DpMechanism {
-    /// Clients clip; the coordinator verifies the bound, sums, and adds Gaussian noise to
-    /// the sum (DP-FedAvg, McMahan et al. 2018). Trusts the coordinator.
-    Central,
-    /// Each client clips and noises its own update before upload (local DP), for
-    /// deployments that do not trust the coordinator. Far noisier for the same ε.
-    Local,
-}
-
-/// How the clipping norm C is chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum Clipping {
-    /// C stays fixed.
-    Fixed { norm: f64 },
-    /// C follows the `target_quantile` γ of update norms: after each round
-    /// C ← C·exp(−η·(b̃ − γ)), b̃ the noised fraction of clients whose norm was ≤ C
-    /// (Andrew et al. 2021). `count_noise_std` is σ_b, the noise on Σ(bᵢ − ½); 0 means the
-    /// paper's default, expected clients / 20.
-    Adaptive { initial_norm: f64, target_quantile: f64, learning_rate: f64, count_noise_std: f64 },
-}
-
-impl Clipping {
-    pub fn initial_norm(&self) -> f64 {
-        match *self {
-            Self::Fixed { norm } => norm,
-            Self::Adaptive { initial_norm, .. } => initial_norm,
+    let c = p.clipping.initial_norm();
+    if !(c.is_finite() && c > 0.0 && c <= 1e9) {
+        return bad(format!("clipping norm must be in (0, 1e9], got {c}"));
+    }
+    if let Clipping::Adaptive { target_quantile, learning_rate, count_noise_std, .. } = p.clipping {
+        if !(target_quantile > 0.0 && target_quantile < 1.0) {
+            return bad(format!("clipping.target_quantile must be in (0, 1), got {target_quantile}"));
+        }
+        if !(learning_rate.is_finite() && learning_rate > 0.0 && learning_rate <= 10.0) {
+            return bad(format!("clipping.learning_rate must be in (0, 10], got {learning_rate}"));
+        }
+        if !(count_noise_std.is_finite() && count_noise_std >= 0.0) {
+            return bad(format!("clipping.count_noise_std must be >= 0, got {count_noise_std}"));
+        }
+        if p.mechanism == DpMechanism::Local {
+            return bad(
+                "adaptive clipping needs the central mechanism (the clipped-count query is noised by the coordinator)"
+                    .into(),
+            );
         }
     }
-}
-
-/// What the coordinator does with an update whose norm exceeds C (beyond float tolerance).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OverBound {
-    /// Refuse the update (the client sees why; the participation is recorded as rejected).
-    #[default]
-    Reject,
-    /// Scale it back to C and record that it was re-clipped.
-    Reclip,
-}
-
-/// How clients are sampled into rounds — and so which accountant is sound.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind")]
-pub enum Sampling {
-    /// The usual selection of `clients_per_round`; accounted with zCDP and no
-    /// amplification by sampling (the conservative default).
-    Fixed,
-    /// Each eligible client joins each round independently with probability `rate`;
-    /// accounted with the Rényi-DP accountant of the Poisson-sampled Gaussian mechanism.
-    Poisson { rate: f64 },
-}
-
-impl Sampling {
-    pub fn rate(&self) -> f64 {
-        match *self {
-            Self::Fixed => 1.0,
-            Self::Poisson { rate } => rate,
-        }
+    if let Sampling::Poisson { rate } = p.sampling
+        && !(rate > 0.0 && rate <= 1.0)
+    {
+        return bad(format!("sampling.rate must be in (0, 1], got {rate}"));
     }
-}
-
-/// Client-level differential privacy for a run: neighbouring datasets differ by one
-/// client's whole contribution to a round.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PrivacyPlan {
-    pub mechanism: DpMechanism,
-    /// z: the noise standard deviation is z·C on the sum of clipped updates.
-    pub noise_multiplier: f64,
-    pub clipping: Clipping,
-    #[serde(default)]
-    pub over_bound: OverBound,
-    pub sampling: Sampling,
-    /// The fixed denominator of the average (DP-FedAvg): a dropout changes nothing about
-    /// the privacy analysis. For Poisson sampling, rate × population.
-    pub expected_clients: u32,
-}
-
-impl PrivacyPlan {
-    fn validate(&self, clients_per_round: u32) -> Result<(), PlanError> {
-        let bad = |m: String| Err(PlanError::Privacy(m));
-        let z = self.noise_multiplier;
-        if !(z.is_finite() && (0.01..=1000.0).contains(&z)) {
-            return bad(format!("noise_multiplier must be in 0.01..=1000, got {z}"));
-        }
-        let c = self.clipping.initial_norm();
-        if !(c.is_finite() && c > 0.0 && c <= 1e9) {
-            return bad(format!("clipping norm must be in (0, 1e9], got {c}"));
-        }
-        if let Clipping::Adaptive { target_quantile, learning_rate, count_noise_std, .. } = self.clipping {
-            if !(target_quantile > 0.0 && target_quantile < 1.0) {
-                return bad(format!("clipping.target_quantile must be in (0, 1), got {target_quantile}"));
-            }
-            if !(learning_rate.is_finite() && learning_rate > 0.0 && learning_rate <= 10.0) {
-                return bad(format!("clipping.learning_rate must be in (0, 10], got {learning_rate}"));
-            }
-            if !(count_noise_std.is_finite() && count_noise_std >= 0.0) {
-                return bad(format!("clipping.count_noise_std must be >= 0, got {count_noise_std}"));
-            }
-            if self.mechanism == DpMechanism::Local {
-                return bad("adaptive clipping needs the central mechanism (the clipped-count query is noised by the coordinator)".into());
-            }
-        }
-        if let Sampling::Poisson { rate } = self.sampling
-            && !(rate > 0.0 && rate <= 1.0)
-        {
-            return bad(format!("sampling.rate must be in (0, 1], got {rate}"));
-        }
-        if self.expected_clients == 0 || self.expected_clients > MAX_CLIENTS_PER_ROUND {
-            return bad(format!(
-                "expected_clients must be in 1..={MAX_CLIENTS_PER_ROUND}, got {}",
-                self.expected_clients
-            ));
-        }
-        if self.sampling == Sampling::Fixed && self.expected_clients > clients_per_round {
-            return bad(format!(
-                "expected_clients ({}) must not exceed clients_per_round ({clients_per_round}) with fixed sampling",
-                self.expected_clients
-            ));
-        }
-        Ok(())
+    if p.expected_clients == 0 || p.expected_clients > MAX_CLIENTS_PER_ROUND {
+        return bad(format!("expected_clients must be in 1..={MAX_CLIENTS_PER_ROUND}, got {}", p.expected_clients));
     }
-
-    /// σ_b, the noise on the clipped-count query Σ(bᵢ − ½), when clipping is adaptive.
-    pub fn count_noise_std(&self) -> Option<f64> {
-        match self.clipping {
-            Clipping::Adaptive { count_noise_std, .. } => {
-                Some(if count_noise_std > 0.0 { count_noise_std } else { f64::from(self.expected_clients) / 20.0 })
-            }
-            Clipping::Fixed { .. } => None,
-        }
+    if p.sampling == Sampling::Fixed && p.expected_clients > clients_per_round {
+        return bad(format!(
+            "expected_clients ({}) must not exceed clients_per_round ({clients_per_round}) with fixed sampling",
+            p.expected_clients
+        ));
     }
+    Ok(())
 }
 
 /// Regions a run may use; empty means every region.
@@ -313,7 +182,7 @@ impl RunPlan {
         range("evaluation.every_rounds", f64::from(raw.evaluation.every_rounds), 0.0, f64::from(raw.rounds))?;
         range("priority", f64::from(raw.priority), f64::from(MIN_PRIORITY), f64::from(MAX_PRIORITY))?;
         if let Some(p) = &raw.privacy {
-            p.validate(raw.clients_per_round)?;
+            validate_privacy(p, raw.clients_per_round)?;
         }
         let seed = if raw.seed == 0 { rand::random::<u64>().max(1) } else { raw.seed };
         Ok(Self {

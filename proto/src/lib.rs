@@ -1,8 +1,9 @@
 //! fedra's wire protocol: the code generated from `fedra/v1/fedra.proto` plus the helpers
-//! both sides need to move parameter vectors as chunk streams.
+//! both sides need to move parameter vectors as chunk streams ([`chunking`]) and to write
+//! model architectures and layouts ([`model_wire`]).
 //!
-//! Nothing else belongs here: domain types live in the coordinator and client crates, which
-//! convert at their gRPC edge.
+//! Nothing else belongs here: the types both sides speak live in `fedra-types`, the rest
+//! of the domain in the coordinator and client crates, which convert at their gRPC edge.
 
 /// Generated messages, clients and servers of package `fedra.v1`.
 ///
@@ -14,4 +15,4 @@ pub mod pb {
 }
 
 pub mod chunking;
-pub mod model;
+pub mod model_wire;

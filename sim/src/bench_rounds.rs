@@ -31,11 +31,12 @@ pub use coordinator_process::{CoordinatorProcess, CoordinatorSettings, ProcSampl
 pub use trivial_trainer::TrivialTrainer;
 
 use anyhow::{Context, Result, bail};
-use fedra_client::control::ControlClient;
+use fedra_cli::control::ControlClient;
+use fedra_cli::plan_file::PlanFile;
+use fedra_cli::status::WatchEvent;
 use fedra_client::data::DatasetInfo;
-use fedra_client::plan_file::PlanFile;
 use fedra_client::session::{Sidecar, SidecarSettings, SidecarStatus};
-use fedra_client::wire::{RunState, WatchEvent};
+use fedra_types::run::RunState;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -404,7 +405,7 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
     let run_id = control.submit(&plan).await?;
     let mut prev_published = 0.0;
     let mut rounds: Vec<RoundObservation> = Vec::new();
-    let mut state = RunState::Unknown;
+    let mut state = None;
     let mut error = None;
     let mut events = control.watch(&run_id).await?;
     while let Some(e) = events.next().await {
@@ -442,7 +443,7 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
                 error = Some(format!("round {round} failed: {reason}"));
             }
             WatchEvent::RunFinished { state: s, reason } => {
-                state = s;
+                state = Some(s);
                 if let Some(r) = reason {
                     error.get_or_insert(r);
                 }
@@ -461,8 +462,9 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
     let bench_peak = coordinator_process::sample(0)?.peak_rss;
     let (restarted, failed) = fleet.totals();
     fleet.stop().await;
-    if state != RunState::Succeeded {
-        eprintln!("  run ended {}; coordinator log tail:\n{}", state.as_str(), coordinator.log_tail());
+    let state = state.map_or("unknown", RunState::as_str);
+    if state != RunState::Succeeded.as_str() {
+        eprintln!("  run ended {state}; coordinator log tail:\n{}", coordinator.log_tail());
     }
     coordinator.stop().await;
 
@@ -488,7 +490,7 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
         params,
         model: format!("logistic_regression input_dim={input_dim} classes={CLASSES}"),
         rounds: opts.rounds,
-        state: state.as_str().to_string(),
+        state: state.to_string(),
         error,
         connect_s,
         first_round_s: first.map(|r| r.wall_s),

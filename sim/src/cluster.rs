@@ -2,7 +2,7 @@
 //! with its own gRPC connection to the coordinator's loopback port.
 
 use anyhow::{Context, Result};
-use fedra_client::control::ControlClient;
+use fedra_cli::control::ControlClient;
 use fedra_client::data::{Dataset, DatasetInfo};
 use fedra_client::session::{Sidecar, SidecarSettings, SidecarStatus, UploadFaults};
 use fedra_client::trainer::Trainer;

@@ -1,6 +1,7 @@
 //! fedra-sim: a real coordinator and N real client sidecars in one process, talking gRPC
 //! over loopback. The same library code as the `fedra-coordinator` and `fedra-client`
-//! binaries runs here; only the processes are folded into one.
+//! binaries runs here, driven through `fedra-cli`'s control API as the `fedra` CLI drives
+//! it; only the processes are folded into one.
 //!
 //! [`cluster`] builds such a federation (the integration tests use it as their sandbox);
 //! [`quickstart`] is the README's main job.

@@ -69,7 +69,7 @@ async fn main() -> ExitCode {
                 return ExitCode::from(64);
             }
             match run(&QuickstartOptions { clients, rounds, out, seed }).await {
-                Ok(r) if r.state == fedra_client::wire::RunState::Succeeded => ExitCode::SUCCESS,
+                Ok(r) if r.state == Some(fedra_types::run::RunState::Succeeded) => ExitCode::SUCCESS,
                 Ok(_) => ExitCode::from(2),
                 Err(e) => {
                     eprintln!("fedra-sim: {e:#}");

@@ -4,13 +4,15 @@
 
 use crate::cluster::{ClientSpec, Cluster};
 use anyhow::{Context, Result, bail};
-use fedra_client::cli::describe;
+use fedra_cli::commands::describe;
+use fedra_cli::plan_file::PlanFile;
+use fedra_cli::status::WatchEvent;
 use fedra_client::data::Dataset;
 use fedra_client::data::synthetic::{BlobSpec, gaussian_blobs};
-use fedra_client::plan_file::PlanFile;
 use fedra_client::trainer::burn_logreg::BurnTrainer;
-use fedra_client::trainer::{Architecture, LocalHyperparams, Optimizer, TrainSpec, Trainer};
-use fedra_client::wire::{RunState, WatchEvent};
+use fedra_client::trainer::{LocalHyperparams, Optimizer, TrainSpec, Trainer};
+use fedra_types::model::Architecture;
+use fedra_types::run::RunState;
 use std::path::{Path, PathBuf};
 use tokio_stream::StreamExt;
 
@@ -48,7 +50,8 @@ pub struct RoundRow {
 #[derive(Debug, Clone)]
 pub struct QuickstartReport {
     pub run_id: String,
-    pub state: RunState,
+    /// How the run ended; `None` if the event stream closed before it did.
+    pub state: Option<RunState>,
     pub rounds: Vec<RoundRow>,
     pub out: PathBuf,
 }
@@ -129,7 +132,7 @@ pub async fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
     println!("submitted run {run_id}: {} rounds, {} clients per round\n", plan.rounds, plan.clients_per_round);
 
     let mut rows: Vec<RoundRow> = Vec::new();
-    let mut state = RunState::Unknown;
+    let mut state = None;
     let mut events = control.watch(&run_id).await?;
     while let Some(e) = events.next().await {
         let e = e?;
@@ -154,9 +157,9 @@ pub async fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
             }
             WatchEvent::RoundFailed { round, reason } => println!("round {round} failed: {reason}"),
             WatchEvent::RunFinished { state: s, reason } => {
-                state = s;
+                state = Some(s);
                 if let Some(r) = reason {
-                    println!("run {}: {r}", s.as_str());
+                    println!("run {s}: {r}");
                 }
                 break;
             }
@@ -207,7 +210,11 @@ pub async fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
             r.checkpoint
         );
     }
-    println!("\nrun {run_id} {}; checkpoints under {}", state.as_str(), cluster.artifact_dir().display());
+    println!(
+        "\nrun {run_id} {}; checkpoints under {}",
+        state.map_or("unknown", RunState::as_str),
+        cluster.artifact_dir().display()
+    );
     cluster.shutdown().await;
     Ok(QuickstartReport { run_id, state, rounds: rows, out: opts.out.clone() })
 }

@@ -12,14 +12,17 @@ use crate::datasets::{ClientData, FedProxSynthetic, digits_clients};
 use crate::faults::{FaultEvent, FaultKind, FaultLog, FaultSpec, FaultyTrainer};
 use crate::report::{self, Metric, RoundMetrics};
 use anyhow::{Context, Result, bail, ensure};
+use fedra_cli::plan_file::{ModelSection, PlanFile, deserialize_privacy};
+use fedra_cli::status::WatchEvent;
 use fedra_client::data::Dataset;
 use fedra_client::data::partition::Partition;
-use fedra_client::plan_file::{EvaluationSection, LocalSection, ModelSection, PlanFile, PrivacySection, StrategyName};
 use fedra_client::trainer::burn_logreg::BurnTrainer;
 use fedra_client::trainer::{LocalHyperparams, Optimizer, TrainSpec, Trainer};
-use fedra_client::wire::{RunState, WatchEvent};
 use fedra_coordinator::ids::RunId;
 use fedra_coordinator::store::{ParticipationStatus, SqliteStore, Store};
+use fedra_types::model::TensorLayout;
+use fedra_types::plan::{EvaluationPlan, LocalTraining, PrivacyPlan, Strategy};
+use fedra_types::run::RunState;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -88,8 +91,8 @@ pub struct BudgetSection {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub label: String,
-    pub local: LocalSection,
-    pub privacy: Option<PrivacySection>,
+    pub local: LocalTraining,
+    pub privacy: Option<PrivacyPlan>,
 }
 
 /// A scenario file.
@@ -110,16 +113,17 @@ pub struct Scenario {
     pub round_deadline_seconds: f64,
     pub dataset: DatasetSection,
     pub model: ModelSection,
-    pub local: LocalSection,
+    pub local: LocalTraining,
     #[serde(default)]
-    pub evaluation: EvaluationSection,
+    pub evaluation: EvaluationPlan,
     #[serde(default)]
     pub sweep: Sweep,
     #[serde(default)]
     pub faults: FaultSpec,
-    /// Client-level DP for the run (DP-FedAvg); see `fedra_client::plan_file::PrivacySection`.
-    #[serde(default)]
-    pub privacy: Option<PrivacySection>,
+    /// Client-level DP for the run (DP-FedAvg), written as a plan file's `[privacy]`; see
+    /// `fedra_cli::plan_file::deserialize_privacy`.
+    #[serde(default, deserialize_with = "deserialize_privacy")]
+    pub privacy: Option<PrivacyPlan>,
     #[serde(default)]
     pub privacy_budget: Option<BudgetSection>,
 }
@@ -158,13 +162,13 @@ impl Scenario {
 
     /// The configurations to run: one per swept value (μ × private), or the scenario itself.
     pub fn configs(&self) -> Vec<Config> {
-        let locals: Vec<(String, LocalSection)> = if self.sweep.proximal_mu.is_empty() {
+        let locals: Vec<(String, LocalTraining)> = if self.sweep.proximal_mu.is_empty() {
             vec![(format!("mu={}", self.local.proximal_mu), self.local.clone())]
         } else {
             self.sweep
                 .proximal_mu
                 .iter()
-                .map(|mu| (format!("mu={mu}"), LocalSection { proximal_mu: *mu, ..self.local.clone() }))
+                .map(|mu| (format!("mu={mu}"), LocalTraining { proximal_mu: *mu, ..self.local.clone() }))
                 .collect()
         };
         let privates: Vec<bool> =
@@ -184,13 +188,13 @@ impl Scenario {
         out
     }
 
-    fn plan(&self, local: LocalSection, privacy: Option<PrivacySection>, seed: u64, clients: usize) -> PlanFile {
+    fn plan(&self, local: LocalTraining, privacy: Option<PrivacyPlan>, seed: u64, clients: usize) -> PlanFile {
         let per_round = self.clients_per_round.min(clients as u32).max(1);
         PlanFile {
             version: 1,
             model: self.model.clone(),
             initial_checkpoint: None,
-            strategy: StrategyName::FedAvg,
+            strategy: Strategy::FedAvg,
             rounds: self.rounds,
             clients_per_round: per_round,
             min_clients: self.min_clients.unwrap_or(1).min(per_round),
@@ -266,7 +270,7 @@ fn concat(name: &str, parts: impl Iterator<Item = Dataset>) -> Result<Dataset> {
 }
 
 /// The checkpoint's weights, checked against the layout by the coordinator's own decoder.
-fn read_checkpoint(path: &Path, layout: &fedra_client::trainer::TensorLayout) -> Result<Vec<f32>> {
+fn read_checkpoint(path: &Path, layout: &TensorLayout) -> Result<Vec<f32>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(fedra_coordinator::checkpoint::decode_safetensors(&bytes, layout, path)?)
 }
@@ -292,7 +296,7 @@ async fn run_one(
     seed: u64,
     dir: &Path,
     progress: &indicatif::ProgressBar,
-) -> Result<(Vec<RoundMetrics>, Vec<FaultOutcome>, RunState, Option<PrivacyOutcome>)> {
+) -> Result<(Vec<RoundMetrics>, Vec<FaultOutcome>, Option<RunState>, Option<PrivacyOutcome>)> {
     let config = cfg.label.as_str();
     let data = scenario.data(seed)?;
     let arch = scenario.model.architecture.clone();
@@ -340,7 +344,7 @@ async fn run_one(
     let mut events = control.watch(&run).await?;
     let mut rows: BTreeMap<u32, RoundMetrics> = BTreeMap::new();
     let mut started: BTreeMap<u32, Instant> = BTreeMap::new();
-    let mut state = RunState::Unknown;
+    let mut state = None;
     progress.set_length(u64::from(scenario.rounds));
     progress.set_position(0);
     progress.set_message(format!("{config} seed {seed}"));
@@ -400,7 +404,7 @@ async fn run_one(
                 progress.println(format!("{config} seed {seed}: round {round} failed: {reason}"));
             }
             WatchEvent::RunFinished { state: s, .. } => {
-                state = s;
+                state = Some(s);
                 break;
             }
             WatchEvent::UpdateReceived { .. } | WatchEvent::Evaluated { .. } => {}
@@ -470,8 +474,8 @@ pub async fn run(scenario: &Scenario, out: &Path) -> Result<ScenarioReport> {
                 std::fs::remove_dir_all(&dir)?;
             }
             let (r, f, state, p) = run_one(scenario, &cfg, seed, &dir, &progress).await?;
-            if state != RunState::Succeeded {
-                failed_runs.push(format!("{} seed {seed}: {}", cfg.label, state.as_str()));
+            if state != Some(RunState::Succeeded) {
+                failed_runs.push(format!("{} seed {seed}: {}", cfg.label, state.map_or("unknown", RunState::as_str)));
             }
             rows.extend(r);
             faults.extend(f);

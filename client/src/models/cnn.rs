@@ -10,7 +10,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use super::dense::{linear, stack};
-use crate::trainer::Architecture;
+use fedra_types::model::Architecture;
 
 /// Conv stack plus dense head; see the module doc for the exact semantics.
 #[derive(Module, Debug)]

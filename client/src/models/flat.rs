@@ -22,7 +22,7 @@ use burn::module::{ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Tensor, TensorData};
 
 use super::ModelError;
-use crate::trainer::{TensorLayout, TensorSpec};
+use fedra_types::model::{TensorLayout, TensorSpec};
 
 /// Dotted module path, ignoring enum variants (see the module doc).
 #[derive(Default)]

@@ -17,7 +17,7 @@
 //! PyTorch's `nn.Conv2d`, which is the layout's conv convention. Linear layers are built with
 //! `LinearLayout::Row` explicitly: the `Col` layout would transpose on load.
 //!
-//! Semantics (documented in `fedra_proto::model`): conv layers are stride 1, zero padding
+//! Semantics (documented in `fedra_types::model`): conv layers are stride 1, zero padding
 //! k/2 on every side ("same" for the odd kernels validation allows), then ReLU, then a 2×2
 //! max-pool with stride 2 rounding down; the result is flattened in C, H, W order; hidden
 //! dense layers use ReLU; the last layer (`output`, or `linear` for logistic regression)
@@ -35,8 +35,7 @@ pub use cnn::Cnn;
 pub use dense::{LogisticRegression, Mlp};
 pub(crate) use flat::read_f32;
 
-use crate::trainer::{Architecture, TensorLayout};
-use fedra_proto::model::ArchitectureError;
+use fedra_types::model::{Architecture, ArchitectureError, TensorLayout};
 
 /// A parameter vector does not fit a network.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

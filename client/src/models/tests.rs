@@ -1,7 +1,10 @@
+//! Unit tests of the burn networks, kept in their own file because the hand-computed
+//! forward passes they check are long; they pin the layout semantics of `fedra_types::model`.
+
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::{ModelError, Network, activation_floats_per_sample, read_f32};
-use crate::trainer::{Architecture, ConvLayer, TensorSpec};
+use fedra_types::model::{Architecture, ConvLayer, TensorSpec};
 
 fn forward(network: &Network, rows: Vec<f32>, dim: usize) -> Vec<f32> {
     let device = Device::flex();

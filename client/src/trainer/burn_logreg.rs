@@ -28,7 +28,7 @@
 //! / `wgpu` features; [`BurnTrainer::with_device`] opens the device and fails with a
 //! [`DeviceError`] instead of panicking later in the middle of a round.
 //!
-//! Metrics ([`TrainMetrics`], [`EvalOutcome`]) are evaluated without autodiff in chunks
+//! Metrics ([`TrainingMetrics`], [`EvalOutcome`]) are evaluated without autodiff in chunks
 //! sized by the model's activation memory, and the cross-entropy is accumulated in `f64` on
 //! the host, so [`Trainer::evaluate`] of the returned parameters on the same device
 //! reproduces `loss_after` exactly. A divergence (non-finite loss) is noticed at the end of
@@ -47,9 +47,10 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use super::{
-    Architecture, EvalOutcome, Optimizer, TensorLayout, TrainError, TrainMetrics, TrainOutcome, TrainSpec, Trainer,
-};
+use fedra_types::metrics::TrainingMetrics;
+use fedra_types::model::{Architecture, TensorLayout};
+
+use super::{EvalOutcome, Optimizer, TrainError, TrainOutcome, TrainSpec, Trainer};
 use crate::data::Dataset;
 use crate::models::{ModelError, Network, activation_floats_per_sample, read_f32};
 
@@ -188,7 +189,7 @@ impl Trainer for BurnTrainer {
         Ok(TrainOutcome {
             params,
             samples: self.samples(),
-            metrics: TrainMetrics { loss_before, loss_after, accuracy_after, train_seconds },
+            metrics: TrainingMetrics { loss_before, loss_after, accuracy_after, train_seconds },
         })
     }
 

@@ -8,9 +8,14 @@
 
 pub mod burn_logreg;
 
-pub use fedra_proto::model::{Architecture, ConvLayer, TensorLayout, TensorSpec};
+use fedra_types::metrics::TrainingMetrics;
+use fedra_types::model::{Architecture, TensorLayout};
 
-/// Local optimizer of one task.
+/// Local optimizer of one task, as the trainer runs it.
+///
+/// Not `fedra_types::plan::Optimizer`: the plan (and the wire) name the optimizer and carry
+/// `momentum` beside it for every optimizer; the sidecar's conversion resolves the two into
+/// this form, where momentum exists only for SGD, so a trainer cannot misread it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Optimizer {
     /// SGD, with heavy-ball momentum when `momentum > 0`.
@@ -19,7 +24,8 @@ pub enum Optimizer {
     Adam,
 }
 
-/// Local training hyperparameters of one task.
+/// Local training hyperparameters of one task: the plan's `fedra_types::plan::LocalTraining`
+/// with its optimizer and momentum resolved into [`Optimizer`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct LocalHyperparams {
     pub epochs: u32,
@@ -40,18 +46,6 @@ pub struct TrainSpec {
     pub seed: u64,
 }
 
-/// Metrics of one local training task.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct TrainMetrics {
-    /// Mean cross-entropy on the local training data under the received global model.
-    pub loss_before: f64,
-    /// Mean cross-entropy on the local training data after local training.
-    pub loss_after: f64,
-    /// Accuracy on the local training data after local training.
-    pub accuracy_after: f64,
-    pub train_seconds: f64,
-}
-
 /// Result of one local training task.
 #[derive(Debug, Clone)]
 pub struct TrainOutcome {
@@ -59,7 +53,7 @@ pub struct TrainOutcome {
     pub params: Vec<f32>,
     /// Samples trained on: the FedAvg weight.
     pub samples: u64,
-    pub metrics: TrainMetrics,
+    pub metrics: TrainingMetrics,
 }
 
 /// Result of evaluating a model on local held-out data.

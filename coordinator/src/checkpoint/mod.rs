@@ -16,8 +16,8 @@
 
 use crate::ids::{CheckpointId, ClientId, RegionId, RunId};
 use crate::model::{ModelSpec, TensorLayout};
-use crate::round::TrainingMetrics;
 use chrono::{DateTime, Utc};
+use fedra_types::metrics::TrainingMetrics;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -14,7 +14,7 @@ use crate::round::{
     EvaluationReport, PhaseName, RunEvent, RunEventKind, RunView, TaskAssignment, TaskKind, TrainingMetrics,
 };
 use crate::store::{CheckpointRecord, ClientRecord, DatasetDescriptor, EvaluationRecord, RoundStatus, RunState};
-use fedra_proto::model::wire as model_wire;
+use fedra_proto::model_wire;
 use fedra_proto::pb;
 
 fn invalid(field: &str, e: impl std::fmt::Display) -> ApiError {

@@ -1,15 +1,8 @@
-//! Training metrics reported by clients and their sample-weighted round means.
+//! Sample-weighted round means of the training metrics clients report. The metrics type
+//! itself is shared vocabulary (`fedra_types::metrics`), re-exported here so that
+//! `crate::round::TrainingMetrics` keeps resolving; the averaging is the engine's own.
 
-use serde::{Deserialize, Serialize};
-
-/// Metrics of local training, as reported by a client (or averaged over a round).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct TrainingMetrics {
-    pub loss_before: f64,
-    pub loss_after: f64,
-    pub accuracy_after: f64,
-    pub train_seconds: f64,
-}
+pub use fedra_types::metrics::TrainingMetrics;
 
 /// Sample-weighted running mean of [`TrainingMetrics`].
 #[derive(Debug, Clone, Default)]

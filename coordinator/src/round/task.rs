@@ -3,6 +3,7 @@
 //! the run actors, so they live apart from any one phase.
 
 use super::TrainingMetrics;
+pub use fedra_types::task::{PrivacyTask, TaskKind};
 use crate::aggregation::StagingBuffer;
 use crate::ids::{RunId, TaskId};
 use crate::model::TensorLayout;
@@ -52,24 +53,6 @@ pub struct TaskAssignment {
     pub kind: TaskKind,
     /// Set for private runs: clip (and, for local DP, noise) the update before upload.
     pub privacy: Option<PrivacyTask>,
-}
-
-/// What a client of a private run must do to its update before uploading it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PrivacyTask {
-    pub clip_norm: f64,
-    /// Local DP: the target std of the noise the client adds (0 for central DP).
-    pub local_noise_std: f64,
-    pub lattice_slack: f64,
-}
-
-/// What a task asks of a client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskKind {
-    /// Train locally and push the model.
-    Train,
-    /// Evaluate the round's checkpoint on the held-out split and report.
-    Evaluate,
 }
 
 /// A client's evaluation of a checkpoint on its held-out split; `samples` 0 = no split.

@@ -40,10 +40,10 @@ pub use sqlite::SqliteStore;
 use crate::ids::{CheckpointId, ClientId, RegionId, RunId};
 use crate::plan::RunPlan;
 use crate::privacy::{LedgerEntry, PrivacyScope};
-use crate::round::TrainingMetrics;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::fmt;
+use fedra_types::metrics::TrainingMetrics;
 use std::path::PathBuf;
 
 /// Why a store call failed.
@@ -209,39 +209,9 @@ pub struct LedgerFilter {
     pub run: Option<RunId>,
 }
 
-/// Lifecycle of a run as persisted (stored as the snake_case variant name).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
-// Text columns, not a database enum type, so that the schema stays portable.
-#[sqlx(type_name = "text", rename_all = "snake_case")]
-pub enum RunState {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl RunState {
-    /// The states a run never leaves.
-    pub const TERMINAL: [RunState; 3] = [Self::Succeeded, Self::Failed, Self::Cancelled];
-
-    pub fn is_terminal(self) -> bool {
-        Self::TERMINAL.contains(&self)
-    }
-}
-
-/// The stored text (for messages and logs).
-impl fmt::Display for RunState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Queued => "queued",
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-        })
-    }
-}
+/// Lifecycle of a run as persisted: the shared vocabulary's `fedra_types::run::RunState`,
+/// re-exported so that `crate::store::RunState` keeps resolving.
+pub use fedra_types::run::RunState;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRecord {

@@ -4,7 +4,8 @@
 //! negligible next to transport and aggregation, which is what the round benchmark
 //! measures.
 
-use fedra_client::trainer::{EvalOutcome, TrainError, TrainMetrics, TrainOutcome, TrainSpec, Trainer};
+use fedra_client::trainer::{EvalOutcome, TrainError, TrainOutcome, TrainSpec, Trainer};
+use fedra_types::metrics::TrainingMetrics;
 use std::time::Instant;
 
 /// Perturbation amplitude: updates are `global + AMPLITUDE · u`, `u` uniform in [-1, 1).
@@ -55,7 +56,7 @@ impl Trainer for TrivialTrainer {
     fn train(&mut self, _spec: &TrainSpec, global: &[f32]) -> Result<TrainOutcome, TrainError> {
         let started = Instant::now();
         let params = perturbed(global, self.seed ^ (u64::from(self.round) << 40));
-        let metrics = TrainMetrics {
+        let metrics = TrainingMetrics {
             loss_before: 1.0,
             loss_after: 1.0,
             accuracy_after: 0.0,

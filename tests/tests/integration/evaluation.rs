@@ -2,8 +2,8 @@
 //! held-out splits; the coordinator keeps sample-weighted means overall and per region.
 
 use crate::sandbox::*;
+use fedra_cli::status::WatchEvent;
 use fedra_client::trainer::EvalOutcome;
-use fedra_client::wire::WatchEvent;
 use std::time::Duration;
 use tokio_stream::StreamExt;
 

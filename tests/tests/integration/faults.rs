@@ -2,11 +2,11 @@
 //! task, fetches the model, streams part of an update full of garbage, and vanishes.
 
 use crate::sandbox::*;
-use fedra_client::wire::RunState;
 use fedra_coordinator::ids::RunId;
 use fedra_coordinator::store::{ParticipationStatus, RoundStatus, Store};
 use fedra_proto::pb;
 use fedra_proto::pb::fleet_service_client::FleetServiceClient;
+use fedra_types::run::RunState;
 use std::time::Duration;
 
 /// A client that registers, takes one task and streams only half its update.

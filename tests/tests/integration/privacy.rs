@@ -4,11 +4,10 @@
 //! coordinator verifies the clipping bound, and Poisson sampling really samples.
 
 use crate::sandbox::*;
-use fedra_client::control::ControlError;
-use fedra_client::plan_file::{AdaptiveSection, MechanismName, OverBoundName, PlanFile, PrivacySection};
-use fedra_client::wire::{RunState, WatchEvent};
+use fedra_cli::control::ControlError;
+use fedra_cli::plan_file::PlanFile;
+use fedra_cli::status::WatchEvent;
 use fedra_coordinator::ids::RunId;
-use fedra_coordinator::plan::{Clipping, DpMechanism, OverBound, PrivacyPlan, Sampling};
 use fedra_coordinator::privacy::LedgerState;
 use fedra_coordinator::privacy::accountant::{self, RoundCost};
 use fedra_coordinator::privacy::budget::RawBudgetRule;
@@ -17,6 +16,8 @@ use fedra_coordinator::store::{LedgerFilter, ParticipationStatus, Store};
 use fedra_proto::chunking::{chunks, transfer_digest_hex};
 use fedra_proto::pb;
 use fedra_proto::pb::fleet_service_client::FleetServiceClient;
+use fedra_types::plan::{Clipping, DpMechanism, OverBound, PrivacyPlan, Sampling};
+use fedra_types::run::RunState;
 use std::time::Duration;
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -27,19 +28,20 @@ fn budget(epsilon: f64) -> RawBudgetRule {
     RawBudgetRule { model: None, region: None, epsilon, delta: DELTA }
 }
 
-fn central(z: f64, clip: f64, expected: u32) -> PrivacySection {
-    PrivacySection {
-        mechanism: MechanismName::Central,
+/// Central DP with fixed clipping and fixed selection: what a plan file's `[privacy]` and
+/// the coordinator's validated plan both hold (one type, `fedra_types::plan::PrivacyPlan`).
+fn central(z: f64, clip: f64, expected: u32) -> PrivacyPlan {
+    PrivacyPlan {
+        mechanism: DpMechanism::Central,
         noise_multiplier: z,
-        clip_norm: Some(clip),
-        adaptive: None,
-        over_bound: OverBoundName::Reject,
-        sampling_rate: None,
+        clipping: Clipping::Fixed { norm: clip },
+        over_bound: OverBound::Reject,
+        sampling: Sampling::Fixed,
         expected_clients: expected,
     }
 }
 
-fn dp_plan(rounds: u32, clients: u32, privacy: PrivacySection) -> PlanFile {
+fn dp_plan(rounds: u32, clients: u32, privacy: PrivacyPlan) -> PlanFile {
     let mut p = plan(10, 3, rounds, clients, clients);
     p.privacy = Some(privacy);
     p
@@ -50,17 +52,6 @@ fn epsilon_after(privacy: &PrivacyPlan, rounds: usize) -> f64 {
     let m = RoundMechanism::new(privacy, 33, privacy.clipping.initial_norm(), DEFAULT_LATTICE_SLACK).unwrap();
     let costs: Vec<RoundCost> = vec![m.cost; rounds];
     accountant::epsilon(&costs, DELTA).unwrap().epsilon
-}
-
-fn domain(z: f64, clip: f64, expected: u32) -> PrivacyPlan {
-    PrivacyPlan {
-        mechanism: DpMechanism::Central,
-        noise_multiplier: z,
-        clipping: Clipping::Fixed { norm: clip },
-        over_bound: OverBound::Reject,
-        sampling: Sampling::Fixed,
-        expected_clients: expected,
-    }
 }
 
 fn rpc(e: ControlError) -> (Code, String) {
@@ -82,7 +73,7 @@ async fn dp_fedavg_charges_the_ledger_and_manifests_carry_epsilon() -> anyhow::R
     // Both regions' scopes were charged three rounds, nothing left reserved.
     let scopes = control.privacy_status(None, None).await?;
     assert_eq!(scopes.iter().map(|s| s.scope.as_str()).collect::<Vec<_>>(), ["test-lr@eu", "test-lr@us"]);
-    let want = epsilon_after(&domain(1.0, 0.5, 4), 3);
+    let want = epsilon_after(&central(1.0, 0.5, 4), 3);
     for s in &scopes {
         assert_eq!((s.rounds_charged, s.rounds_reserved), (3, 0), "{s:?}");
         assert!((s.epsilon_spent - want).abs() < 1e-9, "{} vs {want}", s.epsilon_spent);
@@ -112,7 +103,7 @@ async fn dp_fedavg_charges_the_ledger_and_manifests_carry_epsilon() -> anyhow::R
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budgets_refuse_overspending_runs_and_rounds_naming_the_numbers() -> anyhow::Result<()> {
-    let one = domain(1.0, 0.5, 2);
+    let one = central(1.0, 0.5, 2);
     // Room for four rounds of this mechanism but not five.
     let limit = (epsilon_after(&one, 4) + epsilon_after(&one, 5)) / 2.0;
     let specs: Vec<_> = (0..2).map(|i| blob_client(i, "eu", 10, 3, 100)).collect();
@@ -186,7 +177,7 @@ async fn a_crash_between_reservation_and_release_counts_the_reservation() -> any
     assert_eq!((charged, reserved), (2, 1), "{entries:#?}");
     // Three rounds' worth is spent for two released ones: over-counted, never under.
     let scope = control.privacy_status(None, None).await?.remove(0);
-    let want = epsilon_after(&domain(1.0, 0.5, 3), 3);
+    let want = epsilon_after(&central(1.0, 0.5, 3), 3);
     assert!((scope.epsilon_spent - want).abs() < 1e-9, "{} vs {want}", scope.epsilon_spent);
     cluster.shutdown().await;
     Ok(())
@@ -282,7 +273,7 @@ async fn the_coordinator_verifies_the_clipping_bound() -> anyhow::Result<()> {
 
     // Re-clip: the same update is scaled back to C, folded, and the event recorded.
     let mut p = dp_plan(1, 1, central(1.0, 0.5, 1));
-    p.privacy.as_mut().unwrap().over_bound = OverBoundName::Reclip;
+    p.privacy.as_mut().unwrap().over_bound = OverBound::Reclip;
     let (fleet, run, tasks, _streams) = raw_round(&cluster, &["c"], &p).await?;
     fleet.clone().push_update(tokio_stream::iter(delta_upload(&tasks[0], "c", &big, 5.74))).await?;
     assert_succeeded(&wait_for_end(&cluster.endpoint(), &run, Duration::from_secs(30)).await?);
@@ -300,18 +291,17 @@ async fn poisson_sampling_samples_and_adaptive_clipping_moves_c() -> anyhow::Res
     let mut control = cluster.control().await?;
     let rounds = 6;
     let mut p = plan(10, 3, rounds, 24, 1);
-    p.privacy = Some(PrivacySection {
-        mechanism: MechanismName::Central,
+    p.privacy = Some(PrivacyPlan {
+        mechanism: DpMechanism::Central,
         noise_multiplier: 0.8,
-        clip_norm: None,
-        adaptive: Some(AdaptiveSection {
+        clipping: Clipping::Adaptive {
             initial_norm: 5.0,
             target_quantile: 0.5,
             learning_rate: 0.5,
             count_noise_std: 0.0,
-        }),
-        over_bound: OverBoundName::Reject,
-        sampling_rate: Some(0.5),
+        },
+        over_bound: OverBound::Reject,
+        sampling: Sampling::Poisson { rate: 0.5 },
         expected_clients: 12,
     });
     let run = control.submit(&p).await?;
@@ -350,7 +340,7 @@ async fn local_dp_clients_noise_their_own_updates() -> anyhow::Result<()> {
     let cluster = Cluster::builder().clients(specs).privacy_budget(budget(100.0)).start().await?;
     let mut control = cluster.control().await?;
     let mut privacy = central(2.0, 0.5, 3);
-    privacy.mechanism = MechanismName::Local;
+    privacy.mechanism = DpMechanism::Local;
     let run = control.submit(&dp_plan(2, 3, privacy)).await?;
     let status = wait_for_end(&cluster.endpoint(), &run, Duration::from_secs(60)).await?;
     assert_succeeded(&status);
@@ -362,7 +352,7 @@ async fn local_dp_clients_noise_their_own_updates() -> anyhow::Result<()> {
     // Each client's release is the lattice Gaussian at z·C = 1.0 (ρ ≈ 1/(2·2²) per round).
     assert!(p.noise_std >= 1.0 && p.noise_std < 1.01, "{p:?}");
     let want = {
-        let mut d = domain(2.0, 0.5, 3);
+        let mut d = central(2.0, 0.5, 3);
         d.mechanism = DpMechanism::Local;
         epsilon_after(&d, 2)
     };

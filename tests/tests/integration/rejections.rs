@@ -1,7 +1,7 @@
 //! Bad input gets a clear error naming what was wrong, and changes nothing else.
 
 use crate::sandbox::*;
-use fedra_client::control::ControlError;
+use fedra_cli::control::ControlError;
 use fedra_proto::chunking::{chunks, transfer_digest_hex};
 use fedra_proto::pb;
 use fedra_proto::pb::fleet_service_client::FleetServiceClient;
@@ -19,7 +19,7 @@ fn rpc(e: ControlError) -> (Code, String) {
 async fn invalid_plans_are_refused_at_submit_naming_the_field() -> anyhow::Result<()> {
     let cluster = Cluster::builder().start().await?;
     let mut control = cluster.control().await?;
-    type Edit = Box<dyn Fn(&mut fedra_client::plan_file::PlanFile)>;
+    type Edit = Box<dyn Fn(&mut fedra_cli::plan_file::PlanFile)>;
     let cases: Vec<(Edit, Code, &str)> = vec![
         (Box::new(|p| p.rounds = 0), Code::InvalidArgument, "plan.rounds must be in 1..=100000, got 0"),
         (
@@ -32,9 +32,9 @@ async fn invalid_plans_are_refused_at_submit_naming_the_field() -> anyhow::Resul
         (Box::new(|p| p.regions = vec!["eu west".into()]), Code::InvalidArgument, "plan.regions"),
         (
             Box::new(|p| {
-                p.model = fedra_client::plan_file::ModelSection {
+                p.model = fedra_cli::plan_file::ModelSection {
                     name: "m".into(),
-                    architecture: fedra_client::trainer::Architecture::LogisticRegression { input_dim: 0, classes: 3 },
+                    architecture: fedra_types::model::Architecture::LogisticRegression { input_dim: 0, classes: 3 },
                 }
             }),
             Code::InvalidArgument,
@@ -42,11 +42,11 @@ async fn invalid_plans_are_refused_at_submit_naming_the_field() -> anyhow::Resul
         ),
         (
             Box::new(|p| {
-                p.model.architecture = fedra_client::trainer::Architecture::Cnn {
+                p.model.architecture = fedra_types::model::Architecture::Cnn {
                     height: 8,
                     width: 8,
                     channels: 1,
-                    conv: vec![fedra_client::trainer::ConvLayer { filters: 4, kernel: 4 }],
+                    conv: vec![fedra_types::model::ConvLayer { filters: 4, kernel: 4 }],
                     dense: vec![],
                     classes: 10,
                 }
@@ -57,7 +57,7 @@ async fn invalid_plans_are_refused_at_submit_naming_the_field() -> anyhow::Resul
         (
             Box::new(|p| {
                 p.model.architecture =
-                    fedra_client::trainer::Architecture::Mlp { input_dim: 4, hidden: vec![8, 0], classes: 3 }
+                    fedra_types::model::Architecture::Mlp { input_dim: 4, hidden: vec![8, 0], classes: 3 }
             }),
             Code::InvalidArgument,
             "plan.model.hidden[1] must be in 1..=1048576, got 0",

@@ -2,7 +2,7 @@
 //! every round completes exactly once, lineage intact, the interrupted attempt recorded.
 
 use crate::sandbox::*;
-use fedra_client::wire::WatchEvent;
+use fedra_cli::status::WatchEvent;
 use fedra_coordinator::ids::RunId;
 use fedra_coordinator::store::{RoundStatus, Store};
 use std::time::Duration;

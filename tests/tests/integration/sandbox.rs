@@ -2,15 +2,19 @@
 //! advance (so aggregation results can be checked exactly), and store/checkpoint readers.
 
 use anyhow::{Context, Result, bail};
-use fedra_client::control::ControlClient;
+use fedra_cli::control::ControlClient;
+use fedra_cli::plan_file::{ModelSection, PlanFile};
+use fedra_cli::status::RunStatus;
 use fedra_client::data::DatasetInfo;
 use fedra_client::data::synthetic::{BlobSpec, gaussian_blobs};
-use fedra_client::plan_file::{EvaluationSection, LocalSection, ModelSection, OptimizerName, PlanFile, StrategyName};
-use fedra_client::trainer::{Architecture, EvalOutcome};
-use fedra_client::trainer::{TrainError, TrainMetrics, TrainOutcome, TrainSpec, Trainer};
-use fedra_client::wire::{RunState, RunStatus};
+use fedra_client::trainer::EvalOutcome;
+use fedra_client::trainer::{TrainError, TrainOutcome, TrainSpec, Trainer};
 use fedra_coordinator::checkpoint::Manifest;
 use fedra_coordinator::store::SqliteStore;
+use fedra_types::metrics::TrainingMetrics;
+use fedra_types::model::Architecture;
+use fedra_types::plan::{EvaluationPlan, LocalTraining, Optimizer, Strategy};
+use fedra_types::run::RunState;
 use rand::{Rng, SeedableRng};
 use std::path::Path;
 use std::time::Duration;
@@ -26,23 +30,23 @@ pub fn plan(input_dim: u32, classes: u32, rounds: u32, clients_per_round: u32, m
             architecture: Architecture::LogisticRegression { input_dim: input_dim as usize, classes: classes as usize },
         },
         initial_checkpoint: None,
-        strategy: StrategyName::FedAvg,
+        strategy: Strategy::FedAvg,
         rounds,
         clients_per_round,
         min_clients,
         over_selection: 0.0,
         round_deadline_seconds: 60.0,
-        local: LocalSection {
+        local: LocalTraining {
             epochs: 2,
             batch_size: 16,
             learning_rate: 0.05,
             proximal_mu: 0.0,
-            optimizer: OptimizerName::Sgd,
+            optimizer: Optimizer::Sgd,
             momentum: 0.0,
         },
         regions: Vec::new(),
         seed: 11,
-        evaluation: EvaluationSection::default(),
+        evaluation: EvaluationPlan::default(),
         privacy: None,
         priority: 0,
     }
@@ -85,7 +89,7 @@ impl Trainer for ScriptedTrainer {
         Ok(TrainOutcome {
             params: self.params.clone(),
             samples: self.samples,
-            metrics: TrainMetrics { loss_before: 1.0, loss_after: 0.5, accuracy_after: 0.5, train_seconds: 0.0 },
+            metrics: TrainingMetrics { loss_before: 1.0, loss_after: 0.5, accuracy_after: 0.5, train_seconds: 0.0 },
         })
     }
 

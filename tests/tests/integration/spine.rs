@@ -2,12 +2,12 @@
 //! clients over gRPC, 3 rounds, checkpoints on disk and in the store.
 
 use crate::sandbox::*;
+use fedra_cli::status::WatchEvent;
 use fedra_client::trainer::burn_logreg::{BurnTrainer, logreg_layout};
-use fedra_client::trainer::{Architecture, LocalHyperparams, TrainSpec, Trainer};
-use fedra_client::wire::WatchEvent;
+use fedra_client::trainer::{LocalHyperparams, TrainSpec, Trainer};
 use fedra_coordinator::ids::RunId;
-use fedra_coordinator::model::{Architecture as CoordArch, ModelSpec};
 use fedra_coordinator::store::{CheckpointFilter, ParticipationStatus, RoundStatus, Store};
+use fedra_types::model::{Architecture, ModelSpec};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use tokio_stream::StreamExt;
@@ -66,7 +66,7 @@ async fn three_round_run_learns_and_publishes_consistent_checkpoints() -> anyhow
         seed: 0,
     };
     let status_plan_seed = plan.seed;
-    let initial = ModelSpec::new("test-lr", CoordArch::LogisticRegression { input_dim: DIM, classes: CLASSES })?
+    let initial = ModelSpec::new("test-lr", Architecture::LogisticRegression { input_dim: DIM, classes: CLASSES })?
         .initialise(status_plan_seed);
     let dir = tempfile::tempdir()?;
     let pulled = control.pull_checkpoint(&published[2], dir.path()).await?;

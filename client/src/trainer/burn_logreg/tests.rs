@@ -1,8 +1,12 @@
+//! Unit tests of the burn trainer, in their own file for length: every architecture trains,
+//! evaluates and round-trips its parameters bit-exactly, reproducibly given the seed.
+
 use rand::{Rng, SeedableRng};
 
 use super::*;
 use crate::data::synthetic::{BlobSpec, gaussian_blobs};
-use crate::trainer::{ConvLayer, LocalHyperparams};
+use crate::trainer::LocalHyperparams;
+use fedra_types::model::ConvLayer;
 
 const SGD: Optimizer = Optimizer::Sgd { momentum: 0.0 };
 

@@ -1,7 +1,8 @@
-//! Model architectures and the meaning of a flat parameter vector: the contract both the
-//! coordinator (which initialises, averages and publishes parameters) and the clients (which
-//! load them into real networks) must agree on. It lives beside the wire code because it is
-//! part of the wire format: a `ParamChunk` stream is only meaningful with a layout.
+//! Model architectures, the meaning of a flat parameter vector, and validated model
+//! specs: the contract both the coordinator (which initialises, averages and publishes
+//! parameters) and the clients (which load them into real networks) must agree on. It is
+//! part of the wire format — a `ParamChunk` stream is only meaningful with a layout — but
+//! holds no wire code: `fedra_proto::model_wire` converts these types to protobuf.
 //!
 //! Layouts (row-major, concatenated in this order):
 //!
@@ -17,6 +18,9 @@
 //! 2×2 max-pool (stride 2, floor); its output is flattened in C, H, W order (PyTorch's
 //! `x.flatten(1)` on NCHW) before the dense layers. Hidden dense layers use ReLU.
 
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Uniform};
 use serde::{Deserialize, Serialize};
 
 /// Bounds that keep a typo from allocating the machine away.
@@ -216,6 +220,86 @@ impl Architecture {
     }
 }
 
+/// A model specification was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    #[error("model.name {0:?} must be 1..=64 chars of letters, digits, '.', '_' or '-'")]
+    Name(String),
+    #[error(transparent)]
+    Architecture(#[from] ArchitectureError),
+    #[error("model architecture is missing")]
+    MissingArchitecture,
+}
+
+/// A validated model spec: a name (checkpoints are listed per name) and an architecture
+/// whose every dimension is in range. Only [`ModelSpec::new`] builds one; the coordinator
+/// does so when it admits a plan. The `fedra` CLI's plan file carries the `[model]` table
+/// as written and leaves judging it to the coordinator, so a bad model is refused in one
+/// place, with one message.
+///
+/// The serde form (`{"name": .., "architecture": {"kind": ..}}`) is stored in run plans
+/// and checkpoint manifests; deserializing does not re-validate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    name: String,
+    architecture: Architecture,
+}
+
+impl ModelSpec {
+    /// # Errors
+    /// [`ModelError`] naming the bad field.
+    pub fn new(name: impl Into<String>, architecture: Architecture) -> Result<Self, ModelError> {
+        let name = name.into();
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            && !name.starts_with('.');
+        if !ok {
+            return Err(ModelError::Name(name));
+        }
+        architecture.validate()?;
+        Ok(Self { name, architecture })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn architecture(&self) -> &Architecture {
+        &self.architecture
+    }
+
+    /// The documented tensor layout of this architecture.
+    pub fn layout(&self) -> TensorLayout {
+        self.architecture.layout()
+    }
+
+    /// A fresh, seeded initialisation: weights uniform in ±sqrt(6 / (fan_in + fan_out))
+    /// (Glorot), biases zero. The same seed always gives the same model, so runs are
+    /// reproducible. Fans: dense `[in, out]`; conv `[out, in, k, k]` has fan_in = in·k²,
+    /// fan_out = out·k².
+    pub fn initialise(&self, seed: u64) -> Vec<f32> {
+        let layout = self.layout();
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut out = Vec::with_capacity(layout.total());
+        for t in &layout.tensors {
+            let n = t.numel();
+            let (fan_in, fan_out) = match t.shape.as_slice() {
+                [i, o] => (*i, *o),
+                [o, i, kh, kw] => (i * kh * kw, o * kh * kw),
+                _ => {
+                    out.extend(std::iter::repeat_n(0.0f32, n));
+                    continue;
+                }
+            };
+            let a = (6.0 / (fan_in + fan_out) as f64).sqrt() as f32;
+            let dist = Uniform::new_inclusive(-a, a).expect("finite, ordered bounds");
+            out.extend((0..n).map(|_| dist.sample(&mut rng)));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,117 +353,42 @@ mod tests {
         let e = Architecture::LogisticRegression { input_dim: 3, classes: 1 }.validate().unwrap_err();
         assert_eq!(e.to_string(), "model.classes must be in 2..=1048576, got 1");
     }
-}
 
-/// Structural conversion between the wire messages and [`Architecture`]. Shared by both
-/// sides' conversion modules so that they cannot disagree; validation is separate
-/// ([`Architecture::validate`]).
-pub mod wire {
-    use super::{Architecture, ConvLayer, TensorLayout, TensorSpec};
-    use crate::pb;
-
-    fn widen(v: &[u32]) -> Vec<usize> {
-        v.iter().map(|x| *x as usize).collect()
+    #[test]
+    fn logistic_regression_layout_and_init() {
+        let spec = ModelSpec::new("lr", Architecture::LogisticRegression { input_dim: 60, classes: 10 }).unwrap();
+        assert_eq!(spec.layout().total(), 610);
+        let a = spec.initialise(7);
+        assert_eq!(a.len(), 610);
+        assert_eq!(a, spec.initialise(7));
+        assert_ne!(a, spec.initialise(8));
+        assert!(a[600..].iter().all(|b| *b == 0.0));
     }
 
-    fn narrow(v: usize) -> u32 {
-        u32::try_from(v).unwrap_or(u32::MAX)
-    }
-
-    /// `None` when the oneof is unset.
-    pub fn architecture_from_pb(a: &pb::model_spec::Architecture) -> Architecture {
-        use pb::model_spec::Architecture as A;
-        match a {
-            A::LogisticRegression(m) => {
-                Architecture::LogisticRegression { input_dim: m.input_dim as usize, classes: m.classes as usize }
-            }
-            A::Mlp(m) => Architecture::Mlp {
-                input_dim: m.input_dim as usize,
-                hidden: widen(&m.hidden),
-                classes: m.classes as usize,
+    #[test]
+    fn cnn_init_bounds_follow_fans() {
+        let spec = ModelSpec::new(
+            "cnn",
+            Architecture::Cnn {
+                height: 8,
+                width: 8,
+                channels: 1,
+                conv: vec![ConvLayer { filters: 4, kernel: 3 }],
+                dense: vec![],
+                classes: 10,
             },
-            A::Cnn(m) => Architecture::Cnn {
-                height: m.height as usize,
-                width: m.width as usize,
-                channels: m.channels as usize,
-                conv: m
-                    .conv
-                    .iter()
-                    .map(|c| ConvLayer { filters: c.filters as usize, kernel: c.kernel as usize })
-                    .collect(),
-                dense: widen(&m.dense),
-                classes: m.classes as usize,
-            },
-        }
+        )
+        .unwrap();
+        let p = spec.initialise(1);
+        let bound = (6.0f32 / (9.0 + 36.0)).sqrt();
+        assert!(p[..36].iter().all(|v| v.abs() <= bound) && p[..36].iter().any(|v| *v != 0.0));
+        assert!(p[36..40].iter().all(|v| *v == 0.0), "conv bias starts at zero");
     }
 
-    pub fn architecture_to_pb(a: &Architecture) -> pb::model_spec::Architecture {
-        use pb::model_spec::Architecture as A;
-        let list = |v: &[usize]| v.iter().map(|x| narrow(*x)).collect::<Vec<_>>();
-        match a {
-            Architecture::LogisticRegression { input_dim, classes } => A::LogisticRegression(pb::LogisticRegression {
-                input_dim: narrow(*input_dim),
-                classes: narrow(*classes),
-            }),
-            Architecture::Mlp { input_dim, hidden, classes } => {
-                A::Mlp(pb::Mlp { input_dim: narrow(*input_dim), hidden: list(hidden), classes: narrow(*classes) })
-            }
-            Architecture::Cnn { height, width, channels, conv, dense, classes } => A::Cnn(pb::Cnn {
-                height: narrow(*height),
-                width: narrow(*width),
-                channels: narrow(*channels),
-                conv: conv
-                    .iter()
-                    .map(|c| pb::ConvLayer { filters: narrow(c.filters), kernel: narrow(c.kernel) })
-                    .collect(),
-                dense: list(dense),
-                classes: narrow(*classes),
-            }),
-        }
-    }
-
-    pub fn layout_to_pb(l: &TensorLayout) -> pb::TensorLayout {
-        pb::TensorLayout {
-            tensors: l
-                .tensors
-                .iter()
-                .map(|t| pb::TensorSpec { name: t.name.clone(), shape: t.shape.iter().map(|d| *d as u64).collect() })
-                .collect(),
-        }
-    }
-
-    pub fn layout_from_pb(l: &pb::TensorLayout) -> TensorLayout {
-        TensorLayout {
-            tensors: l
-                .tensors
-                .iter()
-                .map(|t| TensorSpec { name: t.name.clone(), shape: t.shape.iter().map(|d| *d as usize).collect() })
-                .collect(),
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn architectures_round_trip_through_the_wire() {
-            let archs = [
-                Architecture::LogisticRegression { input_dim: 3, classes: 2 },
-                Architecture::Mlp { input_dim: 784, hidden: vec![200, 200], classes: 10 },
-                Architecture::Cnn {
-                    height: 8,
-                    width: 8,
-                    channels: 1,
-                    conv: vec![ConvLayer { filters: 4, kernel: 3 }],
-                    dense: vec![16],
-                    classes: 10,
-                },
-            ];
-            for a in archs {
-                assert_eq!(architecture_from_pb(&architecture_to_pb(&a)), a);
-                assert_eq!(layout_from_pb(&layout_to_pb(&a.layout())), a.layout());
-            }
-        }
+    #[test]
+    fn bad_specs_name_the_field() {
+        let e = ModelSpec::new("lr", Architecture::LogisticRegression { input_dim: 0, classes: 10 }).unwrap_err();
+        assert_eq!(e.to_string(), "model.input_dim must be in 1..=1048576, got 0");
+        assert!(ModelSpec::new("a b", Architecture::LogisticRegression { input_dim: 3, classes: 2 }).is_err());
     }
 }

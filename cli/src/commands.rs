@@ -5,8 +5,9 @@
 
 use crate::control::{ControlClient, ControlError};
 use crate::plan_file::PlanFile;
-use crate::wire::{RunState, RunStatus, WatchEvent};
+use crate::status::{RunStatus, WatchEvent};
 use clap::{Parser, Subcommand};
+use fedra_types::run::RunState;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_stream::StreamExt;

@@ -2,13 +2,15 @@
 //! list and download checkpoints. The `fedra` CLI is a thin layer over this, and tests and
 //! `fedra-sim` use it too, so every path is exercised the way users drive it.
 
+use crate::convert::{self, WireError};
 use crate::plan_file::PlanFile;
-use crate::wire::{self, CheckpointSummary, RunStatus, WatchEvent};
+use crate::status::{CheckpointSummary, RunStatus, ScopeSummary, WatchEvent};
 use fedra_proto::chunking::sha256_bytes_hex;
 use fedra_proto::pb;
 use fedra_proto::pb::checkpoint_service_client::CheckpointServiceClient;
 use fedra_proto::pb::privacy_service_client::PrivacyServiceClient;
 use fedra_proto::pb::run_service_client::RunServiceClient;
+use fedra_types::run::RunState;
 use std::path::{Path, PathBuf};
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::Channel;
@@ -22,6 +24,8 @@ pub enum ControlError {
     Rpc { code: tonic::Code, message: String },
     #[error("{0}")]
     Protocol(String),
+    #[error("malformed answer from the coordinator: {0}")]
+    Wire(#[from] WireError),
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
 }
@@ -74,7 +78,7 @@ impl ControlClient {
         &mut self,
         model: Option<&str>,
         region: Option<&str>,
-    ) -> Result<Vec<wire::ScopeSummary>, ControlError> {
+    ) -> Result<Vec<ScopeSummary>, ControlError> {
         let resp = self
             .privacy
             .status(pb::PrivacyStatusRequest {
@@ -82,7 +86,7 @@ impl ControlClient {
                 region: region.unwrap_or_default().to_string(),
             })
             .await?;
-        Ok(resp.into_inner().scopes.iter().map(wire::scope_from_pb).collect())
+        Ok(resp.into_inner().scopes.iter().map(convert::scope_from_pb).collect())
     }
 
     /// Submits a plan; returns the run id.
@@ -90,7 +94,7 @@ impl ControlClient {
     /// # Errors
     /// The coordinator's rejection (INVALID_ARGUMENT names the bad field).
     pub async fn submit(&mut self, plan: &PlanFile) -> Result<String, ControlError> {
-        let resp = self.runs.submit_run(pb::SubmitRunRequest { plan: Some(wire::plan_to_pb(plan)) }).await?;
+        let resp = self.runs.submit_run(pb::SubmitRunRequest { plan: Some(convert::plan_to_pb(plan)) }).await?;
         Ok(resp.into_inner().run_id)
     }
 
@@ -98,14 +102,14 @@ impl ControlClient {
     /// Unknown run or transport failure.
     pub async fn get(&mut self, run: &str) -> Result<RunStatus, ControlError> {
         let resp = self.runs.get_run(pb::GetRunRequest { run_id: run.to_string() }).await?;
-        Ok(wire::run_from_pb(resp.into_inner()))
+        Ok(convert::run_from_pb(resp.into_inner())?)
     }
 
     /// # Errors
     /// Transport failure.
     pub async fn list(&mut self) -> Result<Vec<RunStatus>, ControlError> {
         let resp = self.runs.list_runs(pb::ListRunsRequest {}).await?;
-        Ok(resp.into_inner().runs.into_iter().map(wire::run_from_pb).collect())
+        Ok(resp.into_inner().runs.into_iter().map(convert::run_from_pb).collect::<Result<_, _>>()?)
     }
 
     /// Streams the run's events: history first, then live ones, ending with
@@ -119,16 +123,16 @@ impl ControlClient {
     ) -> Result<impl Stream<Item = Result<WatchEvent, ControlError>> + use<>, ControlError> {
         let stream = self.runs.watch_run(pb::WatchRunRequest { run_id: run.to_string() }).await?.into_inner();
         Ok(stream.filter_map(|e| match e {
-            Ok(e) => wire::event_from_pb(e).map(Ok),
+            Ok(e) => convert::event_from_pb(e).map_err(ControlError::from).transpose(),
             Err(s) => Some(Err(ControlError::from(s))),
         }))
     }
 
     /// # Errors
     /// Unknown or already finished run.
-    pub async fn cancel(&mut self, run: &str) -> Result<wire::RunState, ControlError> {
+    pub async fn cancel(&mut self, run: &str) -> Result<RunState, ControlError> {
         let resp = self.runs.cancel_run(pb::CancelRunRequest { run_id: run.to_string() }).await?;
-        Ok(wire::run_state_from_pb(resp.into_inner().state))
+        Ok(convert::run_state_from_pb("cancel.state", resp.into_inner().state)?)
     }
 
     /// # Errors
@@ -145,7 +149,7 @@ impl ControlClient {
             run_id: run.unwrap_or_default().to_string(),
         };
         let resp = self.checkpoints.list_checkpoints(req).await?;
-        Ok(resp.into_inner().checkpoints.into_iter().map(wire::checkpoint_from_pb).collect())
+        Ok(resp.into_inner().checkpoints.into_iter().map(convert::checkpoint_from_pb).collect())
     }
 
     /// Downloads a checkpoint into `dir` as `model.safetensors` + `manifest.json`, verifying
@@ -161,7 +165,9 @@ impl ControlClient {
             .await?
             .into_inner();
         let info = match stream.message().await? {
-            Some(pb::CheckpointPart { part: Some(pb::checkpoint_part::Part::Info(i)) }) => wire::checkpoint_from_pb(i),
+            Some(pb::CheckpointPart { part: Some(pb::checkpoint_part::Part::Info(i)) }) => {
+                convert::checkpoint_from_pb(i)
+            }
             _ => return Err(ControlError::Protocol("checkpoint stream did not start with its info".into())),
         };
         let mut bytes = Vec::new();

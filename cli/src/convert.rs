@@ -1,0 +1,272 @@
+//! The CLI side's one conversion boundary with protobuf: plans out, run snapshots, events,
+//! checkpoints and privacy standings in. Everything else in this crate works with
+//! [`crate::status`], [`crate::plan_file`] and the shared `fedra-types` vocabulary; a
+//! malformed answer from the coordinator is rejected here, naming the field.
+//!
+//! Request envelopes that carry only ids or filter strings, and the framing of the
+//! checkpoint stream, are built where the RPC is made ([`crate::control`]), as the
+//! coordinator's services build theirs; every message with domain content goes through here.
+
+use crate::plan_file::PlanFile;
+use crate::status::{CheckpointSummary, EvalSummary, RoundRow, RunStatus, ScopeSummary, WatchEvent};
+use fedra_proto::model_wire;
+use fedra_proto::pb;
+use fedra_types::metrics::TrainingMetrics;
+use fedra_types::plan::{Clipping, DpMechanism, LocalTraining, Optimizer, OverBound, PrivacyPlan, Sampling, Strategy};
+use fedra_types::run::RunState;
+
+/// An answer from the coordinator is malformed.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("{field}: unknown value {value}")]
+    UnknownEnum { field: &'static str, value: i32 },
+}
+
+fn non_empty(s: String) -> Option<String> {
+    if s.is_empty() { None } else { Some(s) }
+}
+
+/// The plan as written, for `SubmitRun`. Values are not judged here: the coordinator
+/// validates them and names any bad field.
+pub fn plan_to_pb(p: &PlanFile) -> pb::RunPlan {
+    pb::RunPlan {
+        model: Some(pb::ModelSpec {
+            name: p.model.name.clone(),
+            architecture: Some(model_wire::architecture_to_pb(&p.model.architecture)),
+        }),
+        initial_checkpoint: p.initial_checkpoint.clone().unwrap_or_default(),
+        strategy: match p.strategy {
+            Strategy::FedAvg => pb::Strategy::FedAvg as i32,
+        },
+        rounds: p.rounds,
+        clients_per_round: p.clients_per_round,
+        min_clients: p.min_clients,
+        over_selection: p.over_selection,
+        round_deadline_seconds: p.round_deadline_seconds,
+        local: Some(local_to_pb(&p.local)),
+        regions: p.regions.clone(),
+        seed: p.seed,
+        evaluation: Some(pb::Evaluation { every_rounds: p.evaluation.every_rounds, clients: p.evaluation.clients }),
+        privacy: p.privacy.as_ref().map(privacy_to_pb),
+        priority: p.priority,
+    }
+}
+
+fn local_to_pb(l: &LocalTraining) -> pb::LocalTraining {
+    pb::LocalTraining {
+        epochs: l.epochs,
+        batch_size: l.batch_size,
+        learning_rate: l.learning_rate,
+        proximal_mu: l.proximal_mu,
+        optimizer: match l.optimizer {
+            Optimizer::Sgd => pb::Optimizer::Sgd,
+            Optimizer::Adam => pb::Optimizer::Adam,
+        } as i32,
+        momentum: l.momentum,
+    }
+}
+
+fn privacy_to_pb(p: &PrivacyPlan) -> pb::PrivacyPlan {
+    use pb::privacy_plan::Clipping as C;
+    pb::PrivacyPlan {
+        mechanism: match p.mechanism {
+            DpMechanism::Central => pb::DpMechanism::Central,
+            DpMechanism::Local => pb::DpMechanism::Local,
+        } as i32,
+        noise_multiplier: p.noise_multiplier,
+        clipping: Some(match p.clipping {
+            Clipping::Fixed { norm } => C::Fixed(pb::FixedClipping { norm }),
+            Clipping::Adaptive { initial_norm, target_quantile, learning_rate, count_noise_std } => {
+                C::Adaptive(pb::AdaptiveClipping { initial_norm, target_quantile, learning_rate, count_noise_std })
+            }
+        }),
+        over_bound: match p.over_bound {
+            OverBound::Reject => pb::OverBound::Reject,
+            OverBound::Reclip => pb::OverBound::Reclip,
+        } as i32,
+        poisson: match p.sampling {
+            Sampling::Poisson { rate } => Some(pb::PoissonSampling { rate }),
+            Sampling::Fixed => None,
+        },
+        expected_clients: p.expected_clients,
+    }
+}
+
+pub fn scope_from_pb(s: &pb::PrivacyScopeStatus) -> ScopeSummary {
+    ScopeSummary {
+        scope: s.scope.clone(),
+        epsilon_budget: s.budget_configured.then_some(s.epsilon_budget),
+        delta: s.delta,
+        epsilon_spent: s.epsilon_spent,
+        epsilon_remaining: s.budget_configured.then_some(s.epsilon_remaining),
+        rounds_charged: s.rounds_charged,
+        rounds_reserved: s.rounds_reserved,
+        accountant: s.accountant.clone(),
+        noise_multiplier: s.noise_multiplier,
+        clip_norm: s.clip_norm,
+        sampling_rate: s.sampling_rate,
+        last_run: s.last_run_id.clone(),
+    }
+}
+
+/// # Errors
+/// [`WireError::UnknownEnum`] for a state this CLI does not know (unset included): a newer
+/// coordinator's state is reported rather than guessed at.
+pub fn run_state_from_pb(field: &'static str, s: i32) -> Result<RunState, WireError> {
+    match pb::RunState::try_from(s) {
+        Ok(pb::RunState::Queued) => Ok(RunState::Queued),
+        Ok(pb::RunState::Running) => Ok(RunState::Running),
+        Ok(pb::RunState::Succeeded) => Ok(RunState::Succeeded),
+        Ok(pb::RunState::Failed) => Ok(RunState::Failed),
+        Ok(pb::RunState::Cancelled) => Ok(RunState::Cancelled),
+        Ok(pb::RunState::Unspecified) | Err(_) => Err(WireError::UnknownEnum { field, value: s }),
+    }
+}
+
+fn metrics_from_pb(m: &pb::TrainingMetrics) -> TrainingMetrics {
+    TrainingMetrics {
+        loss_before: m.loss_before,
+        loss_after: m.loss_after,
+        accuracy_after: m.accuracy_after,
+        train_seconds: m.train_seconds,
+    }
+}
+
+fn eval_from_pb(e: &pb::EvaluationSummary) -> EvalSummary {
+    EvalSummary {
+        round: e.round,
+        region: non_empty(e.region.clone()),
+        clients: e.clients,
+        samples: e.samples,
+        loss: e.loss,
+        accuracy: e.accuracy,
+    }
+}
+
+/// # Errors
+/// [`WireError`] when the run's state is unknown.
+pub fn run_from_pb(r: pb::RunInfo) -> Result<RunStatus, WireError> {
+    let (model_name, total_rounds) = r
+        .plan
+        .as_ref()
+        .map(|p| (p.model.as_ref().map(|m| m.name.clone()).unwrap_or_default(), p.rounds))
+        .unwrap_or_default();
+    Ok(RunStatus {
+        state: run_state_from_pb("run.state", r.state)?,
+        id: r.run_id,
+        model_name,
+        total_rounds,
+        completed_rounds: r.completed_rounds,
+        published_checkpoint: non_empty(r.published_checkpoint),
+        failure: non_empty(r.failure),
+        created_at: r.created_at,
+        rounds: r
+            .rounds
+            .into_iter()
+            .map(|s| RoundRow {
+                round: s.round,
+                phase: s.phase,
+                selected: s.selected,
+                reported: s.reported,
+                samples: s.samples,
+                metrics: s.metrics.as_ref().map(metrics_from_pb),
+                checkpoint: non_empty(s.checkpoint_id),
+                failure: non_empty(s.failure),
+            })
+            .collect(),
+        evaluations: r.evaluations.iter().map(eval_from_pb).collect(),
+    })
+}
+
+/// `Ok(None)` for an event without a kind (one a newer coordinator added): watchers skip it.
+///
+/// # Errors
+/// [`WireError`] when a finished run's state is unknown.
+pub fn event_from_pb(e: pb::RunEvent) -> Result<Option<WatchEvent>, WireError> {
+    use pb::run_event::Kind;
+    let round = e.round;
+    let metrics = |m: Option<pb::TrainingMetrics>| m.as_ref().map(metrics_from_pb).unwrap_or_default();
+    let Some(kind) = e.kind else { return Ok(None) };
+    Ok(Some(match kind {
+        Kind::Selected(s) => WatchEvent::Selected { round, clients: s.clients, target: s.target },
+        Kind::UpdateReceived(u) => WatchEvent::UpdateReceived {
+            round,
+            client: u.client_id,
+            region: u.region,
+            samples: u.samples,
+            reported: u.reported,
+            target: u.target,
+            metrics: metrics(u.metrics),
+        },
+        Kind::Aggregated(a) => WatchEvent::Aggregated {
+            round,
+            clients: a.clients,
+            samples: a.samples,
+            metrics: metrics(a.metrics),
+            fold_seconds: a.fold_seconds,
+        },
+        Kind::Published(p) => {
+            WatchEvent::Published { round, checkpoint: p.checkpoint_id, regions: p.regions, sha256: p.sha256 }
+        }
+        Kind::RoundFailed(f) => WatchEvent::RoundFailed { round, reason: f.reason },
+        Kind::RunFinished(f) => WatchEvent::RunFinished {
+            state: run_state_from_pb("run_finished.state", f.state)?,
+            reason: non_empty(f.reason),
+        },
+        Kind::Evaluated(e) => WatchEvent::Evaluated { round, results: e.results.iter().map(eval_from_pb).collect() },
+    }))
+}
+
+pub fn checkpoint_from_pb(c: pb::CheckpointInfo) -> CheckpointSummary {
+    CheckpointSummary {
+        id: c.checkpoint_id,
+        run: c.run_id,
+        round: c.round,
+        model_name: c.model_name,
+        regions: c.regions,
+        sha256: c.sha256,
+        created_at: c.created_at,
+        published: c.published,
+        manifest_json: c.manifest_json,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_run_states_are_refused_naming_the_field() {
+        assert_eq!(run_state_from_pb("run.state", pb::RunState::Cancelled as i32).unwrap(), RunState::Cancelled);
+        let e = run_state_from_pb("run.state", 99).unwrap_err();
+        assert_eq!(e.to_string(), "run.state: unknown value 99");
+        let finished = pb::RunEvent {
+            run_id: "run-1".into(),
+            round: 2,
+            kind: Some(pb::run_event::Kind::RunFinished(pb::RunFinished { state: 0, reason: String::new() })),
+        };
+        assert!(event_from_pb(finished).is_err());
+        assert!(event_from_pb(pb::RunEvent { run_id: "run-1".into(), round: 2, kind: None }).unwrap().is_none());
+    }
+
+    #[test]
+    fn plans_carry_the_shared_vocabulary_to_the_wire() {
+        let mut plan = PlanFile::parse(crate::plan_file::tests::PLAN, "p").unwrap();
+        plan.local.optimizer = Optimizer::Adam;
+        plan.privacy = Some(PrivacyPlan {
+            mechanism: DpMechanism::Local,
+            noise_multiplier: 2.0,
+            clipping: Clipping::Fixed { norm: 0.5 },
+            over_bound: OverBound::Reclip,
+            sampling: Sampling::Poisson { rate: 0.25 },
+            expected_clients: 3,
+        });
+        let pb = plan_to_pb(&plan);
+        assert_eq!(pb.strategy, pb::Strategy::FedAvg as i32);
+        assert_eq!(pb.local.unwrap().optimizer, pb::Optimizer::Adam as i32);
+        let p = pb.privacy.unwrap();
+        assert_eq!((p.mechanism, p.over_bound), (pb::DpMechanism::Local as i32, pb::OverBound::Reclip as i32));
+        assert_eq!(p.poisson.map(|q| q.rate), Some(0.25));
+        assert!(matches!(p.clipping, Some(pb::privacy_plan::Clipping::Fixed(pb::FixedClipping { norm: 0.5 }))));
+    }
+}

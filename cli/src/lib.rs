@@ -1,0 +1,14 @@
+//! The data scientist's side of fedra: the `fedra` command line and the control-plane
+//! client behind it. Kept apart from the `fedra-client` sidecar so that submitting a run
+//! needs neither burn nor any training code.
+//!
+//! Layers: [`plan_file`] parses the run plan a data scientist writes (into the shared
+//! `fedra_types::plan` vocabulary); [`control`] is the gRPC control API; [`status`] holds
+//! what the coordinator reports, as this side sees it; [`convert`] is the only module that
+//! converts protobuf messages; [`commands`] is the CLI over [`control`].
+
+pub mod commands;
+pub mod control;
+pub mod convert;
+pub mod plan_file;
+pub mod status;

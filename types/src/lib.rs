@@ -1,0 +1,22 @@
+//! fedra's shared vocabulary: the types that both sides of the protocol speak — the
+//! coordinator, the client sidecar and the `fedra` CLI — defined once so that no side
+//! mirrors another's (STYLE habit 2b).
+//!
+//! Nothing here does I/O: no gRPC, no async runtime, no database, no training framework.
+//! Each side converts these types to and from protobuf in its own conversion module; the
+//! structural model conversion both share lives in `fedra_proto::model_wire`.
+//!
+//! - [`ids`]: validated identifier newtypes ([`ids::RunId`], [`ids::ClientId`], ...).
+//! - [`model`]: architectures, tensor layouts and validated model specs.
+//! - [`plan`]: the vocabulary of run plans (strategy, optimizer, local training,
+//!   evaluation, differential privacy).
+//! - [`metrics`]: [`metrics::TrainingMetrics`], what a client reports about local training.
+//! - [`run`]: [`run::RunState`], a run's lifecycle.
+//! - [`task`]: what a task asks of a client ([`task::TaskKind`], [`task::PrivacyTask`]).
+
+pub mod ids;
+pub mod metrics;
+pub mod model;
+pub mod plan;
+pub mod run;
+pub mod task;

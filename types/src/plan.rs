@@ -1,0 +1,239 @@
+//! The vocabulary of run plans: what a data scientist can ask for (aggregation strategy,
+//! local optimizer and hyperparameters, federated evaluation, client-level differential
+//! privacy). The `fedra` CLI's plan file and the coordinator's validated plan are built
+//! from these same types, so a new option or a renamed variant cannot drift between them.
+//!
+//! These types shape values; they do not judge them. The coordinator's `RunPlan::new`
+//! checks every range and names the bad field, so a plan is refused in one place.
+//!
+//! The serde forms are the coordinator's stored plan format (run plans are persisted as
+//! JSON). `#[serde(default)]` fields may be omitted, which is also how the plan file's
+//! TOML tables read them; the `[privacy]` table has its own file syntax (see the CLI's
+//! `plan_file`) and is parsed into [`PrivacyPlan`].
+
+use serde::{Deserialize, Serialize};
+
+/// Aggregation strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Sample-count weighted average of the clients' models.
+    #[default]
+    FedAvg,
+}
+
+/// Local optimizer clients use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Optimizer {
+    /// Minibatch SGD, with heavy-ball momentum when [`LocalTraining::momentum`] > 0.
+    #[default]
+    Sgd,
+    /// Adam with the usual defaults (β1 0.9, β2 0.999, ε 1e-8).
+    Adam,
+}
+
+/// Local training hyperparameters sent with each task (the plan file's `[local]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalTraining {
+    pub epochs: u32,
+    pub batch_size: u32,
+    pub learning_rate: f64,
+    /// FedProx proximal weight μ; 0 is plain local training.
+    #[serde(default)]
+    pub proximal_mu: f64,
+    #[serde(default)]
+    pub optimizer: Optimizer,
+    /// SGD heavy-ball momentum in [0, 1).
+    #[serde(default)]
+    pub momentum: f64,
+}
+
+/// Federated evaluation of published checkpoints on clients' held-out splits (the plan
+/// file's `[evaluation]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationPlan {
+    /// Evaluate after every N-th round and after the last; 0 disables evaluation.
+    pub every_rounds: u32,
+    /// Clients asked per evaluation; 0 means every eligible client.
+    #[serde(default)]
+    pub clients: u32,
+}
+
+impl EvaluationPlan {
+    /// Whether the checkpoint of `round` (of `rounds`) is evaluated.
+    pub fn after_round(&self, round: u32, rounds: u32) -> bool {
+        self.every_rounds > 0 && (round.is_multiple_of(self.every_rounds) || round == rounds)
+    }
+}
+
+/// Who adds the noise of a differentially private run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DpMechanism {
+    /// Clients clip; the coordinator verifies the bound, sums, and adds Gaussian noise to
+    /// the sum (DP-FedAvg, McMahan et al. 2018). Trusts the coordinator.
+    Central,
+    /// Each client clips and noises its own update before upload (local DP), for
+    /// deployments that do not trust the coordinator. Far noisier for the same ε.
+    Local,
+}
+
+/// How the clipping norm C is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Clipping {
+    /// C stays fixed.
+    Fixed { norm: f64 },
+    /// C follows the `target_quantile` γ of update norms: after each round
+    /// C ← C·exp(−η·(b̃ − γ)), b̃ the noised fraction of clients whose norm was ≤ C
+    /// (Andrew et al. 2021). `count_noise_std` is σ_b, the noise on Σ(bᵢ − ½); 0 means the
+    /// paper's default, expected clients / 20.
+    Adaptive { initial_norm: f64, target_quantile: f64, learning_rate: f64, count_noise_std: f64 },
+}
+
+impl Clipping {
+    /// C for the first round.
+    pub fn initial_norm(&self) -> f64 {
+        match *self {
+            Self::Fixed { norm } => norm,
+            Self::Adaptive { initial_norm, .. } => initial_norm,
+        }
+    }
+}
+
+/// What the coordinator does with an update whose norm exceeds C (beyond float tolerance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverBound {
+    /// Refuse the update (the client sees why; the participation is recorded as rejected).
+    #[default]
+    Reject,
+    /// Scale it back to C and record that it was re-clipped.
+    Reclip,
+}
+
+/// How clients are sampled into rounds — and so which accountant is sound.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Sampling {
+    /// The usual selection of `clients_per_round`; accounted with zCDP and no
+    /// amplification by sampling (the conservative default).
+    Fixed,
+    /// Each eligible client joins each round independently with probability `rate`;
+    /// accounted with the Rényi-DP accountant of the Poisson-sampled Gaussian mechanism.
+    Poisson { rate: f64 },
+}
+
+impl Sampling {
+    /// q, the probability that a given client takes part in a round (1 for fixed selection).
+    pub fn rate(&self) -> f64 {
+        match *self {
+            Self::Fixed => 1.0,
+            Self::Poisson { rate } => rate,
+        }
+    }
+}
+
+/// Client-level differential privacy for a run: neighbouring datasets differ by one
+/// client's whole contribution to a round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrivacyPlan {
+    pub mechanism: DpMechanism,
+    /// z: the noise standard deviation is z·C on the sum of clipped updates.
+    pub noise_multiplier: f64,
+    pub clipping: Clipping,
+    #[serde(default)]
+    pub over_bound: OverBound,
+    pub sampling: Sampling,
+    /// The fixed denominator of the average (DP-FedAvg): a dropout changes nothing about
+    /// the privacy analysis. For Poisson sampling, rate × population.
+    pub expected_clients: u32,
+}
+
+impl PrivacyPlan {
+    /// σ_b, the noise on the clipped-count query Σ(bᵢ − ½), when clipping is adaptive.
+    pub fn count_noise_std(&self) -> Option<f64> {
+        match self.clipping {
+            Clipping::Adaptive { count_noise_std, .. } => {
+                Some(if count_noise_std > 0.0 { count_noise_std } else { f64::from(self.expected_clients) / 20.0 })
+            }
+            Clipping::Fixed { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Run plans are stored as JSON: these forms must not change under stored rows.
+    #[test]
+    fn stored_json_forms_are_stable() {
+        let p = PrivacyPlan {
+            mechanism: DpMechanism::Central,
+            noise_multiplier: 1.0,
+            clipping: Clipping::Adaptive {
+                initial_norm: 1.0,
+                target_quantile: 0.5,
+                learning_rate: 0.2,
+                count_noise_std: 0.0,
+            },
+            over_bound: OverBound::Reclip,
+            sampling: Sampling::Poisson { rate: 0.5 },
+            expected_clients: 4,
+        };
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(
+            json,
+            r#"{"mechanism":"central","noise_multiplier":1.0,"clipping":{"kind":"adaptive","initial_norm":1.0,"target_quantile":0.5,"learning_rate":0.2,"count_noise_std":0.0},"over_bound":"reclip","sampling":{"kind":"poisson","rate":0.5},"expected_clients":4}"#
+        );
+        assert_eq!(serde_json::from_str::<PrivacyPlan>(&json).unwrap(), p);
+        let local = LocalTraining {
+            epochs: 1,
+            batch_size: 8,
+            learning_rate: 0.1,
+            proximal_mu: 0.0,
+            optimizer: Optimizer::Adam,
+            momentum: 0.0,
+        };
+        let json = serde_json::to_string(&local).unwrap();
+        assert_eq!(
+            json,
+            r#"{"epochs":1,"batch_size":8,"learning_rate":0.1,"proximal_mu":0.0,"optimizer":"adam","momentum":0.0}"#
+        );
+        assert_eq!(serde_json::to_string(&Strategy::FedAvg).unwrap(), r#""fed_avg""#);
+    }
+
+    #[test]
+    fn optional_fields_default_and_unknown_ones_are_refused() {
+        let l: LocalTraining = serde_json::from_str(r#"{"epochs":1,"batch_size":8,"learning_rate":0.1}"#).unwrap();
+        assert_eq!((l.proximal_mu, l.optimizer, l.momentum), (0.0, Optimizer::Sgd, 0.0));
+        assert!(
+            serde_json::from_str::<LocalTraining>(r#"{"epochs":1,"batch_size":8,"learning_rate":0.1,"epoch":2}"#)
+                .is_err()
+        );
+        let e: EvaluationPlan = serde_json::from_str(r#"{"every_rounds":2}"#).unwrap();
+        assert_eq!(e, EvaluationPlan { every_rounds: 2, clients: 0 });
+        assert!(e.after_round(2, 5) && e.after_round(5, 5) && !e.after_round(3, 5));
+    }
+
+    #[test]
+    fn derived_privacy_values() {
+        let adaptive =
+            Clipping::Adaptive { initial_norm: 2.0, target_quantile: 0.5, learning_rate: 0.2, count_noise_std: 0.0 };
+        let p = PrivacyPlan {
+            mechanism: DpMechanism::Central,
+            noise_multiplier: 1.0,
+            clipping: adaptive,
+            over_bound: OverBound::Reject,
+            sampling: Sampling::Fixed,
+            expected_clients: 40,
+        };
+        assert_eq!((p.clipping.initial_norm(), p.count_noise_std(), p.sampling.rate()), (2.0, Some(2.0), 1.0));
+        let fixed = PrivacyPlan { clipping: Clipping::Fixed { norm: 1.5 }, ..p };
+        assert_eq!((fixed.clipping.initial_norm(), fixed.count_noise_std()), (1.5, None));
+    }
+}
