@@ -1,15 +1,17 @@
 //! Fault injection for scenarios: dropouts, stragglers, crashes mid-upload and malicious
 //! updates, each decided by a seeded draw per (client, round) so that runs reproduce.
 //! Every injected fault is logged, so that the report can say what the coordinator did
-//! with it.
+//! with it. A crash mid-upload is logged only once the coordinator has answered the
+//! cut-off upload, with that answer: the log proves the fault reached the coordinator.
 
 use fedra_client::session::UploadFaults;
 use fedra_client::trainer::{EvalOutcome, TrainError, TrainOutcome, TrainSpec, Trainer};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// How a malicious client corrupts its update Δ = local − global.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -38,7 +40,8 @@ pub struct FaultSpec {
     /// ...and the delay range (seconds) it adds before training.
     #[serde(default)]
     pub straggler_delay_seconds: Option<[f64; 2]>,
-    /// The client crashes halfway through uploading.
+    /// The client crashes halfway through uploading: it sends the header and the first half
+    /// of the values, and the stream ends without a trailer.
     #[serde(default)]
     pub crash_mid_upload: f64,
     /// How many clients (the first ones) are malicious, in every round they take part in.
@@ -82,8 +85,17 @@ impl FaultSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum FaultKind {
     Dropout,
-    Straggler { delay: Duration },
-    CrashMidUpload,
+    Straggler {
+        delay: Duration,
+    },
+    /// `sent` of `total` values went out before the stream ended without a trailer;
+    /// `answer` is what the coordinator replied: `Err(refusal)`, or `Ok(reported)` if it
+    /// counted the update (which it must never do).
+    CrashMidUpload {
+        sent: usize,
+        total: usize,
+        answer: Result<u32, String>,
+    },
     Malicious(Malice),
 }
 
@@ -92,7 +104,7 @@ impl std::fmt::Display for FaultKind {
         match self {
             FaultKind::Dropout => write!(f, "dropout"),
             FaultKind::Straggler { delay } => write!(f, "straggler (+{:.1}s)", delay.as_secs_f64()),
-            FaultKind::CrashMidUpload => write!(f, "crash mid-upload"),
+            FaultKind::CrashMidUpload { .. } => write!(f, "crash mid-upload"),
             FaultKind::Malicious(m) => write!(f, "malicious ({m:?})"),
         }
     }
@@ -198,7 +210,8 @@ impl Trainer for FaultyTrainer {
     }
 }
 
-/// Decides, per (client, round), whether the upload crashes halfway.
+/// Decides, per (client, round), whether the upload crashes halfway, and logs the crash
+/// with the coordinator's answer to it.
 pub struct CrashInjector {
     probability: f64,
     client: String,
@@ -208,17 +221,16 @@ pub struct CrashInjector {
 }
 
 impl UploadFaults for CrashInjector {
-    fn crash_after_chunks(&self, _run: &str, round: u32) -> Option<usize> {
+    fn crash_after_values(&self, _run: &str, round: u32, total: usize) -> Option<usize> {
         let mut rng = draw(self.seed, self.index, round, 0xC4A5);
-        if self.probability > 0.0 && rng.random_bool(self.probability) {
-            self.log.lock().expect("fault log").push(FaultEvent {
-                client: self.client.clone(),
-                round,
-                kind: FaultKind::CrashMidUpload,
-            });
-            Some(1)
-        } else {
-            None
-        }
+        (self.probability > 0.0 && rng.random_bool(self.probability)).then_some(total / 2)
+    }
+
+    fn crashed(&self, _run: &str, round: u32, sent: usize, total: usize, answer: Result<u32, String>) {
+        self.log.lock().expect("fault log").push(FaultEvent {
+            client: self.client.clone(),
+            round,
+            kind: FaultKind::CrashMidUpload { sent, total, answer },
+        });
     }
 }
