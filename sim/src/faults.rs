@@ -3,6 +3,11 @@
 //! Every injected fault is logged, so that the report can say what the coordinator did
 //! with it. A crash mid-upload is logged only once the coordinator has answered the
 //! cut-off upload, with that answer: the log proves the fault reached the coordinator.
+//!
+//! [`TrainingHold`] is a fault for tests rather than scenarios: clients that hold their
+//! training of one round until the test releases them, so that "a round is in Training
+//! and nobody can report yet" is a state a test waits for instead of a race it hopes to
+//! win.
 
 use fedra_client::session::UploadFaults;
 use fedra_client::trainer::{EvalOutcome, TrainError, TrainOutcome, TrainSpec, Trainer};
@@ -232,5 +237,103 @@ impl UploadFaults for CrashInjector {
             round,
             kind: FaultKind::CrashMidUpload { sent, total, answer },
         });
+    }
+}
+
+/// Holds every wrapped trainer's training of one round until [`TrainingHold::release`]
+/// (or until the hold is dropped, so that a failing test never leaves training threads
+/// blocked). [`TrainingHold::wait_holding`] is the event a test waits for: while `n`
+/// clients hold, their tasks are assigned and their models fetched, and none of them can
+/// report.
+pub struct TrainingHold {
+    state: Arc<HoldState>,
+}
+
+struct HoldState {
+    round: u32,
+    released: Mutex<bool>,
+    opened: Condvar,
+    /// Trainers blocked in `train` for the held round right now.
+    holding: watch::Sender<usize>,
+}
+
+impl TrainingHold {
+    /// Holds training of round `round` (every attempt of it, until released).
+    pub fn round(round: u32) -> Self {
+        let (holding, _) = watch::channel(0);
+        Self { state: Arc::new(HoldState { round, released: Mutex::new(false), opened: Condvar::new(), holding }) }
+    }
+
+    /// Wraps a client's trainer so that it obeys this hold.
+    pub fn wrap(&self, inner: Box<dyn Trainer>) -> HeldTrainer {
+        HeldTrainer { inner, state: Arc::clone(&self.state), round: 0 }
+    }
+
+    /// Waits until at least `n` wrapped trainers are holding in the held round.
+    ///
+    /// # Errors
+    /// `timeout` passed first (naming how many were holding).
+    pub async fn wait_holding(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        let mut rx = self.state.holding.subscribe();
+        match tokio::time::timeout(timeout, rx.wait_for(|&h| h >= n)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => unreachable!("the hold owns the sender"),
+            Err(_) => {
+                let holding = *self.state.holding.borrow();
+                anyhow::bail!("{holding} of {n} clients were holding round {} after {timeout:?}", self.state.round)
+            }
+        }
+    }
+
+    /// Lets every held trainer go on, and stops holding.
+    pub fn release(&self) {
+        *self.state.released.lock().expect("hold mutex") = true;
+        self.state.opened.notify_all();
+    }
+}
+
+impl Drop for TrainingHold {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// A trainer under a [`TrainingHold`].
+pub struct HeldTrainer {
+    inner: Box<dyn Trainer>,
+    state: Arc<HoldState>,
+    round: u32,
+}
+
+impl Trainer for HeldTrainer {
+    fn train(&mut self, spec: &TrainSpec, global: &[f32]) -> Result<TrainOutcome, TrainError> {
+        if self.round == self.state.round {
+            let mut released = self.state.released.lock().expect("hold mutex");
+            if !*released {
+                self.state.holding.send_modify(|h| *h += 1);
+                while !*released {
+                    released = self.state.opened.wait(released).expect("hold mutex");
+                }
+                self.state.holding.send_modify(|h| *h -= 1);
+            }
+        }
+        self.inner.train(spec, global)
+    }
+
+    fn evaluate(&self, spec: &TrainSpec, params: &[f32]) -> Result<(f64, f64), TrainError> {
+        self.inner.evaluate(spec, params)
+    }
+
+    fn evaluate_holdout(&self, spec: &TrainSpec, params: &[f32]) -> Result<EvalOutcome, TrainError> {
+        self.inner.evaluate_holdout(spec, params)
+    }
+
+    fn samples(&self) -> u64 {
+        self.inner.samples()
+    }
+
+    fn begin_task(&mut self, run: &str, round: u32) {
+        self.round = round;
+        self.inner.begin_task(run, round);
     }
 }
