@@ -97,10 +97,17 @@ pub struct SidecarStatus {
 
 /// Fault injection for simulations and tests; the `fedra-client` binary never sets one.
 pub trait UploadFaults: Send + Sync {
-    /// Before an upload of `run`/`round`: `Some(n)` makes the sidecar send the header and
-    /// the first `n` chunks, then tear the stream down without a trailer, as a process
-    /// crash would.
-    fn crash_after_chunks(&self, run: &str, round: u32) -> Option<usize>;
+    /// Before an upload of `total` values for `run`/`round`: `Some(n)` makes the sidecar
+    /// send the header and the first `n` values (in the task's chunk size), then end the
+    /// stream without a trailer, as an upload cut off by a crash would.
+    fn crash_after_values(&self, run: &str, round: u32, total: usize) -> Option<usize>;
+
+    /// What the coordinator answered to that cut-off upload of `sent` of `total` values:
+    /// `Err(message)` is its refusal, `Ok(reported)` would mean it counted the update. A
+    /// crashed process would never hear the answer; the sidecar waits for it so that a
+    /// simulation can show the coordinator received part of the upload and discarded it,
+    /// rather than assume so.
+    fn crashed(&self, run: &str, round: u32, sent: usize, total: usize, answer: Result<u32, String>);
 }
 
 /// A client sidecar: a trainer plus the protocol loop.
@@ -306,25 +313,31 @@ impl Sidecar {
         };
         let chunk_bytes =
             if task.chunk_bytes == 0 { fedra_proto::chunking::DEFAULT_CHUNK_BYTES } else { task.chunk_bytes };
-        if let Some(n) = self.upload_faults.as_ref().and_then(|f| f.crash_after_chunks(&task.run, task.round)) {
+        let total = outcome.params.len();
+        if let Some(faults) = &self.upload_faults
+            && let Some(n) = faults.crash_after_values(&task.run, task.round, total)
+        {
+            let sent = n.min(total);
             let parts: Vec<pb::UpdatePart> = std::iter::once(header)
                 .chain(
-                    chunks(&outcome.params, chunk_bytes)
-                        .take(n)
+                    chunks(&outcome.params[..sent], chunk_bytes)
                         .map(|c| pb::UpdatePart { part: Some(pb::update_part::Part::Chunk(c)) }),
                 )
                 .collect();
-            let (tx, rx) = tokio::sync::mpsc::channel(parts.len().max(1));
-            for p in parts {
-                let _ = tx.try_send(p);
-            }
-            let mut fleet = fleet.clone();
-            let push =
-                tokio::spawn(async move { fleet.push_update(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            push.abort();
-            drop(tx);
-            return Err(SessionError::Protocol(format!("simulated crash after {n} chunks of the upload")));
+            // The stream ends after the last chunk sent, without a trailer, and the
+            // coordinator's answer says what it received.
+            let answer = match fleet.push_update(tokio_stream::iter(parts)).await {
+                Ok(resp) => Ok(resp.into_inner().reported),
+                Err(status) => Err(status.message().to_string()),
+            };
+            let said = match &answer {
+                Ok(reported) => format!("it counted the update ({reported} reported)"),
+                Err(message) => message.clone(),
+            };
+            faults.crashed(&task.run, task.round, sent, total, answer);
+            return Err(SessionError::Protocol(format!(
+                "simulated crash after {sent} of {total} values of the upload; the coordinator answered: {said}"
+            )));
         }
         let params = outcome.params;
         // The trailer is produced only after every chunk has been sent.

@@ -1,15 +1,22 @@
 //! Fault injection for scenarios: dropouts, stragglers, crashes mid-upload and malicious
 //! updates, each decided by a seeded draw per (client, round) so that runs reproduce.
 //! Every injected fault is logged, so that the report can say what the coordinator did
-//! with it.
+//! with it. A crash mid-upload is logged only once the coordinator has answered the
+//! cut-off upload, with that answer: the log proves the fault reached the coordinator.
+//!
+//! [`TrainingHold`] is a fault for tests rather than scenarios: clients that hold their
+//! training of one round until the test releases them, so that "a round is in Training
+//! and nobody can report yet" is a state a test waits for instead of a race it hopes to
+//! win.
 
 use fedra_client::session::UploadFaults;
 use fedra_client::trainer::{EvalOutcome, TrainError, TrainOutcome, TrainSpec, Trainer};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// How a malicious client corrupts its update Δ = local − global.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -38,7 +45,8 @@ pub struct FaultSpec {
     /// ...and the delay range (seconds) it adds before training.
     #[serde(default)]
     pub straggler_delay_seconds: Option<[f64; 2]>,
-    /// The client crashes halfway through uploading.
+    /// The client crashes halfway through uploading: it sends the header and the first half
+    /// of the values, and the stream ends without a trailer.
     #[serde(default)]
     pub crash_mid_upload: f64,
     /// How many clients (the first ones) are malicious, in every round they take part in.
@@ -82,8 +90,17 @@ impl FaultSpec {
 #[derive(Debug, Clone, PartialEq)]
 pub enum FaultKind {
     Dropout,
-    Straggler { delay: Duration },
-    CrashMidUpload,
+    Straggler {
+        delay: Duration,
+    },
+    /// `sent` of `total` values went out before the stream ended without a trailer;
+    /// `answer` is what the coordinator replied: `Err(refusal)`, or `Ok(reported)` if it
+    /// counted the update (which it must never do).
+    CrashMidUpload {
+        sent: usize,
+        total: usize,
+        answer: Result<u32, String>,
+    },
     Malicious(Malice),
 }
 
@@ -92,7 +109,7 @@ impl std::fmt::Display for FaultKind {
         match self {
             FaultKind::Dropout => write!(f, "dropout"),
             FaultKind::Straggler { delay } => write!(f, "straggler (+{:.1}s)", delay.as_secs_f64()),
-            FaultKind::CrashMidUpload => write!(f, "crash mid-upload"),
+            FaultKind::CrashMidUpload { .. } => write!(f, "crash mid-upload"),
             FaultKind::Malicious(m) => write!(f, "malicious ({m:?})"),
         }
     }
@@ -198,7 +215,8 @@ impl Trainer for FaultyTrainer {
     }
 }
 
-/// Decides, per (client, round), whether the upload crashes halfway.
+/// Decides, per (client, round), whether the upload crashes halfway, and logs the crash
+/// with the coordinator's answer to it.
 pub struct CrashInjector {
     probability: f64,
     client: String,
@@ -208,17 +226,114 @@ pub struct CrashInjector {
 }
 
 impl UploadFaults for CrashInjector {
-    fn crash_after_chunks(&self, _run: &str, round: u32) -> Option<usize> {
+    fn crash_after_values(&self, _run: &str, round: u32, total: usize) -> Option<usize> {
         let mut rng = draw(self.seed, self.index, round, 0xC4A5);
-        if self.probability > 0.0 && rng.random_bool(self.probability) {
-            self.log.lock().expect("fault log").push(FaultEvent {
-                client: self.client.clone(),
-                round,
-                kind: FaultKind::CrashMidUpload,
-            });
-            Some(1)
-        } else {
-            None
+        (self.probability > 0.0 && rng.random_bool(self.probability)).then_some(total / 2)
+    }
+
+    fn crashed(&self, _run: &str, round: u32, sent: usize, total: usize, answer: Result<u32, String>) {
+        self.log.lock().expect("fault log").push(FaultEvent {
+            client: self.client.clone(),
+            round,
+            kind: FaultKind::CrashMidUpload { sent, total, answer },
+        });
+    }
+}
+
+/// Holds every wrapped trainer's training of one round until [`TrainingHold::release`]
+/// (or until the hold is dropped, so that a failing test never leaves training threads
+/// blocked). [`TrainingHold::wait_holding`] is the event a test waits for: while `n`
+/// clients hold, their tasks are assigned and their models fetched, and none of them can
+/// report.
+pub struct TrainingHold {
+    state: Arc<HoldState>,
+}
+
+struct HoldState {
+    round: u32,
+    released: Mutex<bool>,
+    opened: Condvar,
+    /// Trainers blocked in `train` for the held round right now.
+    holding: watch::Sender<usize>,
+}
+
+impl TrainingHold {
+    /// Holds training of round `round` (every attempt of it, until released).
+    pub fn round(round: u32) -> Self {
+        let (holding, _) = watch::channel(0);
+        Self { state: Arc::new(HoldState { round, released: Mutex::new(false), opened: Condvar::new(), holding }) }
+    }
+
+    /// Wraps a client's trainer so that it obeys this hold.
+    pub fn wrap(&self, inner: Box<dyn Trainer>) -> HeldTrainer {
+        HeldTrainer { inner, state: Arc::clone(&self.state), round: 0 }
+    }
+
+    /// Waits until at least `n` wrapped trainers are holding in the held round.
+    ///
+    /// # Errors
+    /// `timeout` passed first (naming how many were holding).
+    pub async fn wait_holding(&self, n: usize, timeout: Duration) -> anyhow::Result<()> {
+        let mut rx = self.state.holding.subscribe();
+        match tokio::time::timeout(timeout, rx.wait_for(|&h| h >= n)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => unreachable!("the hold owns the sender"),
+            Err(_) => {
+                let holding = *self.state.holding.borrow();
+                anyhow::bail!("{holding} of {n} clients were holding round {} after {timeout:?}", self.state.round)
+            }
         }
+    }
+
+    /// Lets every held trainer go on, and stops holding.
+    pub fn release(&self) {
+        *self.state.released.lock().expect("hold mutex") = true;
+        self.state.opened.notify_all();
+    }
+}
+
+impl Drop for TrainingHold {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// A trainer under a [`TrainingHold`].
+pub struct HeldTrainer {
+    inner: Box<dyn Trainer>,
+    state: Arc<HoldState>,
+    round: u32,
+}
+
+impl Trainer for HeldTrainer {
+    fn train(&mut self, spec: &TrainSpec, global: &[f32]) -> Result<TrainOutcome, TrainError> {
+        if self.round == self.state.round {
+            let mut released = self.state.released.lock().expect("hold mutex");
+            if !*released {
+                self.state.holding.send_modify(|h| *h += 1);
+                while !*released {
+                    released = self.state.opened.wait(released).expect("hold mutex");
+                }
+                self.state.holding.send_modify(|h| *h -= 1);
+            }
+        }
+        self.inner.train(spec, global)
+    }
+
+    fn evaluate(&self, spec: &TrainSpec, params: &[f32]) -> Result<(f64, f64), TrainError> {
+        self.inner.evaluate(spec, params)
+    }
+
+    fn evaluate_holdout(&self, spec: &TrainSpec, params: &[f32]) -> Result<EvalOutcome, TrainError> {
+        self.inner.evaluate_holdout(spec, params)
+    }
+
+    fn samples(&self) -> u64 {
+        self.inner.samples()
+    }
+
+    fn begin_task(&mut self, run: &str, round: u32) {
+        self.round = round;
+        self.inner.begin_task(run, round);
     }
 }

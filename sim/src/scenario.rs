@@ -432,13 +432,20 @@ async fn run_one(
                     _ => format!("counted (arrived before the round closed{norm})"),
                 }
             } else {
-                match event.kind {
+                match &event.kind {
                     FaultKind::Malicious(crate::faults::Malice::Nan | crate::faults::Malice::Inf) => {
                         "refused: non-finite update rejected at upload; client recorded as dropped".to_string()
                     }
-                    FaultKind::CrashMidUpload => {
-                        "discarded: upload without trailer, running sum untouched; client recorded as dropped"
-                            .to_string()
+                    // The coordinator's own answer to the cut-off upload says what it did.
+                    FaultKind::CrashMidUpload { answer: Err(refusal), .. } => {
+                        if refusal.contains("without a trailer; update discarded") {
+                            format!("discarded ({refusal}), running sum untouched; client recorded as dropped")
+                        } else {
+                            format!("refused ({refusal}); client recorded as dropped")
+                        }
+                    }
+                    FaultKind::CrashMidUpload { answer: Ok(reported), .. } => {
+                        format!("the coordinator accepted a cut-off upload ({reported} reported) but did not record it")
                     }
                     _ => "not counted: no update before the round closed; client recorded as dropped".to_string(),
                 }

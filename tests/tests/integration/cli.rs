@@ -2,36 +2,125 @@
 //! `fedra-coordinator` refusing bad config. Errors are one line and a non-zero exit.
 
 use crate::sandbox::*;
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
 
-/// `target/<profile>/<name>`. Cargo builds a package's own binaries for its integration
-/// tests, but not other packages' binaries: build them here when they are missing (a
-/// fresh clone running `cargo nextest run --workspace`).
-fn binary(name: &str) -> PathBuf {
-    static BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>");
-    let path = dir.join(name);
-    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            // `--tests` keeps the feature set identical to the test build, so only the
-            // binaries themselves are linked (no second build of the dependencies).
-            .args(["build", "-q", "--workspace", "--bins", "--tests"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build");
-        assert!(status.success(), "building the binaries failed");
-    }
-    assert!(path.exists(), "{} is not built", path.display());
-    path
+/// A shipped binary: the package that builds it and its target name.
+#[derive(Debug, Clone, Copy)]
+struct Bin {
+    package: &'static str,
+    name: &'static str,
 }
 
-async fn run(name: &str, args: Vec<String>) -> Output {
-    let bin = binary(name);
-    tokio::task::spawn_blocking(move || Command::new(bin).args(args).output().expect("spawn")).await.expect("join")
+/// The data scientist's CLI. Its package is named here and nowhere else: if the CLI moves
+/// to a crate of its own (e.g. `cli/`, `fedra-cli`), this is the line to change.
+const FEDRA: Bin = Bin { package: "fedra-client", name: "fedra" };
+const FEDRA_COORDINATOR: Bin = Bin { package: "fedra-coordinator", name: "fedra-coordinator" };
+
+/// The path of `bin`, built from the current sources. Cargo builds a package's own
+/// binaries for its integration tests, but not other packages' binaries, and a
+/// `target/<profile>/<name>` left by an earlier build may be stale. So every test process
+/// runs `cargo build` for the binary once (a no-op when it is up to date) and takes the
+/// path from cargo's own report of the artifact.
+fn binary(bin: Bin) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<&'static str, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT.get_or_init(Mutex::default).lock().unwrap_or_else(|e| e.into_inner());
+    built.entry(bin.name).or_insert_with(|| build(bin)).clone()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd
+}
+
+/// The package's id and directory, from `cargo metadata`.
+fn package(name: &str) -> (String, PathBuf) {
+    let out = cargo().args(["metadata", "--no-deps", "--format-version", "1"]).output().expect("run cargo metadata");
+    assert!(out.status.success(), "cargo metadata: {}", String::from_utf8_lossy(&out.stderr));
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).expect("cargo metadata output");
+    let pkg = meta["packages"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+        .unwrap_or_else(|| panic!("no package {name} in the workspace"));
+    let manifest = Path::new(pkg["manifest_path"].as_str().expect("manifest_path"));
+    (pkg["id"].as_str().expect("package id").to_string(), manifest.parent().expect("package dir").to_path_buf())
+}
+
+fn build(bin: Bin) -> PathBuf {
+    let (id, _) = package(bin.package);
+    // The profile the tests were built with, read off this test binary's path
+    // (`target/<profile dir>/deps/…`).
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile = match exe.parent().and_then(Path::parent).and_then(Path::file_name).and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev".to_string(),
+        Some(dir) => dir.to_string(),
+    };
+    // `--workspace --tests` keeps the feature set identical to the README's test build,
+    // so only the binary itself is (re)linked, never a second copy of the dependencies.
+    let out = cargo()
+        .args(["build", "--workspace", "--tests", "--bin", bin.name, "--profile", &profile])
+        .args(["--message-format", "json-render-diagnostics"])
+        .output()
+        .expect("run cargo build");
+    assert!(out.status.success(), "building {} failed:\n{}", bin.name, String::from_utf8_lossy(&out.stderr));
+    let exe = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|m| {
+            m["reason"] == "compiler-artifact"
+                && m["package_id"] == id.as_str()
+                && m["target"]["name"] == bin.name
+                && m["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "bin"))
+                // Not the bin's unit-test harness, which `--tests` builds too.
+                && m["profile"]["test"] == false
+        })
+        .and_then(|m| m["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo built no binary {} of package {}", bin.name, bin.package));
+    assert!(exe.exists(), "{} is not built", exe.display());
+    exe
+}
+
+/// Every source file cargo's dep-info lists for the binary (`<exe>.d`, one line
+/// `<exe>: <source> <source> …`; spaces in paths are escaped with a backslash).
+fn sources_of(exe: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string(exe.with_extension("d")).expect("dep-info next to the binary");
+    let deps = info.lines().next().and_then(|l| l.split_once(": ")).map(|(_, d)| d).unwrap_or_default();
+    let mut paths = vec![String::new()];
+    let mut chars = deps.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => paths.last_mut().unwrap().extend(chars.next()),
+            ' ' => paths.push(String::new()),
+            c => paths.last_mut().unwrap().push(c),
+        }
+    }
+    paths.into_iter().filter(|p| !p.is_empty()).map(PathBuf::from).collect()
+}
+
+/// A stale binary (one left by an earlier build) would run old code under a test of the
+/// new: the binaries the tests run are at least as new as every source they are built
+/// from.
+#[test]
+fn cli_binaries_are_built_from_the_current_sources() {
+    for bin in [FEDRA, FEDRA_COORDINATOR] {
+        let path = binary(bin);
+        let built = std::fs::metadata(&path).and_then(|m| m.modified()).expect("binary mtime");
+        let sources = sources_of(&path);
+        let (_, dir) = package(bin.package);
+        assert!(sources.iter().any(|s| s.starts_with(&dir)), "{} lists no source of {}", path.display(), bin.package);
+        for source in sources {
+            let changed = std::fs::metadata(&source).and_then(|m| m.modified()).expect("source mtime");
+            assert!(changed <= built, "{} is older than {}: a stale binary", path.display(), source.display());
+        }
+    }
+}
+
+async fn run(bin: Bin, args: Vec<String>) -> Output {
+    let path = binary(bin);
+    tokio::task::spawn_blocking(move || Command::new(path).args(args).output().expect("spawn")).await.expect("join")
 }
 
 fn one_line(bytes: &[u8]) -> String {
@@ -68,7 +157,7 @@ learning_rate = 0.1
     let args =
         |a: &[&str]| -> Vec<String> { ["--coordinator", ep.as_str()].iter().chain(a).map(|s| s.to_string()).collect() };
 
-    let out = run("fedra", args(&["run", "submit", plan_path.to_str().unwrap(), "--watch"])).await;
+    let out = run(FEDRA, args(&["run", "submit", plan_path.to_str().unwrap(), "--watch"])).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stdout {stdout} stderr {}", String::from_utf8_lossy(&out.stderr));
     let run_id = stdout.lines().next().unwrap().to_string();
@@ -76,35 +165,34 @@ learning_rate = 0.1
     assert!(stdout.contains("round 2: published"), "{stdout}");
     assert!(stdout.trim_end().ends_with("run succeeded"), "{stdout}");
 
-    let out = run("fedra", args(&["run", "list"])).await;
+    let out = run(FEDRA, args(&["run", "list"])).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains(&run_id));
-    let out = run("fedra", args(&["run", "show", &run_id])).await;
+    let out = run(FEDRA, args(&["run", "show", &run_id])).await;
     assert!(String::from_utf8_lossy(&out.stdout).contains("state succeeded  rounds 2/2"));
-    let out = run("fedra", args(&["checkpoint", "list", "--region", "eu"])).await;
+    let out = run(FEDRA, args(&["checkpoint", "list", "--region", "eu"])).await;
     let listing = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(listing.lines().filter(|l| l.starts_with(&run_id)).count(), 2, "{listing}");
     let cp = format!("{run_id}.r0002");
     let pull_dir = dir.path().join("pulled");
-    let out = run("fedra", args(&["checkpoint", "pull", &cp, "-o", pull_dir.to_str().unwrap()])).await;
+    let out = run(FEDRA, args(&["checkpoint", "pull", &cp, "-o", pull_dir.to_str().unwrap()])).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let manifest = read_manifest(&pull_dir.join("model.safetensors"))?;
     assert_eq!(manifest.checkpoint_id.as_str(), cp);
 
     // Refusals: one line on stderr, a meaningful exit code.
-    let out = run("fedra", args(&["run", "cancel", &run_id])).await;
+    let out = run(FEDRA, args(&["run", "cancel", &run_id])).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(one_line(&out.stderr).starts_with(&format!("fedra: run {run_id} already ended")));
     std::fs::write(dir.path().join("bad.toml"), "version = 1\nrounds = 2\nround = 3\n")?;
-    let out = run("fedra", args(&["run", "submit", dir.path().join("bad.toml").to_str().unwrap()])).await;
+    let out = run(FEDRA, args(&["run", "submit", dir.path().join("bad.toml").to_str().unwrap()])).await;
     assert_eq!(out.status.code(), Some(64));
     assert!(one_line(&out.stderr).contains("bad.toml"));
     let zero_rounds = std::fs::read_to_string(&plan_path)?.replace("rounds = 2", "rounds = 0");
     std::fs::write(dir.path().join("zero.toml"), zero_rounds)?;
-    let out = run("fedra", args(&["run", "submit", dir.path().join("zero.toml").to_str().unwrap()])).await;
+    let out = run(FEDRA, args(&["run", "submit", dir.path().join("zero.toml").to_str().unwrap()])).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(one_line(&out.stderr).contains("plan.rounds must be in 1..=100000, got 0"));
-    let out =
-        run("fedra", vec!["--coordinator".into(), "http://127.0.0.1:1".into(), "run".into(), "list".into()]).await;
+    let out = run(FEDRA, vec!["--coordinator".into(), "http://127.0.0.1:1".into(), "run".into(), "list".into()]).await;
     assert_eq!(out.status.code(), Some(69));
     assert!(one_line(&out.stderr).starts_with("fedra: cannot connect to coordinator at http://127.0.0.1:1"));
     cluster.shutdown().await;
@@ -152,11 +240,11 @@ expected_clients = 2
     let ep = cluster.endpoint();
     let args =
         |a: &[&str]| -> Vec<String> { ["--coordinator", ep.as_str()].iter().chain(a).map(|s| s.to_string()).collect() };
-    let out = run("fedra", args(&["privacy", "status"])).await;
+    let out = run(FEDRA, args(&["privacy", "status"])).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no privacy spent yet");
-    let out = run("fedra", args(&["run", "submit", plan_path.to_str().unwrap(), "--watch"])).await;
+    let out = run(FEDRA, args(&["run", "submit", plan_path.to_str().unwrap(), "--watch"])).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = run("fedra", args(&["privacy", "status"])).await;
+    let out = run(FEDRA, args(&["privacy", "status"])).await;
     let table = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{table}");
     let row = table.lines().find(|l| l.starts_with("dp-lr@eu")).unwrap_or_else(|| panic!("{table}"));
@@ -169,7 +257,7 @@ expected_clients = 2
     // A plan file with both clipping kinds is refused locally (exit 64, one line).
     let both = std::fs::read_to_string(&plan_path)? + "[privacy.adaptive]\ninitial_norm = 1.0\n";
     std::fs::write(dir.path().join("both.toml"), both)?;
-    let out = run("fedra", args(&["run", "submit", dir.path().join("both.toml").to_str().unwrap()])).await;
+    let out = run(FEDRA, args(&["run", "submit", dir.path().join("both.toml").to_str().unwrap()])).await;
     assert_eq!(out.status.code(), Some(64));
     assert!(one_line(&out.stderr).contains("exactly one of clip_norm"), "{}", one_line(&out.stderr));
     cluster.shutdown().await;
@@ -181,12 +269,12 @@ async fn coordinator_refuses_bad_config_with_exit_64() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let cfg = dir.path().join("coordinator.toml");
     std::fs::write(&cfg, "version = 1\nlisten = \"127.0.0.1:0\"\nchunk_byte = 5\n")?;
-    let out = run("fedra-coordinator", vec!["--config".into(), cfg.display().to_string()]).await;
+    let out = run(FEDRA_COORDINATOR, vec!["--config".into(), cfg.display().to_string()]).await;
     assert_eq!(out.status.code(), Some(64));
     let line = one_line(&out.stderr);
     assert!(line.starts_with("fedra-coordinator: bad config: config file") && line.contains("chunk_byte"), "{line}");
     std::fs::write(&cfg, "version = 1\nchunk_bytes = 6\n")?;
-    let out = run("fedra-coordinator", vec!["--config".into(), cfg.display().to_string()]).await;
+    let out = run(FEDRA_COORDINATOR, vec!["--config".into(), cfg.display().to_string()]).await;
     assert_eq!(out.status.code(), Some(64));
     assert!(one_line(&out.stderr).contains("chunk_bytes: must be a multiple of 4"));
     Ok(())

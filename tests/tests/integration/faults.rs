@@ -1,42 +1,93 @@
-//! Clients that die mid-upload. A raw gRPC client plays the dying sidecar: it takes its
-//! task, fetches the model, streams part of an update full of garbage, and vanishes.
+//! Clients that break off mid-upload. A raw gRPC client plays the failing sidecar: it takes
+//! its task, fetches the model, streams the header and about half of an update full of
+//! garbage, in chunks, and ends the stream without a trailer. The coordinator's answer to
+//! the cut-off stream ("stream ended after N of M values …") is the proof that it received
+//! part of the upload, and discarded it.
 
 use crate::sandbox::*;
+use fedra_cli::status::WatchEvent;
 use fedra_coordinator::ids::RunId;
 use fedra_coordinator::store::{ParticipationStatus, RoundStatus, Store};
 use fedra_proto::pb;
 use fedra_proto::pb::fleet_service_client::FleetServiceClient;
 use fedra_types::run::RunState;
 use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 
-/// A client that registers, takes one task and streams only half its update.
+type Fleet = FleetServiceClient<tonic::transport::Channel>;
+
+/// A client that registers, takes one task and uploads only half of its update.
 pub struct DyingClient {
-    pub fleet: FleetServiceClient<tonic::transport::Channel>,
-    pub tasks: tonic::Streaming<pb::Task>,
+    id: String,
+    fleet: Fleet,
+    tasks: tonic::Streaming<pb::Task>,
+    /// Heartbeats, while [`DyingClient::keep_alive`] keeps the client online.
+    heartbeat: Option<JoinHandle<()>>,
+    heartbeat_every: Duration,
+}
+
+/// An upload stream left open after its first half: the header and `sent` of `total`
+/// values have been queued, no trailer.
+pub struct HalfUpload {
+    /// The stream stays open while this lives.
+    parts: mpsc::Sender<pb::UpdatePart>,
+    answer: JoinHandle<Result<tonic::Response<pb::PushUpdateResponse>, tonic::Status>>,
+    pub sent: usize,
+    pub total: usize,
+}
+
+impl HalfUpload {
+    /// Ends the stream without a trailer and returns the coordinator's answer, which must
+    /// be a refusal.
+    pub async fn break_off(self) -> anyhow::Result<tonic::Status> {
+        drop(self.parts);
+        match tokio::time::timeout(Duration::from_secs(30), self.answer).await?? {
+            Ok(resp) => anyhow::bail!("the coordinator accepted an upload without a trailer: {:?}", resp.into_inner()),
+            Err(status) => Ok(status),
+        }
+    }
 }
 
 impl DyingClient {
     pub async fn connect(endpoint: &str, id: &str, samples: u64) -> anyhow::Result<Self> {
         let mut fleet = FleetServiceClient::connect(endpoint.to_string()).await?;
-        fleet
+        let settings = fleet
             .register(pb::RegisterRequest {
                 client_id: id.into(),
                 region: "eu".into(),
                 datasets: vec![pb::DatasetDescriptor { name: "d".into(), samples, features: 0, classes: 0 }],
                 capabilities: None,
             })
-            .await?;
+            .await?
+            .into_inner();
         let tasks = fleet.subscribe(pb::SubscribeRequest { client_id: id.into() }).await?.into_inner();
-        Ok(Self { fleet, tasks })
+        let heartbeat_every = Duration::from_secs_f64(settings.heartbeat_interval_seconds);
+        Ok(Self { id: id.into(), fleet, tasks, heartbeat: None, heartbeat_every })
     }
 
-    /// Waits for a task, fetches the model, then sends the header and half of the chunks
-    /// (values 1e6, which would visibly poison the average) and drops the stream.
-    pub async fn die_mid_upload(&mut self, id: &str) -> anyhow::Result<()> {
-        let task = self.tasks.message().await?.expect("a task");
+    /// Heartbeats from now on, so that the coordinator counts this client as online for as
+    /// long as it exists: only a deadline can end its task.
+    pub fn keep_alive(&mut self) {
+        let (mut fleet, id, every) = (self.fleet.clone(), self.id.clone(), self.heartbeat_every);
+        self.heartbeat = Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let _ = fleet.heartbeat(pb::HeartbeatRequest { client_id: id.clone(), task_id: String::new() }).await;
+            }
+        }));
+    }
+
+    /// Waits for a task, fetches its model, then opens the upload and queues the header
+    /// and the first half of the values (1e6 each, which would visibly poison the average)
+    /// in chunks of `chunk_values` values. Returns the open upload.
+    pub async fn upload_half(&mut self, chunk_values: usize) -> anyhow::Result<HalfUpload> {
+        let task = tokio::time::timeout(Duration::from_secs(30), self.tasks.message()).await??.expect("a task");
         let mut model = self
             .fleet
-            .fetch_model(pb::FetchModelRequest { task_id: task.task_id.clone(), client_id: id.into() })
+            .fetch_model(pb::FetchModelRequest { task_id: task.task_id.clone(), client_id: self.id.clone() })
             .await?
             .into_inner();
         let mut total = 0;
@@ -45,31 +96,46 @@ impl DyingClient {
                 total = h.total_values as usize;
             }
         }
-        let poison = vec![1.0e6f32; total];
-        let chunks: Vec<_> = fedra_proto::chunking::chunks(&poison, 1024).collect();
-        let half = chunks.len() / 2;
-        let (tx, rx) = tokio::sync::mpsc::channel::<pb::UpdatePart>(4);
+        let sent = total / 2;
+        let poison = vec![1.0e6f32; sent];
+        let chunks: Vec<_> = fedra_proto::chunking::chunks(&poison, chunk_values * 4).collect();
+        assert!(chunks.len() >= 2, "half an upload goes out in several chunks, not {}", chunks.len());
+        let (tx, rx) = mpsc::channel::<pb::UpdatePart>(chunks.len() + 1);
         tx.send(pb::UpdatePart {
             part: Some(pb::update_part::Part::Header(pb::UpdateHeader {
                 task_id: task.task_id,
-                client_id: id.into(),
+                client_id: self.id.clone(),
                 total_values: total as u64,
                 is_delta: false,
             })),
         })
         .await?;
-        for c in chunks.into_iter().take(half) {
+        for c in chunks {
             tx.send(pb::UpdatePart { part: Some(pb::update_part::Part::Chunk(c)) }).await?;
         }
         let mut fleet = self.fleet.clone();
-        let push =
+        let answer =
             tokio::spawn(async move { fleet.push_update(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        // The process dies: the upload stream is torn down without a trailer.
-        push.abort();
-        drop(tx);
-        Ok(())
+        Ok(HalfUpload { parts: tx, answer, sent, total })
     }
+}
+
+impl Drop for DyingClient {
+    fn drop(&mut self) {
+        if let Some(h) = self.heartbeat.take() {
+            h.abort();
+        }
+    }
+}
+
+/// Asserts that `answer` is the coordinator's refusal of `upload` as incomplete, naming
+/// exactly how many values it received: proof that the partial upload reached it.
+fn assert_refused_as_incomplete(answer: &tonic::Status, sent: usize, total: usize) {
+    assert_eq!(answer.code(), tonic::Code::InvalidArgument, "{answer:?}");
+    assert_eq!(
+        answer.message(),
+        format!("update stream: stream ended after {sent} of {total} values without a trailer; update discarded"),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -80,11 +146,17 @@ async fn dead_uploader_does_not_corrupt_the_round() -> anyhow::Result<()> {
     let mut dying = DyingClient::connect(&cluster.endpoint(), "dying", 1000).await?;
 
     let mut control = cluster.control().await?;
+    // Five clients for a target of five: the round cannot close before the dying client
+    // has either reported or gone, so its upload arrives while the round is training.
     let mut p = plan(dim, classes, 1, 5, 3);
     p.round_deadline_seconds = 30.0;
     let run = control.submit(&p).await?;
-    dying.die_mid_upload("dying").await?;
-    // The whole process is gone: its task subscription too.
+    let upload = dying.upload_half(128).await?;
+    let (sent, total) = (upload.sent, upload.total);
+    assert_eq!((sent, total), (252, 505));
+    let answer = upload.break_off().await?;
+    assert_refused_as_incomplete(&answer, sent, total);
+    // Then the whole process is gone: its task subscription too.
     drop(dying);
 
     let status = wait_for_end(&cluster.endpoint(), &run, Duration::from_secs(60)).await?;
@@ -100,6 +172,17 @@ async fn dead_uploader_does_not_corrupt_the_round() -> anyhow::Result<()> {
     assert_ulp_equal(&got, &reference_average(&updates));
     assert!(manifest.contributors.iter().all(|c| c.client.as_str() != "dying"));
 
+    let history: Vec<_> = control.watch(&run).await?.collect::<Vec<_>>().await;
+    let received: Vec<_> = history
+        .iter()
+        .filter_map(|e| match e {
+            Ok(WatchEvent::UpdateReceived { client, .. }) => Some(client.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(received.len(), 4, "{received:?}");
+    assert!(!received.contains(&"dying"), "{received:?}");
+
     let store = open_store(&cluster).await?;
     let parts = store.list_participations(&RunId::new(run)?).await?;
     let dead = parts.iter().find(|p| p.client.as_str() == "dying").expect("dying client was selected");
@@ -113,14 +196,36 @@ async fn round_without_quorum_fails_cleanly_at_the_deadline() -> anyhow::Result<
     let (dim, classes) = (20u32, 3u32);
     let len = (dim * classes + classes) as usize;
     let (cluster, scripts) = scripted_cluster(2, len, |i| 50 + i as u64, 1024).await?;
-    // This client hangs after half an upload but stays connected: only the deadline ends it.
+    // This client stalls half-way through its upload and stays online (it heartbeats):
+    // only the deadline ends its task.
     let mut hung = DyingClient::connect(&cluster.endpoint(), "hung", 1000).await?;
+    hung.keep_alive();
 
     let mut control = cluster.control().await?;
     let mut p = plan(dim, classes, 2, 3, 3);
     p.round_deadline_seconds = 2.0;
     let run = control.submit(&p).await?;
-    hung.die_mid_upload("hung").await?;
+    let mut events = control.watch(&run).await?;
+    // 31 of 63 values in chunks of 4 values: 8 chunks, then the stream stalls, open.
+    let upload = hung.upload_half(4).await?;
+    let (sent, total) = (upload.sent, upload.total);
+    assert_eq!((sent, total), (31, 63));
+
+    // The round fails at its deadline while the upload is still open.
+    let failed = loop {
+        match tokio::time::timeout(Duration::from_secs(30), events.next()).await? {
+            Some(Ok(WatchEvent::RoundFailed { round: 1, reason })) => break reason,
+            Some(Ok(WatchEvent::UpdateReceived { client, .. })) => assert_ne!(client, "hung"),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.into()),
+            None => anyhow::bail!("the watch ended before round 1 failed"),
+        }
+    };
+    assert!(failed.contains("deadline passed with 2 updates, quorum is 3"), "{failed}");
+    drop(events);
+    // Then the stream breaks off; the coordinator received the half it was sent.
+    let answer = upload.break_off().await?;
+    assert_refused_as_incomplete(&answer, sent, total);
 
     let status = wait_for_end(&cluster.endpoint(), &run, Duration::from_secs(30)).await?;
     assert_eq!(status.state, RunState::Failed);
@@ -140,9 +245,12 @@ async fn round_without_quorum_fails_cleanly_at_the_deadline() -> anyhow::Result<
     assert_eq!(parts.iter().filter(|p| p.status == ParticipationStatus::Reported).count(), 2);
     assert_eq!(parts.iter().find(|p| p.client.as_str() == "hung").unwrap().status, ParticipationStatus::Dropped);
 
-    // The coordinator is still consistent: a run the two healthy clients can serve succeeds.
+    // The coordinator is still consistent: a run the two healthy clients can serve
+    // succeeds. Over-selection picks the hung client too if the coordinator has not yet
+    // seen it go; the target of two is reached without it either way.
     drop(hung);
     let mut p = plan(dim, classes, 1, 2, 2);
+    p.over_selection = 0.5;
     p.round_deadline_seconds = 30.0;
     let run = control.submit(&p).await?;
     let status = wait_for_end(&cluster.endpoint(), &run, Duration::from_secs(30)).await?;

@@ -147,26 +147,27 @@ async fn budgets_refuse_overspending_runs_and_rounds_naming_the_numbers() -> any
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_reservation_and_release_counts_the_reservation() -> anyhow::Result<()> {
-    let specs: Vec<_> = (0..3).map(|i| blob_client(i, "eu", 10, 3, 3000)).collect();
-    let mut cluster = Cluster::builder().clients(specs).privacy_budget(budget(100.0)).start().await?;
+    let specs: Vec<_> = (0..3).map(|i| blob_client(i, "eu", 10, 3, 300)).collect();
+    // Round 1's training waits for the test: the kill finds its reservation made and no
+    // update counted, however fast training is.
+    let hold = TrainingHold::round(1);
+    let mut cluster = held_cluster(Cluster::builder().privacy_budget(budget(100.0)), specs, &hold).await?;
     let mut control = cluster.control().await?;
-    let mut p = dp_plan(2, 3, central(1.0, 0.5, 3));
-    // Enough local work that round 1 is still training when the coordinator dies.
-    p.local.epochs = 8;
-    p.local.batch_size = 8;
-    let run = control.submit(&p).await?;
-    let mut events = control.watch(&run).await?;
-    while let Some(e) = tokio::time::timeout(Duration::from_secs(60), events.next()).await? {
-        if let WatchEvent::Selected { round: 1, .. } = e? {
-            break;
-        }
-    }
-    drop(events);
+    let run = control.submit(&dp_plan(2, 3, central(1.0, 0.5, 3))).await?;
+    // All three clients hold round 1's task: the round reserved its cost before asking
+    // them to train, and none of them can report.
+    hold.wait_holding(3, Duration::from_secs(60)).await?;
+    let scope = control.privacy_status(None, None).await?.remove(0);
+    assert_eq!((scope.rounds_reserved, scope.rounds_charged), (1, 0), "{scope:?}");
     cluster.restart_coordinator().await?;
-    // Right after the restart: the interrupted round's reservation is spent.
+    // Right after the restart (the held clients cannot come back yet, so no new attempt
+    // has reserved anything): the interrupted round's reservation is still spent.
     let mut control = cluster.control().await?;
     let scope = control.privacy_status(None, None).await?.remove(0);
-    assert!(scope.rounds_reserved >= 1 && scope.epsilon_spent > 0.0, "{scope:?}");
+    assert_eq!((scope.rounds_reserved, scope.rounds_charged), (1, 0), "{scope:?}");
+    let one_round = epsilon_after(&domain(1.0, 0.5, 3), 1);
+    assert!((scope.epsilon_spent - one_round).abs() < 1e-9, "{} vs {one_round}", scope.epsilon_spent);
+    hold.release();
 
     let status = wait_for_end(&cluster.endpoint(), &run, Duration::from_secs(120)).await?;
     assert_succeeded(&status);

@@ -10,24 +10,24 @@ use tokio_stream::StreamExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_mid_run_loses_and_repeats_no_round() -> anyhow::Result<()> {
-    let specs: Vec<_> = (0..4).map(|i| blob_client(i, ["eu", "us"][i % 2], 10, 3, 3000)).collect();
-    let mut cluster = Cluster::builder().clients(specs).start().await?;
+    let specs: Vec<_> = (0..4).map(|i| blob_client(i, ["eu", "us"][i % 2], 10, 3, 300)).collect();
+    // Round 2's training waits for the test, so that the kill finds it in Training with
+    // every task assigned and no update counted, however fast training is.
+    let hold = TrainingHold::round(2);
+    let mut cluster = held_cluster(Cluster::builder(), specs, &hold).await?;
     let mut control = cluster.control().await?;
-    let mut p = plan(10, 3, 4, 4, 3);
-    // Enough local work that a round is still training when the coordinator dies.
-    p.local.epochs = 8;
-    p.local.batch_size = 8;
-    let run = control.submit(&p).await?;
+    let run = control.submit(&plan(10, 3, 4, 4, 3)).await?;
 
-    // Kill the coordinator as soon as round 2 has selected its clients: they are training.
-    let mut events = control.watch(&run).await?;
-    while let Some(e) = tokio::time::timeout(Duration::from_secs(60), events.next()).await? {
-        if let WatchEvent::Selected { round: 2, .. } = e? {
-            break;
-        }
-    }
-    drop(events);
+    // All four clients selected for round 2 have fetched its model and are training: the
+    // coordinator shows round 1 published and round 2 training, nothing reported yet.
+    hold.wait_holding(4, Duration::from_secs(60)).await?;
+    let before = control.get(&run).await?;
+    assert_eq!(before.completed_rounds, 1, "{before:?}");
+    let training: Vec<_> = before.rounds.iter().filter(|r| r.round == 2).collect();
+    assert_eq!(training.len(), 1, "{before:?}");
+    assert_eq!((training[0].phase.as_str(), training[0].selected, training[0].reported), ("training", 4, 0));
     cluster.restart_coordinator().await?;
+    hold.release();
 
     let status = wait_for_end(&cluster.endpoint(), &run, Duration::from_secs(120)).await?;
     assert_succeeded(&status);
@@ -42,8 +42,8 @@ async fn restart_mid_run_loses_and_repeats_no_round() -> anyhow::Result<()> {
     }
     // Round 2 was interrupted and re-attempted (attempt numbers keep counting).
     let interrupted: Vec<_> = rounds.iter().filter(|r| r.status == RoundStatus::Interrupted).collect();
-    assert!(!interrupted.is_empty(), "the kill should have interrupted a round: {rounds:#?}");
-    assert!(interrupted.iter().all(|r| r.round == 2 && r.failure.as_deref() == Some("coordinator restarted")));
+    assert_eq!(interrupted.len(), 1, "the kill interrupts round 2's attempt, and only it: {rounds:#?}");
+    assert_eq!((interrupted[0].round, interrupted[0].failure.as_deref()), (2, Some("coordinator restarted")));
     let cps = store.list_checkpoints(&Default::default()).await?;
     assert_eq!(cps.iter().map(|c| c.round).collect::<Vec<_>>(), [1, 2, 3, 4]);
     for w in cps.windows(2) {

@@ -8,6 +8,7 @@ use fedra_cli::status::RunStatus;
 use fedra_client::data::DatasetInfo;
 use fedra_client::data::synthetic::{BlobSpec, gaussian_blobs};
 use fedra_client::trainer::EvalOutcome;
+use fedra_client::trainer::burn_logreg::BurnTrainer;
 use fedra_client::trainer::{TrainError, TrainOutcome, TrainSpec, Trainer};
 use fedra_coordinator::checkpoint::Manifest;
 use fedra_coordinator::store::SqliteStore;
@@ -19,7 +20,8 @@ use rand::{Rng, SeedableRng};
 use std::path::Path;
 use std::time::Duration;
 
-pub use fedra_sim::cluster::{ClientSpec, Cluster};
+pub use fedra_sim::cluster::{ClientSpec, Cluster, ClusterBuilder};
+pub use fedra_sim::faults::TrainingHold;
 
 /// A plan for logistic regression over `input_dim` features and `classes` classes.
 pub fn plan(input_dim: u32, classes: u32, rounds: u32, clients_per_round: u32, min_clients: u32) -> PlanFile {
@@ -124,6 +126,19 @@ pub async fn scripted_cluster(
     }
     cluster.wait_connected(Duration::from_secs(60)).await?;
     Ok((cluster, scripts))
+}
+
+/// Starts `builder`'s coordinator and one burn client per spec, each trainer under `hold`:
+/// their training of the held round waits until the test releases it.
+pub async fn held_cluster(builder: ClusterBuilder, specs: Vec<ClientSpec>, hold: &TrainingHold) -> Result<Cluster> {
+    let mut cluster = builder.start().await?;
+    for spec in specs {
+        let info = spec.dataset.info();
+        let trainer = BurnTrainer::with_holdout(spec.dataset, spec.holdout);
+        cluster.add_client_with(&spec.id, &spec.region, vec![info], Box::new(hold.wrap(Box::new(trainer))));
+    }
+    cluster.wait_connected(Duration::from_secs(60)).await?;
+    Ok(cluster)
 }
 
 /// Polls the run until it ends (or `timeout`), reconnecting if the coordinator restarts.
