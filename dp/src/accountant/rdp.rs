@@ -1,7 +1,7 @@
 //! Rényi DP of the Poisson-sampled Gaussian mechanism (Mironov, Talwar & Zhang 2019), and
 //! [`RdpCurve`], the per-order bounds that compose by addition.
 //!
-//! This is the accountant's amplified path ([`Accountant::PoissonRdp`](super::Accountant)):
+//! This is the accountant's amplified path ([`Accountant::PoissonRdp`](super::Accountant::PoissonRdp)):
 //! sound only if every client joins every round independently with probability `q`.
 
 use std::f64::consts::{FRAC_1_SQRT_2, LN_2};
@@ -132,8 +132,8 @@ fn log_a_fractional(q: f64, sigma: f64, alpha: f64) -> f64 {
 /// and noise multiplier `z`: `ln(A_α)/(α − 1)` (Mironov, Talwar & Zhang 2019, Thm. 4/5),
 /// which for `q = 1` is the plain Gaussian's `α/(2z²)`.
 ///
-/// Returns `+∞` for a fractional order whose series did not converge (see
-/// [`MAX_FRACTIONAL_TERMS`]); that order is then never the optimum of the conversion.
+/// Returns `+∞` for a fractional order whose series did not converge within 10,000 terms
+/// (`MAX_FRACTIONAL_TERMS`); that order is then never the optimum of the conversion.
 /// Tiny negative values from rounding (the true value is `≥ 0`) are clamped to zero.
 ///
 /// # Errors

@@ -4,7 +4,7 @@
 //! Why a lattice: adding floating-point Gaussian noise leaks through the gaps and rounding of
 //! floating-point arithmetic (Mironov 2012). Instead the sum is rounded to the lattice `g·Z`
 //! (`g` a power of two, so scaling is exact), exact integer noise from
-//! [`DiscreteGaussian`](super::DiscreteGaussian) is added, and `(n + noise)·g` is written back,
+//! [`DiscreteGaussian`] is added, and `(n + noise)·g` is written back,
 //! which is exact in `f64`. Everything released is post-processing of the noised integer
 //! vector, whose privacy Canonne, Kamath and Steinke 2020 (Theorem 14) bound.
 
