@@ -159,9 +159,22 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 println!("no privacy spent yet");
                 return Ok(ExitCode::SUCCESS);
             }
+            let h = [
+                "SCOPE",
+                "EPS_SPENT",
+                "EPS_LEFT",
+                "BUDGET",
+                "DELTA",
+                "ROUNDS",
+                "RESERVED",
+                "Z",
+                "C",
+                "Q",
+                "ACCOUNTANT",
+            ];
             println!(
                 "{:<28} {:>9} {:>9} {:>9} {:>8} {:>7} {:>8} {:>5} {:>8} {:>6}  {}",
-                "SCOPE", "EPS_SPENT", "EPS_LEFT", "BUDGET", "DELTA", "ROUNDS", "RESERVED", "Z", "C", "Q", "ACCOUNTANT"
+                h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9], h[10]
             );
             let or_dash = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
             for s in scopes {

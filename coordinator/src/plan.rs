@@ -297,7 +297,8 @@ mod tests {
         let mut raw = raw_plan();
         raw.privacy = Some(dp());
         assert!(RunPlan::new(raw).is_ok());
-        let cases: Vec<(Box<dyn Fn(&mut PrivacyPlan)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut PrivacyPlan)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|p| p.noise_multiplier = 0.0), "noise_multiplier"),
             (Box::new(|p| p.clipping = Clipping::Fixed { norm: f64::INFINITY }), "clipping norm"),
             (Box::new(|p| p.expected_clients = 5), "expected_clients (5)"),

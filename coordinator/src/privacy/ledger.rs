@@ -171,7 +171,7 @@ mod tests {
         let budget = Budget { epsilon: 3.0, delta: 1e-6 };
         let charged = entry(0.02, LedgerState::Charged);
         let reserved = entry(0.02, LedgerState::Reserved);
-        let one = spent(&[charged.clone()], 1e-6).unwrap();
+        let one = spent(std::slice::from_ref(&charged), 1e-6).unwrap();
         let two = spent(&[charged.clone(), reserved.clone()], 1e-6).unwrap();
         assert!(two > one * 1.3, "a reservation counts like a charge: {one} vs {two}");
         // Fill the scope until the next round no longer fits.

@@ -5,18 +5,19 @@
 //! checkpoint write, so heartbeats and other runs' requests are answered while any run
 //! works.
 
+use super::activation::activate_and_run;
 use super::fleet::Fleet;
 use super::history::{self, RunView};
-use super::run::{AttemptKey, DemandSpec, FleetMsg, Reply, RunActor, RunEnv, RunMsg, RunRequest, WatchReply};
+use super::run::{DemandSpec, FleetMsg, Reply, RunEnv, RunMsg, RunRequest, WatchReply};
 use super::scheduler::{self, Decision, Demand};
 use super::task::{EvaluationReport, GlobalModel, TaskAssignment, UploadTicket, VerifiedUpdate};
 use super::{PhaseName, RoundError, RunEvent, RunEventKind};
 use crate::checkpoint::CheckpointDir;
-use crate::ids::{CheckpointId, ClientId, RoundNumber, RunId, TaskId};
+use crate::ids::{ClientId, RunId, TaskId};
 use crate::plan::RunPlan;
+use crate::privacy::Budgets;
 use crate::privacy::admission::Reservations;
-use crate::privacy::{Budgets, LedgerState};
-use crate::store::{ClientRecord, LedgerFilter, RunRecord, RunState, Store};
+use crate::store::{ClientRecord, RunRecord, RunState, Store};
 use chrono::Utc;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -608,93 +609,4 @@ fn reply_err(req: RunRequest, err: RoundError) {
         RunRequest::CommitUpload { reply, .. } => drop(reply.send(Err(err))),
         RunRequest::ReportEvaluation { reply, .. } => drop(reply.send(Err(err))),
     }
-}
-
-/// The body of a run's task: load its starting point, then run its actor. A run that
-/// cannot start is recorded as failed here.
-async fn activate_and_run(env: RunEnv, id: RunId, rx: mpsc::UnboundedReceiver<RunMsg>) {
-    let (internal_tx, internal_rx) = mpsc::unbounded_channel();
-    match activate(&env, &id, internal_tx).await {
-        Ok(Some(actor)) => actor.run(rx, internal_rx).await,
-        Ok(None) => {}
-        Err(e) => {
-            error!(run = %id, error = %e, "run cannot start");
-            let reason = format!("run cannot start: {e}");
-            if let Err(e) = env.store.set_run_state(&id, RunState::Failed, Some(&reason)).await {
-                error!(run = %id, error = %e, "cannot record run failure");
-            }
-            let _ = env.events.send(RunEvent {
-                run: id.clone(),
-                round: 0,
-                kind: RunEventKind::RunFinished { state: RunState::Failed, reason: Some(reason) },
-            });
-        }
-    }
-}
-
-/// Loads a run's starting model (initial checkpoint, last completed round, or a fresh
-/// seeded initialisation) and builds its actor for the next round.
-async fn activate(
-    env: &RunEnv,
-    id: &RunId,
-    internal: mpsc::UnboundedSender<super::run::Internal>,
-) -> Result<Option<RunActor>, RoundError> {
-    let Some(record) = env.store.get_run(id).await? else { return Ok(None) };
-    if record.state.is_terminal() {
-        return Ok(None);
-    }
-    if record.completed_rounds >= record.plan.rounds {
-        // Every round is committed; only the last evaluation was cut short by a restart.
-        let last = CheckpointId::for_round(id, RoundNumber(record.completed_rounds));
-        env.store.finish_run(id, &last).await?;
-        info!(run = %id, "run succeeded (its final evaluation was interrupted by a restart)");
-        let _ = env.events.send(RunEvent {
-            run: id.clone(),
-            round: record.completed_rounds,
-            kind: RunEventKind::RunFinished { state: RunState::Succeeded, reason: None },
-        });
-        return Ok(None);
-    }
-    let layout = record.plan.model.layout();
-    let start_from = if record.completed_rounds > 0 {
-        Some(CheckpointId::for_round(id, RoundNumber(record.completed_rounds)))
-    } else {
-        record.plan.initial_checkpoint.clone()
-    };
-    let params = match &start_from {
-        Some(cp) => {
-            let c = env.store.get_checkpoint(cp).await?.ok_or_else(|| RoundError::CheckpointNotFound(cp.clone()))?;
-            let manifest: crate::checkpoint::Manifest = serde_json::from_str(&c.manifest_json)
-                .map_err(|e| RoundError::InitialCheckpoint { checkpoint: c.id.clone(), reason: e.to_string() })?;
-            let (_, path) = c.locations.first().ok_or_else(|| RoundError::CheckpointNotFound(c.id.clone()))?.clone();
-            let layout = layout.clone();
-            tokio::task::spawn_blocking(move || CheckpointDir::load(&path, &manifest.file_sha256, &layout))
-                .await
-                .map_err(|e| RoundError::InitialCheckpoint { checkpoint: c.id.clone(), reason: e.to_string() })??
-        }
-        None => record.plan.model.initialise(record.plan.seed),
-    };
-    env.store.set_run_state(id, RunState::Running, None).await?;
-    let round = record.completed_rounds + 1;
-    let attempt = env.store.next_attempt(id, round).await?;
-    info!(run = %id, round, attempt, resumed = record.completed_rounds > 0, "run active");
-    let clip_norm = match &record.plan.privacy {
-        Some(p) => {
-            // The latest released round's next C, else the plan's initial C.
-            let entries = env.store.list_ledger(&LedgerFilter { run: Some(id.clone()), scope: None }).await?;
-            let latest = entries.iter().rev().find(|e| e.state == LedgerState::Charged && e.next_clip_norm.is_some());
-            Some(latest.and_then(|e| e.next_clip_norm).unwrap_or_else(|| p.clipping.initial_norm()))
-        }
-        None => None,
-    };
-    let key = AttemptKey { run: id.clone(), round, attempt };
-    Ok(Some(RunActor::new(
-        env.clone(),
-        record.plan,
-        key,
-        GlobalModel::new(layout, params),
-        start_from,
-        clip_norm,
-        internal,
-    )))
 }

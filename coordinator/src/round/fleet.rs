@@ -30,12 +30,6 @@ impl Lease {
         debug_assert_eq!(assignment.task, self.task);
         self.tasks.as_ref().is_some_and(|tx| tx.try_send(assignment).is_ok())
     }
-
-    /// A lease for engine unit tests, delivering into `tasks`.
-    #[cfg(test)]
-    pub fn for_test(task: TaskId, client: ClientId, region: RegionId, tasks: mpsc::Sender<TaskAssignment>) -> Self {
-        Self { task, client, region, registered_samples: u64::MAX, tasks: Some(tasks) }
-    }
 }
 
 /// Which clients can serve a run: its regions, and datasets that fit its model.

@@ -35,6 +35,7 @@
 //! number is attempted again, from the last completed round's checkpoint, so no completed
 //! round is lost or repeated.
 
+mod activation;
 mod engine;
 mod fleet;
 mod history;

@@ -326,7 +326,7 @@ impl RunActor {
                 let _ = reply.send(r);
             }
             RunRequest::Cancel { reply } => {
-                let t = Transition::To(Phase::Failed(Failure {
+                let t = Transition::to(Phase::Failed(Failure {
                     reason: "run cancelled".into(),
                     state: RunState::Cancelled,
                 }));
@@ -416,6 +416,7 @@ impl RunActor {
     async fn apply(&mut self, mut t: Transition) {
         loop {
             let Transition::To(next) = t else { return };
+            let next = *next;
             let leaving = std::mem::replace(&mut self.phase, next);
             self.leave(leaving);
             t = match &mut self.phase {
@@ -478,7 +479,7 @@ impl RunActor {
                 self.core.recorded = false;
                 self.core.started = now;
                 self.core.deadline = now + self.core.plan.round_deadline;
-                Transition::To(selecting::enter(&self.core))
+                Transition::to(selecting::enter(&self.core))
             }
             Err(e) => Transition::fail(format!("store failure: {e}")),
         }

@@ -3,12 +3,12 @@
 //! the run actors, so they live apart from any one phase.
 
 use super::TrainingMetrics;
-pub use fedra_types::task::{PrivacyTask, TaskKind};
 use crate::aggregation::StagingBuffer;
 use crate::ids::{RunId, TaskId};
 use crate::model::TensorLayout;
 use crate::plan::LocalTraining;
 use fedra_proto::chunking::SharedParams;
+pub use fedra_types::task::{PrivacyTask, TaskKind};
 use std::sync::Arc;
 use std::time::Duration;
 

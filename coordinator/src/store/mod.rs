@@ -42,8 +42,8 @@ use crate::plan::RunPlan;
 use crate::privacy::{LedgerEntry, PrivacyScope};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use std::fmt;
 use fedra_types::metrics::TrainingMetrics;
+use std::fmt;
 use std::path::PathBuf;
 
 /// Why a store call failed.

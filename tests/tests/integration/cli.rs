@@ -16,7 +16,7 @@ struct Bin {
 
 /// The data scientist's CLI. Its package is named here and nowhere else: if the CLI moves
 /// to a crate of its own (e.g. `cli/`, `fedra-cli`), this is the line to change.
-const FEDRA: Bin = Bin { package: "fedra-client", name: "fedra" };
+const FEDRA: Bin = Bin { package: "fedra-cli", name: "fedra" };
 const FEDRA_COORDINATOR: Bin = Bin { package: "fedra-coordinator", name: "fedra-coordinator" };
 
 /// The path of `bin`, built from the current sources. Cargo builds a package's own

@@ -165,7 +165,7 @@ async fn a_crash_between_reservation_and_release_counts_the_reservation() -> any
     let mut control = cluster.control().await?;
     let scope = control.privacy_status(None, None).await?.remove(0);
     assert_eq!((scope.rounds_reserved, scope.rounds_charged), (1, 0), "{scope:?}");
-    let one_round = epsilon_after(&domain(1.0, 0.5, 3), 1);
+    let one_round = epsilon_after(&central(1.0, 0.5, 3), 1);
     assert!((scope.epsilon_spent - one_round).abs() < 1e-9, "{} vs {one_round}", scope.epsilon_spent);
     hold.release();
 

@@ -60,7 +60,7 @@ pub(in crate::round) fn start(
         };
         let _ = tx.send(Internal::Averaged { key, result });
     });
-    Transition::To(Phase::Aggregating(Aggregating {
+    Transition::to(Phase::Aggregating(Aggregating {
         contributors,
         metrics,
         dp: dp.map(|d| (d.mechanism, d.scopes)),

@@ -172,7 +172,7 @@ async fn finish(e: &mut Evaluating, core: &mut RunCore, reports: Vec<Report>) ->
     {
         error!(run = %key.run, error = %err, "cannot record run success");
     }
-    Transition::To(Phase::Done { final_round: e.final_round })
+    Transition::to(Phase::Done { final_round: e.final_round })
 }
 
 /// Sample-weighted means of evaluation reports: the overall mean first (region `None`),

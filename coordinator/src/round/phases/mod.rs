@@ -54,12 +54,17 @@ impl Failure {
 #[derive(Debug)]
 pub(super) enum Transition {
     Stay,
-    To(Phase),
+    /// Boxed: phases carry their working state, and most transitions are `Stay`.
+    To(Box<Phase>),
 }
 
 impl Transition {
+    pub fn to(phase: Phase) -> Self {
+        Self::To(Box::new(phase))
+    }
+
     pub fn fail(reason: impl Into<String>) -> Self {
-        Self::To(Phase::Failed(Failure::failed(reason)))
+        Self::to(Phase::Failed(Failure::failed(reason)))
     }
 }
 

@@ -56,7 +56,7 @@ pub(in crate::round) fn start(
         };
         let _ = tx.send(Internal::Published { key, result: Box::new(result) });
     });
-    Transition::To(Phase::Publishing(Publishing { next_clip }))
+    Transition::to(Phase::Publishing(Publishing { next_clip }))
 }
 
 /// Publishing → Done (or Evaluating): one store transaction, then the next step.
@@ -118,8 +118,8 @@ pub(in crate::round) async fn on_published(
     let checkpoint = m.checkpoint_id.clone();
     core.global = Some(model);
     if evaluate {
-        Transition::To(evaluating::enter(core, checkpoint, final_round))
+        Transition::to(evaluating::enter(core, checkpoint, final_round))
     } else {
-        Transition::To(Phase::Done { final_round })
+        Transition::to(Phase::Done { final_round })
     }
 }

@@ -137,7 +137,7 @@ pub(in crate::round) async fn on_offer(_: &mut Selecting, core: &mut RunCore, mu
     info!(run = %key.run, round = key.round, selected = selected.len(), target = plan.clients_per_round, "round training");
     let target = plan.clients_per_round;
     core.emit(RunEventKind::Selected { clients: selected.into_iter().map(|(c, _)| c).collect(), target });
-    Transition::To(Phase::Training(Training::new(assignments, global.params.len(), dp, population)))
+    Transition::to(Phase::Training(Training::new(assignments, global.params.len(), dp, population)))
 }
 
 /// Sends each leased client its copy of `template` under the lease's task id. A client
