@@ -454,7 +454,7 @@ async fn watch_replays_the_live_events_of_a_finished_run() {
     let h = harness().await;
     let mut a = connect(&h, "a", "eu").await;
     let run = h.engine.submit(plan(2, 1, 1, &[])).await.unwrap();
-    let (_, live) = h.engine.watch(run.clone()).await.unwrap();
+    let (history, live) = h.engine.watch(run.clone()).await.unwrap();
     let mut live = live.unwrap();
     for _ in 0..2 {
         let t = task_of(&mut a).await;
@@ -462,7 +462,7 @@ async fn watch_replays_the_live_events_of_a_finished_run() {
         u.metrics = TrainingMetrics { loss_before: 1.5, loss_after: 0.5, accuracy_after: 0.75, train_seconds: 1.25 };
         h.engine.commit_upload(t.task, a.id.clone(), u).await.unwrap();
     }
-    let mut seen = Vec::new();
+    let mut seen = history;
     loop {
         let e = live.recv().await.unwrap();
         let end = matches!(e.kind, RunEventKind::RunFinished { .. });
