@@ -9,10 +9,10 @@
 
 use crate::plan_file::PlanFile;
 use crate::status::{CheckpointSummary, EvalSummary, RoundRow, RunStatus, ScopeSummary, WatchEvent};
-use fedra_proto::model_wire;
 use fedra_proto::pb;
+use fedra_proto::{model_wire, plan_wire};
 use fedra_types::metrics::TrainingMetrics;
-use fedra_types::plan::{Clipping, DpMechanism, LocalTraining, Optimizer, OverBound, PrivacyPlan, Sampling, Strategy};
+use fedra_types::plan::{LocalTraining, Optimizer, Strategy};
 use fedra_types::run::RunState;
 
 /// An answer from the coordinator is malformed.
@@ -47,7 +47,7 @@ pub fn plan_to_pb(p: &PlanFile) -> pb::RunPlan {
         regions: p.regions.clone(),
         seed: p.seed,
         evaluation: Some(pb::Evaluation { every_rounds: p.evaluation.every_rounds, clients: p.evaluation.clients }),
-        privacy: p.privacy.as_ref().map(privacy_to_pb),
+        privacy: p.privacy.as_ref().map(plan_wire::privacy_to_pb),
         priority: p.priority,
     }
 }
@@ -63,32 +63,6 @@ fn local_to_pb(l: &LocalTraining) -> pb::LocalTraining {
             Optimizer::Adam => pb::Optimizer::Adam,
         } as i32,
         momentum: l.momentum,
-    }
-}
-
-fn privacy_to_pb(p: &PrivacyPlan) -> pb::PrivacyPlan {
-    use pb::privacy_plan::Clipping as C;
-    pb::PrivacyPlan {
-        mechanism: match p.mechanism {
-            DpMechanism::Central => pb::DpMechanism::Central,
-            DpMechanism::Local => pb::DpMechanism::Local,
-        } as i32,
-        noise_multiplier: p.noise_multiplier,
-        clipping: Some(match p.clipping {
-            Clipping::Fixed { norm } => C::Fixed(pb::FixedClipping { norm }),
-            Clipping::Adaptive { initial_norm, target_quantile, learning_rate, count_noise_std } => {
-                C::Adaptive(pb::AdaptiveClipping { initial_norm, target_quantile, learning_rate, count_noise_std })
-            }
-        }),
-        over_bound: match p.over_bound {
-            OverBound::Reject => pb::OverBound::Reject,
-            OverBound::Reclip => pb::OverBound::Reclip,
-        } as i32,
-        poisson: match p.sampling {
-            Sampling::Poisson { rate } => Some(pb::PoissonSampling { rate }),
-            Sampling::Fixed => None,
-        },
-        expected_clients: p.expected_clients,
     }
 }
 
@@ -234,6 +208,7 @@ pub fn checkpoint_from_pb(c: pb::CheckpointInfo) -> CheckpointSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fedra_types::plan::{Clipping, DpMechanism, OverBound, PrivacyPlan, Sampling};
 
     #[test]
     fn unknown_run_states_are_refused_naming_the_field() {

@@ -16,3 +16,4 @@ pub mod pb {
 
 pub mod chunking;
 pub mod model_wire;
+pub mod plan_wire;

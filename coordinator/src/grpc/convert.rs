@@ -14,8 +14,8 @@ use crate::round::{
     EvaluationReport, PhaseName, RunEvent, RunEventKind, RunView, TaskAssignment, TaskKind, TrainingMetrics,
 };
 use crate::store::{CheckpointRecord, ClientRecord, DatasetDescriptor, EvaluationRecord, RoundStatus, RunState};
-use fedra_proto::model_wire;
 use fedra_proto::pb;
+use fedra_proto::{model_wire, plan_wire};
 
 fn invalid(field: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::Invalid(format!("{field}: {e}"))
@@ -130,7 +130,7 @@ pub fn plan_to_pb(p: &RunPlan) -> pb::RunPlan {
         regions: p.regions.iter().map(ToString::to_string).collect(),
         seed: p.seed,
         evaluation: Some(pb::Evaluation { every_rounds: p.evaluation.every_rounds, clients: p.evaluation.clients }),
-        privacy: p.privacy.as_ref().map(privacy_to_pb),
+        privacy: p.privacy.as_ref().map(plan_wire::privacy_to_pb),
         priority: p.priority,
     }
 }
@@ -171,32 +171,6 @@ fn privacy_from_pb(p: pb::PrivacyPlan) -> Result<PrivacyPlan, ApiError> {
         },
         expected_clients: p.expected_clients,
     })
-}
-
-fn privacy_to_pb(p: &PrivacyPlan) -> pb::PrivacyPlan {
-    use pb::privacy_plan::Clipping as C;
-    pb::PrivacyPlan {
-        mechanism: match p.mechanism {
-            DpMechanism::Central => pb::DpMechanism::Central,
-            DpMechanism::Local => pb::DpMechanism::Local,
-        } as i32,
-        noise_multiplier: p.noise_multiplier,
-        clipping: Some(match p.clipping {
-            Clipping::Fixed { norm } => C::Fixed(pb::FixedClipping { norm }),
-            Clipping::Adaptive { initial_norm, target_quantile, learning_rate, count_noise_std } => {
-                C::Adaptive(pb::AdaptiveClipping { initial_norm, target_quantile, learning_rate, count_noise_std })
-            }
-        }),
-        over_bound: match p.over_bound {
-            OverBound::Reject => pb::OverBound::Reject,
-            OverBound::Reclip => pb::OverBound::Reclip,
-        } as i32,
-        poisson: match p.sampling {
-            Sampling::Poisson { rate } => Some(pb::PoissonSampling { rate }),
-            Sampling::Fixed => None,
-        },
-        expected_clients: p.expected_clients,
-    }
 }
 
 /// One scope's standing as the wire shows it.

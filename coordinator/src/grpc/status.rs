@@ -33,12 +33,10 @@ impl ApiError {
             ApiError::Invalid(_) | ApiError::Chunk(_) | ApiError::Protocol(_) => Code::InvalidArgument,
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::Unavailable(_) => Code::Unavailable,
-            ApiError::Store(_) => Code::Internal,
+            ApiError::Store(e) => store_code(e),
             ApiError::Round(e) => match e {
-                RoundError::Store(_)
-                | RoundError::Checkpoint(_)
-                | RoundError::Aggregation(_)
-                | RoundError::Internal(_) => Code::Internal,
+                RoundError::Store(e) => store_code(e),
+                RoundError::Checkpoint(_) | RoundError::Aggregation(_) | RoundError::Internal(_) => Code::Internal,
                 RoundError::RunNotFound(_) | RoundError::CheckpointNotFound(_) => Code::NotFound,
                 RoundError::InitialCheckpoint { .. }
                 | RoundError::UpdateLength { .. }
@@ -80,5 +78,16 @@ impl From<ApiError> for Status {
 impl From<RoundError> for Status {
     fn from(e: RoundError) -> Self {
         ApiError::from(e).into()
+    }
+}
+
+/// A store refusal is the caller's to fix; anything else is ours.
+fn store_code(e: &crate::store::StoreError) -> Code {
+    use crate::store::StoreError;
+    match e {
+        StoreError::AlreadyExists { .. } => Code::AlreadyExists,
+        StoreError::NotFound { .. } => Code::NotFound,
+        StoreError::Conflict { .. } => Code::FailedPrecondition,
+        _ => Code::Internal,
     }
 }

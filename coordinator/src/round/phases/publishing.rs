@@ -99,6 +99,9 @@ pub(in crate::round) async fn on_published(
         error!(run = %key.run, round = key.round, error = %e, "cannot commit round");
         return Transition::fail(format!("store failure: {e}"));
     }
+    // The attempt is done for good: a later failure (a cancel during evaluation) ends the
+    // run, not this round.
+    core.recorded = false;
     if let Some(next_clip) = p.next_clip.take() {
         // The aggregate is released: reservations become charges (they counted already).
         if let Err(e) = core.env.store.charge_privacy(&key.run, key.round, key.attempt, next_clip).await {
