@@ -12,7 +12,7 @@ use crate::status::{CheckpointSummary, EvalSummary, RoundRow, RunStatus, ScopeSu
 use fedra_proto::pb;
 use fedra_proto::{model_wire, plan_wire};
 use fedra_types::metrics::TrainingMetrics;
-use fedra_types::plan::{LocalTraining, Optimizer, Strategy};
+use fedra_types::plan::Strategy;
 use fedra_types::run::RunState;
 
 /// An answer from the coordinator is malformed.
@@ -43,26 +43,12 @@ pub fn plan_to_pb(p: &PlanFile) -> pb::RunPlan {
         min_clients: p.min_clients,
         over_selection: p.over_selection,
         round_deadline_seconds: p.round_deadline_seconds,
-        local: Some(local_to_pb(&p.local)),
+        local: Some(plan_wire::local_to_pb(&p.local)),
         regions: p.regions.clone(),
         seed: p.seed,
         evaluation: Some(pb::Evaluation { every_rounds: p.evaluation.every_rounds, clients: p.evaluation.clients }),
         privacy: p.privacy.as_ref().map(plan_wire::privacy_to_pb),
         priority: p.priority,
-    }
-}
-
-fn local_to_pb(l: &LocalTraining) -> pb::LocalTraining {
-    pb::LocalTraining {
-        epochs: l.epochs,
-        batch_size: l.batch_size,
-        learning_rate: l.learning_rate,
-        proximal_mu: l.proximal_mu,
-        optimizer: match l.optimizer {
-            Optimizer::Sgd => pb::Optimizer::Sgd,
-            Optimizer::Adam => pb::Optimizer::Adam,
-        } as i32,
-        momentum: l.momentum,
     }
 }
 
@@ -208,7 +194,7 @@ pub fn checkpoint_from_pb(c: pb::CheckpointInfo) -> CheckpointSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fedra_types::plan::{Clipping, DpMechanism, OverBound, PrivacyPlan, Sampling};
+    use fedra_types::plan::{Clipping, DpMechanism, Optimizer, OverBound, PrivacyPlan, Sampling};
 
     #[test]
     fn unknown_run_states_are_refused_naming_the_field() {

@@ -3,7 +3,7 @@
 //! Reading them back is the coordinator's own business (it validates at its edge).
 
 use crate::pb;
-use fedra_types::plan::{Clipping, DpMechanism, OverBound, PrivacyPlan, Sampling};
+use fedra_types::plan::{Clipping, DpMechanism, LocalTraining, Optimizer, OverBound, PrivacyPlan, Sampling};
 
 /// A run plan's `[privacy]` as its wire message.
 pub fn privacy_to_pb(p: &PrivacyPlan) -> pb::PrivacyPlan {
@@ -29,5 +29,20 @@ pub fn privacy_to_pb(p: &PrivacyPlan) -> pb::PrivacyPlan {
             Sampling::Fixed => None,
         },
         expected_clients: p.expected_clients,
+    }
+}
+
+/// A plan's `[local]` training hyperparameters as their wire message.
+pub fn local_to_pb(l: &LocalTraining) -> pb::LocalTraining {
+    pb::LocalTraining {
+        epochs: l.epochs,
+        batch_size: l.batch_size,
+        learning_rate: l.learning_rate,
+        proximal_mu: l.proximal_mu,
+        optimizer: match l.optimizer {
+            Optimizer::Sgd => pb::Optimizer::Sgd,
+            Optimizer::Adam => pb::Optimizer::Adam,
+        } as i32,
+        momentum: l.momentum,
     }
 }

@@ -57,17 +57,7 @@ pub fn layout_to_pb(l: &TensorLayout) -> pb::TensorLayout {
 }
 
 pub fn local_to_pb(l: &LocalTraining) -> pb::LocalTraining {
-    pb::LocalTraining {
-        epochs: l.epochs,
-        batch_size: l.batch_size,
-        learning_rate: l.learning_rate,
-        proximal_mu: l.proximal_mu,
-        optimizer: match l.optimizer {
-            Optimizer::Sgd => pb::Optimizer::Sgd,
-            Optimizer::Adam => pb::Optimizer::Adam,
-        } as i32,
-        momentum: l.momentum,
-    }
+    plan_wire::local_to_pb(l)
 }
 
 pub fn plan_from_pb(p: pb::RunPlan) -> Result<RunPlan, ApiError> {

@@ -434,7 +434,11 @@ async fn a_failed_participation_write_is_retried_and_the_record_matches_the_mani
     // The batch holding a's update fails to write (the next tick's flush); it must stay
     // queued and reach the store before the round is committed.
     store.fail_update_writes(1);
-    tokio::time::sleep(h.settings.tick * 2).await;
+    // Proof the fault happened: the injected failure is consumed by a flush (the clock is
+    // paused, so this advances virtual time tick by tick until then).
+    while store.update_write_failures_left() > 0 {
+        tokio::time::sleep(h.settings.tick).await;
+    }
     h.report(&b, &tb).await.unwrap();
     let published = next_event(&mut rx, &run, |k| matches!(k, RunEventKind::Published { .. })).await;
     let RunEventKind::Published { checkpoint, .. } = published.kind else { unreachable!() };

@@ -62,6 +62,11 @@ impl MemoryStore {
         self.failing_update_writes.store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Injected `record_updates` failures not yet consumed.
+    pub fn update_write_failures_left(&self) -> u32 {
+        self.failing_update_writes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn data(&self) -> MutexGuard<'_, Data> {
         // Poisoned only by a panic under the lock, which already fails that test; other
         // clones keep working on the data as it was left.
