@@ -17,7 +17,8 @@ pub struct IdError {
 
 /// Accepts 1..=128 chars of `[A-Za-z0-9._:-]`: safe in paths, SQL keys and log lines.
 fn check(kind: &'static str, value: &str) -> Result<(), IdError> {
-    let err = |reason| IdError { kind, value: value.to_string(), reason };
+    // The value is echoed into error messages and logs: never whole when it is huge.
+    let err = |reason| IdError { kind, value: crate::identity::truncated(value), reason };
     if value.is_empty() {
         return Err(err("must not be empty"));
     }

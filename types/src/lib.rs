@@ -6,6 +6,8 @@
 //! Each side converts these types to and from protobuf in its own conversion module; the
 //! structural model conversion both share lives in `fedra_proto::model_wire`.
 //!
+//! - [`identity`]: [`identity::Identity`] and [`identity::Role`], who is calling, as a
+//!   certificate's SAN URI states it.
 //! - [`ids`]: validated identifier newtypes ([`ids::RunId`], [`ids::ClientId`], ...).
 //! - [`model`]: architectures, tensor layouts and validated model specs.
 //! - [`plan`]: the vocabulary of run plans (strategy, optimizer, local training,
@@ -14,6 +16,7 @@
 //! - [`run`]: [`run::RunState`], a run's lifecycle.
 //! - [`task`]: what a task asks of a client ([`task::TaskKind`], [`task::PrivacyTask`]).
 
+pub mod identity;
 pub mod ids;
 pub mod metrics;
 pub mod model;

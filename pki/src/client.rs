@@ -1,0 +1,42 @@
+//! The client side: a tonic endpoint presenting an identity directory's certificate.
+
+use crate::PkiError;
+use crate::files::{IdentityDir, read_text};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+/// How a fedra client (sidecar, CLI, aggregator) reaches a server.
+#[derive(Debug, Clone)]
+pub enum ClientTls {
+    /// Mutual TLS with this identity directory.
+    Mutual(ClientTlsConfig),
+    /// Plain text (the server runs with `--insecure`, loopback only).
+    Insecure,
+}
+
+impl ClientTls {
+    /// Loads `ca.pem`, `cert.pem` and `key.pem` from `dir`.
+    ///
+    /// # Errors
+    /// Unreadable files, named.
+    pub fn load(dir: &IdentityDir) -> Result<Self, PkiError> {
+        let ca = Certificate::from_pem(read_text(&dir.ca())?);
+        let identity = Identity::from_pem(read_text(&dir.cert())?, read_text(&dir.key())?);
+        Ok(ClientTls::Mutual(ClientTlsConfig::new().ca_certificate(ca).identity(identity)))
+    }
+
+    /// `url` as an endpoint with this TLS setup. `https://` and `http://` are both accepted
+    /// and set to what the setup needs, so that one address works in either mode.
+    ///
+    /// # Errors
+    /// A malformed URL or TLS configuration.
+    pub fn endpoint(&self, url: &str) -> Result<Endpoint, PkiError> {
+        let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://")).unwrap_or(url);
+        match self {
+            ClientTls::Mutual(config) => Endpoint::from_shared(format!("https://{rest}"))
+                .and_then(|e| e.tls_config(config.clone()))
+                .map_err(|e| PkiError::Invalid(format!("endpoint {url:?}: {e}"))),
+            ClientTls::Insecure => Endpoint::from_shared(format!("http://{rest}"))
+                .map_err(|e| PkiError::Invalid(format!("endpoint {url:?}: {e}"))),
+        }
+    }
+}
