@@ -16,10 +16,41 @@ use tokio_stream::StreamExt;
 #[command(name = "fedra", version, about = "Submit and follow federated runs, list and pull checkpoints")]
 pub struct Cli {
     /// Coordinator endpoint.
-    #[arg(long, global = true, env = "FEDRA_COORDINATOR", default_value = "http://127.0.0.1:7070")]
+    #[arg(long, global = true, env = "FEDRA_COORDINATOR", default_value = "https://127.0.0.1:7070")]
     coordinator: String,
+    /// Your identity directory (ca.pem, cert.pem, key.pem from `fedra pki issue`): the
+    /// coordinator decides what you may do from its certificate.
+    #[arg(long, global = true, env = "FEDRA_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
+    /// Connect in plain text without a certificate (only to an `--insecure` coordinator).
+    #[arg(long, global = true)]
+    insecure: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Where and as whom to connect.
+struct Target {
+    endpoint: String,
+    tls_dir: Option<PathBuf>,
+    insecure: bool,
+}
+
+impl Target {
+    async fn connect(&self) -> Result<ControlClient, Failure> {
+        let tls = if self.insecure {
+            fedra_pki::ClientTls::Insecure
+        } else {
+            let Some(dir) = &self.tls_dir else {
+                return Err(Failure(
+                    "no identity: pass --tls-dir DIR (or FEDRA_TLS_DIR) with the certificate from `fedra pki issue`, or --insecure for an --insecure coordinator".into(),
+                    64,
+                ));
+            };
+            fedra_pki::ClientTls::load(&fedra_pki::IdentityDir::new(dir)).map_err(|e| Failure(e.to_string(), 64))?
+        };
+        Ok(ControlClient::connect(&self.endpoint, &tls).await?)
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -33,6 +64,10 @@ enum Command {
     /// Differential privacy: what each scope (model@region) has spent.
     #[command(subcommand)]
     Privacy(PrivacyCommand),
+    /// Provisioning: a deployment CA, certificates per role, revocation. Works on local
+    /// files only; it never contacts the coordinator.
+    #[command(subcommand)]
+    Pki(crate::pki::PkiCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -111,20 +146,22 @@ pub async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    let target = Target { endpoint: cli.coordinator, tls_dir: cli.tls_dir, insecure: cli.insecure };
     match cli.command {
+        Command::Pki(cmd) => crate::pki::run(cmd).map(|()| ExitCode::SUCCESS).map_err(|e| Failure(e.to_string(), 1)),
         Command::Run(RunCommand::Submit { plan, watch }) => {
             let plan = PlanFile::load(&plan).map_err(|e| Failure(e.to_string(), 64))?;
-            let mut client = ControlClient::connect(&cli.coordinator).await?;
+            let mut client = target.connect().await?;
             let id = client.submit(&plan).await?;
             println!("{id}");
             if watch { watch_run(&mut client, &id).await } else { Ok(ExitCode::SUCCESS) }
         }
         Command::Run(RunCommand::Watch { run_id }) => {
-            let mut client = ControlClient::connect(&cli.coordinator).await?;
+            let mut client = target.connect().await?;
             watch_run(&mut client, &run_id).await
         }
         Command::Run(RunCommand::List) => {
-            let mut client = ControlClient::connect(&cli.coordinator).await?;
+            let mut client = target.connect().await?;
             let runs = client.list().await?;
             println!("{:<18} {:<10} {:<16} {:>7}  {:<20}  published", "RUN", "STATE", "MODEL", "ROUNDS", "CREATED");
             for r in runs {
@@ -142,18 +179,18 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(RunCommand::Show { run_id }) => {
-            let mut client = ControlClient::connect(&cli.coordinator).await?;
+            let mut client = target.connect().await?;
             print_run(&client.get(&run_id).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(RunCommand::Cancel { run_id }) => {
-            let mut client = ControlClient::connect(&cli.coordinator).await?;
+            let mut client = target.connect().await?;
             let state = client.cancel(&run_id).await?;
             println!("{run_id} {}", state.as_str());
             Ok(ExitCode::SUCCESS)
         }
         Command::Privacy(PrivacyCommand::Status { model, region }) => {
-            let mut client = ControlClient::connect(&cli.coordinator).await?;
+            let mut client = target.connect().await?;
             let scopes = client.privacy_status(model.as_deref(), region.as_deref()).await?;
             if scopes.is_empty() {
                 println!("no privacy spent yet");
@@ -196,7 +233,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Checkpoint(CheckpointCommand::List { region, model, run }) => {
-            let mut client = ControlClient::connect(&cli.coordinator).await?;
+            let mut client = target.connect().await?;
             let list = client.list_checkpoints(region.as_deref(), model.as_deref(), run.as_deref()).await?;
             println!(
                 "{:<26} {:<16} {:>5}  {:<14} {:<12} published",
@@ -216,7 +253,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Checkpoint(CheckpointCommand::Pull { checkpoint_id, out }) => {
-            let mut client = ControlClient::connect(&cli.coordinator).await?;
+            let mut client = target.connect().await?;
             let pulled = client.pull_checkpoint(&checkpoint_id, &out).await?;
             println!("{}", pulled.weights.display());
             println!("{}", pulled.manifest.display());

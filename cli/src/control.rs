@@ -55,9 +55,12 @@ pub struct PulledCheckpoint {
 impl ControlClient {
     /// # Errors
     /// [`ControlError::Connect`] when the coordinator cannot be reached.
-    pub async fn connect(endpoint: &str) -> Result<Self, ControlError> {
+    /// `tls` is the caller's identity (its certificate decides what it may do), or
+    /// [`fedra_pki::ClientTls::Insecure`] for an `--insecure` coordinator.
+    pub async fn connect(endpoint: &str, tls: &fedra_pki::ClientTls) -> Result<Self, ControlError> {
         let err = |message: String| ControlError::Connect { endpoint: endpoint.to_string(), message };
-        let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
+        let channel = tls
+            .endpoint(endpoint)
             .map_err(|e| err(e.to_string()))?
             .connect_timeout(std::time::Duration::from_secs(5))
             .connect()
@@ -108,8 +111,18 @@ impl ControlClient {
     /// # Errors
     /// Transport failure.
     pub async fn list(&mut self) -> Result<Vec<RunStatus>, ControlError> {
-        let resp = self.runs.list_runs(pb::ListRunsRequest {}).await?;
-        Ok(resp.into_inner().runs.into_iter().map(convert::run_from_pb).collect::<Result<_, _>>()?)
+        let mut runs = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self.runs.list_runs(pb::ListRunsRequest { page_size: 1000, page_token }).await?.into_inner();
+            for r in page.runs {
+                runs.push(convert::run_from_pb(r)?);
+            }
+            if page.next_page_token.is_empty() {
+                return Ok(runs);
+            }
+            page_token = page.next_page_token;
+        }
     }
 
     /// Streams the run's events: history first, then live ones, ending with

@@ -10,5 +10,6 @@
 pub mod commands;
 pub mod control;
 pub mod convert;
+pub mod pki;
 pub mod plan_file;
 pub mod status;

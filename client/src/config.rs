@@ -34,6 +34,8 @@ pub enum ClientConfigError {
     Npy(#[from] NpyError),
     #[error("dataset: {0}")]
     Data(#[from] crate::data::DataError),
+    #[error("tls: {0}")]
+    Tls(#[from] fedra_pki::PkiError),
 }
 
 /// Where the sidecar's local training data comes from — the validated `[dataset]` table —
@@ -357,6 +359,9 @@ struct RawClientConfig {
     devices: Vec<String>,
     dataset: RawDatasetKind,
     backoff: Option<RawBackoff>,
+    /// Identity directory (`ca.pem`, `cert.pem`, `key.pem`) from `fedra pki issue --role
+    /// client`; relative to the config file.
+    tls_dir: Option<PathBuf>,
 }
 
 /// A validated sidecar configuration.
@@ -389,7 +394,9 @@ impl ClientConfig {
     ///
     /// # Errors
     /// Unreadable file, unknown keys (with line/column) or invalid values (by key).
-    pub fn load(path: &Path, endpoint: Option<String>) -> Result<Self, ClientConfigError> {
+    /// `insecure` (the `--insecure` flag) connects in plain text without a certificate;
+    /// otherwise `tls_dir` (or `FEDRA_TLS_DIR`) is required and loaded here.
+    pub fn load(path: &Path, endpoint: Option<String>, insecure: bool) -> Result<Self, ClientConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ClientConfigError::Read { path: path.display().to_string(), source })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -398,6 +405,8 @@ impl ClientConfig {
             &path.display().to_string(),
             base,
             endpoint.or_else(|| std::env::var("FEDRA_COORDINATOR").ok()),
+            std::env::var("FEDRA_TLS_DIR").ok().map(PathBuf::from),
+            insecure,
         )
     }
 
@@ -408,6 +417,8 @@ impl ClientConfig {
         origin: &str,
         base_dir: PathBuf,
         endpoint: Option<String>,
+        tls_dir: Option<PathBuf>,
+        insecure: bool,
     ) -> Result<Self, ClientConfigError> {
         let raw: RawClientConfig = toml::from_str(text).map_err(|e| parse_error(origin, &e))?;
         if raw.version != CLIENT_CONFIG_VERSION {
@@ -434,11 +445,23 @@ impl ClientConfig {
                 message: format!("need 0 < initial_ms <= max_ms, got {initial:?} and {max:?}"),
             });
         }
+        let tls = if insecure {
+            fedra_pki::ClientTls::Insecure
+        } else {
+            let Some(dir) = tls_dir.or(raw.tls_dir) else {
+                return Err(ClientConfigError::Invalid {
+                    key: "tls_dir",
+                    message: "is required: the coordinator speaks mutual TLS (create an identity with `fedra pki issue --role client`), or pass --insecure".into(),
+                });
+            };
+            fedra_pki::ClientTls::load(&fedra_pki::IdentityDir::new(base_dir.join(dir)))?
+        };
         let dataset = parse_dataset(text, origin, raw.dataset.kind)?;
         let devices = if raw.devices.is_empty() { vec!["cpu".to_string()] } else { raw.devices };
         Ok(Self {
             settings: SidecarSettings {
                 endpoint,
+                tls,
                 client_id: raw.client_id,
                 region: raw.region,
                 devices,
@@ -471,8 +494,15 @@ seed = 1
 
     #[test]
     fn shipped_example_is_valid() {
-        let c =
-            ClientConfig::parse(include_str!("../fedra-client.example.toml"), "example", PathBuf::new(), None).unwrap();
+        let c = ClientConfig::parse(
+            include_str!("../fedra-client.example.toml"),
+            "example",
+            PathBuf::new(),
+            None,
+            None,
+            true,
+        )
+        .unwrap();
         let data = c.dataset.load("eu-1", Path::new(".")).unwrap();
         assert_eq!(data.train.len(), 400);
         assert_eq!(data.holdout.map(|h| h.len()), Some(100));
@@ -480,24 +510,38 @@ seed = 1
 
     #[test]
     fn parses_and_validates() {
-        let c = ClientConfig::parse(CFG, "c.toml", PathBuf::new(), None).unwrap();
+        let c = ClientConfig::parse(CFG, "c.toml", PathBuf::new(), None, None, true).unwrap();
         assert_eq!(c.settings.client_id, "eu-1");
         assert_eq!(c.dataset.load("eu-1", Path::new(".")).unwrap().train.len(), 50);
-        let c = ClientConfig::parse(CFG, "c.toml", PathBuf::new(), Some("http://10.0.0.1:1".into())).unwrap();
+        let c =
+            ClientConfig::parse(CFG, "c.toml", PathBuf::new(), Some("http://10.0.0.1:1".into()), None, true).unwrap();
         assert_eq!(c.settings.endpoint, "http://10.0.0.1:1");
-        let e =
-            ClientConfig::parse(&CFG.replace("region = \"eu\"", "region = \"e u\""), "c.toml", PathBuf::new(), None)
-                .unwrap_err();
+        let e = ClientConfig::parse(
+            &CFG.replace("region = \"eu\"", "region = \"e u\""),
+            "c.toml",
+            PathBuf::new(),
+            None,
+            None,
+            true,
+        )
+        .unwrap_err();
         assert!(e.to_string().starts_with("region:"));
-        let e = ClientConfig::parse(&CFG.replace("seed = 1", "seed = 1\nsede = 2"), "c.toml", PathBuf::new(), None)
-            .unwrap_err();
+        let e = ClientConfig::parse(
+            &CFG.replace("seed = 1", "seed = 1\nsede = 2"),
+            "c.toml",
+            PathBuf::new(),
+            None,
+            None,
+            true,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("sede"), "{e}");
     }
 
     /// The `[dataset]` table of `CFG` replaced by `dataset`.
     fn with_dataset(dataset: &str) -> Result<ClientConfig, ClientConfigError> {
         let head = &CFG[..CFG.find("[dataset]").unwrap()];
-        ClientConfig::parse(&format!("{head}[dataset]\n{dataset}"), "c.toml", PathBuf::new(), None)
+        ClientConfig::parse(&format!("{head}[dataset]\n{dataset}"), "c.toml", PathBuf::new(), None, None, true)
     }
 
     fn load(dataset: &str, base: &Path) -> Result<LocalData, ClientConfigError> {

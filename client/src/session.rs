@@ -77,6 +77,9 @@ impl From<tonic::Status> for SessionError {
 #[derive(Debug, Clone)]
 pub struct SidecarSettings {
     pub endpoint: String,
+    /// Mutual TLS with the sidecar's client certificate (or plain text against an
+    /// `--insecure` coordinator).
+    pub tls: fedra_pki::ClientTls,
     pub client_id: String,
     pub region: String,
     pub devices: Vec<String>,
@@ -169,7 +172,10 @@ impl Sidecar {
 
     async fn connect(&self) -> Result<FleetServiceClient<Channel>, SessionError> {
         let err = |message: String| SessionError::Connect { endpoint: self.settings.endpoint.clone(), message };
-        let channel = tonic::transport::Endpoint::from_shared(self.settings.endpoint.clone())
+        let channel = self
+            .settings
+            .tls
+            .endpoint(&self.settings.endpoint)
             .map_err(|e| err(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)

@@ -4,8 +4,8 @@
 
 use crate::aggregation::StagingPool;
 use crate::checkpoint::CheckpointDir;
-use crate::config::Config;
-use crate::grpc::{CheckpointApi, FleetApi, PrivacyApi, RunApi};
+use crate::config::{Config, Transport};
+use crate::grpc::{CheckpointApi, FleetApi, Gate, PrivacyApi, RunApi, limits};
 use crate::round::{Engine, EngineHandle, RoundError};
 use crate::store::{SqliteStore, Store, StoreError};
 use fedra_proto::pb::checkpoint_service_server::CheckpointServiceServer;
@@ -29,6 +29,8 @@ pub enum LaunchError {
     Round(#[from] RoundError),
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS: {0}")]
+    Tls(#[from] fedra_pki::PkiError),
 }
 
 /// A running coordinator.
@@ -39,12 +41,19 @@ pub struct Coordinator {
     server_task: JoinHandle<Result<(), tonic::transport::Error>>,
     stop: Option<oneshot::Sender<()>>,
     store: SqliteStore,
+    tls: bool,
 }
 
 /// Per-stream HTTP/2 receive window of the coordinator's server.
 const HTTP2_STREAM_WINDOW: u32 = 64 * 1024;
 /// Per-connection HTTP/2 receive window (a sidecar has one upload or download at a time).
 const HTTP2_CONNECTION_WINDOW: u32 = 512 * 1024;
+/// TLS handshakes in progress at once; more connections wait in the listen backlog.
+const MAX_PENDING_HANDSHAKES: usize = 256;
+/// HTTP/2 ping interval, and how long an unanswered ping keeps a connection.
+const HTTP2_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
+/// Streams one connection may hold open at once.
+const MAX_STREAMS_PER_CONNECTION: u32 = 64;
 
 impl Coordinator {
     /// Opens `<data_dir>/fedra.db`, recovers unfinished runs and starts serving on
@@ -57,6 +66,17 @@ impl Coordinator {
             std::fs::create_dir_all(dir)
                 .map_err(|source| LaunchError::Dir { path: dir.display().to_string(), source })?;
         }
+        // TLS files are checked before anything else starts, so a bad path fails fast.
+        let tls = match &config.transport {
+            Transport::Mutual { identity, crl, handshake_timeout } => {
+                Some((fedra_pki::ServerTls::load(identity, crl.as_deref())?, *handshake_timeout))
+            }
+            Transport::Insecure => None,
+        };
+        let gate = match &tls {
+            Some((server, _)) => Gate::mutual(server.revocations()),
+            None => Gate::insecure(),
+        };
         let sqlite = SqliteStore::open(&config.data_dir.join("fedra.db")).await?;
         let store: Arc<dyn Store> = Arc::new(sqlite.clone());
         let (engine, engine_task) =
@@ -76,24 +96,55 @@ impl Coordinator {
             // Windows grow with the measured bandwidth-delay product of connections that
             // actually stream, so large transfers are not throttled by the small start.
             .http2_adaptive_window(Some(true))
-            .add_service(RunServiceServer::new(RunApi::new(engine.clone())))
-            .add_service(FleetServiceServer::new(FleetApi::new(
-                engine.clone(),
-                staging,
-                config.max_concurrent_downloads,
-                config.engine.clone(),
-            )))
-            .add_service(PrivacyServiceServer::new(PrivacyApi::new(
-                Arc::clone(&store),
-                config.engine.privacy.budgets.clone(),
-            )))
-            .add_service(CheckpointServiceServer::new(CheckpointApi::new(store, config.engine.chunk_bytes)));
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        let server_task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+            // Dead peers are noticed by HTTP/2 pings, not only by heartbeats.
+            .http2_keepalive_interval(Some(HTTP2_KEEPALIVE))
+            .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE))
+            // A sidecar uses a handful of streams (subscription, heartbeat, one transfer); a
+            // CLI a few. This bounds what one connection can open at once.
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+            // Each service accepts messages only as large as its RPCs need (grpc::limits).
+            .add_service(
+                RunServiceServer::new(RunApi::new(engine.clone(), Arc::clone(&store), gate.clone()))
+                    .max_decoding_message_size(limits::RUN_MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                FleetServiceServer::new(FleetApi::new(
+                    engine.clone(),
+                    staging,
+                    config.max_concurrent_downloads,
+                    config.engine.clone(),
+                    gate.clone(),
+                ))
+                .max_decoding_message_size(limits::FLEET_MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                PrivacyServiceServer::new(PrivacyApi::new(
+                    Arc::clone(&store),
+                    config.engine.privacy.budgets.clone(),
+                    gate.clone(),
+                ))
+                .max_decoding_message_size(limits::READ_MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                CheckpointServiceServer::new(CheckpointApi::new(store, config.engine.chunk_bytes, gate))
+                    .max_decoding_message_size(limits::READ_MAX_MESSAGE_BYTES),
+            );
+        let shutdown = async {
             let _ = stopped.await;
-        }));
+        };
+        let server_task = match tls {
+            Some((server, handshake_timeout)) => {
+                let incoming = server.incoming(listener, handshake_timeout, MAX_PENDING_HANDSHAKES);
+                tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown))
+            }
+            None => {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown))
+            }
+        };
         info!(%addr, data_dir = %config.data_dir.display(), artifacts = %config.artifact_dir.display(), "coordinator listening");
-        Ok(Self { addr, engine, engine_task, server_task, stop: Some(stop), store: sqlite })
+        let tls = config.transport != Transport::Insecure;
+        Ok(Self { addr, engine, engine_task, server_task, stop: Some(stop), store: sqlite, tls })
     }
 
     /// The address the gRPC server listens on.
@@ -101,9 +152,9 @@ impl Coordinator {
         self.addr
     }
 
-    /// `http://addr`, for clients.
+    /// `https://addr` (or `http://addr` with `--insecure`), for clients.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
     }
 
     /// Stops the engine where it is (an in-progress round is re-run after restart), stops

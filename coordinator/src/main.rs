@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use fedra_coordinator::Coordinator;
-use fedra_coordinator::config::{Config, RawConfig};
+use fedra_coordinator::config::{Config, RawConfig, RawTls, Transport};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -23,6 +23,15 @@ struct Args {
     /// Directory checkpoints are published into, laid out by region.
     #[arg(long)]
     artifact_dir: Option<PathBuf>,
+    /// Identity directory (ca.pem, cert.pem, key.pem) for mutual TLS; overrides [tls].dir.
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+    /// The CA's revocation list, re-read when it changes; overrides [tls].crl.
+    #[arg(long)]
+    tls_crl: Option<PathBuf>,
+    /// Serve plain text without identities. Only on a loopback address; for local debugging.
+    #[arg(long)]
+    insecure: bool,
 }
 
 fn load(args: Args) -> Result<Config, fedra_coordinator::config::ConfigError> {
@@ -34,6 +43,12 @@ fn load(args: Args) -> Result<Config, fedra_coordinator::config::ConfigError> {
         listen: args.listen,
         data_dir: args.data_dir,
         artifact_dir: args.artifact_dir,
+        tls: (args.tls_dir.is_some() || args.tls_crl.is_some()).then(|| RawTls {
+            dir: args.tls_dir,
+            crl: args.tls_crl,
+            handshake_timeout_seconds: None,
+        }),
+        insecure: args.insecure,
         ..RawConfig::default()
     };
     Config::validate(file.merge_env()?.merge(flags))
@@ -51,6 +66,9 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
+    if config.transport == Transport::Insecure {
+        tracing::warn!(listen = %config.listen, "--insecure: serving plain text WITHOUT identities or authorization; every caller may do everything");
+    }
     let coordinator = match Coordinator::start(&config).await {
         Ok(c) => c,
         Err(e) => {

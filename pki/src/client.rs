@@ -19,9 +19,13 @@ impl ClientTls {
     /// # Errors
     /// Unreadable files, named.
     pub fn load(dir: &IdentityDir) -> Result<Self, PkiError> {
-        let ca = Certificate::from_pem(read_text(&dir.ca())?);
-        let identity = Identity::from_pem(read_text(&dir.cert())?, read_text(&dir.key())?);
-        Ok(ClientTls::Mutual(ClientTlsConfig::new().ca_certificate(ca).identity(identity)))
+        Ok(Self::from_pem(&read_text(&dir.ca())?, &read_text(&dir.cert())?, &read_text(&dir.key())?))
+    }
+
+    /// From PEM text already in memory.
+    pub fn from_pem(ca: &str, cert: &str, key: &str) -> Self {
+        let identity = Identity::from_pem(cert, key);
+        ClientTls::Mutual(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).identity(identity))
     }
 
     /// `url` as an endpoint with this TLS setup. `https://` and `http://` are both accepted

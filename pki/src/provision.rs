@@ -95,13 +95,57 @@ pub fn init_ca(ca: &CaDir, name: &str, valid_for: Duration) -> Result<(), PkiErr
     write_crl(ca, &[])
 }
 
+/// A freshly issued certificate and its private key, PEM.
+#[derive(Debug, Clone)]
+pub struct IssuedPem {
+    pub issued: Issued,
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub ca_pem: String,
+}
+
 /// Issues a certificate for `req.identity` into the identity directory `out` (`cert.pem`,
 /// `key.pem` with mode 0600, and a copy of the CA certificate as `ca.pem`).
 ///
 /// # Errors
 /// Missing CA, I/O or generation failure.
 pub fn issue(ca: &CaDir, req: &IssueRequest, out: &IdentityDir) -> Result<Issued, PkiError> {
+    let pem = issue_pem(ca, req)?;
+    std::fs::create_dir_all(&out.dir).map_err(|e| PkiError::io(&out.dir, e))?;
+    write_secret(&out.key(), &pem.key_pem)?;
+    write_public(&out.cert(), &pem.cert_pem)?;
+    write_public(&out.ca(), &pem.ca_pem)?;
+    Ok(pem.issued)
+}
+
+/// Issues a certificate and returns it with its key in memory (simulations issuing thousands
+/// of client identities); still recorded in the CA's `issued.txt`.
+///
+/// # Errors
+/// Missing CA or generation failure.
+pub fn issue_pem(ca: &CaDir, req: &IssueRequest) -> Result<IssuedPem, PkiError> {
+    issue_many(ca, std::slice::from_ref(req)).map(|mut v| v.remove(0))
+}
+
+/// [`issue_pem`] for many requests, loading the CA and appending to `issued.txt` once.
+///
+/// # Errors
+/// As [`issue_pem`].
+pub fn issue_many(ca: &CaDir, reqs: &[IssueRequest]) -> Result<Vec<IssuedPem>, PkiError> {
     let issuer = load_issuer(ca)?;
+    let ca_pem = read_text(&ca.cert())?;
+    let mut out = Vec::with_capacity(reqs.len());
+    let mut log = read_text(&ca.issued()).unwrap_or_default();
+    for req in reqs {
+        let (issued, cert_pem, key_pem) = sign(&issuer, req)?;
+        log.push_str(&format!("{} {} {}\n", issued.serial, issued.identity, issued.not_after.unix_timestamp()));
+        out.push(IssuedPem { issued, cert_pem, key_pem, ca_pem: ca_pem.clone() });
+    }
+    write_public(&ca.issued(), &log)?;
+    Ok(out)
+}
+
+fn sign(issuer: &Issuer<'static, KeyPair>, req: &IssueRequest) -> Result<(Issued, String, String), PkiError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
@@ -127,17 +171,10 @@ pub fn issue(ca: &CaDir, req: &IssueRequest, out: &IdentityDir) -> Result<Issued
     params.not_after = now + req.valid_for;
     let serial = random_serial();
     params.serial_number = Some(serial.clone());
-    let cert = params.signed_by(&key, &issuer)?;
-    std::fs::create_dir_all(&out.dir).map_err(|e| PkiError::io(&out.dir, e))?;
-    write_secret(&out.key(), &key.serialize_pem())?;
-    write_public(&out.cert(), &cert.pem())?;
-    write_public(&out.ca(), &read_text(&ca.cert())?)?;
+    let cert = params.signed_by(&key, issuer)?;
     let issued =
         Issued { serial: serial_hex(&serial.to_bytes()), identity: req.identity.clone(), not_after: params.not_after };
-    let mut log = read_text(&ca.issued()).unwrap_or_default();
-    log.push_str(&format!("{} {} {}\n", issued.serial, issued.identity, issued.not_after.unix_timestamp()));
-    write_public(&ca.issued(), &log)?;
-    Ok(issued)
+    Ok((issued, cert.pem(), key.serialize_pem()))
 }
 
 /// Every certificate this CA issued, oldest first.

@@ -127,6 +127,10 @@ pub struct RoundsArgs {
     pub deadline_seconds: f64,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Run the coordinator with --insecure (plain text, no identities) instead of mutual
+    /// TLS 1.3, e.g. to measure what TLS costs.
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// Validated options.
@@ -171,6 +175,7 @@ impl RoundsArgs {
                 max_concurrent_uploads: self.max_concurrent_uploads,
                 chunk_bytes: self.chunk_bytes,
                 log_filter: self.coordinator_log,
+                insecure: self.insecure,
             },
             json: self.json,
             deadline_seconds: self.deadline_seconds,
@@ -301,15 +306,24 @@ struct Fleet {
 
 impl Fleet {
     /// Starts `n` sidecars in batches, waiting for each batch to connect.
-    async fn start(endpoint: &str, n: usize, input_dim: usize, seed: u64) -> Result<Self> {
+    async fn start(
+        endpoint: &str,
+        ids: &[(String, String)],
+        tls: Vec<fedra_pki::ClientTls>,
+        input_dim: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        let n = ids.len();
+        let mut tls = tls.into_iter();
         let mut fleet = Fleet { stops: Vec::new(), joins: Vec::new(), status: Vec::new() };
         for start in (0..n).step_by(CONNECT_BATCH) {
             let end = (start + CONNECT_BATCH).min(n);
             for i in start..end {
                 let settings = SidecarSettings {
                     endpoint: endpoint.to_string(),
-                    client_id: format!("bench-{i:05}"),
-                    region: "bench".into(),
+                    tls: tls.next().context("one identity per sidecar")?,
+                    client_id: ids[i].0.clone(),
+                    region: ids[i].1.clone(),
                     devices: vec!["cpu".into()],
                     backoff_initial: Duration::from_millis(100),
                     backoff_max: Duration::from_secs(2),
@@ -389,14 +403,17 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
     let coordinator = CoordinatorProcess::start(&opts.coordinator).await?;
     let endpoint = coordinator.endpoint();
     let started = Instant::now();
-    let fleet = match Fleet::start(&endpoint, case.clients, input_dim, opts.seed).await {
+    let ids: Vec<(String, String)> =
+        (0..case.clients).map(|i| (format!("bench-{i:05}"), "bench".to_string())).collect();
+    let tls = coordinator.client_tls(&ids)?;
+    let fleet = match Fleet::start(&endpoint, &ids, tls, input_dim, opts.seed).await {
         Ok(f) => f,
         Err(e) => bail!("{e:#}; coordinator log:\n{}", coordinator.log_tail()),
     };
     let connect_s = started.elapsed().as_secs_f64();
     eprintln!("  {} sidecars connected in {connect_s:.1} s", case.clients);
 
-    let mut control = ControlClient::connect(&endpoint).await?;
+    let mut control = ControlClient::connect(&endpoint, &coordinator.control_tls()?).await?;
     let plan = plan(case, opts.rounds, opts.deadline_seconds, opts.seed)?;
     let mut prev_wire = wire(coordinator.port).await;
     let mut prev_cpu = coordinator.sample()?.cpu_seconds;

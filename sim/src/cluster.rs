@@ -1,6 +1,7 @@
 //! An in-process federation: one coordinator plus N client sidecars, each a tokio task
 //! with its own gRPC connection to the coordinator's loopback port.
 
+use crate::pki::SimPki;
 use anyhow::{Context, Result};
 use fedra_cli::control::ControlClient;
 use fedra_client::data::{Dataset, DatasetInfo};
@@ -11,6 +12,7 @@ use fedra_coordinator::Coordinator;
 use fedra_coordinator::config::Config;
 use fedra_coordinator::privacy::Budgets;
 use fedra_coordinator::privacy::budget::RawBudgetRule;
+use fedra_types::identity::{Identity, Role};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,7 +100,9 @@ impl ClusterBuilder {
                 (Some(t), p)
             }
         };
-        let mut config = Config::local(&data_dir);
+        // A throw-away CA: the cluster runs mutual TLS like a deployment does.
+        let pki = SimPki::create(&data_dir.join("pki"))?;
+        let mut config = Config::local(&data_dir, &pki.coordinator().dir, Some(&pki.crl()));
         config.engine.heartbeat_interval = self.heartbeat;
         config.engine.client_timeout = self.client_timeout;
         if let Some(c) = self.chunk_bytes {
@@ -111,7 +115,7 @@ impl ClusterBuilder {
         let coordinator = Coordinator::start(&config).await.context("starting coordinator")?;
         // Restarts must come back on the same port so that clients reconnect to it.
         config.listen = coordinator.addr();
-        let mut cluster = Cluster { coordinator: Some(coordinator), config, clients: Vec::new(), _tmp: tmp };
+        let mut cluster = Cluster { coordinator: Some(coordinator), config, clients: Vec::new(), pki, _tmp: tmp };
         for spec in self.clients {
             cluster.add_client(spec);
         }
@@ -144,6 +148,7 @@ pub struct Cluster {
     coordinator: Option<Coordinator>,
     config: Config,
     clients: Vec<ClientHandle>,
+    pki: SimPki,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -153,7 +158,12 @@ impl Cluster {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.config.listen)
+        format!("https://{}", self.config.listen)
+    }
+
+    /// The cluster's throw-away CA: issue identities for any role, revoke them.
+    pub fn pki(&self) -> &SimPki {
+        &self.pki
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -172,12 +182,45 @@ impl Cluster {
         &mut self.clients
     }
 
-    /// A control-plane client, as the `fedra` CLI uses.
+    /// A control-plane client as an admin (sees and may do everything), as the `fedra` CLI
+    /// uses.
     ///
     /// # Errors
     /// Connection failure.
     pub async fn control(&self) -> Result<ControlClient> {
-        Ok(ControlClient::connect(&self.endpoint()).await?)
+        self.control_as(&Identity::new(Role::Admin, None, "sim")?).await
+    }
+
+    /// A control-plane client certified as `identity`.
+    ///
+    /// # Errors
+    /// Connection failure.
+    pub async fn control_as(&self, identity: &Identity) -> Result<ControlClient> {
+        Ok(ControlClient::connect(&self.endpoint(), &self.pki.tls(identity)?).await?)
+    }
+
+    /// A raw `FleetService` connection certified as client `id` of `region` (for tests that
+    /// play a client by hand).
+    ///
+    /// # Errors
+    /// Invalid id or region, or connection failure.
+    pub async fn fleet_as(
+        &self,
+        id: &str,
+        region: &str,
+    ) -> Result<fedra_proto::pb::fleet_service_client::FleetServiceClient<tonic::transport::Channel>> {
+        let identity = Identity::new(Role::Client, Some(fedra_types::ids::RegionId::new(region)?), id)?;
+        self.connect_as(&self.pki.tls(&identity)?)
+            .await
+            .map(fedra_proto::pb::fleet_service_client::FleetServiceClient::new)
+    }
+
+    /// A channel to the coordinator with `tls`.
+    ///
+    /// # Errors
+    /// Connection failure.
+    pub async fn connect_as(&self, tls: &fedra_pki::ClientTls) -> Result<tonic::transport::Channel> {
+        Ok(tls.endpoint(&self.endpoint())?.connect().await?)
     }
 
     /// Starts one more sidecar with a burn trainer on `spec.dataset`.
@@ -212,8 +255,14 @@ impl Cluster {
         trainer: Box<dyn Trainer>,
         faults: Option<Arc<dyn UploadFaults>>,
     ) {
+        let tls = self
+            .pki
+            .clients(&[(id.to_string(), region.to_string())])
+            .expect("the sim CA issues client certificates for valid ids")
+            .remove(0);
         let settings = SidecarSettings {
             endpoint: self.endpoint(),
+            tls,
             client_id: id.to_string(),
             region: region.to_string(),
             devices: vec!["cpu".into()],

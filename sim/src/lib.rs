@@ -10,6 +10,7 @@ pub mod bench_rounds;
 pub mod cluster;
 pub mod datasets;
 pub mod faults;
+pub mod pki;
 pub mod quickstart;
 pub mod report;
 pub mod scenario;

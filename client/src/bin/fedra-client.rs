@@ -21,12 +21,15 @@ struct Args {
     /// Training device: cpu, cuda[:N] (build with --features cuda) or wgpu (--features wgpu).
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// Connect in plain text without a certificate (only to an `--insecure` coordinator).
+    #[arg(long)]
+    insecure: bool,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match ClientConfig::load(&args.config, args.coordinator) {
+    let config = match ClientConfig::load(&args.config, args.coordinator, args.insecure) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("fedra-client: bad config: {e}");

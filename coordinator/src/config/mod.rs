@@ -44,8 +44,38 @@ pub struct RawConfig {
     pub max_active_runs: Option<u64>,
     /// Tasks (of different runs) one client may hold at once.
     pub max_concurrent_tasks: Option<u64>,
+    /// Largest model a run may train, in parameters (bounds coordinator memory).
+    pub max_model_parameters: Option<u64>,
     /// `[privacy]`: budgets per scope and the noise lattice's slack.
     pub privacy: Option<RawPrivacy>,
+    /// `[tls]`: the coordinator's identity directory and the CA's revocation list.
+    pub tls: Option<RawTls>,
+    /// Plain-text gRPC without identities. Only from the `--insecure` flag, never from a
+    /// file or the environment, and refused unless `listen` is a loopback address.
+    #[serde(skip)]
+    pub insecure: bool,
+}
+
+/// The `[tls]` table.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// Identity directory (`ca.pem`, `cert.pem`, `key.pem`), as `fedra pki issue --role
+    /// coordinator` writes it.
+    pub dir: Option<PathBuf>,
+    /// The CA's `crl.pem`; re-read whenever it changes, so revocations apply without a restart.
+    pub crl: Option<PathBuf>,
+    /// Seconds a new connection has to complete its TLS handshake (default 10).
+    pub handshake_timeout_seconds: Option<f64>,
+}
+
+/// How the coordinator's endpoint is secured.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transport {
+    /// Mutual TLS 1.3: every caller presents a certificate of the deployment's CA.
+    Mutual { identity: fedra_pki::IdentityDir, crl: Option<PathBuf>, handshake_timeout: Duration },
+    /// `--insecure`: plain text on loopback, no identities.
+    Insecure,
 }
 
 /// The `[privacy]` table.
@@ -102,6 +132,14 @@ impl RawConfig {
         self.max_concurrent_downloads = var("FEDRA_MAX_CONCURRENT_DOWNLOADS")?.or(self.max_concurrent_downloads);
         self.heartbeat_interval_seconds = var("FEDRA_HEARTBEAT_INTERVAL_SECONDS")?.or(self.heartbeat_interval_seconds);
         self.client_timeout_seconds = var("FEDRA_CLIENT_TIMEOUT_SECONDS")?.or(self.client_timeout_seconds);
+        let tls_dir: Option<PathBuf> = var("FEDRA_TLS_DIR")?;
+        let tls_crl: Option<PathBuf> = var("FEDRA_TLS_CRL")?;
+        if tls_dir.is_some() || tls_crl.is_some() {
+            let mut tls = self.tls.take().unwrap_or_default();
+            tls.dir = tls_dir.or(tls.dir);
+            tls.crl = tls_crl.or(tls.crl);
+            self.tls = Some(tls);
+        }
         Ok(self)
     }
 
@@ -119,7 +157,17 @@ impl RawConfig {
         self.client_timeout_seconds = other.client_timeout_seconds.or(self.client_timeout_seconds);
         self.max_active_runs = other.max_active_runs.or(self.max_active_runs);
         self.max_concurrent_tasks = other.max_concurrent_tasks.or(self.max_concurrent_tasks);
+        self.max_model_parameters = other.max_model_parameters.or(self.max_model_parameters);
         self.privacy = other.privacy.or(self.privacy);
+        self.tls = match (self.tls, other.tls) {
+            (Some(mine), Some(theirs)) => Some(RawTls {
+                dir: theirs.dir.or(mine.dir),
+                crl: theirs.crl.or(mine.crl),
+                handshake_timeout_seconds: theirs.handshake_timeout_seconds.or(mine.handshake_timeout_seconds),
+            }),
+            (mine, theirs) => theirs.or(mine),
+        };
+        self.insecure |= other.insecure;
         self
     }
 }
@@ -133,6 +181,7 @@ pub struct Config {
     pub max_concurrent_uploads: usize,
     pub staging_budget_bytes: usize,
     pub max_concurrent_downloads: usize,
+    pub transport: Transport,
     pub engine: EngineSettings,
 }
 
@@ -208,6 +257,13 @@ impl Config {
                 message: format!("must be in 1..=64, got {per_client}"),
             });
         }
+        let max_params = raw.max_model_parameters.unwrap_or(crate::round::DEFAULT_MAX_MODEL_PARAMETERS);
+        if !(1..=(1u64 << 34)).contains(&max_params) {
+            return Err(ConfigError::Invalid {
+                key: "max_model_parameters".into(),
+                message: format!("must be in 1..=2^34, got {max_params}"),
+            });
+        }
         let heartbeat = seconds("heartbeat_interval_seconds", raw.heartbeat_interval_seconds, 5.0)?;
         let timeout = seconds("client_timeout_seconds", raw.client_timeout_seconds, 20.0)?;
         if timeout < heartbeat * 2 {
@@ -219,6 +275,7 @@ impl Config {
                 ),
             });
         }
+        let transport = transport(raw.insecure, raw.tls, listen)?;
         let raw_privacy = raw.privacy.unwrap_or_default();
         let lattice_slack = raw_privacy.lattice_slack.unwrap_or(crate::privacy::mechanism::DEFAULT_LATTICE_SLACK);
         if !(lattice_slack > 0.0 && lattice_slack <= 0.1) {
@@ -238,12 +295,14 @@ impl Config {
             max_concurrent_uploads: uploads as usize,
             staging_budget_bytes: staging as usize,
             max_concurrent_downloads: downloads as usize,
+            transport,
             engine: EngineSettings {
                 heartbeat_interval: heartbeat,
                 client_timeout: timeout,
                 chunk_bytes: chunk_bytes as usize,
                 max_active_runs: active as usize,
                 max_concurrent_tasks: per_client as u32,
+                max_model_parameters: max_params,
                 privacy: crate::round::PrivacySettings { budgets, lattice_slack },
                 ..EngineSettings::default()
             },
@@ -251,12 +310,42 @@ impl Config {
     }
 
     /// Defaults for an in-process coordinator (sim, tests) keeping its state in `data_dir`
-    /// and listening on an ephemeral loopback port.
-    pub fn local(data_dir: impl Into<PathBuf>) -> Self {
-        let raw =
-            RawConfig { listen: Some("127.0.0.1:0".into()), data_dir: Some(data_dir.into()), ..RawConfig::default() };
+    /// and listening on an ephemeral loopback port, with mutual TLS from the identity
+    /// directory `tls` (and the CRL `crl`).
+    pub fn local(data_dir: impl Into<PathBuf>, tls: &Path, crl: Option<&Path>) -> Self {
+        let raw = RawConfig {
+            listen: Some("127.0.0.1:0".into()),
+            data_dir: Some(data_dir.into()),
+            tls: Some(RawTls {
+                dir: Some(tls.to_path_buf()),
+                crl: crl.map(Path::to_path_buf),
+                handshake_timeout_seconds: None,
+            }),
+            ..RawConfig::default()
+        };
         Self::validate(raw).expect("local defaults are valid")
     }
+}
+
+fn transport(insecure: bool, tls: Option<RawTls>, listen: SocketAddr) -> Result<Transport, ConfigError> {
+    if insecure {
+        if !listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                key: "--insecure".into(),
+                message: format!("plain text is allowed only on a loopback address, not on {listen}"),
+            });
+        }
+        return Ok(Transport::Insecure);
+    }
+    let tls = tls.unwrap_or_default();
+    let Some(dir) = tls.dir else {
+        return Err(ConfigError::Invalid {
+            key: "tls.dir".into(),
+            message: "is required: the coordinator serves mutual TLS (create an identity with `fedra pki issue --role coordinator`), or pass --insecure on a loopback address".into(),
+        });
+    };
+    let handshake_timeout = seconds("tls.handshake_timeout_seconds", tls.handshake_timeout_seconds, 10.0)?;
+    Ok(Transport::Mutual { identity: fedra_pki::IdentityDir::new(dir), crl: tls.crl, handshake_timeout })
 }
 
 #[cfg(test)]
@@ -270,19 +359,34 @@ mod tests {
         assert!(msg.contains("c.toml") && msg.contains("listen_port") && msg.contains("line 3"), "{msg}");
     }
 
+    fn insecure() -> RawConfig {
+        RawConfig { insecure: true, ..RawConfig::default() }
+    }
+
+    #[test]
+    fn transport_is_mutual_tls_unless_insecure_on_loopback() {
+        let e = Config::validate(RawConfig::default()).unwrap_err().to_string();
+        assert!(e.starts_with("tls.dir: is required"), "{e}");
+        let raw = RawConfig { listen: Some("0.0.0.0:7070".into()), ..insecure() };
+        let e = Config::validate(raw).unwrap_err().to_string();
+        assert!(e.contains("only on a loopback address"), "{e}");
+        assert_eq!(Config::validate(insecure()).unwrap().transport, Transport::Insecure);
+        let raw = RawConfig::from_toml("[tls]\ndir = \"id\"\ncrl = \"ca/crl.pem\"\n", "c.toml").unwrap();
+        let Transport::Mutual { identity, crl, .. } = Config::validate(raw).unwrap().transport else { panic!() };
+        assert_eq!(identity.cert(), PathBuf::from("id/cert.pem"));
+        assert_eq!(crl, Some(PathBuf::from("ca/crl.pem")));
+        assert!(RawConfig::from_toml("insecure = true\n", "c.toml").is_err(), "--insecure is a flag only");
+    }
+
     #[test]
     fn validation_names_the_key() {
-        let raw = RawConfig { chunk_bytes: Some(3), ..RawConfig::default() };
+        let raw = RawConfig { chunk_bytes: Some(3), ..insecure() };
         assert!(Config::validate(raw).unwrap_err().to_string().starts_with("chunk_bytes:"));
-        let raw = RawConfig { listen: Some("nowhere".into()), ..RawConfig::default() };
+        let raw = RawConfig { listen: Some("nowhere".into()), ..insecure() };
         assert!(Config::validate(raw).unwrap_err().to_string().starts_with("listen:"));
-        let raw = RawConfig { version: Some(2), ..RawConfig::default() };
+        let raw = RawConfig { version: Some(2), ..insecure() };
         assert!(matches!(Config::validate(raw), Err(ConfigError::Version(2))));
-        let raw = RawConfig {
-            heartbeat_interval_seconds: Some(10.0),
-            client_timeout_seconds: Some(5.0),
-            ..RawConfig::default()
-        };
+        let raw = RawConfig { heartbeat_interval_seconds: Some(10.0), client_timeout_seconds: Some(5.0), ..insecure() };
         assert!(Config::validate(raw).unwrap_err().to_string().starts_with("client_timeout_seconds"));
     }
 
@@ -296,7 +400,7 @@ mod tests {
 
     #[test]
     fn defaults_and_merge() {
-        let c = Config::validate(RawConfig::default()).unwrap();
+        let c = Config::validate(insecure()).unwrap();
         assert_eq!(c.artifact_dir, PathBuf::from("fedra-data/artifacts"));
         let merged = RawConfig { listen: Some("127.0.0.1:1".into()), ..RawConfig::default() }
             .merge(RawConfig { listen: Some("127.0.0.1:2".into()), ..RawConfig::default() });

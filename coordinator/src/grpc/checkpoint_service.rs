@@ -1,7 +1,9 @@
 //! `CheckpointService`: listing and downloading checkpoints. Read-only, so it reads the
 //! store directly instead of going through the round engine.
 
+use super::auth::{Access, Caller, Gate, Rpc};
 use super::{ApiError, convert};
+use crate::ids::RegionId;
 use crate::store::{CheckpointFilter, Store};
 use fedra_proto::pb;
 use fedra_proto::pb::checkpoint_service_server::CheckpointService;
@@ -16,11 +18,20 @@ use tonic::{Request, Response, Status};
 pub struct CheckpointApi {
     store: Arc<dyn Store>,
     chunk_bytes: usize,
+    gate: Gate,
+}
+
+/// The region an inference node is confined to, or `None` for callers who see every region.
+fn confined_region(caller: &Caller) -> Option<&RegionId> {
+    match caller.access() {
+        Access::Region => caller.identity().and_then(|i| i.region()),
+        _ => None,
+    }
 }
 
 impl CheckpointApi {
-    pub fn new(store: Arc<dyn Store>, chunk_bytes: usize) -> Self {
-        Self { store, chunk_bytes }
+    pub fn new(store: Arc<dyn Store>, chunk_bytes: usize, gate: Gate) -> Self {
+        Self { store, chunk_bytes, gate }
     }
 
     async fn published_ids(&self) -> Result<HashSet<String>, ApiError> {
@@ -36,9 +47,20 @@ impl CheckpointService for CheckpointApi {
         &self,
         req: Request<pb::ListCheckpointsRequest>,
     ) -> Result<Response<pb::ListCheckpointsResponse>, Status> {
+        let caller = self.gate.admit(&req, Rpc::ListCheckpoints)?;
         let r = req.into_inner();
+        let mut region = convert::optional(&r.region, |v| convert::region_id("region", v))?;
+        if let Some(own) = confined_region(&caller) {
+            if region.as_ref().is_some_and(|r| r != own) {
+                return Err(ApiError::Denied(format!(
+                    "an inference node of region {own} may list only that region's checkpoints"
+                ))
+                .into());
+            }
+            region = Some(own.clone());
+        }
         let filter = CheckpointFilter {
-            region: convert::optional(&r.region, |v| convert::region_id("region", v))?,
+            region,
             model_name: if r.model_name.is_empty() { None } else { Some(r.model_name) },
             run: convert::optional(&r.run_id, |v| convert::run_id("run_id", v))?,
         };
@@ -57,6 +79,7 @@ impl CheckpointService for CheckpointApi {
         &self,
         req: Request<pb::FetchCheckpointRequest>,
     ) -> Result<Response<Self::FetchCheckpointStream>, Status> {
+        let caller = self.gate.admit(&req, Rpc::FetchCheckpoint)?;
         let id = convert::checkpoint_id("checkpoint_id", &req.into_inner().checkpoint_id)?;
         let record = self
             .store
@@ -64,6 +87,11 @@ impl CheckpointService for CheckpointApi {
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::NotFound(format!("checkpoint {id} not found")))?;
+        if let Some(own) = confined_region(&caller)
+            && !record.locations.iter().any(|(r, _)| r == own)
+        {
+            return Err(ApiError::Denied(format!("checkpoint {id} was not published to region {own}")).into());
+        }
         let manifest = convert::manifest_of(&record)?;
         let (_, path) = record
             .locations

@@ -1,7 +1,7 @@
 //! Every conversion between protobuf messages and domain types. Invalid wire fields are
 //! rejected here, naming the field; no `pb::` type is seen past this file.
 
-use super::ApiError;
+use super::{ApiError, limits};
 use crate::checkpoint::Manifest;
 use crate::ids::{CheckpointId, ClientId, RegionId, RunId, TaskId};
 use crate::model::{ModelSpec, TensorLayout};
@@ -197,21 +197,16 @@ pub fn metrics_to_pb(m: &TrainingMetrics) -> pb::TrainingMetrics {
 /// Metrics are reported by clients: non-finite values are refused rather than averaged.
 pub fn metrics_from_pb(m: Option<pb::TrainingMetrics>) -> Result<TrainingMetrics, ApiError> {
     let m = m.unwrap_or_default();
-    for (name, v) in [
-        ("loss_before", m.loss_before),
-        ("loss_after", m.loss_after),
-        ("accuracy_after", m.accuracy_after),
-        ("train_seconds", m.train_seconds),
-    ] {
-        if !v.is_finite() {
-            return Err(ApiError::Invalid(format!("trailer.metrics.{name} is not finite: {v}")));
-        }
-    }
     Ok(TrainingMetrics {
-        loss_before: m.loss_before,
-        loss_after: m.loss_after,
-        accuracy_after: m.accuracy_after,
-        train_seconds: m.train_seconds,
+        loss_before: limits::loss("trailer.metrics.loss_before", m.loss_before)?,
+        loss_after: limits::loss("trailer.metrics.loss_after", m.loss_after)?,
+        accuracy_after: limits::within("trailer.metrics.accuracy_after", m.accuracy_after, 0.0, 1.0)?,
+        train_seconds: limits::within(
+            "trailer.metrics.train_seconds",
+            m.train_seconds,
+            0.0,
+            limits::MAX_TRAIN_SECONDS,
+        )?,
     })
 }
 
@@ -318,38 +313,41 @@ pub fn evaluation_to_pb(e: &EvaluationRecord) -> pb::EvaluationSummary {
 
 /// A client's evaluation report; non-finite or out-of-range values are refused.
 pub fn evaluation_report_from_pb(r: &pb::EvaluationReport) -> Result<EvaluationReport, ApiError> {
-    if r.samples > 0 && !(r.loss.is_finite() && r.loss >= 0.0) {
-        return Err(ApiError::Invalid(format!("report.loss must be finite and non-negative, got {}", r.loss)));
-    }
-    if r.samples > 0 && !(0.0..=1.0).contains(&r.accuracy) {
-        return Err(ApiError::Invalid(format!("report.accuracy must be in [0, 1], got {}", r.accuracy)));
+    limits::samples("report.samples", r.samples, true)?;
+    if r.samples > 0 {
+        limits::loss("report.loss", r.loss)?;
+        limits::within("report.accuracy", r.accuracy, 0.0, 1.0)?;
     }
     Ok(EvaluationReport { samples: r.samples, loss: r.loss, accuracy: r.accuracy })
 }
 
-pub fn client_from_pb(r: pb::RegisterRequest) -> Result<ClientRecord, ApiError> {
-    let id = client_id("client_id", &r.client_id)?;
-    let region = region_id("region", &r.region)?;
+/// `id` and `region` come from the caller's certificate (see `auth::Caller`), not from `r`.
+pub fn client_from_pb(id: ClientId, region: RegionId, r: pb::RegisterRequest) -> Result<ClientRecord, ApiError> {
     if r.datasets.is_empty() {
         return Err(ApiError::Invalid("datasets: a client must describe at least one dataset".into()));
     }
+    limits::count("datasets", &r.datasets, 1, limits::MAX_DATASETS)?;
     let datasets = r
         .datasets
         .into_iter()
-        .map(|d| {
-            if d.name.is_empty() {
-                return Err(ApiError::Invalid("datasets[].name must not be empty".into()));
-            }
-            Ok(DatasetDescriptor { name: d.name, samples: d.samples, features: d.features, classes: d.classes })
+        .enumerate()
+        .map(|(i, d)| {
+            Ok(DatasetDescriptor {
+                name: limits::label(&format!("datasets[{i}].name"), d.name)?,
+                samples: limits::samples(&format!("datasets[{i}].samples"), d.samples, true)?,
+                features: limits::dimension(&format!("datasets[{i}].features"), d.features)?,
+                classes: limits::dimension(&format!("datasets[{i}].classes"), d.classes)?,
+            })
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(ClientRecord {
-        id,
-        region,
-        datasets,
-        devices: r.capabilities.map(|c| c.devices).unwrap_or_default(),
-        registered_at: chrono::Utc::now(),
-    })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let devices = r.capabilities.map(|c| c.devices).unwrap_or_default();
+    limits::count("capabilities.devices", &devices, 0, limits::MAX_DEVICES)?;
+    let devices = devices
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| limits::label(&format!("capabilities.devices[{i}]"), d))
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(ClientRecord { id, region, datasets, devices, registered_at: chrono::Utc::now() })
 }
 
 pub fn task_to_pb(t: TaskAssignment) -> pb::Task {

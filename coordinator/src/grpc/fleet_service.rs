@@ -2,6 +2,7 @@
 //! chunk, before the engine ever sees them (see [`crate::aggregation`] for why a broken
 //! upload cannot touch the running sum).
 
+use super::auth::{Caller, Gate, Rpc};
 use super::{ApiError, convert};
 use crate::aggregation::StagingPool;
 use crate::round::RoundError;
@@ -24,28 +25,39 @@ pub struct FleetApi {
     /// so without a bound a round's broadcast to N clients would cost N chunks of memory.
     downloads: Arc<Semaphore>,
     settings: EngineSettings,
+    gate: Gate,
 }
 
 impl FleetApi {
-    pub fn new(engine: EngineHandle, staging: StagingPool, max_downloads: usize, settings: EngineSettings) -> Self {
-        Self { engine, staging, downloads: Arc::new(Semaphore::new(max_downloads.max(1))), settings }
+    pub fn new(
+        engine: EngineHandle,
+        staging: StagingPool,
+        max_downloads: usize,
+        settings: EngineSettings,
+        gate: Gate,
+    ) -> Self {
+        Self { engine, staging, downloads: Arc::new(Semaphore::new(max_downloads.max(1))), settings, gate }
     }
 
-    async fn receive_update(&self, mut stream: Streaming<pb::UpdatePart>) -> Result<u32, ApiError> {
+    async fn receive_update(&self, caller: &Caller, mut stream: Streaming<pb::UpdatePart>) -> Result<u32, ApiError> {
         use pb::update_part::Part;
         let header = match stream.message().await.map_err(|s| ApiError::Protocol(s.message().to_string()))? {
             Some(pb::UpdatePart { part: Some(Part::Header(h)) }) => h,
             _ => return Err(ApiError::Protocol("the first message must be a header".into())),
         };
         let task = convert::task_id("header.task_id", &header.task_id)?;
-        let client = convert::client_id("header.client_id", &header.client_id)?;
+        let client = caller.client_id("header.client_id", &header.client_id)?;
         let ticket = self.engine.begin_upload(task.clone(), client.clone(), header.total_values).await?;
+        let deadline = ticket.deadline;
         // Waits while the staging budget is spent by other uploads: memory stays bounded.
-        let mut staged = self.staging.acquire(ticket.total_values as usize).await;
+        let mut staged = tokio::time::timeout_at(deadline, self.staging.acquire(ticket.total_values as usize))
+            .await
+            .map_err(|_| ApiError::Protocol("the round's deadline passed while waiting for a staging slot".into()))?;
+        let idle = self.settings.client_timeout;
         let mut cursor = ChunkCursor::new(ticket.total_values);
         let mut digest = StreamDigest::default();
         let trailer = loop {
-            let part = stream.message().await.map_err(|s| {
+            let part = next_part(&mut stream, idle, deadline, cursor.received()).await?.map_err(|s| {
                 ApiError::Protocol(format!(
                     "upload broke after {} values ({}); update discarded",
                     cursor.received(),
@@ -91,12 +103,31 @@ impl FleetApi {
         let metrics = convert::metrics_from_pb(trailer.metrics)?;
         let update = VerifiedUpdate {
             values: staged,
-            samples: trailer.samples,
+            samples: super::limits::samples("trailer.samples", trailer.samples, false)?,
             metrics,
             update_norm: trailer.update_norm,
             is_delta: header.is_delta,
         };
         Ok(self.engine.commit_upload(task, client, update).await?)
+    }
+}
+
+/// The next message of an upload, or an error once the stream has been silent for `idle`
+/// (the client timeout: a live sidecar never pauses that long mid-upload) or the round's
+/// deadline passed. Either way the staging slot is released when the caller returns.
+async fn next_part(
+    stream: &mut Streaming<pb::UpdatePart>,
+    idle: std::time::Duration,
+    deadline: tokio::time::Instant,
+    received: u64,
+) -> Result<Result<Option<pb::UpdatePart>, Status>, ApiError> {
+    let by = deadline.min(tokio::time::Instant::now() + idle);
+    match tokio::time::timeout_at(by, stream.message()).await {
+        Ok(part) => Ok(part),
+        Err(_) if by == deadline => {
+            Err(ApiError::Protocol(format!("the round's deadline passed after {received} values; update discarded")))
+        }
+        Err(_) => Err(ApiError::Protocol(format!("no data for {idle:?} after {received} values; update discarded"))),
     }
 }
 
@@ -106,7 +137,11 @@ type ModelStream = Pin<Box<dyn Stream<Item = Result<pb::ModelPart, Status>> + Se
 #[tonic::async_trait]
 impl FleetService for FleetApi {
     async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
-        let record = convert::client_from_pb(req.into_inner())?;
+        let caller = self.gate.admit(&req, Rpc::Register)?;
+        let r = req.into_inner();
+        let id = caller.client_id("client_id", &r.client_id)?;
+        let region = caller.region("region", &r.region)?;
+        let record = convert::client_from_pb(id, region, r)?;
         self.engine.register(record).await?;
         Ok(Response::new(pb::RegisterResponse {
             heartbeat_interval_seconds: self.settings.heartbeat_interval.as_secs_f64(),
@@ -117,14 +152,16 @@ impl FleetService for FleetApi {
     type SubscribeStream = TaskStream;
 
     async fn subscribe(&self, req: Request<pb::SubscribeRequest>) -> Result<Response<Self::SubscribeStream>, Status> {
-        let client = convert::client_id("client_id", &req.into_inner().client_id)?;
+        let caller = self.gate.admit(&req, Rpc::Subscribe)?;
+        let client = caller.client_id("client_id", &req.into_inner().client_id)?;
         let rx = self.engine.subscribe(client).await?;
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|t| Ok(convert::task_to_pb(t)));
         Ok(Response::new(Box::pin(stream)))
     }
 
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
-        let client = convert::client_id("client_id", &req.into_inner().client_id)?;
+        let caller = self.gate.admit(&req, Rpc::Heartbeat)?;
+        let client = caller.client_id("client_id", &req.into_inner().client_id)?;
         let cancelled = self.engine.heartbeat(client).await?;
         Ok(Response::new(pb::HeartbeatResponse { cancelled_tasks: cancelled.into_iter().map(String::from).collect() }))
     }
@@ -135,9 +172,10 @@ impl FleetService for FleetApi {
         &self,
         req: Request<pb::FetchModelRequest>,
     ) -> Result<Response<Self::FetchModelStream>, Status> {
+        let caller = self.gate.admit(&req, Rpc::FetchModel)?;
         let r = req.into_inner();
         let task = convert::task_id("task_id", &r.task_id)?;
-        let client = convert::client_id("client_id", &r.client_id)?;
+        let client = caller.client_id("client_id", &r.client_id)?;
         let model = self.engine.fetch_model(task, client).await?;
         // Held until the response stream is dropped (sent, or the client went away).
         let permit = Arc::clone(&self.downloads).acquire_owned().await.expect("download semaphore is never closed");
@@ -150,27 +188,48 @@ impl FleetService for FleetApi {
         };
         let per = (self.settings.chunk_bytes / 4).max(1);
         let total = model.params.len();
-        // Chunks are encoded lazily, one at a time, as the client reads them.
-        let chunks = (0..total).step_by(per).map(move |start| {
-            let _held = &permit;
-            let end = (start + per).min(total);
-            Ok(pb::ModelPart {
-                part: Some(pb::model_part::Part::Chunk(pb::ParamChunk {
-                    offset: start as u64,
-                    data: model.params.chunk(start..end),
-                })),
-            })
+        let idle = self.settings.client_timeout;
+        // Chunks are encoded lazily, one at a time, by a task that hands each to the response
+        // stream only as the client reads. A client that stops reading for `idle` loses the
+        // download: the task ends, releasing the download permit and the model buffer, so an
+        // unread stream cannot hold either for longer than that.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::ModelPart, Status>>(1);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let chunks = (0..total).step_by(per).map(|start| {
+                let end = (start + per).min(total);
+                pb::ModelPart {
+                    part: Some(pb::model_part::Part::Chunk(pb::ParamChunk {
+                        offset: start as u64,
+                        data: model.params.chunk(start..end),
+                    })),
+                }
+            });
+            for part in std::iter::once(header).chain(chunks) {
+                match tokio::time::timeout(idle, tx.send(Ok(part))).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return, // the client went away
+                    Err(_) => {
+                        warn!(timeout = ?idle, "model download not read; abandoned");
+                        let _ = tx.try_send(Err(Status::deadline_exceeded(format!(
+                            "model download not read for {idle:?}; fetch it again"
+                        ))));
+                        return;
+                    }
+                }
+            }
         });
-        Ok(Response::new(Box::pin(tokio_stream::iter(std::iter::once(Ok(header)).chain(chunks)))))
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     async fn report_evaluation(
         &self,
         req: Request<pb::EvaluationReport>,
     ) -> Result<Response<pb::EvaluationAck>, Status> {
+        let caller = self.gate.admit(&req, Rpc::ReportEvaluation)?;
         let r = req.into_inner();
         let task = convert::task_id("task_id", &r.task_id)?;
-        let client = convert::client_id("client_id", &r.client_id)?;
+        let client = caller.client_id("client_id", &r.client_id)?;
         let report = convert::evaluation_report_from_pb(&r)?;
         self.engine.report_evaluation(task, client, report).await?;
         Ok(Response::new(pb::EvaluationAck {}))
@@ -180,7 +239,8 @@ impl FleetService for FleetApi {
         &self,
         req: Request<Streaming<pb::UpdatePart>>,
     ) -> Result<Response<pb::PushUpdateResponse>, Status> {
-        match self.receive_update(req.into_inner()).await {
+        let caller = self.gate.admit(&req, Rpc::PushUpdate)?;
+        match self.receive_update(&caller, req.into_inner()).await {
             Ok(reported) => Ok(Response::new(pb::PushUpdateResponse { accepted: true, reported })),
             Err(e @ ApiError::Round(RoundError::RoundClosed { .. })) => {
                 info!(error = %e, "straggler update discarded");

@@ -2,13 +2,16 @@
 //! the round engine or the store, and convert answers back. Errors of every layer become a
 //! `tonic::Status` in one place ([`status`]).
 
+pub mod auth;
 mod checkpoint_service;
 pub mod convert;
 mod fleet_service;
+pub mod limits;
 mod privacy_service;
 mod run_service;
 mod status;
 
+pub use auth::{Caller, Gate};
 pub use checkpoint_service::CheckpointApi;
 pub use fleet_service::FleetApi;
 pub use privacy_service::PrivacyApi;

@@ -1,6 +1,7 @@
 //! `PrivacyService`: where each privacy scope stands. Read-only, so it reads the ledger
 //! from the store directly instead of going through the round engine.
 
+use super::auth::{Access, Gate, Rpc};
 use super::{ApiError, convert};
 use crate::ids::RegionId;
 use crate::privacy::{Budgets, PrivacyScope, ScopeStatus};
@@ -14,11 +15,12 @@ use tonic::{Request, Response, Status};
 pub struct PrivacyApi {
     store: Arc<dyn Store>,
     budgets: Budgets,
+    gate: Gate,
 }
 
 impl PrivacyApi {
-    pub fn new(store: Arc<dyn Store>, budgets: Budgets) -> Self {
-        Self { store, budgets }
+    pub fn new(store: Arc<dyn Store>, budgets: Budgets, gate: Gate) -> Self {
+        Self { store, budgets, gate }
     }
 
     async fn status(&self, model: &str, region: Option<RegionId>) -> Result<Vec<ScopeStatus>, ApiError> {
@@ -45,11 +47,32 @@ impl PrivacyService for PrivacyApi {
         &self,
         req: Request<pb::PrivacyStatusRequest>,
     ) -> Result<Response<pb::PrivacyStatusResponse>, Status> {
+        let caller = self.gate.admit(&req, Rpc::PrivacyStatus)?;
         let r = req.into_inner();
         let region = if r.region.is_empty() { None } else { Some(convert::region_id("region", &r.region)?) };
         let scopes = PrivacyApi::status(self, &r.model_name, region).await?;
+        let full = caller.access() == Access::Full;
         Ok(Response::new(pb::PrivacyStatusResponse {
-            scopes: scopes.iter().map(convert::scope_status_to_pb).collect(),
+            scopes: scopes
+                .iter()
+                .map(|s| {
+                    let pb = convert::scope_status_to_pb(s);
+                    if full { pb } else { summary(pb) }
+                })
+                .collect(),
         }))
+    }
+}
+
+/// What roles without full ledger access see of a scope: its budget and how much of it is
+/// spent or reserved, not the mechanism's parameters or which run spent it last.
+fn summary(full: pb::PrivacyScopeStatus) -> pb::PrivacyScopeStatus {
+    pb::PrivacyScopeStatus {
+        accountant: String::new(),
+        noise_multiplier: 0.0,
+        clip_norm: 0.0,
+        sampling_rate: 0.0,
+        last_run_id: String::new(),
+        ..full
     }
 }

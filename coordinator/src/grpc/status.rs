@@ -25,6 +25,13 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Unavailable(String),
+    /// No usable certified identity (no certificate, revoked, expired since the handshake).
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A certified caller asked for something its role or ownership does not allow, or
+    /// claimed in a field an identity its certificate does not state.
+    #[error("{0}")]
+    Denied(String),
 }
 
 impl ApiError {
@@ -33,6 +40,8 @@ impl ApiError {
             ApiError::Invalid(_) | ApiError::Chunk(_) | ApiError::Protocol(_) => Code::InvalidArgument,
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::Unavailable(_) => Code::Unavailable,
+            ApiError::Unauthenticated(_) => Code::Unauthenticated,
+            ApiError::Denied(_) => Code::PermissionDenied,
             ApiError::Store(e) => store_code(e),
             ApiError::Round(e) => match e {
                 RoundError::Store(e) => store_code(e),
@@ -41,7 +50,8 @@ impl ApiError {
                 RoundError::InitialCheckpoint { .. }
                 | RoundError::UpdateLength { .. }
                 | RoundError::TooManySamples { .. }
-                | RoundError::ZeroSamples => Code::InvalidArgument,
+                | RoundError::ZeroSamples
+                | RoundError::ModelTooLarge { .. } => Code::InvalidArgument,
                 RoundError::RunEnded { .. }
                 | RoundError::UnknownClient(_)
                 | RoundError::UnknownTask(_)

@@ -58,6 +58,9 @@ async fn activate(
         });
         return Ok(None);
     }
+    // A run stored before the limit was lowered (or by an older version) fails alone here,
+    // before its model is allocated, instead of aborting the process at every start.
+    super::engine::check_model_size(&record.plan, env.settings.max_model_parameters)?;
     let layout = record.plan.model.layout();
     let start_from = if record.completed_rounds > 0 {
         Some(CheckpointId::for_round(id, RoundNumber(record.completed_rounds)))

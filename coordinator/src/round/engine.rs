@@ -19,6 +19,7 @@ use crate::privacy::Budgets;
 use crate::privacy::admission::Reservations;
 use crate::store::{ClientRecord, RunRecord, RunState, Store};
 use chrono::Utc;
+use fedra_types::identity::Identity;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +27,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{error, info};
+
+/// Default for [`EngineSettings::max_model_parameters`]: 2^27 (128 Mi) parameters, about
+/// 1.5 GiB of coordinator memory per active run.
+pub const DEFAULT_MAX_MODEL_PARAMETERS: u64 = 1 << 27;
 
 /// Engine tunables (validated configuration).
 #[derive(Debug, Clone)]
@@ -42,6 +47,10 @@ pub struct EngineSettings {
     pub max_active_runs: usize,
     /// Tasks (of different runs) one client may hold at once.
     pub max_concurrent_tasks: u32,
+    /// Largest model (in parameters) a run may train: the coordinator holds about 12 bytes
+    /// per parameter per active run (model, f64 running sum), so this bounds its memory.
+    /// Checked at submit and again when a stored run is activated.
+    pub max_model_parameters: u64,
     /// Privacy budgets and the noise lattice's slack.
     pub privacy: PrivacySettings,
     /// Test fault: folding this client's update panics.
@@ -72,6 +81,7 @@ impl Default for EngineSettings {
             tick: Duration::from_millis(100),
             max_active_runs: 16,
             max_concurrent_tasks: 1,
+            max_model_parameters: DEFAULT_MAX_MODEL_PARAMETERS,
             privacy: PrivacySettings::default(),
             #[cfg(test)]
             fold_fault: None,
@@ -80,8 +90,7 @@ impl Default for EngineSettings {
 }
 
 enum Request {
-    Submit { plan: RunPlan, reply: Reply<RunId> },
-    List { reply: Reply<Vec<RunView>> },
+    Submit { plan: RunPlan, owner: Option<Identity>, reply: Reply<RunId> },
     ForRun { run: RunId, req: RunRequest },
     ForTask { task: TaskId, req: RunRequest },
     Register { client: ClientRecord, reply: Reply<()> },
@@ -111,8 +120,9 @@ impl EngineHandle {
     /// # Errors
     /// [`RoundError::CheckpointNotFound`], [`RoundError::InitialCheckpoint`], privacy
     /// refusals, store failures.
-    pub async fn submit(&self, plan: RunPlan) -> Result<RunId, RoundError> {
-        ask!(self, |reply| Request::Submit { plan, reply })
+    /// `owner` is the certified submitter (`None` on an `--insecure` coordinator).
+    pub async fn submit(&self, plan: RunPlan, owner: Option<Identity>) -> Result<RunId, RoundError> {
+        ask!(self, |reply| Request::Submit { plan, owner, reply })
     }
     /// # Errors
     /// Unknown run, or a run that already ended.
@@ -123,11 +133,6 @@ impl EngineHandle {
     /// Unknown run or store failure.
     pub async fn get(&self, run: RunId) -> Result<RunView, RoundError> {
         ask!(self, |reply| Request::ForRun { run, req: RunRequest::Get { reply } })
-    }
-    /// # Errors
-    /// Store failure.
-    pub async fn list(&self) -> Result<Vec<RunView>, RoundError> {
-        ask!(self, |reply| Request::List { reply })
     }
     /// Past events of the run, then (unless it ended) a live receiver for the rest.
     ///
@@ -321,13 +326,10 @@ impl Engine {
 
     async fn handle(&mut self, req: Request) {
         match req {
-            Request::Submit { plan, reply } => {
-                let r = self.submit(plan).await;
+            Request::Submit { plan, owner, reply } => {
+                let r = self.submit(plan, owner).await;
                 let _ = reply.send(r);
                 self.start_queued();
-            }
-            Request::List { reply } => {
-                let _ = reply.send(self.list().await);
             }
             Request::ForRun { run, req } => match self.runs.get(&run) {
                 Some(active) => {
@@ -514,7 +516,8 @@ impl Engine {
         self.start_queued();
     }
 
-    async fn submit(&mut self, plan: RunPlan) -> Result<RunId, RoundError> {
+    async fn submit(&mut self, plan: RunPlan, owner: Option<Identity>) -> Result<RunId, RoundError> {
+        check_model_size(&plan, self.env.settings.max_model_parameters)?;
         if let Some(cp) = &plan.initial_checkpoint {
             let record =
                 self.env.store.get_checkpoint(cp).await?.ok_or_else(|| RoundError::CheckpointNotFound(cp.clone()))?;
@@ -542,23 +545,13 @@ impl Engine {
             published_checkpoint: None,
             failure: None,
             created_at: Utc::now(),
+            owner,
         };
         self.env.store.create_run(&record).await?;
         info!(run = %record.id, model = record.plan.model.name(), rounds = record.plan.rounds, priority = record.plan.priority, "run queued");
         self.queue.push(Queued { id: record.id.clone(), priority: record.plan.priority, seq: self.next_seq });
         self.next_seq += 1;
         Ok(record.id)
-    }
-
-    async fn list(&self) -> Result<Vec<RunView>, RoundError> {
-        let runs = self.env.store.list_runs().await?;
-        Ok(runs
-            .into_iter()
-            .map(|record| {
-                let live_phase = self.runs.get(&record.id).and_then(|r| r.live);
-                RunView { record, rounds: Vec::new(), evaluations: Vec::new(), live_phase }
-            })
-            .collect())
     }
 
     /// Answers a request about a run without an actor (queued or ended) from the store.
@@ -609,4 +602,17 @@ fn reply_err(req: RunRequest, err: RoundError) {
         RunRequest::CommitUpload { reply, .. } => drop(reply.send(Err(err))),
         RunRequest::ReportEvaluation { reply, .. } => drop(reply.send(Err(err))),
     }
+}
+
+/// Refuses a plan whose model is larger than the configured maximum, before anything is
+/// allocated or stored.
+///
+/// # Errors
+/// [`RoundError::ModelTooLarge`].
+pub(super) fn check_model_size(plan: &RunPlan, max: u64) -> Result<(), RoundError> {
+    let parameters = plan.model.layout().total() as u64;
+    if parameters > max {
+        return Err(RoundError::ModelTooLarge { parameters, max });
+    }
+    Ok(())
 }

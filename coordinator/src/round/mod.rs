@@ -47,7 +47,7 @@ mod task;
 #[cfg(test)]
 mod tests;
 
-pub use engine::{Engine, EngineHandle, EngineSettings, PrivacySettings};
+pub use engine::{DEFAULT_MAX_MODEL_PARAMETERS, Engine, EngineHandle, EngineSettings, PrivacySettings};
 pub use history::RunView;
 pub use metrics::{MetricsMean, TrainingMetrics};
 pub use task::{EvaluationReport, GlobalModel, PrivacyTask, TaskAssignment, TaskKind, UploadTicket, VerifiedUpdate};
@@ -175,6 +175,8 @@ pub enum RoundError {
     TooManySamples { client: ClientId, claimed: u64, registered: u64 },
     #[error("update claims 0 samples: a FedAvg weight must be positive")]
     ZeroSamples,
+    #[error("plan.model has {parameters} parameters; this coordinator's max_model_parameters is {max}")]
+    ModelTooLarge { parameters: u64, max: u64 },
     #[error("the coordinator is shutting down")]
     ShuttingDown,
     #[error(transparent)]

@@ -67,6 +67,9 @@ pub struct EvaluationReport {
 #[derive(Debug, Clone)]
 pub struct UploadTicket {
     pub total_values: u64,
+    /// The round's deadline: an upload still streaming then is cut off, freeing its
+    /// staging slot, since the round will not count it anyway.
+    pub deadline: tokio::time::Instant,
 }
 
 /// An uploaded update whose chunks and trailer checked out.

@@ -213,7 +213,7 @@ async fn three_runs_on_three_regions_train_at_the_same_time() {
 async fn submit_per_region(h: &Harness, regions: &[&str]) -> Vec<RunId> {
     let mut runs = Vec::new();
     for r in regions {
-        runs.push(h.engine.submit(plan(1, 2, 2, &[r])).await.unwrap());
+        runs.push(h.engine.submit(plan(1, 2, 2, &[r]), None).await.unwrap());
     }
     runs
 }
@@ -224,7 +224,7 @@ async fn selection_waits_for_the_target_then_settles_for_the_quorum_after_the_gr
     let mut a = connect(&h, "a", "eu").await;
     let _b = connect(&h, "b", "eu").await;
     // Target 3, quorum 2, deadline 30 s: grace is 6 s.
-    let run = h.engine.submit(plan(1, 3, 2, &[])).await.unwrap();
+    let run = h.engine.submit(plan(1, 3, 2, &[]), None).await.unwrap();
     assert!(timeout(Duration::from_millis(5_800), a.tasks.recv()).await.is_err(), "selected before the grace period");
     let t = timeout(Duration::from_secs(1), task_of(&mut a)).await.expect("selected after the grace period");
     assert_eq!(t.run, run);
@@ -234,7 +234,7 @@ async fn selection_waits_for_the_target_then_settles_for_the_quorum_after_the_gr
 async fn selection_fails_at_the_deadline_without_a_quorum_online() {
     let h = harness().await;
     let _a = connect(&h, "a", "eu").await;
-    let run = h.engine.submit(plan(1, 3, 2, &[])).await.unwrap();
+    let run = h.engine.submit(plan(1, 3, 2, &[]), None).await.unwrap();
     let mut rx = h.watch(&run).await;
     let (state, reason) = finished(&mut rx, &run).await;
     assert_eq!(state, RunState::Failed);
@@ -245,7 +245,7 @@ async fn selection_fails_at_the_deadline_without_a_quorum_online() {
 async fn training_closes_at_the_deadline_with_the_quorum_and_abandons_the_straggler() {
     let h = harness().await;
     let mut cs = vec![connect(&h, "a", "eu").await, connect(&h, "b", "eu").await, connect(&h, "c", "eu").await];
-    let run = h.engine.submit(plan(1, 3, 2, &[])).await.unwrap();
+    let run = h.engine.submit(plan(1, 3, 2, &[]), None).await.unwrap();
     let mut rx = h.watch(&run).await;
     let mut tasks = Vec::new();
     for c in &mut cs {
@@ -267,7 +267,7 @@ async fn training_fails_as_soon_as_dropouts_make_the_quorum_unreachable() {
     let h = harness().await;
     let mut a = connect(&h, "a", "eu").await;
     let mut b = connect(&h, "b", "eu").await;
-    let run = h.engine.submit(plan(1, 2, 2, &[])).await.unwrap();
+    let run = h.engine.submit(plan(1, 2, 2, &[]), None).await.unwrap();
     let mut rx = h.watch(&run).await;
     let _ta = task_of(&mut a).await;
     let _tb = task_of(&mut b).await;
@@ -282,7 +282,7 @@ async fn a_dropped_client_may_not_report_later() {
     let h = harness_with(EngineSettings { client_timeout: Duration::from_secs(10), ..settings() }).await;
     let mut a = connect(&h, "a", "eu").await;
     let mut b = connect(&h, "b", "eu").await;
-    let run = h.engine.submit(plan(1, 2, 1, &[])).await.unwrap();
+    let run = h.engine.submit(plan(1, 2, 1, &[]), None).await.unwrap();
     let mut rx = h.watch(&run).await;
     let ta = task_of(&mut a).await;
     let tb = task_of(&mut b).await;
@@ -307,7 +307,7 @@ async fn an_update_refused_for_good_cannot_be_retried() {
     let mut a = connect(&h, "a", "eu").await;
     let mut b = connect(&h, "b", "eu").await;
     let p = plan_with(1, 2, 1, &[], |raw| raw.privacy = Some(private(Sampling::Fixed, OverBound::Reject, 2)));
-    let run = h.engine.submit(p).await.unwrap();
+    let run = h.engine.submit(p, None).await.unwrap();
     let mut rx = h.watch(&run).await;
     let ta = task_of(&mut a).await;
     let tb = task_of(&mut b).await;
@@ -330,8 +330,8 @@ async fn a_panicking_fold_fails_its_round_and_nothing_else() {
     let h = harness_with(s).await;
     let mut a = connect(&h, "a", "eu").await;
     let mut b = connect(&h, "b", "us").await;
-    let faulty = h.engine.submit(plan(1, 1, 1, &["eu"])).await.unwrap();
-    let healthy = h.engine.submit(plan(1, 1, 1, &["us"])).await.unwrap();
+    let faulty = h.engine.submit(plan(1, 1, 1, &["eu"]), None).await.unwrap();
+    let healthy = h.engine.submit(plan(1, 1, 1, &["us"]), None).await.unwrap();
     let mut rx = h.watch(&faulty).await;
     let ta = task_of(&mut a).await;
     let tb = task_of(&mut b).await;
@@ -352,7 +352,7 @@ async fn shutdown_writes_the_reported_updates_first() {
     let h = harness().await;
     let mut a = connect(&h, "a", "eu").await;
     let _b = connect(&h, "b", "eu").await;
-    let run = h.engine.submit(plan(1, 2, 2, &[])).await.unwrap();
+    let run = h.engine.submit(plan(1, 2, 2, &[]), None).await.unwrap();
     let ta = task_of(&mut a).await;
     h.report(&a, &ta).await.unwrap();
     h.engine.shutdown().await;
@@ -364,14 +364,14 @@ async fn shutdown_writes_the_reported_updates_first() {
 async fn cancelling_mid_training_ends_the_run_and_frees_its_clients() {
     let h = harness().await;
     let mut a = connect(&h, "a", "eu").await;
-    let first = h.engine.submit(plan(1, 1, 1, &[])).await.unwrap();
+    let first = h.engine.submit(plan(1, 1, 1, &[]), None).await.unwrap();
     let mut rx = h.watch(&first).await;
     let ta = task_of(&mut a).await;
     assert_eq!(h.engine.cancel(first.clone()).await.unwrap(), RunState::Cancelled);
     assert_eq!(finished(&mut rx, &first).await, (RunState::Cancelled, Some("run cancelled".into())));
     assert_eq!(h.engine.heartbeat(a.id.clone()).await.unwrap(), vec![ta.task.clone()]);
     // The client is free for the next run at once.
-    let second = h.engine.submit(plan(1, 1, 1, &[])).await.unwrap();
+    let second = h.engine.submit(plan(1, 1, 1, &[]), None).await.unwrap();
     assert_eq!(task_of(&mut a).await.run, second);
     let again = h.engine.cancel(first.clone()).await.unwrap_err();
     assert!(matches!(again, RoundError::RunEnded { .. }), "{again}");
@@ -386,7 +386,7 @@ async fn an_empty_poisson_round_publishes_to_the_sampled_population_and_survives
         // q = 1e-6: the sample is empty (with probability 1 − 4e-6).
         raw.privacy = Some(private(Sampling::Poisson { rate: 1e-6 }, OverBound::Reject, 2));
     });
-    let run = h.engine.submit(p).await.unwrap();
+    let run = h.engine.submit(p, None).await.unwrap();
     let mut rx = h.watch(&run).await;
     let published = next_event(&mut rx, &run, |k| matches!(k, RunEventKind::Published { .. })).await;
     let RunEventKind::Published { regions, checkpoint, .. } = published.kind else { unreachable!() };
@@ -407,12 +407,12 @@ async fn an_empty_poisson_round_publishes_to_the_sampled_population_and_survives
 async fn a_higher_priority_run_gets_shared_clients_first() {
     let h = harness().await;
     let mut a = connect(&h, "a", "eu").await;
-    let busy = h.engine.submit(plan(1, 1, 1, &[])).await.unwrap();
+    let busy = h.engine.submit(plan(1, 1, 1, &[]), None).await.unwrap();
     let t0 = task_of(&mut a).await;
     assert_eq!(t0.run, busy);
     // While a is busy, a low- and then a high-priority run queue up for it.
-    let low = h.engine.submit(plan_with(1, 1, 1, &[], |r| r.priority = -5)).await.unwrap();
-    let high = h.engine.submit(plan_with(1, 1, 1, &[], |r| r.priority = 5)).await.unwrap();
+    let low = h.engine.submit(plan_with(1, 1, 1, &[], |r| r.priority = -5), None).await.unwrap();
+    let high = h.engine.submit(plan_with(1, 1, 1, &[], |r| r.priority = 5), None).await.unwrap();
     h.report(&a, &t0).await.unwrap();
     let t1 = task_of(&mut a).await;
     assert_eq!(t1.run, high);
@@ -426,7 +426,7 @@ async fn a_failed_participation_write_is_retried_and_the_record_matches_the_mani
     let h = start(Arc::new(store.clone()), tempfile::tempdir().unwrap(), settings()).await;
     let mut a = connect(&h, "a", "eu").await;
     let mut b = connect(&h, "b", "eu").await;
-    let run = h.engine.submit(plan(1, 2, 2, &[])).await.unwrap();
+    let run = h.engine.submit(plan(1, 2, 2, &[]), None).await.unwrap();
     let mut rx = h.watch(&run).await;
     let ta = task_of(&mut a).await;
     let tb = task_of(&mut b).await;
@@ -457,7 +457,7 @@ async fn a_failed_participation_write_is_retried_and_the_record_matches_the_mani
 async fn watch_replays_the_live_events_of_a_finished_run() {
     let h = harness().await;
     let mut a = connect(&h, "a", "eu").await;
-    let run = h.engine.submit(plan(2, 1, 1, &[])).await.unwrap();
+    let run = h.engine.submit(plan(2, 1, 1, &[]), None).await.unwrap();
     let (history, live) = h.engine.watch(run.clone()).await.unwrap();
     let mut live = live.unwrap();
     for _ in 0..2 {
@@ -490,4 +490,49 @@ async fn watch_replays_the_live_events_of_a_finished_run() {
             .collect()
     };
     assert_eq!(strip(&replayed), strip(&seen));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_model_beyond_the_limit_is_refused_at_submit_and_a_stored_one_fails_alone_at_start() {
+    let big = |raw: &mut RawPlan| {
+        // 10^6 × 10^6: ~4 TB of parameters, the kind of plan that used to abort the process.
+        raw.model = ModelSpec::new("huge", Architecture::Mlp { input_dim: 1 << 20, hidden: vec![1 << 20], classes: 3 })
+            .unwrap();
+    };
+    let h = harness_with(EngineSettings { max_model_parameters: 1 << 20, ..settings() }).await;
+    let e = h.engine.submit(plan_with(1, 1, 1, &[], big), None).await.unwrap_err();
+    assert!(matches!(e, RoundError::ModelTooLarge { max: 1_048_576, .. }), "{e}");
+    assert!(h.store.list_runs().await.unwrap().is_empty(), "nothing stored");
+
+    // A run already in the store (written before the limit) fails alone when activated; the
+    // engine keeps serving, and a normal run next to it succeeds.
+    let stored = crate::store::RunRecord {
+        id: RunId::generate(),
+        plan: plan_with(1, 1, 1, &[], big),
+        state: RunState::Queued,
+        completed_rounds: 0,
+        published_checkpoint: None,
+        failure: None,
+        created_at: chrono::Utc::now(),
+        owner: None,
+    };
+    h.store.create_run(&stored).await.unwrap();
+    let Harness { store, dir, .. } = h;
+    let h = start(store, dir, EngineSettings { max_model_parameters: 1 << 20, ..settings() }).await;
+    let (history, live) = h.engine.watch(stored.id.clone()).await.unwrap();
+    if let Some(mut live) = live {
+        assert_eq!(finished(&mut live, &stored.id).await.0, RunState::Failed);
+    } else {
+        assert!(history.iter().any(|e| matches!(e.kind, RunEventKind::RunFinished { state: RunState::Failed, .. })));
+    }
+    let view = h.engine.get(stored.id.clone()).await.unwrap();
+    assert_eq!(view.record.state, RunState::Failed);
+    assert!(view.record.failure.unwrap().contains("max_model_parameters is 1048576"));
+    let mut a = connect(&h, "a", "eu").await;
+    let run = h.engine.submit(plan(1, 1, 1, &[]), None).await.unwrap();
+    let mut events = h.watch(&run).await;
+    let t = task_of(&mut a).await;
+    let u = h.update(0.1, false).await;
+    h.engine.commit_upload(t.task, a.id.clone(), u).await.unwrap();
+    assert_eq!(finished(&mut events, &run).await.0, RunState::Succeeded);
 }

@@ -28,6 +28,7 @@ macro_rules! store_contract_tests {
     ($module:ident, $open:expr) => {
         $crate::store::contract::store_contract_tests!(@cases $module, $open,
             runs_round_trip_oldest_first,
+            runs_are_listed_page_by_page_per_owner,
             creating_a_run_twice_is_already_exists,
             run_state_writes_keep_the_last_failure_reason,
             a_terminal_run_is_final,
@@ -93,6 +94,7 @@ fn run_record(state: RunState) -> RunRecord {
         published_checkpoint: None,
         failure: None,
         created_at: now(),
+        owner: Some("fedra://scientist/alice".parse().unwrap()),
     }
 }
 
@@ -253,6 +255,44 @@ pub(crate) async fn runs_round_trip_oldest_first(store: &dyn Store) {
     assert_eq!(store.get_run(&b.id).await.unwrap().unwrap(), b, "every field round-trips");
     assert!(store.get_run(&RunId::generate()).await.unwrap().is_none());
     assert_eq!(store.list_runs().await.unwrap(), vec![a, b]);
+}
+
+pub(crate) async fn runs_are_listed_page_by_page_per_owner(store: &dyn Store) {
+    let alice: Identity = "fedra://scientist/alice".parse().unwrap();
+    let bob: Identity = "fedra://scientist/bob".parse().unwrap();
+    let base = run_record(RunState::Queued).created_at;
+    let mut runs = Vec::new();
+    for i in 0..7 {
+        let r = RunRecord {
+            created_at: base + chrono::Duration::seconds(i),
+            owner: Some(if i % 3 == 0 { bob.clone() } else { alice.clone() }),
+            ..run_record(RunState::Queued)
+        };
+        runs.push(r);
+    }
+    for r in runs.iter().rev() {
+        store.create_run(r).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<RunId> = None;
+    loop {
+        let page = store.list_runs_page(None, after.as_ref(), 3).await.unwrap();
+        assert!(page.len() <= 3);
+        if page.is_empty() {
+            break;
+        }
+        after = Some(page.last().unwrap().id.clone());
+        seen.extend(page);
+    }
+    assert_eq!(seen, runs, "every run once, oldest first");
+    let bobs = store.list_runs_page(Some(&bob), None, 100).await.unwrap();
+    assert_eq!(
+        bobs.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+        vec![runs[0].id.clone(), runs[3].id.clone(), runs[6].id.clone()]
+    );
+    let after_first = store.list_runs_page(Some(&alice), Some(&runs[0].id), 2).await.unwrap();
+    assert_eq!(after_first, vec![runs[1].clone(), runs[2].clone()], "owner filter and cursor combine");
+    assert!(store.list_runs_page(None, Some(&RunId::generate()), 3).await.unwrap().is_empty());
 }
 
 pub(crate) async fn creating_a_run_twice_is_already_exists(store: &dyn Store) {

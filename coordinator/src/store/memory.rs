@@ -142,6 +142,28 @@ impl Store for MemoryStore {
         Ok(runs)
     }
 
+    async fn list_runs_page(
+        &self,
+        owner: Option<&Identity>,
+        after: Option<&RunId>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let all = self.list_runs().await?;
+        let start = match after {
+            None => 0,
+            Some(id) => match all.iter().position(|r| &r.id == id) {
+                Some(i) => i + 1,
+                None => return Ok(Vec::new()),
+            },
+        };
+        Ok(all
+            .into_iter()
+            .skip(start)
+            .filter(|r| owner.is_none_or(|o| r.owner.as_ref() == Some(o)))
+            .take(limit)
+            .collect())
+    }
+
     async fn next_attempt(&self, run: &RunId, round: u32) -> Result<u32, StoreError> {
         let d = self.data();
         let last = d.rounds.keys().filter(|(r, n, _)| r == run && *n == round).map(|(_, _, a)| *a).max();

@@ -42,6 +42,7 @@ use crate::plan::RunPlan;
 use crate::privacy::{LedgerEntry, PrivacyScope};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use fedra_types::identity::Identity;
 use fedra_types::metrics::TrainingMetrics;
 use std::fmt;
 use std::path::PathBuf;
@@ -223,6 +224,9 @@ pub struct RunRecord {
     pub published_checkpoint: Option<CheckpointId>,
     pub failure: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// Who submitted it, as certified; `None` when the coordinator ran with `--insecure`.
+    /// Scientists see and cancel only runs they own.
+    pub owner: Option<Identity>,
 }
 
 /// Outcome of one round attempt as persisted (stored as the snake_case variant name).
@@ -447,6 +451,16 @@ pub trait Store: Send + Sync + 'static {
     async fn get_run(&self, run: &RunId) -> Result<Option<RunRecord>, StoreError>;
     /// All runs, oldest first.
     async fn list_runs(&self) -> Result<Vec<RunRecord>, StoreError>;
+    /// One page of runs, oldest first (by creation time, then id): at most `limit` runs
+    /// that come after the run `after` (from the start when `None`; nothing when `after` is
+    /// not a stored run), only those submitted by `owner` when given. Listings are served
+    /// from here, page by page, never as one unbounded answer.
+    async fn list_runs_page(
+        &self,
+        owner: Option<&Identity>,
+        after: Option<&RunId>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError>;
 
     /// The attempt number a new attempt of `round` must use (1 for the first).
     async fn next_attempt(&self, run: &RunId, round: u32) -> Result<u32, StoreError>;

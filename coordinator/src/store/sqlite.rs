@@ -87,8 +87,8 @@ impl Store for SqliteStore {
         let plan = serde_json::to_string(&run.plan).map_err(corrupt("run plan"))?;
         let now = ts(&run.created_at);
         sqlx::query(
-            "INSERT INTO runs (id, plan_json, state, completed_rounds, published_checkpoint, failure, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO runs (id, plan_json, state, completed_rounds, published_checkpoint, failure, created_at, updated_at, owner)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(run.id.as_str())
         .bind(plan)
@@ -98,6 +98,7 @@ impl Store for SqliteStore {
         .bind(run.failure.as_deref())
         .bind(&now)
         .bind(&now)
+        .bind(run.owner.as_ref().map(Identity::uri))
         .execute(&self.pool)
         .await
         .map_err(insert_failed(|| refusal::run_exists(&run.id), None))?;
@@ -134,6 +135,26 @@ impl Store for SqliteStore {
 
     async fn list_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         let rows = sqlx::query("SELECT * FROM runs ORDER BY created_at, id").fetch_all(&self.pool).await?;
+        rows.iter().map(run_of).collect()
+    }
+
+    async fn list_runs_page(
+        &self,
+        owner: Option<&Identity>,
+        after: Option<&RunId>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM runs
+             WHERE (?1 IS NULL OR owner = ?1)
+               AND (?2 IS NULL OR (created_at, id) > (SELECT created_at, id FROM runs WHERE id = ?2))
+             ORDER BY created_at, id LIMIT ?3",
+        )
+        .bind(owner.map(Identity::uri))
+        .bind(after.map(RunId::as_str))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(run_of).collect()
     }
 

@@ -17,6 +17,8 @@ pub struct CoordinatorSettings {
     pub chunk_bytes: Option<usize>,
     /// `RUST_LOG` for the coordinator (its log goes to a file in the data directory).
     pub log_filter: String,
+    /// Plain text without identities (`--insecure`) instead of mutual TLS.
+    pub insecure: bool,
 }
 
 /// A running coordinator process with a fresh data directory; killed on drop.
@@ -24,6 +26,8 @@ pub struct CoordinatorProcess {
     child: Child,
     pub port: u16,
     pub data_dir: tempfile::TempDir,
+    /// The throw-away CA of a mutual-TLS coordinator; `None` with `--insecure`.
+    pub pki: Option<crate::pki::SimPki>,
 }
 
 /// CPU time and memory of a process, from `/proc`.
@@ -102,8 +106,16 @@ impl CoordinatorProcess {
         if let Some(n) = settings.chunk_bytes {
             cmd.env("FEDRA_CHUNK_BYTES", n.to_string());
         }
+        let pki = if settings.insecure {
+            cmd.arg("--insecure");
+            None
+        } else {
+            let pki = crate::pki::SimPki::create(&data_dir.path().join("pki"))?;
+            cmd.arg("--tls-dir").arg(&pki.coordinator().dir).arg("--tls-crl").arg(pki.crl());
+            Some(pki)
+        };
         let child = cmd.spawn().with_context(|| format!("starting {}", settings.binary.display()))?;
-        let mut me = Self { child, port, data_dir };
+        let mut me = Self { child, port, data_dir, pki };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = me.child.try_wait()? {
@@ -124,7 +136,29 @@ impl CoordinatorProcess {
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", if self.pki.is_some() { "https" } else { "http" }, self.port)
+    }
+
+    /// Client identities for sidecars `(id, region)`, or plain text with `--insecure`.
+    ///
+    /// # Errors
+    /// Certificate generation failure.
+    pub fn client_tls(&self, clients: &[(String, String)]) -> Result<Vec<fedra_pki::ClientTls>> {
+        match &self.pki {
+            Some(pki) => pki.clients(clients),
+            None => Ok(vec![fedra_pki::ClientTls::Insecure; clients.len()]),
+        }
+    }
+
+    /// The benchmark's own control-plane identity (a scientist).
+    ///
+    /// # Errors
+    /// Certificate generation failure.
+    pub fn control_tls(&self) -> Result<fedra_pki::ClientTls> {
+        match &self.pki {
+            Some(pki) => pki.tls(&"fedra://scientist/bench".parse()?),
+            None => Ok(fedra_pki::ClientTls::Insecure),
+        }
     }
 
     /// # Errors

@@ -13,7 +13,7 @@ async fn aggregate_with(n: usize) -> anyhow::Result<()> {
     let mut p = plan(dim, classes, 1, n as u32, n as u32);
     p.round_deadline_seconds = 120.0;
     let run = control.submit(&p).await?;
-    let status = wait_for_end(&cluster.endpoint(), &run, Duration::from_secs(120)).await?;
+    let status = wait_for_end(&cluster, &run, Duration::from_secs(120)).await?;
     assert_succeeded(&status);
 
     let dir = tempfile::tempdir()?;

@@ -154,8 +154,11 @@ learning_rate = 0.1
 "#,
     )?;
     let ep = cluster.endpoint();
-    let args =
-        |a: &[&str]| -> Vec<String> { ["--coordinator", ep.as_str()].iter().chain(a).map(|s| s.to_string()).collect() };
+    let alice = cluster.pki().identity_dir(&"fedra://scientist/alice".parse()?)?;
+    let tls = alice.dir.to_str().unwrap().to_string();
+    let args = |a: &[&str]| -> Vec<String> {
+        ["--coordinator", ep.as_str(), "--tls-dir", tls.as_str()].iter().chain(a).map(|s| s.to_string()).collect()
+    };
 
     let out = run(FEDRA, args(&["run", "submit", plan_path.to_str().unwrap(), "--watch"])).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -192,9 +195,50 @@ learning_rate = 0.1
     let out = run(FEDRA, args(&["run", "submit", dir.path().join("zero.toml").to_str().unwrap()])).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(one_line(&out.stderr).contains("plan.rounds must be in 1..=100000, got 0"));
-    let out = run(FEDRA, vec!["--coordinator".into(), "http://127.0.0.1:1".into(), "run".into(), "list".into()]).await;
+    let out = run(
+        FEDRA,
+        vec!["--coordinator".into(), "http://127.0.0.1:1".into(), "--insecure".into(), "run".into(), "list".into()],
+    )
+    .await;
     assert_eq!(out.status.code(), Some(69));
     assert!(one_line(&out.stderr).starts_with("fedra: cannot connect to coordinator at http://127.0.0.1:1"));
+    // Without an identity the CLI says what to pass, before connecting anywhere.
+    let out = run(FEDRA, vec!["--coordinator".into(), ep.clone(), "run".into(), "list".into()]).await;
+    assert_eq!(out.status.code(), Some(64));
+    assert!(one_line(&out.stderr).starts_with("fedra: no identity: pass --tls-dir"), "{}", one_line(&out.stderr));
+    // Another scientist neither sees nor cancels alice's run; an approver cannot submit.
+    let bob = cluster.pki().identity_dir(&"fedra://scientist/bob".parse()?)?;
+    let as_bob = |a: &[&str]| -> Vec<String> {
+        ["--coordinator", ep.as_str(), "--tls-dir", bob.dir.to_str().unwrap()]
+            .iter()
+            .chain(a)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let out = run(FEDRA, as_bob(&["run", "list"])).await;
+    assert!(out.status.success() && !String::from_utf8_lossy(&out.stdout).contains(&run_id));
+    let out = run(FEDRA, as_bob(&["run", "show", &run_id])).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line(&out.stderr).contains("was not submitted by fedra://scientist/bob"), "{}", one_line(&out.stderr));
+    let approver = cluster.pki().identity_dir(&"fedra://approver/carol".parse()?)?;
+    let out = run(
+        FEDRA,
+        [
+            "--coordinator",
+            ep.as_str(),
+            "--tls-dir",
+            approver.dir.to_str().unwrap(),
+            "run",
+            "submit",
+            plan_path.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line(&out.stderr).contains("role approver may not call SubmitRun"), "{}", one_line(&out.stderr));
     cluster.shutdown().await;
     Ok(())
 }
@@ -238,11 +282,26 @@ expected_clients = 2
 "#,
     )?;
     let ep = cluster.endpoint();
-    let args =
-        |a: &[&str]| -> Vec<String> { ["--coordinator", ep.as_str()].iter().chain(a).map(|s| s.to_string()).collect() };
+    // A scientist submits; compliance reads the ledger in full (the accountant column).
+    let sci = cluster.pki().identity_dir(&"fedra://scientist/alice".parse()?)?;
+    let compliance = cluster.pki().identity_dir(&"fedra://compliance/dora".parse()?)?;
+    let as_sci = |a: &[&str]| -> Vec<String> {
+        ["--coordinator", ep.as_str(), "--tls-dir", sci.dir.to_str().unwrap()]
+            .iter()
+            .chain(a)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let args = |a: &[&str]| -> Vec<String> {
+        ["--coordinator", ep.as_str(), "--tls-dir", compliance.dir.to_str().unwrap()]
+            .iter()
+            .chain(a)
+            .map(|s| s.to_string())
+            .collect()
+    };
     let out = run(FEDRA, args(&["privacy", "status"])).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no privacy spent yet");
-    let out = run(FEDRA, args(&["run", "submit", plan_path.to_str().unwrap(), "--watch"])).await;
+    let out = run(FEDRA, as_sci(&["run", "submit", plan_path.to_str().unwrap(), "--watch"])).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = run(FEDRA, args(&["privacy", "status"])).await;
     let table = String::from_utf8_lossy(&out.stdout).to_string();
@@ -277,5 +336,63 @@ async fn coordinator_refuses_bad_config_with_exit_64() -> anyhow::Result<()> {
     let out = run(FEDRA_COORDINATOR, vec!["--config".into(), cfg.display().to_string()]).await;
     assert_eq!(out.status.code(), Some(64));
     assert!(one_line(&out.stderr).contains("chunk_bytes: must be a multiple of 4"));
+    // Mutual TLS is the default: no identity, no start; plain text only on loopback.
+    std::fs::write(&cfg, "version = 1\n")?;
+    let out = run(FEDRA_COORDINATOR, vec!["--config".into(), cfg.display().to_string()]).await;
+    assert_eq!(out.status.code(), Some(64));
+    assert!(one_line(&out.stderr).contains("tls.dir: is required"), "{}", one_line(&out.stderr));
+    let out = run(FEDRA_COORDINATOR, vec!["--insecure".into(), "--listen".into(), "0.0.0.0:0".into()]).await;
+    assert_eq!(out.status.code(), Some(64));
+    assert!(one_line(&out.stderr).contains("only on a loopback address"), "{}", one_line(&out.stderr));
+    Ok(())
+}
+
+#[tokio::test]
+async fn fedra_pki_provisions_issues_lists_and_revokes() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let ca = dir.path().join("ca");
+    let pki = |a: &[&str]| -> Vec<String> {
+        ["pki"].iter().chain(a).map(|s| s.to_string()).chain(["--ca".to_string(), ca.display().to_string()]).collect()
+    };
+    let out = run(FEDRA, pki(&["init"])).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(FEDRA, pki(&["init"])).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line(&out.stderr).contains("refusing to replace a CA key"));
+    let h7 = dir.path().join("h7");
+    let out = run(
+        FEDRA,
+        pki(&[
+            "issue",
+            "--role",
+            "client",
+            "--region",
+            "eu-west",
+            "--name",
+            "hospital-7",
+            "--out",
+            h7.to_str().unwrap(),
+        ]),
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(stdout.starts_with("fedra://client/eu-west/hospital-7 serial "), "{stdout}");
+    let serial = stdout.split_whitespace().nth(2).unwrap().to_string();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(h7.join("key.pem"))?.permissions().mode() & 0o777, 0o600);
+    }
+    // A client needs a region; a scientist must not have one.
+    let out = run(FEDRA, pki(&["issue", "--role", "client", "--name", "x"])).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line(&out.stderr).contains("role client needs a region"), "{}", one_line(&out.stderr));
+    let out = run(FEDRA, pki(&["issue", "--role", "root", "--name", "x"])).await;
+    assert_eq!(out.status.code(), Some(2), "clap refuses an unknown role");
+    let out = run(FEDRA, pki(&["list"])).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{serial}  fedra://client/eu-west/hospital-7")));
+    let out = run(FEDRA, pki(&["revoke", &serial])).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read_to_string(ca.join("revoked.txt"))?.contains(&serial));
     Ok(())
 }

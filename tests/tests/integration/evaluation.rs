@@ -45,7 +45,7 @@ async fn evaluation_rounds_are_weighted_by_samples_per_region() -> anyhow::Resul
     assert!(finished_after_last_evaluation, "the run ends after its last evaluation");
     assert_eq!(evaluated.iter().map(|(r, _)| *r).collect::<Vec<_>>(), [1, 2]);
 
-    let status = wait_for_end(&cluster.endpoint(), &run, Duration::from_secs(30)).await?;
+    let status = wait_for_end(&cluster, &run, Duration::from_secs(30)).await?;
     assert_succeeded(&status);
     assert_eq!(status.evaluations.len(), 6, "overall + eu + us for each of 2 rounds: {:?}", status.evaluations);
     for round in [1, 2] {

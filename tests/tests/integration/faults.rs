@@ -51,8 +51,8 @@ impl HalfUpload {
 }
 
 impl DyingClient {
-    pub async fn connect(endpoint: &str, id: &str, samples: u64) -> anyhow::Result<Self> {
-        let mut fleet = FleetServiceClient::connect(endpoint.to_string()).await?;
+    pub async fn connect(cluster: &Cluster, id: &str, samples: u64) -> anyhow::Result<Self> {
+        let mut fleet = cluster.fleet_as(id, "eu").await?;
         let settings = fleet
             .register(pb::RegisterRequest {
                 client_id: id.into(),
@@ -143,7 +143,7 @@ async fn dead_uploader_does_not_corrupt_the_round() -> anyhow::Result<()> {
     let (dim, classes) = (100u32, 5u32);
     let len = (dim * classes + classes) as usize;
     let (cluster, scripts) = scripted_cluster(4, len, |i| 20 + 10 * i as u64, 1024).await?;
-    let mut dying = DyingClient::connect(&cluster.endpoint(), "dying", 1000).await?;
+    let mut dying = DyingClient::connect(&cluster, "dying", 1000).await?;
 
     let mut control = cluster.control().await?;
     // Five clients for a target of five: the round cannot close before the dying client
@@ -159,7 +159,7 @@ async fn dead_uploader_does_not_corrupt_the_round() -> anyhow::Result<()> {
     // Then the whole process is gone: its task subscription too.
     drop(dying);
 
-    let status = wait_for_end(&cluster.endpoint(), &run, Duration::from_secs(60)).await?;
+    let status = wait_for_end(&cluster, &run, Duration::from_secs(60)).await?;
     assert_succeeded(&status);
     assert_eq!(status.rounds[0].reported, 4);
 
@@ -198,7 +198,7 @@ async fn round_without_quorum_fails_cleanly_at_the_deadline() -> anyhow::Result<
     let (cluster, scripts) = scripted_cluster(2, len, |i| 50 + i as u64, 1024).await?;
     // This client stalls half-way through its upload and stays online (it heartbeats):
     // only the deadline ends its task.
-    let mut hung = DyingClient::connect(&cluster.endpoint(), "hung", 1000).await?;
+    let mut hung = DyingClient::connect(&cluster, "hung", 1000).await?;
     hung.keep_alive();
 
     let mut control = cluster.control().await?;
@@ -227,7 +227,7 @@ async fn round_without_quorum_fails_cleanly_at_the_deadline() -> anyhow::Result<
     let answer = upload.break_off().await?;
     assert_refused_as_incomplete(&answer, sent, total);
 
-    let status = wait_for_end(&cluster.endpoint(), &run, Duration::from_secs(30)).await?;
+    let status = wait_for_end(&cluster, &run, Duration::from_secs(30)).await?;
     assert_eq!(status.state, RunState::Failed);
     let reason = status.failure.clone().unwrap_or_default();
     assert!(reason.contains("round 1 failed") && reason.contains("quorum is 3"), "{reason}");
@@ -253,7 +253,7 @@ async fn round_without_quorum_fails_cleanly_at_the_deadline() -> anyhow::Result<
     p.over_selection = 0.5;
     p.round_deadline_seconds = 30.0;
     let run = control.submit(&p).await?;
-    let status = wait_for_end(&cluster.endpoint(), &run, Duration::from_secs(30)).await?;
+    let status = wait_for_end(&cluster, &run, Duration::from_secs(30)).await?;
     assert_succeeded(&status);
     let dir = tempfile::tempdir()?;
     let pulled = control.pull_checkpoint(status.published_checkpoint.as_deref().unwrap(), dir.path()).await?;

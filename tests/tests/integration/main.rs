@@ -6,6 +6,7 @@ mod aggregation;
 mod cli;
 mod evaluation;
 mod faults;
+mod identity;
 mod interop;
 mod privacy;
 mod rejections;

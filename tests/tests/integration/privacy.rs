@@ -67,7 +67,7 @@ async fn dp_fedavg_charges_the_ledger_and_manifests_carry_epsilon() -> anyhow::R
     let cluster = Cluster::builder().clients(specs).privacy_budget(budget(100.0)).start().await?;
     let mut control = cluster.control().await?;
     let run = control.submit(&dp_plan(3, 4, central(1.0, 0.5, 4))).await?;
-    let status = wait_for_end(&cluster.endpoint(), &run, Duration::from_secs(60)).await?;
+    let status = wait_for_end(&cluster, &run, Duration::from_secs(60)).await?;
     assert_succeeded(&status);
 
     // Both regions' scopes were charged three rounds, nothing left reserved.
@@ -133,8 +133,8 @@ async fn budgets_refuse_overspending_runs_and_rounds_naming_the_numbers() -> any
     // refused before it starts, and its run fails saying why. Four rounds complete in all.
     let a = control.submit(&dp_plan(3, 2, central(1.0, 0.5, 2))).await?;
     let b = control.submit(&dp_plan(3, 2, central(1.0, 0.5, 2))).await?;
-    let sa = wait_for_end(&cluster.endpoint(), &a, Duration::from_secs(60)).await?;
-    let sb = wait_for_end(&cluster.endpoint(), &b, Duration::from_secs(60)).await?;
+    let sa = wait_for_end(&cluster, &a, Duration::from_secs(60)).await?;
+    let sb = wait_for_end(&cluster, &b, Duration::from_secs(60)).await?;
     assert_eq!(sa.completed_rounds + sb.completed_rounds, 4, "{sa:?} {sb:?}");
     let failed: Vec<_> = [&sa, &sb].into_iter().filter(|s| s.state == RunState::Failed).collect();
     assert!(!failed.is_empty(), "{sa:?} {sb:?}");
@@ -173,7 +173,7 @@ async fn a_crash_between_reservation_and_release_counts_the_reservation() -> any
     assert!((scope.epsilon_spent - one_round).abs() < 1e-9, "{} vs {one_round}", scope.epsilon_spent);
     hold.release();
 
-    let status = wait_for_end(&cluster.endpoint(), &run, Duration::from_secs(120)).await?;
+    let status = wait_for_end(&cluster, &run, Duration::from_secs(120)).await?;
     assert_succeeded(&status);
     let store = open_store(&cluster).await?;
     let entries = store.list_ledger(&LedgerFilter { run: Some(RunId::new(run)?), scope: None }).await?;
@@ -217,10 +217,12 @@ async fn raw_round(
     cluster: &Cluster,
     ids: &[&str],
     plan: &PlanFile,
-) -> anyhow::Result<(FleetServiceClient<tonic::transport::Channel>, String, Vec<String>, TaskStreams)> {
-    let mut fleet = FleetServiceClient::connect(cluster.endpoint()).await?;
+) -> anyhow::Result<(Vec<FleetServiceClient<tonic::transport::Channel>>, String, Vec<String>, TaskStreams)> {
     let mut streams = Vec::new();
+    let mut fleets = Vec::new();
     for id in ids {
+        // Each client is its own certified connection: identity comes from the certificate.
+        let mut fleet = cluster.fleet_as(id, "eu").await?;
         fleet
             .register(pb::RegisterRequest {
                 client_id: (*id).into(),
@@ -230,6 +232,7 @@ async fn raw_round(
             })
             .await?;
         streams.push(fleet.subscribe(pb::SubscribeRequest { client_id: (*id).into() }).await?.into_inner());
+        fleets.push(fleet);
     }
     let run = cluster.control().await?.submit(plan).await?;
     let mut tasks = Vec::new();
@@ -239,7 +242,7 @@ async fn raw_round(
         assert_eq!((p.clip_norm, p.local_noise_std), (0.5, 0.0));
         tasks.push(task.task_id);
     }
-    Ok((fleet, run, tasks, streams))
+    Ok((fleets, run, tasks, streams))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,8 +254,9 @@ async fn the_coordinator_verifies_the_clipping_bound() -> anyhow::Result<()> {
     // Reject: the over-bound update is refused, named, and recorded; the round goes on.
     let mut p = dp_plan(1, 2, central(1.0, 0.5, 2));
     p.min_clients = 1;
-    let (fleet, run, tasks, first) = raw_round(&cluster, &["a", "b"], &p).await?;
-    let e = fleet.clone().push_update(tokio_stream::iter(delta_upload(&tasks[0], "a", &big, 5.74))).await.unwrap_err();
+    let (fleets, run, tasks, first) = raw_round(&cluster, &["a", "b"], &p).await?;
+    let e =
+        fleets[0].clone().push_update(tokio_stream::iter(delta_upload(&tasks[0], "a", &big, 5.74))).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(
         e.message().starts_with("update norm 5.74") && e.message().contains("clipping bound 0.5"),
@@ -264,10 +268,10 @@ async fn the_coordinator_verifies_the_clipping_bound() -> anyhow::Result<()> {
     if let Some(pb::update_part::Part::Header(h)) = &mut as_model[0].part {
         h.is_delta = false;
     }
-    let e = fleet.clone().push_update(tokio_stream::iter(as_model)).await.unwrap_err();
+    let e = fleets[1].clone().push_update(tokio_stream::iter(as_model)).await.unwrap_err();
     assert!(e.message().contains("header.is_delta is false"), "{}", e.message());
-    fleet.clone().push_update(tokio_stream::iter(delta_upload(&tasks[1], "b", &small, 0.29))).await?;
-    assert_succeeded(&wait_for_end(&cluster.endpoint(), &run, Duration::from_secs(30)).await?);
+    fleets[1].clone().push_update(tokio_stream::iter(delta_upload(&tasks[1], "b", &small, 0.29))).await?;
+    assert_succeeded(&wait_for_end(&cluster, &run, Duration::from_secs(30)).await?);
     let store = open_store(&cluster).await?;
     let parts = store.list_participations(&RunId::new(run)?).await?;
     let a = parts.iter().find(|p| p.client.as_str() == "a").unwrap();
@@ -279,9 +283,9 @@ async fn the_coordinator_verifies_the_clipping_bound() -> anyhow::Result<()> {
     // Re-clip: the same update is scaled back to C, folded, and the event recorded.
     let mut p = dp_plan(1, 1, central(1.0, 0.5, 1));
     p.privacy.as_mut().unwrap().over_bound = OverBound::Reclip;
-    let (fleet, run, tasks, _streams) = raw_round(&cluster, &["c"], &p).await?;
-    fleet.clone().push_update(tokio_stream::iter(delta_upload(&tasks[0], "c", &big, 5.74))).await?;
-    assert_succeeded(&wait_for_end(&cluster.endpoint(), &run, Duration::from_secs(30)).await?);
+    let (fleets, run, tasks, _streams) = raw_round(&cluster, &["c"], &p).await?;
+    fleets[0].clone().push_update(tokio_stream::iter(delta_upload(&tasks[0], "c", &big, 5.74))).await?;
+    assert_succeeded(&wait_for_end(&cluster, &run, Duration::from_secs(30)).await?);
     let parts = store.list_participations(&RunId::new(run)?).await?;
     assert_eq!(parts[0].status, ParticipationStatus::Reported);
     assert!(parts[0].detail.as_deref().unwrap_or_default().starts_with("re-clipped by the coordinator from norm 5.74"));
@@ -310,7 +314,7 @@ async fn poisson_sampling_samples_and_adaptive_clipping_moves_c() -> anyhow::Res
         expected_clients: 12,
     });
     let run = control.submit(&p).await?;
-    let status = wait_for_end(&cluster.endpoint(), &run, Duration::from_secs(90)).await?;
+    let status = wait_for_end(&cluster, &run, Duration::from_secs(90)).await?;
     assert_succeeded(&status);
     let history: Vec<_> = control.watch(&run).await?.collect::<Vec<_>>().await;
     let selected: Vec<usize> = history
@@ -347,7 +351,7 @@ async fn local_dp_clients_noise_their_own_updates() -> anyhow::Result<()> {
     let mut privacy = central(2.0, 0.5, 3);
     privacy.mechanism = DpMechanism::Local;
     let run = control.submit(&dp_plan(2, 3, privacy)).await?;
-    let status = wait_for_end(&cluster.endpoint(), &run, Duration::from_secs(60)).await?;
+    let status = wait_for_end(&cluster, &run, Duration::from_secs(60)).await?;
     assert_succeeded(&status);
     let dir = tempfile::tempdir()?;
     let pulled = control.pull_checkpoint(status.published_checkpoint.as_deref().unwrap(), dir.path()).await?;

@@ -4,7 +4,6 @@ use crate::sandbox::*;
 use fedra_cli::control::ControlError;
 use fedra_proto::chunking::{chunks, transfer_digest_hex};
 use fedra_proto::pb;
-use fedra_proto::pb::fleet_service_client::FleetServiceClient;
 use std::time::Duration;
 use tonic::Code;
 
@@ -126,11 +125,12 @@ fn upload(task: &str, client: &str, values: &[f32], samples: u64, sha: Option<St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_updates_are_refused_and_the_round_still_completes() -> anyhow::Result<()> {
     let cluster = Cluster::builder().start().await?;
-    let endpoint = cluster.endpoint();
-    let mut fleet = FleetServiceClient::connect(endpoint.clone()).await?;
+    let mut fleet = cluster.fleet_as("raw", "eu").await?;
+    let mut other = cluster.fleet_as("other", "eu").await?;
 
     // Subscribing before registering is refused.
-    let e = fleet.subscribe(pb::SubscribeRequest { client_id: "ghost".into() }).await.unwrap_err();
+    let mut ghost = cluster.fleet_as("ghost", "eu").await?;
+    let e = ghost.subscribe(pb::SubscribeRequest { client_id: "ghost".into() }).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("ghost is not registered"), "{}", e.message());
     let e = fleet
@@ -147,7 +147,28 @@ async fn malformed_updates_are_refused_and_the_round_still_completes() -> anyhow
         (Code::InvalidArgument, "datasets: a client must describe at least one dataset")
     );
 
-    for id in ["raw", "other"] {
+    // Oversized registrations are refused before anything is stored: too many datasets,
+    // a megabyte-long name (echoed truncated), a sample count beyond the documented range.
+    let dataset = |name: String, samples: u64| pb::DatasetDescriptor { name, samples, features: 4, classes: 3 };
+    let oversized = [
+        ((0..65).map(|i| dataset(format!("d{i}"), 1)).collect::<Vec<_>>(), "datasets must hold 1..=64 items, got 65"),
+        (vec![dataset("n".repeat(1 << 20), 1)], "datasets[0].name must be 1..=128 bytes, got 1048576"),
+        (vec![dataset("d".into(), u64::MAX)], "datasets[0].samples must be in 0..=1099511627776"),
+    ];
+    for (datasets, want) in oversized {
+        let e = fleet
+            .register(pb::RegisterRequest {
+                client_id: "raw".into(),
+                region: "eu".into(),
+                datasets,
+                capabilities: None,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().starts_with(want) && e.message().len() < 300, "{}", e.message());
+    }
+    for (id, fleet) in [("raw", &mut fleet), ("other", &mut other)] {
         fleet
             .register(pb::RegisterRequest {
                 client_id: id.into(),
@@ -179,9 +200,23 @@ async fn malformed_updates_are_refused_and_the_round_still_completes() -> anyhow
     let e = refuse(upload(id, "raw", &good, 11, None)).await;
     assert_eq!(e.message(), "update claims 11 samples, client raw registered 10");
     let e = refuse(upload(id, "raw", &good, 0, None)).await;
-    assert!(e.message().contains("0 samples"), "{}", e.message());
+    assert!(e.message().contains("0 samples") || e.message().contains("trailer.samples"), "{}", e.message());
+    // Numbers that would break the store or the manifest are refused at the edge.
+    let e = refuse(upload(id, "raw", &good, u64::MAX, None)).await;
+    assert!(e.message().starts_with("trailer.samples must be in 1..="), "{}", e.message());
+    let mut huge_metric = upload(id, "raw", &good, 10, None);
+    if let Some(pb::update_part::Part::Trailer(t)) = &mut huge_metric.last_mut().unwrap().part {
+        t.metrics = Some(pb::TrainingMetrics { loss_after: 1.7e308, ..Default::default() });
+    }
+    let e = refuse(huge_metric).await;
+    assert!(e.message().starts_with("trailer.metrics.loss_after must be finite and in 0..=1e12"), "{}", e.message());
+    // Claiming another client's id on raw's own connection is refused at the edge ...
     let e = refuse(upload(id, "other", &good, 10, None)).await;
     assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(e.message().contains("the certificate says fedra://client/eu/raw"), "{}", e.message());
+    // ... and another certified client cannot push for raw's task either.
+    let e = other.push_update(tokio_stream::iter(upload(id, "other", &good, 10, None))).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{}", e.message());
     let mut nan = good.clone();
     nan[7] = f32::NAN;
     let e = refuse(upload(id, "raw", &nan, 10, None)).await;
@@ -204,7 +239,7 @@ async fn malformed_updates_are_refused_and_the_round_still_completes() -> anyhow
     let e = refuse(upload(id, "raw", &good, 10, None)).await;
     assert_eq!(e.code(), Code::FailedPrecondition, "a second update for the same task: {}", e.message());
 
-    let status = wait_for_end(&endpoint, &run, Duration::from_secs(30)).await?;
+    let status = wait_for_end(&cluster, &run, Duration::from_secs(30)).await?;
     assert_succeeded(&status);
     let dir = tempfile::tempdir()?;
     let pulled = control.pull_checkpoint(status.published_checkpoint.as_deref().unwrap(), dir.path()).await?;

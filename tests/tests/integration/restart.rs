@@ -29,7 +29,7 @@ async fn restart_mid_run_loses_and_repeats_no_round() -> anyhow::Result<()> {
     cluster.restart_coordinator().await?;
     hold.release();
 
-    let status = wait_for_end(&cluster.endpoint(), &run, Duration::from_secs(120)).await?;
+    let status = wait_for_end(&cluster, &run, Duration::from_secs(120)).await?;
     assert_succeeded(&status);
     assert_eq!(status.completed_rounds, 4);
 

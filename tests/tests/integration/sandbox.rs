@@ -1,8 +1,7 @@
 //! Shared fixtures: federations, plans, a scripted trainer whose updates are known in
 //! advance (so aggregation results can be checked exactly), and store/checkpoint readers.
 
-use anyhow::{Context, Result, bail};
-use fedra_cli::control::ControlClient;
+use anyhow::{Context, Result};
 use fedra_cli::plan_file::{ModelSection, PlanFile};
 use fedra_cli::status::RunStatus;
 use fedra_client::data::DatasetInfo;
@@ -19,6 +18,7 @@ use fedra_types::run::RunState;
 use rand::{Rng, SeedableRng};
 use std::path::Path;
 use std::time::Duration;
+use tokio_stream::StreamExt;
 
 pub use fedra_sim::cluster::{ClientSpec, Cluster, ClusterBuilder};
 pub use fedra_sim::faults::TrainingHold;
@@ -141,21 +141,28 @@ pub async fn held_cluster(builder: ClusterBuilder, specs: Vec<ClientSpec>, hold:
     Ok(cluster)
 }
 
-/// Polls the run until it ends (or `timeout`), reconnecting if the coordinator restarts.
-pub async fn wait_for_end(endpoint: &str, run: &str, timeout: Duration) -> Result<RunStatus> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Ok(mut c) = ControlClient::connect(endpoint).await
-            && let Ok(status) = c.get(run).await
-            && status.state.is_terminal()
-        {
-            return Ok(status);
+/// Follows the run's events (WatchRun) until it ends, then returns its status; reconnects
+/// when the stream breaks (a coordinator restart). Fails after `timeout`.
+pub async fn wait_for_end(cluster: &Cluster, run: &str, timeout: Duration) -> Result<RunStatus> {
+    tokio::time::timeout(timeout, async {
+        loop {
+            if let Ok(mut c) = cluster.control().await {
+                if let Ok(mut events) = c.watch(run).await {
+                    while let Some(Ok(_)) = events.next().await {}
+                }
+                // The stream ends after run_finished, or broke: ask which.
+                if let Ok(status) = c.get(run).await
+                    && status.state.is_terminal()
+                {
+                    return status;
+                }
+            }
+            // The coordinator is restarting: retry the connection shortly.
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if tokio::time::Instant::now() >= deadline {
-            bail!("run {run} did not end within {timeout:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
+    .with_context(|| format!("run {run} did not end within {timeout:?}"))
 }
 
 /// Opens the cluster's SQLite store (a second connection, as an operator's tool would).

@@ -79,7 +79,7 @@ pub(in crate::round) fn begin_upload(
     if total_values != expected {
         return Err(RoundError::UpdateLength { expected, got: total_values });
     }
-    Ok(UploadTicket { total_values })
+    Ok(UploadTicket { total_values, deadline: core.deadline })
 }
 
 /// Verifies a private update's bound and folds the update into the sum, off the actor's

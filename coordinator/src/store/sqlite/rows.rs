@@ -97,6 +97,7 @@ pub(super) fn run_of(row: &SqliteRow) -> Result<RunRecord, StoreError> {
     let id: String = row.try_get("id")?;
     let plan: String = row.try_get("plan_json")?;
     let published: Option<String> = row.try_get("published_checkpoint")?;
+    let owner: Option<String> = row.try_get("owner")?;
     Ok(RunRecord {
         id: RunId::new(id).map_err(corrupt("run id"))?,
         plan: serde_json::from_str(&plan).map_err(corrupt("run plan"))?,
@@ -105,6 +106,7 @@ pub(super) fn run_of(row: &SqliteRow) -> Result<RunRecord, StoreError> {
         published_checkpoint: published.map(CheckpointId::new).transpose().map_err(corrupt("checkpoint id"))?,
         failure: row.try_get("failure")?,
         created_at: parse_ts(row.try_get("created_at")?)?,
+        owner: owner.map(|o| o.parse()).transpose().map_err(corrupt("run owner"))?,
     })
 }
 

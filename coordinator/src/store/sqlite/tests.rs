@@ -58,6 +58,7 @@ async fn states_are_stored_as_the_texts_existing_databases_hold() {
             published_checkpoint: None,
             failure: None,
             created_at: Utc::now(),
+            owner: None,
         };
         store.create_run(&run).await.unwrap();
         let stored: String = sqlx::query_scalar("SELECT state FROM runs WHERE id = ?")
