@@ -43,7 +43,7 @@ fn load(args: Args) -> Result<Config, fedra_coordinator::config::ConfigError> {
         listen: args.listen,
         data_dir: args.data_dir,
         artifact_dir: args.artifact_dir,
-        tls: (args.tls_dir.is_some() || args.tls_crl.is_some()).then(|| RawTls {
+        tls: (args.tls_dir.is_some() || args.tls_crl.is_some()).then_some(RawTls {
             dir: args.tls_dir,
             crl: args.tls_crl,
             handshake_timeout_seconds: None,

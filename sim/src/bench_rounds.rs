@@ -318,12 +318,12 @@ impl Fleet {
         let mut fleet = Fleet { stops: Vec::new(), joins: Vec::new(), status: Vec::new() };
         for start in (0..n).step_by(CONNECT_BATCH) {
             let end = (start + CONNECT_BATCH).min(n);
-            for i in start..end {
+            for (i, (id, region)) in ids.iter().enumerate().take(end).skip(start) {
                 let settings = SidecarSettings {
                     endpoint: endpoint.to_string(),
                     tls: tls.next().context("one identity per sidecar")?,
-                    client_id: ids[i].0.clone(),
-                    region: ids[i].1.clone(),
+                    client_id: id.clone(),
+                    region: region.clone(),
                     devices: vec!["cpu".into()],
                     backoff_initial: Duration::from_millis(100),
                     backoff_max: Duration::from_secs(2),
