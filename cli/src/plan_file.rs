@@ -192,6 +192,24 @@ impl PlanFile {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    proptest::proptest! {
+        /// The plan-file parser on mutated plans: a plan or a named error, never a panic.
+        #[test]
+        fn mutated_plan_files_never_panic(
+            mutations in proptest::collection::vec(
+                (<proptest::sample::Index as proptest::arbitrary::Arbitrary>::arbitrary(), 0u8..128),
+                1..6,
+            ),
+        ) {
+            let mut text = include_str!("../../sim/plans/quickstart.toml").as_bytes().to_vec();
+            for (i, b) in mutations {
+                let at = i.index(text.len());
+                text[at] = b;
+            }
+            let _ = PlanFile::parse(&String::from_utf8_lossy(&text), "fuzz.toml");
+        }
+    }
+
     use super::*;
 
     pub(crate) const PLAN: &str = r#"

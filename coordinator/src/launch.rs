@@ -53,7 +53,7 @@ const MAX_PENDING_HANDSHAKES: usize = 256;
 /// HTTP/2 ping interval, and how long an unanswered ping keeps a connection.
 const HTTP2_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Streams one connection may hold open at once.
-const MAX_STREAMS_PER_CONNECTION: u32 = 64;
+const MAX_STREAMS_PER_CONNECTION: u32 = 16;
 
 impl Coordinator {
     /// Opens `<data_dir>/fedra.db`, recovers unfinished runs and starts serving on

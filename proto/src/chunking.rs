@@ -295,6 +295,30 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// The update-stream decoder on arbitrary chunk sequences: never a panic, accepted
+        /// ranges are in bounds and contiguous from 0, and `finish` succeeds exactly when the
+        /// accepted chunks cover every value.
+        #[test]
+        fn the_decoder_accepts_only_an_exact_in_order_cover(
+            total in 0u64..600,
+            parts in proptest::collection::vec((0u64..700, 0usize..300), 0..20),
+        ) {
+            let mut cursor = ChunkCursor::new(total);
+            let mut covered = 0u64;
+            for (offset, bytes) in parts {
+                let chunk = ParamChunk { offset, data: vec![0u8; bytes].into() };
+                if let Ok(range) = cursor.accept(&chunk) {
+                    prop_assert_eq!(range.start as u64, covered);
+                    prop_assert!(range.end as u64 <= total);
+                    covered = range.end as u64;
+                }
+                prop_assert_eq!(cursor.received(), covered);
+            }
+            prop_assert_eq!(cursor.finish().is_ok(), covered == total);
+        }
+    }
+
     #[test]
     fn rejects_gaps_overruns_and_truncation() {
         let values: Vec<f32> = (0..10).map(|i| i as f32).collect();

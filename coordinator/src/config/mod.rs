@@ -351,6 +351,7 @@ fn transport(insecure: bool, tls: Option<RawTls>, listen: SocketAddr) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::arbitrary::Arbitrary;
 
     #[test]
     fn unknown_key_is_rejected_with_location() {
@@ -396,6 +397,24 @@ mod tests {
             RawConfig::from_toml(include_str!("../../coordinator.example.toml"), "coordinator.example.toml").unwrap();
         let c = Config::validate(raw).unwrap();
         assert_eq!(c.listen.port(), 7070);
+    }
+
+    proptest::proptest! {
+        /// The config parser on mutated example files: a config or a named error, never a panic.
+        #[test]
+        fn mutated_config_files_never_panic(
+            mutations in proptest::collection::vec((proptest::sample::Index::arbitrary(), 0u8..128), 1..6),
+        ) {
+            let mut text = include_str!("../../coordinator.example.toml").as_bytes().to_vec();
+            for (i, b) in mutations {
+                let at = i.index(text.len());
+                text[at] = b;
+            }
+            let text = String::from_utf8_lossy(&text);
+            if let Ok(raw) = RawConfig::from_toml(&text, "fuzz.toml") {
+                let _ = Config::validate(raw);
+            }
+        }
     }
 
     #[test]

@@ -26,6 +26,38 @@ pub struct FleetApi {
     downloads: Arc<Semaphore>,
     settings: EngineSettings,
     gate: Gate,
+    /// Tasks with an upload streaming now: one at a time per task, so one client cannot
+    /// hold several staging slots with copies of the same update.
+    uploading: InFlight,
+    /// Tasks with a model download streaming now: one at a time per task.
+    downloading: InFlight,
+}
+
+/// A set of tasks with a transfer in progress; [`InFlight::claim`] returns a guard that
+/// removes the task again when the transfer ends, however it ends.
+#[derive(Clone, Default)]
+struct InFlight(Arc<std::sync::Mutex<std::collections::HashSet<crate::ids::TaskId>>>);
+
+struct Claim {
+    set: InFlight,
+    task: crate::ids::TaskId,
+}
+
+impl InFlight {
+    fn claim(&self, task: &crate::ids::TaskId, what: &str) -> Result<Claim, ApiError> {
+        if !self.0.lock().expect("in-flight lock").insert(task.clone()) {
+            return Err(ApiError::Busy(format!(
+                "a {what} for task {task} is already in progress; one at a time per task"
+            )));
+        }
+        Ok(Claim { set: self.clone(), task: task.clone() })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.set.0.lock().expect("in-flight lock").remove(&self.task);
+    }
 }
 
 impl FleetApi {
@@ -36,7 +68,15 @@ impl FleetApi {
         settings: EngineSettings,
         gate: Gate,
     ) -> Self {
-        Self { engine, staging, downloads: Arc::new(Semaphore::new(max_downloads.max(1))), settings, gate }
+        Self {
+            engine,
+            staging,
+            downloads: Arc::new(Semaphore::new(max_downloads.max(1))),
+            settings,
+            gate,
+            uploading: InFlight::default(),
+            downloading: InFlight::default(),
+        }
     }
 
     async fn receive_update(&self, caller: &Caller, mut stream: Streaming<pb::UpdatePart>) -> Result<u32, ApiError> {
@@ -48,6 +88,8 @@ impl FleetApi {
         let task = convert::task_id("header.task_id", &header.task_id)?;
         let client = caller.client_id("header.client_id", &header.client_id)?;
         let ticket = self.engine.begin_upload(task.clone(), client.clone(), header.total_values).await?;
+        // After the engine confirmed the task is the caller's: nobody can claim another's.
+        let _claim = self.uploading.claim(&task, "upload")?;
         let deadline = ticket.deadline;
         // Waits while the staging budget is spent by other uploads: memory stays bounded.
         let mut staged = tokio::time::timeout_at(deadline, self.staging.acquire(ticket.total_values as usize))
@@ -176,7 +218,8 @@ impl FleetService for FleetApi {
         let r = req.into_inner();
         let task = convert::task_id("task_id", &r.task_id)?;
         let client = caller.client_id("client_id", &r.client_id)?;
-        let model = self.engine.fetch_model(task, client).await?;
+        let model = self.engine.fetch_model(task.clone(), client).await?;
+        let claim = self.downloading.claim(&task, "model download")?;
         // Held until the response stream is dropped (sent, or the client went away).
         let permit = Arc::clone(&self.downloads).acquire_owned().await.expect("download semaphore is never closed");
         let header = pb::ModelPart {
@@ -195,7 +238,7 @@ impl FleetService for FleetApi {
         // unread stream cannot hold either for longer than that.
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::ModelPart, Status>>(1);
         tokio::spawn(async move {
-            let _permit = permit;
+            let (_permit, _claim) = (permit, claim);
             let chunks = (0..total).step_by(per).map(|start| {
                 let end = (start + per).min(total);
                 pb::ModelPart {

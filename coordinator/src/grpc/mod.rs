@@ -6,6 +6,8 @@ pub mod auth;
 mod checkpoint_service;
 pub mod convert;
 mod fleet_service;
+#[cfg(test)]
+mod hostile_tests;
 pub mod limits;
 mod privacy_service;
 mod run_service;

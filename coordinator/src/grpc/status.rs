@@ -32,6 +32,9 @@ pub enum ApiError {
     /// claimed in a field an identity its certificate does not state.
     #[error("{0}")]
     Denied(String),
+    /// The same transfer is already in progress.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl ApiError {
@@ -42,6 +45,7 @@ impl ApiError {
             ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::Unauthenticated(_) => Code::Unauthenticated,
             ApiError::Denied(_) => Code::PermissionDenied,
+            ApiError::Busy(_) => Code::FailedPrecondition,
             ApiError::Store(e) => store_code(e),
             ApiError::Round(e) => match e {
                 RoundError::Store(e) => store_code(e),

@@ -3,6 +3,7 @@
 //! number, then hand it to its actor. Runs inside the run's own task, so a slow checkpoint
 //! load never holds up the engine.
 
+use super::history;
 use super::run::{AttemptKey, Internal, RunActor, RunEnv, RunMsg};
 use super::task::GlobalModel;
 use super::{RoundError, RunEvent, RunEventKind};
@@ -15,10 +16,10 @@ use tracing::{error, info};
 
 /// The body of a run's task: load its starting point, then run its actor. A run that
 /// cannot start is recorded as failed here.
-pub(super) async fn activate_and_run(env: RunEnv, id: RunId, rx: mpsc::UnboundedReceiver<RunMsg>) {
+pub(super) async fn activate_and_run(env: RunEnv, id: RunId, mut rx: mpsc::UnboundedReceiver<RunMsg>) {
     let (internal_tx, internal_rx) = mpsc::unbounded_channel();
     match activate(&env, &id, internal_tx).await {
-        Ok(Some(actor)) => actor.run(rx, internal_rx).await,
+        Ok(Some(actor)) => return actor.run(rx, internal_rx).await,
         Ok(None) => {}
         Err(e) => {
             error!(run = %id, error = %e, "run cannot start");
@@ -31,6 +32,15 @@ pub(super) async fn activate_and_run(env: RunEnv, id: RunId, rx: mpsc::Unbounded
                 round: 0,
                 kind: RunEventKind::RunFinished { state: RunState::Failed, reason: Some(reason) },
             });
+        }
+    }
+    // The run never got an actor: answer what was sent to it meanwhile from the store,
+    // instead of dropping the replies (callers would see "shutting down").
+    rx.close();
+    while let Some(msg) = rx.recv().await {
+        if let RunMsg::Request(req) = msg {
+            history::answer_ended(env.store.as_ref(), &env.events, &id, req, |t| RoundError::UnknownTask(t.clone()))
+                .await;
         }
     }
 }

@@ -556,17 +556,10 @@ impl Engine {
 
     /// Answers a request about a run without an actor (queued or ended) from the store.
     async fn answer_inactive(&mut self, run: &RunId, req: RunRequest) {
-        let store = self.env.store.as_ref();
+        let Some(req) = history::answer_read(self.env.store.as_ref(), &self.env.events, run, req).await else {
+            return;
+        };
         match req {
-            RunRequest::Get { reply } => {
-                let _ = reply.send(history::view(store, run, None).await);
-            }
-            RunRequest::Watch { reply } => {
-                let r = history::replay(store, run)
-                    .await
-                    .map(|(h, ended)| (h, (!ended).then(|| self.env.events.subscribe())));
-                let _ = reply.send(r);
-            }
             RunRequest::Cancel { reply } => {
                 let _ = reply.send(self.cancel_queued(run).await);
             }

@@ -2,11 +2,13 @@
 //! Everything a user is told is in the store, so history is a pure read of it; the live
 //! part (the phase of a round in progress, events still to come) is added by the caller.
 
+use super::run::RunRequest;
 use super::{PhaseName, RoundError, RunEvent, RunEventKind};
-use crate::ids::RunId;
+use crate::ids::{RunId, TaskId};
 use crate::store::{
     EvaluationRecord, ParticipationRecord, ParticipationStatus, RoundRecord, RoundStatus, RunRecord, Store,
 };
+use tokio::sync::broadcast;
 
 /// A run with its rounds, and the live phase of its active round if any. This is the
 /// engine's answer to Get/List: the store's [`RunRecord`] plus what only the engine knows.
@@ -105,4 +107,53 @@ pub async fn replay(store: &dyn Store, run: &RunId) -> Result<(Vec<RunEvent>, bo
         ));
     }
     Ok((history, ended))
+}
+
+/// Answers a Get or a Watch about a run that has no live actor, from the store (a Watch of
+/// a run not yet ended also gets the live event stream); hands any other request back.
+pub(super) async fn answer_read(
+    store: &dyn Store,
+    events: &broadcast::Sender<RunEvent>,
+    run: &RunId,
+    req: RunRequest,
+) -> Option<RunRequest> {
+    match req {
+        RunRequest::Get { reply } => {
+            let _ = reply.send(view(store, run, None).await);
+            None
+        }
+        RunRequest::Watch { reply } => {
+            let r = replay(store, run).await.map(|(h, ended)| (h, (!ended).then(|| events.subscribe())));
+            let _ = reply.send(r);
+            None
+        }
+        other => Some(other),
+    }
+}
+
+/// Answers any request about a run whose actor has ended (or never started): reads from
+/// the store, a cancel with [`RoundError::RunEnded`], a task request with `task_error`.
+pub(super) async fn answer_ended(
+    store: &dyn Store,
+    events: &broadcast::Sender<RunEvent>,
+    run: &RunId,
+    req: RunRequest,
+    task_error: impl Fn(&TaskId) -> RoundError,
+) {
+    let Some(req) = answer_read(store, events, run, req).await else { return };
+    match req {
+        RunRequest::Get { .. } | RunRequest::Watch { .. } => unreachable!("answered by answer_read"),
+        RunRequest::Cancel { reply } => {
+            let r = match store.get_run(run).await {
+                Ok(Some(r)) => Err(RoundError::RunEnded { run: run.clone(), state: r.state }),
+                Ok(None) => Err(RoundError::RunNotFound(run.clone())),
+                Err(e) => Err(e.into()),
+            };
+            let _ = reply.send(r);
+        }
+        RunRequest::FetchModel { task, reply, .. } => drop(reply.send(Err(task_error(&task)))),
+        RunRequest::BeginUpload { task, reply, .. } => drop(reply.send(Err(task_error(&task)))),
+        RunRequest::CommitUpload { task, reply, .. } => drop(reply.send(Err(task_error(&task)))),
+        RunRequest::ReportEvaluation { task, reply, .. } => drop(reply.send(Err(task_error(&task)))),
+    }
 }

@@ -512,38 +512,7 @@ impl RunActor {
 
     /// Answers a request that arrived after the run ended, from the store.
     async fn answer_after_end(&self, req: RunRequest) {
-        let store = self.core.env.store.as_ref();
-        let id = &self.core.id;
-        match req {
-            RunRequest::Get { reply } => {
-                let _ = reply.send(history::view(store, id, None).await);
-            }
-            RunRequest::Watch { reply } => {
-                let _ = reply.send(history::replay(store, id).await.map(|(h, ended)| {
-                    let live = (!ended).then(|| self.core.env.events.subscribe());
-                    (h, live)
-                }));
-            }
-            RunRequest::Cancel { reply } => {
-                let r = match store.get_run(id).await {
-                    Ok(Some(r)) => Err(RoundError::RunEnded { run: id.clone(), state: r.state }),
-                    Ok(None) => Err(RoundError::RunNotFound(id.clone())),
-                    Err(e) => Err(e.into()),
-                };
-                let _ = reply.send(r);
-            }
-            RunRequest::FetchModel { task, reply, .. } => {
-                let _ = reply.send(Err(self.core.not_open(&task)));
-            }
-            RunRequest::BeginUpload { task, reply, .. } => {
-                let _ = reply.send(Err(self.core.not_open(&task)));
-            }
-            RunRequest::CommitUpload { task, reply, .. } => {
-                let _ = reply.send(Err(self.core.not_open(&task)));
-            }
-            RunRequest::ReportEvaluation { task, reply, .. } => {
-                let _ = reply.send(Err(self.core.not_open(&task)));
-            }
-        }
+        let env = &self.core.env;
+        history::answer_ended(env.store.as_ref(), &env.events, &self.core.id, req, |t| self.core.not_open(t)).await;
     }
 }

@@ -10,7 +10,9 @@
 //!   than `max_concurrent_tasks` leases, counting the offers of this very pass.
 //! - **Priorities.** Demands are served in order of priority (higher first), then of how
 //!   long ago they were last served, then of submission. A demand that cannot be served yet
-//!   *holds back* the free clients it could use, so a lower-priority run never takes them.
+//!   *holds back* the free clients it could use, so a lower-priority run never takes them,
+//!   unless it could not start even if every online eligible client were free: an
+//!   unsatisfiable demand holds back nothing.
 //! - **Fair share.** Among equal priorities the least recently served demand goes first, so
 //!   runs competing for the same clients take turns instead of one starving the other.
 //! - **Disjoint runs never wait for each other.** Holding back only ever concerns clients a
@@ -91,9 +93,13 @@ pub fn schedule(clients: &[ClientSlot], max_concurrent_tasks: u32, demands: &[De
             decisions.push(Decision::Offer { run: d.run.clone(), clients: take });
         } else if (online < need && (d.expired || !d.patient)) || (d.expired && !d.patient) {
             decisions.push(Decision::GiveUp { run: d.run.clone(), online });
-        } else {
+        } else if online >= need {
+            // Servable once some of its busy clients free up: keep the free ones for it.
             held_back.extend(free);
         }
+        // Else it could not start even with every online eligible client: it holds back
+        // nothing, so one unsatisfiable plan (100,000 clients, a week's deadline) never
+        // stalls the runs that can proceed.
     }
     decisions
 }
@@ -133,6 +139,15 @@ mod tests {
             Decision::Offer { run: r, clients } if r == run => Some(clients.clone()),
             _ => None,
         })
+    }
+
+    #[test]
+    fn an_unsatisfiable_demand_holds_back_nothing() {
+        // Run 0 (first in line) wants 100 of the 3 clients; run 1 wants 1.
+        let d = vec![demand(0, 10, &[0, 1, 2], 100, 100), demand(1, 0, &[0, 1, 2], 1, 1)];
+        let decisions = schedule(&fleet(3), 1, &d);
+        assert_eq!(offered(&decisions, &rid(1)), Some(vec![cid(0)]));
+        assert_eq!(offered(&decisions, &rid(0)), None, "it keeps waiting (its deadline decides)");
     }
 
     #[test]
@@ -233,7 +248,13 @@ mod tests {
             let out = schedule(&clients, cap, &demands);
             let served: HashSet<&RunId> = out.iter().map(|d| match d { Decision::Offer { run, .. } | Decision::GiveUp { run, .. } => run }).collect();
             let free_at_start: HashSet<&ClientId> = clients.iter().filter(|c| c.online && c.busy < cap).map(|c| &c.id).collect();
-            for waiting in demands.iter().filter(|d| !served.contains(&d.run)) {
+            let satisfiable = |d: &Demand| {
+                let mut online: Vec<&ClientId> = d.eligible.iter().filter(|c| clients.iter().any(|s| &s.id == *c && s.online)).collect();
+                online.sort();
+                online.dedup();
+                online.len() >= d.need.max(1)
+            };
+            for waiting in demands.iter().filter(|d| !served.contains(&d.run) && satisfiable(d)) {
                 for d in &out {
                     if let Decision::Offer { run, clients: offered } = d {
                         let other = demands.iter().find(|x| &x.run == run).unwrap();
@@ -247,6 +268,24 @@ mod tests {
                     }
                 }
             }
+        }
+
+        /// Demands that could not start even with every online eligible client free change
+        /// nothing for the others: the offers are those of the schedule without them.
+        #[test]
+        fn unsatisfiable_demands_do_not_change_anyone_elses_offers((clients, cap, demands) in arb_case()) {
+            let satisfiable: Vec<Demand> = demands
+                .iter()
+                .filter(|d| {
+                    let mut online: Vec<&ClientId> = d.eligible.iter().filter(|c| clients.iter().any(|s| &s.id == *c && s.online)).collect();
+                    online.sort();
+                    online.dedup();
+                    online.len() >= d.need.max(1)
+                })
+                .cloned()
+                .collect();
+            let offers = |out: Vec<Decision>| -> Vec<Decision> { out.into_iter().filter(|d| matches!(d, Decision::Offer { .. })).collect() };
+            prop_assert_eq!(offers(schedule(&clients, cap, &demands)), offers(schedule(&clients, cap, &satisfiable)));
         }
 
         #[test]

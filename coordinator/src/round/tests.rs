@@ -495,8 +495,9 @@ async fn watch_replays_the_live_events_of_a_finished_run() {
 #[tokio::test(start_paused = true)]
 async fn a_model_beyond_the_limit_is_refused_at_submit_and_a_stored_one_fails_alone_at_start() {
     let big = |raw: &mut RawPlan| {
-        // 10^6 × 10^6: ~4 TB of parameters, the kind of plan that used to abort the process.
-        raw.model = ModelSpec::new("huge", Architecture::Mlp { input_dim: 1 << 20, hidden: vec![1 << 20], classes: 3 })
+        // 2^11 × 2^11 ≈ 4.2 M parameters against a limit of 2^20: the same check refuses a
+        // plan of tens of GiB under the default limit, before anything is allocated.
+        raw.model = ModelSpec::new("huge", Architecture::Mlp { input_dim: 1 << 11, hidden: vec![1 << 11], classes: 3 })
             .unwrap();
     };
     let h = harness_with(EngineSettings { max_model_parameters: 1 << 20, ..settings() }).await;
@@ -535,4 +536,24 @@ async fn a_model_beyond_the_limit_is_refused_at_submit_and_a_stored_one_fails_al
     let u = h.update(0.1, false).await;
     h.engine.commit_upload(t.task, a.id.clone(), u).await.unwrap();
     assert_eq!(finished(&mut events, &run).await.0, RunState::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unsatisfiable_run_does_not_block_a_satisfiable_one() {
+    let h = harness().await;
+    let mut a = connect(&h, "a", "eu").await;
+    // First in line and at the highest priority, but it needs 100,000 clients for a week.
+    let huge = plan_with(1, 100_000, 100_000, &[], |raw| {
+        raw.priority = 100;
+        raw.round_deadline = 7.0 * 86_400.0;
+    });
+    let huge = h.engine.submit(huge, None).await.unwrap();
+    let small = h.engine.submit(plan(1, 1, 1, &[]), None).await.unwrap();
+    let mut events = h.watch(&small).await;
+    let t = task_of(&mut a).await;
+    assert_eq!(t.run, small, "the one client goes to the run that can use it");
+    let u = h.update(0.1, false).await;
+    h.engine.commit_upload(t.task, a.id.clone(), u).await.unwrap();
+    assert_eq!(finished(&mut events, &small).await.0, RunState::Succeeded);
+    assert_eq!(h.engine.get(huge).await.unwrap().record.state, RunState::Running, "still waiting for its week");
 }

@@ -52,14 +52,14 @@ fn identity(role: Role) -> Identity {
 }
 
 /// A channel whose handshake the server must refuse: every call fails without reaching a
-/// handler (UNAVAILABLE or UNKNOWN from the transport, never an answer).
+/// handler (UNAVAILABLE, UNKNOWN or CANCELLED from the transport, never a handler's answer).
 async fn assert_refused_everywhere(cluster: &Cluster, tls: &ClientTls, what: &str) {
     let endpoint = tls.endpoint(&cluster.endpoint()).unwrap().connect_timeout(Duration::from_secs(5));
     let channel = endpoint.connect_lazy();
     for rpc in Rpc::ALL {
         let e = call(&channel, rpc).await.expect_err(what);
         assert!(
-            matches!(e.code(), Code::Unavailable | Code::Unknown | Code::Unauthenticated),
+            matches!(e.code(), Code::Unavailable | Code::Unknown | Code::Unauthenticated | Code::Cancelled),
             "{what}: {rpc:?} answered {:?}: {}",
             e.code(),
             e.message()
@@ -190,6 +190,40 @@ async fn a_certificate_cannot_claim_another_region_client_or_run() -> anyhow::Re
     alice.cancel(&run).await?;
     let run = alice.submit(&plan(4, 3, 1, 1, 1)).await?;
     cluster.control().await?.cancel(&run).await?;
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inference_nodes_read_only_their_regions_checkpoints() -> anyhow::Result<()> {
+    let specs: Vec<_> = (0..2).map(|i| blob_client(i, "eu", 4, 3, 40)).collect();
+    let cluster = Cluster::builder().clients(specs).start().await?;
+    let mut p = plan(4, 3, 1, 2, 2);
+    p.regions = vec!["eu".into()];
+    let run = cluster.control_as(&"fedra://scientist/alice".parse()?).await?.submit(&p).await?;
+    let status = wait_for_end(&cluster, &run, Duration::from_secs(60)).await?;
+    assert_succeeded(&status);
+    let checkpoint = status.published_checkpoint.expect("published");
+
+    let mut eu = cluster.control_as(&"fedra://inference/eu/node-1".parse()?).await?;
+    let listed = eu.list_checkpoints(None, None, None).await?;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let dir = tempfile::tempdir()?;
+    eu.pull_checkpoint(&checkpoint, dir.path()).await?;
+
+    let mut us = cluster.control_as(&"fedra://inference/us/node-1".parse()?).await?;
+    assert!(us.list_checkpoints(None, None, None).await?.is_empty(), "us sees none of eu's checkpoints");
+    let denied = |e: fedra_cli::control::ControlError| match e {
+        fedra_cli::control::ControlError::Rpc { code, message } => (code, message),
+        other => panic!("expected a refusal, got {other}"),
+    };
+    let (code, message) = denied(us.list_checkpoints(Some("eu"), None, None).await.unwrap_err());
+    assert_eq!(code, Code::PermissionDenied, "{message}");
+    let (code, message) = denied(us.pull_checkpoint(&checkpoint, dir.path()).await.unwrap_err());
+    assert_eq!(code, Code::PermissionDenied);
+    assert_eq!(message, format!("checkpoint {checkpoint} was not published to region us"));
+    // Inference nodes see no runs and no privacy ledger at all.
+    assert!(us.list().await.is_err());
     cluster.shutdown().await;
     Ok(())
 }

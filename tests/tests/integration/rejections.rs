@@ -135,7 +135,7 @@ async fn malformed_updates_are_refused_and_the_round_still_completes() -> anyhow
     assert!(e.message().contains("ghost is not registered"), "{}", e.message());
     let e = fleet
         .register(pb::RegisterRequest {
-            client_id: "x".into(),
+            client_id: "raw".into(),
             region: "eu".into(),
             datasets: vec![],
             capabilities: None,
