@@ -36,6 +36,7 @@ pub struct ClusterBuilder {
     client_timeout: Duration,
     chunk_bytes: Option<usize>,
     max_concurrent_uploads: Option<usize>,
+    max_concurrent_downloads: Option<usize>,
     privacy_budgets: Vec<RawBudgetRule>,
 }
 
@@ -48,6 +49,7 @@ impl Default for ClusterBuilder {
             client_timeout: Duration::from_secs(3),
             chunk_bytes: None,
             max_concurrent_uploads: None,
+            max_concurrent_downloads: None,
             privacy_budgets: Vec::new(),
         }
     }
@@ -80,6 +82,10 @@ impl ClusterBuilder {
         self.max_concurrent_uploads = Some(n);
         self
     }
+    pub fn max_concurrent_downloads(mut self, n: usize) -> Self {
+        self.max_concurrent_downloads = Some(n);
+        self
+    }
     /// Privacy budgets, as the `[[privacy.budgets]]` rules of a coordinator config.
     pub fn privacy_budget(mut self, rule: RawBudgetRule) -> Self {
         self.privacy_budgets.push(rule);
@@ -110,6 +116,9 @@ impl ClusterBuilder {
         }
         if let Some(n) = self.max_concurrent_uploads {
             config.max_concurrent_uploads = n;
+        }
+        if let Some(n) = self.max_concurrent_downloads {
+            config.max_concurrent_downloads = n;
         }
         config.engine.privacy.budgets = Budgets::new(self.privacy_budgets).context("privacy budgets")?;
         let coordinator = Coordinator::start(&config).await.context("starting coordinator")?;

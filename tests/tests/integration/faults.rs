@@ -41,6 +41,16 @@ pub struct HalfUpload {
 impl HalfUpload {
     /// Ends the stream without a trailer and returns the coordinator's answer, which must
     /// be a refusal.
+    /// Keeps the stream open, silent, and returns the coordinator's answer (it must cut the
+    /// upload off itself).
+    pub async fn wait_cut_off(self) -> anyhow::Result<tonic::Status> {
+        let _open = self.parts;
+        match tokio::time::timeout(Duration::from_secs(60), self.answer).await?? {
+            Ok(resp) => anyhow::bail!("the coordinator accepted a silent upload: {:?}", resp.into_inner()),
+            Err(status) => Ok(status),
+        }
+    }
+
     pub async fn break_off(self) -> anyhow::Result<tonic::Status> {
         drop(self.parts);
         match tokio::time::timeout(Duration::from_secs(30), self.answer).await?? {
@@ -52,11 +62,15 @@ impl HalfUpload {
 
 impl DyingClient {
     pub async fn connect(cluster: &Cluster, id: &str, samples: u64) -> anyhow::Result<Self> {
-        let mut fleet = cluster.fleet_as(id, "eu").await?;
+        Self::connect_in(cluster, id, "eu", samples).await
+    }
+
+    pub async fn connect_in(cluster: &Cluster, id: &str, region: &str, samples: u64) -> anyhow::Result<Self> {
+        let mut fleet = cluster.fleet_as(id, region).await?;
         let settings = fleet
             .register(pb::RegisterRequest {
                 client_id: id.into(),
-                region: "eu".into(),
+                region: region.into(),
                 datasets: vec![pb::DatasetDescriptor { name: "d".into(), samples, features: 0, classes: 0 }],
                 capabilities: None,
             })
@@ -78,6 +92,14 @@ impl DyingClient {
                 let _ = fleet.heartbeat(pb::HeartbeatRequest { client_id: id.clone(), task_id: String::new() }).await;
             }
         }));
+    }
+
+    /// Waits for a task and opens its model download without reading it: the coordinator
+    /// keeps a download permit for it until it gives up on the reader.
+    pub async fn hold_download(&mut self) -> anyhow::Result<tonic::Streaming<pb::ModelPart>> {
+        let task = tokio::time::timeout(Duration::from_secs(30), self.tasks.message()).await??.expect("a task");
+        let fetch = pb::FetchModelRequest { task_id: task.task_id.clone(), client_id: self.id.clone() };
+        Ok(self.fleet.fetch_model(fetch).await?.into_inner())
     }
 
     /// Waits for a task, fetches its model, then opens the upload and queues the header
