@@ -140,18 +140,28 @@ impl Sidecar {
     }
 
     /// Runs sessions until `shutdown` resolves, reconnecting with backoff in between.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    ///
+    /// # Errors
+    /// Gives up only when the coordinator refuses the sidecar's identity
+    /// (PERMISSION_DENIED: its configured `client_id` or `region` is not what its certificate
+    /// states), since retrying cannot fix a configuration; everything else is retried.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), SessionError> {
         tokio::pin!(shutdown);
         let mut backoff = self.settings.backoff_initial;
         loop {
             let started = tokio::time::Instant::now();
             let outcome = tokio::select! {
-                () = &mut shutdown => return,
+                () = &mut shutdown => return Ok(()),
                 r = self.session() => r,
             };
             self.status.send_modify(|s| s.connected = false);
             match outcome {
                 Ok(()) => info!(client = %self.settings.client_id, "coordinator closed the task stream; reconnecting"),
+                Err(e @ SessionError::Rpc { code: tonic::Code::PermissionDenied, .. }) => {
+                    tracing::error!(client = %self.settings.client_id, error = %e, "the coordinator refuses this identity; giving up");
+                    self.status.send_modify(|s| s.last_error = Some(e.to_string()));
+                    return Err(e);
+                }
                 Err(e) => {
                     warn!(client = %self.settings.client_id, error = %e, "session ended");
                     self.status.send_modify(|s| s.last_error = Some(e.to_string()));
@@ -163,7 +173,7 @@ impl Sidecar {
             }
             let jitter = rand::rng().random_range(0.5..1.0);
             tokio::select! {
-                () = &mut shutdown => return,
+                () = &mut shutdown => return Ok(()),
                 () = tokio::time::sleep(backoff.mul_f64(jitter)) => {}
             }
             backoff = (backoff * 2).min(self.settings.backoff_max);

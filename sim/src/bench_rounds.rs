@@ -339,9 +339,13 @@ impl Fleet {
                 fleet.status.push(sidecar.status());
                 let (stop, stopped) = oneshot::channel::<()>();
                 fleet.stops.push(stop);
-                fleet.joins.push(tokio::spawn(sidecar.run(async {
-                    let _ = stopped.await;
-                })));
+                fleet.joins.push(tokio::spawn(async move {
+                    let _ = sidecar
+                        .run(async {
+                            let _ = stopped.await;
+                        })
+                        .await;
+                }));
             }
             let deadline = Instant::now() + Duration::from_secs(120);
             loop {

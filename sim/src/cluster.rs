@@ -284,9 +284,14 @@ impl Cluster {
         }
         let status = sidecar.status();
         let (stop, stopped) = oneshot::channel::<()>();
-        let join = tokio::spawn(sidecar.run(async {
-            let _ = stopped.await;
-        }));
+        // A refused identity ends the sidecar; its status keeps the reason (last_error).
+        let join = tokio::spawn(async move {
+            let _ = sidecar
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
         self.clients.push(ClientHandle {
             id: id.to_string(),
             region: region.to_string(),

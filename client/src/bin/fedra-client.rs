@@ -62,10 +62,16 @@ async fn main() -> ExitCode {
         }
     };
     let sidecar = Sidecar::new(config.settings, info, Box::new(trainer));
-    sidecar
+    let outcome = sidecar
         .run(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await;
-    ExitCode::SUCCESS
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fedra-client: {e} (check client_id and region against the certificate in tls_dir)");
+            ExitCode::from(77)
+        }
+    }
 }

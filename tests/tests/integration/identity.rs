@@ -227,3 +227,32 @@ async fn inference_nodes_read_only_their_regions_checkpoints() -> anyhow::Result
     cluster.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_whose_config_disagrees_with_its_certificate_gives_up_with_the_reason() -> anyhow::Result<()> {
+    let cluster = Cluster::builder().start().await?;
+    // Certified as a client of us-east, configured for eu-west.
+    let (tls, _) = cluster.pki().issue(&"fedra://client/us-east/h9".parse()?, time::Duration::days(1))?;
+    let settings = fedra_client::session::SidecarSettings {
+        endpoint: cluster.endpoint(),
+        tls,
+        client_id: "h9".into(),
+        region: "eu-west".into(),
+        devices: vec!["cpu".into()],
+        backoff_initial: Duration::from_millis(50),
+        backoff_max: Duration::from_millis(200),
+    };
+    let info = fedra_client::data::DatasetInfo { name: "d".into(), samples: 10, features: 4, classes: 3 };
+    let trainer = ScriptedTrainer::new(1, 15, 10);
+    let sidecar = fedra_client::session::Sidecar::new(settings, vec![info], Box::new(trainer));
+    let status = sidecar.status();
+    let outcome = tokio::time::timeout(Duration::from_secs(30), sidecar.run(std::future::pending())).await?;
+    let e = outcome.expect_err("the sidecar must give up");
+    assert!(
+        e.to_string().contains("is not the caller's region: the certificate says fedra://client/us-east/h9"),
+        "{e}"
+    );
+    assert_eq!(status.borrow().last_error.as_deref(), Some(e.to_string().as_str()));
+    cluster.shutdown().await;
+    Ok(())
+}
