@@ -508,40 +508,29 @@ seed = 1
         assert_eq!(data.holdout.map(|h| h.len()), Some(100));
     }
 
+    /// Parses `text` as `c.toml` for an `--insecure` sidecar (no identity directory needed).
+    fn parse_insecure(text: &str) -> Result<ClientConfig, ClientConfigError> {
+        ClientConfig::parse(text, "c.toml", PathBuf::new(), None, None, true)
+    }
+
     #[test]
     fn parses_and_validates() {
-        let c = ClientConfig::parse(CFG, "c.toml", PathBuf::new(), None, None, true).unwrap();
+        let c = parse_insecure(CFG).unwrap();
         assert_eq!(c.settings.client_id, "eu-1");
         assert_eq!(c.dataset.load("eu-1", Path::new(".")).unwrap().train.len(), 50);
         let c =
             ClientConfig::parse(CFG, "c.toml", PathBuf::new(), Some("http://10.0.0.1:1".into()), None, true).unwrap();
         assert_eq!(c.settings.endpoint, "http://10.0.0.1:1");
-        let e = ClientConfig::parse(
-            &CFG.replace("region = \"eu\"", "region = \"e u\""),
-            "c.toml",
-            PathBuf::new(),
-            None,
-            None,
-            true,
-        )
-        .unwrap_err();
+        let e = parse_insecure(&CFG.replace("region = \"eu\"", "region = \"e u\"")).unwrap_err();
         assert!(e.to_string().starts_with("region:"));
-        let e = ClientConfig::parse(
-            &CFG.replace("seed = 1", "seed = 1\nsede = 2"),
-            "c.toml",
-            PathBuf::new(),
-            None,
-            None,
-            true,
-        )
-        .unwrap_err();
+        let e = parse_insecure(&CFG.replace("seed = 1", "seed = 1\nsede = 2")).unwrap_err();
         assert!(e.to_string().contains("sede"), "{e}");
     }
 
     /// The `[dataset]` table of `CFG` replaced by `dataset`.
     fn with_dataset(dataset: &str) -> Result<ClientConfig, ClientConfigError> {
         let head = &CFG[..CFG.find("[dataset]").unwrap()];
-        ClientConfig::parse(&format!("{head}[dataset]\n{dataset}"), "c.toml", PathBuf::new(), None, None, true)
+        parse_insecure(&format!("{head}[dataset]\n{dataset}"))
     }
 
     fn load(dataset: &str, base: &Path) -> Result<LocalData, ClientConfigError> {

@@ -59,6 +59,13 @@ pub struct IssueRequest {
     pub valid_for: Duration,
 }
 
+impl IssueRequest {
+    /// A certificate for a holder that only connects (no server names), valid for `valid_for`.
+    pub fn holder(identity: Identity, valid_for: Duration) -> Self {
+        Self { identity, dns_names: vec![], ip_addresses: vec![], valid_for }
+    }
+}
+
 /// One issued certificate as `issued.txt` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Issued {
@@ -287,7 +294,7 @@ mod tests {
     use crate::peer::PeerCert;
 
     fn request(uri: &str, valid_for: Duration) -> IssueRequest {
-        IssueRequest { identity: uri.parse().unwrap(), dns_names: vec![], ip_addresses: vec![], valid_for }
+        IssueRequest::holder(uri.parse().unwrap(), valid_for)
     }
 
     #[test]

@@ -59,7 +59,7 @@ impl SimPki {
     /// # Errors
     /// Generation failure.
     pub fn issue(&self, identity: &Identity, valid_for: time::Duration) -> Result<(ClientTls, String)> {
-        let req = IssueRequest { identity: identity.clone(), dns_names: vec![], ip_addresses: vec![], valid_for };
+        let req = IssueRequest::holder(identity.clone(), valid_for);
         let pem = provision::issue_pem(&self.ca, &req)?;
         Ok((ClientTls::from_pem(&pem.ca_pem, &pem.cert_pem, &pem.key_pem), pem.issued.serial))
     }
@@ -80,12 +80,10 @@ impl SimPki {
         let reqs = clients
             .iter()
             .map(|(id, region)| {
-                Ok(IssueRequest {
-                    identity: Identity::new(Role::Client, Some(RegionId::new(region.as_str())?), id)?,
-                    dns_names: vec![],
-                    ip_addresses: vec![],
-                    valid_for: time::Duration::days(1),
-                })
+                Ok(IssueRequest::holder(
+                    Identity::new(Role::Client, Some(RegionId::new(region.as_str())?), id)?,
+                    time::Duration::days(1),
+                ))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(provision::issue_many(&self.ca, &reqs)?
@@ -100,12 +98,7 @@ impl SimPki {
     /// I/O or generation failure.
     pub fn identity_dir(&self, identity: &Identity) -> Result<IdentityDir> {
         let dir = IdentityDir::new(self.root.join(identity.uri().replace("fedra://", "").replace('/', "-")));
-        let req = IssueRequest {
-            identity: identity.clone(),
-            dns_names: vec![],
-            ip_addresses: vec![],
-            valid_for: time::Duration::days(1),
-        };
+        let req = IssueRequest::holder(identity.clone(), time::Duration::days(1));
         provision::issue(&self.ca, &req, &dir)?;
         Ok(dir)
     }

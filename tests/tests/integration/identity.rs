@@ -102,12 +102,7 @@ async fn missing_foreign_expired_and_revoked_certificates_are_refused() -> anyho
     let tmp = tempfile::tempdir()?;
     let other = CaDir::new(tmp.path().join("other-ca"));
     provision::init_ca(&other, "other", time::Duration::days(1))?;
-    let req = IssueRequest {
-        identity: admin.clone(),
-        dns_names: vec![],
-        ip_addresses: vec![],
-        valid_for: time::Duration::days(1),
-    };
+    let req = IssueRequest::holder(admin.clone(), time::Duration::days(1));
     let foreign = provision::issue_pem(&other, &req)?;
     // The client trusts our CA (so the server's certificate checks out); only its own is foreign.
     let foreign = ClientTls::from_pem(&ca_pem, &foreign.cert_pem, &foreign.key_pem);

@@ -141,28 +141,22 @@ pub async fn held_cluster(builder: ClusterBuilder, specs: Vec<ClientSpec>, hold:
     Ok(cluster)
 }
 
-/// Follows the run's events (WatchRun) until it ends, then returns its status; reconnects
-/// when the stream breaks (a coordinator restart). Fails after `timeout`.
+/// Follows the run's events (WatchRun) until its final one, then returns its status. The
+/// coordinator must be up (callers await `restart_coordinator` before calling this). Fails
+/// after `timeout`, or when the stream breaks before the run ended.
 pub async fn wait_for_end(cluster: &Cluster, run: &str, timeout: Duration) -> Result<RunStatus> {
     tokio::time::timeout(timeout, async {
-        loop {
-            if let Ok(mut c) = cluster.control().await {
-                if let Ok(mut events) = c.watch(run).await {
-                    while let Some(Ok(_)) = events.next().await {}
-                }
-                // The stream ends after run_finished, or broke: ask which.
-                if let Ok(status) = c.get(run).await
-                    && status.state.is_terminal()
-                {
-                    return status;
-                }
-            }
-            // The coordinator is restarting: retry the connection shortly.
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut c = cluster.control().await?;
+        let mut events = c.watch(run).await?;
+        while let Some(e) = events.next().await {
+            e?;
         }
+        let status = c.get(run).await?;
+        anyhow::ensure!(status.state.is_terminal(), "the watch of run {run} ended while it is {:?}", status.state);
+        Ok(status)
     })
     .await
-    .with_context(|| format!("run {run} did not end within {timeout:?}"))
+    .with_context(|| format!("run {run} did not end within {timeout:?}"))?
 }
 
 /// Opens the cluster's SQLite store (a second connection, as an operator's tool would).
