@@ -6,17 +6,23 @@
 //! Throughput = epochs × samples / seconds spent in the training loop (the trainer's own
 //! `train_seconds`, which excludes the before/after evaluation passes). Each case runs
 //! `REPEATS` times after one warm-up; the median is reported.
+//!
+//! `FEDRA_BENCH_DEVICE` (`cpu`, `cuda:N`, `wgpu`) picks the burn device, as
+//! `fedra-client --device` does; a GPU device needs a build with the matching client feature
+//! (`bash bench/gpu.sh` builds and runs it). `FEDRA_BENCH_SCALE` multiplies every case's
+//! sample count (a GPU needs more samples per case than the CPU to time a steady epoch).
 
 use fedra_client::data::synthetic::{BlobSpec, gaussian_blobs};
-use fedra_client::trainer::burn_logreg::BurnTrainer;
+use fedra_client::trainer::burn_logreg::{BurnTrainer, DeviceChoice};
 use fedra_client::trainer::{LocalHyperparams, Optimizer, TrainSpec, Trainer};
 use fedra_types::model::{Architecture, ConvLayer};
 
 const REPEATS: usize = 5;
 
-fn case(name: &str, arch: Architecture, samples: usize, batch: u32, optimizer: Optimizer) {
+fn case(device: DeviceChoice, name: &str, arch: Architecture, samples: usize, batch: u32, optimizer: Optimizer) {
+    let samples = samples * scale();
     let data = gaussian_blobs(name, &BlobSpec::new(arch.input_dim(), arch.classes(), samples, 1));
-    let mut trainer = BurnTrainer::new(data);
+    let mut trainer = BurnTrainer::new(data).with_device(device).expect("the device opens (is the client feature on?)");
     let spec = TrainSpec {
         layout: arch.layout(),
         architecture: arch.clone(),
@@ -34,13 +40,24 @@ fn case(name: &str, arch: Architecture, samples: usize, batch: u32, optimizer: O
     rates.sort_by(f64::total_cmp);
     let median = rates[rates.len() / 2];
     println!(
-        "{{\"model\": \"{name}\", \"params\": {}, \"samples\": {samples}, \"batch\": {batch}, \"optimizer\": \"{optimizer:?}\", \"samples_per_s\": {median:.1}}}",
+        "{{\"model\": \"{name}\", \"device\": \"{device}\", \"params\": {}, \"samples\": {samples}, \"batch\": {batch}, \"optimizer\": \"{optimizer:?}\", \"samples_per_s\": {median:.1}}}",
         arch.layout().total()
     );
 }
 
+fn scale() -> usize {
+    std::env::var("FEDRA_BENCH_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1).max(1)
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; nothing to parse.
+    let device: DeviceChoice = std::env::var("FEDRA_BENCH_DEVICE")
+        .unwrap_or_else(|_| "cpu".into())
+        .parse()
+        .expect("FEDRA_BENCH_DEVICE is cpu, cuda:N or wgpu");
+    let case = |name: &str, arch: Architecture, samples: usize, batch: u32, optimizer: Optimizer| {
+        case(device, name, arch, samples, batch, optimizer)
+    };
     let sgd = Optimizer::Sgd { momentum: 0.0 };
     case("logreg-60-10", Architecture::LogisticRegression { input_dim: 60, classes: 10 }, 50_000, 64, sgd);
     case(

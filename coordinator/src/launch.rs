@@ -68,9 +68,14 @@ impl Coordinator {
         }
         // TLS files are checked before anything else starts, so a bad path fails fast.
         let tls = match &config.transport {
-            Transport::Mutual { identity, crl, handshake_timeout } => {
-                Some((fedra_pki::ServerTls::load(identity, crl.as_deref())?, *handshake_timeout))
-            }
+            Transport::Mutual { identity, crl, handshake_timeout, max_connections_per_identity } => Some((
+                fedra_pki::ServerTls::load(identity, crl.as_deref())?,
+                fedra_pki::AcceptLimits {
+                    handshake_timeout: *handshake_timeout,
+                    max_handshakes: MAX_PENDING_HANDSHAKES,
+                    max_connections_per_identity: *max_connections_per_identity,
+                },
+            )),
             Transport::Insecure => None,
         };
         let gate = match &tls {
@@ -133,8 +138,8 @@ impl Coordinator {
             let _ = stopped.await;
         };
         let server_task = match tls {
-            Some((server, handshake_timeout)) => {
-                let incoming = server.incoming(listener, handshake_timeout, MAX_PENDING_HANDSHAKES);
+            Some((server, limits)) => {
+                let incoming = server.incoming(listener, limits);
                 tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown))
             }
             None => {

@@ -47,6 +47,7 @@ fn load(args: Args) -> Result<Config, fedra_coordinator::config::ConfigError> {
             dir: args.tls_dir,
             crl: args.tls_crl,
             handshake_timeout_seconds: None,
+            max_connections_per_identity: None,
         }),
         insecure: args.insecure,
         ..RawConfig::default()

@@ -44,3 +44,25 @@ impl ClientTls {
         }
     }
 }
+
+/// A bare rustls client configuration (TLS 1.3, ALPN `h2`) that presents `dir`'s
+/// certificate and trusts only its `ca.pem`: for tools that speak HTTP/2 themselves (the
+/// hostile-peer benchmark drives frames tonic would never send), not for gRPC clients,
+/// which use [`ClientTls`].
+///
+/// # Errors
+/// Unreadable or mismatched files, named.
+pub fn rustls_config(dir: &IdentityDir) -> Result<std::sync::Arc<rustls::ClientConfig>, PkiError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in crate::files::read_certs(&dir.ca())? {
+        roots.add(ca).map_err(|e| PkiError::Tls(format!("{}: {e}", dir.ca().display())))?;
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(crate::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| PkiError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(crate::files::read_certs(&dir.cert())?, crate::files::read_key(&dir.key())?)
+        .map_err(|e| PkiError::Tls(format!("{} / {}: {e}", dir.cert().display(), dir.key().display())))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(std::sync::Arc::new(config))
+}

@@ -26,7 +26,7 @@ pub use client::ClientTls;
 pub use files::IdentityDir;
 pub use peer::{PeerCert, PeerError};
 pub use revocation::Revocations;
-pub use server::ServerTls;
+pub use server::{AcceptLimits, ServerTls};
 
 /// Provisioning, loading or TLS setup failed. Every variant names the file or value at fault.
 #[derive(Debug, thiserror::Error)]

@@ -23,7 +23,7 @@
 //!   this charges *all* of its per-round CPU (gRPC, decoding, digests, checkpoint writing)
 //!   to aggregation: a lower bound on the folding rate itself.
 
-mod coordinator_process;
+pub mod coordinator_process;
 mod fleet;
 mod trivial_trainer;
 pub mod wire_bytes;

@@ -7,7 +7,7 @@ use fedra_cli::control::ControlClient;
 use fedra_client::data::{Dataset, DatasetInfo};
 use fedra_client::session::{Sidecar, SidecarSettings, SidecarStatus, UploadFaults};
 use fedra_client::trainer::Trainer;
-use fedra_client::trainer::burn_logreg::BurnTrainer;
+use fedra_client::trainer::burn_logreg::{BurnTrainer, DeviceChoice, DeviceError};
 use fedra_coordinator::Coordinator;
 use fedra_coordinator::config::Config;
 use fedra_coordinator::privacy::Budgets;
@@ -37,7 +37,9 @@ pub struct ClusterBuilder {
     chunk_bytes: Option<usize>,
     max_concurrent_uploads: Option<usize>,
     max_concurrent_downloads: Option<usize>,
+    max_connections_per_identity: Option<usize>,
     privacy_budgets: Vec<RawBudgetRule>,
+    device: DeviceChoice,
 }
 
 impl Default for ClusterBuilder {
@@ -50,12 +52,21 @@ impl Default for ClusterBuilder {
             chunk_bytes: None,
             max_concurrent_uploads: None,
             max_concurrent_downloads: None,
+            max_connections_per_identity: None,
             privacy_budgets: Vec::new(),
+            device: DeviceChoice::Cpu,
         }
     }
 }
 
 impl ClusterBuilder {
+    /// Where the builder's clients train (`fedra-client --device`); a GPU needs a build with
+    /// fedra-sim's `cuda` or `wgpu` feature, and `start` fails naming the device otherwise.
+    pub fn device(mut self, device: DeviceChoice) -> Self {
+        self.device = device;
+        self
+    }
+
     /// Keep coordinator state (SQLite file, artifacts) in `dir` instead of a temp dir.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
@@ -86,6 +97,12 @@ impl ClusterBuilder {
         self.max_concurrent_downloads = Some(n);
         self
     }
+    /// Open connections one certified identity may hold (`tls.max_connections_per_identity`).
+    pub fn max_connections_per_identity(mut self, n: usize) -> Self {
+        self.max_connections_per_identity = Some(n);
+        self
+    }
+
     /// Privacy budgets, as the `[[privacy.budgets]]` rules of a coordinator config.
     pub fn privacy_budget(mut self, rule: RawBudgetRule) -> Self {
         self.privacy_budgets.push(rule);
@@ -120,13 +137,18 @@ impl ClusterBuilder {
         if let Some(n) = self.max_concurrent_downloads {
             config.max_concurrent_downloads = n;
         }
+        if let (Some(n), fedra_coordinator::config::Transport::Mutual { max_connections_per_identity, .. }) =
+            (self.max_connections_per_identity, &mut config.transport)
+        {
+            *max_connections_per_identity = n;
+        }
         config.engine.privacy.budgets = Budgets::new(self.privacy_budgets).context("privacy budgets")?;
         let coordinator = Coordinator::start(&config).await.context("starting coordinator")?;
         // Restarts must come back on the same port so that clients reconnect to it.
         config.listen = coordinator.addr();
         let mut cluster = Cluster { coordinator: Some(coordinator), config, clients: Vec::new(), pki, _tmp: tmp };
         for spec in self.clients {
-            cluster.add_client(spec);
+            cluster.add_client_on(spec, self.device)?;
         }
         cluster.wait_connected(Duration::from_secs(30)).await?;
         Ok(cluster)
@@ -232,11 +254,20 @@ impl Cluster {
         Ok(tls.endpoint(&self.endpoint())?.connect().await?)
     }
 
-    /// Starts one more sidecar with a burn trainer on `spec.dataset`.
+    /// Starts one more sidecar with a burn trainer on `spec.dataset`, on the CPU.
     pub fn add_client(&mut self, spec: ClientSpec) {
-        let trainer: Box<dyn Trainer> = Box::new(BurnTrainer::with_holdout(spec.dataset.clone(), spec.holdout.clone()));
+        self.add_client_on(spec, DeviceChoice::Cpu).expect("the CPU device always opens");
+    }
+
+    /// Starts one more sidecar with a burn trainer on `spec.dataset`, training on `device`.
+    ///
+    /// # Errors
+    /// The device is not compiled into this build or does not open.
+    pub fn add_client_on(&mut self, spec: ClientSpec, device: DeviceChoice) -> Result<(), DeviceError> {
+        let trainer = BurnTrainer::with_holdout(spec.dataset.clone(), spec.holdout.clone()).with_device(device)?;
         let info = spec.dataset.info();
-        self.add_client_with(&spec.id, &spec.region, vec![info], trainer);
+        self.add_client_with(&spec.id, &spec.region, vec![info], Box::new(trainer));
+        Ok(())
     }
 
     /// Starts one more sidecar whose uploads may crash (fault injection).

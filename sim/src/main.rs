@@ -1,6 +1,7 @@
 //! `fedra-sim`: in-process federations for demos and experiments.
 
 use clap::{Parser, Subcommand};
+use fedra_client::trainer::burn_logreg::DeviceChoice;
 use fedra_sim::quickstart::{QuickstartOptions, run};
 use fedra_sim::scenario::Scenario;
 use std::path::PathBuf;
@@ -42,6 +43,10 @@ enum Command {
         out: PathBuf,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// Where the clients train: cpu, cuda:N or wgpu (GPUs need a build with
+        /// `--features cuda` or `--features wgpu`).
+        #[arg(long, default_value = "cpu")]
+        device: DeviceChoice,
     },
     /// Benchmarks (see BENCHMARKS.md).
     Bench {
@@ -55,6 +60,9 @@ enum BenchCommand {
     /// End-to-end rounds: a fedra-coordinator process and N sidecars over loopback gRPC
     /// with trivial training; round time, coordinator CPU and peak RSS, bytes on the wire.
     Rounds(fedra_sim::bench_rounds::RoundsArgs),
+    /// Memory that certified but hostile connections can pin in a coordinator process:
+    /// every stream a partial message of the largest accepted size (SECURITY.md's bound).
+    PinnedMemory(fedra_sim::bench_pinned::PinnedArgs),
 }
 
 #[tokio::main]
@@ -63,12 +71,12 @@ async fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
         .init();
     match Args::parse().command {
-        Command::Quickstart { clients, rounds, out, seed } => {
+        Command::Quickstart { clients, rounds, out, seed, device } => {
             if clients < 1 {
                 eprintln!("fedra-sim: --clients must be at least 1");
                 return ExitCode::from(64);
             }
-            match run(&QuickstartOptions { clients, rounds, out, seed }).await {
+            match run(&QuickstartOptions { clients, rounds, out, seed, device }).await {
                 Ok(r) if r.state == Some(fedra_types::run::RunState::Succeeded) => ExitCode::SUCCESS,
                 Ok(_) => ExitCode::from(2),
                 Err(e) => {
@@ -120,6 +128,22 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Bench { what: BenchCommand::PinnedMemory(args) } => match fedra_sim::bench_pinned::run(&args).await {
+            Ok(report) => {
+                println!("{}", report.table());
+                let within = report.per_connection() <= report.bound_per_connection;
+                if within && report.honest_call_ok && !report.over_limit_admitted {
+                    ExitCode::SUCCESS
+                } else {
+                    eprintln!("fedra-sim: a bound did not hold (see the table)");
+                    ExitCode::from(2)
+                }
+            }
+            Err(e) => {
+                eprintln!("fedra-sim: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Compare { a, b } => match fedra_sim::scenario::compare_dirs(&a, &b) {
             Ok(text) => {
                 println!("{text}");

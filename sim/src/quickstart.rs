@@ -9,7 +9,7 @@ use fedra_cli::plan_file::PlanFile;
 use fedra_cli::status::WatchEvent;
 use fedra_client::data::Dataset;
 use fedra_client::data::synthetic::{BlobSpec, gaussian_blobs};
-use fedra_client::trainer::burn_logreg::BurnTrainer;
+use fedra_client::trainer::burn_logreg::{BurnTrainer, DeviceChoice};
 use fedra_client::trainer::{LocalHyperparams, Optimizer, TrainSpec, Trainer};
 use fedra_types::model::Architecture;
 use fedra_types::run::RunState;
@@ -27,6 +27,8 @@ pub struct QuickstartOptions {
     pub rounds: Option<u32>,
     pub out: PathBuf,
     pub seed: u64,
+    /// Where the clients train.
+    pub device: DeviceChoice,
 }
 
 /// One row of the per-round table.
@@ -125,7 +127,8 @@ pub async fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
     let test = gaussian_blobs("test", &blobs(dim, k, 2000, opts.seed * 1000 + 999, task_seed, 0.0));
 
     println!("fedra quickstart: coordinator + {} client sidecars over loopback gRPC", opts.clients);
-    let cluster = Cluster::builder().data_dir(opts.out.join("coordinator")).clients(specs).start().await?;
+    let cluster =
+        Cluster::builder().data_dir(opts.out.join("coordinator")).clients(specs).device(opts.device).start().await?;
     println!("coordinator at {}, state in {}", cluster.endpoint(), cluster.data_dir().display());
     let mut control = cluster.control().await?;
     let run_id = control.submit(&plan).await?;

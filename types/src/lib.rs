@@ -6,6 +6,7 @@
 //! Each side converts these types to and from protobuf in its own conversion module; the
 //! structural model conversion both share lives in `fedra_proto::model_wire`.
 //!
+//! - [`audit`]: the audit log's actions, entries and hash chain ([`audit::verify`]).
 //! - [`identity`]: [`identity::Identity`] and [`identity::Role`], who is calling, as a
 //!   certificate's SAN URI states it.
 //! - [`ids`]: validated identifier newtypes ([`ids::RunId`], [`ids::ClientId`], ...).
@@ -16,6 +17,7 @@
 //! - [`run`]: [`run::RunState`], a run's lifecycle.
 //! - [`task`]: what a task asks of a client ([`task::TaskKind`], [`task::PrivacyTask`]).
 
+pub mod audit;
 pub mod identity;
 pub mod ids;
 pub mod metrics;

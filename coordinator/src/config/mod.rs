@@ -67,13 +67,23 @@ pub struct RawTls {
     pub crl: Option<PathBuf>,
     /// Seconds a new connection has to complete its TLS handshake (default 10).
     pub handshake_timeout_seconds: Option<f64>,
+    /// Open connections one certified identity may hold at once (default 8, 1..=1024). Each
+    /// connection may make the coordinator buffer up to its per-connection bound (SECURITY.md),
+    /// so this caps what one certificate can pin. A sidecar needs one (two while it
+    /// reconnects), a CLI command one.
+    pub max_connections_per_identity: Option<u64>,
 }
 
 /// How the coordinator's endpoint is secured.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Transport {
     /// Mutual TLS 1.3: every caller presents a certificate of the deployment's CA.
-    Mutual { identity: fedra_pki::IdentityDir, crl: Option<PathBuf>, handshake_timeout: Duration },
+    Mutual {
+        identity: fedra_pki::IdentityDir,
+        crl: Option<PathBuf>,
+        handshake_timeout: Duration,
+        max_connections_per_identity: usize,
+    },
     /// `--insecure`: plain text on loopback, no identities.
     Insecure,
 }
@@ -134,10 +144,12 @@ impl RawConfig {
         self.client_timeout_seconds = var("FEDRA_CLIENT_TIMEOUT_SECONDS")?.or(self.client_timeout_seconds);
         let tls_dir: Option<PathBuf> = var("FEDRA_TLS_DIR")?;
         let tls_crl: Option<PathBuf> = var("FEDRA_TLS_CRL")?;
-        if tls_dir.is_some() || tls_crl.is_some() {
+        let per_identity: Option<u64> = var("FEDRA_TLS_MAX_CONNECTIONS_PER_IDENTITY")?;
+        if tls_dir.is_some() || tls_crl.is_some() || per_identity.is_some() {
             let mut tls = self.tls.take().unwrap_or_default();
             tls.dir = tls_dir.or(tls.dir);
             tls.crl = tls_crl.or(tls.crl);
+            tls.max_connections_per_identity = per_identity.or(tls.max_connections_per_identity);
             self.tls = Some(tls);
         }
         Ok(self)
@@ -164,6 +176,7 @@ impl RawConfig {
                 dir: theirs.dir.or(mine.dir),
                 crl: theirs.crl.or(mine.crl),
                 handshake_timeout_seconds: theirs.handshake_timeout_seconds.or(mine.handshake_timeout_seconds),
+                max_connections_per_identity: theirs.max_connections_per_identity.or(mine.max_connections_per_identity),
             }),
             (mine, theirs) => theirs.or(mine),
         };
@@ -320,12 +333,16 @@ impl Config {
                 dir: Some(tls.to_path_buf()),
                 crl: crl.map(Path::to_path_buf),
                 handshake_timeout_seconds: None,
+                max_connections_per_identity: None,
             }),
             ..RawConfig::default()
         };
         Self::validate(raw).expect("local defaults are valid")
     }
 }
+
+/// See [`RawTls::max_connections_per_identity`].
+pub const DEFAULT_CONNECTIONS_PER_IDENTITY: u64 = 8;
 
 fn transport(insecure: bool, tls: Option<RawTls>, listen: SocketAddr) -> Result<Transport, ConfigError> {
     if insecure {
@@ -345,7 +362,19 @@ fn transport(insecure: bool, tls: Option<RawTls>, listen: SocketAddr) -> Result<
         });
     };
     let handshake_timeout = seconds("tls.handshake_timeout_seconds", tls.handshake_timeout_seconds, 10.0)?;
-    Ok(Transport::Mutual { identity: fedra_pki::IdentityDir::new(dir), crl: tls.crl, handshake_timeout })
+    let per_identity = tls.max_connections_per_identity.unwrap_or(DEFAULT_CONNECTIONS_PER_IDENTITY);
+    if !(1..=1024).contains(&per_identity) {
+        return Err(ConfigError::Invalid {
+            key: "tls.max_connections_per_identity".into(),
+            message: format!("must be in 1..=1024, got {per_identity}"),
+        });
+    }
+    Ok(Transport::Mutual {
+        identity: fedra_pki::IdentityDir::new(dir),
+        crl: tls.crl,
+        handshake_timeout,
+        max_connections_per_identity: per_identity as usize,
+    })
 }
 
 #[cfg(test)]
@@ -377,6 +406,22 @@ mod tests {
         assert_eq!(identity.cert(), PathBuf::from("id/cert.pem"));
         assert_eq!(crl, Some(PathBuf::from("ca/crl.pem")));
         assert!(RawConfig::from_toml("insecure = true\n", "c.toml").is_err(), "--insecure is a flag only");
+    }
+
+    #[test]
+    fn connections_per_identity_default_and_bounds() {
+        let limit = |text: &str| {
+            Config::validate(RawConfig::from_toml(text, "c.toml").unwrap()).map(|c| match c.transport {
+                Transport::Mutual { max_connections_per_identity, .. } => max_connections_per_identity,
+                Transport::Insecure => unreachable!(),
+            })
+        };
+        assert_eq!(limit("[tls]\ndir = \"id\"\n").unwrap(), DEFAULT_CONNECTIONS_PER_IDENTITY as usize);
+        assert_eq!(limit("[tls]\ndir = \"id\"\nmax_connections_per_identity = 2\n").unwrap(), 2);
+        for bad in [0, 1025] {
+            let e = limit(&format!("[tls]\ndir = \"id\"\nmax_connections_per_identity = {bad}\n")).unwrap_err();
+            assert!(e.to_string().starts_with("tls.max_connections_per_identity: must be in 1..=1024"), "{e}");
+        }
     }
 
     #[test]

@@ -58,6 +58,8 @@ macro_rules! store_contract_tests {
             ledger_reservations_are_charged_once,
             a_ledger_entry_is_written_once,
             the_ledger_lists_oldest_first_by_scope_or_run,
+            audit_entries_are_numbered_and_chained_across_appends,
+            audit_entries_are_listed_by_filter_oldest_first,
         );
     };
     (@cases $module:ident, $open:expr, $($case:ident),+ $(,)?) => {
@@ -677,5 +679,7 @@ pub(crate) async fn a_refused_completion_writes_nothing(store: &dyn Store) {
     assert_eq!(store.get_run(&b.id).await.unwrap().unwrap().state, RunState::Succeeded);
 }
 
+mod audit;
 mod records;
+pub(crate) use audit::*;
 pub(crate) use records::*;

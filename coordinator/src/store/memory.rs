@@ -34,6 +34,7 @@ struct Data {
     /// `None` region = the overall mean, which sorts first like SQLite's `''`.
     evaluations: BTreeMap<(RunId, u32, Option<RegionId>), EvaluationRecord>,
     ledger: Vec<LedgerEntry>,
+    audit: Vec<AuditEntry>,
 }
 
 /// What the database keeps of a timestamp: microseconds.
@@ -471,6 +472,31 @@ impl Store for MemoryStore {
             .collect();
         out.sort_by(|(ta, a), (tb, b)| (ta, &a.run, a.round).cmp(&(tb, &b.run, b.round)));
         Ok(out.into_iter().map(|(_, c)| c).collect())
+    }
+
+    async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut d = self.data();
+        let mut out = Vec::with_capacity(drafts.len());
+        for draft in drafts {
+            let entry = AuditEntry::chain(out.last().or(d.audit.last()), draft.clone());
+            out.push(entry);
+        }
+        d.audit.extend(out.iter().cloned());
+        Ok(out)
+    }
+
+    async fn list_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        let d = self.data();
+        Ok(d.audit
+            .iter()
+            .filter(|e| f.run.as_ref().is_none_or(|r| e.draft.run.as_deref() == Some(r.as_str())))
+            .filter(|e| f.region.as_ref().is_none_or(|r| e.draft.region.as_deref() == Some(r.as_str())))
+            .filter(|e| f.actor.as_ref().is_none_or(|a| e.draft.actor == *a))
+            .filter(|e| f.since_ms.is_none_or(|t| e.draft.at_ms >= t))
+            .filter(|e| f.after_seq.is_none_or(|s| e.seq > s))
+            .take(f.limit.map_or(usize::MAX, |n| n as usize))
+            .cloned()
+            .collect())
     }
 }
 

@@ -42,6 +42,7 @@ use crate::plan::RunPlan;
 use crate::privacy::{LedgerEntry, PrivacyScope};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+pub use fedra_types::audit::{AuditDraft, AuditEntry};
 use fedra_types::identity::Identity;
 use fedra_types::metrics::TrainingMetrics;
 use std::fmt;
@@ -202,6 +203,21 @@ mod refusal {
 
 /// Why a participation ends dropped when the coordinator restarts mid-round.
 const RESTARTED: &str = "coordinator restarted";
+
+/// Which audit entries to list; all `None` = every entry. Entries come oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub run: Option<RunId>,
+    pub region: Option<RegionId>,
+    /// The acting identity, exactly as recorded (`fedra://scientist/alice`).
+    pub actor: Option<String>,
+    /// Entries at or after this time (Unix milliseconds).
+    pub since_ms: Option<i64>,
+    /// Entries with a sequence number above this one (paging).
+    pub after_seq: Option<i64>,
+    /// At most this many entries.
+    pub limit: Option<u32>,
+}
 
 /// Which ledger entries to list; all `None` = every entry.
 #[derive(Debug, Clone, Default)]
@@ -583,4 +599,11 @@ pub trait Store: Send + Sync + 'static {
     async fn get_checkpoint(&self, id: &CheckpointId) -> Result<Option<CheckpointRecord>, StoreError>;
     /// Matching checkpoints, ordered by run creation, then round.
     async fn list_checkpoints(&self, filter: &CheckpointFilter) -> Result<Vec<CheckpointRecord>, StoreError>;
+
+    /// Appends entries to the audit log, in order, each chained to the one before
+    /// (`fedra_types::audit::AuditEntry::chain`), atomically: all or none. Concurrent appends
+    /// are serialised, so the chain never forks. Returns the stored entries.
+    async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Matching audit entries, oldest first (by sequence number).
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError>;
 }

@@ -251,3 +251,28 @@ async fn a_sidecar_whose_config_disagrees_with_its_certificate_gives_up_with_the
     cluster.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_identity_cannot_open_more_connections_than_its_limit() -> anyhow::Result<()> {
+    let cluster = Cluster::builder().max_connections_per_identity(2).start().await?;
+    let scientist = cluster.pki().tls(&"fedra://scientist/alice".parse()?)?;
+    // Two connections, each proven open by an answered call, held for the whole test.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let channel = cluster.connect_as(&scientist).await?;
+        call(&channel, Rpc::ListRuns).await?;
+        held.push(channel);
+    }
+    // The third completes its handshake and is closed by the coordinator: no RPC gets through.
+    let third = scientist.endpoint(&cluster.endpoint())?.connect_timeout(Duration::from_secs(5)).connect_lazy();
+    let e = call(&third, Rpc::ListRuns).await.expect_err("a third connection of the same identity is refused");
+    assert!(matches!(e.code(), Code::Unavailable | Code::Unknown | Code::Cancelled), "{:?}: {}", e.code(), e.message());
+    // Another identity is counted apart, and the held connections keep working.
+    let bob = cluster.connect_as(&cluster.pki().tls(&"fedra://scientist/bob".parse()?)?).await?;
+    call(&bob, Rpc::ListRuns).await?;
+    for channel in &held {
+        call(channel, Rpc::ListRuns).await?;
+    }
+    cluster.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! The audit log's rows: appended in one `BEGIN IMMEDIATE` transaction (the write lock is
+//! taken before the head is read, so two appenders, even in two processes, never chain onto
+//! the same head), listed oldest first.
+
+use super::*;
+use fedra_types::audit::AuditAction;
+
+fn entry_of(r: &SqliteRow) -> Result<AuditEntry, StoreError> {
+    let action: String = r.try_get("action")?;
+    Ok(AuditEntry {
+        seq: r.try_get("seq")?,
+        draft: AuditDraft {
+            at_ms: r.try_get("at_ms")?,
+            actor: r.try_get("actor")?,
+            action: action.parse::<AuditAction>().map_err(corrupt("audit action"))?,
+            run: r.try_get("run_id")?,
+            region: r.try_get("region")?,
+            detail: r.try_get("detail")?,
+        },
+        prev_hash: r.try_get("prev_hash")?,
+        hash: r.try_get("hash")?,
+    })
+}
+
+impl SqliteStore {
+    pub(super) async fn append_audit_entries(&self, drafts: &[AuditDraft]) -> Result<Vec<AuditEntry>, StoreError> {
+        if drafts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let head = sqlx::query("SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
+        let mut prev = head.as_ref().map(entry_of).transpose()?;
+        let mut out = Vec::with_capacity(drafts.len());
+        for draft in drafts {
+            let entry = AuditEntry::chain(prev.as_ref(), draft.clone());
+            sqlx::query(
+                "INSERT INTO audit_log (seq, at_ms, actor, action, run_id, region, detail, prev_hash, hash)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(entry.seq)
+            .bind(entry.draft.at_ms)
+            .bind(&entry.draft.actor)
+            .bind(entry.draft.action.as_str())
+            .bind(entry.draft.run.as_deref())
+            .bind(entry.draft.region.as_deref())
+            .bind(&entry.draft.detail)
+            .bind(&entry.prev_hash)
+            .bind(&entry.hash)
+            .execute(&mut *tx)
+            .await?;
+            prev = Some(entry.clone());
+            out.push(entry);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub(super) async fn list_audit_entries(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_log
+             WHERE (? IS NULL OR run_id = ?)
+               AND (? IS NULL OR region = ?)
+               AND (? IS NULL OR actor = ?)
+               AND (? IS NULL OR at_ms >= ?)
+               AND (? IS NULL OR seq > ?)
+             ORDER BY seq
+             LIMIT ?",
+        )
+        .bind(f.run.as_ref().map(RunId::as_str))
+        .bind(f.run.as_ref().map(RunId::as_str))
+        .bind(f.region.as_ref().map(RegionId::as_str))
+        .bind(f.region.as_ref().map(RegionId::as_str))
+        .bind(f.actor.as_deref())
+        .bind(f.actor.as_deref())
+        .bind(f.since_ms)
+        .bind(f.since_ms)
+        .bind(f.after_seq)
+        .bind(f.after_seq)
+        .bind(f.limit.map_or(-1, i64::from))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(entry_of).collect()
+    }
+}

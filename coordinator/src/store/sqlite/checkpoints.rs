@@ -1,0 +1,37 @@
+//! Reading checkpoint rows with their locations.
+
+use super::*;
+
+impl SqliteStore {
+    pub(super) async fn checkpoint_locations(&self, id: &str) -> Result<Vec<(RegionId, PathBuf)>, StoreError> {
+        let rows = sqlx::query("SELECT region, path FROM checkpoint_locations WHERE checkpoint_id = ? ORDER BY region")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let region: String = r.try_get("region")?;
+                let path: String = r.try_get("path")?;
+                Ok((RegionId::new(region).map_err(corrupt("region"))?, PathBuf::from(path)))
+            })
+            .collect()
+    }
+
+    pub(super) async fn checkpoint_of(&self, row: &SqliteRow) -> Result<CheckpointRecord, StoreError> {
+        let id: String = row.try_get("id")?;
+        let run: String = row.try_get("run_id")?;
+        let parent: Option<String> = row.try_get("parent_id")?;
+        let locations = self.checkpoint_locations(&id).await?;
+        Ok(CheckpointRecord {
+            id: CheckpointId::new(id).map_err(corrupt("checkpoint id"))?,
+            run: RunId::new(run).map_err(corrupt("run id"))?,
+            round: u32_of(row, "round")?,
+            model_name: row.try_get("model_name")?,
+            sha256: row.try_get("sha256")?,
+            parent: parent.map(CheckpointId::new).transpose().map_err(corrupt("checkpoint id"))?,
+            manifest_json: row.try_get("manifest_json")?,
+            created_at: parse_ts(row.try_get("created_at")?)?,
+            locations,
+        })
+    }
+}
