@@ -68,6 +68,10 @@ enum Command {
     /// files only; it never contacts the coordinator.
     #[command(subcommand)]
     Pki(crate::pki::PkiCommand),
+    /// Policy sets: check, explain and compare the TOML files compliance reviews. Works on
+    /// local files only; it never contacts the coordinator.
+    #[command(subcommand)]
+    Policy(crate::policy::PolicyCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -149,6 +153,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let target = Target { endpoint: cli.coordinator, tls_dir: cli.tls_dir, insecure: cli.insecure };
     match cli.command {
         Command::Pki(cmd) => crate::pki::run(cmd).map(|()| ExitCode::SUCCESS).map_err(|e| Failure(e.to_string(), 1)),
+        Command::Policy(cmd) => {
+            let out = crate::policy::run(cmd);
+            print!("{}", out.stdout);
+            eprint!("{}", out.stderr);
+            Ok(ExitCode::from(out.code))
+        }
         Command::Run(RunCommand::Submit { plan, watch }) => {
             let plan = PlanFile::load(&plan).map_err(|e| Failure(e.to_string(), 64))?;
             let mut client = target.connect().await?;

@@ -5,11 +5,13 @@
 //! Layers: [`plan_file`] parses the run plan a data scientist writes (into the shared
 //! `fedra_types::plan` vocabulary); [`control`] is the gRPC control API; [`status`] holds
 //! what the coordinator reports, as this side sees it; [`convert`] is the only module that
-//! converts protobuf messages; [`commands`] is the CLI over [`control`].
+//! converts protobuf messages; [`commands`] is the CLI over [`control`]; [`policy`] is
+//! `fedra policy`, which works on local policy files only.
 
 pub mod commands;
 pub mod control;
 pub mod convert;
 pub mod pki;
 pub mod plan_file;
+pub mod policy;
 pub mod status;
