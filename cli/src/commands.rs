@@ -72,6 +72,9 @@ enum Command {
     /// local files only; it never contacts the coordinator.
     #[command(subcommand)]
     Policy(crate::policy::PolicyCommand),
+    /// The audit log: list (or export as JSON lines) and verify its hash chain.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -102,6 +105,31 @@ enum RunCommand {
     Show { run_id: String },
     /// Cancel a queued or running run.
     Cancel { run_id: String },
+    /// Approve a run the policy parked in pending_approval (approvers; not its submitter).
+    Approve { run_id: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// List audit entries, oldest first.
+    List {
+        #[arg(long)]
+        run: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+        /// The acting identity, e.g. fedra://scientist/alice.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Entries at or after this time (RFC 3339, e.g. 2026-11-30T12:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// One JSON object per line (for a SIEM) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-compute the whole log's hash chain; exit 1 naming the first altered, inserted or
+    /// deleted entry. Prints the head (last sequence number and hash) to keep elsewhere.
+    Verify,
 }
 
 #[derive(Subcommand, Debug)]
@@ -153,6 +181,43 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let target = Target { endpoint: cli.coordinator, tls_dir: cli.tls_dir, insecure: cli.insecure };
     match cli.command {
         Command::Pki(cmd) => crate::pki::run(cmd).map(|()| ExitCode::SUCCESS).map_err(|e| Failure(e.to_string(), 1)),
+        Command::Policy(crate::policy::PolicyCommand::Apply) => {
+            let hash = target.connect().await?.apply_policy().await?;
+            println!("policy set {hash} in force");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(RunCommand::Approve { run_id }) => {
+            let (approvals, needed, state) = target.connect().await?.approve(&run_id).await?;
+            println!("{run_id} {} ({approvals} of {needed} approvals)", state.as_str());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(AuditCommand::List { run, region, actor, since, json }) => {
+            let since_ms = match since {
+                Some(t) => chrono::DateTime::parse_from_rfc3339(&t)
+                    .map_err(|e| Failure(format!("--since {t:?}: {e} (expected RFC 3339)"), 64))?
+                    .timestamp_millis(),
+                None => 0,
+            };
+            let filter = fedra_proto::pb::ListAuditRequest {
+                run_id: run.unwrap_or_default(),
+                region: region.unwrap_or_default(),
+                actor: actor.unwrap_or_default(),
+                since_ms,
+            };
+            let entries = target.connect().await?.audit(filter).await?;
+            print!("{}", crate::status::audit_listing(&entries, json));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(AuditCommand::Verify) => {
+            let entries = target.connect().await?.audit(fedra_proto::pb::ListAuditRequest::default()).await?;
+            match fedra_types::audit::verify(&entries) {
+                Ok((seq, hash)) => {
+                    println!("audit log intact: {} entries, head {seq} {hash}", entries.len());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => Err(Failure(format!("audit log broken at {e}"), 1)),
+            }
+        }
         Command::Policy(cmd) => {
             let out = crate::policy::run(cmd);
             print!("{}", out.stdout);

@@ -8,6 +8,7 @@ use crate::status::{CheckpointSummary, RunStatus, ScopeSummary, WatchEvent};
 use fedra_proto::chunking::sha256_bytes_hex;
 use fedra_proto::pb;
 use fedra_proto::pb::checkpoint_service_client::CheckpointServiceClient;
+use fedra_proto::pb::governance_service_client::GovernanceServiceClient;
 use fedra_proto::pb::privacy_service_client::PrivacyServiceClient;
 use fedra_proto::pb::run_service_client::RunServiceClient;
 use fedra_types::run::RunState;
@@ -42,6 +43,7 @@ pub struct ControlClient {
     runs: RunServiceClient<Channel>,
     checkpoints: CheckpointServiceClient<Channel>,
     privacy: PrivacyServiceClient<Channel>,
+    governance: GovernanceServiceClient<Channel>,
 }
 
 /// A pulled checkpoint on local disk.
@@ -69,6 +71,7 @@ impl ControlClient {
         Ok(Self {
             runs: RunServiceClient::new(channel.clone()),
             privacy: PrivacyServiceClient::new(channel.clone()),
+            governance: GovernanceServiceClient::new(channel.clone()),
             checkpoints: CheckpointServiceClient::new(channel),
         })
     }
@@ -139,6 +142,39 @@ impl ControlClient {
             Ok(e) => convert::event_from_pb(e).map_err(ControlError::from).transpose(),
             Err(s) => Some(Err(ControlError::from(s))),
         }))
+    }
+
+    /// Approves a run waiting for approval; returns (approvals, needed, state after).
+    ///
+    /// # Errors
+    /// Not allowed to approve, not pending, approved already, transport failure.
+    pub async fn approve(&mut self, run: &str) -> Result<(u32, u32, RunState), ControlError> {
+        let r = self.governance.approve_run(pb::ApproveRunRequest { run_id: run.to_string() }).await?.into_inner();
+        Ok((r.approvals, r.needed, convert::run_state_from_pb("approve.state", r.state)?))
+    }
+
+    /// Asks the coordinator to re-read its policy directory; returns the set's sha256.
+    ///
+    /// # Errors
+    /// An invalid set (every problem in the message), not an admin, transport failure.
+    pub async fn apply_policy(&mut self) -> Result<String, ControlError> {
+        Ok(self.governance.apply_policy(pb::ApplyPolicyRequest {}).await?.into_inner().policy_sha256)
+    }
+
+    /// The audit log, oldest first, filtered (empty strings and 0: any).
+    ///
+    /// # Errors
+    /// Not allowed to read it, a bad filter, transport failure.
+    pub async fn audit(
+        &mut self,
+        filter: pb::ListAuditRequest,
+    ) -> Result<Vec<fedra_types::audit::AuditEntry>, ControlError> {
+        let mut stream = self.governance.list_audit(filter).await?.into_inner();
+        let mut out = Vec::new();
+        while let Some(e) = stream.message().await? {
+            out.push(convert::audit_entry_from_pb(e)?);
+        }
+        Ok(out)
     }
 
     /// # Errors

@@ -20,6 +20,8 @@ use fedra_types::run::RunState;
 pub enum WireError {
     #[error("{field}: unknown value {value}")]
     UnknownEnum { field: &'static str, value: i32 },
+    #[error("{field}: {source}")]
+    UnknownAction { field: &'static str, source: fedra_types::audit::UnknownAction },
 }
 
 fn non_empty(s: String) -> Option<String> {
@@ -79,6 +81,8 @@ pub fn run_state_from_pb(field: &'static str, s: i32) -> Result<RunState, WireEr
         Ok(pb::RunState::Succeeded) => Ok(RunState::Succeeded),
         Ok(pb::RunState::Failed) => Ok(RunState::Failed),
         Ok(pb::RunState::Cancelled) => Ok(RunState::Cancelled),
+        Ok(pb::RunState::PendingApproval) => Ok(RunState::PendingApproval),
+        Ok(pb::RunState::BlockedByPolicy) => Ok(RunState::BlockedByPolicy),
         Ok(pb::RunState::Unspecified) | Err(_) => Err(WireError::UnknownEnum { field, value: s }),
     }
 }
@@ -189,6 +193,27 @@ pub fn checkpoint_from_pb(c: pb::CheckpointInfo) -> CheckpointSummary {
         published: c.published,
         manifest_json: c.manifest_json,
     }
+}
+
+/// An audit entry as the coordinator sent it; the chain is checked by the caller.
+///
+/// # Errors
+/// An unknown action name.
+pub fn audit_entry_from_pb(e: pb::AuditEntry) -> Result<fedra_types::audit::AuditEntry, WireError> {
+    let action = e.action.parse().map_err(|source| WireError::UnknownAction { field: "audit.action", source })?;
+    Ok(fedra_types::audit::AuditEntry {
+        seq: e.seq,
+        draft: fedra_types::audit::AuditDraft {
+            at_ms: e.at_ms,
+            actor: e.actor,
+            action,
+            run: e.run_id,
+            region: e.region,
+            detail: e.detail,
+        },
+        prev_hash: e.prev_hash,
+        hash: e.hash,
+    })
 }
 
 #[cfg(test)]

@@ -29,6 +29,9 @@ pub enum PolicyCommand {
     /// What changes in meaning from the set in OLD to the set in NEW (not a text diff:
     /// reordered rules and edited comments change nothing).
     Diff { old: PathBuf, new: PathBuf },
+    /// Ask the coordinator (admins) to re-read its policy directory and put the set in force;
+    /// an invalid set is refused with every problem and the old one stays.
+    Apply,
 }
 
 /// What a command prints, and its exit code; computed apart from printing so tests can
@@ -86,6 +89,8 @@ pub fn run(cmd: PolicyCommand) -> Outcome {
             }
             Ok(Outcome::ok(text))
         }),
+        // It needs the coordinator, so `commands` runs it; nothing to do offline.
+        PolicyCommand::Apply => Err(Outcome::invalid("fedra policy apply talks to the coordinator\n".into())),
     };
     result.unwrap_or_else(|outcome| outcome)
 }

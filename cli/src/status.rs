@@ -139,3 +139,53 @@ pub struct ScopeSummary {
     pub sampling_rate: f64,
     pub last_run: String,
 }
+
+/// `fedra audit list`: one line per entry (sequence, UTC time, actor, action, run, region,
+/// detail), or with `json` one JSON object per line with every field, the chain hashes
+/// included, for a SIEM.
+pub fn audit_listing(entries: &[fedra_types::audit::AuditEntry], json: bool) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for e in entries {
+        if json {
+            let line = serde_json::to_string(e).expect("audit entries serialize");
+            let _ = writeln!(out, "{line}");
+            continue;
+        }
+        let at = chrono::DateTime::from_timestamp_millis(e.draft.at_ms)
+            .map_or_else(|| e.draft.at_ms.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        let _ = writeln!(
+            out,
+            "{:>6}  {at}  {}  {}  {}  {}  {}",
+            e.seq,
+            e.draft.actor,
+            e.draft.action,
+            e.draft.run.as_deref().unwrap_or("-"),
+            e.draft.region.as_deref().unwrap_or("-"),
+            e.draft.detail
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod audit_tests {
+    use fedra_types::audit::{AuditAction, AuditDraft, AuditEntry};
+
+    #[test]
+    fn audit_lines_and_json_lines() {
+        let e = AuditEntry::chain(
+            None,
+            AuditDraft::new(1_764_504_000_000, "fedra://scientist/alice", AuditAction::RunSubmitted, "model m")
+                .run("run-1"),
+        );
+        let text = super::audit_listing(std::slice::from_ref(&e), false);
+        assert_eq!(
+            text,
+            "     1  2025-11-30T12:00:00.000Z  fedra://scientist/alice  run_submitted  run-1  -  model m\n"
+        );
+        let json = super::audit_listing(std::slice::from_ref(&e), true);
+        let back: AuditEntry = serde_json::from_str(json.trim()).unwrap();
+        assert_eq!(back, e);
+    }
+}

@@ -3,15 +3,20 @@
 //! all of them run the same code.
 
 use crate::aggregation::StagingPool;
+use crate::audit;
 use crate::checkpoint::CheckpointDir;
 use crate::config::{Config, Transport};
-use crate::grpc::{CheckpointApi, FleetApi, Gate, PrivacyApi, RunApi, limits};
+use crate::governance::{Governance, PolicyReloader};
+use crate::grpc::{CheckpointApi, FleetApi, Gate, GovernanceApi, PrivacyApi, RunApi, limits};
+use crate::round::EngineSettings;
 use crate::round::{Engine, EngineHandle, RoundError};
 use crate::store::{SqliteStore, Store, StoreError};
 use fedra_proto::pb::checkpoint_service_server::CheckpointServiceServer;
 use fedra_proto::pb::fleet_service_server::FleetServiceServer;
+use fedra_proto::pb::governance_service_server::GovernanceServiceServer;
 use fedra_proto::pb::privacy_service_server::PrivacyServiceServer;
 use fedra_proto::pb::run_service_server::RunServiceServer;
+use fedra_types::audit::AuditAction;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -31,6 +36,8 @@ pub enum LaunchError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("TLS: {0}")]
     Tls(#[from] fedra_pki::PkiError),
+    #[error(transparent)]
+    Policy(#[from] crate::governance::GovernanceError),
 }
 
 /// A running coordinator.
@@ -42,6 +49,7 @@ pub struct Coordinator {
     stop: Option<oneshot::Sender<()>>,
     store: SqliteStore,
     tls: bool,
+    reloader: PolicyReloader,
 }
 
 /// Per-stream HTTP/2 receive window of the coordinator's server.
@@ -82,16 +90,35 @@ impl Coordinator {
             Some((server, _)) => Gate::mutual(server.revocations()),
             None => Gate::insecure(),
         };
+        // The policy set is checked before the store opens, so an invalid set fails fast.
+        let governance = match &config.policy {
+            Some(policy) => Governance::load(policy.clone())?,
+            None => Governance::disabled(),
+        };
         let sqlite = SqliteStore::open(&config.data_dir.join("fedra.db")).await?;
         let store: Arc<dyn Store> = Arc::new(sqlite.clone());
+        if let Some(snapshot) = governance.snapshot() {
+            info!(policy_sha256 = snapshot.sha256(), location = %snapshot.location, "policy set in force");
+            audit::record(
+                store.as_ref(),
+                audit::draft(
+                    "coordinator (start)",
+                    AuditAction::PolicyApplied,
+                    format!("policy set {} in force at location {}", snapshot.sha256(), snapshot.location),
+                ),
+            )
+            .await?;
+        }
+        let settings = EngineSettings { governance: governance.clone(), ..config.engine.clone() };
         let (engine, engine_task) =
-            Engine::start(Arc::clone(&store), CheckpointDir::new(&config.artifact_dir), config.engine.clone()).await?;
+            Engine::start(Arc::clone(&store), CheckpointDir::new(&config.artifact_dir), settings.clone()).await?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| LaunchError::Bind { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| LaunchError::Bind { addr: config.listen, source })?;
         let staging = StagingPool::new(config.max_concurrent_uploads, config.staging_budget_bytes);
         let (stop, stopped) = oneshot::channel::<()>();
+        let reloader = PolicyReloader::new(governance.clone(), Arc::clone(&store));
         // HTTP/2 flow-control windows bound what each connection can buffer before the
         // handlers read it: with hyper's 1 MiB defaults, 1000 uploading clients could park
         // 1 GiB in the coordinator. 64 KiB per stream (h2's own default) still fills loopback links.
@@ -126,6 +153,16 @@ impl Coordinator {
                 PrivacyServiceServer::new(PrivacyApi::new(
                     Arc::clone(&store),
                     config.engine.privacy.budgets.clone(),
+                    governance.clone(),
+                    gate.clone(),
+                ))
+                .max_decoding_message_size(limits::READ_MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                GovernanceServiceServer::new(GovernanceApi::new(
+                    engine.clone(),
+                    Arc::clone(&store),
+                    reloader.clone(),
                     gate.clone(),
                 ))
                 .max_decoding_message_size(limits::READ_MAX_MESSAGE_BYTES),
@@ -149,7 +186,12 @@ impl Coordinator {
         };
         info!(%addr, data_dir = %config.data_dir.display(), artifacts = %config.artifact_dir.display(), "coordinator listening");
         let tls = config.transport != Transport::Insecure;
-        Ok(Self { addr, engine, engine_task, server_task, stop: Some(stop), store: sqlite, tls })
+        Ok(Self { addr, engine, engine_task, server_task, stop: Some(stop), store: sqlite, tls, reloader })
+    }
+
+    /// Reloads the policy set on demand (SIGHUP, tests).
+    pub fn governance(&self) -> PolicyReloader {
+        self.reloader.clone()
     }
 
     /// The address the gRPC server listens on.

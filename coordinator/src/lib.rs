@@ -6,8 +6,10 @@
 //! [`grpc`] (the only module that sees protobuf types); [`config`] and [`launch`] wire them.
 
 pub mod aggregation;
+pub mod audit;
 pub mod checkpoint;
 pub mod config;
+pub mod governance;
 pub mod grpc;
 pub mod ids;
 pub mod launch;

@@ -29,6 +29,13 @@ struct Args {
     /// The CA's revocation list, re-read when it changes; overrides [tls].crl.
     #[arg(long)]
     tls_crl: Option<PathBuf>,
+    /// The policy set in force (a directory of policies/*.toml); overrides policy_dir.
+    /// Re-read on SIGHUP (an invalid set is refused and the old one kept).
+    #[arg(long)]
+    policy_dir: Option<PathBuf>,
+    /// The region this coordinator runs in (one of the policy set's); overrides location.
+    #[arg(long)]
+    location: Option<String>,
     /// Serve plain text without identities. Only on a loopback address; for local debugging.
     #[arg(long)]
     insecure: bool,
@@ -50,6 +57,8 @@ fn load(args: Args) -> Result<Config, fedra_coordinator::config::ConfigError> {
             max_connections_per_identity: None,
         }),
         insecure: args.insecure,
+        policy_dir: args.policy_dir,
+        location: args.location,
         ..RawConfig::default()
     };
     Config::validate(file.merge_env()?.merge(flags))
@@ -77,9 +86,23 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    #[cfg(unix)]
+    let reloads = tokio::spawn(reload_on_sighup(coordinator.governance()));
     shutdown_signal().await;
+    #[cfg(unix)]
+    reloads.abort();
     coordinator.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// SIGHUP re-reads the policy directory (`Coordinator::reload_policy`'s rules apply).
+#[cfg(unix)]
+async fn reload_on_sighup(governance: fedra_coordinator::governance::PolicyReloader) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        // The reloader logs and audits both outcomes; nothing more to do with either here.
+        let _ = governance.reload("coordinator (SIGHUP)").await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -38,6 +38,7 @@ pub struct ClusterBuilder {
     max_concurrent_uploads: Option<usize>,
     max_concurrent_downloads: Option<usize>,
     max_connections_per_identity: Option<usize>,
+    policy: Option<fedra_coordinator::governance::PolicyConfig>,
     privacy_budgets: Vec<RawBudgetRule>,
     device: DeviceChoice,
 }
@@ -53,6 +54,7 @@ impl Default for ClusterBuilder {
             max_concurrent_uploads: None,
             max_concurrent_downloads: None,
             max_connections_per_identity: None,
+            policy: None,
             privacy_budgets: Vec::new(),
             device: DeviceChoice::Cpu,
         }
@@ -97,6 +99,17 @@ impl ClusterBuilder {
         self.max_concurrent_downloads = Some(n);
         self
     }
+    /// Run under the policy set in `dir` (`policy_dir`), the coordinator located in
+    /// `location`. Privacy budgets then come from the set only.
+    ///
+    /// # Panics
+    /// `location` is not a valid region name.
+    pub fn policy(mut self, dir: impl Into<PathBuf>, location: &str) -> Self {
+        let location = fedra_types::ids::RegionId::new(location).expect("valid region name");
+        self.policy = Some(fedra_coordinator::governance::PolicyConfig { dir: dir.into(), location });
+        self
+    }
+
     /// Open connections one certified identity may hold (`tls.max_connections_per_identity`).
     pub fn max_connections_per_identity(mut self, n: usize) -> Self {
         self.max_connections_per_identity = Some(n);
@@ -143,6 +156,7 @@ impl ClusterBuilder {
             *max_connections_per_identity = n;
         }
         config.engine.privacy.budgets = Budgets::new(self.privacy_budgets).context("privacy budgets")?;
+        config.policy = self.policy;
         let coordinator = Coordinator::start(&config).await.context("starting coordinator")?;
         // Restarts must come back on the same port so that clients reconnect to it.
         config.listen = coordinator.addr();

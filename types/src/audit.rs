@@ -143,6 +143,26 @@ pub struct AuditDraft {
     pub detail: String,
 }
 
+impl AuditDraft {
+    /// An entry about nothing in particular (no run, no region); see [`Self::run`] and
+    /// [`Self::region`].
+    pub fn new(at_ms: i64, actor: impl Into<String>, action: AuditAction, detail: impl Into<String>) -> Self {
+        Self { at_ms, actor: actor.into(), action, run: None, region: None, detail: detail.into() }
+    }
+
+    /// About this run.
+    pub fn run(mut self, run: impl fmt::Display) -> Self {
+        self.run = Some(run.to_string());
+        self
+    }
+
+    /// About this region.
+    pub fn region(mut self, region: impl fmt::Display) -> Self {
+        self.region = Some(region.to_string());
+        self
+    }
+}
+
 /// A stored entry: a draft with its place in the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {

@@ -9,8 +9,13 @@ use serde::{Deserialize, Serialize};
 #[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(type_name = "text", rename_all = "snake_case"))]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
+    /// Admitted by the policy only once enough approvers approve (not scheduled until then).
+    PendingApproval,
     Queued,
     Running,
+    /// Stopped at a round boundary because the policy in force no longer allows it; resumes
+    /// when a policy in force allows it again.
+    BlockedByPolicy,
     Succeeded,
     Failed,
     Cancelled,
@@ -23,8 +28,10 @@ impl RunState {
     /// The lowercase name users see (`fedra run list`, logs).
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::PendingApproval => "pending_approval",
             Self::Queued => "queued",
             Self::Running => "running",
+            Self::BlockedByPolicy => "blocked_by_policy",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
@@ -49,12 +56,23 @@ mod tests {
 
     #[test]
     fn names_and_terminal_states() {
-        let all = [RunState::Queued, RunState::Running, RunState::Succeeded, RunState::Failed, RunState::Cancelled];
+        let all = [
+            RunState::PendingApproval,
+            RunState::Queued,
+            RunState::Running,
+            RunState::BlockedByPolicy,
+            RunState::Succeeded,
+            RunState::Failed,
+            RunState::Cancelled,
+        ];
         let names: Vec<_> = all.iter().map(|s| s.as_str()).collect();
-        assert_eq!(names, ["queued", "running", "succeeded", "failed", "cancelled"]);
+        assert_eq!(
+            names,
+            ["pending_approval", "queued", "running", "blocked_by_policy", "succeeded", "failed", "cancelled"]
+        );
         for s in all {
             assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
         }
-        assert_eq!(all.map(RunState::is_terminal), [false, false, true, true, true]);
+        assert_eq!(all.map(RunState::is_terminal), [false, false, false, false, true, true, true]);
     }
 }

@@ -50,6 +50,12 @@ pub struct RawConfig {
     pub privacy: Option<RawPrivacy>,
     /// `[tls]`: the coordinator's identity directory and the CA's revocation list.
     pub tls: Option<RawTls>,
+    /// The policy set in force (`policies/`): residency, privacy budgets, approvals, roles.
+    /// With it, privacy budgets come from the policy set only. Needs `location`.
+    pub policy_dir: Option<PathBuf>,
+    /// The region this coordinator runs in (where it aggregates raw updates); one of the
+    /// policy set's regions.
+    pub location: Option<String>,
     /// Plain-text gRPC without identities. Only from the `--insecure` flag, never from a
     /// file or the environment, and refused unless `listen` is a loopback address.
     #[serde(skip)]
@@ -142,6 +148,8 @@ impl RawConfig {
         self.max_concurrent_downloads = var("FEDRA_MAX_CONCURRENT_DOWNLOADS")?.or(self.max_concurrent_downloads);
         self.heartbeat_interval_seconds = var("FEDRA_HEARTBEAT_INTERVAL_SECONDS")?.or(self.heartbeat_interval_seconds);
         self.client_timeout_seconds = var("FEDRA_CLIENT_TIMEOUT_SECONDS")?.or(self.client_timeout_seconds);
+        self.policy_dir = var("FEDRA_POLICY_DIR")?.or(self.policy_dir);
+        self.location = var("FEDRA_LOCATION")?.or(self.location);
         let tls_dir: Option<PathBuf> = var("FEDRA_TLS_DIR")?;
         let tls_crl: Option<PathBuf> = var("FEDRA_TLS_CRL")?;
         let per_identity: Option<u64> = var("FEDRA_TLS_MAX_CONNECTIONS_PER_IDENTITY")?;
@@ -171,6 +179,8 @@ impl RawConfig {
         self.max_concurrent_tasks = other.max_concurrent_tasks.or(self.max_concurrent_tasks);
         self.max_model_parameters = other.max_model_parameters.or(self.max_model_parameters);
         self.privacy = other.privacy.or(self.privacy);
+        self.policy_dir = other.policy_dir.or(self.policy_dir);
+        self.location = other.location.or(self.location);
         self.tls = match (self.tls, other.tls) {
             (Some(mine), Some(theirs)) => Some(RawTls {
                 dir: theirs.dir.or(mine.dir),
@@ -195,6 +205,8 @@ pub struct Config {
     pub staging_budget_bytes: usize,
     pub max_concurrent_downloads: usize,
     pub transport: Transport,
+    /// `policy_dir` and `location`; `None`: no policy (plan regions and config budgets only).
+    pub policy: Option<crate::governance::PolicyConfig>,
     pub engine: EngineSettings,
 }
 
@@ -297,6 +309,7 @@ impl Config {
                 message: format!("must be in (0, 0.1], got {lattice_slack}"),
             });
         }
+        let policy = policy(raw.policy_dir, raw.location, !raw_privacy.budgets.is_empty())?;
         let budgets = crate::privacy::Budgets::new(raw_privacy.budgets).map_err(|e| ConfigError::Invalid {
             key: format!("privacy.budgets[{}].{}", e.index, e.field),
             message: e.message,
@@ -309,6 +322,7 @@ impl Config {
             staging_budget_bytes: staging as usize,
             max_concurrent_downloads: downloads as usize,
             transport,
+            policy,
             engine: EngineSettings {
                 heartbeat_interval: heartbeat,
                 client_timeout: timeout,
@@ -338,6 +352,32 @@ impl Config {
             ..RawConfig::default()
         };
         Self::validate(raw).expect("local defaults are valid")
+    }
+}
+
+fn policy(
+    dir: Option<PathBuf>,
+    location: Option<String>,
+    config_budgets: bool,
+) -> Result<Option<crate::governance::PolicyConfig>, ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid { key: key.into(), message };
+    match (dir, location) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => {
+            Err(invalid("location", "is used only with policy_dir (the policy set it names a region of)".into()))
+        }
+        (Some(_), None) => Err(invalid(
+            "location",
+            "is required with policy_dir: the region this coordinator runs in, one of the policy set's regions".into(),
+        )),
+        (Some(_), Some(_)) if config_budgets => Err(invalid(
+            "privacy.budgets",
+            "must be empty when policy_dir is set: budgets come from the policy set's [[privacy]] rules".into(),
+        )),
+        (Some(dir), Some(location)) => {
+            let location = crate::ids::RegionId::new(location).map_err(|e| invalid("location", e.to_string()))?;
+            Ok(Some(crate::governance::PolicyConfig { dir, location }))
+        }
     }
 }
 

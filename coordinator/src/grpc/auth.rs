@@ -36,10 +36,13 @@ pub enum Rpc {
     PrivacyStatus,
     ListCheckpoints,
     FetchCheckpoint,
+    ApproveRun,
+    ApplyPolicy,
+    ListAudit,
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 14] = [
+    pub const ALL: [Rpc; 17] = [
         Rpc::SubmitRun,
         Rpc::GetRun,
         Rpc::ListRuns,
@@ -54,6 +57,9 @@ impl Rpc {
         Rpc::PrivacyStatus,
         Rpc::ListCheckpoints,
         Rpc::FetchCheckpoint,
+        Rpc::ApproveRun,
+        Rpc::ApplyPolicy,
+        Rpc::ListAudit,
     ];
 }
 
@@ -106,6 +112,19 @@ pub const fn access(role: Role, rpc: Rpc) -> Access {
         Rpc::ListCheckpoints | Rpc::FetchCheckpoint => match role {
             Scientist | Compliance | Approver | Admin => Full,
             Inference => Region,
+            _ => Denied,
+        },
+        // The policy set's [roles] narrows these further (approve, read_audit).
+        Rpc::ApproveRun => match role {
+            Approver | Admin => Full,
+            _ => Denied,
+        },
+        Rpc::ApplyPolicy => match role {
+            Admin => Full,
+            _ => Denied,
+        },
+        Rpc::ListAudit => match role {
+            Compliance | Admin => Full,
             _ => Denied,
         },
     }
@@ -245,7 +264,7 @@ mod tests {
     /// The whole matrix, as a reviewer reads it: one row per RPC, one column per role in
     /// [`Role::ALL`] order (client, coordinator, regional-aggregator, scientist, compliance,
     /// approver, inference, admin). `-` denied, `O` own, `R` region, `S` summary, `F` full.
-    const MATRIX: [(Rpc, &str); 14] = [
+    const MATRIX: [(Rpc, &str); 17] = [
         (Rpc::SubmitRun, "---F---F"),
         (Rpc::GetRun, "---OFF-F"),
         (Rpc::ListRuns, "---OFF-F"),
@@ -260,6 +279,9 @@ mod tests {
         (Rpc::PrivacyStatus, "---SFS-F"),
         (Rpc::ListCheckpoints, "---FFFRF"),
         (Rpc::FetchCheckpoint, "---FFFRF"),
+        (Rpc::ApproveRun, "-----F-F"),
+        (Rpc::ApplyPolicy, "-------F"),
+        (Rpc::ListAudit, "----F--F"),
     ];
 
     #[test]

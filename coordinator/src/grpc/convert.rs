@@ -217,6 +217,8 @@ pub fn run_state_to_pb(s: RunState) -> pb::RunState {
         RunState::Succeeded => pb::RunState::Succeeded,
         RunState::Failed => pb::RunState::Failed,
         RunState::Cancelled => pb::RunState::Cancelled,
+        RunState::PendingApproval => pb::RunState::PendingApproval,
+        RunState::BlockedByPolicy => pb::RunState::BlockedByPolicy,
     }
 }
 
@@ -258,6 +260,20 @@ pub fn run_view_to_pb(v: RunView) -> pb::RunInfo {
         created_at: rec.created_at.to_rfc3339(),
         rounds,
         evaluations,
+    }
+}
+
+pub fn audit_entry_to_pb(e: fedra_types::audit::AuditEntry) -> pb::AuditEntry {
+    pb::AuditEntry {
+        seq: e.seq,
+        at_ms: e.draft.at_ms,
+        actor: e.draft.actor,
+        action: e.draft.action.as_str().to_string(),
+        run_id: e.draft.run,
+        region: e.draft.region,
+        detail: e.draft.detail,
+        prev_hash: e.prev_hash,
+        hash: e.hash,
     }
 }
 

@@ -1,4 +1,4 @@
-//! The gRPC edge: four tonic services that convert requests ([`convert`]), forward them to
+//! The gRPC edge: five tonic services that convert requests ([`convert`]), forward them to
 //! the round engine or the store, and convert answers back. Errors of every layer become a
 //! `tonic::Status` in one place ([`status`]).
 
@@ -6,6 +6,7 @@ pub mod auth;
 mod checkpoint_service;
 pub mod convert;
 mod fleet_service;
+mod governance_service;
 #[cfg(test)]
 mod hostile_tests;
 pub mod limits;
@@ -16,6 +17,7 @@ mod status;
 pub use auth::{Caller, Gate};
 pub use checkpoint_service::CheckpointApi;
 pub use fleet_service::FleetApi;
+pub use governance_service::GovernanceApi;
 pub use privacy_service::PrivacyApi;
 pub use run_service::RunApi;
 pub use status::ApiError;

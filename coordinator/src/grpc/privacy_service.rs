@@ -3,6 +3,7 @@
 
 use super::auth::{Access, Gate, Rpc};
 use super::{ApiError, convert};
+use crate::governance::Governance;
 use crate::ids::RegionId;
 use crate::privacy::{Budgets, PrivacyScope, ScopeStatus};
 use crate::store::{LedgerFilter, Store};
@@ -15,12 +16,13 @@ use tonic::{Request, Response, Status};
 pub struct PrivacyApi {
     store: Arc<dyn Store>,
     budgets: Budgets,
+    governance: Governance,
     gate: Gate,
 }
 
 impl PrivacyApi {
-    pub fn new(store: Arc<dyn Store>, budgets: Budgets, gate: Gate) -> Self {
-        Self { store, budgets, gate }
+    pub fn new(store: Arc<dyn Store>, budgets: Budgets, governance: Governance, gate: Gate) -> Self {
+        Self { store, budgets, governance, gate }
     }
 
     async fn status(&self, model: &str, region: Option<RegionId>) -> Result<Vec<ScopeStatus>, ApiError> {
@@ -34,7 +36,7 @@ impl PrivacyApi {
             .filter(|(s, _)| model.is_empty() || s.model == model)
             .filter(|(s, _)| region.as_ref().is_none_or(|r| *r == s.region))
             .map(|(scope, entries)| {
-                let budget = self.budgets.for_scope(&scope);
+                let budget = self.governance.budget(&self.budgets, &scope);
                 ScopeStatus::new(scope, budget, &entries).map_err(|e| ApiError::Invalid(e.to_string()))
             })
             .collect()

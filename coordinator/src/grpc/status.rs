@@ -35,6 +35,9 @@ pub enum ApiError {
     /// The same transfer is already in progress.
     #[error("{0}")]
     Busy(String),
+    /// The request cannot be carried out in the current state (an invalid policy set).
+    #[error("{0}")]
+    Precondition(String),
 }
 
 impl ApiError {
@@ -45,7 +48,7 @@ impl ApiError {
             ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::Unauthenticated(_) => Code::Unauthenticated,
             ApiError::Denied(_) => Code::PermissionDenied,
-            ApiError::Busy(_) => Code::FailedPrecondition,
+            ApiError::Busy(_) | ApiError::Precondition(_) => Code::FailedPrecondition,
             ApiError::Store(e) => store_code(e),
             ApiError::Round(e) => match e {
                 RoundError::Store(e) => store_code(e),
@@ -64,7 +67,7 @@ impl ApiError {
                 | RoundError::AlreadyReported { .. }
                 | RoundError::Dropped { .. }
                 | RoundError::Refused { .. } => Code::FailedPrecondition,
-                RoundError::NotYourTask { .. } => Code::PermissionDenied,
+                RoundError::NotYourTask { .. } | RoundError::PolicyRefused(_) => Code::PermissionDenied,
                 RoundError::Privacy(p) => match p {
                     PrivacyError::OverBudget { .. }
                     | PrivacyError::RunOverBudget { .. }

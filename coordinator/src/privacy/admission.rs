@@ -28,6 +28,7 @@ pub enum AdmissionError {
 #[derive(Debug, Clone)]
 pub struct Reservations {
     budgets: Budgets,
+    governance: crate::governance::Governance,
     lattice_slack: f64,
     gate: Arc<tokio::sync::Mutex<()>>,
 }
@@ -51,8 +52,8 @@ pub struct AttemptRef<'a> {
 }
 
 impl Reservations {
-    pub fn new(budgets: Budgets, lattice_slack: f64) -> Self {
-        Self { budgets, lattice_slack, gate: Arc::new(tokio::sync::Mutex::new(())) }
+    pub fn new(budgets: Budgets, lattice_slack: f64, governance: crate::governance::Governance) -> Self {
+        Self { budgets, governance, lattice_slack, gate: Arc::new(tokio::sync::Mutex::new(())) }
     }
 
     pub fn lattice_slack(&self) -> f64 {
@@ -65,7 +66,8 @@ impl Reservations {
         store: &dyn Store,
         scope: &PrivacyScope,
     ) -> Result<(Budget, Vec<LedgerEntry>), AdmissionError> {
-        let budget = self.budgets.for_scope(scope).ok_or_else(|| PrivacyError::NoBudget(scope.to_string()))?;
+        let budget =
+            self.governance.budget(&self.budgets, scope).ok_or_else(|| PrivacyError::NoBudget(scope.to_string()))?;
         let entries = store.list_ledger(&LedgerFilter { scope: Some(scope.clone()), run: None }).await?;
         Ok((budget, entries))
     }

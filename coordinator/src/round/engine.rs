@@ -12,13 +12,16 @@ use super::run::{DemandSpec, FleetMsg, Reply, RunEnv, RunMsg, RunRequest, WatchR
 use super::scheduler::{self, Decision, Demand};
 use super::task::{EvaluationReport, GlobalModel, TaskAssignment, UploadTicket, VerifiedUpdate};
 use super::{PhaseName, RoundError, RunEvent, RunEventKind};
+use crate::audit;
 use crate::checkpoint::CheckpointDir;
+use crate::governance::Admission;
 use crate::ids::{ClientId, RunId, TaskId};
 use crate::plan::RunPlan;
 use crate::privacy::Budgets;
 use crate::privacy::admission::Reservations;
-use crate::store::{ClientRecord, RunRecord, RunState, Store};
+use crate::store::{ApprovalCount, ClientRecord, RunRecord, RunState, Store};
 use chrono::Utc;
+use fedra_types::audit::AuditAction;
 use fedra_types::identity::Identity;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,7 +29,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// Default for [`EngineSettings::max_model_parameters`]: 2^27 (128 Mi) parameters, about
 /// 1.5 GiB of coordinator memory per active run.
@@ -53,6 +56,8 @@ pub struct EngineSettings {
     pub max_model_parameters: u64,
     /// Privacy budgets and the noise lattice's slack.
     pub privacy: PrivacySettings,
+    /// The policy set in force, if any (residency, budgets, approvals).
+    pub governance: crate::governance::Governance,
     /// Test fault: folding this client's update panics.
     #[cfg(test)]
     pub fold_fault: Option<ClientId>,
@@ -83,6 +88,7 @@ impl Default for EngineSettings {
             max_concurrent_tasks: 1,
             max_model_parameters: DEFAULT_MAX_MODEL_PARAMETERS,
             privacy: PrivacySettings::default(),
+            governance: crate::governance::Governance::disabled(),
             #[cfg(test)]
             fold_fault: None,
         }
@@ -91,6 +97,7 @@ impl Default for EngineSettings {
 
 enum Request {
     Submit { plan: RunPlan, owner: Option<Identity>, reply: Reply<RunId> },
+    Approve { run: RunId, approver: String, reply: Reply<ApprovalCount> },
     ForRun { run: RunId, req: RunRequest },
     ForTask { task: TaskId, req: RunRequest },
     Register { client: ClientRecord, reply: Reply<()> },
@@ -123,6 +130,14 @@ impl EngineHandle {
     /// `owner` is the certified submitter (`None` on an `--insecure` coordinator).
     pub async fn submit(&self, plan: RunPlan, owner: Option<Identity>) -> Result<RunId, RoundError> {
         ask!(self, |reply| Request::Submit { plan, owner, reply })
+    }
+    /// Records `approver`'s approval of a `pending_approval` run (audited); the approval
+    /// that completes the policy's count queues the run.
+    ///
+    /// # Errors
+    /// Unknown run, a run not pending approval, a repeated approval, store failures.
+    pub async fn approve(&self, run: RunId, approver: String) -> Result<ApprovalCount, RoundError> {
+        ask!(self, |reply| Request::Approve { run, approver, reply })
     }
     /// # Errors
     /// Unknown run, or a run that already ended.
@@ -282,7 +297,11 @@ impl Engine {
         let (tx, rx) = mpsc::channel(1024);
         let (fleet_tx, fleet_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(4096);
-        let reservations = Reservations::new(settings.privacy.budgets.clone(), settings.privacy.lattice_slack);
+        let reservations = Reservations::new(
+            settings.privacy.budgets.clone(),
+            settings.privacy.lattice_slack,
+            settings.governance.clone(),
+        );
         let next_seq = queue.len() as u64;
         let engine = Engine {
             env: RunEnv { store, checkpoints, settings, reservations, events, fleet: fleet_tx },
@@ -328,6 +347,11 @@ impl Engine {
         match req {
             Request::Submit { plan, owner, reply } => {
                 let r = self.submit(plan, owner).await;
+                let _ = reply.send(r);
+                self.start_queued();
+            }
+            Request::Approve { run, approver, reply } => {
+                let r = self.approve(&run, &approver).await;
                 let _ = reply.send(r);
                 self.start_queued();
             }
@@ -534,24 +558,105 @@ impl Engine {
                 });
             }
         }
+        let id = RunId::generate();
+        let (admission, policy_sha256) = self.admit_by_policy(&id, &plan, owner.as_ref()).await?;
         if plan.privacy.is_some() {
             self.env.reservations.admit_run(self.env.store.as_ref(), &plan, self.fleet.regions()).await?;
         }
+        let (state, approvals_needed, verdict) = match admission {
+            Admission::Queued { detail } => (RunState::Queued, 0, (AuditAction::RunAdmitted, detail)),
+            Admission::PendingApproval { approvals, detail } => {
+                (RunState::PendingApproval, approvals, (AuditAction::RunPendingApproval, detail))
+            }
+        };
         let record = RunRecord {
-            id: RunId::generate(),
+            id,
             plan,
-            state: RunState::Queued,
+            state,
             completed_rounds: 0,
             published_checkpoint: None,
             failure: None,
             created_at: Utc::now(),
             owner,
+            policy_sha256,
+            approvals_needed,
         };
         self.env.store.create_run(&record).await?;
+        self.env
+            .store
+            .append_audit(&[
+                audit::draft(audit::actor(record.owner.as_ref()), AuditAction::RunSubmitted, submitted(&record.plan))
+                    .run(&record.id),
+                audit::draft(audit::COORDINATOR, verdict.0, verdict.1).run(&record.id),
+            ])
+            .await?;
+        if state == RunState::PendingApproval {
+            info!(run = %record.id, approvals = approvals_needed, "run waits for approval");
+            return Ok(record.id);
+        }
         info!(run = %record.id, model = record.plan.model.name(), rounds = record.plan.rounds, priority = record.plan.priority, "run queued");
         self.queue.push(Queued { id: record.id.clone(), priority: record.plan.priority, seq: self.next_seq });
         self.next_seq += 1;
         Ok(record.id)
+    }
+
+    async fn approve(&mut self, run: &RunId, approver: &str) -> Result<ApprovalCount, RoundError> {
+        let count = self.env.store.approve_run(run, approver).await?;
+        let detail = if count.queued {
+            format!("approval {} of {}: the run is queued", count.approvals, count.needed)
+        } else {
+            format!("approval {} of {}", count.approvals, count.needed)
+        };
+        audit::record(self.env.store.as_ref(), audit::draft(approver, AuditAction::RunApproved, detail).run(run))
+            .await?;
+        if count.queued {
+            let record = self.env.store.get_run(run).await?.ok_or_else(|| RoundError::RunNotFound(run.clone()))?;
+            info!(run = %run, approvals = count.approvals, "run approved and queued");
+            self.queue.push(Queued { id: run.clone(), priority: record.plan.priority, seq: self.next_seq });
+            self.next_seq += 1;
+        }
+        Ok(count)
+    }
+
+    /// The policy's decision on a plan (queued without a policy in force). A refusal is
+    /// audited (the run is not stored) and returned with every rule that refused it.
+    async fn admit_by_policy(
+        &self,
+        id: &RunId,
+        plan: &RunPlan,
+        owner: Option<&Identity>,
+    ) -> Result<(Admission, Option<String>), RoundError> {
+        let Some(policy) = self.env.settings.governance.snapshot() else {
+            return Ok((Admission::Queued { detail: "admitted: no policy set in force".into() }, None));
+        };
+        // Without identities (--insecure) every caller may do everything: an admin.
+        let submitter = owner.cloned().unwrap_or_else(|| "fedra://admin/insecure".parse().expect("valid identity"));
+        let trained = self
+            .env
+            .store
+            .list_checkpoints(&crate::store::CheckpointFilter {
+                model_name: Some(plan.model.name().to_string()),
+                ..Default::default()
+            })
+            .await?
+            .into_iter()
+            .flat_map(|c| c.locations.into_iter().map(|(region, _)| region))
+            .collect();
+        let facts = policy.facts(plan, submitter, trained, self.env.settings.privacy.lattice_slack)?;
+        match policy.decide(&facts) {
+            Ok(admission) => Ok((admission, Some(policy.sha256().to_string()))),
+            Err(findings) => {
+                warn!(model = plan.model.name(), %findings, "plan refused by policy");
+                self.env
+                    .store
+                    .append_audit(&[
+                        audit::draft(audit::actor(owner), AuditAction::RunSubmitted, submitted(plan)).run(id),
+                        audit::draft(audit::COORDINATOR, AuditAction::RunRefused, findings.clone()).run(id),
+                    ])
+                    .await?;
+                Err(RoundError::PolicyRefused(findings))
+            }
+        }
     }
 
     /// Answers a request about a run without an actor (queued or ended) from the store.
@@ -582,6 +687,20 @@ impl Engine {
         info!(run = %run, "run cancelled");
         Ok(RunState::Cancelled)
     }
+}
+
+/// What an audit entry says about a submitted plan.
+fn submitted(plan: &RunPlan) -> String {
+    let regions = if plan.regions.is_all() {
+        "every region".to_string()
+    } else {
+        plan.regions.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    };
+    let privacy = plan
+        .privacy
+        .as_ref()
+        .map_or_else(|| "non-private".to_string(), |p| format!("private, z = {}", p.noise_multiplier));
+    format!("model {}, {} rounds, regions: {regions}, {privacy}", plan.model.name(), plan.rounds)
 }
 
 /// Answers a forwarded request with `err`.

@@ -177,6 +177,8 @@ pub enum RoundError {
     ZeroSamples,
     #[error("plan.model has {parameters} parameters; this coordinator's max_model_parameters is {max}")]
     ModelTooLarge { parameters: u64, max: u64 },
+    #[error("refused by policy: {0}")]
+    PolicyRefused(String),
     #[error("the coordinator is shutting down")]
     ShuttingDown,
     #[error(transparent)]

@@ -516,6 +516,8 @@ async fn a_model_beyond_the_limit_is_refused_at_submit_and_a_stored_one_fails_al
         failure: None,
         created_at: chrono::Utc::now(),
         owner: None,
+        policy_sha256: None,
+        approvals_needed: 0,
     };
     h.store.create_run(&stored).await.unwrap();
     let Harness { store, dir, .. } = h;

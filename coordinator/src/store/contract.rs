@@ -60,6 +60,7 @@ macro_rules! store_contract_tests {
             the_ledger_lists_oldest_first_by_scope_or_run,
             audit_entries_are_numbered_and_chained_across_appends,
             audit_entries_are_listed_by_filter_oldest_first,
+            approvals_queue_a_pending_run_once_enough_approvers_agree,
         );
     };
     (@cases $module:ident, $open:expr, $($case:ident),+ $(,)?) => {
@@ -97,6 +98,8 @@ fn run_record(state: RunState) -> RunRecord {
         failure: None,
         created_at: now(),
         owner: Some("fedra://scientist/alice".parse().unwrap()),
+        policy_sha256: None,
+        approvals_needed: 0,
     }
 }
 

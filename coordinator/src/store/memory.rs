@@ -35,6 +35,7 @@ struct Data {
     evaluations: BTreeMap<(RunId, u32, Option<RegionId>), EvaluationRecord>,
     ledger: Vec<LedgerEntry>,
     audit: Vec<AuditEntry>,
+    approvals: BTreeSet<(RunId, String)>,
 }
 
 /// What the database keeps of a timestamp: microseconds.
@@ -472,6 +473,24 @@ impl Store for MemoryStore {
             .collect();
         out.sort_by(|(ta, a), (tb, b)| (ta, &a.run, a.round).cmp(&(tb, &b.run, b.round)));
         Ok(out.into_iter().map(|(_, c)| c).collect())
+    }
+
+    async fn approve_run(&self, run: &RunId, approver: &str) -> Result<ApprovalCount, StoreError> {
+        let mut d = self.data();
+        let r = d.run_mut(run)?;
+        if r.state != RunState::PendingApproval {
+            return Err(refusal::run_conflict(run, "approve", r.state));
+        }
+        let needed = r.approvals_needed;
+        if !d.approvals.insert((run.clone(), approver.to_string())) {
+            return Err(StoreError::AlreadyExists { what: "approval", id: format!("{run}/{approver}") });
+        }
+        let approvals = d.approvals.iter().filter(|(r, _)| r == run).count() as u32;
+        let queued = approvals >= needed;
+        if queued {
+            d.run_mut(run)?.state = RunState::Queued;
+        }
+        Ok(ApprovalCount { approvals, needed, queued })
     }
 
     async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<Vec<AuditEntry>, StoreError> {

@@ -243,6 +243,19 @@ pub struct RunRecord {
     /// Who submitted it, as certified; `None` when the coordinator ran with `--insecure`.
     /// Scientists see and cancel only runs they own.
     pub owner: Option<Identity>,
+    /// The sha256 of the policy set the run was admitted under; `None` without a policy.
+    pub policy_sha256: Option<String>,
+    /// Distinct approvals a `pending_approval` run needs before it is queued (0: none).
+    pub approvals_needed: u32,
+}
+
+/// Where a run's approvals stand after one more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApprovalCount {
+    pub approvals: u32,
+    pub needed: u32,
+    /// The approval completed the count: the run moved from `pending_approval` to `queued`.
+    pub queued: bool,
 }
 
 /// Outcome of one round attempt as persisted (stored as the snake_case variant name).
@@ -599,6 +612,15 @@ pub trait Store: Send + Sync + 'static {
     async fn get_checkpoint(&self, id: &CheckpointId) -> Result<Option<CheckpointRecord>, StoreError>;
     /// Matching checkpoints, ordered by run creation, then round.
     async fn list_checkpoints(&self, filter: &CheckpointFilter) -> Result<Vec<CheckpointRecord>, StoreError>;
+
+    /// Records `approver`'s approval of a `pending_approval` run; the approval that reaches
+    /// the run's `approvals_needed` moves it to `queued` in the same transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] (`"run"`); [`StoreError::Conflict`] when the run is not
+    /// pending approval; [`StoreError::AlreadyExists`] (`"approval"`, id `<run>/<approver>`)
+    /// when this approver approved it already.
+    async fn approve_run(&self, run: &RunId, approver: &str) -> Result<ApprovalCount, StoreError>;
 
     /// Appends entries to the audit log, in order, each chained to the one before
     /// (`fedra_types::audit::AuditEntry::chain`), atomically: all or none. Concurrent appends

@@ -57,8 +57,9 @@ impl Store for SqliteStore {
         let plan = serde_json::to_string(&run.plan).map_err(corrupt("run plan"))?;
         let now = ts(&run.created_at);
         sqlx::query(
-            "INSERT INTO runs (id, plan_json, state, completed_rounds, published_checkpoint, failure, created_at, updated_at, owner)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO runs (id, plan_json, state, completed_rounds, published_checkpoint, failure, created_at, updated_at, owner,
+                               policy_sha256, approvals_needed)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(run.id.as_str())
         .bind(plan)
@@ -69,6 +70,8 @@ impl Store for SqliteStore {
         .bind(&now)
         .bind(&now)
         .bind(run.owner.as_ref().map(Identity::uri))
+        .bind(run.policy_sha256.as_deref())
+        .bind(i64::from(run.approvals_needed))
         .execute(&self.pool)
         .await
         .map_err(insert_failed(|| refusal::run_exists(&run.id), None))?;
@@ -663,6 +666,10 @@ impl Store for SqliteStore {
             out.push(self.checkpoint_of(r).await?);
         }
         Ok(out)
+    }
+
+    async fn approve_run(&self, run: &RunId, approver: &str) -> Result<ApprovalCount, StoreError> {
+        self.approve(run, approver).await
     }
 
     async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<Vec<AuditEntry>, StoreError> {

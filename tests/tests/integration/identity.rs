@@ -8,6 +8,7 @@ use fedra_pki::provision::{self, CaDir, IssueRequest};
 use fedra_proto::pb;
 use fedra_proto::pb::checkpoint_service_client::CheckpointServiceClient;
 use fedra_proto::pb::fleet_service_client::FleetServiceClient;
+use fedra_proto::pb::governance_service_client::GovernanceServiceClient;
 use fedra_proto::pb::privacy_service_client::PrivacyServiceClient;
 use fedra_proto::pb::run_service_client::RunServiceClient;
 use fedra_types::identity::{Identity, Role};
@@ -43,6 +44,16 @@ async fn call(channel: &Channel, rpc: Rpc) -> Result<(), tonic::Status> {
             .fetch_checkpoint(pb::FetchCheckpointRequest { checkpoint_id: "run-000000000000.r0001".into() })
             .await
             .map(drop),
+        Rpc::ApproveRun => GovernanceServiceClient::new(channel.clone())
+            .approve_run(pb::ApproveRunRequest { run_id: run_id() })
+            .await
+            .map(drop),
+        Rpc::ApplyPolicy => {
+            GovernanceServiceClient::new(channel.clone()).apply_policy(pb::ApplyPolicyRequest {}).await.map(drop)
+        }
+        Rpc::ListAudit => {
+            GovernanceServiceClient::new(channel.clone()).list_audit(pb::ListAuditRequest::default()).await.map(drop)
+        }
     }
 }
 

@@ -9,6 +9,7 @@ mod faults;
 mod hostile;
 mod identity;
 mod interop;
+mod policy;
 mod privacy;
 mod rejections;
 mod restart;

@@ -52,3 +52,24 @@ pub(crate) async fn audit_entries_are_listed_by_filter_oldest_first(store: &dyn 
     assert_eq!(seqs(AuditFilter { after_seq: Some(1), limit: Some(2), ..AuditFilter::default() }).await, [2, 3]);
     assert_eq!(seqs(AuditFilter { run: Some(id("run-z")), ..AuditFilter::default() }).await, Vec::<i64>::new());
 }
+
+pub(crate) async fn approvals_queue_a_pending_run_once_enough_approvers_agree(store: &dyn Store) {
+    let run = RunRecord { approvals_needed: 2, ..run_record(RunState::PendingApproval) };
+    store.create_run(&run).await.unwrap();
+    let first = store.approve_run(&run.id, "fedra://approver/a").await.unwrap();
+    assert_eq!(first, ApprovalCount { approvals: 1, needed: 2, queued: false });
+    let again = store.approve_run(&run.id, "fedra://approver/a").await.unwrap_err();
+    assert!(
+        matches!(&again, StoreError::AlreadyExists { what: "approval", id } if *id == format!("{}/fedra://approver/a", run.id)),
+        "{again}"
+    );
+    assert_eq!(store.get_run(&run.id).await.unwrap().unwrap().state, RunState::PendingApproval);
+    let second = store.approve_run(&run.id, "fedra://approver/b").await.unwrap();
+    assert_eq!(second, ApprovalCount { approvals: 2, needed: 2, queued: true });
+    let stored = store.get_run(&run.id).await.unwrap().unwrap();
+    assert_eq!((stored.state, stored.approvals_needed), (RunState::Queued, 2));
+    let late = store.approve_run(&run.id, "fedra://approver/c").await.unwrap_err();
+    assert!(matches!(late, StoreError::Conflict { what: "run", .. }), "{late}");
+    let unknown = store.approve_run(&RunId::generate(), "fedra://approver/a").await.unwrap_err();
+    assert!(matches!(unknown, StoreError::NotFound { what: "run", .. }), "{unknown}");
+}

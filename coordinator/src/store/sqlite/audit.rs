@@ -82,3 +82,45 @@ impl SqliteStore {
         rows.iter().map(entry_of).collect()
     }
 }
+
+impl SqliteStore {
+    pub(super) async fn approve(&self, run: &RunId, approver: &str) -> Result<ApprovalCount, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query("SELECT state, approvals_needed FROM runs WHERE id = ?")
+            .bind(run.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| refusal::no_run(run))?;
+        let state: RunState = row.try_get("state")?;
+        if state != RunState::PendingApproval {
+            return Err(refusal::run_conflict(run, "approve", state));
+        }
+        let needed = u32_of(&row, "approvals_needed")?;
+        sqlx::query("INSERT INTO run_approvals (run_id, approver, approved_at) VALUES (?, ?, ?)")
+            .bind(run.as_str())
+            .bind(approver)
+            .bind(ts(&Utc::now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(insert_failed(
+                || StoreError::AlreadyExists { what: "approval", id: format!("{run}/{approver}") },
+                Some(run),
+            ))?;
+        let approvals: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM run_approvals WHERE run_id = ?")
+            .bind(run.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        let approvals = u32::try_from(approvals).map_err(corrupt("approval count"))?;
+        let queued = approvals >= needed;
+        if queued {
+            sqlx::query("UPDATE runs SET state = ?, updated_at = ? WHERE id = ?")
+                .bind(RunState::Queued)
+                .bind(ts(&Utc::now()))
+                .bind(run.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(ApprovalCount { approvals, needed, queued })
+    }
+}

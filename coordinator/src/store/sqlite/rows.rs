@@ -107,6 +107,8 @@ pub(super) fn run_of(row: &SqliteRow) -> Result<RunRecord, StoreError> {
         failure: row.try_get("failure")?,
         created_at: parse_ts(row.try_get("created_at")?)?,
         owner: owner.map(|o| o.parse()).transpose().map_err(corrupt("run owner"))?,
+        policy_sha256: row.try_get("policy_sha256")?,
+        approvals_needed: u32_of(row, "approvals_needed")?,
     })
 }
 

@@ -51,6 +51,8 @@ async fn states_are_stored_as_the_texts_existing_databases_hold() {
     ];
     for (state, text) in run_states {
         let run = RunRecord {
+            policy_sha256: None,
+            approvals_needed: 0,
             id: RunId::generate(),
             plan: plan.clone(),
             state,

@@ -1,0 +1,221 @@
+//! Policies over real gRPC: a coordinator with a policy set in force refuses, parks or
+//! admits plans naming the rules, approvers approve, and the audit log's hash chain holds on
+//! a real run and breaks at the first altered, inserted or deleted row.
+
+use crate::sandbox::*;
+use fedra_cli::control::ControlError;
+use fedra_types::audit::{AuditAction, ChainBreak, verify};
+use fedra_types::identity::Identity;
+use fedra_types::run::RunState;
+use std::path::Path;
+use std::time::Duration;
+use tonic::Code;
+
+/// Regions eu (EU) and us (US). EU data is aggregated and published only in the EU; US
+/// data anywhere. Budget ε 100 at δ 1e-6 everywhere; non-private runs allowed. A run
+/// with more than `max_rounds` rounds needs one approval.
+fn write_policy(dir: &Path, max_rounds: u32) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!(
+            r#"version = 1
+
+[[region]]
+name = "eu"
+jurisdiction = "EU"
+
+[[region]]
+name = "us"
+jurisdiction = "US"
+
+# EU data stays in the EU.
+[[residency]]
+origin = "EU"
+aggregate_at = ["EU"]
+export_min_clients = 1
+publish_to = ["EU"]
+
+[[residency]]
+origin = "US"
+aggregate_at = ["*"]
+export_min_clients = 1
+publish_to = ["*"]
+
+[[privacy]]
+model = "*"
+region = "*"
+epsilon = 100
+delta = 1e-6
+allow_non_private = true
+
+[[approval]]
+name = "long-run"
+approvals = 1
+rounds_above = {max_rounds}
+
+[roles]
+submit = ["scientist", "admin"]
+approve = ["approver", "admin"]
+cancel_any = ["admin"]
+read_audit = ["compliance", "admin"]
+
+[roles.read_checkpoints]
+scientist = "all"
+compliance = "all"
+admin = "all"
+"#
+        ),
+    )?;
+    Ok(())
+}
+
+fn rpc(e: &anyhow::Error) -> (Code, String) {
+    match e.downcast_ref::<ControlError>() {
+        Some(ControlError::Rpc { code, message }) => (*code, message.clone()),
+        _ => panic!("expected an RPC error, got {e:#}"),
+    }
+}
+
+fn who(uri: &str) -> Identity {
+    uri.parse().expect("valid identity")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_that_would_aggregate_eu_data_in_the_us_is_refused_naming_the_rule() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write_policy(dir.path(), 100)?;
+    let cluster = Cluster::builder().policy(dir.path(), "us").start().await?;
+    let mut scientist = cluster.control_as(&who("fedra://scientist/alice")).await?;
+    let mut eu_plan = plan(4, 2, 1, 1, 1);
+    eu_plan.regions = vec!["eu".into()];
+    let e = scientist.submit(&eu_plan).await.map_err(anyhow::Error::from).expect_err("refused");
+    let (code, message) = rpc(&e);
+    assert_eq!(code, Code::PermissionDenied, "{message}");
+    assert!(message.starts_with("refused by policy: "), "{message}");
+    assert!(message.contains("policy.toml:12 (residency origin=EU"), "the rule's file, line and text: {message}");
+    assert!(message.contains("us"), "names the location: {message}");
+    // Nothing was stored; the refusal is in the audit log with the submitter.
+    assert!(cluster.control().await?.list().await?.is_empty());
+    let log = cluster.control_as(&who("fedra://compliance/carol")).await?.audit(Default::default()).await?;
+    let refused = log.iter().find(|e| e.draft.action == AuditAction::RunRefused).expect("a run_refused entry");
+    assert!(refused.draft.detail.contains("policy.toml:12"), "{}", refused.draft.detail);
+    assert!(
+        log.iter().any(|e| e.draft.action == AuditAction::RunSubmitted && e.draft.actor == "fedra://scientist/alice")
+    );
+    // US data may be aggregated here: the same plan on us is admitted.
+    let mut us_plan = plan(4, 2, 1, 1, 1);
+    us_plan.regions = vec!["us".into()];
+    let run = scientist.submit(&us_plan).await?;
+    let state = scientist.get(&run).await?.state;
+    assert!(matches!(state, RunState::Queued | RunState::Running), "admitted, not parked: {state}");
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_run_starts_only_after_an_approver_approves() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write_policy(dir.path(), 1)?;
+    let specs = vec![blob_client(0, "eu", 4, 2, 100), blob_client(1, "eu", 4, 2, 100)];
+    let cluster = Cluster::builder().policy(dir.path(), "eu").clients(specs).start().await?;
+    let mut scientist = cluster.control_as(&who("fedra://scientist/alice")).await?;
+    let run = scientist.submit(&plan(4, 2, 2, 2, 2)).await?;
+    let parked = scientist.get(&run).await?;
+    assert_eq!(parked.state, RunState::PendingApproval);
+    assert_eq!(parked.completed_rounds, 0);
+
+    // A scientist cannot approve (not even someone else's run); nor can the submitter.
+    let mut bob = cluster.control_as(&who("fedra://scientist/bob")).await?;
+    let (code, message) = rpc(&bob.approve(&run).await.map_err(anyhow::Error::from).expect_err("scientists cannot"));
+    assert_eq!(code, Code::PermissionDenied, "{message}");
+    assert!(message.contains("role scientist may not call ApproveRun"), "{message}");
+    let mut admin_submitter = cluster.control().await?;
+    let own = admin_submitter.submit(&plan(4, 2, 2, 2, 2)).await?;
+    let (code, message) =
+        rpc(&admin_submitter.approve(&own).await.map_err(anyhow::Error::from).expect_err("four eyes"));
+    assert_eq!(code, Code::PermissionDenied, "{message}");
+    assert!(message.contains("may not approve it"), "{message}");
+    admin_submitter.cancel(&own).await?;
+    assert_eq!(scientist.get(&run).await?.state, RunState::PendingApproval, "still parked");
+
+    // The approver's approval queues it; it runs to the end.
+    let mut approver = cluster.control_as(&who("fedra://approver/dora")).await?;
+    let (approvals, needed, state) = approver.approve(&run).await?;
+    assert_eq!((approvals, needed, state), (1, 1, RunState::Queued));
+    let (code, _) = rpc(&approver.approve(&run).await.map_err(anyhow::Error::from).expect_err("not pending now"));
+    assert_eq!(code, Code::FailedPrecondition);
+    let status = wait_for_end(&cluster, &run, Duration::from_secs(60)).await?;
+    assert_succeeded(&status);
+
+    let log = cluster.control_as(&who("fedra://compliance/carol")).await?.audit(Default::default()).await?;
+    let of_run: Vec<_> = log.iter().filter(|e| e.draft.run.as_deref() == Some(run.as_str())).collect();
+    let actions: Vec<_> = of_run.iter().map(|e| e.draft.action).collect();
+    assert_eq!(actions[..3], [AuditAction::RunSubmitted, AuditAction::RunPendingApproval, AuditAction::RunApproved]);
+    assert!(of_run[1].draft.detail.contains("rule long-run") || of_run[1].draft.detail.contains("long-run"));
+    assert_eq!(of_run[2].draft.actor, "fedra://approver/dora");
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_holds_on_a_real_run_and_names_the_first_tampered_entry() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write_policy(dir.path(), 100)?;
+    let specs = vec![blob_client(0, "eu", 4, 2, 100), blob_client(1, "us", 4, 2, 100)];
+    let cluster = Cluster::builder().policy(dir.path(), "eu").clients(specs).start().await?;
+    let mut control = cluster.control().await?;
+    let run = control.submit(&plan(4, 2, 2, 2, 2)).await?;
+    assert_succeeded(&wait_for_end(&cluster, &run, Duration::from_secs(60)).await?);
+    let mut compliance = cluster.control_as(&who("fedra://compliance/carol")).await?;
+    let log = compliance.audit(Default::default()).await?;
+    assert!(log.len() >= 3, "{log:?}");
+    let (head, _) = verify(&log).expect("an untouched log verifies");
+    assert_eq!(head, log.len() as i64);
+    // Scientists may not read the log.
+    let e = cluster.control_as(&who("fedra://scientist/alice")).await?.audit(Default::default()).await;
+    assert_eq!(rpc(&e.map_err(anyhow::Error::from).expect_err("denied")).0, Code::PermissionDenied);
+
+    // Someone with write access to the database file bypasses the append-only triggers.
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", cluster.data_dir().join("fedra.db").display())).await?;
+    let blocked = sqlx::query("UPDATE audit_log SET detail = 'x' WHERE seq = 2").execute(&db).await;
+    assert!(blocked.unwrap_err().to_string().contains("append-only"), "the triggers refuse edits");
+    sqlx::query("DROP TRIGGER audit_log_no_update").execute(&db).await?;
+    sqlx::query("DROP TRIGGER audit_log_no_delete").execute(&db).await?;
+
+    sqlx::query("UPDATE audit_log SET detail = 'nothing happened' WHERE seq = 2").execute(&db).await?;
+    assert_eq!(verify(&compliance.audit(Default::default()).await?), Err(ChainBreak::Altered { seq: 2 }));
+    sqlx::query("UPDATE audit_log SET detail = ? WHERE seq = 2").bind(&log[1].draft.detail).execute(&db).await?;
+    assert!(verify(&compliance.audit(Default::default()).await?).is_ok(), "restored");
+
+    sqlx::query("DELETE FROM audit_log WHERE seq = 2").execute(&db).await?;
+    assert_eq!(verify(&compliance.audit(Default::default()).await?), Err(ChainBreak::Gap { seq: 3, expected: 2 }));
+
+    // An entry forged in the gap with a fresh hash still does not link to what follows.
+    let forged = fedra_types::audit::AuditEntry::chain(
+        Some(&log[0]),
+        fedra_types::audit::AuditDraft::new(
+            log[1].draft.at_ms,
+            "fedra://admin/mallory",
+            AuditAction::RunApproved,
+            "forged",
+        ),
+    );
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at_ms, actor, action, run_id, region, detail, prev_hash, hash)
+         VALUES (?, ?, ?, ?, NULL, NULL, ?, ?, ?)",
+    )
+    .bind(forged.seq)
+    .bind(forged.draft.at_ms)
+    .bind(&forged.draft.actor)
+    .bind(forged.draft.action.as_str())
+    .bind(&forged.draft.detail)
+    .bind(&forged.prev_hash)
+    .bind(&forged.hash)
+    .execute(&db)
+    .await?;
+    assert_eq!(verify(&compliance.audit(Default::default()).await?), Err(ChainBreak::Unlinked { seq: 3, prev_seq: 2 }));
+    db.close().await;
+    cluster.shutdown().await;
+    Ok(())
+}
