@@ -426,6 +426,9 @@ pub fn describe(e: &WatchEvent) -> String {
                 .collect();
             format!("round {round}: evaluated on held-out data: {}", parts.join("; "))
         }
+        WatchEvent::Blocked { round, reason } => {
+            format!("after round {round}: blocked by policy (waits for a policy that allows it): {reason}")
+        }
         WatchEvent::RunFinished { state, reason } => match reason {
             Some(r) => format!("run {}: {r}", state.as_str()),
             None => format!("run {}", state.as_str()),

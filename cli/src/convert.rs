@@ -173,6 +173,7 @@ pub fn event_from_pb(e: pb::RunEvent) -> Result<Option<WatchEvent>, WireError> {
             WatchEvent::Published { round, checkpoint: p.checkpoint_id, regions: p.regions, sha256: p.sha256 }
         }
         Kind::RoundFailed(f) => WatchEvent::RoundFailed { round, reason: f.reason },
+        Kind::Blocked(b) => WatchEvent::Blocked { round, reason: b.reason },
         Kind::RunFinished(f) => WatchEvent::RunFinished {
             state: run_state_from_pb("run_finished.state", f.state)?,
             reason: non_empty(f.reason),

@@ -96,6 +96,11 @@ pub enum WatchEvent {
         round: u32,
         reason: String,
     },
+    /// The policy in force stopped the run at a round boundary; it may resume.
+    Blocked {
+        round: u32,
+        reason: String,
+    },
     RunFinished {
         state: RunState,
         reason: Option<String>,

@@ -10,6 +10,7 @@
 use crate::ids::RegionId;
 use crate::plan::RunPlan;
 use crate::privacy::{Budget, PrivacyScope, RoundMechanism, accountant};
+use crate::store::{CheckpointFilter, RunRecord, Store, StoreError};
 use fedra_policy::{Finding, PlanFacts, PolicySet, PrivacyFacts, Verdict};
 use fedra_types::identity::Identity;
 use std::path::PathBuf;
@@ -169,6 +170,52 @@ impl Snapshot {
     }
 }
 
+/// The regions a model (by name) has been published to by earlier runs: "a region the model
+/// was never trained in before" is judged against these.
+///
+/// # Errors
+/// Store failures.
+pub async fn trained_regions(store: &dyn Store, model: &str) -> Result<Vec<RegionId>, StoreError> {
+    let filter = CheckpointFilter { model_name: Some(model.to_string()), ..Default::default() };
+    let mut regions: Vec<RegionId> = store
+        .list_checkpoints(&filter)
+        .await?
+        .into_iter()
+        .flat_map(|c| c.locations.into_iter().map(|(region, _)| region))
+        .collect();
+    regions.sort();
+    regions.dedup();
+    Ok(regions)
+}
+
+/// Whether the policy in force still allows a stored run: `Err` with the refusal's
+/// findings when it would refuse it now. A run that would now need approval is still
+/// allowed: it was admitted (and approved where needed) when submitted, and approvals
+/// are asked for at submission only.
+///
+/// # Errors
+/// Store failures (outer); the refusal (inner).
+pub async fn still_allowed(
+    store: &dyn Store,
+    policy: &Snapshot,
+    run: &RunRecord,
+    lattice_slack: f64,
+) -> Result<Result<(), String>, StoreError> {
+    let trained = trained_regions(store, run.plan.model.name()).await?;
+    let submitter = run.owner.clone().unwrap_or_else(insecure_submitter);
+    let facts = match policy.facts(&run.plan, submitter, trained, lattice_slack) {
+        Ok(f) => f,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    Ok(policy.decide(&facts).map(drop))
+}
+
+/// Who submitted a run to a coordinator without identities (`--insecure`): everyone may
+/// do everything there, so an admin.
+pub fn insecure_submitter() -> Identity {
+    "fedra://admin/insecure".parse().expect("a valid identity")
+}
+
 /// A finding as users read it: `file:line (rule text): message`, or the message alone when
 /// no rule allows the thing (denied by default).
 pub fn render(finding: &Finding) -> String {
@@ -239,11 +286,16 @@ impl Governance {
 pub struct PolicyReloader {
     governance: Governance,
     store: Arc<dyn crate::store::Store>,
+    engine: crate::round::EngineHandle,
 }
 
 impl PolicyReloader {
-    pub fn new(governance: Governance, store: Arc<dyn crate::store::Store>) -> Self {
-        Self { governance, store }
+    pub fn new(
+        governance: Governance,
+        store: Arc<dyn crate::store::Store>,
+        engine: crate::round::EngineHandle,
+    ) -> Self {
+        Self { governance, store, engine }
     }
 
     /// The policy in force.
@@ -276,6 +328,10 @@ impl PolicyReloader {
         crate::audit::record(self.store.as_ref(), crate::audit::draft(actor, action, detail))
             .await
             .map_err(|e| e.to_string())?;
+        if result.is_ok() {
+            // Runs the old set blocked may be allowed now; they go back to the queue.
+            self.engine.policy_changed().await.map_err(|e| e.to_string())?;
+        }
         result
     }
 }

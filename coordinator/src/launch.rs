@@ -118,7 +118,7 @@ impl Coordinator {
         let addr = listener.local_addr().map_err(|source| LaunchError::Bind { addr: config.listen, source })?;
         let staging = StagingPool::new(config.max_concurrent_uploads, config.staging_budget_bytes);
         let (stop, stopped) = oneshot::channel::<()>();
-        let reloader = PolicyReloader::new(governance.clone(), Arc::clone(&store));
+        let reloader = PolicyReloader::new(governance.clone(), Arc::clone(&store), engine.clone());
         // HTTP/2 flow-control windows bound what each connection can buffer before the
         // handlers read it: with hyper's 1 MiB defaults, 1000 uploading clients could park
         // 1 GiB in the coordinator. 64 KiB per stream (h2's own default) still fills loopback links.

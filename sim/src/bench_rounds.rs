@@ -379,6 +379,11 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
                 eprintln!("  round {round} failed: {reason}");
                 error = Some(format!("round {round} failed: {reason}"));
             }
+            WatchEvent::Blocked { round, reason } => {
+                eprintln!("  blocked by policy after round {round}: {reason}");
+                error = Some(format!("blocked by policy after round {round}: {reason}"));
+                break;
+            }
             WatchEvent::RunFinished { state: s, reason } => {
                 state = Some(s);
                 if let Some(r) = reason {

@@ -159,6 +159,7 @@ pub async fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
                 }
             }
             WatchEvent::RoundFailed { round, reason } => println!("round {round} failed: {reason}"),
+            WatchEvent::Blocked { round, reason } => println!("blocked by policy after round {round}: {reason}"),
             WatchEvent::RunFinished { state: s, reason } => {
                 state = Some(s);
                 if let Some(r) = reason {

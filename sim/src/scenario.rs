@@ -403,6 +403,9 @@ async fn run_one(
             WatchEvent::RoundFailed { round, reason } => {
                 progress.println(format!("{config} seed {seed}: round {round} failed: {reason}"));
             }
+            WatchEvent::Blocked { round, reason } => {
+                progress.println(format!("{config} seed {seed}: blocked by policy after round {round}: {reason}"));
+            }
             WatchEvent::RunFinished { state: s, .. } => {
                 state = Some(s);
                 break;

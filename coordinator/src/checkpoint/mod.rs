@@ -85,6 +85,10 @@ pub struct Manifest {
     /// Present when the run is differentially private: what this checkpoint has cost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<PrivacyProvenance>,
+    /// The sha256 of the policy set in force when the checkpoint was published (absent
+    /// when the coordinator runs without a policy set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_sha256: Option<String>,
 }
 
 /// The privacy guarantee a published checkpoint carries (client-level DP).
@@ -133,6 +137,8 @@ pub struct PublishRequest {
     pub metrics: TrainingMetrics,
     pub regions: Vec<RegionId>,
     pub privacy: Option<PrivacyProvenance>,
+    /// The policy set in force, recorded in the manifest.
+    pub policy_sha256: Option<String>,
 }
 
 /// A written checkpoint: its manifest and where each region's copy lies.
@@ -276,6 +282,7 @@ impl CheckpointDir {
             published_to: req.regions.clone(),
             created_at: Utc::now(),
             privacy: req.privacy.clone(),
+            policy_sha256: req.policy_sha256.clone(),
         };
         let manifest_json =
             serde_json::to_string_pretty(&manifest).map_err(|e| CheckpointError::Format(e.to_string()))?;
@@ -334,6 +341,7 @@ mod tests {
             metrics: TrainingMetrics::default(),
             regions: vec![RegionId::new("eu").unwrap(), RegionId::new("us").unwrap()],
             privacy: None,
+            policy_sha256: None,
         };
         let p = cps.publish(&req, &params).unwrap();
         assert_eq!(p.locations.len(), 2);

@@ -308,6 +308,7 @@ pub fn event_to_pb(e: RunEvent) -> pb::RunEvent {
         RunEventKind::Evaluated { results } => {
             Kind::Evaluated(pb::RoundEvaluated { results: results.iter().map(evaluation_to_pb).collect() })
         }
+        RunEventKind::Blocked { reason } => Kind::Blocked(pb::RunBlocked { reason }),
         RunEventKind::RunFinished { state, reason } => Kind::RunFinished(pb::RunFinished {
             state: run_state_to_pb(state) as i32,
             reason: reason.unwrap_or_default(),

@@ -98,6 +98,7 @@ impl Default for EngineSettings {
 enum Request {
     Submit { plan: RunPlan, owner: Option<Identity>, reply: Reply<RunId> },
     Approve { run: RunId, approver: String, reply: Reply<ApprovalCount> },
+    PolicyChanged { reply: Reply<Vec<RunId>> },
     ForRun { run: RunId, req: RunRequest },
     ForTask { task: TaskId, req: RunRequest },
     Register { client: ClientRecord, reply: Reply<()> },
@@ -138,6 +139,14 @@ impl EngineHandle {
     /// Unknown run, a run not pending approval, a repeated approval, store failures.
     pub async fn approve(&self, run: RunId, approver: String) -> Result<ApprovalCount, RoundError> {
         ask!(self, |reply| Request::Approve { run, approver, reply })
+    }
+    /// A new policy set is in force: runs blocked by the old one that it allows are queued
+    /// again (audited as `run_resumed`). Returns them.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn policy_changed(&self) -> Result<Vec<RunId>, RoundError> {
+        ask!(self, |reply| Request::PolicyChanged { reply })
     }
     /// # Errors
     /// Unknown run, or a run that already ended.
@@ -352,6 +361,11 @@ impl Engine {
             }
             Request::Approve { run, approver, reply } => {
                 let r = self.approve(&run, &approver).await;
+                let _ = reply.send(r);
+                self.start_queued();
+            }
+            Request::PolicyChanged { reply } => {
+                let r = self.resume_unblocked().await;
                 let _ = reply.send(r);
                 self.start_queued();
             }
@@ -618,6 +632,29 @@ impl Engine {
         Ok(count)
     }
 
+    async fn resume_unblocked(&mut self) -> Result<Vec<RunId>, RoundError> {
+        let Some(policy) = self.env.settings.governance.snapshot() else { return Ok(Vec::new()) };
+        let store = self.env.store.as_ref();
+        let mut resumed = Vec::new();
+        for run in store.list_runs().await?.into_iter().filter(|r| r.state == RunState::BlockedByPolicy) {
+            if crate::governance::still_allowed(store, &policy, &run, self.env.settings.privacy.lattice_slack)
+                .await?
+                .is_err()
+            {
+                continue;
+            }
+            store.set_run_state(&run.id, RunState::Queued, None).await?;
+            let detail = format!("policy set {} allows the run again", policy.sha256());
+            audit::record(store, audit::draft(audit::COORDINATOR, AuditAction::RunResumed, detail).run(&run.id))
+                .await?;
+            info!(run = %run.id, "run unblocked by the policy in force");
+            self.queue.push(Queued { id: run.id.clone(), priority: run.plan.priority, seq: self.next_seq });
+            self.next_seq += 1;
+            resumed.push(run.id);
+        }
+        Ok(resumed)
+    }
+
     /// The policy's decision on a plan (queued without a policy in force). A refusal is
     /// audited (the run is not stored) and returned with every rule that refused it.
     async fn admit_by_policy(
@@ -629,19 +666,8 @@ impl Engine {
         let Some(policy) = self.env.settings.governance.snapshot() else {
             return Ok((Admission::Queued { detail: "admitted: no policy set in force".into() }, None));
         };
-        // Without identities (--insecure) every caller may do everything: an admin.
-        let submitter = owner.cloned().unwrap_or_else(|| "fedra://admin/insecure".parse().expect("valid identity"));
-        let trained = self
-            .env
-            .store
-            .list_checkpoints(&crate::store::CheckpointFilter {
-                model_name: Some(plan.model.name().to_string()),
-                ..Default::default()
-            })
-            .await?
-            .into_iter()
-            .flat_map(|c| c.locations.into_iter().map(|(region, _)| region))
-            .collect();
+        let submitter = owner.cloned().unwrap_or_else(crate::governance::insecure_submitter);
+        let trained = crate::governance::trained_regions(self.env.store.as_ref(), plan.model.name()).await?;
         let facts = policy.facts(plan, submitter, trained, self.env.settings.privacy.lattice_slack)?;
         match policy.decide(&facts) {
             Ok(admission) => Ok((admission, Some(policy.sha256().to_string()))),

@@ -6,7 +6,7 @@ use super::run::RunRequest;
 use super::{PhaseName, RoundError, RunEvent, RunEventKind};
 use crate::ids::{RunId, TaskId};
 use crate::store::{
-    EvaluationRecord, ParticipationRecord, ParticipationStatus, RoundRecord, RoundStatus, RunRecord, Store,
+    EvaluationRecord, ParticipationRecord, ParticipationStatus, RoundRecord, RoundStatus, RunRecord, RunState, Store,
 };
 use tokio::sync::broadcast;
 
@@ -98,6 +98,10 @@ pub async fn replay(store: &dyn Store, run: &RunId) -> Result<(Vec<RunEvent>, bo
             )),
             RoundStatus::InProgress => {}
         }
+    }
+    if record.state == RunState::BlockedByPolicy {
+        let reason = record.failure.clone().unwrap_or_else(|| "blocked by policy".into());
+        history.push(ev(record.completed_rounds, RunEventKind::Blocked { reason }));
     }
     let ended = record.state.is_terminal();
     if ended {

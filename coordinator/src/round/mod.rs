@@ -120,6 +120,10 @@ pub enum RunEventKind {
     RoundFailed {
         reason: String,
     },
+    /// Stopped at a round boundary by the policy in force (not an end: it may resume).
+    Blocked {
+        reason: String,
+    },
     RunFinished {
         state: RunState,
         reason: Option<String>,

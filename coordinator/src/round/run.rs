@@ -471,6 +471,9 @@ impl RunActor {
             self.ended = true;
             return Transition::Stay;
         }
+        if self.blocked_by_policy().await {
+            return Transition::Stay;
+        }
         let next = self.core.key.round + 1;
         match self.core.env.store.next_attempt(&self.core.id, next).await {
             Ok(attempt) => {
@@ -483,6 +486,57 @@ impl RunActor {
             }
             Err(e) => Transition::fail(format!("store failure: {e}")),
         }
+    }
+
+    /// At a round boundary: when the policy in force would now refuse the run, it stops here
+    /// as `blocked_by_policy` (recorded with the rules, audited) and the actor ends; the
+    /// engine queues it again once a policy in force allows it. A store failure while
+    /// checking lets the run go on (the rules it was admitted under still hold for it).
+    async fn blocked_by_policy(&mut self) -> bool {
+        let env = &self.core.env;
+        let Some(policy) = env.settings.governance.snapshot() else { return false };
+        let record = match env.store.get_run(&self.core.id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return false,
+            Err(e) => {
+                error!(run = %self.core.id, error = %e, "cannot re-check the policy; the run goes on");
+                return false;
+            }
+        };
+        let findings = match crate::governance::still_allowed(
+            env.store.as_ref(),
+            &policy,
+            &record,
+            env.settings.privacy.lattice_slack,
+        )
+        .await
+        {
+            Ok(Ok(())) => return false,
+            Ok(Err(findings)) => findings,
+            Err(e) => {
+                error!(run = %self.core.id, error = %e, "cannot re-check the policy; the run goes on");
+                return false;
+            }
+        };
+        let reason =
+            format!("blocked by policy set {} after round {}: {findings}", policy.sha256(), self.core.key.round);
+        warn!(run = %self.core.id, %reason, "run blocked by policy");
+        if let Err(e) = env.store.set_run_state(&self.core.id, RunState::BlockedByPolicy, Some(&reason)).await {
+            error!(run = %self.core.id, error = %e, "cannot record the block; the run goes on");
+            return false;
+        }
+        let draft = crate::audit::draft(
+            crate::audit::COORDINATOR,
+            fedra_types::audit::AuditAction::RunBlockedByPolicy,
+            reason.clone(),
+        )
+        .run(&self.core.id);
+        if let Err(e) = crate::audit::record(env.store.as_ref(), draft).await {
+            error!(run = %self.core.id, error = %e, "cannot audit the block");
+        }
+        self.core.emit(RunEventKind::Blocked { reason: reason.clone() });
+        self.ended = true;
+        true
     }
 
     /// Failed: records the attempt and the run's end, tells watchers.

@@ -97,6 +97,7 @@ fn python_safetensors_loads_fedra_checkpoints() -> anyhow::Result<()> {
             metrics: TrainingMetrics::default(),
             regions: vec![RegionId::new("eu")?],
             privacy: None,
+            policy_sha256: None,
         };
         let published = CheckpointDir::new(dir.path()).publish(&req, &params)?;
         let mut offset = 0;

@@ -3,12 +3,14 @@
 //! a real run and breaks at the first altered, inserted or deleted row.
 
 use crate::sandbox::*;
+use anyhow::Context as _;
 use fedra_cli::control::ControlError;
 use fedra_types::audit::{AuditAction, ChainBreak, verify};
 use fedra_types::identity::Identity;
 use fedra_types::run::RunState;
 use std::path::Path;
 use std::time::Duration;
+use tokio_stream::StreamExt;
 use tonic::Code;
 
 /// Regions eu (EU) and us (US). EU data is aggregated and published only in the EU; US
@@ -216,6 +218,102 @@ async fn audit_verify_holds_on_a_real_run_and_names_the_first_tampered_entry() -
     .await?;
     assert_eq!(verify(&compliance.audit(Default::default()).await?), Err(ChainBreak::Unlinked { seq: 3, prev_seq: 2 }));
     db.close().await;
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_go_only_where_the_policy_allows_and_carry_its_hash() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write_policy(dir.path(), 100)?;
+    let hash = fedra_policy::PolicySet::load(dir.path()).map_err(|e| anyhow::anyhow!("{e}"))?.sha256().to_string();
+    // EU and US clients aggregated in the EU: the model trained on EU data may go to the EU
+    // only, so the us copy is withheld.
+    let specs = vec![blob_client(0, "eu", 4, 2, 100), blob_client(1, "us", 4, 2, 100)];
+    let cluster = Cluster::builder().policy(dir.path(), "eu").clients(specs).start().await?;
+    let mut control = cluster.control().await?;
+    let run = control.submit(&plan(4, 2, 2, 2, 2)).await?;
+    assert_succeeded(&wait_for_end(&cluster, &run, Duration::from_secs(60)).await?);
+    let checkpoints = control.list_checkpoints(None, None, Some(&run)).await?;
+    assert_eq!(checkpoints.len(), 2);
+    for c in &checkpoints {
+        assert_eq!(c.regions, ["eu"], "{c:?}");
+        let pulled = control.pull_checkpoint(&c.id, &dir.path().join("pulled").join(&c.id)).await?;
+        let manifest = read_manifest(&pulled.weights)?;
+        assert_eq!(manifest.policy_sha256.as_deref(), Some(hash.as_str()));
+        assert_eq!(manifest.published_to.iter().map(ToString::to_string).collect::<Vec<_>>(), ["eu"]);
+    }
+    let artifacts = cluster.data_dir().join("artifacts");
+    assert!(artifacts.join("eu").is_dir() && !artifacts.join("us").exists(), "nothing was written for us");
+    let log = cluster.control_as(&who("fedra://compliance/carol")).await?.audit(Default::default()).await?;
+    let withheld: Vec<_> = log.iter().filter(|e| e.draft.action == AuditAction::PublicationWithheld).collect();
+    assert_eq!(withheld.len(), 2, "one per round");
+    assert!(withheld.iter().all(|e| e.draft.region.as_deref() == Some("us")));
+    assert!(withheld[0].draft.detail.contains("policy.toml:12"), "{}", withheld[0].draft.detail);
+    let published = log.iter().filter(|e| e.draft.action == AuditAction::CheckpointPublished).count();
+    assert_eq!(published, 2);
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tightened_policy_blocks_the_run_at_the_next_round_and_a_loosened_one_resumes_it() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write_policy(dir.path(), 100)?;
+    let hold = TrainingHold::round(1);
+    let specs = vec![blob_client(0, "us", 4, 2, 100), blob_client(1, "us", 4, 2, 100)];
+    let cluster = held_cluster(Cluster::builder().policy(dir.path(), "eu"), specs, &hold).await?;
+    let mut admin = cluster.control().await?;
+    let mut us_only = plan(4, 2, 3, 2, 2);
+    us_only.regions = vec!["us".into()];
+    let run = admin.submit(&us_only).await?;
+    let mut events = admin.watch(&run).await?;
+    hold.wait_holding(2, Duration::from_secs(30)).await?;
+
+    // Mid-round, US data may no longer be aggregated in the EU.
+    let text = std::fs::read_to_string(dir.path().join("policy.toml"))?;
+    let tightened =
+        text.replacen("origin = \"US\"\naggregate_at = [\"*\"]", "origin = \"US\"\naggregate_at = [\"US\"]", 1);
+    assert_ne!(tightened, text);
+    std::fs::write(dir.path().join("policy.toml"), &tightened)?;
+    admin.apply_policy().await?;
+    hold.release();
+
+    // Round 1 finishes under the rules it started with; the run stops before round 2.
+    let reason = loop {
+        match events.next().await.context("the event stream ended")?? {
+            fedra_cli::status::WatchEvent::Blocked { round, reason } => {
+                assert_eq!(round, 1);
+                break reason;
+            }
+            fedra_cli::status::WatchEvent::RunFinished { state, .. } => panic!("the run ended ({state}) instead"),
+            _ => {}
+        }
+    };
+    assert!(reason.contains("policy.toml:18 (residency origin=US"), "{reason}");
+    let status = admin.get(&run).await?;
+    assert_eq!((status.state, status.completed_rounds), (RunState::BlockedByPolicy, 1));
+
+    // A policy that allows it again puts it back in the queue; it finishes its rounds.
+    std::fs::write(dir.path().join("policy.toml"), &text)?;
+    admin.apply_policy().await?;
+    let status = wait_for_end(&cluster, &run, Duration::from_secs(60)).await?;
+    assert_succeeded(&status);
+    assert_eq!(status.completed_rounds, 3);
+    let log = cluster.control_as(&who("fedra://compliance/carol")).await?.audit(Default::default()).await?;
+    let actions: Vec<_> = log.iter().map(|e| e.draft.action).collect();
+    let applied = actions.iter().filter(|a| **a == AuditAction::PolicyApplied).count();
+    assert_eq!(applied, 3, "start, tightening, loosening: {actions:?}");
+    assert!(actions.contains(&AuditAction::RunBlockedByPolicy) && actions.contains(&AuditAction::RunResumed));
+
+    // An invalid set is refused, audited, and the one in force stays.
+    std::fs::write(dir.path().join("broken.toml"), "version = 1\n[[region]]\nname = \"x y\"\njurisdiction = \"EU\"\n")?;
+    let e = admin.apply_policy().await.map_err(anyhow::Error::from).expect_err("refused");
+    let (code, message) = rpc(&e);
+    assert_eq!(code, Code::FailedPrecondition);
+    assert!(message.contains("broken.toml:3:"), "{message}");
+    let last = cluster.control_as(&who("fedra://compliance/carol")).await?.audit(Default::default()).await?;
+    assert_eq!(last.last().map(|e| e.draft.action), Some(AuditAction::PolicyRefused));
     cluster.shutdown().await;
     Ok(())
 }

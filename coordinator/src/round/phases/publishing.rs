@@ -10,6 +10,7 @@ use super::{Phase, Transition, evaluating};
 use crate::checkpoint::{Contributor, PrivacyProvenance, PublishRequest, Published};
 use crate::ids::{CheckpointId, RegionId, RoundNumber};
 use crate::store::{CheckpointRecord, RoundCompletion};
+use fedra_types::audit::AuditAction;
 use std::sync::Arc;
 use tracing::{error, info};
 
@@ -41,6 +42,7 @@ pub(in crate::round) fn start(
         metrics,
         regions,
         privacy: privacy.map(|(_, p)| p),
+        policy_sha256: core.env.settings.governance.snapshot().map(|p| p.sha256().to_string()),
     };
     let dir = core.env.checkpoints.clone();
     let tx = core.internal.clone();
@@ -110,6 +112,36 @@ pub(in crate::round) async fn on_published(
         if next_clip.is_some() {
             core.clip_norm = next_clip;
         }
+    }
+    let mut drafts: Vec<_> = published
+        .locations
+        .iter()
+        .map(|(region, _)| {
+            let policy = m.policy_sha256.as_deref().map_or_else(String::new, |h| format!(" under policy set {h}"));
+            crate::audit::draft(
+                crate::audit::COORDINATOR,
+                AuditAction::CheckpointPublished,
+                format!("checkpoint {} (weights sha256 {}){policy}", m.checkpoint_id, m.weights_sha256),
+            )
+            .run(&key.run)
+            .region(region)
+        })
+        .collect();
+    if let Some(p) = &m.privacy {
+        let scopes = p.scopes.iter().map(|s| format!("{} ε {:.4}", s.scope, s.epsilon)).collect::<Vec<_>>().join(", ");
+        drafts.push(
+            crate::audit::draft(
+                crate::audit::COORDINATOR,
+                AuditAction::PrivacyCharged,
+                format!("round {} charged; cumulative: {scopes}", key.round),
+            )
+            .run(&key.run),
+        );
+    }
+    // The round is committed: an audit write that fails now is logged loudly (the
+    // checkpoint and the ledger already say what happened) rather than un-publishing.
+    if let Err(e) = core.env.store.append_audit(&drafts).await {
+        error!(run = %key.run, round = key.round, error = %e, "cannot audit the publication");
     }
     info!(run = %key.run, round = key.round, checkpoint = %m.checkpoint_id, loss = m.metrics.loss_after, "round published");
     core.emit(RunEventKind::Published {

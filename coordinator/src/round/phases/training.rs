@@ -241,6 +241,10 @@ pub(in crate::round) async fn check_end(t: &mut Training, core: &mut RunCore) ->
         } else {
             core.plan.regions.iter().cloned().collect()
         };
+        let regions = match publication_targets(core, &t.contributors, regions).await {
+            Ok(r) => r,
+            Err(reason) => return Transition::fail(reason),
+        };
         let Some(acc) = t.acc.take() else { return Transition::fail("the running sum is missing") };
         info!(run = %core.key.run, round = core.key.round, reported, "round aggregating");
         return aggregating::start(
@@ -263,4 +267,39 @@ pub(in crate::round) async fn check_end(t: &mut Training, core: &mut RunCore) ->
         return Transition::fail(reason);
     }
     Transition::Stay
+}
+
+/// The regions this round's checkpoint may be written to under the policy in force: those of
+/// `targets` that the policy allows for every contributing origin. Each region withheld is
+/// audited with the rule; no region left fails the round (nothing may be published).
+async fn publication_targets(
+    core: &RunCore,
+    contributors: &[crate::checkpoint::Contributor],
+    targets: Vec<RegionId>,
+) -> Result<Vec<RegionId>, String> {
+    let Some(policy) = core.env.settings.governance.snapshot() else { return Ok(targets) };
+    let mut origins: Vec<RegionId> = contributors.iter().map(|c| c.region.clone()).collect();
+    origins.sort();
+    origins.dedup();
+    let (allowed, withheld) = policy.publishable(&origins, &targets);
+    let drafts: Vec<_> = withheld
+        .iter()
+        .map(|(region, why)| {
+            crate::audit::draft(
+                crate::audit::COORDINATOR,
+                fedra_types::audit::AuditAction::PublicationWithheld,
+                format!("round {}: {why}", core.key.round),
+            )
+            .run(&core.key.run)
+            .region(region)
+        })
+        .collect();
+    if !drafts.is_empty() {
+        core.env.store.append_audit(&drafts).await.map_err(|e| format!("store failure: cannot audit: {e}"))?;
+    }
+    if allowed.is_empty() {
+        let why = withheld.iter().map(|(_, why)| why.as_str()).collect::<Vec<_>>().join("; ");
+        return Err(format!("no region may receive this round's model under policy set {}: {why}", policy.sha256()));
+    }
+    Ok(allowed)
 }
