@@ -32,24 +32,28 @@ impl Lease {
     }
 }
 
-/// Which clients can serve a run: its regions, and datasets that fit its model.
+/// Which clients can serve a run: its regions, those whose raw updates the policy in force
+/// lets this coordinator aggregate, and datasets that fit its model.
 #[derive(Debug, Clone)]
 pub struct Eligibility {
     regions: RegionSet,
+    residency: Option<crate::governance::Snapshot>,
     input_dim: usize,
     classes: usize,
 }
 
 impl Eligibility {
-    pub fn for_plan(plan: &RunPlan) -> Self {
+    pub fn for_plan(plan: &RunPlan, policy: Option<crate::governance::Snapshot>) -> Self {
         let arch = plan.model.architecture();
-        Self { regions: plan.regions.clone(), input_dim: arch.input_dim(), classes: arch.classes() }
+        Self { regions: plan.regions.clone(), residency: policy, input_dim: arch.input_dim(), classes: arch.classes() }
     }
 
-    /// Whether the client's region is allowed and one of its datasets can feed the model
-    /// (unknown shapes, reported as 0, are allowed).
+    /// Whether the client's region is allowed (by the plan and by the policy's residency
+    /// rules for this location) and one of its datasets can feed the model (unknown shapes,
+    /// reported as 0, are allowed).
     pub fn admits(&self, client: &ClientRecord) -> bool {
         self.regions.allows(&client.region)
+            && self.residency.as_ref().is_none_or(|p| p.may_select(&client.region))
             && client.samples() > 0
             && client.datasets.iter().any(|d| {
                 (d.features == 0 || d.features as usize == self.input_dim)

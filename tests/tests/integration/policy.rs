@@ -317,3 +317,27 @@ async fn a_tightened_policy_blocks_the_run_at_the_next_round_and_a_loosened_one_
     cluster.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_whose_data_may_not_be_aggregated_here_are_never_selected() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    write_policy(dir.path(), 100)?;
+    // mars is in no rule: its raw updates may be aggregated nowhere.
+    let specs =
+        vec![blob_client(0, "eu", 4, 2, 100), blob_client(1, "us", 4, 2, 100), blob_client(2, "mars", 4, 2, 100)];
+    let cluster = Cluster::builder().policy(dir.path(), "eu").clients(specs).start().await?;
+    let mut control = cluster.control().await?;
+    // Three wanted, two needed: without the filter all three would be selected at once.
+    let mut p = plan(4, 2, 2, 3, 2);
+    p.round_deadline_seconds = 2.0;
+    let run = control.submit(&p).await?;
+    assert_succeeded(&wait_for_end(&cluster, &run, Duration::from_secs(60)).await?);
+    for c in control.list_checkpoints(None, None, Some(&run)).await? {
+        let manifest: fedra_coordinator::checkpoint::Manifest = serde_json::from_str(&c.manifest_json)?;
+        let regions: Vec<String> = manifest.contributors.iter().map(|c| c.region.to_string()).collect();
+        assert_eq!(regions.len(), 2, "{regions:?}");
+        assert!(!regions.iter().any(|r| r == "mars"), "{regions:?}");
+    }
+    cluster.shutdown().await;
+    Ok(())
+}

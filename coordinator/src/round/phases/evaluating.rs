@@ -56,7 +56,7 @@ pub(in crate::round) fn enter(core: &mut RunCore, checkpoint: CheckpointId, fina
     core.deadline = Instant::now() + core.plan.round_deadline;
     core.demand(Some(DemandSpec {
         round: core.key.round,
-        eligibility: Eligibility::for_plan(&core.plan),
+        eligibility: Eligibility::for_plan(&core.plan, core.env.settings.governance.snapshot()),
         need: 1,
         relaxed: None,
         max: usize::MAX,

@@ -30,7 +30,7 @@ pub(in crate::round) fn enter(core: &RunCore) -> Phase {
     let plan = &core.plan;
     core.demand(Some(DemandSpec {
         round: core.key.round,
-        eligibility: Eligibility::for_plan(plan),
+        eligibility: Eligibility::for_plan(plan, core.env.settings.governance.snapshot()),
         need: plan.clients_per_round as usize,
         relaxed: Some((core.started + plan.round_deadline / 5, plan.min_clients as usize)),
         max: usize::MAX,
