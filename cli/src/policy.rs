@@ -29,6 +29,24 @@ pub enum PolicyCommand {
     /// What changes in meaning from the set in OLD to the set in NEW (not a text diff:
     /// reordered rules and edited comments change nothing).
     Diff { old: PathBuf, new: PathBuf },
+    /// Would this run plan be admitted, refused or parked for approval under a policy set,
+    /// and by which rules? The same decision the coordinator takes at submit (exit 0
+    /// admitted, 2 pending approval, 1 refused).
+    Simulate {
+        plan: PathBuf,
+        /// The policy set.
+        #[arg(long, default_value = "policies")]
+        policies: PathBuf,
+        /// Where the coordinator runs (a region of the set).
+        #[arg(long)]
+        location: String,
+        /// Who submits it.
+        #[arg(long, default_value = "fedra://scientist/simulated")]
+        submitter: String,
+        /// Regions the model was trained in by earlier runs (default: none).
+        #[arg(long, value_delimiter = ',')]
+        trained_in: Vec<String>,
+    },
     /// Ask the coordinator (admins) to re-read its policy directory and put the set in force;
     /// an invalid set is refused with every problem and the old one stays.
     Apply,
@@ -89,10 +107,55 @@ pub fn run(cmd: PolicyCommand) -> Outcome {
             }
             Ok(Outcome::ok(text))
         }),
+        PolicyCommand::Simulate { plan, policies, location, submitter, trained_in } => {
+            simulate(&plan, &policies, &location, &submitter, &trained_in)
+        }
         // It needs the coordinator, so `commands` runs it; nothing to do offline.
         PolicyCommand::Apply => Err(Outcome::invalid("fedra policy apply talks to the coordinator\n".into())),
     };
     result.unwrap_or_else(|outcome| outcome)
+}
+
+/// `fedra policy simulate`: the plan is validated and decided on exactly as the coordinator
+/// does at submit (`fedra_coordinator::governance`), offline.
+fn simulate(
+    plan: &Path,
+    dir: &Path,
+    location: &str,
+    submitter: &str,
+    trained_in: &[String],
+) -> Result<Outcome, Outcome> {
+    use fedra_coordinator::governance::{Admission, Governance, PolicyConfig};
+    let bad = |m: String| Outcome::invalid(format!("{m}\n"));
+    let file = crate::plan_file::PlanFile::load(plan).map_err(|e| bad(e.to_string()))?;
+    let plan = fedra_coordinator::grpc::convert::plan_from_pb(crate::convert::plan_to_pb(&file))
+        .map_err(|e| bad(format!("{}: {e}", plan.display())))?;
+    let location = RegionId::new(location).map_err(|e| bad(format!("--location: {e}")))?;
+    let submitter = submitter.parse().map_err(|e| bad(format!("--submitter: {e}")))?;
+    let trained = trained_in
+        .iter()
+        .map(|r| RegionId::new(r.as_str()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    let policy = Governance::load(PolicyConfig { dir: dir.to_path_buf(), location })
+        .map_err(|e| bad(e.to_string()))?
+        .snapshot()
+        .expect("a loaded policy is in force");
+    let facts = policy
+        .facts(&plan, submitter, trained, fedra_coordinator::privacy::mechanism::DEFAULT_LATTICE_SLACK)
+        .map_err(|e| bad(e.to_string()))?;
+    let hash = &policy.sha256()[..12];
+    Ok(match policy.decide(&facts) {
+        Ok(Admission::Queued { detail }) => Outcome::ok(format!("admitted (policy set {hash}…): {detail}\n")),
+        Ok(Admission::PendingApproval { approvals, detail }) => Outcome {
+            stdout: format!("pending approval: {approvals} approval(s) needed (policy set {hash}…): {detail}\n"),
+            stderr: String::new(),
+            code: 2,
+        },
+        Err(findings) => {
+            Outcome { stdout: format!("refused (policy set {hash}…): {findings}\n"), stderr: String::new(), code: 1 }
+        }
+    })
 }
 
 fn explain(dir: &Path, region: Option<&str>) -> Result<Outcome, Outcome> {
@@ -161,5 +224,31 @@ mod tests {
         let out = run(PolicyCommand::Diff { old: policies().join("permissive"), new: policies() });
         assert_eq!(out.code, 0);
         assert!(out.stdout.contains("  - region eu-west (EU) added\n"), "{}", out.stdout);
+    }
+
+    #[test]
+    fn simulate_decides_as_the_coordinator_does() {
+        let quickstart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sim/plans/quickstart.toml");
+        let sim = |policies: PathBuf, location: &str, trained: Vec<String>| {
+            run(PolicyCommand::Simulate {
+                plan: quickstart.clone(),
+                policies,
+                location: location.into(),
+                submitter: "fedra://scientist/alice".into(),
+                trained_in: trained,
+            })
+        };
+        // The permissive set admits the quickstart's plan (regions eu, us, apac).
+        let out = sim(policies().join("permissive"), "eu", vec![]);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(out.stdout.starts_with("admitted (policy set "), "{}", out.stdout);
+        // The example set declares none of those regions: refused, naming why.
+        let out = sim(policies(), "eu-west", vec![]);
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(out.stdout.starts_with("refused (policy set "), "{}", out.stdout);
+        assert!(out.stdout.contains("eu"), "{}", out.stdout);
+        let out = sim(policies(), "mars", vec![]);
+        assert_eq!(out.code, 64);
+        assert!(out.stderr.contains("location mars is not a region"), "{out:?}");
     }
 }

@@ -18,6 +18,9 @@ use tokio_stream::StreamExt;
 
 /// The plan the quickstart submits (also usable with `fedra run submit`).
 pub const QUICKSTART_PLAN: &str = include_str!("../plans/quickstart.toml");
+/// The permissive example policy set (regions eu, us, apac; everything allowed, with a
+/// privacy budget), under which the quickstart's coordinator runs like a governed one.
+pub const QUICKSTART_POLICY: &str = include_str!("../../policies/permissive/permissive.toml");
 const REGIONS: [&str; 3] = ["eu", "us", "apac"];
 const MARKER: &str = ".fedra-sim-output";
 
@@ -127,9 +130,18 @@ pub async fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
     let test = gaussian_blobs("test", &blobs(dim, k, 2000, opts.seed * 1000 + 999, task_seed, 0.0));
 
     println!("fedra quickstart: coordinator + {} client sidecars over loopback gRPC", opts.clients);
-    let cluster =
-        Cluster::builder().data_dir(opts.out.join("coordinator")).clients(specs).device(opts.device).start().await?;
+    let policies = opts.out.join("policies");
+    std::fs::create_dir_all(&policies)?;
+    std::fs::write(policies.join("permissive.toml"), QUICKSTART_POLICY)?;
+    let cluster = Cluster::builder()
+        .data_dir(opts.out.join("coordinator"))
+        .policy(&policies, REGIONS[0])
+        .clients(specs)
+        .device(opts.device)
+        .start()
+        .await?;
     println!("coordinator at {}, state in {}", cluster.endpoint(), cluster.data_dir().display());
+    println!("policy set {} (permissive example) in force, coordinator located in {}", policies.display(), REGIONS[0]);
     let mut control = cluster.control().await?;
     let run_id = control.submit(&plan).await?;
     println!("submitted run {run_id}: {} rounds, {} clients per round\n", plan.rounds, plan.clients_per_round);
