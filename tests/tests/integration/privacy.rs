@@ -97,6 +97,19 @@ async fn dp_fedavg_charges_the_ledger_and_manifests_carry_epsilon() -> anyhow::R
     assert!(p.noise_std >= 0.5 && p.noise_std < 0.5 * 1.01, "noise std {} vs z·C = 0.5", p.noise_std);
     let weights = read_weights(&pulled.weights, &manifest)?;
     assert!(weights.iter().all(|v| v.is_finite()));
+
+    // Every reservation and every charge is in the audit log, in round order.
+    let log = control.audit(Default::default()).await?;
+    let of = |action| {
+        log.iter()
+            .filter(|e| e.draft.action == action && e.draft.run.as_deref() == Some(run.as_str()))
+            .map(|e| e.draft.detail.clone())
+            .collect::<Vec<_>>()
+    };
+    let reserved = of(fedra_types::audit::AuditAction::PrivacyReserved);
+    assert_eq!(reserved.len(), 3, "{reserved:?}");
+    assert!(reserved[0].starts_with("round 1 attempt 1 reserved; ε after it: test-lr@eu ε "), "{}", reserved[0]);
+    assert_eq!(of(fedra_types::audit::AuditAction::PrivacyCharged).len(), 3);
     cluster.shutdown().await;
     Ok(())
 }

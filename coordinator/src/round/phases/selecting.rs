@@ -95,7 +95,22 @@ pub(in crate::round) async fn on_offer(_: &mut Selecting, core: &mut RunCore, mu
         )
         .await;
     let dp = match reserved {
-        Ok(dp) => dp,
+        Ok(Some(dp)) => {
+            let scopes = dp.scopes.iter().map(|s| format!("{} ε {:.4}", s.scope, s.epsilon)).collect::<Vec<_>>();
+            let draft = crate::audit::draft(
+                crate::audit::COORDINATOR,
+                fedra_types::audit::AuditAction::PrivacyReserved,
+                format!("round {} attempt {} reserved; ε after it: {}", key.round, key.attempt, scopes.join(", ")),
+            )
+            .run(&key.run);
+            // The reservation is in the ledger already; a private round never starts unaudited.
+            if let Err(e) = crate::audit::record(core.env.store.as_ref(), draft).await {
+                core.release(chosen.into_iter().map(|l| l.task).collect(), false);
+                return Transition::fail(format!("store failure: cannot audit the reservation: {e}"));
+            }
+            Some(dp)
+        }
+        Ok(None) => None,
         Err(e) => {
             warn!(run = %key.run, round = key.round, error = %e, "private round refused");
             core.release(chosen.into_iter().map(|l| l.task).collect(), false);

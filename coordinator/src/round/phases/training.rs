@@ -177,6 +177,15 @@ pub(in crate::round) async fn commit_upload(
             {
                 error!(run = %key.run, client = %client, error = %se, "cannot record the refusal");
             }
+            let draft = crate::audit::draft(
+                crate::audit::COORDINATOR,
+                fedra_types::audit::AuditAction::UpdateRefused,
+                format!("round {}: update of client {client} refused: {e}", key.round),
+            )
+            .run(&key.run);
+            if let Err(se) = crate::audit::record(core.env.store.as_ref(), draft).await {
+                error!(run = %key.run, client = %client, error = %se, "cannot audit the refusal");
+            }
         }
         return (Err(e), Transition::Stay);
     }
