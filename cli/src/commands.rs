@@ -349,6 +349,14 @@ fn print_run(r: &RunStatus) {
     if let Some(f) = &r.failure {
         println!("failure: {f}");
     }
+    if let Some(p) = &r.policy_sha256 {
+        let approvals = if r.approvals_needed > 0 {
+            format!(", {} approval(s) required", r.approvals_needed)
+        } else {
+            String::new()
+        };
+        println!("policy set: {p}{approvals}");
+    }
     if let Some(p) = &r.published_checkpoint {
         println!("published checkpoint: {p}");
     }

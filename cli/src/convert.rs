@@ -116,6 +116,8 @@ pub fn run_from_pb(r: pb::RunInfo) -> Result<RunStatus, WireError> {
         .map(|p| (p.model.as_ref().map(|m| m.name.clone()).unwrap_or_default(), p.rounds))
         .unwrap_or_default();
     Ok(RunStatus {
+        policy_sha256: non_empty(r.policy_sha256),
+        approvals_needed: r.approvals_needed,
         state: run_state_from_pb("run.state", r.state)?,
         id: r.run_id,
         model_name,

@@ -59,6 +59,9 @@ pub struct RunStatus {
     pub created_at: String,
     pub rounds: Vec<RoundRow>,
     pub evaluations: Vec<EvalSummary>,
+    /// The policy set the run was admitted under, if the coordinator has one.
+    pub policy_sha256: Option<String>,
+    pub approvals_needed: u32,
 }
 
 /// A step of a run, as streamed by `WatchRun`.

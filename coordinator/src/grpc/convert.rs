@@ -260,6 +260,8 @@ pub fn run_view_to_pb(v: RunView) -> pb::RunInfo {
         created_at: rec.created_at.to_rfc3339(),
         rounds,
         evaluations,
+        policy_sha256: rec.policy_sha256.unwrap_or_default(),
+        approvals_needed: rec.approvals_needed,
     }
 }
 

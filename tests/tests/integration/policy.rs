@@ -126,6 +126,9 @@ async fn a_parked_run_starts_only_after_an_approver_approves() -> anyhow::Result
     let parked = scientist.get(&run).await?;
     assert_eq!(parked.state, RunState::PendingApproval);
     assert_eq!(parked.completed_rounds, 0);
+    assert_eq!(parked.approvals_needed, 1);
+    let hash = fedra_policy::PolicySet::load(dir.path()).map_err(|e| anyhow::anyhow!("{e}"))?.sha256().to_string();
+    assert_eq!(parked.policy_sha256.as_deref(), Some(hash.as_str()), "the run records the set it was admitted under");
 
     // A scientist cannot approve (not even someone else's run); nor can the submitter.
     let mut bob = cluster.control_as(&who("fedra://scientist/bob")).await?;
