@@ -45,6 +45,15 @@ impl SqliteStore {
         Ok(Self { pool })
     }
 
+    /// A write transaction that holds SQLite's write lock from its first statement
+    /// (`BEGIN IMMEDIATE`). A deferred transaction that reads and then writes fails with
+    /// SQLITE_BUSY_SNAPSHOT (not retried by the busy timeout) when another connection
+    /// committed in between; an immediate one waits for the lock instead, so concurrent
+    /// writers (run actors, the audit log) queue rather than fail.
+    async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     /// Closes the pool, checkpointing the WAL (used on shutdown and in restart tests).
     pub async fn close(&self) {
         self.pool.close().await;
@@ -79,7 +88,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_run_state(&self, run: &RunId, state: RunState, failure: Option<&str>) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let [t0, t1, t2] = RunState::TERMINAL;
         let changed = sqlx::query(&format!(
             "UPDATE runs SET state = ?, failure = COALESCE(?, failure), updated_at = ? WHERE id = ? AND {NOT_TERMINAL}"
@@ -147,7 +156,7 @@ impl Store for SqliteStore {
         attempt: u32,
         selected: &[(ClientId, RegionId)],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         match run_progress(&mut tx, run).await? {
             None => return Err(refusal::no_run(run)),
             Some((state, _)) if state.is_terminal() => {
@@ -186,7 +195,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_updates(&self, updates: &[ParticipationRecord]) -> Result<UpdatesOutcome, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let mut outcome = UpdatesOutcome::default();
         for p in updates {
             let m = p.metrics;
@@ -241,7 +250,7 @@ impl Store for SqliteStore {
     }
 
     async fn fail_round(&self, run: &RunId, round: u32, attempt: u32, reason: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let changed = sqlx::query(
             "UPDATE rounds SET status = ?, failure = ?, finished_at = ?
              WHERE run_id = ? AND round = ? AND attempt = ? AND status = ?",
@@ -276,7 +285,7 @@ impl Store for SqliteStore {
     async fn complete_round(&self, c: &RoundCompletion) -> Result<(), StoreError> {
         let now = ts(&Utc::now());
         let run = c.run.as_str();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let changed = sqlx::query(
             "UPDATE rounds SET status = ?, reported = ?, samples = ?, loss_before = ?, loss_after = ?, accuracy = ?,
                  train_seconds = ?, checkpoint_id = ?, finished_at = ?
@@ -362,7 +371,7 @@ impl Store for SqliteStore {
     }
 
     async fn interrupt_open_rounds(&self) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let n = sqlx::query("UPDATE rounds SET status = ?, failure = ?, finished_at = ? WHERE status = ?")
             .bind(RoundStatus::Interrupted)
             .bind(RESTARTED)
@@ -421,7 +430,7 @@ impl Store for SqliteStore {
     }
 
     async fn finish_run(&self, run: &RunId, published: &CheckpointId) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let [t0, t1, t2] = RunState::TERMINAL;
         let changed = sqlx::query(&format!(
             "UPDATE runs SET state = ?, published_checkpoint = ?, updated_at = ? WHERE id = ? AND {NOT_TERMINAL}"
@@ -444,7 +453,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_evaluations(&self, results: &[EvaluationRecord]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for r in results {
             sqlx::query(
                 "INSERT INTO evaluations (run_id, round, region, clients, samples, loss, accuracy) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -498,7 +507,7 @@ impl Store for SqliteStore {
         client: &ClientId,
         reason: &str,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let changed = sqlx::query(
             "UPDATE participations SET status = ?, detail = ?
              WHERE run_id = ? AND round = ? AND attempt = ? AND client_id = ? AND status = ?",
@@ -526,7 +535,7 @@ impl Store for SqliteStore {
     }
 
     async fn reserve_privacy(&self, entries: &[LedgerEntry]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for e in entries {
             let cost =
                 serde_json::to_string(&e.cost).map_err(|err| StoreError::Corrupt(format!("ledger cost: {err}")))?;

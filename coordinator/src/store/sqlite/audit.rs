@@ -1,6 +1,6 @@
-//! The audit log's rows: appended in one `BEGIN IMMEDIATE` transaction (the write lock is
-//! taken before the head is read, so two appenders, even in two processes, never chain onto
-//! the same head), listed oldest first.
+//! The audit log's rows: appended in one write transaction that takes the write lock before
+//! it reads the head (`write_tx`), so two appenders, even in two processes, never chain
+//! onto the same head; listed oldest first.
 
 use super::*;
 use fedra_types::audit::AuditAction;
@@ -27,7 +27,7 @@ impl SqliteStore {
         if drafts.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write_tx().await?;
         let head = sqlx::query("SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
         let mut prev = head.as_ref().map(entry_of).transpose()?;
         let mut out = Vec::with_capacity(drafts.len());
@@ -85,7 +85,7 @@ impl SqliteStore {
 
 impl SqliteStore {
     pub(super) async fn approve(&self, run: &RunId, approver: &str) -> Result<ApprovalCount, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.write_tx().await?;
         let row = sqlx::query("SELECT state, approvals_needed FROM runs WHERE id = ?")
             .bind(run.as_str())
             .fetch_optional(&mut *tx)
