@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use fedra_cli::control::ControlError;
 use fedra_types::audit::{AuditAction, ChainBreak, verify};
 use fedra_types::identity::Identity;
+use fedra_types::plan::{Clipping, DpMechanism, OverBound, PrivacyPlan, Sampling};
 use fedra_types::run::RunState;
 use std::path::Path;
 use std::time::Duration;
@@ -14,9 +15,9 @@ use tokio_stream::StreamExt;
 use tonic::Code;
 
 /// Regions eu (EU) and us (US). EU data is aggregated and published only in the EU; US
-/// data anywhere. Budget ε 100 at δ 1e-6 everywhere; non-private runs allowed. A run
-/// with more than `max_rounds` rounds needs one approval.
-fn write_policy(dir: &Path, max_rounds: u32) -> anyhow::Result<()> {
+/// data anywhere, leaving the US with at least `us_export_min` contributors. Budget ε 100
+/// at δ 1e-6 everywhere; non-private runs allowed. `approvals` is appended as written.
+fn write_policy_with(dir: &Path, approvals: &str, us_export_min: u32) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(
         dir.join("policy.toml"),
@@ -41,7 +42,7 @@ publish_to = ["EU"]
 [[residency]]
 origin = "US"
 aggregate_at = ["*"]
-export_min_clients = 1
+export_min_clients = {us_export_min}
 publish_to = ["*"]
 
 [[privacy]]
@@ -51,10 +52,7 @@ epsilon = 100
 delta = 1e-6
 allow_non_private = true
 
-[[approval]]
-name = "long-run"
-approvals = 1
-rounds_above = {max_rounds}
+{approvals}
 
 [roles]
 submit = ["scientist", "admin"]
@@ -70,6 +68,11 @@ admin = "all"
         ),
     )?;
     Ok(())
+}
+
+/// The set above with a long-run approval rule (more than `max_rounds` rounds).
+fn write_policy(dir: &Path, max_rounds: u32) -> anyhow::Result<()> {
+    write_policy_with(dir, &format!("[[approval]]\nname = \"long-run\"\napprovals = 1\nrounds_above = {max_rounds}"), 1)
 }
 
 fn rpc(e: &anyhow::Error) -> (Code, String) {
@@ -116,13 +119,26 @@ async fn a_plan_that_would_aggregate_eu_data_in_the_us_is_refused_naming_the_rul
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_parked_run_starts_only_after_an_approver_approves() -> anyhow::Result<()> {
+async fn a_run_whose_epsilon_is_above_the_threshold_starts_only_after_an_approver_approves() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    write_policy(dir.path(), 1)?;
+    write_policy_with(dir.path(), "[[approval]]\nname = \"high-epsilon\"\napprovals = 1\nepsilon_above = 5", 1)?;
     let specs = vec![blob_client(0, "eu", 4, 2, 100), blob_client(1, "eu", 4, 2, 100)];
     let cluster = Cluster::builder().policy(dir.path(), "eu").clients(specs).start().await?;
     let mut scientist = cluster.control_as(&who("fedra://scientist/alice")).await?;
-    let run = scientist.submit(&plan(4, 2, 2, 2, 2)).await?;
+    // Two rounds of z = 1: ε ≈ 7.8 at δ = 1e-6, above the rule's 5 (and within the budget).
+    let private = || {
+        let mut p = plan(4, 2, 2, 2, 2);
+        p.privacy = Some(PrivacyPlan {
+            mechanism: DpMechanism::Central,
+            noise_multiplier: 1.0,
+            clipping: Clipping::Fixed { norm: 0.5 },
+            over_bound: OverBound::Reject,
+            sampling: Sampling::Fixed,
+            expected_clients: 2,
+        });
+        p
+    };
+    let run = scientist.submit(&private()).await?;
     let parked = scientist.get(&run).await?;
     assert_eq!(parked.state, RunState::PendingApproval);
     assert_eq!(parked.completed_rounds, 0);
@@ -136,7 +152,7 @@ async fn a_parked_run_starts_only_after_an_approver_approves() -> anyhow::Result
     assert_eq!(code, Code::PermissionDenied, "{message}");
     assert!(message.contains("role scientist may not call ApproveRun"), "{message}");
     let mut admin_submitter = cluster.control().await?;
-    let own = admin_submitter.submit(&plan(4, 2, 2, 2, 2)).await?;
+    let own = admin_submitter.submit(&private()).await?;
     let (code, message) =
         rpc(&admin_submitter.approve(&own).await.map_err(anyhow::Error::from).expect_err("four eyes"));
     assert_eq!(code, Code::PermissionDenied, "{message}");
@@ -157,7 +173,7 @@ async fn a_parked_run_starts_only_after_an_approver_approves() -> anyhow::Result
     let of_run: Vec<_> = log.iter().filter(|e| e.draft.run.as_deref() == Some(run.as_str())).collect();
     let actions: Vec<_> = of_run.iter().map(|e| e.draft.action).collect();
     assert_eq!(actions[..3], [AuditAction::RunSubmitted, AuditAction::RunPendingApproval, AuditAction::RunApproved]);
-    assert!(of_run[1].draft.detail.contains("rule long-run") || of_run[1].draft.detail.contains("long-run"));
+    assert!(of_run[1].draft.detail.contains("(approval name=high-epsilon approvals=1 epsilon_above=5): approval rule high-epsilon requires 1 approval: projected ε 7."), "{}", of_run[1].draft.detail);
     assert_eq!(of_run[2].draft.actor, "fedra://approver/dora");
     cluster.shutdown().await;
     Ok(())
@@ -341,6 +357,28 @@ async fn clients_whose_data_may_not_be_aggregated_here_are_never_selected() -> a
         assert_eq!(regions.len(), 2, "{regions:?}");
         assert!(!regions.iter().any(|r| r == "mars"), "{regions:?}");
     }
+    cluster.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aggregate_leaves_its_origin_only_on_the_origins_export_terms() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    // US aggregates may leave the US only with at least 2 US contributors.
+    write_policy_with(dir.path(), "", 2)?;
+    let specs = vec![blob_client(0, "us", 4, 2, 100), blob_client(1, "eu", 4, 2, 100), blob_client(2, "eu", 4, 2, 100)];
+    let cluster = Cluster::builder().policy(dir.path(), "eu").clients(specs).start().await?;
+    let mut control = cluster.control().await?;
+    // Admitted (3 clients per round ≥ 2), but the round has one US contributor, aggregated
+    // in the EU: its aggregate would leave the US on too few contributors.
+    let run = control.submit(&plan(4, 2, 1, 3, 3)).await?;
+    let status = wait_for_end(&cluster, &run, Duration::from_secs(60)).await?;
+    assert_eq!(status.state, RunState::Failed);
+    let failure = status.failure.unwrap_or_default();
+    assert!(failure.contains("export refused"), "{failure}");
+    assert!(failure.contains("policy.toml:18 (residency origin=US"), "{failure}");
+    assert!(failure.contains("at least 2 contributors; this one has 1"), "{failure}");
+    assert!(control.list_checkpoints(None, None, Some(&run)).await?.is_empty(), "nothing published");
     cluster.shutdown().await;
     Ok(())
 }

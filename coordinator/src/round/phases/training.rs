@@ -281,6 +281,11 @@ pub(in crate::round) async fn check_end(t: &mut Training, core: &mut RunCore) ->
 /// The regions this round's checkpoint may be written to under the policy in force: those of
 /// `targets` that the policy allows for every contributing origin. Each region withheld is
 /// audited with the rule; no region left fails the round (nothing may be published).
+///
+/// The aggregate leaves an origin when it is aggregated elsewhere or published to another
+/// region; it may then do so only under the origin's export terms (contributors from that
+/// origin in *this* round, a DP release, its noise). A round that would break them fails,
+/// naming the rule: the running sum cannot shed one origin's updates once folded.
 async fn publication_targets(
     core: &RunCore,
     contributors: &[crate::checkpoint::Contributor],
@@ -309,6 +314,15 @@ async fn publication_targets(
     if allowed.is_empty() {
         let why = withheld.iter().map(|(_, why)| why.as_str()).collect::<Vec<_>>().join("; ");
         return Err(format!("no region may receive this round's model under policy set {}: {why}", policy.sha256()));
+    }
+    let noise = core.plan.privacy.as_ref().map(|p| p.noise_multiplier);
+    for origin in &origins {
+        let leaves = policy.location != *origin || allowed.iter().any(|t| t != origin);
+        let count = contributors.iter().filter(|c| c.region == *origin).count() as u32;
+        if leaves && let Err(refusal) = policy.set.export_allowed(origin, count, noise) {
+            let why = crate::governance::render(&fedra_policy::Finding::from(refusal));
+            return Err(format!("export refused under policy set {}: {why}", policy.sha256()));
+        }
     }
     Ok(allowed)
 }
