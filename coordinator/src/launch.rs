@@ -168,7 +168,7 @@ impl Coordinator {
                 .max_decoding_message_size(limits::READ_MAX_MESSAGE_BYTES),
             )
             .add_service(
-                CheckpointServiceServer::new(CheckpointApi::new(store, config.engine.chunk_bytes, gate))
+                CheckpointServiceServer::new(CheckpointApi::new(store, config.engine.chunk_bytes, governance, gate))
                     .max_decoding_message_size(limits::READ_MAX_MESSAGE_BYTES),
             );
         let shutdown = async {

@@ -3,6 +3,7 @@
 
 use super::auth::{Access, Caller, Gate, Rpc};
 use super::{ApiError, convert};
+use crate::governance::Governance;
 use crate::ids::RegionId;
 use crate::store::{CheckpointFilter, Store};
 use fedra_proto::pb;
@@ -18,6 +19,7 @@ use tonic::{Request, Response, Status};
 pub struct CheckpointApi {
     store: Arc<dyn Store>,
     chunk_bytes: usize,
+    governance: Governance,
     gate: Gate,
 }
 
@@ -30,8 +32,25 @@ fn confined_region(caller: &Caller) -> Option<&RegionId> {
 }
 
 impl CheckpointApi {
-    pub fn new(store: Arc<dyn Store>, chunk_bytes: usize, gate: Gate) -> Self {
-        Self { store, chunk_bytes, gate }
+    pub fn new(store: Arc<dyn Store>, chunk_bytes: usize, governance: Governance, gate: Gate) -> Self {
+        Self { store, chunk_bytes, governance, gate }
+    }
+
+    /// With a policy in force, whether its `[roles] read_checkpoints` lets the caller read a
+    /// checkpoint stored in `regions` (any one of them suffices); the refusal of the first
+    /// region otherwise. Without a policy or an identity, everything the table allowed.
+    fn policy_reads(&self, caller: &Caller, regions: &[RegionId]) -> Result<(), String> {
+        let (Some(identity), Some(policy)) = (caller.identity(), self.governance.snapshot()) else { return Ok(()) };
+        let mut first = None;
+        for region in regions {
+            match policy.set.may_read_checkpoint(identity, region) {
+                Ok(_) => return Ok(()),
+                Err(refusal) => {
+                    first.get_or_insert_with(|| crate::governance::render(&fedra_policy::Finding::from(refusal)));
+                }
+            }
+        }
+        Err(first.unwrap_or_else(|| "the checkpoint has no stored copy".into()))
     }
 
     async fn published_ids(&self) -> Result<HashSet<String>, ApiError> {
@@ -65,7 +84,11 @@ impl CheckpointService for CheckpointApi {
             run: convert::optional(&r.run_id, |v| convert::run_id("run_id", v))?,
         };
         let published = self.published_ids().await?;
-        let list = self.store.list_checkpoints(&filter).await.map_err(ApiError::from)?;
+        let mut list = self.store.list_checkpoints(&filter).await.map_err(ApiError::from)?;
+        list.retain(|c| {
+            let regions: Vec<RegionId> = c.locations.iter().map(|(r, _)| r.clone()).collect();
+            self.policy_reads(&caller, &regions).is_ok()
+        });
         Ok(Response::new(pb::ListCheckpointsResponse {
             checkpoints: list.iter().map(|c| convert::checkpoint_to_pb(c, published.contains(c.id.as_str()))).collect(),
         }))
@@ -92,6 +115,9 @@ impl CheckpointService for CheckpointApi {
         {
             return Err(ApiError::Denied(format!("checkpoint {id} was not published to region {own}")).into());
         }
+        let regions: Vec<RegionId> = record.locations.iter().map(|(r, _)| r.clone()).collect();
+        self.policy_reads(&caller, &regions)
+            .map_err(|why| ApiError::Denied(format!("checkpoint {id} may not be read: {why}")))?;
         let manifest = convert::manifest_of(&record)?;
         let (_, path) = record
             .locations

@@ -271,6 +271,17 @@ async fn checkpoints_go_only_where_the_policy_allows_and_carry_its_hash() -> any
     assert!(withheld[0].draft.detail.contains("policy.toml:12"), "{}", withheld[0].draft.detail);
     let published = log.iter().filter(|e| e.draft.action == AuditAction::CheckpointPublished).count();
     assert_eq!(published, 2);
+
+    // Reads follow [roles] read_checkpoints: approvers are not granted any (the table alone
+    // would let them read), scientists read every region.
+    let mut approver = cluster.control_as(&who("fedra://approver/dora")).await?;
+    assert!(approver.list_checkpoints(None, None, Some(&run)).await?.is_empty());
+    let e = approver.pull_checkpoint(&checkpoints[0].id, &dir.path().join("nope")).await;
+    let (code, message) = rpc(&e.map_err(anyhow::Error::from).expect_err("not granted"));
+    assert_eq!(code, Code::PermissionDenied);
+    assert!(message.contains("role approver may not read checkpoints"), "{message}");
+    let mut scientist = cluster.control_as(&who("fedra://scientist/alice")).await?;
+    assert_eq!(scientist.list_checkpoints(None, None, Some(&run)).await?.len(), 2);
     cluster.shutdown().await;
     Ok(())
 }
