@@ -136,8 +136,13 @@ impl Coordinator {
             .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
             // Each service accepts messages only as large as its RPCs need (grpc::limits).
             .add_service(
-                RunServiceServer::new(RunApi::new(engine.clone(), Arc::clone(&store), gate.clone()))
-                    .max_decoding_message_size(limits::RUN_MAX_MESSAGE_BYTES),
+                RunServiceServer::new(RunApi::new(
+                    engine.clone(),
+                    Arc::clone(&store),
+                    governance.clone(),
+                    gate.clone(),
+                ))
+                .max_decoding_message_size(limits::RUN_MAX_MESSAGE_BYTES),
             )
             .add_service(
                 FleetServiceServer::new(FleetApi::new(

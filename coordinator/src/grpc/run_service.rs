@@ -2,6 +2,7 @@
 
 use super::auth::{Access, Gate, Rpc};
 use super::{ApiError, convert};
+use crate::governance::{Governance, Snapshot};
 use crate::round::{EngineHandle, RunEventKind, RunView};
 use crate::store::Store;
 use fedra_proto::pb;
@@ -14,7 +15,25 @@ use tonic::{Request, Response, Status};
 pub struct RunApi {
     engine: EngineHandle,
     store: Arc<dyn Store>,
+    governance: Governance,
     gate: Gate,
+}
+
+/// Per-client metrics leave the coordinator only where the policy's privacy rule for the
+/// client's scope (`<model>@<region>`) allows them (`per_client_metrics`); elsewhere an
+/// `UpdateReceived` event carries none. Without a policy nothing is withheld.
+fn redact(policy: Option<&Snapshot>, model: &str, mut e: pb::RunEvent) -> pb::RunEvent {
+    let Some(policy) = policy else { return e };
+    if let Some(pb::run_event::Kind::UpdateReceived(u)) = &mut e.kind {
+        let allowed = crate::ids::RegionId::new(u.region.as_str())
+            .ok()
+            .and_then(|region| policy.set.privacy_rule(model, &region).map(|r| r.terms.per_client_metrics))
+            .unwrap_or(false);
+        if !allowed {
+            u.metrics = None;
+        }
+    }
+    e
 }
 
 /// Runs per `ListRuns` page when the caller does not say, and at most.
@@ -22,8 +41,8 @@ const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
 impl RunApi {
-    pub fn new(engine: EngineHandle, store: Arc<dyn Store>, gate: Gate) -> Self {
-        Self { engine, store, gate }
+    pub fn new(engine: EngineHandle, store: Arc<dyn Store>, governance: Governance, gate: Gate) -> Self {
+        Self { engine, store, governance, gate }
     }
 }
 
@@ -80,12 +99,16 @@ impl RunService for RunApi {
     async fn watch_run(&self, req: Request<pb::WatchRunRequest>) -> Result<Response<Self::WatchRunStream>, Status> {
         let caller = self.gate.admit(&req, Rpc::WatchRun)?;
         let id = convert::run_id("run_id", &req.into_inner().run_id)?;
+        let view = self.engine.get(id.clone()).await?;
         if caller.access() != Access::Full {
-            let view = self.engine.get(id.clone()).await?;
             caller.check_owner(&format!("run {id}"), view.record.owner.as_ref())?;
         }
+        let policy = self.governance.snapshot();
+        let model = view.record.plan.model.name().to_string();
+        let out = move |e| redact(policy.as_ref(), &model, convert::event_to_pb(e));
         let (history, live) = self.engine.watch(id.clone()).await?;
-        let past = tokio_stream::iter(history.into_iter().map(|e| Ok(convert::event_to_pb(e))));
+        let past: Vec<_> = history.into_iter().map(|e| Ok(out.clone()(e))).collect();
+        let past = tokio_stream::iter(past);
         let Some(live) = live else {
             return Ok(Response::new(Box::pin(past)));
         };
@@ -104,7 +127,7 @@ impl RunService for RunApi {
                 };
                 let last =
                     matches!(&item, Ok(e) if matches!(e.kind, RunEventKind::RunFinished { .. })) || item.is_err();
-                if tx.send(item.map(convert::event_to_pb)).await.is_err() || last {
+                if tx.send(item.map(&out)).await.is_err() || last {
                     break;
                 }
             }

@@ -245,6 +245,10 @@ async fn audit_verify_holds_on_a_real_run_and_names_the_first_tampered_entry() -
 async fn checkpoints_go_only_where_the_policy_allows_and_carry_its_hash() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     write_policy(dir.path(), 100)?;
+    // US clients' own training metrics may leave the coordinator; EU clients' may not.
+    let us_metrics = "\n[[privacy]]\nmodel = \"*\"\nregion = \"US\"\nepsilon = 100\ndelta = 1e-6\nallow_non_private = true\nper_client_metrics = true\n";
+    let text = std::fs::read_to_string(dir.path().join("policy.toml"))?;
+    std::fs::write(dir.path().join("policy.toml"), text + us_metrics)?;
     let hash = fedra_policy::PolicySet::load(dir.path()).map_err(|e| anyhow::anyhow!("{e}"))?.sha256().to_string();
     // EU and US clients aggregated in the EU: the model trained on EU data may go to the EU
     // only, so the us copy is withheld.
@@ -253,6 +257,15 @@ async fn checkpoints_go_only_where_the_policy_allows_and_carry_its_hash() -> any
     let mut control = cluster.control().await?;
     let run = control.submit(&plan(4, 2, 2, 2, 2)).await?;
     assert_succeeded(&wait_for_end(&cluster, &run, Duration::from_secs(60)).await?);
+    let mut events = control.watch(&run).await?;
+    let mut seen = Vec::new();
+    while let Some(e) = events.next().await {
+        if let fedra_cli::status::WatchEvent::UpdateReceived { region, metrics, .. } = e? {
+            seen.push((region, metrics.loss_after > 0.0));
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, [("eu".into(), false), ("eu".into(), false), ("us".into(), true), ("us".into(), true)]);
     let checkpoints = control.list_checkpoints(None, None, Some(&run)).await?;
     assert_eq!(checkpoints.len(), 2);
     for c in &checkpoints {
