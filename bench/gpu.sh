@@ -36,11 +36,18 @@ for l in sys.stdin:
     cp "$CARGO_TARGET_DIR/release/fedra-sim" .gpu/fedra-sim
     cp "$bench" .gpu/training
     strip .gpu/fedra-sim .gpu/training
+    # Compressed, both fit the device tool's 64 MiB carry limit (137 MB stripped, 24 MB xz).
+    xz -T0 -6 -f .gpu/fedra-sim .gpu/training
     ls -la .gpu
     ;;
 device)
     out=${OUT:-.gpu/out}
     mkdir -p "$out"
+    for f in .gpu/*.xz; do
+        [ -e "$f" ] || continue
+        python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[1][:-3], "wb"))' "$f"
+        chmod +x "${f%.xz}"
+    done
     if ! ldconfig -p | grep -q libvulkan && ls .gl/*.deb >/dev/null 2>&1; then
         for f in .gl/*.deb; do dpkg -x "$f" /; done
         ldconfig
@@ -49,6 +56,9 @@ device)
         export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
     fi
     scale=${FEDRA_BENCH_SCALE:-10}
+    # wgpu falls back to a CPU adapter (lavapipe) when it finds no GPU; pin the discrete
+    # GPU so that a missing driver fails loudly instead of measuring the CPU.
+    export CUBECL_WGPU_DEFAULT_DEVICE=${CUBECL_WGPU_DEFAULT_DEVICE:-DiscreteGpu(0)}
     {
         nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
         nproc
@@ -57,11 +67,15 @@ device)
     } >"$out/machine.txt" 2>&1
     # burn on the GPU, then on the CPU of the same machine (one thread: the workspace builds
     # burn's flex backend without rayon), then PyTorch CUDA. Each line is one JSON object.
-    FEDRA_BENCH_DEVICE=wgpu FEDRA_BENCH_SCALE=$scale timeout 240 .gpu/training >"$out/burn_wgpu.jsonl" 2>"$out/burn_wgpu.err" || echo "burn wgpu exited $?" >>"$out/burn_wgpu.err"
-    FEDRA_BENCH_DEVICE=cpu FEDRA_BENCH_SCALE=1 timeout 120 .gpu/training >"$out/burn_cpu.jsonl" 2>"$out/burn_cpu.err" || echo "burn cpu exited $?" >>"$out/burn_cpu.err"
-    timeout 120 python3 bench/pytorch_mlp.py --device cuda --cnn --scale "$scale" >"$out/torch_cuda.jsonl" 2>"$out/torch_cuda.err" || echo "torch exited $?" >>"$out/torch_cuda.err"
+    # GPU utilisation once a second while burn trains on it: proof the GPU did the work.
+    nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 1 >"$out/gpu_util.csv" 2>&1 &
+    smi=$!
+    FEDRA_BENCH_DEVICE=wgpu FEDRA_BENCH_SCALE=$scale timeout 200 .gpu/training >"$out/burn_wgpu.jsonl" 2>"$out/burn_wgpu.err" || echo "burn wgpu exited $?" >>"$out/burn_wgpu.err"
+    kill "$smi" 2>/dev/null || true
+    FEDRA_BENCH_DEVICE=cpu FEDRA_BENCH_SCALE=1 timeout 60 .gpu/training >"$out/burn_cpu.jsonl" 2>"$out/burn_cpu.err" || echo "burn cpu exited $?" >>"$out/burn_cpu.err"
+    timeout 90 python3 bench/pytorch_mlp.py --device cuda --cnn --scale "$scale" >"$out/torch_cuda.jsonl" 2>"$out/torch_cuda.err" || echo "torch exited $?" >>"$out/torch_cuda.err"
     start=$(date +%s.%N)
-    timeout 120 .gpu/fedra-sim quickstart --device wgpu --out /tmp/fedra-gpu-quickstart >"$out/quickstart.txt" 2>&1 && qs=0 || qs=$?
+    timeout 90 .gpu/fedra-sim quickstart --device wgpu --out /tmp/fedra-gpu-quickstart >"$out/quickstart.txt" 2>&1 && qs=0 || qs=$?
     end=$(date +%s.%N)
     echo "{\"exit\": $qs, \"seconds\": $(python3 -c "print(round($end - $start, 2))")}" >"$out/quickstart.json"
     tail -n 5 "$out"/*.err 2>/dev/null || true
