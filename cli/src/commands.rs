@@ -107,6 +107,12 @@ enum RunCommand {
     Cancel { run_id: String },
     /// Approve a run the policy parked in pending_approval (approvers; not its submitter).
     Approve { run_id: String },
+    /// Reject a run waiting for approval: it ends cancelled with the reason.
+    Reject {
+        run_id: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -189,6 +195,11 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Run(RunCommand::Approve { run_id }) => {
             let (approvals, needed, state) = target.connect().await?.approve(&run_id).await?;
             println!("{run_id} {} ({approvals} of {needed} approvals)", state.as_str());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(RunCommand::Reject { run_id, reason }) => {
+            let state = target.connect().await?.reject(&run_id, &reason).await?;
+            println!("{run_id} {}", state.as_str());
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(AuditCommand::List { run, region, actor, since, json }) => {

@@ -153,6 +153,16 @@ impl ControlClient {
         Ok((r.approvals, r.needed, convert::run_state_from_pb("approve.state", r.state)?))
     }
 
+    /// Rejects a run waiting for approval; it ends cancelled with `reason`.
+    ///
+    /// # Errors
+    /// Not allowed to reject, not pending, transport failure.
+    pub async fn reject(&mut self, run: &str, reason: &str) -> Result<RunState, ControlError> {
+        let req = pb::RejectRunRequest { run_id: run.to_string(), reason: reason.to_string() };
+        let r = self.governance.reject_run(req).await?.into_inner();
+        Ok(convert::run_state_from_pb("reject.state", r.state)?)
+    }
+
     /// Asks the coordinator to re-read its policy directory; returns the set's sha256.
     ///
     /// # Errors

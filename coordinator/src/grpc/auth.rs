@@ -37,12 +37,13 @@ pub enum Rpc {
     ListCheckpoints,
     FetchCheckpoint,
     ApproveRun,
+    RejectRun,
     ApplyPolicy,
     ListAudit,
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 17] = [
+    pub const ALL: [Rpc; 18] = [
         Rpc::SubmitRun,
         Rpc::GetRun,
         Rpc::ListRuns,
@@ -58,6 +59,7 @@ impl Rpc {
         Rpc::ListCheckpoints,
         Rpc::FetchCheckpoint,
         Rpc::ApproveRun,
+        Rpc::RejectRun,
         Rpc::ApplyPolicy,
         Rpc::ListAudit,
     ];
@@ -115,7 +117,7 @@ pub const fn access(role: Role, rpc: Rpc) -> Access {
             _ => Denied,
         },
         // The policy set's [roles] narrows these further (approve, read_audit).
-        Rpc::ApproveRun => match role {
+        Rpc::ApproveRun | Rpc::RejectRun => match role {
             Approver | Admin => Full,
             _ => Denied,
         },
@@ -264,7 +266,7 @@ mod tests {
     /// The whole matrix, as a reviewer reads it: one row per RPC, one column per role in
     /// [`Role::ALL`] order (client, coordinator, regional-aggregator, scientist, compliance,
     /// approver, inference, admin). `-` denied, `O` own, `R` region, `S` summary, `F` full.
-    const MATRIX: [(Rpc, &str); 17] = [
+    const MATRIX: [(Rpc, &str); 18] = [
         (Rpc::SubmitRun, "---F---F"),
         (Rpc::GetRun, "---OFF-F"),
         (Rpc::ListRuns, "---OFF-F"),
@@ -280,6 +282,7 @@ mod tests {
         (Rpc::ListCheckpoints, "---FFFRF"),
         (Rpc::FetchCheckpoint, "---FFFRF"),
         (Rpc::ApproveRun, "-----F-F"),
+        (Rpc::RejectRun, "-----F-F"),
         (Rpc::ApplyPolicy, "-------F"),
         (Rpc::ListAudit, "----F--F"),
     ];

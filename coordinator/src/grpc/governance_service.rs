@@ -73,6 +73,19 @@ impl GovernanceService for GovernanceApi {
         }))
     }
 
+    async fn reject_run(&self, req: Request<pb::RejectRunRequest>) -> Result<Response<pb::RejectRunResponse>, Status> {
+        let caller = self.gate.admit(&req, Rpc::RejectRun)?;
+        self.policy_allows(&caller, Action::Approve)?;
+        let r = req.into_inner();
+        let id = convert::run_id("run_id", &r.run_id)?;
+        let reason = r.reason.trim();
+        if reason.is_empty() || reason.len() > 1024 {
+            return Err(ApiError::Invalid("reason must be 1..=1024 bytes: say why the run is rejected".into()).into());
+        }
+        let state = self.engine.reject(id, crate::audit::actor(caller.identity()), reason.to_string()).await?;
+        Ok(Response::new(pb::RejectRunResponse { state: convert::run_state_to_pb(state) as i32 }))
+    }
+
     async fn apply_policy(
         &self,
         req: Request<pb::ApplyPolicyRequest>,

@@ -99,6 +99,7 @@ enum Request {
     Submit { plan: RunPlan, owner: Option<Identity>, reply: Reply<RunId> },
     Approve { run: RunId, approver: String, reply: Reply<ApprovalCount> },
     PolicyChanged { reply: Reply<Vec<RunId>> },
+    Reject { run: RunId, approver: String, reason: String, reply: Reply<RunState> },
     ForRun { run: RunId, req: RunRequest },
     ForTask { task: TaskId, req: RunRequest },
     Register { client: ClientRecord, reply: Reply<()> },
@@ -139,6 +140,13 @@ impl EngineHandle {
     /// Unknown run, a run not pending approval, a repeated approval, store failures.
     pub async fn approve(&self, run: RunId, approver: String) -> Result<ApprovalCount, RoundError> {
         ask!(self, |reply| Request::Approve { run, approver, reply })
+    }
+    /// Rejects a `pending_approval` run: it ends cancelled with the reason (audited).
+    ///
+    /// # Errors
+    /// Unknown run, a run not pending approval, store failures.
+    pub async fn reject(&self, run: RunId, approver: String, reason: String) -> Result<RunState, RoundError> {
+        ask!(self, |reply| Request::Reject { run, approver, reason, reply })
     }
     /// A new policy set is in force: runs blocked by the old one that it allows are queued
     /// again (audited as `run_resumed`). Returns them.
@@ -363,6 +371,9 @@ impl Engine {
                 let r = self.approve(&run, &approver).await;
                 let _ = reply.send(r);
                 self.start_queued();
+            }
+            Request::Reject { run, approver, reason, reply } => {
+                let _ = reply.send(self.reject(&run, &approver, &reason).await);
             }
             Request::PolicyChanged { reply } => {
                 let r = self.resume_unblocked().await;
@@ -630,6 +641,30 @@ impl Engine {
             self.next_seq += 1;
         }
         Ok(count)
+    }
+
+    async fn reject(&mut self, run: &RunId, approver: &str, reason: &str) -> Result<RunState, RoundError> {
+        let record = self.env.store.get_run(run).await?.ok_or_else(|| RoundError::RunNotFound(run.clone()))?;
+        if record.state != RunState::PendingApproval {
+            return Err(crate::store::StoreError::Conflict {
+                what: "run",
+                id: run.to_string(),
+                action: "reject".into(),
+                state: record.state.to_string(),
+            }
+            .into());
+        }
+        let why = format!("rejected by {approver}: {reason}");
+        self.env.store.set_run_state(run, RunState::Cancelled, Some(&why)).await?;
+        audit::record(self.env.store.as_ref(), audit::draft(approver, AuditAction::RunRejected, reason).run(run))
+            .await?;
+        let _ = self.env.events.send(RunEvent {
+            run: run.clone(),
+            round: 0,
+            kind: RunEventKind::RunFinished { state: RunState::Cancelled, reason: Some(why) },
+        });
+        info!(run = %run, approver, "run rejected");
+        Ok(RunState::Cancelled)
     }
 
     async fn resume_unblocked(&mut self) -> Result<Vec<RunId>, RoundError> {

@@ -48,6 +48,10 @@ async fn call(channel: &Channel, rpc: Rpc) -> Result<(), tonic::Status> {
             .approve_run(pb::ApproveRunRequest { run_id: run_id() })
             .await
             .map(drop),
+        Rpc::RejectRun => GovernanceServiceClient::new(channel.clone())
+            .reject_run(pb::RejectRunRequest { run_id: run_id(), reason: "no".into() })
+            .await
+            .map(drop),
         Rpc::ApplyPolicy => {
             GovernanceServiceClient::new(channel.clone()).apply_policy(pb::ApplyPolicyRequest {}).await.map(drop)
         }

@@ -157,11 +157,17 @@ async fn a_run_whose_epsilon_is_above_the_threshold_starts_only_after_an_approve
         rpc(&admin_submitter.approve(&own).await.map_err(anyhow::Error::from).expect_err("four eyes"));
     assert_eq!(code, Code::PermissionDenied, "{message}");
     assert!(message.contains("may not approve it"), "{message}");
-    admin_submitter.cancel(&own).await?;
+    // An approver rejects that one: it ends cancelled, with who and why.
+    let e = bob.reject(&own, "no").await.map_err(anyhow::Error::from).expect_err("scientists cannot reject");
+    assert_eq!(rpc(&e).0, Code::PermissionDenied);
+    let mut approver = cluster.control_as(&who("fedra://approver/dora")).await?;
+    assert_eq!(approver.reject(&own, "ε too high for this cohort").await?, RunState::Cancelled);
+    let rejected = admin_submitter.get(&own).await?;
+    assert_eq!(rejected.state, RunState::Cancelled);
+    assert_eq!(rejected.failure.as_deref(), Some("rejected by fedra://approver/dora: ε too high for this cohort"));
     assert_eq!(scientist.get(&run).await?.state, RunState::PendingApproval, "still parked");
 
     // The approver's approval queues it; it runs to the end.
-    let mut approver = cluster.control_as(&who("fedra://approver/dora")).await?;
     let (approvals, needed, state) = approver.approve(&run).await?;
     assert_eq!((approvals, needed, state), (1, 1, RunState::Queued));
     let (code, _) = rpc(&approver.approve(&run).await.map_err(anyhow::Error::from).expect_err("not pending now"));
@@ -175,6 +181,11 @@ async fn a_run_whose_epsilon_is_above_the_threshold_starts_only_after_an_approve
     assert_eq!(actions[..3], [AuditAction::RunSubmitted, AuditAction::RunPendingApproval, AuditAction::RunApproved]);
     assert!(of_run[1].draft.detail.contains("(approval name=high-epsilon approvals=1 epsilon_above=5): approval rule high-epsilon requires 1 approval: projected ε 7."), "{}", of_run[1].draft.detail);
     assert_eq!(of_run[2].draft.actor, "fedra://approver/dora");
+    let rejection = log.iter().find(|e| e.draft.action == AuditAction::RunRejected).expect("audited");
+    assert_eq!(
+        (rejection.draft.run.as_deref(), rejection.draft.detail.as_str()),
+        (Some(own.as_str()), "ε too high for this cohort")
+    );
     cluster.shutdown().await;
     Ok(())
 }
