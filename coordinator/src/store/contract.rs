@@ -61,6 +61,7 @@ macro_rules! store_contract_tests {
             audit_entries_are_numbered_and_chained_across_appends,
             audit_entries_are_listed_by_filter_oldest_first,
             approvals_queue_a_pending_run_once_enough_approvers_agree,
+            a_round_completion_appends_its_audit_entries_atomically,
         );
     };
     (@cases $module:ident, $open:expr, $($case:ident),+ $(,)?) => {
@@ -164,6 +165,7 @@ fn completion(run: &RunId, round: u32, attempt: u32, final_round: bool) -> Round
         metrics: metrics(0.0),
         checkpoint: checkpoint(run, round, &["eu"]),
         final_round,
+        audit: Vec::new(),
     }
 }
 
@@ -445,6 +447,7 @@ pub(crate) async fn a_completed_round_commits_participations_checkpoint_and_run_
             metrics: m,
             checkpoint: cp1.clone(),
             final_round: false,
+            audit: Vec::new(),
         })
         .await
         .unwrap();

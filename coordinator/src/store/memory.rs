@@ -315,6 +315,10 @@ impl Store for MemoryStore {
         } else {
             run.state = RunState::Running;
         }
+        for draft in &c.audit {
+            let entry = AuditEntry::chain(d.audit.last(), draft.clone());
+            d.audit.push(entry);
+        }
         Ok(())
     }
 

@@ -412,6 +412,9 @@ pub struct RoundCompletion {
     pub checkpoint: CheckpointRecord,
     /// The run's last round: the run succeeds and this checkpoint becomes its published one.
     pub final_round: bool,
+    /// Audit entries for what this round did (publications, privacy charges), appended in
+    /// the same transaction: the round is on record exactly when they are.
+    pub audit: Vec<AuditDraft>,
 }
 
 /// What [`Store::record_updates`] did with a batch: every update is either recorded or

@@ -18,6 +18,7 @@ mod audit;
 mod checkpoints;
 mod guards;
 mod rows;
+use audit::append_in;
 use guards::*;
 use rows::*;
 
@@ -366,6 +367,7 @@ impl Store for SqliteStore {
         .bind(run)
         .execute(&mut *tx)
         .await?;
+        append_in(&mut tx, &c.audit).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -86,33 +86,6 @@ pub(in crate::round) async fn on_published(
         created_at: m.created_at,
         locations: published.locations.clone(),
     };
-    let completion = RoundCompletion {
-        run: key.run.clone(),
-        round: key.round,
-        attempt: key.attempt,
-        reported: m.contributors.len() as u32,
-        samples: m.total_samples,
-        metrics: m.metrics,
-        checkpoint,
-        // With an evaluation to come, the run succeeds only once it is done.
-        final_round: final_round && !evaluate,
-    };
-    if let Err(e) = core.env.store.complete_round(&completion).await {
-        error!(run = %key.run, round = key.round, error = %e, "cannot commit round");
-        return Transition::fail(format!("store failure: {e}"));
-    }
-    // The attempt is done for good: a later failure (a cancel during evaluation) ends the
-    // run, not this round.
-    core.recorded = false;
-    if let Some(next_clip) = p.next_clip.take() {
-        // The aggregate is released: reservations become charges (they counted already).
-        if let Err(e) = core.env.store.charge_privacy(&key.run, key.round, key.attempt, next_clip).await {
-            error!(run = %key.run, round = key.round, error = %e, "cannot mark the privacy reservation charged; it still counts");
-        }
-        if next_clip.is_some() {
-            core.clip_norm = next_clip;
-        }
-    }
     let mut drafts: Vec<_> = published
         .locations
         .iter()
@@ -138,10 +111,34 @@ pub(in crate::round) async fn on_published(
             .run(&key.run),
         );
     }
-    // The round is committed: an audit write that fails now is logged loudly (the
-    // checkpoint and the ledger already say what happened) rather than un-publishing.
-    if let Err(e) = core.env.store.append_audit(&drafts).await {
-        error!(run = %key.run, round = key.round, error = %e, "cannot audit the publication");
+    let completion = RoundCompletion {
+        run: key.run.clone(),
+        round: key.round,
+        attempt: key.attempt,
+        reported: m.contributors.len() as u32,
+        samples: m.total_samples,
+        metrics: m.metrics,
+        checkpoint,
+        // With an evaluation to come, the run succeeds only once it is done.
+        final_round: final_round && !evaluate,
+        // Publications and the privacy charge are on record exactly when the round is.
+        audit: drafts,
+    };
+    if let Err(e) = core.env.store.complete_round(&completion).await {
+        error!(run = %key.run, round = key.round, error = %e, "cannot commit round");
+        return Transition::fail(format!("store failure: {e}"));
+    }
+    // The attempt is done for good: a later failure (a cancel during evaluation) ends the
+    // run, not this round.
+    core.recorded = false;
+    if let Some(next_clip) = p.next_clip.take() {
+        // The aggregate is released: reservations become charges (they counted already).
+        if let Err(e) = core.env.store.charge_privacy(&key.run, key.round, key.attempt, next_clip).await {
+            error!(run = %key.run, round = key.round, error = %e, "cannot mark the privacy reservation charged; it still counts");
+        }
+        if next_clip.is_some() {
+            core.clip_norm = next_clip;
+        }
     }
     info!(run = %key.run, round = key.round, checkpoint = %m.checkpoint_id, loss = m.metrics.loss_after, "round published");
     core.emit(RunEventKind::Published {

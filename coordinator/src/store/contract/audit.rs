@@ -73,3 +73,17 @@ pub(crate) async fn approvals_queue_a_pending_run_once_enough_approvers_agree(st
     let unknown = store.approve_run(&RunId::generate(), "fedra://approver/a").await.unwrap_err();
     assert!(matches!(unknown, StoreError::NotFound { what: "run", .. }), "{unknown}");
 }
+
+pub(crate) async fn a_round_completion_appends_its_audit_entries_atomically(store: &dyn Store) {
+    let a = new_run(store, RunState::Running).await;
+    store.begin_round(&a.id, 1, 1, &[(id("c1"), id("eu"))]).await.unwrap();
+    let drafts = vec![draft(0, Some(a.id.as_str()), Some("eu"), "coordinator"), draft(1, None, None, "coordinator")];
+    store.complete_round(&RoundCompletion { audit: drafts.clone(), ..completion(&a.id, 1, 1, false) }).await.unwrap();
+    let log = store.list_audit(&AuditFilter::default()).await.unwrap();
+    assert_eq!(log.iter().map(|e| e.draft.clone()).collect::<Vec<_>>(), drafts);
+    assert!(verify(&log).is_ok());
+    // A refused completion (the attempt is done already) appends nothing.
+    let again = RoundCompletion { audit: drafts.clone(), ..completion(&a.id, 1, 1, false) };
+    assert!(store.complete_round(&again).await.is_err());
+    assert_eq!(store.list_audit(&AuditFilter::default()).await.unwrap().len(), 2);
+}

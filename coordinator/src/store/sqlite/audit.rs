@@ -22,35 +22,45 @@ fn entry_of(r: &SqliteRow) -> Result<AuditEntry, StoreError> {
     })
 }
 
+/// Appends `drafts` inside `tx` (which holds the write lock: see `write_tx`), chained onto
+/// the head it reads. Callers commit.
+pub(super) async fn append_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    drafts: &[AuditDraft],
+) -> Result<Vec<AuditEntry>, StoreError> {
+    let head = sqlx::query("SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut **tx).await?;
+    let mut prev = head.as_ref().map(entry_of).transpose()?;
+    let mut out = Vec::with_capacity(drafts.len());
+    for draft in drafts {
+        let entry = AuditEntry::chain(prev.as_ref(), draft.clone());
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at_ms, actor, action, run_id, region, detail, prev_hash, hash)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(entry.seq)
+        .bind(entry.draft.at_ms)
+        .bind(&entry.draft.actor)
+        .bind(entry.draft.action.as_str())
+        .bind(entry.draft.run.as_deref())
+        .bind(entry.draft.region.as_deref())
+        .bind(&entry.draft.detail)
+        .bind(&entry.prev_hash)
+        .bind(&entry.hash)
+        .execute(&mut **tx)
+        .await?;
+        prev = Some(entry.clone());
+        out.push(entry);
+    }
+    Ok(out)
+}
+
 impl SqliteStore {
     pub(super) async fn append_audit_entries(&self, drafts: &[AuditDraft]) -> Result<Vec<AuditEntry>, StoreError> {
         if drafts.is_empty() {
             return Ok(Vec::new());
         }
         let mut tx = self.write_tx().await?;
-        let head = sqlx::query("SELECT * FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
-        let mut prev = head.as_ref().map(entry_of).transpose()?;
-        let mut out = Vec::with_capacity(drafts.len());
-        for draft in drafts {
-            let entry = AuditEntry::chain(prev.as_ref(), draft.clone());
-            sqlx::query(
-                "INSERT INTO audit_log (seq, at_ms, actor, action, run_id, region, detail, prev_hash, hash)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(entry.seq)
-            .bind(entry.draft.at_ms)
-            .bind(&entry.draft.actor)
-            .bind(entry.draft.action.as_str())
-            .bind(entry.draft.run.as_deref())
-            .bind(entry.draft.region.as_deref())
-            .bind(&entry.draft.detail)
-            .bind(&entry.prev_hash)
-            .bind(&entry.hash)
-            .execute(&mut *tx)
-            .await?;
-            prev = Some(entry.clone());
-            out.push(entry);
-        }
+        let out = append_in(&mut tx, drafts).await?;
         tx.commit().await?;
         Ok(out)
     }
