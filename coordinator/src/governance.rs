@@ -59,6 +59,12 @@ impl Snapshot {
         self.set.may_aggregate_at(region, &self.location).is_ok()
     }
 
+    /// Every region whose clients [`Self::may_select`] (undeclared regions never are):
+    /// computed once per round so that scheduling looks regions up instead of re-deciding.
+    pub fn selectable_regions(&self) -> std::collections::BTreeSet<RegionId> {
+        self.set.regions().iter().map(|r| r.name.clone()).filter(|r| self.may_select(r)).collect()
+    }
+
     /// The regions a checkpoint trained on `origins` may be written to, out of `targets`,
     /// and the refusal for each one withheld.
     pub fn publishable(&self, origins: &[RegionId], targets: &[RegionId]) -> (Vec<RegionId>, Vec<(RegionId, String)>) {
@@ -67,7 +73,7 @@ impl Snapshot {
         for target in targets {
             match self.set.may_publish(origins, target) {
                 Ok(()) => allowed.push(target.clone()),
-                Err(refusal) => withheld.push((target.clone(), render(&Finding::from(refusal)))),
+                Err(refusal) => withheld.push((target.clone(), refusal.to_string())),
             }
         }
         (allowed, withheld)
@@ -188,46 +194,50 @@ pub async fn trained_regions(store: &dyn Store, model: &str) -> Result<Vec<Regio
     Ok(regions)
 }
 
-/// Whether the policy in force still allows a stored run: `Err` with the refusal's
-/// findings when it would refuse it now. A run that would now need approval is still
-/// allowed: it was admitted (and approved where needed) when submitted, and approvals
-/// are asked for at submission only.
+/// The policy's decision on `plan` submitted by `owner` (`None`: a coordinator without
+/// identities), given the regions the model was trained in before (`trained_regions`):
+/// queued, parked for approval, or (inner `Err`) refused with every finding rendered.
 ///
 /// # Errors
-/// Store failures (outer); the refusal (inner).
-pub async fn still_allowed(
-    store: &dyn Store,
+/// A plan whose privacy mechanism cannot be built.
+pub fn decide_plan(
     policy: &Snapshot,
-    run: &RunRecord,
+    plan: &RunPlan,
+    owner: Option<&Identity>,
+    trained_before: Vec<RegionId>,
     lattice_slack: f64,
-) -> Result<Result<(), String>, StoreError> {
-    let trained = trained_regions(store, run.plan.model.name()).await?;
-    let submitter = run.owner.clone().unwrap_or_else(insecure_submitter);
-    let facts = match policy.facts(&run.plan, submitter, trained, lattice_slack) {
-        Ok(f) => f,
-        Err(e) => return Ok(Err(e.to_string())),
-    };
-    Ok(policy.decide(&facts).map(drop))
+) -> Result<Result<Admission, String>, crate::privacy::PrivacyError> {
+    let submitter = owner.cloned().unwrap_or_else(insecure_submitter);
+    let facts = policy.facts(plan, submitter, trained_before, lattice_slack)?;
+    Ok(policy.decide(&facts))
+}
+
+/// Whether the policy in force still allows a stored run: `Err` with the refusal's
+/// findings when it would refuse it now. A run that would now need approval is still
+/// allowed: it was admitted (and approved where needed) when submitted, and approvals are
+/// asked for at submission only; which is also why the regions the model was trained in
+/// (an approval condition only) need not be read here.
+///
+/// # Errors
+/// The refusal, rendered.
+pub fn still_allowed(policy: &Snapshot, run: &RunRecord, lattice_slack: f64) -> Result<(), String> {
+    match decide_plan(policy, &run.plan, run.owner.as_ref(), Vec::new(), lattice_slack) {
+        Ok(decision) => decision.map(drop),
+        // A stored plan whose mechanism cannot be rebuilt cannot be allowed either.
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Who submitted a run to a coordinator without identities (`--insecure`): everyone may
 /// do everything there, so an admin.
-pub fn insecure_submitter() -> Identity {
+fn insecure_submitter() -> Identity {
     "fedra://admin/insecure".parse().expect("a valid identity")
 }
 
-/// A finding as users read it: `file:line (rule text): message`, or the message alone when
-/// no rule allows the thing (denied by default).
-pub fn render(finding: &Finding) -> String {
-    match &finding.rule {
-        Some(rule) => format!("{rule}: {}", finding.message),
-        None => format!("{} (no rule allows it: denied by default)", finding.message),
-    }
-}
-
-/// Every finding, one per line.
+/// Every finding as `fedra_policy` writes it (`reason; see file:line (rule)`), separated
+/// by ` | `.
 pub fn render_all(findings: &[Finding]) -> String {
-    findings.iter().map(render).collect::<Vec<_>>().join("; ")
+    findings.iter().map(ToString::to_string).collect::<Vec<_>>().join(" | ")
 }
 
 /// The policy in force, shared by the engine and the gRPC edge. Cheap to clone.

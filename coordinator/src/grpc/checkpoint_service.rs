@@ -46,7 +46,7 @@ impl CheckpointApi {
             match policy.set.may_read_checkpoint(identity, region) {
                 Ok(_) => return Ok(()),
                 Err(refusal) => {
-                    first.get_or_insert_with(|| crate::governance::render(&fedra_policy::Finding::from(refusal)));
+                    first.get_or_insert_with(|| refusal.to_string());
                 }
             }
         }

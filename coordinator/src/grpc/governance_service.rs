@@ -38,11 +38,7 @@ impl GovernanceApi {
         let (Some(identity), Some(policy)) = (caller.identity(), self.policy.governance().snapshot()) else {
             return Ok(());
         };
-        policy
-            .set
-            .role_may(identity.role(), action)
-            .map(drop)
-            .map_err(|refusal| ApiError::Denied(crate::governance::render(&fedra_policy::Finding::from(refusal))))
+        policy.set.role_may(identity.role(), action).map(drop).map_err(|refusal| ApiError::Denied(refusal.to_string()))
     }
 }
 

@@ -37,7 +37,8 @@ impl Lease {
 #[derive(Debug, Clone)]
 pub struct Eligibility {
     regions: RegionSet,
-    residency: Option<crate::governance::Snapshot>,
+    /// With a policy in force, the regions whose raw updates may be aggregated here.
+    residency: Option<std::collections::BTreeSet<RegionId>>,
     input_dim: usize,
     classes: usize,
 }
@@ -45,7 +46,12 @@ pub struct Eligibility {
 impl Eligibility {
     pub fn for_plan(plan: &RunPlan, policy: Option<crate::governance::Snapshot>) -> Self {
         let arch = plan.model.architecture();
-        Self { regions: plan.regions.clone(), residency: policy, input_dim: arch.input_dim(), classes: arch.classes() }
+        Self {
+            regions: plan.regions.clone(),
+            residency: policy.map(|p| p.selectable_regions()),
+            input_dim: arch.input_dim(),
+            classes: arch.classes(),
+        }
     }
 
     /// Whether the client's region is allowed (by the plan and by the policy's residency
@@ -53,7 +59,7 @@ impl Eligibility {
     /// reported as 0, are allowed).
     pub fn admits(&self, client: &ClientRecord) -> bool {
         self.regions.allows(&client.region)
-            && self.residency.as_ref().is_none_or(|p| p.may_select(&client.region))
+            && self.residency.as_ref().is_none_or(|allowed| allowed.contains(&client.region))
             && client.samples() > 0
             && client.datasets.iter().any(|d| {
                 (d.features == 0 || d.features as usize == self.input_dim)

@@ -503,20 +503,9 @@ impl RunActor {
                 return false;
             }
         };
-        let findings = match crate::governance::still_allowed(
-            env.store.as_ref(),
-            &policy,
-            &record,
-            env.settings.privacy.lattice_slack,
-        )
-        .await
-        {
-            Ok(Ok(())) => return false,
-            Ok(Err(findings)) => findings,
-            Err(e) => {
-                error!(run = %self.core.id, error = %e, "cannot re-check the policy; the run goes on");
-                return false;
-            }
+        let Err(findings) = crate::governance::still_allowed(&policy, &record, env.settings.privacy.lattice_slack)
+        else {
+            return false;
         };
         let reason =
             format!("blocked by policy set {} after round {}: {findings}", policy.sha256(), self.core.key.round);

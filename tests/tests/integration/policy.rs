@@ -179,7 +179,12 @@ async fn a_run_whose_epsilon_is_above_the_threshold_starts_only_after_an_approve
     let of_run: Vec<_> = log.iter().filter(|e| e.draft.run.as_deref() == Some(run.as_str())).collect();
     let actions: Vec<_> = of_run.iter().map(|e| e.draft.action).collect();
     assert_eq!(actions[..3], [AuditAction::RunSubmitted, AuditAction::RunPendingApproval, AuditAction::RunApproved]);
-    assert!(of_run[1].draft.detail.contains("(approval name=high-epsilon approvals=1 epsilon_above=5): approval rule high-epsilon requires 1 approval: projected ε 7."), "{}", of_run[1].draft.detail);
+    assert!(
+        of_run[1].draft.detail.contains("approval rule high-epsilon requires 1 approval: projected ε 7.")
+            && of_run[1].draft.detail.contains("(approval name=high-epsilon approvals=1 epsilon_above=5)"),
+        "{}",
+        of_run[1].draft.detail
+    );
     assert_eq!(of_run[2].draft.actor, "fedra://approver/dora");
     let rejection = log.iter().find(|e| e.draft.action == AuditAction::RunRejected).expect("audited");
     assert_eq!(

@@ -52,10 +52,7 @@ impl Engine {
         let store = self.env.store.as_ref();
         let mut resumed = Vec::new();
         for run in store.list_runs().await?.into_iter().filter(|r| r.state == RunState::BlockedByPolicy) {
-            if crate::governance::still_allowed(store, &policy, &run, self.env.settings.privacy.lattice_slack)
-                .await?
-                .is_err()
-            {
+            if crate::governance::still_allowed(&policy, &run, self.env.settings.privacy.lattice_slack).is_err() {
                 continue;
             }
             store.set_run_state(&run.id, RunState::Queued, None).await?;
@@ -81,10 +78,11 @@ impl Engine {
         let Some(policy) = self.env.settings.governance.snapshot() else {
             return Ok((Admission::Queued { detail: "admitted: no policy set in force".into() }, None));
         };
-        let submitter = owner.cloned().unwrap_or_else(crate::governance::insecure_submitter);
-        let trained = crate::governance::trained_regions(self.env.store.as_ref(), plan.model.name()).await?;
-        let facts = policy.facts(plan, submitter, trained, self.env.settings.privacy.lattice_slack)?;
-        match policy.decide(&facts) {
+        let store = self.env.store.as_ref();
+        let trained = crate::governance::trained_regions(store, plan.model.name()).await?;
+        let slack = self.env.settings.privacy.lattice_slack;
+        let decision = crate::governance::decide_plan(&policy, plan, owner, trained, slack)?;
+        match decision {
             Ok(admission) => Ok((admission, Some(policy.sha256().to_string()))),
             Err(findings) => {
                 warn!(model = plan.model.name(), %findings, "plan refused by policy");

@@ -320,7 +320,7 @@ async fn publication_targets(
         let leaves = policy.location != *origin || allowed.iter().any(|t| t != origin);
         let count = contributors.iter().filter(|c| c.region == *origin).count() as u32;
         if leaves && let Err(refusal) = policy.set.export_allowed(origin, count, noise) {
-            let why = crate::governance::render(&fedra_policy::Finding::from(refusal));
+            let why = refusal.to_string();
             return Err(format!("export refused under policy set {}: {why}", policy.sha256()));
         }
     }
