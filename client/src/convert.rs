@@ -135,6 +135,8 @@ pub fn register_to_pb(
             })
             .collect(),
         capabilities: Some(pb::Capabilities { devices: devices.to_vec(), max_parameters: 0 }),
+        // A sidecar stands for itself.
+        members: 1,
     }
 }
 
@@ -158,6 +160,7 @@ mod tests {
     fn task() -> pb::Task {
         let arch = Architecture::LogisticRegression { input_dim: 3, classes: 2 };
         pb::Task {
+            cohort: None,
             task_id: "task-1".into(),
             run_id: "run-1".into(),
             round: 2,

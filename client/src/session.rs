@@ -325,6 +325,7 @@ impl Sidecar {
                 metrics: Some(convert::metrics_to_pb(&outcome.metrics)),
                 update_norm: norm,
                 digest,
+                contributors: 1,
             })),
         };
         let chunk_bytes =

@@ -7,6 +7,7 @@ use crate::audit;
 use crate::checkpoint::CheckpointDir;
 use crate::config::{Config, Transport};
 use crate::governance::{Governance, PolicyReloader};
+use crate::grpc::upstream::Upstream;
 use crate::grpc::{CheckpointApi, FleetApi, Gate, GovernanceApi, PrivacyApi, RunApi, limits};
 use crate::round::EngineSettings;
 use crate::round::{Engine, EngineHandle, RoundError};
@@ -50,6 +51,8 @@ pub struct Coordinator {
     store: SqliteStore,
     tls: bool,
     reloader: PolicyReloader,
+    /// A regional aggregator's session with its global coordinator, and its stop switch.
+    upstream: Option<(tokio::sync::watch::Sender<bool>, JoinHandle<()>)>,
 }
 
 /// Per-stream HTTP/2 receive window of the coordinator's server.
@@ -173,9 +176,15 @@ impl Coordinator {
                 .max_decoding_message_size(limits::READ_MAX_MESSAGE_BYTES),
             )
             .add_service(
-                CheckpointServiceServer::new(CheckpointApi::new(store, config.engine.chunk_bytes, governance, gate))
-                    .max_decoding_message_size(limits::READ_MAX_MESSAGE_BYTES),
+                CheckpointServiceServer::new(CheckpointApi::new(
+                    Arc::clone(&store),
+                    config.engine.chunk_bytes,
+                    governance,
+                    gate,
+                ))
+                .max_decoding_message_size(limits::READ_MAX_MESSAGE_BYTES),
             );
+        let upstream_store = store;
         let shutdown = async {
             let _ = stopped.await;
         };
@@ -191,7 +200,25 @@ impl Coordinator {
         };
         info!(%addr, data_dir = %config.data_dir.display(), artifacts = %config.artifact_dir.display(), "coordinator listening");
         let tls = config.transport != Transport::Insecure;
-        Ok(Self { addr, engine, engine_task, server_task, stop: Some(stop), store: sqlite, tls, reloader })
+        let upstream = match (&config.upstream, &config.engine.tier) {
+            (Some(up), crate::hierarchy::Tier::Regional { location }) => {
+                let (stop_up, stopped_up) = tokio::sync::watch::channel(false);
+                let session = Upstream::new(up.clone(), location.clone(), engine.clone(), Arc::clone(&upstream_store));
+                info!(upstream = %up.url, %location, "regional aggregator: serving cohorts of the global coordinator");
+                Some((stop_up, tokio::spawn(session.run(stopped_up))))
+            }
+            _ => None,
+        };
+        Ok(Self { addr, engine, engine_task, server_task, stop: Some(stop), store: sqlite, tls, reloader, upstream })
+    }
+
+    /// The participants online now and the clients behind them (a global coordinator's
+    /// regional aggregators and their inventories; a coordinator's own clients).
+    ///
+    /// # Errors
+    /// The engine stopped.
+    pub async fn inventory(&self) -> Result<crate::hierarchy::Inventory, RoundError> {
+        self.engine.inventory().await
     }
 
     /// Reloads the policy set on demand (SIGHUP, tests).
@@ -212,6 +239,10 @@ impl Coordinator {
     /// Stops the engine where it is (an in-progress round is re-run after restart), stops
     /// serving and closes the store.
     pub async fn shutdown(mut self) {
+        if let Some((stop, task)) = self.upstream.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
         self.engine.shutdown().await;
         let _ = (&mut self.engine_task).await;
         if let Some(stop) = self.stop.take() {
@@ -226,6 +257,10 @@ impl Coordinator {
 
     /// Stops abruptly, as a crash would: no engine drain, no graceful stream end.
     pub async fn kill(mut self) {
+        if let Some((_, task)) = self.upstream.take() {
+            task.abort();
+            let _ = task.await;
+        }
         self.engine_task.abort();
         self.server_task.abort();
         let _ = (&mut self.engine_task).await;

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod governance;
 pub mod grpc;
+pub mod hierarchy;
 pub mod ids;
 pub mod launch;
 pub mod model;

@@ -41,6 +41,21 @@ pub struct ClusterBuilder {
     policy: Option<fedra_coordinator::governance::PolicyConfig>,
     privacy_budgets: Vec<RawBudgetRule>,
     device: DeviceChoice,
+    pki_root: Option<PathBuf>,
+    tier: TierSpec,
+}
+
+/// Which tier a cluster's coordinator serves (see `fedra_coordinator::hierarchy`).
+#[derive(Debug, Clone, Default)]
+pub enum TierSpec {
+    #[default]
+    Standalone,
+    Global,
+    /// A regional aggregator of `location` under the global coordinator at `upstream`.
+    Regional {
+        location: String,
+        upstream: String,
+    },
 }
 
 impl Default for ClusterBuilder {
@@ -57,6 +72,8 @@ impl Default for ClusterBuilder {
             policy: None,
             privacy_budgets: Vec::new(),
             device: DeviceChoice::Cpu,
+            pki_root: None,
+            tier: TierSpec::Standalone,
         }
     }
 }
@@ -116,6 +133,20 @@ impl ClusterBuilder {
         self
     }
 
+    /// Keep the throw-away CA in `dir` instead of `<data_dir>/pki`: clusters built on one
+    /// root trust each other (the tiers of a hierarchy).
+    pub fn pki_root(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.pki_root = Some(dir.into());
+        self
+    }
+
+    /// The coordinator's tier (`role`, and `[upstream]` for a regional aggregator, whose
+    /// certificate `regional-aggregator/<location>/agg-<location>` the cluster's CA issues).
+    pub fn tier(mut self, tier: TierSpec) -> Self {
+        self.tier = tier;
+        self
+    }
+
     /// Privacy budgets, as the `[[privacy.budgets]]` rules of a coordinator config.
     pub fn privacy_budget(mut self, rule: RawBudgetRule) -> Self {
         self.privacy_budgets.push(rule);
@@ -137,8 +168,23 @@ impl ClusterBuilder {
             }
         };
         // A throw-away CA: the cluster runs mutual TLS like a deployment does.
-        let pki = SimPki::create(&data_dir.join("pki"))?;
+        let pki = SimPki::create(&self.pki_root.clone().unwrap_or_else(|| data_dir.join("pki")))?;
         let mut config = Config::local(&data_dir, &pki.coordinator().dir, Some(&pki.crl()));
+        match &self.tier {
+            TierSpec::Standalone => {}
+            TierSpec::Global => config.engine.tier = fedra_coordinator::hierarchy::Tier::Global,
+            TierSpec::Regional { location, upstream } => {
+                let region = fedra_types::ids::RegionId::new(location.as_str())?;
+                let name = format!("agg-{location}");
+                let identity = Identity::new(Role::RegionalAggregator, Some(region.clone()), &name)?;
+                config.engine.tier = fedra_coordinator::hierarchy::Tier::Regional { location: region };
+                config.upstream = Some(fedra_coordinator::config::topology::UpstreamConfig {
+                    url: upstream.clone(),
+                    name: fedra_types::ids::ClientId::new(name)?,
+                    tls_dir: Some(pki.identity_dir(&identity)?),
+                });
+            }
+        }
         config.engine.heartbeat_interval = self.heartbeat;
         config.engine.client_timeout = self.client_timeout;
         if let Some(c) = self.chunk_bytes {
@@ -204,6 +250,11 @@ impl Cluster {
 
     pub fn endpoint(&self) -> String {
         format!("https://{}", self.config.listen)
+    }
+
+    /// The coordinator's listening address.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.config.listen
     }
 
     /// The cluster's throw-away CA: issue identities for any role, revoke them.
@@ -387,6 +438,15 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err(anyhow::anyhow!("coordinator did not restart: {:?}", last))
+    }
+
+    /// The participants online at the coordinator and the clients behind them.
+    ///
+    /// # Errors
+    /// The coordinator is down.
+    pub async fn inventory(&self) -> Result<fedra_coordinator::hierarchy::Inventory> {
+        let c = self.coordinator.as_ref().context("the coordinator is down")?;
+        Ok(c.inventory().await?)
     }
 
     /// Stops every client, then the coordinator.

@@ -46,12 +46,24 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
     move |source| CheckpointError::Io { path: path.display().to_string(), source }
 }
 
-/// One contributing client in a manifest.
+/// One contributor in a manifest: a client, or at the global tier a region's aggregator
+/// (then `client` names the aggregator, `clients` how many client updates its aggregate
+/// holds, and `samples` their total).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Contributor {
     pub client: ClientId,
     pub region: RegionId,
     pub samples: u64,
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub clients: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 /// Per-region totals in a manifest.
@@ -260,7 +272,7 @@ impl CheckpointDir {
         let mut regions = BTreeMap::<RegionId, RegionContribution>::new();
         for c in &req.contributors {
             let e = regions.entry(c.region.clone()).or_insert(RegionContribution { clients: 0, samples: 0 });
-            e.clients += 1;
+            e.clients += c.clients;
             e.samples += c.samples;
         }
         let manifest = Manifest {
@@ -335,8 +347,18 @@ mod tests {
             parent: None,
             model: model.clone(),
             contributors: vec![
-                Contributor { client: ClientId::new("a").unwrap(), region: RegionId::new("eu").unwrap(), samples: 10 },
-                Contributor { client: ClientId::new("b").unwrap(), region: RegionId::new("us").unwrap(), samples: 5 },
+                Contributor {
+                    client: ClientId::new("a").unwrap(),
+                    region: RegionId::new("eu").unwrap(),
+                    samples: 10,
+                    clients: 1,
+                },
+                Contributor {
+                    client: ClientId::new("b").unwrap(),
+                    region: RegionId::new("us").unwrap(),
+                    samples: 5,
+                    clients: 1,
+                },
             ],
             metrics: TrainingMetrics::default(),
             regions: vec![RegionId::new("eu").unwrap(), RegionId::new("us").unwrap()],

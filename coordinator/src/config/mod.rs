@@ -2,11 +2,14 @@
 //! command-line flags, each overriding the previous, validated once into [`Config`].
 //! Environment variables are read here and nowhere else.
 
+use crate::hierarchy::Tier;
 use crate::round::EngineSettings;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub mod topology;
 
 /// The only config format version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
@@ -54,8 +57,13 @@ pub struct RawConfig {
     /// With it, privacy budgets come from the policy set only. Needs `location`.
     pub policy_dir: Option<PathBuf>,
     /// The region this coordinator runs in (where it aggregates raw updates); one of the
-    /// policy set's regions.
+    /// policy set's regions. Required for a regional aggregator.
     pub location: Option<String>,
+    /// `standalone` (default), `global` (its participants are regional aggregators) or
+    /// `regional` (next to one region's clients, under a global coordinator: `[upstream]`).
+    pub role: Option<String>,
+    /// `[upstream]`: a regional aggregator's global coordinator.
+    pub upstream: Option<topology::RawUpstream>,
     /// Plain-text gRPC without identities. Only from the `--insecure` flag, never from a
     /// file or the environment, and refused unless `listen` is a loopback address.
     #[serde(skip)]
@@ -150,6 +158,7 @@ impl RawConfig {
         self.client_timeout_seconds = var("FEDRA_CLIENT_TIMEOUT_SECONDS")?.or(self.client_timeout_seconds);
         self.policy_dir = var("FEDRA_POLICY_DIR")?.or(self.policy_dir);
         self.location = var("FEDRA_LOCATION")?.or(self.location);
+        self.role = var("FEDRA_ROLE")?.or(self.role);
         let tls_dir: Option<PathBuf> = var("FEDRA_TLS_DIR")?;
         let tls_crl: Option<PathBuf> = var("FEDRA_TLS_CRL")?;
         let per_identity: Option<u64> = var("FEDRA_TLS_MAX_CONNECTIONS_PER_IDENTITY")?;
@@ -181,6 +190,8 @@ impl RawConfig {
         self.privacy = other.privacy.or(self.privacy);
         self.policy_dir = other.policy_dir.or(self.policy_dir);
         self.location = other.location.or(self.location);
+        self.role = other.role.or(self.role);
+        self.upstream = other.upstream.or(self.upstream);
         self.tls = match (self.tls, other.tls) {
             (Some(mine), Some(theirs)) => Some(RawTls {
                 dir: theirs.dir.or(mine.dir),
@@ -207,6 +218,8 @@ pub struct Config {
     pub transport: Transport,
     /// `policy_dir` and `location`; `None`: no policy (plan regions and config budgets only).
     pub policy: Option<crate::governance::PolicyConfig>,
+    /// A regional aggregator's global coordinator (`engine.tier` says which tier this is).
+    pub upstream: Option<topology::UpstreamConfig>,
     pub engine: EngineSettings,
 }
 
@@ -309,7 +322,12 @@ impl Config {
                 message: format!("must be in (0, 0.1], got {lattice_slack}"),
             });
         }
-        let policy = policy(raw.policy_dir, raw.location, !raw_privacy.budgets.is_empty())?;
+        let (tier, upstream) =
+            topology::validate(raw.role.as_deref(), raw.location.as_deref(), raw.upstream, raw.insecure)?;
+        // A regional aggregator names its location without necessarily having a policy set.
+        let location =
+            if raw.policy_dir.is_none() && matches!(tier, Tier::Regional { .. }) { None } else { raw.location };
+        let policy = policy(raw.policy_dir, location, !raw_privacy.budgets.is_empty())?;
         let budgets = crate::privacy::Budgets::new(raw_privacy.budgets).map_err(|e| ConfigError::Invalid {
             key: format!("privacy.budgets[{}].{}", e.index, e.field),
             message: e.message,
@@ -323,6 +341,7 @@ impl Config {
             max_concurrent_downloads: downloads as usize,
             transport,
             policy,
+            upstream,
             engine: EngineSettings {
                 heartbeat_interval: heartbeat,
                 client_timeout: timeout,
@@ -331,6 +350,7 @@ impl Config {
                 max_concurrent_tasks: per_client as u32,
                 max_model_parameters: max_params,
                 privacy: crate::round::PrivacySettings { budgets, lattice_slack },
+                tier,
                 ..EngineSettings::default()
             },
         })

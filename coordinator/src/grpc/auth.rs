@@ -101,8 +101,9 @@ pub const fn access(role: Role, rpc: Rpc) -> Access {
             _ => Denied,
         },
         Rpc::Register | Rpc::Subscribe | Rpc::Heartbeat | Rpc::FetchModel | Rpc::PushUpdate | Rpc::ReportEvaluation => {
+            // The tier decides which of the two may register (FleetApi::check_tier).
             match role {
-                Client => Own,
+                Client | RegionalAggregator => Own,
                 _ => Denied,
             }
         }
@@ -272,12 +273,12 @@ mod tests {
         (Rpc::ListRuns, "---OFF-F"),
         (Rpc::WatchRun, "---OFF-F"),
         (Rpc::CancelRun, "---O---F"),
-        (Rpc::Register, "O-------"),
-        (Rpc::Subscribe, "O-------"),
-        (Rpc::Heartbeat, "O-------"),
-        (Rpc::FetchModel, "O-------"),
-        (Rpc::PushUpdate, "O-------"),
-        (Rpc::ReportEvaluation, "O-------"),
+        (Rpc::Register, "O-O-----"),
+        (Rpc::Subscribe, "O-O-----"),
+        (Rpc::Heartbeat, "O-O-----"),
+        (Rpc::FetchModel, "O-O-----"),
+        (Rpc::PushUpdate, "O-O-----"),
+        (Rpc::ReportEvaluation, "O-O-----"),
         (Rpc::PrivacyStatus, "---SFS-F"),
         (Rpc::ListCheckpoints, "---FFFRF"),
         (Rpc::FetchCheckpoint, "---FFFRF"),

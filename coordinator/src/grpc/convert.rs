@@ -60,6 +60,73 @@ pub fn local_to_pb(l: &LocalTraining) -> pb::LocalTraining {
     plan_wire::local_to_pb(l)
 }
 
+fn local_from_pb(field: &str, local: pb::LocalTraining) -> Result<LocalTraining, ApiError> {
+    Ok(LocalTraining {
+        epochs: local.epochs,
+        batch_size: local.batch_size,
+        learning_rate: local.learning_rate,
+        proximal_mu: local.proximal_mu,
+        optimizer: match pb::Optimizer::try_from(local.optimizer) {
+            Ok(pb::Optimizer::Unspecified | pb::Optimizer::Sgd) => Optimizer::Sgd,
+            Ok(pb::Optimizer::Adam) => Optimizer::Adam,
+            Err(_) => return Err(ApiError::Invalid(format!("{field}.optimizer: unknown value {}", local.optimizer))),
+        },
+        momentum: local.momentum,
+    })
+}
+
+/// A global coordinator's task as a regional aggregator reads it: `None` for a task it
+/// does not serve (evaluation).
+///
+/// # Errors
+/// A missing or malformed field, or a training task without a cohort, by name.
+pub fn cohort_task_from_pb(t: pb::Task) -> Result<Option<crate::hierarchy::CohortTask>, ApiError> {
+    if pb::TaskKind::try_from(t.kind) != Ok(pb::TaskKind::Train) {
+        return Ok(None);
+    }
+    let cohort = t
+        .cohort
+        .ok_or_else(|| ApiError::Invalid("task.cohort is missing: a regional aggregator trains cohorts".into()))?;
+    let deadline =
+        limits::within("task.deadline_seconds", t.deadline_seconds, 0.0, crate::plan::MAX_DEADLINE.as_secs_f64())?;
+    Ok(Some(crate::hierarchy::CohortTask {
+        task: task_id("task.task_id", &t.task_id)?,
+        upstream_run: run_id("task.run_id", &t.run_id)?,
+        upstream_round: t.round,
+        model: model_from_pb(t.model)?,
+        local: local_from_pb("task.local", t.local.ok_or_else(|| ApiError::Invalid("task.local is missing".into()))?)?,
+        deadline: std::time::Duration::from_secs_f64(deadline),
+        seed: t.seed,
+        cohort: crate::hierarchy::Cohort {
+            target: cohort.target,
+            min: cohort.min,
+            over_selection: limits::within("task.cohort.over_selection", cohort.over_selection, 0.0, 10.0)?,
+        },
+        chunk_bytes: (t.chunk_bytes as usize)
+            .clamp(fedra_proto::chunking::MIN_CHUNK_BYTES, fedra_proto::chunking::MAX_CHUNK_BYTES),
+    }))
+}
+
+/// A regional aggregator's registration upstream: its region's inventory, never its clients.
+pub fn aggregator_register_to_pb(
+    name: &ClientId,
+    location: &RegionId,
+    inventory: crate::hierarchy::Inventory,
+) -> pb::RegisterRequest {
+    pb::RegisterRequest {
+        client_id: name.to_string(),
+        region: location.to_string(),
+        datasets: vec![pb::DatasetDescriptor {
+            name: format!("{location}-inventory"),
+            samples: inventory.samples,
+            features: 0,
+            classes: 0,
+        }],
+        capabilities: None,
+        members: inventory.clients,
+    }
+}
+
 pub fn plan_from_pb(p: pb::RunPlan) -> Result<RunPlan, ApiError> {
     let model = model_from_pb(p.model)?;
     let local = p.local.ok_or_else(|| ApiError::Invalid("plan.local is missing".into()))?;
@@ -78,20 +145,7 @@ pub fn plan_from_pb(p: pb::RunPlan) -> Result<RunPlan, ApiError> {
         min_clients: p.min_clients,
         over_selection: p.over_selection,
         round_deadline: p.round_deadline_seconds,
-        local: LocalTraining {
-            epochs: local.epochs,
-            batch_size: local.batch_size,
-            learning_rate: local.learning_rate,
-            proximal_mu: local.proximal_mu,
-            optimizer: match pb::Optimizer::try_from(local.optimizer) {
-                Ok(pb::Optimizer::Unspecified | pb::Optimizer::Sgd) => Optimizer::Sgd,
-                Ok(pb::Optimizer::Adam) => Optimizer::Adam,
-                Err(_) => {
-                    return Err(ApiError::Invalid(format!("plan.local.optimizer: unknown value {}", local.optimizer)));
-                }
-            },
-            momentum: local.momentum,
-        },
+        local: local_from_pb("plan.local", local)?,
         regions: RegionSet::new(regions),
         seed: p.seed,
         evaluation: p
@@ -366,7 +420,8 @@ pub fn client_from_pb(id: ClientId, region: RegionId, r: pb::RegisterRequest) ->
         .enumerate()
         .map(|(i, d)| limits::label(&format!("capabilities.devices[{i}]"), d))
         .collect::<Result<Vec<_>, ApiError>>()?;
-    Ok(ClientRecord { id, region, datasets, devices, registered_at: chrono::Utc::now() })
+    let members = limits::members("members", r.members)?;
+    Ok(ClientRecord { id, region, datasets, devices, registered_at: chrono::Utc::now(), members })
 }
 
 pub fn task_to_pb(t: TaskAssignment) -> pb::Task {
@@ -389,6 +444,7 @@ pub fn task_to_pb(t: TaskAssignment) -> pb::Task {
             local_noise_std: p.local_noise_std,
             lattice_slack: p.lattice_slack,
         }),
+        cohort: t.cohort.map(|c| pb::Cohort { target: c.target, min: c.min, over_selection: c.over_selection }),
     }
 }
 

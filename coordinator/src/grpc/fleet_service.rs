@@ -79,6 +79,26 @@ impl FleetApi {
         }
     }
 
+    /// Who registers where: regional aggregators (and only they) at a global coordinator,
+    /// clients everywhere else. Insecure callers are taken at their word.
+    fn check_tier(&self, caller: &Caller) -> Result<(), ApiError> {
+        use fedra_types::identity::Role;
+        let Some(identity) = caller.identity() else { return Ok(()) };
+        let aggregator = identity.role() == Role::RegionalAggregator;
+        if self.settings.tier.is_global() != aggregator {
+            let tier = self.settings.tier.name();
+            let who = if aggregator {
+                "regional aggregators register with a global coordinator"
+            } else {
+                "only regional aggregators register with a global coordinator"
+            };
+            return Err(ApiError::Denied(format!(
+                "{who}; this coordinator is {tier} and {identity} may not register here"
+            )));
+        }
+        Ok(())
+    }
+
     async fn receive_update(&self, caller: &Caller, mut stream: Streaming<pb::UpdatePart>) -> Result<u32, ApiError> {
         use pb::update_part::Part;
         let header = match stream.message().await.map_err(|s| ApiError::Protocol(s.message().to_string()))? {
@@ -149,6 +169,7 @@ impl FleetApi {
             metrics,
             update_norm: trailer.update_norm,
             is_delta: header.is_delta,
+            contributors: super::limits::members("trailer.contributors", trailer.contributors)?,
         };
         Ok(self.engine.commit_upload(task, client, update).await?)
     }
@@ -183,7 +204,12 @@ impl FleetService for FleetApi {
         let r = req.into_inner();
         let id = caller.client_id("client_id", &r.client_id)?;
         let region = caller.region("region", &r.region)?;
-        let record = convert::client_from_pb(id, region, r)?;
+        self.check_tier(&caller)?;
+        let mut record = convert::client_from_pb(id, region, r)?;
+        if !self.settings.tier.is_global() {
+            // Only a regional aggregator stands for other clients.
+            record.members = 1;
+        }
         self.engine.register(record).await?;
         Ok(Response::new(pb::RegisterResponse {
             heartbeat_interval_seconds: self.settings.heartbeat_interval.as_secs_f64(),

@@ -29,6 +29,9 @@ pub const MAX_LABEL_BYTES: usize = 128;
 pub const MAX_DIMENSION: u32 = 1 << 24;
 pub const MAX_LOSS: f64 = 1e12;
 pub const MAX_TRAIN_SECONDS: f64 = 7.0 * 86_400.0;
+/// Clients one regional aggregator may stand for (`RegisterRequest.members`), and client
+/// updates one aggregate may hold (`UpdateTrailer.contributors`).
+pub const MAX_MEMBERS: u32 = 1_000_000;
 pub const FLEET_MAX_MESSAGE_BYTES: usize = fedra_proto::chunking::MAX_CHUNK_BYTES + (64 << 10);
 pub const RUN_MAX_MESSAGE_BYTES: usize = 1 << 20;
 pub const READ_MAX_MESSAGE_BYTES: usize = 64 << 10;
@@ -43,6 +46,17 @@ pub fn samples(field: &str, v: u64, allow_zero: bool) -> Result<u64, ApiError> {
         return Err(ApiError::Invalid(format!("{field} must be in {lo}..={MAX_SAMPLES}, got {v}")));
     }
     Ok(v)
+}
+
+/// A count of clients in 0..=[`MAX_MEMBERS`] (0 is read as 1: a client stands for itself).
+///
+/// # Errors
+/// INVALID_ARGUMENT naming `field` and the value.
+pub fn members(field: &str, v: u32) -> Result<u32, ApiError> {
+    if v > MAX_MEMBERS {
+        return Err(ApiError::Invalid(format!("{field} must be in 0..={MAX_MEMBERS}, got {v}")));
+    }
+    Ok(v.max(1))
 }
 
 /// A loss: finite and in 0..=[`MAX_LOSS`].

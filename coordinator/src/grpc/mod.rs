@@ -13,6 +13,7 @@ pub mod limits;
 mod privacy_service;
 mod run_service;
 mod status;
+pub mod upstream;
 
 pub use auth::{Caller, Gate};
 pub use checkpoint_service::CheckpointApi;

@@ -58,7 +58,9 @@ impl ApiError {
                 | RoundError::UpdateLength { .. }
                 | RoundError::TooManySamples { .. }
                 | RoundError::ZeroSamples
-                | RoundError::ModelTooLarge { .. } => Code::InvalidArgument,
+                | RoundError::ModelTooLarge { .. }
+                | RoundError::Contributors { .. }
+                | RoundError::Cohort { .. } => Code::InvalidArgument,
                 RoundError::RunEnded { .. }
                 | RoundError::UnknownClient(_)
                 | RoundError::UnknownTask(_)
@@ -67,7 +69,9 @@ impl ApiError {
                 | RoundError::AlreadyReported { .. }
                 | RoundError::Dropped { .. }
                 | RoundError::Refused { .. } => Code::FailedPrecondition,
-                RoundError::NotYourTask { .. } | RoundError::PolicyRefused(_) => Code::PermissionDenied,
+                RoundError::NotYourTask { .. } | RoundError::PolicyRefused(_) | RoundError::WrongTier(_) => {
+                    Code::PermissionDenied
+                }
                 RoundError::Privacy(p) => match p {
                     PrivacyError::OverBudget { .. }
                     | PrivacyError::RunOverBudget { .. }

@@ -31,7 +31,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
+mod cohort;
 mod policy;
+pub(super) use policy::check_model_size;
 use policy::submitted;
 
 /// Default for [`EngineSettings::max_model_parameters`]: 2^27 (128 Mi) parameters, about
@@ -61,6 +63,8 @@ pub struct EngineSettings {
     pub privacy: PrivacySettings,
     /// The policy set in force, if any (residency, budgets, approvals).
     pub governance: crate::governance::Governance,
+    /// Standalone, global (participants are regional aggregators) or regional.
+    pub tier: crate::hierarchy::Tier,
     /// Test fault: folding this client's update panics.
     #[cfg(test)]
     pub fold_fault: Option<ClientId>,
@@ -92,6 +96,7 @@ impl Default for EngineSettings {
             max_model_parameters: DEFAULT_MAX_MODEL_PARAMETERS,
             privacy: PrivacySettings::default(),
             governance: crate::governance::Governance::disabled(),
+            tier: crate::hierarchy::Tier::Standalone,
             #[cfg(test)]
             fold_fault: None,
         }
@@ -108,6 +113,7 @@ enum Request {
     Register { client: ClientRecord, reply: Reply<()> },
     Subscribe { client: ClientId, reply: Reply<mpsc::Receiver<TaskAssignment>> },
     Heartbeat { client: ClientId, reply: Reply<Vec<TaskId>> },
+    Cohort(cohort::CohortRequest),
     Shutdown { done: oneshot::Sender<()> },
 }
 
@@ -313,7 +319,7 @@ impl Engine {
         if interrupted > 0 || !queue.is_empty() {
             info!(interrupted, resumed = queue.len(), "recovered runs from the store");
         }
-        let fleet = Fleet::new(store.list_clients().await?, settings.client_timeout);
+        let fleet = Fleet::new(store.list_clients().await?, settings.client_timeout, settings.tier.is_global());
         let (tx, rx) = mpsc::channel(1024);
         let (fleet_tx, fleet_rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(4096);
@@ -408,6 +414,10 @@ impl Engine {
                 reply_err(req, err);
             }
             Request::Register { client, reply } => {
+                if let Err(e) = cohort::check_registration(&self.env.settings.tier, &client) {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
                 let r = self.env.store.upsert_client(&client).await.map_err(RoundError::from);
                 if r.is_ok() {
                     info!(client = %client.id, region = %client.region, samples = client.samples(), "client registered");
@@ -422,6 +432,7 @@ impl Engine {
             Request::Heartbeat { client, reply } => {
                 let _ = reply.send(self.fleet.heartbeat(&client).map_err(RoundError::UnknownClient));
             }
+            Request::Cohort(req) => self.on_cohort(req).await,
             Request::Shutdown { .. } => {}
         }
     }
@@ -570,6 +581,7 @@ impl Engine {
 
     async fn submit(&mut self, plan: RunPlan, owner: Option<Identity>) -> Result<RunId, RoundError> {
         check_model_size(&plan, self.env.settings.max_model_parameters)?;
+        cohort::check_plan_for_tier(&self.env.settings.tier, &plan)?;
         if let Some(cp) = &plan.initial_checkpoint {
             let record =
                 self.env.store.get_checkpoint(cp).await?.ok_or_else(|| RoundError::CheckpointNotFound(cp.clone()))?;
@@ -669,17 +681,4 @@ fn reply_err(req: RunRequest, err: RoundError) {
         RunRequest::CommitUpload { reply, .. } => drop(reply.send(Err(err))),
         RunRequest::ReportEvaluation { reply, .. } => drop(reply.send(Err(err))),
     }
-}
-
-/// Refuses a plan whose model is larger than the configured maximum, before anything is
-/// allocated or stored.
-///
-/// # Errors
-/// [`RoundError::ModelTooLarge`].
-pub(super) fn check_model_size(plan: &RunPlan, max: u64) -> Result<(), RoundError> {
-    let parameters = plan.model.layout().total() as u64;
-    if parameters > max {
-        return Err(RoundError::ModelTooLarge { parameters, max });
-    }
-    Ok(())
 }

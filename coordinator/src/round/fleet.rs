@@ -20,6 +20,9 @@ pub struct Lease {
     pub region: RegionId,
     /// Samples the client registered: the most it may claim as a FedAvg weight.
     pub registered_samples: u64,
+    /// Clients behind the participant: 1 for a client, a region's inventory for a regional
+    /// aggregator (the most contributors its aggregate may claim).
+    pub members: u32,
     tasks: Option<mpsc::Sender<TaskAssignment>>,
 }
 
@@ -97,11 +100,15 @@ pub struct Fleet {
     clients: HashMap<ClientId, ConnectedClient>,
     leases: HashMap<TaskId, LeaseEntry>,
     timeout: Duration,
+    /// Participants are regional aggregators (global tier): a leased one is gone only when
+    /// silent for `timeout`, not as soon as its task stream closes, so that a restarted
+    /// aggregator that subscribes again in time still delivers its region's aggregate.
+    patient: bool,
 }
 
 impl Fleet {
     /// A fleet that remembers `known` clients as offline until they subscribe again.
-    pub fn new(known: Vec<ClientRecord>, timeout: Duration) -> Self {
+    pub fn new(known: Vec<ClientRecord>, timeout: Duration, patient: bool) -> Self {
         let now = Instant::now();
         let clients = known
             .into_iter()
@@ -109,7 +116,7 @@ impl Fleet {
                 (record.id.clone(), ConnectedClient { record, tasks: None, last_seen: now, cancelled: Vec::new() })
             })
             .collect();
-        Self { clients, leases: HashMap::new(), timeout }
+        Self { clients, leases: HashMap::new(), timeout, patient }
     }
 
     pub fn register(&mut self, record: ClientRecord) {
@@ -153,6 +160,16 @@ impl Fleet {
         r
     }
 
+    /// Participants online now and the clients and samples behind them.
+    pub fn inventory(&self) -> crate::hierarchy::Inventory {
+        let now = Instant::now();
+        let online = self.clients.values().filter(|c| c.online(now, self.timeout));
+        online.fold(crate::hierarchy::Inventory::default(), |acc, c| crate::hierarchy::Inventory {
+            clients: acc.clients + c.record.members.max(1),
+            samples: acc.samples + c.record.samples(),
+        })
+    }
+
     /// Every client `eligibility` admits, online or not, sorted by id.
     pub fn eligible(&self, eligibility: &Eligibility) -> Vec<ClientId> {
         let mut ids: Vec<ClientId> =
@@ -188,6 +205,7 @@ impl Fleet {
             client: client.clone(),
             region: c.record.region.clone(),
             registered_samples: c.record.samples(),
+            members: c.record.members,
             tasks: c.tasks.clone(),
         })
     }
@@ -214,8 +232,11 @@ impl Fleet {
     pub fn newly_gone(&mut self) -> HashMap<RunId, Vec<TaskId>> {
         let now = Instant::now();
         let mut gone: HashMap<RunId, Vec<TaskId>> = HashMap::new();
+        let alive = |c: &ConnectedClient| {
+            if self.patient { now.duration_since(c.last_seen) <= self.timeout } else { c.online(now, self.timeout) }
+        };
         for (task, l) in &mut self.leases {
-            if !l.gone_reported && !self.clients.get(&l.client).is_some_and(|c| c.online(now, self.timeout)) {
+            if !l.gone_reported && !self.clients.get(&l.client).is_some_and(alive) {
                 l.gone_reported = true;
                 gone.entry(l.run.clone()).or_default().push(task.clone());
             }

@@ -187,6 +187,14 @@ pub enum RoundError {
     ShuttingDown,
     #[error(transparent)]
     Privacy(#[from] crate::privacy::PrivacyError),
+    /// The caller belongs to another tier or region (a client of us-east at the eu-west
+    /// aggregator, a client at a global coordinator, an aggregator where clients belong).
+    #[error("{0}")]
+    WrongTier(String),
+    #[error("trailer.contributors is {got}; this participant may aggregate 1..={max} clients")]
+    Contributors { got: u32, max: u32 },
+    #[error("cohort task {task} cannot be served: {reason}")]
+    Cohort { task: TaskId, reason: String },
     #[error("header.is_delta is {got}, but this run expects {}", if *expected { "a clipped update (local − global)" } else { "a model" })]
     UpdateKind { expected: bool, got: bool },
 }

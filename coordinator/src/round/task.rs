@@ -53,6 +53,8 @@ pub struct TaskAssignment {
     pub kind: TaskKind,
     /// Set for private runs: clip (and, for local DP, noise) the update before upload.
     pub privacy: Option<PrivacyTask>,
+    /// Set only for a regional aggregator (global tier): the cohort its region trains.
+    pub cohort: Option<crate::hierarchy::Cohort>,
 }
 
 /// A client's evaluation of a checkpoint on its held-out split; `samples` 0 = no split.
@@ -81,4 +83,7 @@ pub struct VerifiedUpdate {
     pub update_norm: f64,
     /// The values are an update (local − global), as private runs ask, not a model.
     pub is_delta: bool,
+    /// Client updates aggregated into the values: 1 for a client; a region's contributor
+    /// count for a regional aggregate.
+    pub contributors: u32,
 }

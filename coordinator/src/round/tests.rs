@@ -81,6 +81,7 @@ async fn connect(h: &Harness, id: &str, r: &str) -> FakeClient {
         datasets: vec![DatasetDescriptor { name: "d".into(), samples: 100, features: 4, classes: 3 }],
         devices: vec!["cpu".into()],
         registered_at: chrono::Utc::now(),
+        members: 1,
     };
     h.engine.register(record).await.unwrap();
     let tasks = h.engine.subscribe(id.clone()).await.unwrap();
@@ -135,7 +136,14 @@ impl Harness {
         let mut values = self.pool.acquire(DIM).await;
         values.as_mut_slice().fill(value);
         let update_norm = f64::from(value.abs()) * (DIM as f64).sqrt();
-        VerifiedUpdate { values, samples: 10, metrics: TrainingMetrics::default(), update_norm, is_delta }
+        VerifiedUpdate {
+            values,
+            samples: 10,
+            metrics: TrainingMetrics::default(),
+            update_norm,
+            is_delta,
+            contributors: 1,
+        }
     }
 
     /// Sends the client's update for `task`.

@@ -62,6 +62,8 @@ macro_rules! store_contract_tests {
             audit_entries_are_listed_by_filter_oldest_first,
             approvals_queue_a_pending_run_once_enough_approvers_agree,
             a_round_completion_appends_its_audit_entries_atomically,
+            a_cohort_run_is_stored_with_its_initial_checkpoint_once,
+            an_upstream_task_ends_once,
         );
     };
     (@cases $module:ident, $open:expr, $($case:ident),+ $(,)?) => {
@@ -374,9 +376,11 @@ pub(crate) async fn clients_are_upserted_by_id(store: &dyn Store) {
         datasets: vec![DatasetDescriptor { name: "d".into(), samples: 10, features: 4, classes: 3 }],
         devices: vec!["cpu".into()],
         registered_at: now(),
+        members: 1,
     };
     store.upsert_client(&client).await.unwrap();
-    let moved = ClientRecord { region: id("us"), devices: vec!["cpu".into(), "cuda:0".into()], ..client.clone() };
+    let moved =
+        ClientRecord { region: id("us"), devices: vec!["cpu".into(), "cuda:0".into()], members: 40, ..client.clone() };
     store.upsert_client(&moved).await.unwrap();
     let first = ClientRecord { id: id("a0"), datasets: vec![], devices: vec![], ..client.clone() };
     store.upsert_client(&first).await.unwrap();
@@ -687,5 +691,7 @@ pub(crate) async fn a_refused_completion_writes_nothing(store: &dyn Store) {
 
 mod audit;
 mod records;
+mod upstream;
 pub(crate) use audit::*;
 pub(crate) use records::*;
+pub(crate) use upstream::*;

@@ -36,6 +36,7 @@ struct Data {
     ledger: Vec<LedgerEntry>,
     audit: Vec<AuditEntry>,
     approvals: BTreeSet<(RunId, String)>,
+    upstream: Vec<UpstreamTask>,
 }
 
 /// What the database keeps of a timestamp: microseconds.
@@ -520,6 +521,52 @@ impl Store for MemoryStore {
             .take(f.limit.map_or(usize::MAX, |n| n as usize))
             .cloned()
             .collect())
+    }
+
+    async fn create_cohort_run(
+        &self,
+        run: &RunRecord,
+        initial: &CheckpointRecord,
+        task: &UpstreamTask,
+    ) -> Result<(), StoreError> {
+        let mut d = self.data();
+        if d.upstream.iter().any(|t| t.task == task.task) {
+            return Err(upstream::refusal::exists(&task.task));
+        }
+        if d.runs.contains_key(&run.id) {
+            return Err(refusal::run_exists(&run.id));
+        }
+        if d.checkpoints.contains_key(&initial.id) {
+            return Err(refusal::checkpoint_exists(&initial.id));
+        }
+        if initial.run != run.id || task.run != run.id {
+            return Err(refusal::no_run(&initial.run));
+        }
+        d.runs.insert(run.id.clone(), RunRecord { created_at: stored(run.created_at), ..run.clone() });
+        d.checkpoints
+            .insert(initial.id.clone(), CheckpointRecord { created_at: stored(initial.created_at), ..initial.clone() });
+        d.upstream.push(UpstreamTask { created_at: stored(task.created_at), ..task.clone() });
+        Ok(())
+    }
+
+    async fn list_upstream_tasks(&self) -> Result<Vec<UpstreamTask>, StoreError> {
+        Ok(self.data().upstream.clone())
+    }
+
+    async fn end_upstream_task(
+        &self,
+        task: &crate::ids::TaskId,
+        state: UpstreamState,
+        detail: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut d = self.data();
+        let t = d.upstream.iter_mut().find(|t| t.task == *task).ok_or_else(|| upstream::refusal::missing(task))?;
+        if t.state != UpstreamState::Training {
+            return Err(upstream::refusal::ended(task, t.state));
+        }
+        t.state = state;
+        t.detail = detail.map(str::to_string);
+        Ok(())
     }
 }
 

@@ -32,10 +32,12 @@ pub(crate) mod contract;
 #[cfg(any(test, feature = "testutils"))]
 mod memory;
 mod sqlite;
+mod upstream;
 
 #[cfg(any(test, feature = "testutils"))]
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
+pub use upstream::{UpstreamState, UpstreamTask};
 
 use crate::ids::{CheckpointId, ClientId, RegionId, RunId};
 use crate::plan::RunPlan;
@@ -355,6 +357,10 @@ pub struct ClientRecord {
     pub datasets: Vec<DatasetDescriptor>,
     pub devices: Vec<String>,
     pub registered_at: DateTime<Utc>,
+    /// Clients behind this participant: 1 for a client sidecar; for a regional aggregator
+    /// registered with a global coordinator, its region's inventory (how many clients it can
+    /// draw a cohort from, never which).
+    pub members: u32,
 }
 
 impl ClientRecord {
@@ -631,4 +637,31 @@ pub trait Store: Send + Sync + 'static {
     async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<Vec<AuditEntry>, StoreError>;
     /// Matching audit entries, oldest first (by sequence number).
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// A regional aggregator's local run for one cohort task of its global coordinator, in
+    /// one transaction: the run, its initial checkpoint (the global model it was sent, whose
+    /// run must be `run`) and the task's record, in state `training`.
+    ///
+    /// # Errors
+    /// [`StoreError::AlreadyExists`] (`"upstream task"`) when the task is stored (it is served
+    /// once), (`"run"`) or (`"checkpoint"`) as [`Self::create_run`] and rounds do.
+    async fn create_cohort_run(
+        &self,
+        run: &RunRecord,
+        initial: &CheckpointRecord,
+        task: &UpstreamTask,
+    ) -> Result<(), StoreError>;
+    /// Every upstream task, oldest first.
+    async fn list_upstream_tasks(&self) -> Result<Vec<UpstreamTask>, StoreError>;
+    /// Ends an upstream task (`pushed` or `abandoned`) with an optional detail.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] (`"upstream task"`); [`StoreError::Conflict`] when it has
+    /// ended already.
+    async fn end_upstream_task(
+        &self,
+        task: &crate::ids::TaskId,
+        state: UpstreamState,
+        detail: Option<&str>,
+    ) -> Result<(), StoreError>;
 }

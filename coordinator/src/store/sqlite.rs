@@ -2,6 +2,7 @@
 //! migrations embedded in the binary. sqlx rows never leave this file.
 
 use super::*;
+use crate::ids::TaskId;
 use crate::privacy::LedgerState;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
@@ -18,7 +19,9 @@ mod audit;
 mod checkpoints;
 mod guards;
 mod rows;
+mod upstream;
 use audit::append_in;
+use checkpoints::insert_checkpoint;
 use guards::*;
 use rows::*;
 
@@ -64,28 +67,8 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        let plan = serde_json::to_string(&run.plan).map_err(corrupt("run plan"))?;
-        let now = ts(&run.created_at);
-        sqlx::query(
-            "INSERT INTO runs (id, plan_json, state, completed_rounds, published_checkpoint, failure, created_at, updated_at, owner,
-                               policy_sha256, approvals_needed)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(run.id.as_str())
-        .bind(plan)
-        .bind(run.state)
-        .bind(i64::from(run.completed_rounds))
-        .bind(run.published_checkpoint.as_ref().map(CheckpointId::as_str))
-        .bind(run.failure.as_deref())
-        .bind(&now)
-        .bind(&now)
-        .bind(run.owner.as_ref().map(Identity::uri))
-        .bind(run.policy_sha256.as_deref())
-        .bind(i64::from(run.approvals_needed))
-        .execute(&self.pool)
-        .await
-        .map_err(insert_failed(|| refusal::run_exists(&run.id), None))?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        insert_run(&mut conn, run).await
     }
 
     async fn set_run_state(&self, run: &RunId, state: RunState, failure: Option<&str>) -> Result<(), StoreError> {
@@ -320,30 +303,7 @@ impl Store for SqliteStore {
             return Err(refusal::out_of_order(&c.run, c.round, completed));
         }
         let cp = &c.checkpoint;
-        sqlx::query(
-            "INSERT INTO checkpoints (id, run_id, round, model_name, sha256, parent_id, manifest_json, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(cp.id.as_str())
-        .bind(cp.run.as_str())
-        .bind(i64::from(cp.round))
-        .bind(&cp.model_name)
-        .bind(&cp.sha256)
-        .bind(cp.parent.as_ref().map(CheckpointId::as_str))
-        .bind(&cp.manifest_json)
-        .bind(ts(&cp.created_at))
-        .execute(&mut *tx)
-        .await
-        .map_err(insert_failed(|| refusal::checkpoint_exists(&cp.id), Some(&cp.run)))?;
-        for (region, path) in &cp.locations {
-            sqlx::query("INSERT INTO checkpoint_locations (checkpoint_id, region, path) VALUES (?, ?, ?)")
-                .bind(cp.id.as_str())
-                .bind(region.as_str())
-                .bind(path.display().to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(insert_failed(|| refusal::location_exists(&cp.id, region), None))?;
-        }
+        insert_checkpoint(&mut tx, cp).await?;
         sqlx::query(
             "UPDATE participations SET status = ? WHERE run_id = ? AND round = ? AND attempt = ? AND status = ?",
         )
@@ -613,9 +573,11 @@ impl Store for SqliteStore {
     async fn upsert_client(&self, c: &ClientRecord) -> Result<(), StoreError> {
         let datasets = serde_json::to_string(&c.datasets).map_err(corrupt("datasets"))?;
         sqlx::query(
-            "INSERT INTO clients (id, region, datasets_json, devices, samples, registered_at) VALUES (?, ?, ?, ?, ?, ?)
+            "INSERT INTO clients (id, region, datasets_json, devices, samples, registered_at, members)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (id) DO UPDATE SET region = excluded.region, datasets_json = excluded.datasets_json,
-                 devices = excluded.devices, samples = excluded.samples, registered_at = excluded.registered_at",
+                 devices = excluded.devices, samples = excluded.samples, registered_at = excluded.registered_at,
+                 members = excluded.members",
         )
         .bind(c.id.as_str())
         .bind(c.region.as_str())
@@ -623,6 +585,7 @@ impl Store for SqliteStore {
         .bind(c.devices.join(","))
         .bind(c.samples() as i64)
         .bind(ts(&c.registered_at))
+        .bind(i64::from(c.members))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -642,6 +605,7 @@ impl Store for SqliteStore {
                     datasets: serde_json::from_str(&datasets).map_err(corrupt("datasets"))?,
                     devices: devices.split(',').filter(|d| !d.is_empty()).map(str::to_string).collect(),
                     registered_at: parse_ts(r.try_get("registered_at")?)?,
+                    members: u32_of(r, "members")?,
                 })
             })
             .collect()
@@ -690,6 +654,54 @@ impl Store for SqliteStore {
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEntry>, StoreError> {
         self.list_audit_entries(filter).await
     }
+
+    async fn create_cohort_run(
+        &self,
+        run: &RunRecord,
+        cp: &CheckpointRecord,
+        t: &UpstreamTask,
+    ) -> Result<(), StoreError> {
+        self.create_cohort_run_tx(run, cp, t).await
+    }
+
+    async fn list_upstream_tasks(&self) -> Result<Vec<UpstreamTask>, StoreError> {
+        self.upstream_tasks().await
+    }
+
+    async fn end_upstream_task(
+        &self,
+        t: &TaskId,
+        state: UpstreamState,
+        detail: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.end_upstream(t, state, detail).await
+    }
+}
+
+/// Inserts a new run row (create_run, and a regional aggregator's cohort run).
+async fn insert_run(conn: &mut sqlx::SqliteConnection, run: &RunRecord) -> Result<(), StoreError> {
+    let plan = serde_json::to_string(&run.plan).map_err(corrupt("run plan"))?;
+    let now = ts(&run.created_at);
+    sqlx::query(
+        "INSERT INTO runs (id, plan_json, state, completed_rounds, published_checkpoint, failure, created_at, updated_at, owner,
+                           policy_sha256, approvals_needed)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(run.id.as_str())
+    .bind(plan)
+    .bind(run.state)
+    .bind(i64::from(run.completed_rounds))
+    .bind(run.published_checkpoint.as_ref().map(CheckpointId::as_str))
+    .bind(run.failure.as_deref())
+    .bind(&now)
+    .bind(&now)
+    .bind(run.owner.as_ref().map(Identity::uri))
+    .bind(run.policy_sha256.as_deref())
+    .bind(i64::from(run.approvals_needed))
+    .execute(&mut *conn)
+    .await
+    .map_err(insert_failed(|| refusal::run_exists(&run.id), None))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -69,6 +69,7 @@ impl DyingClient {
         let mut fleet = cluster.fleet_as(id, region).await?;
         let settings = fleet
             .register(pb::RegisterRequest {
+                members: 1,
                 client_id: id.into(),
                 region: region.into(),
                 datasets: vec![pb::DatasetDescriptor { name: "d".into(), samples, features: 0, classes: 0 }],

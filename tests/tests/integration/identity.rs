@@ -152,6 +152,7 @@ async fn a_certificate_cannot_claim_another_region_client_or_run() -> anyhow::Re
     let mut us = cluster.fleet_as("h1", "us-east").await?;
     let e = us
         .register(pb::RegisterRequest {
+            members: 1,
             client_id: "h1".into(),
             region: "eu-west".into(),
             datasets: datasets.clone(),
@@ -167,6 +168,7 @@ async fn a_certificate_cannot_claim_another_region_client_or_run() -> anyhow::Re
     // Claiming another client's id.
     let e = us
         .register(pb::RegisterRequest {
+            members: 1,
             client_id: "h2".into(),
             region: String::new(),
             datasets: datasets.clone(),
@@ -179,8 +181,14 @@ async fn a_certificate_cannot_claim_another_region_client_or_run() -> anyhow::Re
     use fedra_coordinator::store::Store;
     assert!(store.list_clients().await?.is_empty(), "refused registrations store nothing");
     // Empty fields are filled from the certificate.
-    us.register(pb::RegisterRequest { client_id: String::new(), region: String::new(), datasets, capabilities: None })
-        .await?;
+    us.register(pb::RegisterRequest {
+        members: 1,
+        client_id: String::new(),
+        region: String::new(),
+        datasets,
+        capabilities: None,
+    })
+    .await?;
     let clients = store.list_clients().await?;
     assert_eq!((clients[0].id.as_str(), clients[0].region.as_str()), ("h1", "us-east"));
 

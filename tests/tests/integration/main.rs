@@ -6,6 +6,7 @@ mod aggregation;
 mod cli;
 mod evaluation;
 mod faults;
+mod hierarchy;
 mod hostile;
 mod identity;
 mod interop;

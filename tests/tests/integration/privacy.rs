@@ -213,6 +213,7 @@ fn delta_upload(task: &str, client: &str, values: &[f32], norm: f64) -> Vec<pb::
     parts.extend(chunks(values, 16).map(|c| pb::UpdatePart { part: Some(pb::update_part::Part::Chunk(c)) }));
     parts.push(pb::UpdatePart {
         part: Some(pb::update_part::Part::Trailer(pb::UpdateTrailer {
+            contributors: 1,
             samples: 10,
             metrics: None,
             update_norm: norm,
@@ -238,6 +239,7 @@ async fn raw_round(
         let mut fleet = cluster.fleet_as(id, "eu").await?;
         fleet
             .register(pb::RegisterRequest {
+                members: 1,
                 client_id: (*id).into(),
                 region: "eu".into(),
                 datasets: vec![pb::DatasetDescriptor { name: "d".into(), samples: 10, features: 10, classes: 3 }],

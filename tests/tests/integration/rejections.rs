@@ -107,6 +107,7 @@ fn header(task: &str, client: &str, total: u64) -> pb::UpdatePart {
 fn trailer(samples: u64, digest: String) -> pb::UpdatePart {
     pb::UpdatePart {
         part: Some(pb::update_part::Part::Trailer(pb::UpdateTrailer {
+            contributors: 1,
             samples,
             metrics: None,
             update_norm: 1.0,
@@ -135,6 +136,7 @@ async fn malformed_updates_are_refused_and_the_round_still_completes() -> anyhow
     assert!(e.message().contains("ghost is not registered"), "{}", e.message());
     let e = fleet
         .register(pb::RegisterRequest {
+            members: 1,
             client_id: "raw".into(),
             region: "eu".into(),
             datasets: vec![],
@@ -158,6 +160,7 @@ async fn malformed_updates_are_refused_and_the_round_still_completes() -> anyhow
     for (datasets, want) in oversized {
         let e = fleet
             .register(pb::RegisterRequest {
+                members: 1,
                 client_id: "raw".into(),
                 region: "eu".into(),
                 datasets,
@@ -171,6 +174,7 @@ async fn malformed_updates_are_refused_and_the_round_still_completes() -> anyhow
     for (id, fleet) in [("raw", &mut fleet), ("other", &mut other)] {
         fleet
             .register(pb::RegisterRequest {
+                members: 1,
                 client_id: id.into(),
                 region: "eu".into(),
                 datasets: vec![pb::DatasetDescriptor { name: "d".into(), samples: 10, features: 4, classes: 3 }],

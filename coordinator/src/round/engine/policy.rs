@@ -112,3 +112,16 @@ pub(super) fn submitted(plan: &RunPlan) -> String {
         .map_or_else(|| "non-private".to_string(), |p| format!("private, z = {}", p.noise_multiplier));
     format!("model {}, {} rounds, regions: {regions}, {privacy}", plan.model.name(), plan.rounds)
 }
+
+/// Refuses a plan whose model is larger than the configured maximum, before anything is
+/// allocated or stored.
+///
+/// # Errors
+/// [`RoundError::ModelTooLarge`].
+pub(in crate::round) fn check_model_size(plan: &RunPlan, max: u64) -> Result<(), RoundError> {
+    let parameters = plan.model.layout().total() as u64;
+    if parameters > max {
+        return Err(RoundError::ModelTooLarge { parameters, max });
+    }
+    Ok(())
+}

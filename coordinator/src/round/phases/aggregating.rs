@@ -39,7 +39,8 @@ pub(in crate::round) fn start(
     let Some(old) = core.global.take() else { return Transition::fail("the global model is missing") };
     let key = core.key.clone();
     let expected = core.plan.privacy.as_ref().map_or(1, |p| p.expected_clients);
-    let clients = acc.contributions();
+    // Client updates in the model (a regional aggregate counts its region's).
+    let clients = contributors.iter().map(|c| c.clients).sum();
     let dp_noise = dp.as_ref().map(|d| (d.mechanism.clone(), d.count_sum));
     let tx = core.internal.clone();
     let work = tokio::task::spawn_blocking(move || match dp_noise {

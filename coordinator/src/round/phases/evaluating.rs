@@ -97,9 +97,10 @@ pub(in crate::round) fn on_offer(e: &mut Evaluating, core: &mut RunCore, mut off
         seed: plan.seed,
         kind: TaskKind::Evaluate,
         privacy: None,
+        cohort: None,
     };
     let clients = offered.len();
-    let (assignments, undelivered) = dispatch(offered, &template);
+    let (assignments, undelivered) = dispatch(offered, &template, &Default::default());
     core.release(undelivered, false);
     core.deadline = Instant::now() + plan.round_deadline;
     info!(run = %key.run, round = key.round, clients, "round evaluating");

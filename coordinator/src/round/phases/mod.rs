@@ -117,6 +117,9 @@ pub(super) struct Assignment {
     pub state: AssignmentState,
     /// Samples the client registered when it was leased: the most it may claim.
     pub registered_samples: u64,
+    /// Clients behind the participant (a regional aggregator's inventory; 1 for a client):
+    /// the most contributors its update may claim.
+    pub members: u32,
 }
 
 /// The tasks of a phase that hands out tasks, by task id.
@@ -126,6 +129,12 @@ pub(super) struct Assignments(pub HashMap<TaskId, Assignment>);
 impl Assignments {
     pub fn outstanding(&self) -> usize {
         self.0.values().filter(|a| a.state == AssignmentState::Assigned).count()
+    }
+
+    /// Client updates the still-assigned tasks could bring: one per client, a cohort's
+    /// target per regional aggregator.
+    pub fn outstanding_clients(&self) -> usize {
+        self.0.values().filter(|a| a.state == AssignmentState::Assigned).map(|a| a.members.max(1) as usize).sum()
     }
 
     /// Tasks still assigned, for abandoning them.

@@ -26,13 +26,21 @@ pub(in crate::round) struct Selecting;
 
 /// Posts the run's demand: the target count at once, the quorum after a grace period (a
 /// fifth of the deadline), every free eligible client as candidates.
+///
+/// At the global tier participants are regional aggregators: the run waits for one per
+/// region its plan names (any one when it names none), and for any one after the grace.
 pub(in crate::round) fn enter(core: &RunCore) -> Phase {
     let plan = &core.plan;
+    let (need, relaxed) = if core.env.settings.tier.is_global() {
+        (plan.regions.iter().count().max(1), 1)
+    } else {
+        (plan.clients_per_round as usize, plan.min_clients as usize)
+    };
     core.demand(Some(DemandSpec {
         round: core.key.round,
         eligibility: Eligibility::for_plan(plan, core.env.settings.governance.snapshot()),
-        need: plan.clients_per_round as usize,
-        relaxed: Some((core.started + plan.round_deadline / 5, plan.min_clients as usize)),
+        need,
+        relaxed: Some((core.started + plan.round_deadline / 5, relaxed)),
         max: usize::MAX,
         deadline: core.deadline,
         patient: true,
@@ -56,7 +64,25 @@ pub(in crate::round) async fn on_offer(_: &mut Selecting, core: &mut RunCore, mu
     offered.sort_by(|a, b| a.client.cmp(&b.client));
     let population: Vec<RegionId> = offered.iter().map(|l| l.region.clone()).collect();
     let mut chosen = offered;
+    let global_tier = core.env.settings.tier.is_global();
+    // Global tier: every offered region takes part, with a cohort by its client count.
+    let mut cohorts = HashMap::new();
+    if global_tier {
+        let members: Vec<u32> = chosen.iter().map(|l| l.members).collect();
+        let split =
+            crate::hierarchy::split_cohorts(plan.clients_per_round, plan.min_clients, plan.over_selection, &members);
+        let (asked, idle): (Vec<_>, Vec<_>) = chosen.into_iter().zip(split).partition(|(_, c)| c.target > 0);
+        core.release(idle.into_iter().map(|(l, _)| l.task).collect(), false);
+        chosen = asked
+            .into_iter()
+            .map(|(l, c)| {
+                cohorts.insert(l.task.clone(), c);
+                l
+            })
+            .collect();
+    }
     match plan.privacy.as_ref().map(|p| p.sampling) {
+        _ if global_tier => {}
         Some(Sampling::Poisson { rate }) => {
             // What the Rényi accountant assumes: each client independently with
             // probability q, from an unpredictable source (not the plan's seed).
@@ -146,8 +172,9 @@ pub(in crate::round) async fn on_offer(_: &mut Selecting, core: &mut RunCore, mu
             },
             lattice_slack: d.mechanism.lattice_slack,
         }),
+        cohort: None,
     };
-    let (assignments, undelivered) = dispatch(chosen, &template);
+    let (assignments, undelivered) = dispatch(chosen, &template, &cohorts);
     core.release(undelivered, false);
     info!(run = %key.run, round = key.round, selected = selected.len(), target = plan.clients_per_round, "round training");
     let target = plan.clients_per_round;
@@ -157,14 +184,17 @@ pub(in crate::round) async fn on_offer(_: &mut Selecting, core: &mut RunCore, mu
 
 /// Sends each leased client its copy of `template` under the lease's task id. A client
 /// whose stream is gone or full is recorded as dropped straight away (and its lease ends).
+/// A regional aggregator's lease gets its region's cohort from `cohorts`.
 pub(in crate::round) fn dispatch(
     leases: Vec<Lease>,
     template: &TaskAssignment,
+    cohorts: &HashMap<crate::ids::TaskId, crate::hierarchy::Cohort>,
 ) -> (Assignments, Vec<crate::ids::TaskId>) {
     let mut tasks = HashMap::with_capacity(leases.len());
     let mut undelivered = Vec::new();
     for lease in leases {
-        let delivered = lease.deliver(TaskAssignment { task: lease.task.clone(), ..template.clone() });
+        let cohort = cohorts.get(&lease.task).copied();
+        let delivered = lease.deliver(TaskAssignment { task: lease.task.clone(), cohort, ..template.clone() });
         let state = if delivered { AssignmentState::Assigned } else { AssignmentState::Dropped };
         if !delivered {
             undelivered.push(lease.task.clone());
@@ -176,6 +206,8 @@ pub(in crate::round) fn dispatch(
                 region: lease.region,
                 state,
                 registered_samples: lease.registered_samples,
+                // A region may claim at most the cohort it was asked for.
+                members: cohort.map_or(lease.members, |c| c.target),
             },
         );
     }

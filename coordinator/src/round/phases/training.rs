@@ -47,8 +47,9 @@ impl Training {
         }
     }
 
+    /// Client updates counted: one per client, a region's count per regional aggregate.
     fn reported(&self) -> u32 {
-        self.contributors.len() as u32
+        self.contributors.iter().map(|c| c.clients).sum()
     }
 }
 
@@ -95,6 +96,10 @@ pub(in crate::round) async fn commit_upload(
         return (Err(e), Transition::Stay);
     }
     let registered = t.assignments.0[&task].registered_samples;
+    let members = t.assignments.0[&task].members.max(1);
+    if update.contributors == 0 || update.contributors > members {
+        return (Err(RoundError::Contributors { got: update.contributors, max: members }), Transition::Stay);
+    }
     if update.samples == 0 {
         return (Err(RoundError::ZeroSamples), Transition::Stay);
     }
@@ -117,7 +122,7 @@ pub(in crate::round) async fn commit_upload(
             Transition::fail("the running sum is missing"),
         );
     };
-    let VerifiedUpdate { mut values, samples, metrics, update_norm, .. } = update;
+    let VerifiedUpdate { mut values, samples, metrics, update_norm, contributors, .. } = update;
     // DP-FedAvg weighs every clipped update alike; FedAvg by sample count.
     let weight = if private.is_some() { 1.0 } else { samples as f64 };
     #[cfg(test)]
@@ -203,7 +208,7 @@ pub(in crate::round) async fn commit_upload(
     // The client is free for other runs; its task stays known for precise answers.
     core.release(vec![task], false);
     t.metrics.add(&metrics, samples);
-    t.contributors.push(Contributor { client: client.clone(), region: region.clone(), samples });
+    t.contributors.push(Contributor { client: client.clone(), region: region.clone(), samples, clients: contributors });
     let reported = t.reported();
     core.queue_update(ParticipationRecord {
         run: key.run.clone(),
@@ -266,7 +271,7 @@ pub(in crate::round) async fn check_end(t: &mut Training, core: &mut RunCore) ->
             regions,
         );
     }
-    let unreachable = reported as usize + outstanding < plan.quorum() as usize;
+    let unreachable = reported as usize + t.assignments.outstanding_clients() < plan.quorum() as usize;
     if unreachable || past_deadline {
         let reason = if past_deadline {
             format!("deadline passed with {reported} updates, quorum is {}", plan.min_clients)
@@ -318,7 +323,7 @@ async fn publication_targets(
     let noise = core.plan.privacy.as_ref().map(|p| p.noise_multiplier);
     for origin in &origins {
         let leaves = policy.location != *origin || allowed.iter().any(|t| t != origin);
-        let count = contributors.iter().filter(|c| c.region == *origin).count() as u32;
+        let count = contributors.iter().filter(|c| c.region == *origin).map(|c| c.clients).sum();
         if leaves && let Err(refusal) = policy.set.export_allowed(origin, count, noise) {
             let why = refusal.to_string();
             return Err(format!("export refused under policy set {}: {why}", policy.sha256()));

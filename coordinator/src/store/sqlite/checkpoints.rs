@@ -1,4 +1,4 @@
-//! Reading checkpoint rows with their locations.
+//! Checkpoint rows with their locations.
 
 use super::*;
 
@@ -34,4 +34,37 @@ impl SqliteStore {
             locations,
         })
     }
+}
+
+/// Inserts a checkpoint and its locations inside `tx` (a round completing, a cohort run's
+/// initial checkpoint).
+pub(super) async fn insert_checkpoint(
+    tx: &mut sqlx::SqliteConnection,
+    cp: &CheckpointRecord,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO checkpoints (id, run_id, round, model_name, sha256, parent_id, manifest_json, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(cp.id.as_str())
+    .bind(cp.run.as_str())
+    .bind(i64::from(cp.round))
+    .bind(&cp.model_name)
+    .bind(&cp.sha256)
+    .bind(cp.parent.as_ref().map(CheckpointId::as_str))
+    .bind(&cp.manifest_json)
+    .bind(ts(&cp.created_at))
+    .execute(&mut *tx)
+    .await
+    .map_err(insert_failed(|| refusal::checkpoint_exists(&cp.id), Some(&cp.run)))?;
+    for (region, path) in &cp.locations {
+        sqlx::query("INSERT INTO checkpoint_locations (checkpoint_id, region, path) VALUES (?, ?, ?)")
+            .bind(cp.id.as_str())
+            .bind(region.as_str())
+            .bind(path.display().to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(insert_failed(|| refusal::location_exists(&cp.id, region), None))?;
+    }
+    Ok(())
 }

@@ -28,6 +28,7 @@ async fn data_survives_reopening() {
         datasets: vec![],
         devices: vec![],
         registered_at: Utc::now(),
+        members: 1,
     };
     store.upsert_client(&c).await.unwrap();
     store.close().await;

@@ -1,0 +1,177 @@
+//! Regional aggregators (`fedra_coordinator::hierarchy`): a global coordinator, three
+//! regional aggregators and their clients, all over mutual TLS on loopback, with a
+//! byte-counting relay in front of the global coordinator.
+
+use crate::sandbox::*;
+use fedra_coordinator::store::Store;
+use fedra_sim::hierarchy::{CustomClient, Hierarchy, HierarchyBuilder};
+use std::time::Duration;
+
+const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
+
+fn scripted(id: String, trainer: ScriptedTrainer) -> CustomClient {
+    CustomClient { id, info: trainer.info(), trainer: Box::new(trainer) }
+}
+
+/// Three regions of three scripted clients each over a model of `dim × classes` logistic
+/// regression; returns the builder and every client's (vector, samples).
+fn scripted_regions(dim: u32, classes: u32) -> (HierarchyBuilder, Vec<(String, Vec<f32>, u64)>) {
+    let len = (dim * classes + classes) as usize;
+    let mut builder = Hierarchy::builder().client_timeout(Duration::from_secs(5));
+    let mut all = Vec::new();
+    for (r, region) in REGIONS.iter().enumerate() {
+        let mut specs = Vec::new();
+        for i in 0..3 {
+            let trainer = ScriptedTrainer::new(500 + (r * 3 + i) as u64, len, 10 + 13 * (r * 3 + i) as u64);
+            all.push((format!("{region}-c{i}"), trainer.params.clone(), trainer.samples));
+            specs.push(scripted(format!("{region}-c{i}"), trainer));
+        }
+        builder = builder.region_with(region, specs);
+    }
+    (builder, all)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_global_model_is_flat_fedavg_and_only_aggregates_reach_the_global_tier() -> anyhow::Result<()> {
+    // 100 100 parameters: one aggregate is 400 KB, far above the heartbeats' bytes.
+    let (dim, classes) = (1000u32, 100u32);
+    let (builder, clients) = scripted_regions(dim, classes);
+    // Our own directory: the global store is read after the tiers stopped.
+    let root = tempfile::tempdir()?;
+    let hierarchy = builder.data_dir(root.path()).start().await?;
+    let mut control = hierarchy.global.control().await?;
+    let rounds = 2u32;
+    let mut p = plan(dim, classes, rounds, 9, 9);
+    p.round_deadline_seconds = 120.0;
+    let before = hierarchy.global_received_bytes();
+    let run = control.submit(&p).await?;
+    let status = wait_for_end(&hierarchy.global, &run, Duration::from_secs(180)).await?;
+    assert_succeeded(&status);
+    let received = hierarchy.global_received_bytes() - before;
+
+    // The global model of the last round is FedAvg of the nine clients (scripted updates do
+    // not depend on the model they start from), within 1e-6 relative.
+    let dir = tempfile::tempdir()?;
+    let cp = status.published_checkpoint.clone().expect("published");
+    let pulled = control.pull_checkpoint(&cp, dir.path()).await?;
+    let manifest = read_manifest(&pulled.weights)?;
+    let got = read_weights(&pulled.weights, &manifest)?;
+    let updates: Vec<_> = clients.iter().map(|(_, v, w)| (v, *w)).collect();
+    let want = reference_average(&updates);
+    let diff: f64 = got.iter().zip(&want).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt();
+    let norm: f64 = want.iter().map(|b| f64::from(*b).powi(2)).sum::<f64>().sqrt();
+    assert!(diff <= 1e-6 * norm, "‖global − flat FedAvg‖ = {diff}, ‖flat‖ = {norm}");
+    // Provenance: per region its aggregator, 3 contributors and their samples.
+    assert_eq!(manifest.contributors.len(), 3, "{:?}", manifest.contributors);
+    for c in &manifest.contributors {
+        assert_eq!((c.client.as_str(), c.clients), (format!("agg-{}", c.region).as_str(), 3));
+    }
+    assert_eq!(manifest.total_samples, clients.iter().map(|(_, _, w)| w).sum::<u64>());
+    assert_eq!(manifest.regions.values().map(|r| r.clients).sum::<u32>(), 9);
+
+    // The global tier received about R·P·4 bytes per round, not N·P·4.
+    let per_round = received as f64 / f64::from(rounds);
+    println!("global tier received {per_round:.0} bytes per round (R·P·4 = {})", REGIONS.len() * want.len() * 4);
+    let aggregates = (REGIONS.len() * want.len() * 4) as f64;
+    assert!(
+        (per_round - aggregates).abs() <= 0.05 * aggregates,
+        "global tier received {per_round:.0} bytes per round; R·P·4 = {aggregates:.0}, N·P·4 = {}",
+        clients.len() * want.len() * 4
+    );
+
+    // Nothing in the global store names a client: only the three aggregators.
+    let global_dir = hierarchy.global.data_dir().to_path_buf();
+    hierarchy.shutdown().await;
+    let db = std::fs::read(global_dir.join("fedra.db"))?;
+    let wal = std::fs::read(global_dir.join("fedra.db-wal")).unwrap_or_default();
+    for (id, _, _) in &clients {
+        let needle = id.as_bytes();
+        assert!(
+            !db.windows(needle.len()).any(|w| w == needle) && !wal.windows(needle.len()).any(|w| w == needle),
+            "client {id} appears in the global store"
+        );
+    }
+    let store = fedra_coordinator::store::SqliteStore::open(&global_dir.join("fedra.db")).await?;
+    let participants: Vec<String> = store.list_clients().await?.into_iter().map(|c| c.id.to_string()).collect();
+    assert_eq!(participants, ["agg-ap-south", "agg-eu-west", "agg-us-east"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_another_region_is_refused_by_an_aggregator() -> anyhow::Result<()> {
+    let hierarchy = Hierarchy::builder().region("eu-west", vec![blob_client(0, "eu-west", 4, 3, 40)]).start().await?;
+    let mut hierarchy = hierarchy;
+    let eu = hierarchy.region_mut("eu-west").expect("region");
+    eu.cluster.add_client(blob_client(1, "us-east", 4, 3, 40));
+    let mut status = eu.cluster.clients().last().expect("client").status.clone();
+    let refusal = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Some(e) = status.borrow().last_error.clone() {
+                return e;
+            }
+            status.changed().await.expect("sidecar status");
+        }
+    })
+    .await?;
+    assert!(refusal.contains("connect to your own region's aggregator"), "{refusal}");
+    assert!(refusal.contains("us-east") && refusal.contains("eu-west"), "{refusal}");
+    hierarchy.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regional_aggregator_killed_mid_round_delivers_its_aggregate_once() -> anyhow::Result<()> {
+    let (dim, classes) = (20u32, 5u32);
+    let hold = TrainingHold::round(1);
+    let len = (dim * classes + classes) as usize;
+    let mut builder = Hierarchy::builder().client_timeout(Duration::from_secs(5));
+    let mut all = Vec::new();
+    for (r, region) in REGIONS.iter().enumerate() {
+        let mut specs = Vec::new();
+        for i in 0..3 {
+            let trainer = ScriptedTrainer::new(900 + (r * 3 + i) as u64, len, 20 + (r * 3 + i) as u64);
+            all.push((trainer.params.clone(), trainer.samples));
+            let mut client = scripted(format!("{region}-c{i}"), trainer);
+            // eu-west's clients wait in training until the test has killed their aggregator.
+            if *region == "eu-west" {
+                client.trainer = Box::new(hold.wrap(client.trainer));
+            }
+            specs.push(client);
+        }
+        builder = builder.region_with(region, specs);
+    }
+    let mut hierarchy = builder.start().await?;
+    let mut control = hierarchy.global.control().await?;
+    let mut p = plan(dim, classes, 1, 9, 9);
+    p.round_deadline_seconds = 120.0;
+    let run = control.submit(&p).await?;
+    // The region's clients are training: its local round is in progress.
+    hold.wait_holding(3, Duration::from_secs(60)).await?;
+    let eu = hierarchy.region_mut("eu-west").expect("region");
+    eu.cluster.restart_coordinator().await?;
+    hold.release();
+    let status = wait_for_end(&hierarchy.global, &run, Duration::from_secs(120)).await?;
+    assert_succeeded(&status);
+    let dir = tempfile::tempdir()?;
+    let pulled = control.pull_checkpoint(status.published_checkpoint.as_ref().expect("published"), dir.path()).await?;
+    let manifest = read_manifest(&pulled.weights)?;
+    // Counted once: three regions, nine clients, every sample once.
+    assert_eq!(manifest.regions.values().map(|r| r.clients).sum::<u32>(), 9, "{:?}", manifest.regions);
+    assert_eq!(manifest.total_samples, all.iter().map(|(_, w)| w).sum::<u64>());
+    let got = read_weights(&pulled.weights, &manifest)?;
+    let updates: Vec<_> = all.iter().map(|(v, w)| (v, *w)).collect();
+    let want = reference_average(&updates);
+    let diff: f64 = got.iter().zip(&want).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt();
+    let norm: f64 = want.iter().map(|b| f64::from(*b).powi(2)).sum::<f64>().sqrt();
+    assert!(diff <= 1e-6 * norm, "‖global − flat FedAvg‖ = {diff}");
+    // The regional store shows the interrupted attempt and the task pushed once.
+    let eu = hierarchy.region_mut("eu-west").expect("region");
+    let store = open_store(&eu.cluster).await?;
+    let tasks = store.list_upstream_tasks().await?;
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert_eq!(tasks[0].state, fedra_coordinator::store::UpstreamState::Pushed);
+    let rounds = store.list_rounds(&tasks[0].run).await?;
+    assert!(rounds.iter().any(|r| r.status == fedra_coordinator::store::RoundStatus::Interrupted), "{rounds:?}");
+    hierarchy.shutdown().await;
+    Ok(())
+}
