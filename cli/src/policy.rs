@@ -137,7 +137,7 @@ fn simulate(
         .map(|r| RegionId::new(r.as_str()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(e.to_string()))?;
-    let policy = Governance::load(PolicyConfig { dir: dir.to_path_buf(), location })
+    let policy = Governance::load(PolicyConfig { dir: dir.to_path_buf(), location, aggregate_in_region: false })
         .map_err(|e| bad(e.to_string()))?
         .snapshot()
         .expect("a loaded policy is in force");

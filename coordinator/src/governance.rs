@@ -21,6 +21,9 @@ use std::sync::{Arc, RwLock};
 pub struct PolicyConfig {
     pub dir: PathBuf,
     pub location: RegionId,
+    /// A global coordinator: raw updates are aggregated in their origin region by its
+    /// regional aggregator, and only aggregates come to `location`.
+    pub aggregate_in_region: bool,
 }
 
 /// Why a policy set could not be put in force.
@@ -39,6 +42,8 @@ pub enum GovernanceError {
 pub struct Snapshot {
     pub set: Arc<PolicySet>,
     pub location: RegionId,
+    /// See [`PolicyConfig::aggregate_in_region`].
+    pub aggregate_in_region: bool,
 }
 
 impl Snapshot {
@@ -56,7 +61,8 @@ impl Snapshot {
     /// Whether clients of `region` may take part in a run aggregated here: their raw
     /// updates may be aggregated at this coordinator's location.
     pub fn may_select(&self, region: &RegionId) -> bool {
-        self.set.may_aggregate_at(region, &self.location).is_ok()
+        let at = if self.aggregate_in_region { region } else { &self.location };
+        self.set.may_aggregate_at(region, at).is_ok()
     }
 
     /// Every region whose clients [`Self::may_select`] (undeclared regions never are):
@@ -143,6 +149,7 @@ impl Snapshot {
             model: plan.model.name().to_string(),
             regions,
             location: self.location.clone(),
+            aggregate_in_region: self.aggregate_in_region,
             rounds: plan.rounds,
             min_clients: plan.min_clients,
             privacy,
@@ -354,7 +361,11 @@ fn read(config: &PolicyConfig) -> Result<Snapshot, GovernanceError> {
         let declared = set.regions().iter().map(|r| r.name.to_string()).collect::<Vec<_>>().join(", ");
         return Err(GovernanceError::UnknownLocation { location: config.location.clone(), dir, declared });
     }
-    Ok(Snapshot { set: Arc::new(set), location: config.location.clone() })
+    Ok(Snapshot {
+        set: Arc::new(set),
+        location: config.location.clone(),
+        aggregate_in_region: config.aggregate_in_region,
+    })
 }
 
 #[cfg(test)]
@@ -371,12 +382,15 @@ mod tests {
 
     #[test]
     fn the_example_set_loads_at_a_declared_location_only() {
-        let g = Governance::load(PolicyConfig { dir: policies(""), location: id("eu-west") }).unwrap();
+        let g =
+            Governance::load(PolicyConfig { dir: policies(""), location: id("eu-west"), aggregate_in_region: false })
+                .unwrap();
         let s = g.snapshot().unwrap();
         assert_eq!(s.sha256().len(), 64);
         assert!(s.may_select(&id("eu-central")) && s.may_select(&id("us-east")));
         assert!(!s.may_select(&id("ap-south")), "IN data stays in ap-south");
-        let e = Governance::load(PolicyConfig { dir: policies(""), location: id("mars") }).unwrap_err();
+        let e = Governance::load(PolicyConfig { dir: policies(""), location: id("mars"), aggregate_in_region: false })
+            .unwrap_err();
         assert!(e.to_string().contains("location mars is not a region"), "{e}");
     }
 
@@ -384,7 +398,9 @@ mod tests {
     fn an_invalid_reload_keeps_the_set_in_force() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy(policies("permissive/permissive.toml"), dir.path().join("p.toml")).unwrap();
-        let g = Governance::load(PolicyConfig { dir: dir.path().into(), location: id("eu") }).unwrap();
+        let g =
+            Governance::load(PolicyConfig { dir: dir.path().into(), location: id("eu"), aggregate_in_region: false })
+                .unwrap();
         let before = g.snapshot().unwrap().sha256().to_string();
         std::fs::write(dir.path().join("broken.toml"), "version = 1\n[[region]]\nname = 3\n").unwrap();
         let e = g.reload().unwrap_err();

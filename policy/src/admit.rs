@@ -20,8 +20,13 @@ pub struct PlanFacts {
     /// Regions whose clients may take part (= the run's origins); empty means every
     /// declared region.
     pub regions: Vec<RegionId>,
-    /// Where raw updates are aggregated: the coordinator's location region.
+    /// The coordinator's location region: where raw updates are aggregated, unless
+    /// `aggregate_in_region`, and where aggregates go.
     pub location: RegionId,
+    /// The run is coordinated through regional aggregators (a global coordinator): each
+    /// origin's raw updates are aggregated in the origin itself, and only its aggregate
+    /// travels to `location`.
+    pub aggregate_in_region: bool,
     pub rounds: u32,
     /// The fewest contributors a round may aggregate.
     pub min_clients: u32,
@@ -110,7 +115,8 @@ impl PolicySet {
         }
         let declared = |r: &&RegionId| self.region(r).is_some();
         for origin in origins.iter().filter(declared) {
-            let aggregated = self.may_aggregate_at(origin, &plan.location);
+            let at = if plan.aggregate_in_region { origin } else { &plan.location };
+            let aggregated = self.may_aggregate_at(origin, at);
             let covered = aggregated.is_ok();
             note(aggregated);
             let leaves = plan.location != *origin || targets.iter().any(|t| t != origin);
@@ -289,6 +295,7 @@ submit = ["scientist"]
             model: "m".into(),
             regions: vec![],
             location: a1.clone(),
+            aggregate_in_region: false,
             rounds,
             min_clients: 1,
             privacy: Some(PrivacyFacts { noise_multiplier: 1.0, projected_epsilon: epsilon }),

@@ -35,6 +35,7 @@ fn eu_plan() -> PlanFacts {
         model: "digits".into(),
         regions: vec![r("eu-west"), r("eu-central")],
         location: r("eu-west"),
+        aggregate_in_region: false,
         rounds: 50,
         min_clients: 10,
         privacy: Some(PrivacyFacts { noise_multiplier: 1.0, projected_epsilon: 3.0 }),
@@ -213,6 +214,7 @@ fn the_permissive_set_allows_everything_but_keeps_roles() {
         model: "digits".into(),
         regions: vec![],
         location: r("us"),
+        aggregate_in_region: false,
         rounds: 1_000,
         min_clients: 1,
         privacy: None,
@@ -325,3 +327,27 @@ const DIFF: [&str; 5] = [
     "approval rule long-run changed: 1 approval when it has more than 500 rounds (before: 1 approval when it has more than 200 rounds)",
     "role compliance may now approve runs",
 ];
+
+#[test]
+fn regional_aggregators_keep_raw_updates_in_their_origin() {
+    let set = example();
+    // US data may be aggregated only in the US or the EU: a flat run coordinated from
+    // ap-south would send its raw updates there.
+    let plan = PlanFacts {
+        regions: vec![r("us-east")],
+        location: r("ap-south"),
+        privacy: None,
+        trained_before: vec![],
+        ..eu_plan()
+    };
+    let flat = refusals(set.admit(&plan)).join("\n");
+    assert!(flat.contains("raw updates from us-east") && flat.contains("not in ap-south"), "{flat}");
+    // Through regional aggregators the raw updates stay in us-east; only what the export
+    // rules say about the aggregate may still refuse the run.
+    let tiers = PlanFacts { aggregate_in_region: true, ..plan };
+    let found = match set.admit(&tiers) {
+        Verdict::Refuse { findings } => findings.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"),
+        _ => String::new(),
+    };
+    assert!(!found.contains("raw updates from us-east"), "{found}");
+}

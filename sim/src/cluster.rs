@@ -123,7 +123,8 @@ impl ClusterBuilder {
     /// `location` is not a valid region name.
     pub fn policy(mut self, dir: impl Into<PathBuf>, location: &str) -> Self {
         let location = fedra_types::ids::RegionId::new(location).expect("valid region name");
-        self.policy = Some(fedra_coordinator::governance::PolicyConfig { dir: dir.into(), location });
+        self.policy =
+            Some(fedra_coordinator::governance::PolicyConfig { dir: dir.into(), location, aggregate_in_region: false });
         self
     }
 
@@ -202,7 +203,10 @@ impl ClusterBuilder {
             *max_connections_per_identity = n;
         }
         config.engine.privacy.budgets = Budgets::new(self.privacy_budgets).context("privacy budgets")?;
-        config.policy = self.policy;
+        config.policy = self.policy.map(|mut p| {
+            p.aggregate_in_region = config.engine.tier.is_global();
+            p
+        });
         let coordinator = Coordinator::start(&config).await.context("starting coordinator")?;
         // Restarts must come back on the same port so that clients reconnect to it.
         config.listen = coordinator.addr();

@@ -327,7 +327,10 @@ impl Config {
         // A regional aggregator names its location without necessarily having a policy set.
         let location =
             if raw.policy_dir.is_none() && matches!(tier, Tier::Regional { .. }) { None } else { raw.location };
-        let policy = policy(raw.policy_dir, location, !raw_privacy.budgets.is_empty())?;
+        let mut policy = policy(raw.policy_dir, location, !raw_privacy.budgets.is_empty())?;
+        if let Some(p) = &mut policy {
+            p.aggregate_in_region = tier.is_global();
+        }
         let budgets = crate::privacy::Budgets::new(raw_privacy.budgets).map_err(|e| ConfigError::Invalid {
             key: format!("privacy.budgets[{}].{}", e.index, e.field),
             message: e.message,
@@ -396,7 +399,7 @@ fn policy(
         )),
         (Some(dir), Some(location)) => {
             let location = crate::ids::RegionId::new(location).map_err(|e| invalid("location", e.to_string()))?;
-            Ok(Some(crate::governance::PolicyConfig { dir, location }))
+            Ok(Some(crate::governance::PolicyConfig { dir, location, aggregate_in_region: false }))
         }
     }
 }

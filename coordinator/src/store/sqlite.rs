@@ -17,6 +17,7 @@ pub struct SqliteStore {
 
 mod audit;
 mod checkpoints;
+mod clients;
 mod guards;
 mod rows;
 mod upstream;
@@ -571,44 +572,11 @@ impl Store for SqliteStore {
     }
 
     async fn upsert_client(&self, c: &ClientRecord) -> Result<(), StoreError> {
-        let datasets = serde_json::to_string(&c.datasets).map_err(corrupt("datasets"))?;
-        sqlx::query(
-            "INSERT INTO clients (id, region, datasets_json, devices, samples, registered_at, members)
-             VALUES (?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (id) DO UPDATE SET region = excluded.region, datasets_json = excluded.datasets_json,
-                 devices = excluded.devices, samples = excluded.samples, registered_at = excluded.registered_at,
-                 members = excluded.members",
-        )
-        .bind(c.id.as_str())
-        .bind(c.region.as_str())
-        .bind(datasets)
-        .bind(c.devices.join(","))
-        .bind(c.samples() as i64)
-        .bind(ts(&c.registered_at))
-        .bind(i64::from(c.members))
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.upsert_client_row(c).await
     }
 
     async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM clients ORDER BY id").fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                let id: String = r.try_get("id")?;
-                let region: String = r.try_get("region")?;
-                let datasets: String = r.try_get("datasets_json")?;
-                let devices: String = r.try_get("devices")?;
-                Ok(ClientRecord {
-                    id: ClientId::new(id).map_err(corrupt("client id"))?,
-                    region: RegionId::new(region).map_err(corrupt("region"))?,
-                    datasets: serde_json::from_str(&datasets).map_err(corrupt("datasets"))?,
-                    devices: devices.split(',').filter(|d| !d.is_empty()).map(str::to_string).collect(),
-                    registered_at: parse_ts(r.try_get("registered_at")?)?,
-                    members: u32_of(r, "members")?,
-                })
-            })
-            .collect()
+        self.client_rows().await
     }
 
     async fn get_checkpoint(&self, id: &CheckpointId) -> Result<Option<CheckpointRecord>, StoreError> {
