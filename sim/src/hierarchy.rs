@@ -22,6 +22,8 @@ pub struct HierarchyBuilder {
     regions: Vec<(String, Vec<ClientSpec>, Vec<CustomClient>)>,
     client_timeout: Option<Duration>,
     data_dir: Option<PathBuf>,
+    /// The global coordinator's policy set and location.
+    policy: Option<(PathBuf, String)>,
 }
 
 impl HierarchyBuilder {
@@ -41,6 +43,12 @@ impl HierarchyBuilder {
     /// aggregator must be back within it to deliver its region's aggregate.
     pub fn client_timeout(mut self, timeout: Duration) -> Self {
         self.client_timeout = Some(timeout);
+        self
+    }
+
+    /// Run the global coordinator under the policy set in `dir`, located in `location`.
+    pub fn policy(mut self, dir: impl Into<PathBuf>, location: &str) -> Self {
+        self.policy = Some((dir.into(), location.to_string()));
         self
     }
 
@@ -67,11 +75,15 @@ impl HierarchyBuilder {
         };
         let pki = root.join("pki");
         let timeout = self.client_timeout.unwrap_or(Duration::from_secs(3));
-        let global = Cluster::builder()
+        let mut global = Cluster::builder()
             .data_dir(root.join("global"))
             .pki_root(&pki)
             .heartbeat(Duration::from_millis(250), timeout)
-            .tier(TierSpec::Global)
+            .tier(TierSpec::Global);
+        if let Some((dir, location)) = &self.policy {
+            global = global.policy(dir, location);
+        }
+        let global = global
             .start()
             .await
             .context("starting the global coordinator")?;

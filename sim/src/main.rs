@@ -47,6 +47,10 @@ enum Command {
         /// `--features cuda` or `--features wgpu`).
         #[arg(long, default_value = "cpu")]
         device: DeviceChoice,
+        /// Run in tiers: a global coordinator and this many regional aggregators (1 to 3),
+        /// each next to its region's clients; only regional aggregates reach the global one.
+        #[arg(long)]
+        regions: Option<usize>,
     },
     /// Benchmarks (see BENCHMARKS.md).
     Bench {
@@ -71,12 +75,16 @@ async fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
         .init();
     match Args::parse().command {
-        Command::Quickstart { clients, rounds, out, seed, device } => {
+        Command::Quickstart { clients, rounds, out, seed, device, regions } => {
             if clients < 1 {
                 eprintln!("fedra-sim: --clients must be at least 1");
                 return ExitCode::from(64);
             }
-            match run(&QuickstartOptions { clients, rounds, out, seed, device }).await {
+            if regions.is_some_and(|r| !(1..=3).contains(&r)) {
+                eprintln!("fedra-sim: --regions must be 1, 2 or 3 (the quickstart's regions are eu, us and apac)");
+                return ExitCode::from(64);
+            }
+            match run(&QuickstartOptions { clients, rounds, out, seed, device, regions }).await {
                 Ok(r) if r.state == Some(fedra_types::run::RunState::Succeeded) => ExitCode::SUCCESS,
                 Ok(_) => ExitCode::from(2),
                 Err(e) => {

@@ -3,6 +3,7 @@
 //! per-round table and leaves the coordinator's store and checkpoints in the output dir.
 
 use crate::cluster::{ClientSpec, Cluster};
+use crate::hierarchy::Hierarchy;
 use anyhow::{Context, Result, bail};
 use fedra_cli::commands::describe;
 use fedra_cli::plan_file::PlanFile;
@@ -32,6 +33,9 @@ pub struct QuickstartOptions {
     pub seed: u64,
     /// Where the clients train.
     pub device: DeviceChoice,
+    /// Hierarchical mode: a global coordinator and this many regional aggregators (1..=3),
+    /// each with its region's clients; only regional aggregates reach the global tier.
+    pub regions: Option<usize>,
 }
 
 /// One row of the per-round table.
@@ -129,17 +133,51 @@ pub async fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
     });
     let test = gaussian_blobs("test", &blobs(dim, k, 2000, opts.seed * 1000 + 999, task_seed, 0.0));
 
-    println!("fedra quickstart: coordinator + {} client sidecars over loopback gRPC", opts.clients);
     let policies = opts.out.join("policies");
     std::fs::create_dir_all(&policies)?;
     std::fs::write(policies.join("permissive.toml"), QUICKSTART_POLICY)?;
-    let cluster = Cluster::builder()
-        .data_dir(opts.out.join("coordinator"))
-        .policy(&policies, REGIONS[0])
-        .clients(specs)
-        .device(opts.device)
-        .start()
-        .await?;
+    let (flat, tiers) = match opts.regions {
+        None => {
+            println!("fedra quickstart: coordinator + {} client sidecars over loopback gRPC", opts.clients);
+            let cluster = Cluster::builder()
+                .data_dir(opts.out.join("coordinator"))
+                .policy(&policies, REGIONS[0])
+                .clients(specs)
+                .device(opts.device)
+                .start()
+                .await?;
+            (Some(cluster), None)
+        }
+        Some(n) => {
+            let n = n.clamp(1, REGIONS.len());
+            println!(
+                "fedra quickstart, in tiers: a global coordinator, {n} regional aggregators and {} client sidecars",
+                opts.clients
+            );
+            let mut by_region: Vec<(&str, Vec<ClientSpec>)> = REGIONS[..n].iter().map(|r| (*r, Vec::new())).collect();
+            for (i, mut spec) in specs.enumerate() {
+                // Clients are dealt over the regions that run an aggregator.
+                let (region, list) = &mut by_region[i % n];
+                spec.region = region.to_string();
+                spec.id = format!("{region}-{}", i / n + 1);
+                list.push(spec);
+            }
+            let mut builder = Hierarchy::builder().data_dir(opts.out.join("tiers")).policy(&policies, REGIONS[0]);
+            for (region, list) in by_region {
+                builder = builder.region(region, list);
+            }
+            // Federated evaluation is not relayed through regional aggregators yet.
+            plan.evaluation = Default::default();
+            plan.regions = REGIONS[..n].iter().map(|r| r.to_string()).collect();
+            let tiers = builder.start().await?;
+            for r in &tiers.regions {
+                println!("  regional aggregator {} at {} with {} clients", r.name, r.cluster.endpoint(), r.cluster.clients().len());
+            }
+            (None, Some(tiers))
+        }
+    };
+    let cluster = flat.as_ref().or(tiers.as_ref().map(|t| &t.global)).expect("one federation");
+    let global_bytes_before = tiers.as_ref().map_or(0, Hierarchy::global_received_bytes);
     println!("coordinator at {}, state in {}", cluster.endpoint(), cluster.data_dir().display());
     println!("policy set {} (permissive example) in force, coordinator located in {}", policies.display(), REGIONS[0]);
     let mut control = cluster.control().await?;
@@ -231,6 +269,16 @@ pub async fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
         state.map_or("unknown", RunState::as_str),
         cluster.artifact_dir().display()
     );
-    cluster.shutdown().await;
+    if let Some(t) = tiers {
+        let bytes = t.global_received_bytes() - global_bytes_before;
+        println!(
+            "the global coordinator received {bytes} bytes from {} regional aggregators; no client update reached it",
+            t.regions.len()
+        );
+        t.shutdown().await;
+    }
+    if let Some(c) = flat {
+        c.shutdown().await;
+    }
     Ok(QuickstartReport { run_id, state, rounds: rows, out: opts.out.clone() })
 }

@@ -175,3 +175,25 @@ async fn a_regional_aggregator_killed_mid_round_delivers_its_aggregate_once() ->
     hierarchy.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quickstart_runs_in_tiers() -> anyhow::Result<()> {
+    let out = tempfile::tempdir()?;
+    let report = fedra_sim::quickstart::run(&fedra_sim::quickstart::QuickstartOptions {
+        clients: 6,
+        rounds: Some(2),
+        out: out.path().join("qs"),
+        seed: 7,
+        device: fedra_client::trainer::burn_logreg::DeviceChoice::Cpu,
+        regions: Some(3),
+    })
+    .await?;
+    assert_eq!(report.state, Some(fedra_types::run::RunState::Succeeded));
+    assert_eq!(report.rounds.len(), 2);
+    for r in &report.rounds {
+        // Three regional aggregators selected; at least the plan's quorum of client updates.
+        assert_eq!(r.selected, 3, "{r:?}");
+        assert!(r.reported >= 3 && r.test_accuracy > 0.5, "{r:?}");
+    }
+    Ok(())
+}
