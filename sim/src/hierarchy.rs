@@ -83,10 +83,7 @@ impl HierarchyBuilder {
         if let Some((dir, location)) = &self.policy {
             global = global.policy(dir, location);
         }
-        let global = global
-            .start()
-            .await
-            .context("starting the global coordinator")?;
+        let global = global.start().await.context("starting the global coordinator")?;
         let proxy = CountingProxy::start(global.addr()).await?;
         let mut regions = Vec::new();
         let mut expected = 0u32;

@@ -171,7 +171,12 @@ pub async fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
             plan.regions = REGIONS[..n].iter().map(|r| r.to_string()).collect();
             let tiers = builder.start().await?;
             for r in &tiers.regions {
-                println!("  regional aggregator {} at {} with {} clients", r.name, r.cluster.endpoint(), r.cluster.clients().len());
+                println!(
+                    "  regional aggregator {} at {} with {} clients",
+                    r.name,
+                    r.cluster.endpoint(),
+                    r.cluster.clients().len()
+                );
             }
             (None, Some(tiers))
         }
