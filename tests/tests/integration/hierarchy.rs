@@ -14,17 +14,28 @@ fn scripted(id: String, trainer: ScriptedTrainer) -> CustomClient {
 }
 
 /// Three regions of three scripted clients each over a model of `dim × classes` logistic
-/// regression; returns the builder and every client's (vector, samples).
-fn scripted_regions(dim: u32, classes: u32) -> (HierarchyBuilder, Vec<(String, Vec<f32>, u64)>) {
+/// regression (eu-west's under `hold`, if any); returns the builder and every client's
+/// (id, vector, samples).
+fn scripted_regions(
+    dim: u32,
+    classes: u32,
+    hold: Option<&TrainingHold>,
+) -> (HierarchyBuilder, Vec<(String, Vec<f32>, u64)>) {
     let len = (dim * classes + classes) as usize;
     let mut builder = Hierarchy::builder().client_timeout(Duration::from_secs(5));
     let mut all = Vec::new();
     for (r, region) in REGIONS.iter().enumerate() {
         let mut specs = Vec::new();
         for i in 0..3 {
-            let trainer = ScriptedTrainer::new(500 + (r * 3 + i) as u64, len, 10 + 13 * (r * 3 + i) as u64);
-            all.push((format!("{region}-c{i}"), trainer.params.clone(), trainer.samples));
-            specs.push(scripted(format!("{region}-c{i}"), trainer));
+            let k = (r * 3 + i) as u64;
+            let trainer = ScriptedTrainer::new(500 + k, len, 10 + 13 * k);
+            let id = format!("{region}-c{i}");
+            all.push((id.clone(), trainer.params.clone(), trainer.samples));
+            let mut client = scripted(id, trainer);
+            if let Some(hold) = hold.filter(|_| *region == "eu-west") {
+                client.trainer = Box::new(hold.wrap(client.trainer));
+            }
+            specs.push(client);
         }
         builder = builder.region_with(region, specs);
     }
@@ -35,7 +46,7 @@ fn scripted_regions(dim: u32, classes: u32) -> (HierarchyBuilder, Vec<(String, V
 async fn the_global_model_is_flat_fedavg_and_only_aggregates_reach_the_global_tier() -> anyhow::Result<()> {
     // 100 100 parameters: one aggregate is 400 KB, far above the heartbeats' bytes.
     let (dim, classes) = (1000u32, 100u32);
-    let (builder, clients) = scripted_regions(dim, classes);
+    let (builder, clients) = scripted_regions(dim, classes, None);
     // Our own directory: the global store is read after the tiers stopped.
     let root = tempfile::tempdir()?;
     let hierarchy = builder.data_dir(root.path()).start().await?;
@@ -123,23 +134,8 @@ async fn a_client_of_another_region_is_refused_by_an_aggregator() -> anyhow::Res
 async fn a_regional_aggregator_killed_mid_round_delivers_its_aggregate_once() -> anyhow::Result<()> {
     let (dim, classes) = (20u32, 5u32);
     let hold = TrainingHold::round(1);
-    let len = (dim * classes + classes) as usize;
-    let mut builder = Hierarchy::builder().client_timeout(Duration::from_secs(5));
-    let mut all = Vec::new();
-    for (r, region) in REGIONS.iter().enumerate() {
-        let mut specs = Vec::new();
-        for i in 0..3 {
-            let trainer = ScriptedTrainer::new(900 + (r * 3 + i) as u64, len, 20 + (r * 3 + i) as u64);
-            all.push((trainer.params.clone(), trainer.samples));
-            let mut client = scripted(format!("{region}-c{i}"), trainer);
-            // eu-west's clients wait in training until the test has killed their aggregator.
-            if *region == "eu-west" {
-                client.trainer = Box::new(hold.wrap(client.trainer));
-            }
-            specs.push(client);
-        }
-        builder = builder.region_with(region, specs);
-    }
+    // eu-west's clients wait in training until the test has killed their aggregator.
+    let (builder, all) = scripted_regions(dim, classes, Some(&hold));
     let mut hierarchy = builder.start().await?;
     let mut control = hierarchy.global.control().await?;
     let mut p = plan(dim, classes, 1, 9, 9);
@@ -157,9 +153,9 @@ async fn a_regional_aggregator_killed_mid_round_delivers_its_aggregate_once() ->
     let manifest = read_manifest(&pulled.weights)?;
     // Counted once: three regions, nine clients, every sample once.
     assert_eq!(manifest.regions.values().map(|r| r.clients).sum::<u32>(), 9, "{:?}", manifest.regions);
-    assert_eq!(manifest.total_samples, all.iter().map(|(_, w)| w).sum::<u64>());
+    assert_eq!(manifest.total_samples, all.iter().map(|(_, _, w)| w).sum::<u64>());
     let got = read_weights(&pulled.weights, &manifest)?;
-    let updates: Vec<_> = all.iter().map(|(v, w)| (v, *w)).collect();
+    let updates: Vec<_> = all.iter().map(|(_, v, w)| (v, *w)).collect();
     let want = reference_average(&updates);
     let diff: f64 = got.iter().zip(&want).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt();
     let norm: f64 = want.iter().map(|b| f64::from(*b).powi(2)).sum::<f64>().sqrt();
