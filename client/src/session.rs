@@ -326,6 +326,7 @@ impl Sidecar {
                 update_norm: norm,
                 digest,
                 contributors: 1,
+                scopes: vec![],
             })),
         };
         let chunk_bytes =

@@ -24,6 +24,8 @@ pub struct HierarchyBuilder {
     data_dir: Option<PathBuf>,
     /// The global coordinator's policy set and location.
     policy: Option<(PathBuf, String)>,
+    /// Every regional aggregator's privacy budgets (the regions charge private runs).
+    privacy_budgets: Vec<fedra_coordinator::privacy::budget::RawBudgetRule>,
 }
 
 impl HierarchyBuilder {
@@ -49,6 +51,13 @@ impl HierarchyBuilder {
     /// Run the global coordinator under the policy set in `dir`, located in `location`.
     pub fn policy(mut self, dir: impl Into<PathBuf>, location: &str) -> Self {
         self.policy = Some((dir.into(), location.to_string()));
+        self
+    }
+
+    /// A privacy budget rule for every regional aggregator: the tier that adds a private
+    /// run's noise charges its own ledger (`hierarchy::private_cohorts`).
+    pub fn privacy_budget(mut self, rule: fedra_coordinator::privacy::budget::RawBudgetRule) -> Self {
+        self.privacy_budgets.push(rule);
         self
     }
 
@@ -89,15 +98,16 @@ impl HierarchyBuilder {
         let mut expected = 0u32;
         for (name, clients, custom) in self.regions {
             expected += (clients.len() + custom.len()) as u32;
-            let mut cluster = Cluster::builder()
+            let mut builder = Cluster::builder()
                 .data_dir(root.join(&name))
                 .pki_root(&pki)
                 .heartbeat(Duration::from_millis(250), timeout)
                 .tier(TierSpec::Regional { location: name.clone(), upstream: proxy.endpoint() })
-                .clients(clients)
-                .start()
-                .await
-                .with_context(|| format!("starting region {name}"))?;
+                .clients(clients);
+            for rule in &self.privacy_budgets {
+                builder = builder.privacy_budget(rule.clone());
+            }
+            let mut cluster = builder.start().await.with_context(|| format!("starting region {name}"))?;
             for c in custom {
                 cluster.add_client_with(&c.id, &name, vec![c.info], c.trainer);
             }

@@ -56,6 +56,10 @@ pub struct Contributor {
     pub samples: u64,
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub clients: u32,
+    /// A private regional aggregate's ε per scope, charged in its region's ledger (the
+    /// global tier draws no noise of its own; see `hierarchy::private_cohorts`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<ScopeEpsilon>,
 }
 
 fn one() -> u32 {
@@ -127,6 +131,11 @@ pub struct PrivacyProvenance {
     /// The largest ε over the scopes, and its δ.
     pub epsilon: f64,
     pub delta: f64,
+    /// Where the noise was drawn and charged when not by the publishing coordinator:
+    /// `regional` at a global coordinator, whose regions each noised their own sum with the
+    /// mechanism above (`noise_std` is each region's) and reported their scopes' ε.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noised_by: Option<String>,
 }
 
 /// One scope's cumulative ε in a manifest.
@@ -232,8 +241,11 @@ pub fn decode_safetensors(bytes: &[u8], layout: &TensorLayout, path: &Path) -> R
     Ok(out)
 }
 
+/// Writes `bytes` to a uniquely named file beside `path`, syncs it and renames it over
+/// `path`: readers see the old file or the new one, and two writers of the same checkpoint
+/// (a re-run attempt, a second coordinator) never share a temporary file.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension(format!("{:016x}.tmp", rand::random::<u64>()));
     std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
     let f = std::fs::File::open(&tmp).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
@@ -352,12 +364,14 @@ mod tests {
                     region: RegionId::new("eu").unwrap(),
                     samples: 10,
                     clients: 1,
+                    scopes: vec![],
                 },
                 Contributor {
                     client: ClientId::new("b").unwrap(),
                     region: RegionId::new("us").unwrap(),
                     samples: 5,
                     clients: 1,
+                    scopes: vec![],
                 },
             ],
             metrics: TrainingMetrics::default(),

@@ -101,6 +101,11 @@ pub fn cohort_task_from_pb(t: pb::Task) -> Result<Option<crate::hierarchy::Cohor
             target: cohort.target,
             min: cohort.min,
             over_selection: limits::within("task.cohort.over_selection", cohort.over_selection, 0.0, 10.0)?,
+            privacy: cohort
+                .privacy
+                .map(privacy_from_pb)
+                .transpose()
+                .map_err(|e| ApiError::Invalid(format!("task.cohort.{e}")))?,
         },
         chunk_bytes: (t.chunk_bytes as usize)
             .clamp(fedra_proto::chunking::MIN_CHUNK_BYTES, fedra_proto::chunking::MAX_CHUNK_BYTES),
@@ -444,7 +449,12 @@ pub fn task_to_pb(t: TaskAssignment) -> pb::Task {
             local_noise_std: p.local_noise_std,
             lattice_slack: p.lattice_slack,
         }),
-        cohort: t.cohort.map(|c| pb::Cohort { target: c.target, min: c.min, over_selection: c.over_selection }),
+        cohort: t.cohort.map(|c| pb::Cohort {
+            target: c.target,
+            min: c.min,
+            over_selection: c.over_selection,
+            privacy: c.privacy.as_ref().map(plan_wire::privacy_to_pb),
+        }),
     }
 }
 

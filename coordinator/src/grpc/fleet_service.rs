@@ -170,6 +170,7 @@ impl FleetApi {
             update_norm: trailer.update_norm,
             is_delta: header.is_delta,
             contributors: super::limits::members("trailer.contributors", trailer.contributors)?,
+            scopes: super::limits::scopes("trailer.scopes", trailer.scopes)?,
         };
         Ok(self.engine.commit_upload(task, client, update).await?)
     }

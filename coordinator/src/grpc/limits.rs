@@ -12,6 +12,7 @@
 //! | loss values (training, evaluation) | finite, 0..=10^12 |
 //! | accuracy | 0..=1 |
 //! | train_seconds | 0..=604,800 (a week) |
+//! | privacy scopes an aggregate reports | 0..=16, each a scope name of ≤ 256 bytes, ε finite and ≥ 0, δ in [0, 1) |
 //! | a FleetService message | one chunk (≤ 3 MiB) + 64 KiB |
 //! | a RunService message (a plan) | 1 MiB |
 //! | any other request message | 64 KiB |
@@ -32,6 +33,9 @@ pub const MAX_TRAIN_SECONDS: f64 = 7.0 * 86_400.0;
 /// Clients one regional aggregator may stand for (`RegisterRequest.members`), and client
 /// updates one aggregate may hold (`UpdateTrailer.contributors`).
 pub const MAX_MEMBERS: u32 = 1_000_000;
+/// Privacy scopes one regional aggregate may report (`UpdateTrailer.scopes`).
+pub const MAX_SCOPES: usize = 16;
+const MAX_SCOPE_BYTES: usize = 256;
 pub const FLEET_MAX_MESSAGE_BYTES: usize = fedra_proto::chunking::MAX_CHUNK_BYTES + (64 << 10);
 pub const RUN_MAX_MESSAGE_BYTES: usize = 1 << 20;
 pub const READ_MAX_MESSAGE_BYTES: usize = 64 << 10;
@@ -57,6 +61,40 @@ pub fn members(field: &str, v: u32) -> Result<u32, ApiError> {
         return Err(ApiError::Invalid(format!("{field} must be in 0..={MAX_MEMBERS}, got {v}")));
     }
     Ok(v.max(1))
+}
+
+/// A regional aggregate's reported ε per scope: at most [`MAX_SCOPES`], names of at most
+/// 256 bytes, ε finite and non-negative, δ in [0, 1). Whether each scope is the
+/// aggregator's own is the round engine's check.
+///
+/// # Errors
+/// INVALID_ARGUMENT naming `field` and what is wrong.
+pub fn scopes(
+    field: &str,
+    scopes: Vec<fedra_proto::pb::ScopeSpent>,
+) -> Result<Vec<crate::checkpoint::ScopeEpsilon>, ApiError> {
+    if scopes.len() > MAX_SCOPES {
+        return Err(ApiError::Invalid(format!("{field} holds {} scopes, at most {MAX_SCOPES}", scopes.len())));
+    }
+    scopes
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            if s.scope.is_empty() || s.scope.len() > MAX_SCOPE_BYTES {
+                return Err(ApiError::Invalid(format!(
+                    "{field}[{i}].scope must be 1..={MAX_SCOPE_BYTES} bytes, got {:?}",
+                    truncated(&s.scope)
+                )));
+            }
+            if !(s.epsilon.is_finite() && s.epsilon >= 0.0 && (0.0..1.0).contains(&s.delta)) {
+                return Err(ApiError::Invalid(format!(
+                    "{field}[{i}] must have a finite ε ≥ 0 and δ in [0, 1), got ε {} δ {}",
+                    s.epsilon, s.delta
+                )));
+            }
+            Ok(crate::checkpoint::ScopeEpsilon { scope: s.scope, epsilon: s.epsilon, delta: s.delta })
+        })
+        .collect()
 }
 
 /// A loss: finite and in 0..=[`MAX_LOSS`].

@@ -60,6 +60,7 @@ impl ApiError {
                 | RoundError::ZeroSamples
                 | RoundError::ModelTooLarge { .. }
                 | RoundError::Contributors { .. }
+                | RoundError::Scopes(_)
                 | RoundError::Cohort { .. } => Code::InvalidArgument,
                 RoundError::RunEnded { .. }
                 | RoundError::UnknownClient(_)

@@ -294,12 +294,25 @@ impl Upstream {
         }
     }
 
-    /// Pushes the local run's checkpoint (the region's weighted mean) as one update.
+    /// Pushes the local run's checkpoint as one update: the region's sample-weighted mean
+    /// with weight Σ samples, or for a private cohort its noised release with weight its
+    /// share of the denominator and the ε its ledger charged (sample counts are not
+    /// released: DP-FedAvg weighs clients alike).
     async fn push(&self, fleet: &mut FleetServiceClient<Channel>, t: &UpstreamTask) -> Result<u32, UpstreamError> {
         let (mean, manifest) = self.load(&CheckpointId::for_round(&t.run, RoundNumber(1))).await?;
         let (global, _) = self.load(&CheckpointId::for_round(&t.run, RoundNumber(0))).await?;
         let contributors: u32 = manifest.regions.values().map(|r| r.clients).sum();
         let norm = mean.iter().zip(&global).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt();
+        let (weight, scopes) = match &manifest.privacy {
+            Some(p) => (
+                u64::from(p.expected_clients),
+                p.scopes
+                    .iter()
+                    .map(|s| pb::ScopeSpent { scope: s.scope.clone(), epsilon: s.epsilon, delta: s.delta })
+                    .collect(),
+            ),
+            None => (manifest.total_samples, Vec::new()),
+        };
         let header = pb::UpdatePart {
             part: Some(pb::update_part::Part::Header(pb::UpdateHeader {
                 task_id: t.task.to_string(),
@@ -310,11 +323,12 @@ impl Upstream {
         };
         let trailer = pb::UpdatePart {
             part: Some(pb::update_part::Part::Trailer(pb::UpdateTrailer {
-                samples: manifest.total_samples,
+                samples: weight,
                 metrics: Some(convert::metrics_to_pb(&manifest.metrics)),
                 update_norm: norm,
                 digest: transfer_digest_hex(&mean),
                 contributors,
+                scopes,
             })),
         };
         let parts: Vec<pb::UpdatePart> = std::iter::once(header)
@@ -324,7 +338,7 @@ impl Upstream {
             )
             .chain(std::iter::once(trailer))
             .collect();
-        info!(task = %t.task, samples = manifest.total_samples, contributors, "pushing the region's aggregate upstream");
+        info!(task = %t.task, weight, contributors, "pushing the region's aggregate upstream");
         Ok(fleet.push_update(tokio_stream::iter(parts)).await?.into_inner().reported)
     }
 

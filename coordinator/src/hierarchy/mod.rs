@@ -27,7 +27,7 @@
 
 use crate::ids::{RegionId, RunId, TaskId};
 use crate::model::ModelSpec;
-use crate::plan::{EvaluationPlan, LocalTraining, PlanError, RawPlan, RegionSet, RunPlan, Strategy};
+use crate::plan::{EvaluationPlan, LocalTraining, PlanError, PrivacyPlan, RawPlan, RegionSet, RunPlan, Strategy};
 use std::time::Duration;
 
 /// Which tier this coordinator serves in a deployment.
@@ -58,7 +58,7 @@ impl Tier {
 }
 
 /// What a global coordinator asks of one region in one round.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Cohort {
     /// Clients whose updates the region aggregates.
     pub target: u32,
@@ -66,6 +66,8 @@ pub struct Cohort {
     pub min: u32,
     /// Over-selection the region applies on top of `target`.
     pub over_selection: f64,
+    /// A private run's mechanism as the region applies it (see [`private_cohorts`]).
+    pub privacy: Option<PrivacyPlan>,
 }
 
 /// What selection mixes into round 1's task seed (`seed ^ round · φ·2⁶⁴`).
@@ -83,7 +85,7 @@ pub fn split_cohorts(target: u32, min: u32, over_selection: f64, members: &[u32]
     let total: u64 = members.iter().map(|&m| u64::from(m)).sum();
     let want = u64::from(target).min(total);
     if total == 0 {
-        return members.iter().map(|_| Cohort { target: 0, min: 0, over_selection }).collect();
+        return members.iter().map(|_| Cohort { target: 0, min: 0, over_selection, privacy: None }).collect();
     }
     // Floor shares first, then the remaining seats to the largest remainders (ties: lower index).
     let mut targets: Vec<u64> = members.iter().map(|&m| want * u64::from(m) / total).collect();
@@ -110,9 +112,33 @@ pub fn split_cohorts(target: u32, min: u32, over_selection: f64, members: &[u32]
             let t = t as u32;
             let share = if want == 0 { 0.0 } else { f64::from(t) / want as f64 };
             let min_r = ((f64::from(min) * share).ceil() as u32).clamp(t.min(1), t);
-            Cohort { target: t, min: min_r, over_selection }
+            Cohort { target: t, min: min_r, over_selection, privacy: None }
         })
         .collect()
+}
+
+/// DP at the tier that sees raw updates: each asked region clips, noises and accounts its
+/// own sum with the run's mechanism, over its share `m_r` of the run's denominator `m`
+/// (`expected_clients`, split like the cohorts by client count, each at least 1). A region
+/// releases `g + (S_r + N_r)/m_r` and the global tier folds those with weight `m_r`:
+///
+/// ```text
+///   Σ_r m_r·(g + (S_r + N_r)/m_r) / Σ_r m_r  =  g + (Σᵢ Δᵢ + Σ_r N_r) / m
+/// ```
+///
+/// which is flat DP-FedAvg's release with R independent noise draws of std z·C instead of
+/// one. Each region's draw alone protects each of its clients as the flat draw would, so
+/// every scope `<model>@<region>` is charged what the flat run charges it, in that region's
+/// ledger; the global coordinator draws and charges nothing. Adaptive clipping is refused
+/// for such runs (its count query would have to cross tiers).
+pub fn private_cohorts(plan: &PrivacyPlan, cohorts: &mut [Cohort], members: &[u32]) {
+    let asked: Vec<u32> = cohorts.iter().zip(members).map(|(c, &m)| if c.target > 0 { m } else { 0 }).collect();
+    let shares = split_cohorts(plan.expected_clients, 1, 0.0, &asked);
+    for (c, share) in cohorts.iter_mut().zip(shares) {
+        if c.target > 0 {
+            c.privacy = Some(PrivacyPlan { expected_clients: share.target.max(1), ..plan.clone() });
+        }
+    }
 }
 
 /// A cohort task as a regional aggregator received it from its global coordinator.
@@ -158,7 +184,7 @@ pub fn cohort_plan(
         // give them. Never 0, which would draw a fresh seed.
         seed: (task.seed ^ ROUND_ONE_SEED_MIX).max(1),
         evaluation: EvaluationPlan::default(),
-        privacy: None,
+        privacy: task.cohort.privacy.clone(),
         priority: 0,
     })
 }
@@ -209,5 +235,26 @@ mod tests {
         let c = split_cohorts(10, 5, 0.0, &[1, 100, 100]);
         assert_eq!(c.iter().map(|c| c.target).sum::<u32>(), 10);
         assert!(c[0].target <= 1, "{c:?}");
+    }
+
+    #[test]
+    fn private_cohorts_split_the_denominator_over_the_asked_regions() {
+        use crate::plan::{Clipping, DpMechanism, OverBound, Sampling};
+        let plan = PrivacyPlan {
+            mechanism: DpMechanism::Central,
+            noise_multiplier: 1.0,
+            clipping: Clipping::Fixed { norm: 1.0 },
+            over_bound: OverBound::Reject,
+            sampling: Sampling::Fixed,
+            expected_clients: 10,
+        };
+        let members = [100, 0, 50, 50];
+        let mut cohorts = split_cohorts(10, 10, 0.0, &members);
+        private_cohorts(&plan, &mut cohorts, &members);
+        let m: Vec<Option<u32>> = cohorts.iter().map(|c| c.privacy.as_ref().map(|p| p.expected_clients)).collect();
+        assert_eq!(m, [Some(5), None, Some(3), Some(2)]);
+        // Everything but the denominator is the run's.
+        let p = cohorts[0].privacy.as_ref().unwrap();
+        assert_eq!(PrivacyPlan { expected_clients: 10, ..p.clone() }, plan);
     }
 }

@@ -93,5 +93,24 @@ pub fn provenance(
         epsilon: worst.map_or(0.0, |w| w.epsilon),
         delta: worst.map_or(0.0, |w| w.delta),
         scopes,
+        noised_by: None,
     }
+}
+
+/// The privacy block of a global coordinator's manifest for a private run: each region
+/// noised its own sum with the run's mechanism (over its share of the denominator) and
+/// charged its own ledger, and its ε per scope is carried up as the region reported it.
+///
+/// # Errors
+/// Mechanism parameters that are invalid for a model of `dim` parameters.
+pub fn relayed_provenance(
+    plan: &PrivacyPlan,
+    dim: usize,
+    lattice_slack: f64,
+    mut scopes: Vec<ScopeEpsilon>,
+    round: u32,
+) -> Result<PrivacyProvenance, PrivacyError> {
+    let mechanism = RoundMechanism::new(plan, dim, plan.clipping.initial_norm(), lattice_slack)?;
+    scopes.sort_by(|a, b| a.scope.cmp(&b.scope));
+    Ok(PrivacyProvenance { noised_by: Some("regional".into()), ..provenance(plan, &mechanism, scopes, round) })
 }

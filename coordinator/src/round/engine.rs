@@ -600,7 +600,8 @@ impl Engine {
         }
         let id = RunId::generate();
         let (admission, policy_sha256) = self.admit_by_policy(&id, &plan, owner.as_ref()).await?;
-        if plan.privacy.is_some() {
+        // At the global tier the budgets are the regions' (their ledgers are charged).
+        if plan.privacy.is_some() && !self.env.settings.tier.is_global() {
             self.env.reservations.admit_run(self.env.store.as_ref(), &plan, self.fleet.regions()).await?;
         }
         let (state, approvals_needed, verdict) = match admission {

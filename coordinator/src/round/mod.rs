@@ -195,6 +195,10 @@ pub enum RoundError {
     Contributors { got: u32, max: u32 },
     #[error("cohort task {task} cannot be served: {reason}")]
     Cohort { task: TaskId, reason: String },
+    /// Privacy scopes an update may not report (a client's, another region's, a run
+    /// without privacy).
+    #[error("trailer.scopes refused: {0}")]
+    Scopes(String),
     #[error("header.is_delta is {got}, but this run expects {}", if *expected { "a clipped update (local − global)" } else { "a model" })]
     UpdateKind { expected: bool, got: bool },
 }

@@ -141,6 +141,13 @@ impl RunCore {
         }
     }
 
+    /// The privacy plan this coordinator applies itself: the run's, except at the global
+    /// tier, where each region clips, noises and accounts (see
+    /// [`crate::hierarchy::private_cohorts`]) and regional aggregates are folded as models.
+    pub fn privacy_here(&self) -> Option<&crate::plan::PrivacyPlan> {
+        if self.env.settings.tier.is_global() { None } else { self.plan.privacy.as_ref() }
+    }
+
     pub fn global(&self) -> Result<&Arc<GlobalModel>, RoundError> {
         self.global.as_ref().ok_or_else(|| RoundError::Internal("the global model is being replaced".into()))
     }
@@ -253,6 +260,12 @@ impl RunActor {
                 Some(msg) = internal.recv() => self.handle_internal(msg).await,
                 _ = tick.tick() => self.on_tick().await,
             }
+        }
+        // Blocking work in flight (an average, a checkpoint being written) finishes before
+        // the actor goes: an engine started after this one re-runs the attempt, and must not
+        // race a dead attempt's writer on the same files.
+        if !self.ended && matches!(self.phase, Phase::Aggregating(_) | Phase::Publishing(_)) {
+            let _ = internal.recv().await;
         }
         // Reported updates are on record before the actor goes, whatever stopped it.
         let _ = self.core.flush_updates().await;

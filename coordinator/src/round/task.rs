@@ -86,4 +86,7 @@ pub struct VerifiedUpdate {
     /// Client updates aggregated into the values: 1 for a client; a region's contributor
     /// count for a regional aggregate.
     pub contributors: u32,
+    /// A private regional aggregate's ε per scope, as its region's ledger charged it
+    /// (reported upward into the global manifest); empty for a client.
+    pub scopes: Vec<crate::checkpoint::ScopeEpsilon>,
 }

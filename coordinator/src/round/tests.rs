@@ -143,6 +143,7 @@ impl Harness {
             update_norm,
             is_delta,
             contributors: 1,
+            scopes: Vec::new(),
         }
     }
 
@@ -408,7 +409,8 @@ async fn an_empty_poisson_round_publishes_to_the_sampled_population_and_survives
     let _a = connect(&h, "a", "eu").await;
     let _b = connect(&h, "b", "us").await;
     let mut rx = h.watch(&run).await;
-    assert_eq!(finished(&mut rx, &run).await.0, RunState::Succeeded);
+    let (state, reason) = finished(&mut rx, &run).await;
+    assert_eq!(state, RunState::Succeeded, "{reason:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -193,3 +193,104 @@ async fn the_quickstart_runs_in_tiers() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// DP at the tier that sees raw updates: each region clips, noises and charges its own sum;
+/// the global coordinator folds the noised regional releases and charges nothing. Compared
+/// with a flat run of the same nine clients (same plan, same seed, so the same clipped
+/// updates): the released models differ by exactly the extra noise, (N₁ + N₂ + N₃ − N)/m,
+/// of std 2σ·/m per coordinate, and every scope's ε is the flat run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dp_noise_is_drawn_and_charged_at_the_regions_with_the_flat_runs_epsilon() -> anyhow::Result<()> {
+    use fedra_coordinator::privacy::budget::RawBudgetRule;
+    use fedra_types::plan::{Clipping, DpMechanism, OverBound, PrivacyPlan, Sampling};
+    let budget = RawBudgetRule { model: None, region: None, epsilon: 100.0, delta: 1e-6 };
+    // 2005 parameters: the noise's std is measured within ~1.6 % (one standard error), so
+    // that one draw too many (std √5·σ, +12 %) or too few (√3·σ, −13 %) is told apart.
+    let (dim, classes) = (400u32, 5u32);
+    let mut p = plan(dim, classes, 1, 9, 9);
+    p.round_deadline_seconds = 120.0;
+    p.privacy = Some(PrivacyPlan {
+        mechanism: DpMechanism::Central,
+        noise_multiplier: 1.0,
+        clipping: Clipping::Fixed { norm: 1.0 },
+        over_bound: OverBound::Reject,
+        sampling: Sampling::Fixed,
+        expected_clients: 9,
+    });
+    let dir = tempfile::tempdir()?;
+
+    // In tiers.
+    let (builder, _) = scripted_regions(dim, classes, None);
+    let hierarchy = builder.privacy_budget(budget.clone()).start().await?;
+    let mut control = hierarchy.global.control().await?;
+    let run = control.submit(&p).await?;
+    let status = wait_for_end(&hierarchy.global, &run, Duration::from_secs(180)).await?;
+    assert_succeeded(&status);
+    let pulled = control
+        .pull_checkpoint(status.published_checkpoint.as_ref().expect("published"), &dir.path().join("h"))
+        .await?;
+    let tiered_manifest = read_manifest(&pulled.weights)?;
+    let tiered = read_weights(&pulled.weights, &tiered_manifest)?;
+    // The global tier's ledger is untouched; each region charged its own scope once.
+    let global_scopes = control.privacy_status(None, None).await?;
+    assert!(global_scopes.iter().all(|s| s.rounds_charged == 0 && s.rounds_reserved == 0), "{global_scopes:?}");
+    let mut regional = Vec::new();
+    for r in &hierarchy.regions {
+        let scopes = r.cluster.control().await?.privacy_status(None, None).await?;
+        assert_eq!(scopes.len(), 1, "{}: {scopes:?}", r.name);
+        let s = &scopes[0];
+        assert_eq!((s.scope.clone(), s.rounds_charged, s.rounds_reserved), (format!("test-lr@{}", r.name), 1, 0));
+        regional.push((s.scope.clone(), s.epsilon_spent));
+    }
+    regional.sort_by(|a, b| a.0.cmp(&b.0));
+    // The global manifest reports the regions' ε as charged there.
+    let privacy = tiered_manifest.privacy.clone().expect("a private run's manifest has a privacy block");
+    assert_eq!(privacy.noised_by.as_deref(), Some("regional"));
+    let reported: Vec<(String, f64)> = privacy.scopes.iter().map(|s| (s.scope.clone(), s.epsilon)).collect();
+    assert_eq!(reported, regional);
+    hierarchy.shutdown().await;
+
+    // Flat: the same nine clients at one standalone coordinator.
+    let mut flat = Cluster::builder().privacy_budget(budget).start().await?;
+    let len = (dim * classes + classes) as usize;
+    for (r, region) in REGIONS.iter().enumerate() {
+        for i in 0..3 {
+            let k = (r * 3 + i) as u64;
+            let trainer = ScriptedTrainer::new(500 + k, len, 10 + 13 * k);
+            flat.add_client_with(&format!("{region}-c{i}"), region, vec![trainer.info()], Box::new(trainer));
+        }
+    }
+    flat.wait_connected(Duration::from_secs(60)).await?;
+    let mut control = flat.control().await?;
+    let run = control.submit(&p).await?;
+    let status = wait_for_end(&flat, &run, Duration::from_secs(120)).await?;
+    assert_succeeded(&status);
+    let pulled = control
+        .pull_checkpoint(status.published_checkpoint.as_ref().expect("published"), &dir.path().join("f"))
+        .await?;
+    let flat_manifest = read_manifest(&pulled.weights)?;
+    let flat_model = read_weights(&pulled.weights, &flat_manifest)?;
+    let flat_privacy = flat_manifest.privacy.clone().expect("privacy block");
+    let flat_scopes: Vec<(String, f64)> = flat_privacy.scopes.iter().map(|s| (s.scope.clone(), s.epsilon)).collect();
+    // ε per scope as the flat run reports it for the same noise.
+    assert_eq!(flat_scopes.len(), 3);
+    for ((scope, tiered_eps), (flat_scope, flat_eps)) in regional.iter().zip(&flat_scopes) {
+        assert_eq!(scope, flat_scope);
+        assert!((tiered_eps - flat_eps).abs() <= 1e-9 * flat_eps, "{scope}: {tiered_eps} vs flat {flat_eps}");
+    }
+    assert!((privacy.noise_std - flat_privacy.noise_std).abs() < 1e-12, "{privacy:?}");
+    flat.shutdown().await;
+
+    // The models differ by the noise alone: m·(tiered − flat) = N₁ + N₂ + N₃ − N, whose
+    // coordinates are independent with std 2σ (four draws of std σ each).
+    let m = 9.0;
+    let d: Vec<f64> = tiered.iter().zip(&flat_model).map(|(a, b)| m * f64::from(a - b)).collect();
+    let n = d.len() as f64;
+    let mean = d.iter().sum::<f64>() / n;
+    let std = (d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+    let want = 2.0 * flat_privacy.noise_std;
+    println!("m·(tiered − flat): mean {mean:.4}, std {std:.4}, expected std {want:.4} over {n} coordinates");
+    assert!(mean.abs() < 5.0 * want / n.sqrt(), "mean {mean}");
+    assert!((std / want - 1.0).abs() < 0.07, "std {std}, expected {want}");
+    Ok(())
+}

@@ -218,6 +218,7 @@ fn delta_upload(task: &str, client: &str, values: &[f32], norm: f64) -> Vec<pb::
             metrics: None,
             update_norm: norm,
             digest: transfer_digest_hex(values),
+            scopes: vec![],
         })),
     });
     parts

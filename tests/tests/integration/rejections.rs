@@ -112,6 +112,7 @@ fn trailer(samples: u64, digest: String) -> pb::UpdatePart {
             metrics: None,
             update_norm: 1.0,
             digest,
+            scopes: vec![],
         })),
     }
 }

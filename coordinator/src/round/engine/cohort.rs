@@ -68,10 +68,11 @@ pub(super) fn check_registration(tier: &Tier, client: &ClientRecord) -> Result<(
     }
 }
 
-/// What a tier cannot run yet, refused at submit: at the global tier, private runs (noise
-/// is not yet added at the regions) and federated evaluation (regional aggregators do not
-/// yet relay evaluation tasks); at a regional aggregator, runs submitted directly (its runs
-/// come from the global coordinator's cohort tasks).
+/// What a tier cannot run, refused at submit: at the global tier, adaptive clipping (each
+/// region noises its own sum, see [`crate::hierarchy::private_cohorts`]; the clipping
+/// count query would have to cross tiers) and federated evaluation (regional aggregators do
+/// not yet relay evaluation tasks); at a regional aggregator, runs submitted directly (its
+/// runs come from the global coordinator's cohort tasks).
 ///
 /// # Errors
 /// [`RoundError::WrongTier`] naming what is refused.
@@ -79,8 +80,12 @@ pub(super) fn check_plan_for_tier(tier: &Tier, plan: &crate::plan::RunPlan) -> R
     let refuse = |what: &str| Err(RoundError::WrongTier(format!("{what}; this is a {} coordinator", tier.name())));
     match tier {
         Tier::Standalone => Ok(()),
-        Tier::Global if plan.privacy.is_some() => {
-            refuse("private runs across regional aggregators are not supported yet: submit to a standalone coordinator")
+        Tier::Global
+            if plan.privacy.as_ref().is_some_and(|p| matches!(p.clipping, crate::plan::Clipping::Adaptive { .. })) =>
+        {
+            refuse(
+                "adaptive clipping across regional aggregators is not supported: use fixed clipping (each region noises its own sum)",
+            )
         }
         Tier::Global if plan.evaluation.every_rounds > 0 => refuse(
             "federated evaluation across regional aggregators is not supported yet: set evaluation.every_rounds = 0",

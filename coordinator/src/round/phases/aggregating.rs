@@ -81,11 +81,22 @@ pub(in crate::round) fn on_averaged(
         Ok(r) => r,
         Err(e) => return Transition::fail(format!("aggregation failed: {e}")),
     };
-    let privacy = a.dp.take().map(|(mechanism, scopes)| {
-        let plan = core.plan.privacy.as_ref().expect("a private round has a privacy plan");
-        let next = release::next_clip_norm(plan, &mechanism, noised_count);
-        (next, release::provenance(plan, &mechanism, scopes, core.key.round))
-    });
+    let privacy = match (a.dp.take(), &core.plan.privacy) {
+        (Some((mechanism, scopes)), Some(plan)) => {
+            let next = release::next_clip_norm(plan, &mechanism, noised_count);
+            Some((next, release::provenance(plan, &mechanism, scopes, core.key.round)))
+        }
+        // The global tier: the regions noised and charged; their ε goes into the manifest.
+        (None, Some(plan)) if core.env.settings.tier.is_global() => {
+            let scopes = a.contributors.iter().flat_map(|c| c.scopes.iter().cloned()).collect();
+            let slack = core.env.reservations.lattice_slack();
+            match release::relayed_provenance(plan, params.len(), slack, scopes, core.key.round) {
+                Ok(p) => Some((None, p)),
+                Err(e) => return Transition::fail(format!("aggregation failed: {e}")),
+            }
+        }
+        _ => None,
+    };
     let contributors = std::mem::take(&mut a.contributors);
     let samples: u64 = contributors.iter().map(|c| c.samples).sum();
     core.emit(RunEventKind::Aggregated {

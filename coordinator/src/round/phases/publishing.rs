@@ -106,7 +106,12 @@ pub(in crate::round) async fn on_published(
             crate::audit::draft(
                 crate::audit::COORDINATOR,
                 AuditAction::PrivacyCharged,
-                format!("round {} charged; cumulative: {scopes}", key.round),
+                match &p.noised_by {
+                    None => format!("round {} charged; cumulative: {scopes}", key.round),
+                    Some(tier) => {
+                        format!("round {} noised and charged by the {tier} tier; reported: {scopes}", key.round)
+                    }
+                },
             )
             .run(&key.run),
         );

@@ -73,13 +73,13 @@ pub(in crate::round) async fn on_offer(_: &mut Selecting, core: &mut RunCore, mu
             crate::hierarchy::split_cohorts(plan.clients_per_round, plan.min_clients, plan.over_selection, &members);
         let (asked, idle): (Vec<_>, Vec<_>) = chosen.into_iter().zip(split).partition(|(_, c)| c.target > 0);
         core.release(idle.into_iter().map(|(l, _)| l.task).collect(), false);
-        chosen = asked
-            .into_iter()
-            .map(|(l, c)| {
-                cohorts.insert(l.task.clone(), c);
-                l
-            })
-            .collect();
+        let (leases, mut asked): (Vec<Lease>, Vec<_>) = asked.into_iter().unzip();
+        if let Some(p) = &plan.privacy {
+            let members: Vec<u32> = leases.iter().map(|l| l.members).collect();
+            crate::hierarchy::private_cohorts(p, &mut asked, &members);
+        }
+        cohorts = leases.iter().map(|l| l.task.clone()).zip(asked).collect();
+        chosen = leases;
     }
     match plan.privacy.as_ref().map(|p| p.sampling) {
         _ if global_tier => {}
@@ -107,19 +107,23 @@ pub(in crate::round) async fn on_offer(_: &mut Selecting, core: &mut RunCore, mu
     // A private round reserves its cost before any client is asked to train.
     let clip_norm = core.clip_norm.unwrap_or_else(|| plan.privacy.as_ref().map_or(0.0, |p| p.clipping.initial_norm()));
     let attempt = AttemptRef { run: &key.run, round: key.round, attempt: key.attempt };
-    let reserved = core
-        .env
-        .reservations
-        .reserve_round(
-            core.env.store.as_ref(),
-            plan,
-            attempt,
-            global.params.len(),
-            clip_norm,
-            &selected_regions,
-            &population,
-        )
-        .await;
+    // At the global tier the regions reserve and charge their own scopes.
+    let reserved = if global_tier {
+        Ok(None)
+    } else {
+        core.env
+            .reservations
+            .reserve_round(
+                core.env.store.as_ref(),
+                plan,
+                attempt,
+                global.params.len(),
+                clip_norm,
+                &selected_regions,
+                &population,
+            )
+            .await
+    };
     let dp = match reserved {
         Ok(Some(dp)) => {
             let scopes = dp.scopes.iter().map(|s| format!("{} ε {:.4}", s.scope, s.epsilon)).collect::<Vec<_>>();
@@ -193,7 +197,8 @@ pub(in crate::round) fn dispatch(
     let mut tasks = HashMap::with_capacity(leases.len());
     let mut undelivered = Vec::new();
     for lease in leases {
-        let cohort = cohorts.get(&lease.task).copied();
+        let cohort = cohorts.get(&lease.task).cloned();
+        let members = cohort.as_ref().map_or(lease.members, |c| c.target);
         let delivered = lease.deliver(TaskAssignment { task: lease.task.clone(), cohort, ..template.clone() });
         let state = if delivered { AssignmentState::Assigned } else { AssignmentState::Dropped };
         if !delivered {
@@ -207,7 +212,7 @@ pub(in crate::round) fn dispatch(
                 state,
                 registered_samples: lease.registered_samples,
                 // A region may claim at most the cohort it was asked for.
-                members: cohort.map_or(lease.members, |c| c.target),
+                members,
             },
         );
     }

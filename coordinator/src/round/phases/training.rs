@@ -106,8 +106,13 @@ pub(in crate::round) async fn commit_upload(
     if update.samples > registered {
         return (Err(RoundError::TooManySamples { client, claimed: update.samples, registered }), Transition::Stay);
     }
+    if let Err(e) = check_scopes(core, &t.assignments.0[&task].region, &update.scopes) {
+        return (Err(e), Transition::Stay);
+    }
     let key = core.key.clone();
-    let private = core.plan.privacy.as_ref().map(|p| (p.mechanism, p.over_bound));
+    // At the global tier a private run's regional aggregates are noised releases (models),
+    // folded by their share of the denominator.
+    let private = core.privacy_here().map(|p| (p.mechanism, p.over_bound));
     if update.is_delta != private.is_some() {
         return (Err(RoundError::UpdateKind { expected: private.is_some(), got: update.is_delta }), Transition::Stay);
     }
@@ -122,7 +127,7 @@ pub(in crate::round) async fn commit_upload(
             Transition::fail("the running sum is missing"),
         );
     };
-    let VerifiedUpdate { mut values, samples, metrics, update_norm, contributors, .. } = update;
+    let VerifiedUpdate { mut values, samples, metrics, update_norm, contributors, scopes, .. } = update;
     // DP-FedAvg weighs every clipped update alike; FedAvg by sample count.
     let weight = if private.is_some() { 1.0 } else { samples as f64 };
     #[cfg(test)]
@@ -208,7 +213,13 @@ pub(in crate::round) async fn commit_upload(
     // The client is free for other runs; its task stays known for precise answers.
     core.release(vec![task], false);
     t.metrics.add(&metrics, samples);
-    t.contributors.push(Contributor { client: client.clone(), region: region.clone(), samples, clients: contributors });
+    t.contributors.push(Contributor {
+        client: client.clone(),
+        region: region.clone(),
+        samples,
+        clients: contributors,
+        scopes,
+    });
     let reported = t.reported();
     core.queue_update(ParticipationRecord {
         run: key.run.clone(),
@@ -226,6 +237,26 @@ pub(in crate::round) async fn commit_upload(
     let target = core.plan.clients_per_round;
     core.emit(RunEventKind::UpdateReceived { client, region, samples, reported, target, metrics });
     (Ok(reported), Transition::Stay)
+}
+
+/// Reported ε is accepted only where a region noised for this coordinator: at the global
+/// tier, in a private run, and only for the participant's own scope `<model>@<region>`.
+fn check_scopes(
+    core: &RunCore,
+    region: &RegionId,
+    scopes: &[crate::checkpoint::ScopeEpsilon],
+) -> Result<(), RoundError> {
+    if scopes.is_empty() {
+        return Ok(());
+    }
+    if !core.env.settings.tier.is_global() || core.plan.privacy.is_none() {
+        return Err(RoundError::Scopes("only a regional aggregate of a private run reports privacy scopes".into()));
+    }
+    let own = crate::privacy::PrivacyScope::new(core.plan.model.name(), region.clone()).to_string();
+    match scopes.iter().find(|s| s.scope != own) {
+        Some(other) => Err(RoundError::Scopes(format!("scope {:?} is not this participant's ({own})", other.scope))),
+        None => Ok(()),
+    }
 }
 
 /// The end-of-training rules (see the module doc).
