@@ -333,6 +333,25 @@ async fn an_update_refused_for_good_cannot_be_retried() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn only_a_regional_aggregate_may_report_privacy_scopes() {
+    let h = harness().await;
+    let mut a = connect(&h, "a", "eu").await;
+    let p = plan_with(1, 1, 1, &[], |raw| raw.privacy = Some(private(Sampling::Fixed, OverBound::Reject, 1)));
+    let run = h.engine.submit(p, None).await.unwrap();
+    let mut rx = h.watch(&run).await;
+    let t = task_of(&mut a).await;
+    // A client claiming what a region's ledger charged is refused before anything is folded.
+    let mut u = h.update(0.01, true).await;
+    u.scopes = vec![crate::checkpoint::ScopeEpsilon { scope: "lr@eu".into(), epsilon: 0.5, delta: 1e-6 }];
+    let e = h.engine.commit_upload(t.task.clone(), a.id.clone(), u).await.unwrap_err();
+    assert!(matches!(e, RoundError::Scopes(_)), "{e}");
+    assert!(e.to_string().contains("only a regional aggregate of a private run"), "{e}");
+    // Nothing was counted: its plain update completes the round.
+    assert_eq!(h.report(&a, &t).await.unwrap(), 1);
+    assert_eq!(finished(&mut rx, &run).await.0, RunState::Succeeded);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_panicking_fold_fails_its_round_and_nothing_else() {
     let mut s = settings();
     s.fold_fault = Some(ClientId::new("a").unwrap());
