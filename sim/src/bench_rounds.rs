@@ -25,6 +25,7 @@
 
 pub mod coordinator_process;
 mod fleet;
+pub mod tiered;
 mod trivial_trainer;
 pub mod wire_bytes;
 
@@ -129,6 +130,10 @@ pub struct RoundsArgs {
     /// TLS 1.3, e.g. to measure what TLS costs.
     #[arg(long)]
     pub insecure: bool,
+    /// Also run each case in tiers, right after its flat run: a global coordinator and this
+    /// many regional aggregators (processes), the clients dealt over the regions.
+    #[arg(long)]
+    pub regions: Option<usize>,
 }
 
 /// Validated options.
@@ -140,6 +145,8 @@ pub struct RoundsBenchOptions {
     pub json: Option<PathBuf>,
     pub deadline_seconds: f64,
     pub seed: u64,
+    /// Also run each case in tiers with this many regions (see [`tiered`]).
+    pub regions: Option<usize>,
 }
 
 impl RoundsArgs {
@@ -178,6 +185,7 @@ impl RoundsArgs {
             json: self.json,
             deadline_seconds: self.deadline_seconds,
             seed: self.seed,
+            regions: self.regions,
         })
     }
 }
@@ -269,11 +277,12 @@ pub fn model_for(params: usize) -> (usize, usize) {
     (input_dim, CLASSES * (input_dim + 1))
 }
 
-fn plan(case: GridCase, rounds: u32, deadline: f64, seed: u64) -> Result<PlanFile> {
+fn plan(case: GridCase, rounds: u32, deadline: f64, seed: u64, regions: &[String]) -> Result<PlanFile> {
     let (input_dim, _) = model_for(case.params);
     let text = format!(
         r#"
 version = 1
+regions = {regions:?}
 rounds = {rounds}
 clients_per_round = {n}
 min_clients = {n}
@@ -334,12 +343,83 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
     eprintln!("  {} sidecars connected in {connect_s:.1} s", case.clients);
 
     let mut control = ControlClient::connect(&endpoint, &coordinator.control_tls()?).await?;
-    let plan = plan(case, opts.rounds, opts.deadline_seconds, opts.seed)?;
+    let plan = plan(case, opts.rounds, opts.deadline_seconds, opts.seed, &[])?;
+    let Observed { rounds, state, error } = observe(&mut control, &plan, &coordinator).await?;
+    let peak = coordinator.sample()?.peak_rss;
+    let bench_peak = coordinator_process::sample(0)?.peak_rss;
+    let (restarted, failed) = fleet.totals();
+    fleet.stop().await;
+    let state = state.map_or("unknown", RunState::as_str);
+    if state != RunState::Succeeded.as_str() {
+        eprintln!("  run ended {state}; coordinator log tail:\n{}", coordinator.log_tail());
+    }
+    coordinator.stop().await;
+
+    let done: Vec<&RoundObservation> = rounds.iter().filter(|r| r.published_at > 0.0).collect();
+    let first = done.iter().find(|r| r.round == 1);
+    let steady: Vec<&&RoundObservation> = done.iter().filter(|r| r.round > 1).collect();
+    let mut steady_wall: Vec<f64> = steady.iter().map(|r| r.wall_s).collect();
+    let mut steady_phase: Vec<f64> = steady.iter().map(|r| r.train_phase_s).collect();
+    let mut steady_cpu: Vec<f64> = steady.iter().map(|r| r.coordinator_cpu_s).collect();
+    let mut steady_bench_cpu: Vec<f64> = steady.iter().map(|r| r.bench_cpu_s).collect();
+    let mut steady_bytes: Vec<f64> = steady.iter().map(|r| (r.wire_up + r.wire_down) as f64).collect();
+    let mut steady_lo: Vec<f64> = steady.iter().map(|r| r.loopback as f64).collect();
+    let ideal = 2 * case.clients as u64 * params as u64 * 4;
+    let update_bytes = case.clients as f64 * params as f64 * 4.0;
+    let steady_wire = median(&mut steady_bytes).map(|b| b as u64);
+    let first_wire = first.map(|r| r.wire_up + r.wire_down);
+    let cpu_per_round = median(&mut steady_cpu).or(first.map(|r| r.coordinator_cpu_s));
+    let mut steady_fold: Vec<f64> = steady.iter().map(|r| r.fold_s).collect();
+    let fold_per_round = median(&mut steady_fold).or(first.map(|r| r.fold_s));
+    let model_bytes = params as u64 * 4;
+    Ok(CaseReport {
+        clients: case.clients,
+        params,
+        model: format!("logistic_regression input_dim={input_dim} classes={CLASSES}"),
+        rounds: opts.rounds,
+        state: state.to_string(),
+        error,
+        connect_s,
+        first_round_s: first.map(|r| r.wall_s),
+        steady_round_s_median: median(&mut steady_wall),
+        steady_round_s_min: steady_wall.first().copied(),
+        steady_round_s_max: steady_wall.last().copied(),
+        steady_train_phase_s_median: median(&mut steady_phase),
+        first_round_coordinator_cpu_s: first.map(|r| r.coordinator_cpu_s),
+        steady_coordinator_cpu_s_median: median(&mut steady_cpu),
+        steady_bench_cpu_s_median: median(&mut steady_bench_cpu),
+        coordinator_peak_rss: peak,
+        coordinator_rss_target: 3 * model_bytes + 64 * 1024 * 1024,
+        bench_peak_rss: bench_peak,
+        ideal_wire_bytes: ideal,
+        steady_wire_bytes_median: steady_wire,
+        first_round_wire_bytes: first_wire,
+        wire_ratio: steady_wire.or(first_wire).map(|b| b as f64 / ideal as f64),
+        steady_loopback_bytes_median: median(&mut steady_lo).map(|b| b as u64),
+        aggregation_gbps_lower_bound: cpu_per_round.filter(|c| *c > 0.0).map(|c| update_bytes / c / 1e9),
+        fold_gbps: fold_per_round.filter(|f| *f > 0.0).map(|f| update_bytes / f / 1e9),
+        sidecar_sessions_restarted: restarted,
+        sidecar_tasks_failed: failed,
+        per_round: rounds,
+    })
+}
+
+/// What the event stream of one run showed.
+struct Observed {
+    rounds: Vec<RoundObservation>,
+    state: Option<RunState>,
+    error: Option<String>,
+}
+
+/// Submits `plan` to the coordinator process `coordinator` (a standalone or a global one)
+/// and times its rounds from the event stream, sampling that process's CPU and the TCP
+/// bytes on its port at every `Published`.
+async fn observe(control: &mut ControlClient, plan: &PlanFile, coordinator: &CoordinatorProcess) -> Result<Observed> {
     let mut prev_wire = wire(coordinator.port).await;
     let mut prev_cpu = coordinator.sample()?.cpu_seconds;
     let mut prev_bench_cpu = coordinator_process::sample(0)?.cpu_seconds;
     let t0 = Instant::now();
-    let run_id = control.submit(&plan).await?;
+    let run_id = control.submit(plan).await?;
     let mut prev_published = 0.0;
     let mut rounds: Vec<RoundObservation> = Vec::new();
     let mut state = None;
@@ -400,63 +480,7 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
         }
     }
     drop(events);
-    let peak = coordinator.sample()?.peak_rss;
-    let bench_peak = coordinator_process::sample(0)?.peak_rss;
-    let (restarted, failed) = fleet.totals();
-    fleet.stop().await;
-    let state = state.map_or("unknown", RunState::as_str);
-    if state != RunState::Succeeded.as_str() {
-        eprintln!("  run ended {state}; coordinator log tail:\n{}", coordinator.log_tail());
-    }
-    coordinator.stop().await;
-
-    let done: Vec<&RoundObservation> = rounds.iter().filter(|r| r.published_at > 0.0).collect();
-    let first = done.iter().find(|r| r.round == 1);
-    let steady: Vec<&&RoundObservation> = done.iter().filter(|r| r.round > 1).collect();
-    let mut steady_wall: Vec<f64> = steady.iter().map(|r| r.wall_s).collect();
-    let mut steady_phase: Vec<f64> = steady.iter().map(|r| r.train_phase_s).collect();
-    let mut steady_cpu: Vec<f64> = steady.iter().map(|r| r.coordinator_cpu_s).collect();
-    let mut steady_bench_cpu: Vec<f64> = steady.iter().map(|r| r.bench_cpu_s).collect();
-    let mut steady_bytes: Vec<f64> = steady.iter().map(|r| (r.wire_up + r.wire_down) as f64).collect();
-    let mut steady_lo: Vec<f64> = steady.iter().map(|r| r.loopback as f64).collect();
-    let ideal = 2 * case.clients as u64 * params as u64 * 4;
-    let update_bytes = case.clients as f64 * params as f64 * 4.0;
-    let steady_wire = median(&mut steady_bytes).map(|b| b as u64);
-    let first_wire = first.map(|r| r.wire_up + r.wire_down);
-    let cpu_per_round = median(&mut steady_cpu).or(first.map(|r| r.coordinator_cpu_s));
-    let mut steady_fold: Vec<f64> = steady.iter().map(|r| r.fold_s).collect();
-    let fold_per_round = median(&mut steady_fold).or(first.map(|r| r.fold_s));
-    let model_bytes = params as u64 * 4;
-    Ok(CaseReport {
-        clients: case.clients,
-        params,
-        model: format!("logistic_regression input_dim={input_dim} classes={CLASSES}"),
-        rounds: opts.rounds,
-        state: state.to_string(),
-        error,
-        connect_s,
-        first_round_s: first.map(|r| r.wall_s),
-        steady_round_s_median: median(&mut steady_wall),
-        steady_round_s_min: steady_wall.first().copied(),
-        steady_round_s_max: steady_wall.last().copied(),
-        steady_train_phase_s_median: median(&mut steady_phase),
-        first_round_coordinator_cpu_s: first.map(|r| r.coordinator_cpu_s),
-        steady_coordinator_cpu_s_median: median(&mut steady_cpu),
-        steady_bench_cpu_s_median: median(&mut steady_bench_cpu),
-        coordinator_peak_rss: peak,
-        coordinator_rss_target: 3 * model_bytes + 64 * 1024 * 1024,
-        bench_peak_rss: bench_peak,
-        ideal_wire_bytes: ideal,
-        steady_wire_bytes_median: steady_wire,
-        first_round_wire_bytes: first_wire,
-        wire_ratio: steady_wire.or(first_wire).map(|b| b as f64 / ideal as f64),
-        steady_loopback_bytes_median: median(&mut steady_lo).map(|b| b as u64),
-        aggregation_gbps_lower_bound: cpu_per_round.filter(|c| *c > 0.0).map(|c| update_bytes / c / 1e9),
-        fold_gbps: fold_per_round.filter(|f| *f > 0.0).map(|f| update_bytes / f / 1e9),
-        sidecar_sessions_restarted: restarted,
-        sidecar_tasks_failed: failed,
-        per_round: rounds,
-    })
+    Ok(Observed { rounds, state, error })
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {
@@ -536,6 +560,7 @@ pub async fn run(opts: &RoundsBenchOptions) -> Result<Vec<CaseReport>> {
         machine.cpu
     );
     let mut reports = Vec::new();
+    let mut tiers = Vec::new();
     for case in &opts.cases {
         eprintln!("case {} clients × {} parameters", case.clients, model_for(case.params).1);
         let report = match run_case(*case, opts).await {
@@ -546,6 +571,12 @@ pub async fn run(opts: &RoundsBenchOptions) -> Result<Vec<CaseReport>> {
             }
         };
         reports.push(report);
+        if let Some(regions) = opts.regions {
+            match tiered::run_tiered(*case, regions, opts).await {
+                Ok(t) => tiers.push(t),
+                Err(e) => eprintln!("  case in tiers failed: {e:#}"),
+            }
+        }
         if let Some(path) = &opts.json {
             let doc = serde_json::json!({
                 "machine": machine,
@@ -554,12 +585,16 @@ pub async fn run(opts: &RoundsBenchOptions) -> Result<Vec<CaseReport>> {
                 "coordinator_log": opts.coordinator.log_filter,
                 "heartbeat_seconds": opts.coordinator.heartbeat_seconds,
                 "cases": reports,
+                "tiered": tiers,
             });
             std::fs::write(path, serde_json::to_string_pretty(&doc)?)
                 .with_context(|| format!("writing {}", path.display()))?;
         }
     }
     println!("{}", table(&reports));
+    if !tiers.is_empty() {
+        println!("{}", tiered::table(&reports, &tiers));
+    }
     Ok(reports)
 }
 
@@ -615,7 +650,7 @@ mod tests {
 
     #[test]
     fn plan_disables_evaluation_and_selects_everyone() {
-        let p = plan(GridCase { clients: 100, params: 1_000_000 }, 5, 60.0, 7).unwrap();
+        let p = plan(GridCase { clients: 100, params: 1_000_000 }, 5, 60.0, 7, &[]).unwrap();
         assert_eq!((p.clients_per_round, p.min_clients, p.rounds), (100, 100, 5));
         assert_eq!(p.evaluation.every_rounds, 0);
         assert_eq!(p.model.architecture.layout().total(), 1_000_000);

@@ -21,6 +21,18 @@ pub struct CoordinatorSettings {
     pub insecure: bool,
 }
 
+/// Where and in which tier a coordinator process runs (the default: a standalone
+/// coordinator on a free port with its own CA).
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// Listen here instead of on a free port (an upstream address chosen in advance).
+    pub port: Option<u16>,
+    /// A CA shared with other processes (the tiers of one deployment).
+    pub pki_root: Option<PathBuf>,
+    /// The process's `role` (and a regional aggregator's upstream URL).
+    pub tier: crate::cluster::TierSpec,
+}
+
 /// A running coordinator process with a fresh data directory; killed on drop.
 pub struct CoordinatorProcess {
     child: Child,
@@ -69,7 +81,7 @@ pub fn sample(pid: u32) -> Result<ProcSample> {
 }
 
 /// A loopback port that was free a moment ago.
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -80,6 +92,15 @@ impl CoordinatorProcess {
     /// # Errors
     /// The binary is missing, exits early, or does not listen within 30 s.
     pub async fn start(settings: &CoordinatorSettings) -> Result<Self> {
+        Self::launch(settings, &Launch::default()).await
+    }
+
+    /// [`CoordinatorProcess::start`] with a chosen port, a shared CA and a tier; a regional
+    /// aggregator gets a config file with its `[upstream]` and an aggregator certificate.
+    ///
+    /// # Errors
+    /// As `start`, and certificate or config-file failures.
+    pub async fn launch(settings: &CoordinatorSettings, launch: &Launch) -> Result<Self> {
         if !settings.binary.is_file() {
             bail!(
                 "coordinator binary {} not found; build it with `cargo build --release -p fedra-coordinator` or pass --coordinator",
@@ -88,7 +109,10 @@ impl CoordinatorProcess {
         }
         let data_dir = tempfile::Builder::new().prefix("fedra-bench-rounds-").tempdir()?;
         let log = std::fs::File::create(data_dir.path().join("coordinator.log"))?;
-        let port = free_port()?;
+        let port = match launch.port {
+            Some(p) => p,
+            None => free_port()?,
+        };
         let mut cmd = Command::new(&settings.binary);
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
@@ -110,10 +134,32 @@ impl CoordinatorProcess {
             cmd.arg("--insecure");
             None
         } else {
-            let pki = crate::pki::SimPki::create(&data_dir.path().join("pki"))?;
+            let root = launch.pki_root.clone().unwrap_or_else(|| data_dir.path().join("pki"));
+            let pki = crate::pki::SimPki::create(&root)?;
             cmd.arg("--tls-dir").arg(&pki.coordinator().dir).arg("--tls-crl").arg(pki.crl());
             Some(pki)
         };
+        match &launch.tier {
+            crate::cluster::TierSpec::Standalone => {}
+            crate::cluster::TierSpec::Global => {
+                cmd.env("FEDRA_ROLE", "global");
+            }
+            crate::cluster::TierSpec::Regional { location, upstream } => {
+                let name = format!("agg-{location}");
+                let mut config = format!("[upstream]\nurl = {upstream:?}\nname = {name:?}\n");
+                if let Some(pki) = &pki {
+                    let identity = fedra_types::identity::Identity::new(
+                        fedra_types::identity::Role::RegionalAggregator,
+                        Some(fedra_types::ids::RegionId::new(location.as_str())?),
+                        &name,
+                    )?;
+                    config += &format!("tls_dir = {:?}\n", pki.identity_dir(&identity)?.dir);
+                }
+                let path = data_dir.path().join("regional.toml");
+                std::fs::write(&path, config)?;
+                cmd.arg("--config").arg(&path).env("FEDRA_ROLE", "regional").env("FEDRA_LOCATION", location);
+            }
+        }
         let child = cmd.spawn().with_context(|| format!("starting {}", settings.binary.display()))?;
         let mut me = Self { child, port, data_dir, pki };
         let deadline = Instant::now() + Duration::from_secs(30);

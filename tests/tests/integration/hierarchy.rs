@@ -202,21 +202,13 @@ async fn the_quickstart_runs_in_tiers() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dp_noise_is_drawn_and_charged_at_the_regions_with_the_flat_runs_epsilon() -> anyhow::Result<()> {
     use fedra_coordinator::privacy::budget::RawBudgetRule;
-    use fedra_types::plan::{Clipping, DpMechanism, OverBound, PrivacyPlan, Sampling};
     let budget = RawBudgetRule { model: None, region: None, epsilon: 100.0, delta: 1e-6 };
     // 2005 parameters: the noise's std is measured within ~1.6 % (one standard error), so
     // that one draw too many (std √5·σ, +12 %) or too few (√3·σ, −13 %) is told apart.
     let (dim, classes) = (400u32, 5u32);
     let mut p = plan(dim, classes, 1, 9, 9);
     p.round_deadline_seconds = 120.0;
-    p.privacy = Some(PrivacyPlan {
-        mechanism: DpMechanism::Central,
-        noise_multiplier: 1.0,
-        clipping: Clipping::Fixed { norm: 1.0 },
-        over_bound: OverBound::Reject,
-        sampling: Sampling::Fixed,
-        expected_clients: 9,
-    });
+    p.privacy = Some(central(1.0, 1.0, 9));
     let dir = tempfile::tempdir()?;
 
     // In tiers.

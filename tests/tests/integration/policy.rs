@@ -7,7 +7,6 @@ use anyhow::Context as _;
 use fedra_cli::control::ControlError;
 use fedra_types::audit::{AuditAction, ChainBreak, verify};
 use fedra_types::identity::Identity;
-use fedra_types::plan::{Clipping, DpMechanism, OverBound, PrivacyPlan, Sampling};
 use fedra_types::run::RunState;
 use std::path::Path;
 use std::time::Duration;
@@ -128,14 +127,7 @@ async fn a_run_whose_epsilon_is_above_the_threshold_starts_only_after_an_approve
     // Two rounds of z = 1: ε ≈ 7.8 at δ = 1e-6, above the rule's 5 (and within the budget).
     let private = || {
         let mut p = plan(4, 2, 2, 2, 2);
-        p.privacy = Some(PrivacyPlan {
-            mechanism: DpMechanism::Central,
-            noise_multiplier: 1.0,
-            clipping: Clipping::Fixed { norm: 0.5 },
-            over_bound: OverBound::Reject,
-            sampling: Sampling::Fixed,
-            expected_clients: 2,
-        });
+        p.privacy = Some(central(1.0, 0.5, 2));
         p
     };
     let run = scientist.submit(&private()).await?;

@@ -28,19 +28,6 @@ fn budget(epsilon: f64) -> RawBudgetRule {
     RawBudgetRule { model: None, region: None, epsilon, delta: DELTA }
 }
 
-/// Central DP with fixed clipping and fixed selection: what a plan file's `[privacy]` and
-/// the coordinator's validated plan both hold (one type, `fedra_types::plan::PrivacyPlan`).
-fn central(z: f64, clip: f64, expected: u32) -> PrivacyPlan {
-    PrivacyPlan {
-        mechanism: DpMechanism::Central,
-        noise_multiplier: z,
-        clipping: Clipping::Fixed { norm: clip },
-        over_bound: OverBound::Reject,
-        sampling: Sampling::Fixed,
-        expected_clients: expected,
-    }
-}
-
 fn dp_plan(rounds: u32, clients: u32, privacy: PrivacyPlan) -> PlanFile {
     let mut p = plan(10, 3, rounds, clients, clients);
     p.privacy = Some(privacy);

@@ -55,6 +55,20 @@ pub fn plan(input_dim: u32, classes: u32, rounds: u32, clients_per_round: u32, m
 }
 
 /// Client `i` of a learnable task: Gaussian blobs sharing class centres, mild shift.
+/// Central DP with fixed clipping and fixed selection: what a plan file's `[privacy]` and
+/// the coordinator's validated plan both hold (one type, `fedra_types::plan::PrivacyPlan`).
+pub fn central(z: f64, clip: f64, expected: u32) -> fedra_types::plan::PrivacyPlan {
+    use fedra_types::plan::{Clipping, DpMechanism, OverBound, Sampling};
+    fedra_types::plan::PrivacyPlan {
+        mechanism: DpMechanism::Central,
+        noise_multiplier: z,
+        clipping: Clipping::Fixed { norm: clip },
+        over_bound: OverBound::Reject,
+        sampling: Sampling::Fixed,
+        expected_clients: expected,
+    }
+}
+
 pub fn blob_client(i: usize, region: &str, dim: usize, classes: usize, samples: usize) -> ClientSpec {
     let mut spec = BlobSpec::new(dim, classes, samples, 100 + i as u64);
     spec.task_seed = 5;
