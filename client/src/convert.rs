@@ -149,6 +149,7 @@ pub fn evaluation_report_to_pb(task_id: &str, client_id: &str, outcome: Option<E
         samples: o.samples,
         loss: o.loss,
         accuracy: o.accuracy,
+        clients: 1,
     }
 }
 

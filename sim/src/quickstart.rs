@@ -166,8 +166,6 @@ pub async fn run(opts: &QuickstartOptions) -> Result<QuickstartReport> {
             for (region, list) in by_region {
                 builder = builder.region(region, list);
             }
-            // Federated evaluation is not relayed through regional aggregators yet.
-            plan.evaluation = Default::default();
             plan.regions = REGIONS[..n].iter().map(|r| r.to_string()).collect();
             let tiers = builder.start().await?;
             for r in &tiers.regions {

@@ -75,21 +75,23 @@ fn local_from_pb(field: &str, local: pb::LocalTraining) -> Result<LocalTraining,
     })
 }
 
-/// A global coordinator's task as a regional aggregator reads it: `None` for a task it
-/// does not serve (evaluation).
+/// A global coordinator's task as a regional aggregator reads it.
 ///
 /// # Errors
-/// A missing or malformed field, or a training task without a cohort, by name.
-pub fn cohort_task_from_pb(t: pb::Task) -> Result<Option<crate::hierarchy::CohortTask>, ApiError> {
-    if pb::TaskKind::try_from(t.kind) != Ok(pb::TaskKind::Train) {
-        return Ok(None);
-    }
+/// A missing or malformed field, an unknown kind, or a task without a cohort, by name.
+pub fn cohort_task_from_pb(t: pb::Task) -> Result<crate::hierarchy::CohortTask, ApiError> {
+    let kind = match pb::TaskKind::try_from(t.kind) {
+        Ok(pb::TaskKind::Train) => crate::hierarchy::CohortKind::Train,
+        Ok(pb::TaskKind::Evaluate) => crate::hierarchy::CohortKind::Evaluate,
+        _ => return Err(ApiError::Invalid(format!("task.kind: unknown value {}", t.kind))),
+    };
     let cohort = t
         .cohort
-        .ok_or_else(|| ApiError::Invalid("task.cohort is missing: a regional aggregator trains cohorts".into()))?;
+        .ok_or_else(|| ApiError::Invalid("task.cohort is missing: a regional aggregator serves cohorts".into()))?;
     let deadline =
         limits::within("task.deadline_seconds", t.deadline_seconds, 0.0, crate::plan::MAX_DEADLINE.as_secs_f64())?;
-    Ok(Some(crate::hierarchy::CohortTask {
+    Ok(crate::hierarchy::CohortTask {
+        kind,
         task: task_id("task.task_id", &t.task_id)?,
         upstream_run: run_id("task.run_id", &t.run_id)?,
         upstream_round: t.round,
@@ -109,7 +111,7 @@ pub fn cohort_task_from_pb(t: pb::Task) -> Result<Option<crate::hierarchy::Cohor
         },
         chunk_bytes: (t.chunk_bytes as usize)
             .clamp(fedra_proto::chunking::MIN_CHUNK_BYTES, fedra_proto::chunking::MAX_CHUNK_BYTES),
-    }))
+    })
 }
 
 /// A regional aggregator's registration upstream: its region's inventory, never its clients.
@@ -396,7 +398,12 @@ pub fn evaluation_report_from_pb(r: &pb::EvaluationReport) -> Result<EvaluationR
         limits::loss("report.loss", r.loss)?;
         limits::within("report.accuracy", r.accuracy, 0.0, 1.0)?;
     }
-    Ok(EvaluationReport { samples: r.samples, loss: r.loss, accuracy: r.accuracy })
+    Ok(EvaluationReport {
+        samples: r.samples,
+        loss: r.loss,
+        accuracy: r.accuracy,
+        clients: limits::members("report.clients", r.clients)?,
+    })
 }
 
 /// `id` and `region` come from the caller's certificate (see `auth::Caller`), not from `r`.

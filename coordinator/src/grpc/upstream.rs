@@ -2,7 +2,9 @@
 //! it registers as its region's participant with the region's inventory, takes cohort
 //! tasks, serves each with a local one-round run, and pushes that run's aggregate upstream
 //! as one update: the region's sample-weighted mean, with the region's total samples as its
-//! weight and its contributor count. Nothing that names a client leaves the region.
+//! weight and its contributor count. An evaluation task is served by a local run that only
+//! evaluates the global checkpoint, and its sample-weighted means go upstream as one
+//! evaluation report. Nothing that names a client leaves the region.
 //!
 //! What it owes survives a restart: every task and its local run are in the store
 //! ([`UpstreamTask`]); a new session first resumes the tasks still `training` (an
@@ -13,7 +15,7 @@
 use super::{ApiError, convert};
 use crate::checkpoint::{CheckpointDir, Manifest};
 use crate::config::topology::UpstreamConfig;
-use crate::hierarchy::CohortTask;
+use crate::hierarchy::{CohortKind, CohortTask};
 use crate::ids::{CheckpointId, RegionId, RoundNumber, RunId, TaskId};
 use crate::round::{EngineHandle, RoundError, RunEventKind};
 use crate::store::{RunState, Store, StoreError, UpstreamState, UpstreamTask};
@@ -146,8 +148,7 @@ impl Upstream {
         let result = async {
             while let Some(task) = tasks.message().await? {
                 match convert::cohort_task_from_pb(task) {
-                    Ok(Some(cohort)) => self.spawn_serve(fleet.clone(), cohort.task.clone(), Some(cohort)),
-                    Ok(None) => warn!("ignoring an evaluation task: regional aggregators serve training cohorts only"),
+                    Ok(cohort) => self.spawn_serve(fleet.clone(), cohort.task.clone(), Some(cohort)),
                     Err(e) => warn!(error = %e, "ignoring a malformed task from the global coordinator"),
                 }
             }
@@ -239,10 +240,16 @@ impl Upstream {
             return Ok(self.store.end_upstream_task(id, UpstreamState::Abandoned, Some(&why)).await?);
         }
         let Some(record) = record else { return Ok(()) };
-        let (outcome, detail) = match self.push(&mut fleet, &record).await {
-            Ok(reported) => {
-                (UpstreamState::Pushed, format!("accepted; {reported} client updates in the global round so far"))
-            }
+        let plan = self.store.get_run(&run).await?.ok_or_else(|| RoundError::RunNotFound(run.clone()))?.plan;
+        let sent = match CohortKind::of(&plan) {
+            CohortKind::Train => self
+                .push(&mut fleet, &record)
+                .await
+                .map(|reported| format!("accepted; {reported} client updates in the global round so far")),
+            CohortKind::Evaluate => self.report_evaluation(&mut fleet, &record).await,
+        };
+        let (outcome, detail) = match sent {
+            Ok(detail) => (UpstreamState::Pushed, detail),
             Err(UpstreamError::Rpc { code: tonic::Code::FailedPrecondition, message })
                 if message.contains("already reported") =>
             {
@@ -340,6 +347,31 @@ impl Upstream {
             .collect();
         info!(task = %t.task, weight, contributors, "pushing the region's aggregate upstream");
         Ok(fleet.push_update(tokio_stream::iter(parts)).await?.into_inner().reported)
+    }
+
+    /// Reports the local evaluation run's overall means (sample-weighted over the region's
+    /// clients that evaluated) as one evaluation; no client evaluated is a report without
+    /// samples.
+    async fn report_evaluation(
+        &self,
+        fleet: &mut FleetServiceClient<Channel>,
+        t: &UpstreamTask,
+    ) -> Result<String, UpstreamError> {
+        let overall = self.store.list_evaluations(&t.run).await?.into_iter().find(|e| e.region.is_none());
+        let (samples, loss, accuracy, clients) =
+            overall.map_or((0, 0.0, 0.0, 0), |e| (e.samples, e.loss, e.accuracy, e.clients));
+        info!(task = %t.task, samples, clients, "reporting the region's evaluation upstream");
+        fleet
+            .report_evaluation(pb::EvaluationReport {
+                task_id: t.task.to_string(),
+                client_id: self.config.name.to_string(),
+                samples,
+                loss,
+                accuracy,
+                clients,
+            })
+            .await?;
+        Ok(format!("evaluation of {clients} clients ({samples} samples) accepted"))
     }
 
     async fn load(&self, id: &CheckpointId) -> Result<(Vec<f32>, Manifest), UpstreamError> {

@@ -141,9 +141,28 @@ pub fn private_cohorts(plan: &PrivacyPlan, cohorts: &mut [Cohort], members: &[u3
     }
 }
 
+/// What a cohort task asks of a region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CohortKind {
+    /// Train the cohort on the global model and push one aggregate.
+    Train,
+    /// Evaluate the global coordinator's checkpoint on up to `target` of the region's
+    /// clients' held-out splits and report their sample-weighted means.
+    Evaluate,
+}
+
+impl CohortKind {
+    /// The kind of the local run `plan` serves ([`cohort_plan`] gives only evaluation runs
+    /// an evaluation plan).
+    pub fn of(plan: &RunPlan) -> Self {
+        if plan.evaluation.every_rounds > 0 { Self::Evaluate } else { Self::Train }
+    }
+}
+
 /// A cohort task as a regional aggregator received it from its global coordinator.
 #[derive(Debug, Clone)]
 pub struct CohortTask {
+    pub kind: CohortKind,
     pub task: TaskId,
     pub upstream_run: RunId,
     pub upstream_round: u32,
@@ -158,8 +177,11 @@ pub struct CohortTask {
 
 /// The local one-round run that serves `task` in `location`: the task's model and local
 /// training, the cohort's target, quorum and over-selection, the region's clients only,
-/// and [`REGIONAL_DEADLINE_SHARE`] of the task's deadline. It starts from `initial` (the
-/// global model the task was sent with, stored as the run's round-0 checkpoint).
+/// and [`REGIONAL_DEADLINE_SHARE`] of the task's deadline. A training run starts from
+/// `initial` (the global model the task was sent with, stored as the run's round-0
+/// checkpoint). An evaluation run has its one round done already (`initial` is then the
+/// round-1 checkpoint, the model to evaluate) and only evaluates it, on up to the
+/// cohort's target of clients.
 ///
 /// # Errors
 /// A task whose numbers make no valid plan (a zero target, a deadline under 0.1 s…).
@@ -183,7 +205,10 @@ pub fn cohort_plan(
         // then the global task's: a region's clients train with the seeds a flat run would
         // give them. Never 0, which would draw a fresh seed.
         seed: (task.seed ^ ROUND_ONE_SEED_MIX).max(1),
-        evaluation: EvaluationPlan::default(),
+        evaluation: match task.kind {
+            CohortKind::Train => EvaluationPlan::default(),
+            CohortKind::Evaluate => EvaluationPlan { every_rounds: 1, clients: task.cohort.target },
+        },
         privacy: task.cohort.privacy.clone(),
         priority: 0,
     })

@@ -56,11 +56,14 @@ async fn activate(
     if record.state.is_terminal() {
         return Ok(None);
     }
-    if record.completed_rounds >= record.plan.rounds {
-        // Every round is committed; only the last evaluation was cut short by a restart.
+    let done = record.completed_rounds >= record.plan.rounds;
+    let evaluate_final = done && record.plan.evaluation.after_round(record.plan.rounds, record.plan.rounds);
+    if done && !evaluate_final {
+        // Every round is committed (an older version skipped an interrupted final
+        // evaluation this way; runs that evaluate re-run it below).
         let last = CheckpointId::for_round(id, RoundNumber(record.completed_rounds));
         env.store.finish_run(id, &last).await?;
-        info!(run = %id, "run succeeded (its final evaluation was interrupted by a restart)");
+        info!(run = %id, "run succeeded");
         let _ = env.events.send(RunEvent {
             run: id.clone(),
             round: record.completed_rounds,
@@ -91,7 +94,8 @@ async fn activate(
         None => record.plan.model.initialise(record.plan.seed),
     };
     env.store.set_run_state(id, RunState::Running, None).await?;
-    let round = record.completed_rounds + 1;
+    // The round to play, or with every round committed the last one, to evaluate again.
+    let round = if done { record.completed_rounds } else { record.completed_rounds + 1 };
     let attempt = env.store.next_attempt(id, round).await?;
     info!(run = %id, round, attempt, resumed = record.completed_rounds > 0, "run active");
     let clip_norm = match &record.plan.privacy {
@@ -112,5 +116,6 @@ async fn activate(
         start_from,
         clip_norm,
         internal,
+        evaluate_final,
     )))
 }

@@ -191,8 +191,8 @@ pub enum RoundError {
     /// aggregator, a client at a global coordinator, an aggregator where clients belong).
     #[error("{0}")]
     WrongTier(String),
-    #[error("trailer.contributors is {got}; this participant may aggregate 1..={max} clients")]
-    Contributors { got: u32, max: u32 },
+    #[error("{field} is {got}; this participant may aggregate 1..={max} clients")]
+    Contributors { field: &'static str, got: u32, max: u32 },
     #[error("cohort task {task} cannot be served: {reason}")]
     Cohort { task: TaskId, reason: String },
     /// Privacy scopes an update may not report (a client's, another region's, a run

@@ -221,6 +221,7 @@ impl RunActor {
         parent: Option<CheckpointId>,
         clip_norm: Option<f64>,
         internal: mpsc::UnboundedSender<Internal>,
+        evaluate_final: bool,
     ) -> Self {
         let now = Instant::now();
         let core = RunCore {
@@ -238,7 +239,13 @@ impl RunActor {
             pending_updates: Vec::new(),
             closed_tasks: HashMap::new(),
         };
-        let phase = selecting::enter(&core);
+        let mut core = core;
+        // Every round is committed but the final evaluation is owed (a restart cut it short,
+        // or a regional aggregator's evaluation run): evaluate the last checkpoint.
+        let phase = match (evaluate_final, core.parent.clone()) {
+            (true, Some(checkpoint)) => super::phases::evaluating::enter(&mut core, checkpoint, true),
+            _ => selecting::enter(&core),
+        };
         Self { core, phase, ended: false }
     }
 

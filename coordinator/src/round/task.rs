@@ -63,6 +63,9 @@ pub struct EvaluationReport {
     pub samples: u64,
     pub loss: f64,
     pub accuracy: f64,
+    /// Client evaluations in these means: 1 for a client, a region's count for a regional
+    /// aggregator's report.
+    pub clients: u32,
 }
 
 /// Permission to stream an update for a task.

@@ -352,6 +352,31 @@ async fn only_a_regional_aggregate_may_report_privacy_scopes() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_final_evaluation_cut_short_by_a_restart_is_run_again() {
+    let h = harness().await;
+    let mut a = connect(&h, "a", "eu").await;
+    let p = plan_with(1, 1, 1, &[], |raw| raw.evaluation = EvaluationPlan { every_rounds: 1, clients: 0 });
+    let run = h.engine.submit(p, None).await.unwrap();
+    let t = task_of(&mut a).await;
+    h.report(&a, &t).await.unwrap();
+    // The round is committed; the evaluation task is out when the engine stops.
+    let first = task_of(&mut a).await;
+    assert_eq!(first.kind, TaskKind::Evaluate);
+    h.engine.shutdown().await;
+    let Harness { store, dir, settings, .. } = h;
+    let h = start(store, dir, settings).await;
+    let mut a = connect(&h, "a", "eu").await;
+    let mut rx = h.watch(&run).await;
+    let again = task_of(&mut a).await;
+    assert_eq!((again.kind, again.round), (TaskKind::Evaluate, 1));
+    let report = EvaluationReport { samples: 20, loss: 0.25, accuracy: 0.75, clients: 1 };
+    h.engine.report_evaluation(again.task, a.id.clone(), report).await.unwrap();
+    assert_eq!(finished(&mut rx, &run).await.0, RunState::Succeeded);
+    let evaluations = h.store.list_evaluations(&run).await.unwrap();
+    assert_eq!(evaluations.iter().map(|e| (e.round, e.samples, e.accuracy)).collect::<Vec<_>>()[0], (1, 20, 0.75));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_panicking_fold_fails_its_round_and_nothing_else() {
     let mut s = settings();
     s.fold_fault = Some(ClientId::new("a").unwrap());

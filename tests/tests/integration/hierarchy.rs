@@ -9,6 +9,15 @@ use std::time::Duration;
 
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 
+/// What scripted client `k` (0..9) answers to an evaluation task.
+fn holdout(k: u64) -> fedra_client::trainer::EvalOutcome {
+    fedra_client::trainer::EvalOutcome {
+        loss: 0.5 + 0.1 * k as f64,
+        accuracy: 0.3 + 0.05 * k as f64,
+        samples: 5 + 3 * k,
+    }
+}
+
 fn scripted(id: String, trainer: ScriptedTrainer) -> CustomClient {
     CustomClient { id, info: trainer.info(), trainer: Box::new(trainer) }
 }
@@ -28,7 +37,8 @@ fn scripted_regions(
         let mut specs = Vec::new();
         for i in 0..3 {
             let k = (r * 3 + i) as u64;
-            let trainer = ScriptedTrainer::new(500 + k, len, 10 + 13 * k);
+            let mut trainer = ScriptedTrainer::new(500 + k, len, 10 + 13 * k);
+            trainer.holdout = Some(holdout(k));
             let id = format!("{region}-c{i}");
             all.push((id.clone(), trainer.params.clone(), trainer.samples));
             let mut client = scripted(id, trainer);
@@ -190,6 +200,8 @@ async fn the_quickstart_runs_in_tiers() -> anyhow::Result<()> {
         // Three regional aggregators selected; at least the plan's quorum of client updates.
         assert_eq!(r.selected, 3, "{r:?}");
         assert!(r.reported >= 3 && r.test_accuracy > 0.5, "{r:?}");
+        // Federated evaluation relayed by the regions: the clients' held-out splits.
+        assert!(r.fed_eval_accuracy > 0.5, "{r:?}");
     }
     Ok(())
 }
@@ -284,5 +296,46 @@ async fn dp_noise_is_drawn_and_charged_at_the_regions_with_the_flat_runs_epsilon
     println!("m·(tiered − flat): mean {mean:.4}, std {std:.4}, expected std {want:.4} over {n} coordinates");
     assert!(mean.abs() < 5.0 * want / n.sqrt(), "mean {mean}");
     assert!((std / want - 1.0).abs() < 0.07, "std {std}, expected {want}");
+    Ok(())
+}
+
+/// (clients, samples, loss, accuracy) of an evaluation.
+type Means = (u32, u64, f64, f64);
+
+/// Federated evaluation in tiers: each region evaluates the global checkpoint on its own
+/// clients and reports their sample-weighted means with the count; the global run's means
+/// are those of all nine clients, overall and per region, as a flat run's are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regions_evaluate_the_global_checkpoint_and_the_means_are_flat() -> anyhow::Result<()> {
+    let (builder, _) = scripted_regions(4, 2, None);
+    let hierarchy = builder.start().await?;
+    let mut control = hierarchy.global.control().await?;
+    let mut p = plan(4, 2, 1, 9, 9);
+    p.round_deadline_seconds = 120.0;
+    p.evaluation.every_rounds = 1;
+    let run = control.submit(&p).await?;
+    let status = wait_for_end(&hierarchy.global, &run, Duration::from_secs(120)).await?;
+    assert_succeeded(&status);
+    let mean = |ks: &[u64]| {
+        let samples: u64 = ks.iter().map(|&k| holdout(k).samples).sum();
+        let w = |f: fn(&fedra_client::trainer::EvalOutcome) -> f64| {
+            ks.iter().map(|&k| holdout(k).samples as f64 * f(&holdout(k))).sum::<f64>() / samples as f64
+        };
+        (ks.len() as u32, samples, w(|o| o.loss), w(|o| o.accuracy))
+    };
+    let by_region: Vec<(Option<String>, Means)> =
+        std::iter::once((None, mean(&(0..9).collect::<Vec<_>>())))
+            .chain(REGIONS.iter().enumerate().map(|(r, name)| {
+                let ks: Vec<u64> = (0..3).map(|i| (r * 3 + i) as u64).collect();
+                (Some(name.to_string()), mean(&ks))
+            }))
+            .collect();
+    assert_eq!(status.evaluations.len(), 4, "{:?}", status.evaluations);
+    for (region, (clients, samples, loss, accuracy)) in by_region {
+        let e = status.evaluations.iter().find(|e| e.region == region).expect("an evaluation per region and overall");
+        assert_eq!((e.round, e.clients, e.samples), (1, clients, samples), "{e:?}");
+        assert!((e.loss - loss).abs() < 1e-9 && (e.accuracy - accuracy).abs() < 1e-9, "{e:?} vs {loss} {accuracy}");
+    }
+    hierarchy.shutdown().await;
     Ok(())
 }

@@ -6,7 +6,7 @@ use super::super::run::Reply;
 use super::{Engine, EngineHandle, Queued, Request, check_model_size};
 use crate::audit;
 use crate::checkpoint::PublishRequest;
-use crate::hierarchy::{CohortTask, Inventory, Tier, cohort_plan};
+use crate::hierarchy::{CohortKind, CohortTask, Inventory, Tier, cohort_plan};
 use crate::ids::{CheckpointId, RoundNumber, RunId};
 use crate::round::RoundError;
 use crate::store::{CheckpointRecord, ClientRecord, RunRecord, RunState, UpstreamState, UpstreamTask};
@@ -70,9 +70,8 @@ pub(super) fn check_registration(tier: &Tier, client: &ClientRecord) -> Result<(
 
 /// What a tier cannot run, refused at submit: at the global tier, adaptive clipping (each
 /// region noises its own sum, see [`crate::hierarchy::private_cohorts`]; the clipping
-/// count query would have to cross tiers) and federated evaluation (regional aggregators do
-/// not yet relay evaluation tasks); at a regional aggregator, runs submitted directly (its
-/// runs come from the global coordinator's cohort tasks).
+/// count query would have to cross tiers); at a regional aggregator, runs submitted
+/// directly (its runs come from the global coordinator's cohort tasks).
 ///
 /// # Errors
 /// [`RoundError::WrongTier`] naming what is refused.
@@ -87,9 +86,6 @@ pub(super) fn check_plan_for_tier(tier: &Tier, plan: &crate::plan::RunPlan) -> R
                 "adaptive clipping across regional aggregators is not supported: use fixed clipping (each region noises its own sum)",
             )
         }
-        Tier::Global if plan.evaluation.every_rounds > 0 => refuse(
-            "federated evaluation across regional aggregators is not supported yet: set evaluation.every_rounds = 0",
-        ),
         Tier::Global => Ok(()),
         Tier::Regional { .. } => {
             refuse("runs are submitted to the global coordinator, which sends this region its cohorts")
@@ -121,7 +117,13 @@ impl Engine {
         }
         let refuse = |reason: String| RoundError::Cohort { task: task.task.clone(), reason };
         let id = RunId::generate();
-        let initial = CheckpointId::for_round(&id, RoundNumber(0));
+        // A training run starts from the global model as its round 0; an evaluation run
+        // has it as its (already done) round 1, which it then evaluates.
+        let round = match task.kind {
+            CohortKind::Train => 0,
+            CohortKind::Evaluate => 1,
+        };
+        let initial = CheckpointId::for_round(&id, RoundNumber(round));
         let plan = cohort_plan(&task, &location, initial.clone()).map_err(|e| refuse(e.to_string()))?;
         check_model_size(&plan, self.env.settings.max_model_parameters)?;
         let expected = plan.model.layout().total();
@@ -132,7 +134,7 @@ impl Engine {
         let request = PublishRequest {
             id: initial.clone(),
             run: id.clone(),
-            round: 0,
+            round,
             parent: None,
             model: plan.model.clone(),
             contributors: Vec::new(),
@@ -150,7 +152,7 @@ impl Engine {
         let checkpoint = CheckpointRecord {
             id: initial,
             run: id.clone(),
-            round: 0,
+            round,
             model_name: m.model.name().to_string(),
             sha256: m.weights_sha256.clone(),
             parent: None,
@@ -162,7 +164,7 @@ impl Engine {
             id: id.clone(),
             plan,
             state: RunState::Queued,
-            completed_rounds: 0,
+            completed_rounds: round,
             published_checkpoint: None,
             failure: None,
             created_at: Utc::now(),
@@ -180,8 +182,12 @@ impl Engine {
             created_at: Utc::now(),
         };
         store.create_cohort_run(&record, &checkpoint, &upstream).await?;
+        let what = match task.kind {
+            CohortKind::Train => "train",
+            CohortKind::Evaluate => "evaluate the global checkpoint on",
+        };
         let detail = format!(
-            "cohort task {} of global run {} round {}: {} of {location}'s clients (quorum {})",
+            "cohort task {} of global run {} round {}: {what} {} of {location}'s clients (quorum {})",
             task.task, task.upstream_run, task.upstream_round, task.cohort.target, task.cohort.min
         );
         audit::record(store, audit::draft("global coordinator", AuditAction::RunSubmitted, detail).run(&id)).await?;

@@ -18,8 +18,9 @@ use rand_chacha::ChaCha8Rng;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-/// A held-out report with samples: (region, samples, loss, accuracy).
-type Report = (RegionId, u64, f64, f64);
+/// A held-out report with samples: (region, samples, loss, accuracy, client evaluations
+/// in it: 1 for a client, a region's count for a regional aggregator's means).
+type Report = (RegionId, u64, f64, f64, u32);
 
 #[derive(Debug)]
 pub(in crate::round) struct Evaluating {
@@ -77,7 +78,23 @@ pub(in crate::round) fn on_offer(e: &mut Evaluating, core: &mut RunCore, mut off
     offered.sort_by(|a, b| a.client.cmp(&b.client));
     let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ 0xE7A1 ^ (u64::from(key.round) << 32));
     offered.shuffle(&mut rng);
-    if plan.evaluation.clients > 0 {
+    let mut cohorts = std::collections::HashMap::new();
+    if core.env.settings.tier.is_global() {
+        // Every offered region evaluates; `evaluation.clients` (0: all) is split over them
+        // by client count, as training cohorts are.
+        let members: Vec<u32> = offered.iter().map(|l| l.members).collect();
+        let want = if plan.evaluation.clients > 0 { plan.evaluation.clients } else { members.iter().sum() };
+        let split = crate::hierarchy::split_cohorts(want, 1, 0.0, &members);
+        let (asked, idle): (Vec<_>, Vec<_>) = offered.into_iter().zip(split).partition(|(_, c)| c.target > 0);
+        core.release(idle.into_iter().map(|(l, _)| l.task).collect(), false);
+        offered = asked
+            .into_iter()
+            .map(|(l, c)| {
+                cohorts.insert(l.task.clone(), c);
+                l
+            })
+            .collect();
+    } else if plan.evaluation.clients > 0 {
         let rest = offered.split_off((plan.evaluation.clients as usize).min(offered.len()));
         core.release(rest.into_iter().map(|l| l.task).collect(), false);
     }
@@ -100,7 +117,7 @@ pub(in crate::round) fn on_offer(e: &mut Evaluating, core: &mut RunCore, mut off
         cohort: None,
     };
     let clients = offered.len();
-    let (assignments, undelivered) = dispatch(offered, &template, &Default::default());
+    let (assignments, undelivered) = dispatch(offered, &template, &cohorts);
     core.release(undelivered, false);
     core.deadline = Instant::now() + plan.round_deadline;
     info!(run = %key.run, round = key.round, clients, "round evaluating");
@@ -138,9 +155,13 @@ pub(in crate::round) fn report(
             return Err(RoundError::Dropped { client: client.clone(), round });
         }
     }
+    let max = a.members.max(1);
+    if report.clients > max {
+        return Err(RoundError::Contributors { field: "report.clients", got: report.clients, max });
+    }
     a.state = AssignmentState::Reported;
     if report.samples > 0 {
-        reports.push((a.region.clone(), report.samples, report.loss, report.accuracy));
+        reports.push((a.region.clone(), report.samples, report.loss, report.accuracy, report.clients.max(1)));
     }
     core.release(vec![task.clone()], false);
     Ok(())
@@ -186,7 +207,7 @@ pub(crate) fn evaluation_means(run: &RunId, round: u32, reports: &[Report]) -> V
             run: run.clone(),
             round,
             region,
-            clients: rs.len() as u32,
+            clients: rs.iter().map(|r| r.4).sum(),
             samples,
             loss: rs.iter().map(|r| r.1 as f64 * r.2).sum::<f64>() / w,
             accuracy: rs.iter().map(|r| r.1 as f64 * r.3).sum::<f64>() / w,
@@ -216,7 +237,7 @@ mod tests {
         let run = RunId::generate();
         let eu = RegionId::new("eu").unwrap();
         let us = RegionId::new("us").unwrap();
-        let reports = vec![(eu.clone(), 10, 1.0, 0.5), (us.clone(), 30, 2.0, 0.9), (eu.clone(), 30, 3.0, 0.1)];
+        let reports = vec![(eu.clone(), 10, 1.0, 0.5, 1), (us.clone(), 30, 2.0, 0.9, 1), (eu.clone(), 30, 3.0, 0.1, 1)];
         let m = evaluation_means(&run, 4, &reports);
         assert_eq!(m.len(), 3);
         assert_eq!((m[0].region.as_ref(), m[0].clients, m[0].samples), (None, 3, 70));

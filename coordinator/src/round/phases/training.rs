@@ -98,7 +98,10 @@ pub(in crate::round) async fn commit_upload(
     let registered = t.assignments.0[&task].registered_samples;
     let members = t.assignments.0[&task].members.max(1);
     if update.contributors == 0 || update.contributors > members {
-        return (Err(RoundError::Contributors { got: update.contributors, max: members }), Transition::Stay);
+        return (
+            Err(RoundError::Contributors { field: "trailer.contributors", got: update.contributors, max: members }),
+            Transition::Stay,
+        );
     }
     if update.samples == 0 {
         return (Err(RoundError::ZeroSamples), Transition::Stay);
