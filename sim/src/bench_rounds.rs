@@ -344,7 +344,7 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
 
     let mut control = ControlClient::connect(&endpoint, &coordinator.control_tls()?).await?;
     let plan = plan(case, opts.rounds, opts.deadline_seconds, opts.seed, &[])?;
-    let Observed { rounds, state, error } = observe(&mut control, &plan, &coordinator).await?;
+    let Observed { rounds, state, error } = observe(&mut control, &plan, &coordinator, None).await?;
     let peak = coordinator.sample()?.peak_rss;
     let bench_peak = coordinator_process::sample(0)?.peak_rss;
     let (restarted, failed) = fleet.totals();
@@ -412,10 +412,22 @@ struct Observed {
 }
 
 /// Submits `plan` to the coordinator process `coordinator` (a standalone or a global one)
-/// and times its rounds from the event stream, sampling that process's CPU and the TCP
-/// bytes on its port at every `Published`.
-async fn observe(control: &mut ControlClient, plan: &PlanFile, coordinator: &CoordinatorProcess) -> Result<Observed> {
-    let mut prev_wire = wire(coordinator.port).await;
+/// and times its rounds from the event stream, sampling that process's CPU and the bytes
+/// it exchanged at every `Published`: this process's TCP sockets to its port, or with a
+/// `relay` in front of it (other processes' connections), the relay's counts.
+async fn observe(
+    control: &mut ControlClient,
+    plan: &PlanFile,
+    coordinator: &CoordinatorProcess,
+    relay: Option<&crate::proxy::CountingProxy>,
+) -> Result<Observed> {
+    let bytes = || async {
+        match relay {
+            Some(r) => WireSample { up: r.to_target(), down: r.from_target(), ..WireSample::default() },
+            None => wire(coordinator.port).await,
+        }
+    };
+    let mut prev_wire = bytes().await;
     let mut prev_cpu = coordinator.sample()?.cpu_seconds;
     let mut prev_bench_cpu = coordinator_process::sample(0)?.cpu_seconds;
     let t0 = Instant::now();
@@ -435,7 +447,7 @@ async fn observe(control: &mut ControlClient, plan: &PlanFile, coordinator: &Coo
                 let now = t0.elapsed().as_secs_f64();
                 let cpu = coordinator.sample()?.cpu_seconds;
                 let bench_cpu = coordinator_process::sample(0)?.cpu_seconds;
-                let w = wire(coordinator.port).await;
+                let w = bytes().await;
                 if let Some(r) = rounds.iter_mut().find(|r| r.round == round) {
                     r.published_at = now;
                     r.wall_s = now - prev_published;

@@ -6,10 +6,10 @@
 //! What is measured, and from where:
 //! - round wall time: between consecutive `Published` events of the global run, as for the
 //!   flat case;
-//! - global-tier bytes per round: the kernel's TCP payload counters of the global
-//!   coordinator's port (every aggregator's RPCs and this benchmark's event stream), against
-//!   the ideal 2·R·P·4 (one model down, one aggregate up per region) and the flat case's
-//!   2·N·P·4;
+//! - global-tier bytes per round: what a counting relay in this process forwarded between
+//!   the aggregators and the global coordinator (TLS records of every aggregator RPC),
+//!   against the ideal 2·R·P·4 (one model down, one aggregate up per region) and the flat
+//!   case's 2·N·P·4;
 //! - peak RSS (`VmHWM`) of the global process and of the largest regional process.
 //!
 //! The global coordinator starts last, so that each aggregator registers upstream with its
@@ -19,6 +19,7 @@ use super::coordinator_process::{CoordinatorProcess, Launch, free_port};
 use super::fleet::Fleet;
 use super::{GridCase, Observed, RoundObservation, RoundsBenchOptions, median, model_for, observe, opt, plan};
 use crate::cluster::TierSpec;
+use crate::proxy::CountingProxy;
 use anyhow::{Result, bail};
 use fedra_cli::control::ControlClient;
 use fedra_types::run::RunState;
@@ -62,8 +63,11 @@ pub async fn run_tiered(case: GridCase, regions: usize, opts: &RoundsBenchOption
     let (input_dim, params) = model_for(case.params);
     let pki = tempfile::Builder::new().prefix("fedra-bench-tiers-").tempdir()?;
     let global_port = free_port()?;
-    let scheme = if opts.coordinator.insecure { "http" } else { "https" };
-    let upstream = format!("{scheme}://127.0.0.1:{global_port}");
+    // The aggregators reach the global coordinator through a counting relay in this
+    // process: their sockets are not ours to ask the kernel about.
+    let relay = CountingProxy::start(([127, 0, 0, 1], global_port).into()).await?;
+    let upstream = relay.endpoint();
+    let upstream = if opts.coordinator.insecure { upstream.replacen("https://", "http://", 1) } else { upstream };
     let names: Vec<String> = (0..regions).map(|r| format!("region-{r}")).collect();
     let started = Instant::now();
     let mut aggregators = Vec::new();
@@ -90,7 +94,7 @@ pub async fn run_tiered(case: GridCase, regions: usize, opts: &RoundsBenchOption
     let mut control = ControlClient::connect(&global.endpoint(), &global.control_tls()?).await?;
     // Naming the regions makes the global round wait for every aggregator.
     let plan = plan(case, opts.rounds, opts.deadline_seconds, opts.seed, &names)?;
-    let Observed { rounds, state, error } = observe(&mut control, &plan, &global).await?;
+    let Observed { rounds, state, error } = observe(&mut control, &plan, &global, Some(&relay)).await?;
     let global_peak_rss = global.sample()?.peak_rss;
     let mut regional_peak_rss_max = 0;
     for a in &aggregators {

@@ -323,13 +323,12 @@ async fn regions_evaluate_the_global_checkpoint_and_the_means_are_flat() -> anyh
         };
         (ks.len() as u32, samples, w(|o| o.loss), w(|o| o.accuracy))
     };
-    let by_region: Vec<(Option<String>, Means)> =
-        std::iter::once((None, mean(&(0..9).collect::<Vec<_>>())))
-            .chain(REGIONS.iter().enumerate().map(|(r, name)| {
-                let ks: Vec<u64> = (0..3).map(|i| (r * 3 + i) as u64).collect();
-                (Some(name.to_string()), mean(&ks))
-            }))
-            .collect();
+    let by_region: Vec<(Option<String>, Means)> = std::iter::once((None, mean(&(0..9).collect::<Vec<_>>())))
+        .chain(REGIONS.iter().enumerate().map(|(r, name)| {
+            let ks: Vec<u64> = (0..3).map(|i| (r * 3 + i) as u64).collect();
+            (Some(name.to_string()), mean(&ks))
+        }))
+        .collect();
     assert_eq!(status.evaluations.len(), 4, "{:?}", status.evaluations);
     for (region, (clients, samples, loss, accuracy)) in by_region {
         let e = status.evaluations.iter().find(|e| e.region == region).expect("an evaluation per region and overall");
