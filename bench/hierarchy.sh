@@ -49,8 +49,9 @@ if os.environ.get("NOTE"):
 lines += [
     "",
     "Round: median of the steady rounds (all but the first). Bytes: TCP payload per round on the flat coordinator's port "
-    "(every client's model down and update up) and on the global coordinator's port (the aggregators' RPCs and the benchmark's "
-    "event stream). RSS: peak (`VmHWM`) of each process.",
+    "(every client's model down and update up, kernel TCP counters of the sidecars' sockets) and into and out of the global "
+    "coordinator (every aggregator RPC, TLS records, counted by a relay in the benchmark process in front of it). "
+    "RSS: peak (`VmHWM`) of each process.",
     "",
     "| N × P | R | state flat / tiers | round flat (s) | round tiers (s) | ×flat | bytes/round flat (MB) | global tier (MB) | global ÷ 2·R·P·4 | global ÷ flat | peak RSS flat (MiB) | global (MiB) | largest regional (MiB) |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
