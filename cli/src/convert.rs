@@ -12,7 +12,6 @@ use crate::status::{CheckpointSummary, EvalSummary, RoundRow, RunStatus, ScopeSu
 use fedra_proto::pb;
 use fedra_proto::{model_wire, plan_wire};
 use fedra_types::metrics::TrainingMetrics;
-use fedra_types::plan::Strategy;
 use fedra_types::run::RunState;
 
 /// An answer from the coordinator is malformed.
@@ -37,9 +36,8 @@ pub fn plan_to_pb(p: &PlanFile) -> pb::RunPlan {
             architecture: Some(model_wire::architecture_to_pb(&p.model.architecture)),
         }),
         initial_checkpoint: p.initial_checkpoint.clone().unwrap_or_default(),
-        strategy: match p.strategy {
-            Strategy::FedAvg => pb::Strategy::FedAvg as i32,
-        },
+        strategy: fedra_proto::plan_wire::strategy_to_pb(&p.strategy).0 as i32,
+        server_optimizer: fedra_proto::plan_wire::strategy_to_pb(&p.strategy).1,
         rounds: p.rounds,
         clients_per_round: p.clients_per_round,
         min_clients: p.min_clients,

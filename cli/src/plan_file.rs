@@ -233,6 +233,35 @@ learning_rate = 0.1
 "#;
 
     #[test]
+    fn strategy_is_a_name_or_a_server_optimizer_table() {
+        use fedra_types::plan::{ServerOptimizer, Strategy};
+        assert_eq!(PlanFile::parse(PLAN, "p").unwrap().strategy, Strategy::FedAvg);
+        let named = PLAN.replace("regions = [\"eu\"]", "regions = [\"eu\"]\nstrategy = \"fed_avg\"");
+        assert_eq!(PlanFile::parse(&named, "p").unwrap().strategy, Strategy::FedAvg);
+        let adam = format!("{PLAN}[strategy]\nkind = \"fed_adam\"\nserver_learning_rate = 0.03\nbeta2 = 0.999\n");
+        assert_eq!(
+            PlanFile::parse(&adam, "p").unwrap().strategy,
+            Strategy::Server(ServerOptimizer::FedAdam {
+                server_learning_rate: 0.03,
+                beta1: 0.9,
+                beta2: 0.999,
+                tau: 1e-3
+            })
+        );
+        // Each mistake is named: an unknown kind, a missing rate, an unknown key, a bad name.
+        for (bad, says) in [
+            ("[strategy]\nkind = \"fed_sgd\"\nserver_learning_rate = 1.0\n", "fed_sgd"),
+            ("[strategy]\nkind = \"fed_yogi\"\n", "server_learning_rate"),
+            ("[strategy]\nkind = \"fed_avg_m\"\nserver_learning_rate = 1.0\nmomentum = 0.9\nbeta = 1\n", "beta"),
+        ] {
+            let e = PlanFile::parse(&format!("{PLAN}{bad}"), "p").unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
+        let e = PlanFile::parse(&named.replace("\"fed_avg\"", "\"fedavg\""), "p").unwrap_err().to_string();
+        assert!(e.contains("unknown strategy \"fedavg\""), "{e}");
+    }
+
+    #[test]
     fn parses_mlp_cnn_and_evaluation() {
         let mlp = PLAN.replace("kind = \"logistic_regression\"", "kind = \"mlp\"\nhidden = [200, 200]")
             + "optimizer = \"adam\"\n[evaluation]\nevery_rounds = 2\n";

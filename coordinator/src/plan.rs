@@ -14,7 +14,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 pub use fedra_types::plan::{
-    Clipping, DpMechanism, EvaluationPlan, LocalTraining, Optimizer, OverBound, PrivacyPlan, Sampling, Strategy,
+    Clipping, DpMechanism, EvaluationPlan, LocalTraining, Optimizer, OverBound, PrivacyPlan, Sampling, ServerOptimizer,
+    Strategy,
 };
 
 /// Upper bounds that keep a typo from scheduling a year-long run.
@@ -35,6 +36,25 @@ pub enum PlanError {
     MissingStrategy,
     #[error("privacy: {0}")]
     Privacy(String),
+}
+
+/// A server optimizer's hyperparameters: η in (0, 100], β's in [0, 1), τ in [1e-12, 1].
+fn validate_strategy(s: &Strategy) -> Result<(), PlanError> {
+    let Strategy::Server(o) = s else { return Ok(()) };
+    range("strategy.server_learning_rate", o.learning_rate(), 1e-12, 100.0)?;
+    let beta = |field: &'static str, b: f64| range(field, b, 0.0, 0.999_999);
+    match *o {
+        ServerOptimizer::FedAvgM { momentum, .. } => beta("strategy.momentum", momentum),
+        ServerOptimizer::FedAdagrad { beta1, tau, .. } => {
+            beta("strategy.beta1", beta1)?;
+            range("strategy.tau", tau, 1e-12, 1.0)
+        }
+        ServerOptimizer::FedAdam { beta1, beta2, tau, .. } | ServerOptimizer::FedYogi { beta1, beta2, tau, .. } => {
+            beta("strategy.beta1", beta1)?;
+            beta("strategy.beta2", beta2)?;
+            range("strategy.tau", tau, 1e-12, 1.0)
+        }
+    }
 }
 
 /// The privacy section's values: a bad one is reported as `privacy: <field> ...`.
@@ -166,6 +186,7 @@ impl RunPlan {
     /// The first invalid field, by name.
     pub fn new(raw: RawPlan) -> Result<Self, PlanError> {
         let strategy = raw.strategy.ok_or(PlanError::MissingStrategy)?;
+        validate_strategy(&strategy)?;
         range("rounds", f64::from(raw.rounds), 1.0, f64::from(MAX_ROUNDS))?;
         range("clients_per_round", f64::from(raw.clients_per_round), 1.0, f64::from(MAX_CLIENTS_PER_ROUND))?;
         range("min_clients", f64::from(raw.min_clients), 1.0, f64::from(MAX_CLIENTS_PER_ROUND))?;

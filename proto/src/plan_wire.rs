@@ -3,7 +3,33 @@
 //! Reading them back is the coordinator's own business (it validates at its edge).
 
 use crate::pb;
-use fedra_types::plan::{Clipping, DpMechanism, LocalTraining, Optimizer, OverBound, PrivacyPlan, Sampling};
+use fedra_types::plan::{
+    Clipping, DpMechanism, LocalTraining, Optimizer, OverBound, PrivacyPlan, Sampling, ServerOptimizer, Strategy,
+};
+
+/// A plan's strategy as its wire enum and, for a server optimizer, its hyperparameters.
+pub fn strategy_to_pb(s: &Strategy) -> (pb::Strategy, Option<pb::ServerOptimizer>) {
+    let Strategy::Server(o) = s else { return (pb::Strategy::FedAvg, None) };
+    let eta = o.learning_rate();
+    match *o {
+        ServerOptimizer::FedAvgM { momentum, .. } => (
+            pb::Strategy::FedAvgM,
+            Some(pb::ServerOptimizer { server_learning_rate: eta, momentum, ..Default::default() }),
+        ),
+        ServerOptimizer::FedAdagrad { beta1, tau, .. } => (
+            pb::Strategy::FedAdagrad,
+            Some(pb::ServerOptimizer { server_learning_rate: eta, beta1, tau, ..Default::default() }),
+        ),
+        ServerOptimizer::FedAdam { beta1, beta2, tau, .. } => (
+            pb::Strategy::FedAdam,
+            Some(pb::ServerOptimizer { server_learning_rate: eta, momentum: 0.0, beta1, beta2, tau }),
+        ),
+        ServerOptimizer::FedYogi { beta1, beta2, tau, .. } => (
+            pb::Strategy::FedYogi,
+            Some(pb::ServerOptimizer { server_learning_rate: eta, momentum: 0.0, beta1, beta2, tau }),
+        ),
+    }
+}
 
 /// A run plan's `[privacy]` as its wire message.
 pub fn privacy_to_pb(p: &PrivacyPlan) -> pb::PrivacyPlan {

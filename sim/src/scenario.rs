@@ -77,6 +77,9 @@ pub struct Sweep {
     /// side by side. Empty = as the scenario says.
     #[serde(default)]
     pub private: Vec<bool>,
+    /// Aggregation strategies, each `"fed_avg"` or a server optimizer table (`[[sweep.strategy]]`).
+    #[serde(default)]
+    pub strategy: Vec<Strategy>,
 }
 
 /// `[privacy_budget]`: the coordinator's budget for every scope of the scenario.
@@ -93,6 +96,7 @@ pub struct Config {
     pub label: String,
     pub local: LocalTraining,
     pub privacy: Option<PrivacyPlan>,
+    pub strategy: Strategy,
 }
 
 /// A scenario file.
@@ -116,6 +120,9 @@ pub struct Scenario {
     pub local: LocalTraining,
     #[serde(default)]
     pub evaluation: EvaluationPlan,
+    /// `"fed_avg"` (default) or a `[strategy]` server optimizer table, as in a plan file.
+    #[serde(default)]
+    pub strategy: Strategy,
     #[serde(default)]
     pub sweep: Sweep,
     #[serde(default)]
@@ -160,7 +167,8 @@ impl Scenario {
         Ok(s)
     }
 
-    /// The configurations to run: one per swept value (μ × private), or the scenario itself.
+    /// The configurations to run: one per swept value (μ × private × strategy), or the
+    /// scenario itself.
     pub fn configs(&self) -> Vec<Config> {
         let locals: Vec<(String, LocalTraining)> = if self.sweep.proximal_mu.is_empty() {
             vec![(format!("mu={}", self.local.proximal_mu), self.local.clone())]
@@ -173,28 +181,38 @@ impl Scenario {
         };
         let privates: Vec<bool> =
             if self.sweep.private.is_empty() { vec![self.privacy.is_some()] } else { self.sweep.private.clone() };
+        let strategies: Vec<Strategy> =
+            if self.sweep.strategy.is_empty() { vec![self.strategy] } else { self.sweep.strategy.clone() };
         let mut out = Vec::new();
         for (label, local) in locals {
             for &private in &privates {
-                let privacy = if private { self.privacy.clone() } else { None };
-                let label = match (&privacy, self.privacy.is_some()) {
-                    (Some(p), _) => format!("{label} dp(z={})", p.noise_multiplier),
-                    (None, true) => format!("{label} non-private"),
-                    (None, false) => label.clone(),
-                };
-                out.push(Config { label, local: local.clone(), privacy });
+                for &strategy in &strategies {
+                    let privacy = if private { self.privacy.clone() } else { None };
+                    let label = match (&privacy, self.privacy.is_some()) {
+                        (Some(p), _) => format!("{label} dp(z={})", p.noise_multiplier),
+                        (None, true) => format!("{label} non-private"),
+                        (None, false) => label.clone(),
+                    };
+                    let label = match (strategy, strategies.len() > 1) {
+                        (Strategy::Server(o), _) => format!("{label} {}(lr={})", o.name(), o.learning_rate()),
+                        (Strategy::FedAvg, true) => format!("{label} fed_avg"),
+                        (Strategy::FedAvg, false) => label,
+                    };
+                    out.push(Config { label, local: local.clone(), privacy, strategy });
+                }
             }
         }
         out
     }
 
-    fn plan(&self, local: LocalTraining, privacy: Option<PrivacyPlan>, seed: u64, clients: usize) -> PlanFile {
+    fn plan(&self, cfg: &Config, seed: u64, clients: usize) -> PlanFile {
+        let (local, privacy) = (cfg.local.clone(), cfg.privacy.clone());
         let per_round = self.clients_per_round.min(clients as u32).max(1);
         PlanFile {
             version: 1,
             model: self.model.clone(),
             initial_checkpoint: None,
-            strategy: Strategy::FedAvg,
+            strategy: cfg.strategy,
             rounds: self.rounds,
             clients_per_round: per_round,
             min_clients: self.min_clients.unwrap_or(1).min(per_round),
@@ -336,7 +354,7 @@ async fn run_one(
         cluster.add_client_faulty(&id, region, vec![info], Box::new(trainer), crash);
     }
     cluster.wait_connected(Duration::from_secs(60)).await?;
-    let plan = scenario.plan(cfg.local.clone(), cfg.privacy.clone(), seed, clients);
+    let plan = scenario.plan(cfg, seed, clients);
     let mut privacy = None;
     let params = arch.layout().total() as u64;
     let mut control = cluster.control().await?;

@@ -13,13 +13,146 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Aggregation strategy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// Aggregation strategy: how a round's sample-weighted mean of the clients' models becomes
+/// the next global model.
+///
+/// Stored and written as `"fed_avg"` (the plain mean is the next model) or as a table
+/// `{ kind = "fed_adam", server_learning_rate = 0.01, … }` for a server optimizer (Reddi et
+/// al. 2021, "Adaptive Federated Optimization"): the mean's difference from the global
+/// model, Δ, is a pseudo-gradient that the optimizer applies with its own learning rate and
+/// state. Without bias correction, as in the paper's Algorithm 2, with v₋₁ = τ²:
+///
+/// ```text
+/// FedAvgM:    m ← β·m + Δ                                 x ← x + η·m
+/// FedAdagrad: m ← β₁·m + (1−β₁)·Δ   v ← v + Δ²            x ← x + η·m / (√v + τ)
+/// FedAdam:    m ← β₁·m + (1−β₁)·Δ   v ← β₂·v + (1−β₂)·Δ²   x ← x + η·m / (√v + τ)
+/// FedYogi:    m ← β₁·m + (1−β₁)·Δ   v ← v − (1−β₂)·Δ²·sign(v − Δ²)   (then as FedAdam)
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[serde(into = "StrategyForm")]
 pub enum Strategy {
-    /// Sample-count weighted average of the clients' models.
+    /// The sample-count weighted average of the clients' models is the next model.
     #[default]
     FedAvg,
+    /// The average's difference from the global model drives a server optimizer.
+    Server(ServerOptimizer),
+}
+
+/// A server optimizer and its hyperparameters (see [`Strategy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ServerOptimizer {
+    FedAvgM {
+        server_learning_rate: f64,
+        /// β, the server momentum.
+        momentum: f64,
+    },
+    FedAdagrad {
+        server_learning_rate: f64,
+        #[serde(default = "default_beta1")]
+        beta1: f64,
+        /// τ, the adaptivity: how far a coordinate's step may grow when its v is small.
+        #[serde(default = "default_tau")]
+        tau: f64,
+    },
+    FedAdam {
+        server_learning_rate: f64,
+        #[serde(default = "default_beta1")]
+        beta1: f64,
+        #[serde(default = "default_beta2")]
+        beta2: f64,
+        #[serde(default = "default_tau")]
+        tau: f64,
+    },
+    FedYogi {
+        server_learning_rate: f64,
+        #[serde(default = "default_beta1")]
+        beta1: f64,
+        #[serde(default = "default_beta2")]
+        beta2: f64,
+        #[serde(default = "default_tau")]
+        tau: f64,
+    },
+}
+
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.99
+}
+fn default_tau() -> f64 {
+    1e-3
+}
+
+impl ServerOptimizer {
+    /// The plan-file name of the optimizer.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::FedAvgM { .. } => "fed_avg_m",
+            Self::FedAdagrad { .. } => "fed_adagrad",
+            Self::FedAdam { .. } => "fed_adam",
+            Self::FedYogi { .. } => "fed_yogi",
+        }
+    }
+
+    /// η.
+    pub fn learning_rate(&self) -> f64 {
+        match *self {
+            Self::FedAvgM { server_learning_rate, .. }
+            | Self::FedAdagrad { server_learning_rate, .. }
+            | Self::FedAdam { server_learning_rate, .. }
+            | Self::FedYogi { server_learning_rate, .. } => server_learning_rate,
+        }
+    }
+
+    /// Whether the optimizer keeps a second moment v (every one but FedAvgM).
+    pub fn has_second_moment(&self) -> bool {
+        !matches!(self, Self::FedAvgM { .. })
+    }
+}
+
+/// The written form of [`Strategy`]: a bare name, or a server optimizer table.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum StrategyForm {
+    Name(&'static str),
+    Table(ServerOptimizer),
+}
+
+/// Reads `"fed_avg"` or a server optimizer table, with the table's own errors (unknown
+/// kind, missing or unknown key) rather than an untagged enum's "no variant matched".
+impl<'de> Deserialize<'de> for Strategy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Strategy;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"fed_avg\" or a table with kind = fed_avg_m | fed_adagrad | fed_adam | fed_yogi")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Strategy, E> {
+                match v {
+                    "fed_avg" => Ok(Strategy::FedAvg),
+                    other => Err(E::custom(format!(
+                        "unknown strategy {other:?}: \"fed_avg\", or a [strategy] table with kind = fed_avg_m | fed_adagrad | fed_adam | fed_yogi"
+                    ))),
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Strategy, A::Error> {
+                ServerOptimizer::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Strategy::Server)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl From<Strategy> for StrategyForm {
+    fn from(s: Strategy) -> Self {
+        match s {
+            Strategy::FedAvg => StrategyForm::Name("fed_avg"),
+            Strategy::Server(o) => StrategyForm::Table(o),
+        }
+    }
 }
 
 /// Local optimizer clients use.
@@ -205,6 +338,29 @@ mod tests {
             r#"{"epochs":1,"batch_size":8,"learning_rate":0.1,"proximal_mu":0.0,"optimizer":"adam","momentum":0.0}"#
         );
         assert_eq!(serde_json::to_string(&Strategy::FedAvg).unwrap(), r#""fed_avg""#);
+        let adam = Strategy::Server(ServerOptimizer::FedAdam {
+            server_learning_rate: 0.01,
+            beta1: 0.9,
+            beta2: 0.99,
+            tau: 0.001,
+        });
+        let json = serde_json::to_string(&adam).unwrap();
+        assert_eq!(json, r#"{"kind":"fed_adam","server_learning_rate":0.01,"beta1":0.9,"beta2":0.99,"tau":0.001}"#);
+        assert_eq!(serde_json::from_str::<Strategy>(&json).unwrap(), adam);
+        assert_eq!(serde_json::from_str::<Strategy>(r#""fed_avg""#).unwrap(), Strategy::FedAvg);
+        // Defaults fill β₁, β₂ and τ; an unknown key or kind is refused.
+        let yogi: Strategy = serde_json::from_str(r#"{"kind":"fed_yogi","server_learning_rate":0.1}"#).unwrap();
+        assert_eq!(
+            yogi,
+            Strategy::Server(ServerOptimizer::FedYogi {
+                server_learning_rate: 0.1,
+                beta1: 0.9,
+                beta2: 0.99,
+                tau: 1e-3
+            })
+        );
+        assert!(serde_json::from_str::<Strategy>(r#"{"kind":"fed_adam","server_learning_rate":0.1,"eta":1}"#).is_err());
+        assert!(serde_json::from_str::<Strategy>(r#""fed_sgd""#).is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! clients report beyond `f64` rounding (far below `f32` resolution for any realistic
 //! number of clients).
 
+pub mod server_opt;
 mod staging;
 
 pub use staging::{DEFAULT_STAGING_BUDGET_BYTES, StagingBuffer, StagingPool};

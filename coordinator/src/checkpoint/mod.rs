@@ -14,6 +14,8 @@
 //! parameter vector (the same digest `FetchModel` declares), `file_sha256` the sha256 of the
 //! safetensors file as stored (what `sha256sum model.safetensors` prints).
 
+mod server_state;
+
 use crate::ids::{CheckpointId, ClientId, RegionId, RunId};
 use crate::model::{ModelSpec, TensorLayout};
 use chrono::{DateTime, Utc};
@@ -105,6 +107,10 @@ pub struct Manifest {
     /// when the coordinator runs without a policy set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_sha256: Option<String>,
+    /// With a server optimizer: the sha256 of its state file after this round (see
+    /// `CheckpointDir::server_state_path`), which a restart resumes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_state_sha256: Option<String>,
 }
 
 /// The privacy guarantee a published checkpoint carries (client-level DP).
@@ -160,6 +166,8 @@ pub struct PublishRequest {
     pub privacy: Option<PrivacyProvenance>,
     /// The policy set in force, recorded in the manifest.
     pub policy_sha256: Option<String>,
+    /// A server optimizer's name and the sha256 of its state file after this round.
+    pub server_state: Option<(&'static str, String)>,
 }
 
 /// A written checkpoint: its manifest and where each region's copy lies.
@@ -295,7 +303,11 @@ impl CheckpointDir {
             parent_checkpoint: req.parent.clone(),
             model: req.model.clone(),
             layout,
-            strategy: if req.privacy.is_some() { "dp_fed_avg".into() } else { "fed_avg".into() },
+            strategy: format!(
+                "{}{}",
+                if req.privacy.is_some() { "dp_" } else { "" },
+                req.server_state.as_ref().map_or("fed_avg", |(name, _)| name)
+            ),
             contributors: req.contributors.clone(),
             total_samples: req.contributors.iter().map(|c| c.samples).sum(),
             regions,
@@ -307,6 +319,7 @@ impl CheckpointDir {
             created_at: Utc::now(),
             privacy: req.privacy.clone(),
             policy_sha256: req.policy_sha256.clone(),
+            server_state_sha256: req.server_state.as_ref().map(|(_, sha)| sha.clone()),
         };
         let manifest_json =
             serde_json::to_string_pretty(&manifest).map_err(|e| CheckpointError::Format(e.to_string()))?;
@@ -378,6 +391,7 @@ mod tests {
             regions: vec![RegionId::new("eu").unwrap(), RegionId::new("us").unwrap()],
             privacy: None,
             policy_sha256: None,
+            server_state: None,
         };
         let p = cps.publish(&req, &params).unwrap();
         assert_eq!(p.locations.len(), 2);

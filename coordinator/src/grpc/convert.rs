@@ -137,11 +137,7 @@ pub fn aggregator_register_to_pb(
 pub fn plan_from_pb(p: pb::RunPlan) -> Result<RunPlan, ApiError> {
     let model = model_from_pb(p.model)?;
     let local = p.local.ok_or_else(|| ApiError::Invalid("plan.local is missing".into()))?;
-    let strategy = match pb::Strategy::try_from(p.strategy) {
-        Ok(pb::Strategy::FedAvg) => Some(Strategy::FedAvg),
-        Ok(pb::Strategy::Unspecified) => None,
-        Err(_) => return Err(ApiError::Invalid(format!("plan.strategy: unknown value {}", p.strategy))),
-    };
+    let strategy = strategy_from_pb(p.strategy, p.server_optimizer)?;
     let regions = p.regions.iter().map(|r| region_id("plan.regions", r)).collect::<Result<Vec<_>, _>>()?;
     let raw = RawPlan {
         model,
@@ -169,9 +165,8 @@ pub fn plan_to_pb(p: &RunPlan) -> pb::RunPlan {
     pb::RunPlan {
         model: Some(model_to_pb(&p.model)),
         initial_checkpoint: p.initial_checkpoint.as_ref().map(ToString::to_string).unwrap_or_default(),
-        strategy: match p.strategy {
-            Strategy::FedAvg => pb::Strategy::FedAvg as i32,
-        },
+        strategy: plan_wire::strategy_to_pb(&p.strategy).0 as i32,
+        server_optimizer: plan_wire::strategy_to_pb(&p.strategy).1,
         rounds: p.rounds,
         clients_per_round: p.clients_per_round,
         min_clients: p.min_clients,
@@ -184,6 +179,56 @@ pub fn plan_to_pb(p: &RunPlan) -> pb::RunPlan {
         privacy: p.privacy.as_ref().map(plan_wire::privacy_to_pb),
         priority: p.priority,
     }
+}
+
+/// The plan's strategy; a server optimizer needs its hyperparameters (validated by
+/// `RunPlan::new`).
+fn strategy_from_pb(strategy: i32, params: Option<pb::ServerOptimizer>) -> Result<Option<Strategy>, ApiError> {
+    use fedra_types::plan::ServerOptimizer as O;
+    let kind = pb::Strategy::try_from(strategy)
+        .map_err(|_| ApiError::Invalid(format!("plan.strategy: unknown value {strategy}")))?;
+    let params = || {
+        params.ok_or_else(|| {
+            ApiError::Invalid(format!(
+                "plan.server_optimizer is missing: strategy {} needs its hyperparameters",
+                kind.as_str_name()
+            ))
+        })
+    };
+    Ok(match kind {
+        pb::Strategy::Unspecified => None,
+        pb::Strategy::FedAvg => Some(Strategy::FedAvg),
+        pb::Strategy::FedAvgM => {
+            let p = params()?;
+            Some(Strategy::Server(O::FedAvgM { server_learning_rate: p.server_learning_rate, momentum: p.momentum }))
+        }
+        pb::Strategy::FedAdagrad => {
+            let p = params()?;
+            Some(Strategy::Server(O::FedAdagrad {
+                server_learning_rate: p.server_learning_rate,
+                beta1: p.beta1,
+                tau: p.tau,
+            }))
+        }
+        pb::Strategy::FedAdam => {
+            let p = params()?;
+            Some(Strategy::Server(O::FedAdam {
+                server_learning_rate: p.server_learning_rate,
+                beta1: p.beta1,
+                beta2: p.beta2,
+                tau: p.tau,
+            }))
+        }
+        pb::Strategy::FedYogi => {
+            let p = params()?;
+            Some(Strategy::Server(O::FedYogi {
+                server_learning_rate: p.server_learning_rate,
+                beta1: p.beta1,
+                beta2: p.beta2,
+                tau: p.tau,
+            }))
+        }
+    })
 }
 
 fn privacy_from_pb(p: pb::PrivacyPlan) -> Result<PrivacyPlan, ApiError> {

@@ -4,7 +4,7 @@
 //! load never holds up the engine.
 
 use super::history;
-use super::run::{AttemptKey, Internal, RunActor, RunEnv, RunMsg};
+use super::run::{AttemptKey, Internal, Resume, RunActor, RunEnv, RunMsg};
 use super::task::GlobalModel;
 use super::{RoundError, RunEvent, RunEventKind};
 use crate::checkpoint::CheckpointDir;
@@ -108,14 +108,35 @@ async fn activate(
         None => None,
     };
     let key = AttemptKey { run: id.clone(), round, attempt };
-    Ok(Some(RunActor::new(
-        env.clone(),
-        record.plan,
-        key,
-        GlobalModel::new(layout, params),
-        start_from,
-        clip_norm,
-        internal,
-        evaluate_final,
-    )))
+    // A server optimizer resumes from the state written with the last committed round.
+    let server_state = match (&record.plan.strategy, &start_from) {
+        (crate::plan::Strategy::Server(opt), Some(cp)) if record.completed_rounds > 0 => {
+            Some(load_server_state(env, cp, opt, layout.total()).await?)
+        }
+        _ => None,
+    };
+    let resume = Resume { parent: start_from, clip_norm, server_state, evaluate_final };
+    Ok(Some(RunActor::new(env.clone(), record.plan, key, GlobalModel::new(layout, params), resume, internal)))
+}
+
+/// The server optimizer state written with checkpoint `cp`, verified against the digest
+/// its manifest recorded.
+async fn load_server_state(
+    env: &RunEnv,
+    cp: &CheckpointId,
+    opt: &fedra_types::plan::ServerOptimizer,
+    len: usize,
+) -> Result<crate::aggregation::server_opt::ServerState, RoundError> {
+    let refuse = |reason: String| RoundError::InitialCheckpoint { checkpoint: cp.clone(), reason };
+    let record = env.store.get_checkpoint(cp).await?.ok_or_else(|| RoundError::CheckpointNotFound(cp.clone()))?;
+    let manifest: crate::checkpoint::Manifest =
+        serde_json::from_str(&record.manifest_json).map_err(|e| refuse(e.to_string()))?;
+    let sha = manifest
+        .server_state_sha256
+        .ok_or_else(|| refuse(format!("its manifest records no {} state to resume from", opt.name())))?;
+    let (dir, run, round, opt) = (env.checkpoints.clone(), manifest.run_id.clone(), manifest.round, *opt);
+    tokio::task::spawn_blocking(move || dir.load_server_state(&run, round, &sha, &opt, len))
+        .await
+        .map_err(|e| refuse(e.to_string()))?
+        .map_err(|e| refuse(e.to_string()))
 }

@@ -81,8 +81,18 @@ pub(super) enum FleetMsg {
 
 /// Results of blocking work a phase started.
 pub(super) enum Internal {
-    Averaged { key: AttemptKey, result: Result<(Vec<f32>, Option<f64>), RoundError> },
+    Averaged { key: AttemptKey, result: Result<aggregating::Averaged, RoundError> },
     Published { key: AttemptKey, result: Box<Result<(Published, Arc<GlobalModel>), RoundError>> },
+}
+
+/// Where a run (re)starts from, besides its global model.
+pub(super) struct Resume {
+    /// The checkpoint the global model is (the run's last committed round, or its initial one).
+    pub parent: Option<CheckpointId>,
+    pub clip_norm: Option<f64>,
+    pub server_state: Option<crate::aggregation::server_opt::ServerState>,
+    /// Every round is committed but the final evaluation is owed.
+    pub evaluate_final: bool,
 }
 
 /// What every run actor shares with the engine.
@@ -106,6 +116,9 @@ pub(super) struct RunCore {
     pub parent: Option<CheckpointId>,
     /// C for the next private round (moves under adaptive clipping; persisted in the ledger).
     pub clip_norm: Option<f64>,
+    /// A server optimizer's state after the last committed round (`None` before the
+    /// first, and for FedAvg); written with each round's checkpoint.
+    pub server_state: Option<crate::aggregation::server_opt::ServerState>,
     pub key: AttemptKey,
     /// The attempt has a row in the store (it left Selecting).
     pub recorded: bool,
@@ -218,11 +231,10 @@ impl RunActor {
         plan: RunPlan,
         key: AttemptKey,
         global: GlobalModel,
-        parent: Option<CheckpointId>,
-        clip_norm: Option<f64>,
+        resume: Resume,
         internal: mpsc::UnboundedSender<Internal>,
-        evaluate_final: bool,
     ) -> Self {
+        let Resume { parent, clip_norm, server_state, evaluate_final } = resume;
         let now = Instant::now();
         let core = RunCore {
             env,
@@ -232,6 +244,7 @@ impl RunActor {
             global: Some(Arc::new(global)),
             parent,
             clip_norm,
+            server_state,
             key,
             recorded: false,
             started: now,

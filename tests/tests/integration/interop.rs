@@ -98,6 +98,7 @@ fn python_safetensors_loads_fedra_checkpoints() -> anyhow::Result<()> {
             regions: vec![RegionId::new("eu")?],
             privacy: None,
             policy_sha256: None,
+            server_state: None,
         };
         let published = CheckpointDir::new(dir.path()).publish(&req, &params)?;
         let mut offset = 0;

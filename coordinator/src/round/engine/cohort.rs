@@ -142,6 +142,7 @@ impl Engine {
             regions: vec![location.clone()],
             privacy: None,
             policy_sha256: policy_sha256.clone(),
+            server_state: None,
         };
         // The global model is written before it is recorded, as a round's checkpoint is.
         let dir = self.env.checkpoints.clone();

@@ -8,12 +8,23 @@ use super::super::{RoundError, RunEventKind, TrainingMetrics};
 use super::publishing;
 use super::{Phase, Transition};
 use crate::aggregation::FedAvgAccumulator;
+use crate::aggregation::server_opt::{self, ServerState};
 use crate::checkpoint::Contributor;
 use crate::checkpoint::ScopeEpsilon;
 use crate::ids::RegionId;
+use crate::plan::Strategy;
 use crate::privacy::RoundMechanism;
 use crate::privacy::admission::PrivateRound;
 use crate::privacy::release;
+
+/// The aggregate as the blocking work computed it.
+pub(in crate::round) struct Averaged {
+    pub params: Vec<f32>,
+    /// Adaptive clipping's noised count.
+    pub noised_count: Option<f64>,
+    /// A server optimizer's state after this round's step, and its state file's sha256.
+    pub server_state: Option<(ServerState, String)>,
+}
 
 /// What the round carries into publishing while the average is computed.
 #[derive(Debug)]
@@ -42,17 +53,42 @@ pub(in crate::round) fn start(
     // Client updates in the model (a regional aggregate counts its region's).
     let clients = contributors.iter().map(|c| c.clients).sum();
     let dp_noise = dp.as_ref().map(|d| (d.mechanism.clone(), d.count_sum));
+    // A server optimizer steps from the current model with its state (cloned: a failed
+    // round leaves the committed state as it was).
+    let server = match core.plan.strategy {
+        Strategy::Server(opt) => {
+            let state =
+                core.server_state.clone().unwrap_or_else(|| ServerState::new(&opt, old.params.as_slice().len()));
+            Some((opt, state, old.params.as_slice().to_vec(), core.env.checkpoints.clone()))
+        }
+        Strategy::FedAvg => None,
+    };
+    let (run, round) = (key.run.clone(), key.round);
     let tx = core.internal.clone();
-    let work = tokio::task::spawn_blocking(move || match dp_noise {
-        None => {
-            let r = acc.average_into(old.into_values()).map(|p| (p, None)).map_err(RoundError::from);
-            // The sum goes before publishing allocates anything.
-            drop(acc);
-            r
-        }
-        Some((mechanism, count_sum)) => {
-            release::private_average(acc, old.into_values(), &mechanism, count_sum, expected).map_err(RoundError::from)
-        }
+    let work = tokio::task::spawn_blocking(move || {
+        let (mut params, noised_count) = match dp_noise {
+            None => {
+                let r = acc.average_into(old.into_values()).map(|p| (p, None)).map_err(RoundError::from);
+                // The sum goes before publishing allocates anything.
+                drop(acc);
+                r
+            }
+            Some((mechanism, count_sum)) => {
+                release::private_average(acc, old.into_values(), &mechanism, count_sum, expected)
+                    .map_err(RoundError::from)
+            }
+        }?;
+        let server_state = match server {
+            None => None,
+            Some((opt, mut state, model, dir)) => {
+                server_opt::step(&opt, &mut state, &model, &mut params)
+                    .map_err(|e| RoundError::Internal(format!("server optimizer: {e}")))?;
+                drop(model);
+                let sha = dir.write_server_state(&run, round, &state)?;
+                Some((state, sha))
+            }
+        };
+        Ok(Averaged { params, noised_count, server_state })
     });
     tokio::spawn(async move {
         let result = match work.await {
@@ -75,9 +111,9 @@ pub(in crate::round) fn start(
 pub(in crate::round) fn on_averaged(
     a: &mut Aggregating,
     core: &mut RunCore,
-    result: Result<(Vec<f32>, Option<f64>), RoundError>,
+    result: Result<Averaged, RoundError>,
 ) -> Transition {
-    let (params, noised_count) = match result {
+    let Averaged { params, noised_count, server_state } = match result {
         Ok(r) => r,
         Err(e) => return Transition::fail(format!("aggregation failed: {e}")),
     };
@@ -105,5 +141,5 @@ pub(in crate::round) fn on_averaged(
         metrics: a.metrics,
         fold_seconds: a.fold_seconds,
     });
-    publishing::start(core, params, contributors, a.metrics, std::mem::take(&mut a.regions), privacy)
+    publishing::start(core, params, contributors, a.metrics, std::mem::take(&mut a.regions), privacy, server_state)
 }

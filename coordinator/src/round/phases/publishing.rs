@@ -7,6 +7,7 @@ use super::super::run::{Internal, RunCore};
 use super::super::task::GlobalModel;
 use super::super::{RoundError, RunEventKind, TrainingMetrics};
 use super::{Phase, Transition, evaluating};
+use crate::aggregation::server_opt::ServerState;
 use crate::checkpoint::{Contributor, PrivacyProvenance, PublishRequest, Published};
 use crate::ids::{CheckpointId, RegionId, RoundNumber};
 use crate::store::{CheckpointRecord, RoundCompletion};
@@ -19,6 +20,8 @@ use tracing::{error, info};
 pub(in crate::round) struct Publishing {
     /// A private round's next clipping bound, applied once the round is committed.
     next_clip: Option<Option<f64>>,
+    /// A server optimizer's state after this round, the run's once the round is committed.
+    server_state: Option<ServerState>,
 }
 
 /// Starts writing the checkpoint; the result comes back as [`Internal::Published`].
@@ -29,6 +32,7 @@ pub(in crate::round) fn start(
     metrics: TrainingMetrics,
     regions: Vec<RegionId>,
     privacy: Option<(Option<f64>, PrivacyProvenance)>,
+    server_state: Option<(ServerState, String)>,
 ) -> Transition {
     let key = core.key.clone();
     let next_clip = privacy.as_ref().map(|(next, _)| *next);
@@ -43,6 +47,10 @@ pub(in crate::round) fn start(
         regions,
         privacy: privacy.map(|(_, p)| p),
         policy_sha256: core.env.settings.governance.snapshot().map(|p| p.sha256().to_string()),
+        server_state: match (&core.plan.strategy, &server_state) {
+            (crate::plan::Strategy::Server(opt), Some((_, sha))) => Some((opt.name(), sha.clone())),
+            _ => None,
+        },
     };
     let dir = core.env.checkpoints.clone();
     let tx = core.internal.clone();
@@ -58,7 +66,7 @@ pub(in crate::round) fn start(
         };
         let _ = tx.send(Internal::Published { key, result: Box::new(result) });
     });
-    Transition::to(Phase::Publishing(Publishing { next_clip }))
+    Transition::to(Phase::Publishing(Publishing { next_clip, server_state: server_state.map(|(s, _)| s) }))
 }
 
 /// Publishing → Done (or Evaluating): one store transaction, then the next step.
@@ -152,6 +160,9 @@ pub(in crate::round) async fn on_published(
         sha256: m.weights_sha256.clone(),
     });
     core.parent = Some(m.checkpoint_id.clone());
+    if let Some(state) = p.server_state.take() {
+        core.server_state = Some(state);
+    }
     let checkpoint = m.checkpoint_id.clone();
     core.global = Some(model);
     if evaluate {
