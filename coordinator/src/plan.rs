@@ -204,6 +204,13 @@ impl RunPlan {
         range("priority", f64::from(raw.priority), f64::from(MIN_PRIORITY), f64::from(MAX_PRIORITY))?;
         if let Some(p) = &raw.privacy {
             validate_privacy(p, raw.clients_per_round)?;
+            if raw.evaluation.every_rounds > 0 {
+                return Err(PlanError::Privacy(
+                    "federated evaluation would release clients' held-out results that the run's ε does not cover: \
+                     set evaluation.every_rounds = 0 and evaluate the published checkpoint outside the run"
+                        .into(),
+                ));
+            }
         }
         let seed = if raw.seed == 0 { rand::random::<u64>().max(1) } else { raw.seed };
         Ok(Self {

@@ -137,6 +137,11 @@ pub struct PrivacyProvenance {
     /// The largest ε over the scopes, and its δ.
     pub epsilon: f64,
     pub delta: f64,
+    /// Contributors, their sample counts and the round's training metrics are left out of
+    /// this manifest and the run's events (not covered by the ε above); the regions keep
+    /// their contributor counts.
+    #[serde(default)]
+    pub metrics_withheld: bool,
     /// Where the noise was drawn and charged when not by the publishing coordinator:
     /// `regional` at a global coordinator, whose regions each noised their own sum with the
     /// mechanism above (`noise_std` is each region's) and reported their scopes' ε.
@@ -289,11 +294,16 @@ impl CheckpointDir {
         meta.insert("weights_sha256".to_string(), weights_sha256.clone());
         let file = encode_safetensors(&layout, params, meta)?;
         let file_sha256 = hex::encode(Sha256::digest(&file));
+        // A private run's manifest names no contributor and withholds sample counts and
+        // training metrics: its ε covers the weights only (see `round::disclosure`).
+        let private = req.privacy.is_some();
         let mut regions = BTreeMap::<RegionId, RegionContribution>::new();
         for c in &req.contributors {
             let e = regions.entry(c.region.clone()).or_insert(RegionContribution { clients: 0, samples: 0 });
             e.clients += c.clients;
-            e.samples += c.samples;
+            if !private {
+                e.samples += c.samples;
+            }
         }
         let manifest = Manifest {
             format: MANIFEST_FORMAT.into(),
@@ -308,10 +318,10 @@ impl CheckpointDir {
                 if req.privacy.is_some() { "dp_" } else { "" },
                 req.server_state.as_ref().map_or("fed_avg", |(name, _)| name)
             ),
-            contributors: req.contributors.clone(),
-            total_samples: req.contributors.iter().map(|c| c.samples).sum(),
+            contributors: if private { Vec::new() } else { req.contributors.clone() },
+            total_samples: if private { 0 } else { req.contributors.iter().map(|c| c.samples).sum() },
             regions,
-            metrics: req.metrics,
+            metrics: if private { TrainingMetrics::default() } else { req.metrics },
             weights_file: WEIGHTS_FILE.into(),
             weights_sha256,
             file_sha256,

@@ -93,6 +93,7 @@ pub fn provenance(
         epsilon: worst.map_or(0.0, |w| w.epsilon),
         delta: worst.map_or(0.0, |w| w.delta),
         scopes,
+        metrics_withheld: true,
         noised_by: None,
     }
 }

@@ -28,7 +28,7 @@ pub async fn view(store: &dyn Store, run: &RunId, live_phase: Option<(u32, Phase
     let record = store.get_run(run).await?.ok_or_else(|| RoundError::RunNotFound(run.clone()))?;
     let rounds = store.list_rounds(run).await?;
     let evaluations = store.list_evaluations(run).await?;
-    Ok(RunView { record, rounds, evaluations, live_phase })
+    Ok(super::disclosure::view(RunView { record, rounds, evaluations, live_phase }))
 }
 
 /// The run's events so far, in the order they were emitted live, and whether it ended.
@@ -110,6 +110,7 @@ pub async fn replay(store: &dyn Store, run: &RunId) -> Result<(Vec<RunEvent>, bo
             RunEventKind::RunFinished { state: record.state, reason: record.failure },
         ));
     }
+    let history = history.into_iter().filter_map(|e| super::disclosure::event(&record.plan, e)).collect();
     Ok((history, ended))
 }
 

@@ -36,6 +36,7 @@
 //! round is lost or repeated.
 
 mod activation;
+mod disclosure;
 mod engine;
 mod fleet;
 mod history;

@@ -134,9 +134,14 @@ pub(super) struct RunCore {
 const CLOSED_TASKS_MAX: usize = 100_000;
 
 impl RunCore {
+    /// Publishes an event to the run's watchers, as much of it as the run may disclose
+    /// (see [`super::disclosure`]).
     pub fn emit(&self, kind: RunEventKind) {
-        // No receiver is fine: nobody is watching.
-        let _ = self.env.events.send(RunEvent { run: self.id.clone(), round: self.key.round, kind });
+        let event = RunEvent { run: self.id.clone(), round: self.key.round, kind };
+        if let Some(event) = super::disclosure::event(&self.plan, event) {
+            // No receiver is fine: nobody is watching.
+            let _ = self.env.events.send(event);
+        }
     }
 
     pub fn post(&self, msg: FleetMsg) {
@@ -256,7 +261,8 @@ impl RunActor {
         // Every round is committed but the final evaluation is owed (a restart cut it short,
         // or a regional aggregator's evaluation run): evaluate the last checkpoint.
         let phase = match (evaluate_final, core.parent.clone()) {
-            (true, Some(checkpoint)) => super::phases::evaluating::enter(&mut core, checkpoint, true),
+            // Patient: after a restart the clients are still reconnecting.
+            (true, Some(checkpoint)) => super::phases::evaluating::enter(&mut core, checkpoint, true, true),
             _ => selecting::enter(&core),
         };
         Self { core, phase, ended: false }

@@ -319,14 +319,8 @@ async fn poisson_sampling_samples_and_adaptive_clipping_moves_c() -> anyhow::Res
     let run = control.submit(&p).await?;
     let status = wait_for_end(&cluster, &run, Duration::from_secs(90)).await?;
     assert_succeeded(&status);
-    let history: Vec<_> = control.watch(&run).await?.collect::<Vec<_>>().await;
-    let selected: Vec<usize> = history
-        .iter()
-        .filter_map(|e| match e {
-            Ok(WatchEvent::Selected { clients, .. }) => Some(clients.len()),
-            _ => None,
-        })
-        .collect();
+    // A private run's events name no client; its rounds still count them.
+    let selected: Vec<usize> = status.rounds.iter().map(|r| r.selected as usize).collect();
     assert_eq!(selected.len(), rounds as usize);
     // 6 rounds × 24 clients × q = 0.5: 72 expected, sd ≈ 6; and not a fixed count.
     let total: usize = selected.iter().sum();
@@ -375,6 +369,68 @@ async fn local_dp_clients_noise_their_own_updates() -> anyhow::Result<()> {
     assert!(parts.iter().all(|p| p.status == ParticipationStatus::Reported), "{parts:#?}");
     let weights = read_weights(&pulled.weights, &manifest)?;
     assert!(weights.iter().all(|v| v.is_finite()));
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// A private run discloses what its ε covers and round-level counts, nothing per client:
+/// no client id and no per-client metric in the live or replayed event stream, in `run show`
+/// or in the published manifest; and it may not evaluate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_run_discloses_no_client_and_no_per_client_metric() -> anyhow::Result<()> {
+    let specs: Vec<_> = (0..4).map(|i| blob_client(i, ["eu", "us"][i % 2], 10, 3, 200)).collect();
+    let ids: Vec<String> = specs.iter().map(|s| s.id.clone()).collect();
+    let cluster = Cluster::builder().clients(specs).privacy_budget(budget(100.0)).start().await?;
+    let mut control = cluster.control().await?;
+    let mut evaluating = dp_plan(2, 4, central(1.0, 0.5, 4));
+    evaluating.evaluation.every_rounds = 1;
+    let (code, message) = rpc(control.submit(&evaluating).await.unwrap_err());
+    assert_eq!(code, Code::InvalidArgument);
+    assert!(message.contains("federated evaluation"), "{message}");
+
+    let run = control.submit(&dp_plan(2, 4, central(1.0, 0.5, 4))).await?;
+    let mut live = Vec::new();
+    let mut stream = control.watch(&run).await?;
+    while let Some(e) = stream.next().await {
+        let e = e?;
+        let end = matches!(e, WatchEvent::RunFinished { .. });
+        live.push(e);
+        if end {
+            break;
+        }
+    }
+    drop(stream);
+    let replayed: Vec<WatchEvent> = control.watch(&run).await?.collect::<Result<Vec<_>, _>>().await?;
+    let status = control.get(&run).await?;
+    assert_eq!(status.state, RunState::Succeeded);
+    let dir = tempfile::tempdir()?;
+    let pulled = control.pull_checkpoint(status.published_checkpoint.as_ref().expect("published"), dir.path()).await?;
+    let manifest_text = std::fs::read_to_string(pulled.weights.with_file_name("manifest.json"))?;
+    let manifest = read_manifest(&pulled.weights)?;
+
+    let shown = format!("{live:?} {replayed:?} {status:?} {manifest_text}");
+    for id in &ids {
+        assert!(!shown.contains(id.as_str()), "client {id} is disclosed: {shown}");
+    }
+    for events in [&live, &replayed] {
+        assert!(events.iter().any(|e| matches!(e, WatchEvent::Published { .. })), "{events:?}");
+        for e in events {
+            match e {
+                WatchEvent::UpdateReceived { .. } | WatchEvent::Evaluated { .. } => panic!("disclosed: {e:?}"),
+                WatchEvent::Aggregated { clients, samples, metrics, .. } => {
+                    assert_eq!((*clients, *samples, *metrics), (4, 0, Default::default()), "{e:?}");
+                }
+                WatchEvent::Selected { clients, .. } => assert!(clients.is_empty(), "{e:?}"),
+                _ => {}
+            }
+        }
+    }
+    for r in &status.rounds {
+        assert_eq!((r.reported, r.samples, r.metrics), (4, 0, None), "{r:?}");
+    }
+    assert!(manifest.contributors.is_empty() && manifest.total_samples == 0, "{manifest_text}");
+    assert_eq!(manifest.regions.values().map(|r| (r.clients, r.samples)).collect::<Vec<_>>(), [(2, 0), (2, 0)]);
+    assert!(manifest.privacy.expect("privacy block").metrics_withheld);
     cluster.shutdown().await;
     Ok(())
 }

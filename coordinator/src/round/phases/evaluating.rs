@@ -52,8 +52,10 @@ impl Evaluating {
     }
 }
 
-/// Asks the scheduler for evaluators.
-pub(in crate::round) fn enter(core: &mut RunCore, checkpoint: CheckpointId, final_round: bool) -> Phase {
+/// Asks the scheduler for evaluators. Right after a round its clients are online, so with
+/// none eligible the evaluation is skipped at once; a `patient` evaluation (one a restart
+/// resumes, while clients reconnect) waits for one until the deadline.
+pub(in crate::round) fn enter(core: &mut RunCore, checkpoint: CheckpointId, final_round: bool, patient: bool) -> Phase {
     core.deadline = Instant::now() + core.plan.round_deadline;
     core.demand(Some(DemandSpec {
         round: core.key.round,
@@ -62,7 +64,7 @@ pub(in crate::round) fn enter(core: &mut RunCore, checkpoint: CheckpointId, fina
         relaxed: None,
         max: usize::MAX,
         deadline: core.deadline,
-        patient: false,
+        patient,
     }));
     Phase::Evaluating(Evaluating { checkpoint, final_round, stage: Stage::Waiting })
 }

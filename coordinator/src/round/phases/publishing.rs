@@ -22,6 +22,8 @@ pub(in crate::round) struct Publishing {
     next_clip: Option<Option<f64>>,
     /// A server optimizer's state after this round, the run's once the round is committed.
     server_state: Option<ServerState>,
+    /// Updates aggregated (a private run's manifest does not list them).
+    reported: u32,
 }
 
 /// Starts writing the checkpoint; the result comes back as [`Internal::Published`].
@@ -36,6 +38,7 @@ pub(in crate::round) fn start(
 ) -> Transition {
     let key = core.key.clone();
     let next_clip = privacy.as_ref().map(|(next, _)| *next);
+    let reported = contributors.len() as u32;
     let req = PublishRequest {
         id: CheckpointId::for_round(&key.run, RoundNumber(key.round)),
         run: key.run.clone(),
@@ -66,7 +69,7 @@ pub(in crate::round) fn start(
         };
         let _ = tx.send(Internal::Published { key, result: Box::new(result) });
     });
-    Transition::to(Phase::Publishing(Publishing { next_clip, server_state: server_state.map(|(s, _)| s) }))
+    Transition::to(Phase::Publishing(Publishing { next_clip, server_state: server_state.map(|(s, _)| s), reported }))
 }
 
 /// Publishing → Done (or Evaluating): one store transaction, then the next step.
@@ -128,7 +131,7 @@ pub(in crate::round) async fn on_published(
         run: key.run.clone(),
         round: key.round,
         attempt: key.attempt,
-        reported: m.contributors.len() as u32,
+        reported: p.reported,
         samples: m.total_samples,
         metrics: m.metrics,
         checkpoint,
@@ -166,7 +169,7 @@ pub(in crate::round) async fn on_published(
     let checkpoint = m.checkpoint_id.clone();
     core.global = Some(model);
     if evaluate {
-        Transition::to(evaluating::enter(core, checkpoint, final_round))
+        Transition::to(evaluating::enter(core, checkpoint, final_round, false))
     } else {
         Transition::to(Phase::Done { final_round })
     }
