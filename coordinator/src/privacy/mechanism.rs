@@ -14,6 +14,16 @@
 //! Local DP: each client clips and adds the same lattice noise to its own update; the
 //! coordinator only averages. Its cost is the same ρ per round, without any amplification
 //! by sampling (the coordinator sees which clients took part).
+//!
+//! What a lying client can steer: under central DP the coordinator measures every update's
+//! norm itself and refuses (or re-clips) one over C, so no client moves the sum by more than
+//! C whatever it claims. The one number it reports that steers the mechanism is its norm
+//! before clipping (`UpdateTrailer.update_norm`, checked finite and ≥ 0 at the edge), which
+//! only sets its bit in adaptive clipping's count query: one vote of ±1, the query's
+//! sensitivity, noised like every other vote. A coalition of k liars can move the noised
+//! count by at most 2k, so C by a factor of at most exp(η·k/m) per round, and never the
+//! privacy guarantee, which holds for any C. Under local DP the clients add the noise, and a
+//! client that skips it weakens only its own protection.
 
 use super::PrivacyError;
 use super::accountant::{self, Accountant, RoundCost};
