@@ -37,6 +37,24 @@ struct Target {
 }
 
 impl Target {
+    /// The trusted checkpoint signing keys: `--trust`, else the identity directory's.
+    fn trust(&self, explicit: Option<&PathBuf>) -> Result<fedra_pki::signing::TrustedKeys, Failure> {
+        let path = match (explicit, &self.tls_dir) {
+            (Some(p), _) => p.clone(),
+            (None, Some(dir)) if dir.join(fedra_pki::signing::TRUST_FILE).exists() => {
+                dir.join(fedra_pki::signing::TRUST_FILE)
+            }
+            _ => {
+                return Err(Failure(
+                    "no trusted checkpoint signing key: pass --trust FILE (the deployment's checkpoint-signing.pub)"
+                        .into(),
+                    64,
+                ));
+            }
+        };
+        fedra_pki::signing::TrustedKeys::load(&path).map_err(|e| Failure(e.to_string(), 64))
+    }
+
     async fn connect(&self) -> Result<ControlClient, Failure> {
         let tls = if self.insecure {
             fedra_pki::ClientTls::Insecure
@@ -75,6 +93,12 @@ enum Command {
     /// The audit log: list (or export as JSON lines) and verify its hash chain.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The regional model registry: what serves where, promotion, rollback, history.
+    #[command(subcommand)]
+    Model(crate::registry::ModelCommand),
+    /// Inference nodes' drift and live statistics (exit 2 when any node reports drift).
+    #[command(subcommand)]
+    Drift(crate::registry::DriftCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -149,11 +173,25 @@ enum CheckpointCommand {
         #[arg(long)]
         run: Option<String>,
     },
-    /// Download a checkpoint (model.safetensors + manifest.json) into a directory.
+    /// Download a checkpoint (model.safetensors, manifest.json, manifest.sig and its drift
+    /// reference) into a directory, after verifying its signature and digests.
     Pull {
         checkpoint_id: String,
         #[arg(short = 'o', long = "out")]
         out: PathBuf,
+        /// Trusted signing keys (default: checkpoint-signing.pub in --tls-dir).
+        #[arg(long, env = "FEDRA_TRUST")]
+        trust: Option<PathBuf>,
+    },
+    /// Verify a checkpoint's signature, file digests and parent chain back to its run's
+    /// start: a directory (offline, its ancestors among its sibling directories) or an id
+    /// (through the coordinator). Exit 1 naming the first mismatch.
+    Verify {
+        /// A checkpoint directory or a checkpoint id.
+        target: String,
+        /// Trusted signing keys (default: checkpoint-signing.pub in --tls-dir).
+        #[arg(long, env = "FEDRA_TRUST")]
+        trust: Option<PathBuf>,
     },
 }
 
@@ -338,8 +376,35 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Checkpoint(CheckpointCommand::Pull { checkpoint_id, out }) => {
-            let mut client = target.connect().await?;
+        Command::Checkpoint(CheckpointCommand::Verify { target: what, trust }) => {
+            let trust = target.trust(trust.as_ref())?;
+            let path = std::path::Path::new(&what);
+            let chain = if path.is_dir() {
+                crate::verify::verify_dir(path, &trust).map_err(|e| Failure(e, 1))?
+            } else {
+                crate::verify::verify_remote(&mut target.connect().await?, &what, &trust).await?
+            };
+            let head = &chain[0];
+            println!(
+                "ok: {} (run {} round {}) and {} ancestor(s): signatures, weights and parameters match",
+                head.checkpoint_id,
+                head.run_id,
+                head.round,
+                chain.len() - 1
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Model(cmd) => {
+            crate::registry::run_model(&mut target.connect().await?, cmd).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Drift(cmd) => {
+            let drifted = crate::registry::run_drift(&mut target.connect().await?, cmd).await?;
+            Ok(if drifted { ExitCode::from(2) } else { ExitCode::SUCCESS })
+        }
+        Command::Checkpoint(CheckpointCommand::Pull { checkpoint_id, out, trust }) => {
+            let trust = target.trust(trust.as_ref())?;
+            let mut client = target.connect().await?.trusting(trust);
             let pulled = client.pull_checkpoint(&checkpoint_id, &out).await?;
             println!("{}", pulled.weights.display());
             println!("{}", pulled.manifest.display());

@@ -5,7 +5,6 @@
 use crate::convert::{self, WireError};
 use crate::plan_file::PlanFile;
 use crate::status::{CheckpointSummary, RunStatus, ScopeSummary, WatchEvent};
-use fedra_proto::chunking::sha256_bytes_hex;
 use fedra_proto::pb;
 use fedra_proto::pb::checkpoint_service_client::CheckpointServiceClient;
 use fedra_proto::pb::governance_service_client::GovernanceServiceClient;
@@ -29,6 +28,9 @@ pub enum ControlError {
     Wire(#[from] WireError),
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
+    /// A checkpoint failed verification, or there is nothing to verify it against.
+    #[error("{0}")]
+    Untrusted(String),
 }
 
 impl From<tonic::Status> for ControlError {
@@ -41,9 +43,11 @@ impl From<tonic::Status> for ControlError {
 #[derive(Clone)]
 pub struct ControlClient {
     runs: RunServiceClient<Channel>,
-    checkpoints: CheckpointServiceClient<Channel>,
+    pub(crate) checkpoints: CheckpointServiceClient<Channel>,
     privacy: PrivacyServiceClient<Channel>,
     governance: GovernanceServiceClient<Channel>,
+    /// The checkpoint signing keys pulls are verified against (see [`Self::trusting`]).
+    pub(crate) trust: Option<fedra_pki::signing::TrustedKeys>,
 }
 
 /// A pulled checkpoint on local disk.
@@ -73,7 +77,16 @@ impl ControlClient {
             privacy: PrivacyServiceClient::new(channel.clone()),
             governance: GovernanceServiceClient::new(channel.clone()),
             checkpoints: CheckpointServiceClient::new(channel),
+            trust: None,
         })
+    }
+
+    /// Verifies pulled checkpoints against these keys (the deployment's
+    /// `checkpoint-signing.pub`). Without them, [`Self::pull_checkpoint`] refuses.
+    #[must_use]
+    pub fn trusting(mut self, trust: fedra_pki::signing::TrustedKeys) -> Self {
+        self.trust = Some(trust);
+        self
     }
 
     /// Where each privacy scope stands, optionally filtered by model and region.
@@ -211,22 +224,23 @@ impl ControlClient {
         Ok(resp.into_inner().checkpoints.into_iter().map(convert::checkpoint_from_pb).collect())
     }
 
-    /// Downloads a checkpoint into `dir` as `model.safetensors` + `manifest.json`, verifying
-    /// the file digest recorded in the manifest. Writes to temporary names first, so a
-    /// failed pull leaves no file that looks complete.
+    /// Downloads `region`'s copy of a checkpoint (`None`: the coordinator's choice): its
+    /// info (with manifest, signature and drift reference) and the weights file's bytes.
     ///
     /// # Errors
-    /// Unknown checkpoint, transport failure, digest mismatch or I/O errors.
-    pub async fn pull_checkpoint(&mut self, id: &str, dir: &Path) -> Result<PulledCheckpoint, ControlError> {
-        let mut stream = self
-            .checkpoints
-            .fetch_checkpoint(pb::FetchCheckpointRequest { checkpoint_id: id.to_string() })
-            .await?
-            .into_inner();
+    /// Unknown checkpoint, refusal, or a malformed stream.
+    pub async fn fetch_checkpoint(
+        &mut self,
+        id: &str,
+        region: Option<&str>,
+    ) -> Result<(pb::CheckpointInfo, Vec<u8>), ControlError> {
+        let req = pb::FetchCheckpointRequest {
+            checkpoint_id: id.to_string(),
+            region: region.unwrap_or_default().to_string(),
+        };
+        let mut stream = self.checkpoints.fetch_checkpoint(req).await?.into_inner();
         let info = match stream.message().await? {
-            Some(pb::CheckpointPart { part: Some(pb::checkpoint_part::Part::Info(i)) }) => {
-                convert::checkpoint_from_pb(i)
-            }
+            Some(pb::CheckpointPart { part: Some(pb::checkpoint_part::Part::Info(i)) }) => i,
             _ => return Err(ControlError::Protocol("checkpoint stream did not start with its info".into())),
         };
         let mut bytes = Vec::new();
@@ -236,15 +250,33 @@ impl ControlClient {
                 _ => return Err(ControlError::Protocol("unexpected message in checkpoint stream".into())),
             }
         }
-        let manifest: serde_json::Value = serde_json::from_str(&info.manifest_json)
-            .map_err(|e| ControlError::Protocol(format!("manifest is not JSON: {e}")))?;
-        let recorded = manifest.get("file_sha256").and_then(|v| v.as_str()).unwrap_or_default();
-        let computed = sha256_bytes_hex(&bytes);
-        if recorded != computed {
-            return Err(ControlError::Protocol(format!(
-                "downloaded file sha256 {computed} differs from the manifest's {recorded}"
-            )));
-        }
+        Ok((info, bytes))
+    }
+
+    /// Downloads a checkpoint into `dir` as `model.safetensors`, `manifest.json`,
+    /// `manifest.sig` (and `reference.json` when the run released one), after verifying it
+    /// against the trusted keys: the manifest's signature, the weights' digests and the
+    /// reference's. Writes to temporary names first, so a refused or failed pull leaves no
+    /// file that looks complete.
+    ///
+    /// # Errors
+    /// [`ControlError::Untrusted`] without trusted keys or naming the first mismatch;
+    /// unknown checkpoint, transport failure or I/O errors.
+    pub async fn pull_checkpoint(&mut self, id: &str, dir: &Path) -> Result<PulledCheckpoint, ControlError> {
+        let Some(trust) = self.trust.clone() else {
+            return Err(ControlError::Untrusted(
+                "no trusted checkpoint signing key to verify against: pass --trust FILE (the deployment's checkpoint-signing.pub)".into(),
+            ));
+        };
+        let (info, bytes) = self.fetch_checkpoint(id, None).await?;
+        let bundle = fedra_pki::checkpoint::Bundle {
+            manifest: info.manifest_json.clone().into_bytes(),
+            signature: info.signature_json.clone().into_bytes(),
+            weights: bytes,
+        };
+        let view = fedra_pki::checkpoint::verify_bundle(id, &bundle, &trust)
+            .map_err(|e| ControlError::Untrusted(e.to_string()))?;
+        crate::verify::check_reference(&view, &info).map_err(ControlError::Untrusted)?;
         let io = |path: &Path| {
             let path = path.display().to_string();
             move |source| ControlError::Io { path, source }
@@ -252,11 +284,19 @@ impl ControlClient {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let weights = dir.join("model.safetensors");
         let manifest_path = dir.join("manifest.json");
-        for (path, data) in [(&weights, bytes.as_slice()), (&manifest_path, info.manifest_json.as_bytes())] {
+        let mut files = vec![
+            (weights.clone(), bundle.weights.as_slice()),
+            (manifest_path.clone(), bundle.manifest.as_slice()),
+            (dir.join(fedra_pki::signing::SIGNATURE_FILE), bundle.signature.as_slice()),
+        ];
+        if !info.reference_json.is_empty() {
+            files.push((dir.join("reference.json"), info.reference_json.as_bytes()));
+        }
+        for (path, data) in &files {
             let tmp = path.with_extension("part");
             std::fs::write(&tmp, data).map_err(io(&tmp))?;
             std::fs::rename(&tmp, path).map_err(io(path))?;
         }
-        Ok(PulledCheckpoint { info, weights, manifest: manifest_path })
+        Ok(PulledCheckpoint { info: convert::checkpoint_from_pb(info), weights, manifest: manifest_path })
     }
 }

@@ -49,6 +49,7 @@ pub fn plan_to_pb(p: &PlanFile) -> pb::RunPlan {
         evaluation: Some(pb::Evaluation { every_rounds: p.evaluation.every_rounds, clients: p.evaluation.clients }),
         privacy: p.privacy.as_ref().map(plan_wire::privacy_to_pb),
         priority: p.priority,
+        promotion: Some(plan_wire::promotion_to_pb(&p.promotion)),
     }
 }
 

@@ -6,7 +6,8 @@
 //! `fedra_types::plan` vocabulary); [`control`] is the gRPC control API; [`status`] holds
 //! what the coordinator reports, as this side sees it; [`convert`] is the only module that
 //! converts protobuf messages; [`commands`] is the CLI over [`control`]; [`policy`] is
-//! `fedra policy`, which works on local policy files only.
+//! `fedra policy`, which works on local policy files only; [`registry`] is `fedra model`
+//! and `fedra drift`; [`verify`] is `fedra checkpoint verify`.
 
 pub mod commands;
 pub mod control;
@@ -14,4 +15,6 @@ pub mod convert;
 pub mod pki;
 pub mod plan_file;
 pub mod policy;
+pub mod registry;
 pub mod status;
+pub mod verify;

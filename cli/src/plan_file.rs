@@ -164,6 +164,10 @@ pub struct PlanFile {
     /// higher goes first, equal priorities take turns. Default 0.
     #[serde(default)]
     pub priority: i32,
+    /// `[promotion]`: the gate the published checkpoint must pass in each region's model
+    /// registry, what passing makes it (none, canary, serving), and the canary rule.
+    #[serde(default)]
+    pub promotion: fedra_types::plan::PromotionPlan,
 }
 
 impl PlanFile {

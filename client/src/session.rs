@@ -327,6 +327,7 @@ impl Sidecar {
                 digest,
                 contributors: 1,
                 scopes: vec![],
+                reference: None,
             })),
         };
         let chunk_bytes =

@@ -9,6 +9,7 @@ use crate::config::{Config, Transport};
 use crate::governance::{Governance, PolicyReloader};
 use crate::grpc::upstream::Upstream;
 use crate::grpc::{CheckpointApi, FleetApi, Gate, GovernanceApi, PrivacyApi, RunApi, limits};
+use crate::registry::Registry;
 use crate::round::EngineSettings;
 use crate::round::{Engine, EngineHandle, RoundError};
 use crate::store::{SqliteStore, Store, StoreError};
@@ -39,6 +40,8 @@ pub enum LaunchError {
     Tls(#[from] fedra_pki::PkiError),
     #[error(transparent)]
     Policy(#[from] crate::governance::GovernanceError),
+    #[error("checkpoint signing key: {0}")]
+    SigningKey(String),
 }
 
 /// A running coordinator.
@@ -46,6 +49,9 @@ pub struct Coordinator {
     addr: SocketAddr,
     engine: EngineHandle,
     engine_task: JoinHandle<()>,
+    /// The model registry's task; it writes only between awaits of one transaction, which
+    /// an abort rolls back.
+    registry_task: JoinHandle<()>,
     server_task: JoinHandle<Result<(), tonic::transport::Error>>,
     stop: Option<oneshot::Sender<()>>,
     store: SqliteStore,
@@ -98,6 +104,9 @@ impl Coordinator {
             Some(policy) => Governance::load(policy.clone())?,
             None => Governance::disabled(),
         };
+        // Every manifest is signed; a provisioned key that is missing fails the start.
+        let signer = Arc::new(config.signing_key.load().map_err(|e| LaunchError::SigningKey(e.to_string()))?);
+        info!(key_id = signer.key_id(), "checkpoint manifests are signed");
         let sqlite = SqliteStore::open(&config.data_dir.join("fedra.db")).await?;
         let store: Arc<dyn Store> = Arc::new(sqlite.clone());
         if let Some(snapshot) = governance.snapshot() {
@@ -114,7 +123,11 @@ impl Coordinator {
         }
         let settings = EngineSettings { governance: governance.clone(), ..config.engine.clone() };
         let (engine, engine_task) =
-            Engine::start(Arc::clone(&store), CheckpointDir::new(&config.artifact_dir), settings.clone()).await?;
+            Engine::start(Arc::clone(&store), CheckpointDir::new(&config.artifact_dir, signer), settings.clone())
+                .await?;
+        let (registry, registry_task) = Registry::start(Arc::clone(&store), &engine)
+            .await
+            .map_err(|e| LaunchError::Round(RoundError::Internal(format!("model registry: {e}"))))?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| LaunchError::Bind { addr: config.listen, source })?;
@@ -181,6 +194,7 @@ impl Coordinator {
                     config.engine.chunk_bytes,
                     governance,
                     gate,
+                    registry,
                 ))
                 .max_decoding_message_size(limits::READ_MAX_MESSAGE_BYTES),
             );
@@ -209,7 +223,18 @@ impl Coordinator {
             }
             _ => None,
         };
-        Ok(Self { addr, engine, engine_task, server_task, stop: Some(stop), store: sqlite, tls, reloader, upstream })
+        Ok(Self {
+            addr,
+            engine,
+            engine_task,
+            server_task,
+            registry_task,
+            stop: Some(stop),
+            store: sqlite,
+            tls,
+            reloader,
+            upstream,
+        })
     }
 
     /// The participants online now and the clients behind them (a global coordinator's
@@ -245,6 +270,7 @@ impl Coordinator {
         }
         self.engine.shutdown().await;
         let _ = (&mut self.engine_task).await;
+        self.registry_task.abort();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -263,6 +289,7 @@ impl Coordinator {
         }
         self.engine_task.abort();
         self.server_task.abort();
+        self.registry_task.abort();
         let _ = (&mut self.engine_task).await;
         let _ = (&mut self.server_task).await;
         self.stop.take();

@@ -2,7 +2,7 @@
 //! updates in O(model) memory, and publishes regional checkpoints with provenance.
 //!
 //! Layers (folders): domain — [`round`], [`aggregation`], [`plan`], [`model`],
-//! [`checkpoint`]; persistence — [`store`] (the only module that speaks SQL); edge —
+//! [`checkpoint`], [`registry`]; persistence — [`store`] (the only module that speaks SQL); edge —
 //! [`grpc`] (the only module that sees protobuf types); [`config`] and [`launch`] wire them.
 
 pub mod aggregation;
@@ -17,6 +17,7 @@ pub mod launch;
 pub mod model;
 pub mod plan;
 pub mod privacy;
+pub mod registry;
 pub mod round;
 pub mod store;
 

@@ -14,8 +14,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 pub use fedra_types::plan::{
-    Clipping, DpMechanism, EvaluationPlan, LocalTraining, Optimizer, OverBound, PrivacyPlan, Sampling, ServerOptimizer,
-    Strategy,
+    Clipping, DpMechanism, EvaluationPlan, GateMetric, LocalTraining, Optimizer, OverBound, PrivacyPlan, PromoteTo,
+    PromotionPlan, Sampling, ServerOptimizer, Strategy,
 };
 
 /// Upper bounds that keep a typo from scheduling a year-long run.
@@ -139,6 +139,7 @@ pub struct RawPlan {
     pub privacy: Option<PrivacyPlan>,
     /// Scheduling priority (higher first), in `MIN_PRIORITY..=MAX_PRIORITY`.
     pub priority: i32,
+    pub promotion: PromotionPlan,
 }
 
 /// Scheduling priorities a plan may ask for.
@@ -168,6 +169,9 @@ pub struct RunPlan {
     /// equal priorities take turns. Default 0.
     #[serde(default)]
     pub priority: i32,
+    /// The promotion gate and canary rule for the published checkpoint (see `registry`).
+    #[serde(default)]
+    pub promotion: PromotionPlan,
 }
 
 fn range(field: &'static str, got: f64, min: f64, max: f64) -> Result<(), PlanError> {
@@ -176,6 +180,15 @@ fn range(field: &'static str, got: f64, min: f64, max: f64) -> Result<(), PlanEr
     } else {
         Err(PlanError::OutOfRange { field, min, max, got })
     }
+}
+
+fn validate_promotion(p: &PromotionPlan) -> Result<(), PlanError> {
+    range("promotion.tolerance", p.tolerance, 0.0, 1e6)?;
+    range("promotion.min_samples", p.min_samples as f64, 0.0, 1e15)?;
+    range("promotion.max_region_gap", p.max_region_gap, 0.0, 1.0)?;
+    range("promotion.canary_fraction", p.canary_fraction, 0.001, 0.999)?;
+    range("promotion.canary_min_requests", p.canary_min_requests as f64, 0.0, 1e12)?;
+    range("promotion.canary_max_error_rate", p.canary_max_error_rate, 0.0, 1.0)
 }
 
 impl RunPlan {
@@ -212,6 +225,7 @@ impl RunPlan {
                 ));
             }
         }
+        validate_promotion(&raw.promotion)?;
         let seed = if raw.seed == 0 { rand::random::<u64>().max(1) } else { raw.seed };
         Ok(Self {
             model: raw.model,
@@ -228,6 +242,7 @@ impl RunPlan {
             evaluation: raw.evaluation,
             privacy: raw.privacy,
             priority: raw.priority,
+            promotion: raw.promotion,
         })
     }
 
@@ -275,6 +290,7 @@ pub(crate) mod fixtures {
             evaluation: EvaluationPlan::default(),
             privacy: None,
             priority: 0,
+            promotion: Default::default(),
         }
     }
 }

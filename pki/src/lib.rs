@@ -12,15 +12,21 @@
 //! - [`peer`]: the certified identity of a connection's peer, read from its (already
 //!   verified) certificate.
 //!
+//! - [`signing`] and [`checkpoint`]: the Ed25519 key that signs checkpoint manifests, the
+//!   trusted public keys, and the verification every checkpoint consumer runs before use
+//!   (signature, file digests, parent chain).
+//!
 //! An *identity directory* holds `ca.pem` (the deployment's CA certificate), `cert.pem` and
 //! `key.pem`: what `fedra pki issue` writes and what every fedra binary takes as `--tls-dir`.
 
+pub mod checkpoint;
 pub mod client;
 pub mod files;
 pub mod peer;
 pub mod provision;
 pub mod revocation;
 pub mod server;
+pub mod signing;
 
 pub use client::ClientTls;
 pub use files::IdentityDir;

@@ -39,6 +39,14 @@ impl CaDir {
     pub fn crl(&self) -> PathBuf {
         self.dir.join("crl.pem")
     }
+    /// The deployment's checkpoint signing key (see [`crate::signing`]).
+    pub fn signing_key(&self) -> PathBuf {
+        self.dir.join(crate::signing::SIGNING_KEY_FILE)
+    }
+    /// The trusted checkpoint signing keys, copied into every identity directory.
+    pub fn trust(&self) -> PathBuf {
+        self.dir.join(crate::signing::TRUST_FILE)
+    }
     fn revoked(&self) -> PathBuf {
         self.dir.join("revoked.txt")
     }
@@ -99,6 +107,7 @@ pub fn init_ca(ca: &CaDir, name: &str, valid_for: Duration) -> Result<(), PkiErr
     write_public(&ca.cert(), &cert.pem())?;
     write_public(&ca.revoked(), "")?;
     write_public(&ca.issued(), "")?;
+    crate::signing::ManifestSigner::load_or_create(&ca.signing_key(), &ca.trust())?;
     write_crl(ca, &[])
 }
 
@@ -112,7 +121,10 @@ pub struct IssuedPem {
 }
 
 /// Issues a certificate for `req.identity` into the identity directory `out` (`cert.pem`,
-/// `key.pem` with mode 0600, and a copy of the CA certificate as `ca.pem`).
+/// `key.pem` with mode 0600, and a copy of the CA certificate as `ca.pem`), with the
+/// deployment's trusted checkpoint signing keys (`checkpoint-signing.pub`) and, for a
+/// coordinator, the signing key itself (mode 0600). A CA created before checkpoints were
+/// signed gets its signing key on the first issue.
 ///
 /// # Errors
 /// Missing CA, I/O or generation failure.
@@ -122,6 +134,11 @@ pub fn issue(ca: &CaDir, req: &IssueRequest, out: &IdentityDir) -> Result<Issued
     write_secret(&out.key(), &pem.key_pem)?;
     write_public(&out.cert(), &pem.cert_pem)?;
     write_public(&out.ca(), &pem.ca_pem)?;
+    crate::signing::ManifestSigner::load_or_create(&ca.signing_key(), &ca.trust())?;
+    write_public(&out.dir.join(crate::signing::TRUST_FILE), &read_text(&ca.trust())?)?;
+    if req.identity.role() == fedra_types::identity::Role::Coordinator {
+        write_secret(&out.dir.join(crate::signing::SIGNING_KEY_FILE), &read_text(&ca.signing_key())?)?;
+    }
     Ok(pem.issued)
 }
 

@@ -17,3 +17,4 @@ pub mod pb {
 pub mod chunking;
 pub mod model_wire;
 pub mod plan_wire;
+pub mod serving_wire;

@@ -4,8 +4,59 @@
 
 use crate::pb;
 use fedra_types::plan::{
-    Clipping, DpMechanism, LocalTraining, Optimizer, OverBound, PrivacyPlan, Sampling, ServerOptimizer, Strategy,
+    Clipping, DpMechanism, GateMetric, LocalTraining, Optimizer, OverBound, PrivacyPlan, PromoteTo, PromotionPlan,
+    Sampling, ServerOptimizer, Strategy,
 };
+
+/// A plan's `[promotion]` on the wire (enums as their plan-file names).
+pub fn promotion_to_pb(p: &PromotionPlan) -> pb::Promotion {
+    pb::Promotion {
+        promote_to: match p.promote_to {
+            PromoteTo::None => "none",
+            PromoteTo::Canary => "canary",
+            PromoteTo::Serving => "serving",
+        }
+        .into(),
+        metric: match p.metric {
+            GateMetric::Accuracy => "accuracy",
+            GateMetric::Loss => "loss",
+        }
+        .into(),
+        tolerance: p.tolerance,
+        min_samples: p.min_samples,
+        max_region_gap: p.max_region_gap,
+        canary_fraction: p.canary_fraction,
+        canary_min_requests: p.canary_min_requests,
+        canary_max_error_rate: p.canary_max_error_rate,
+    }
+}
+
+/// Reads `[promotion]` back; an unknown name is refused naming the field. Zero
+/// `canary_fraction` (an older sender) takes the default.
+pub fn promotion_from_pb(p: &pb::Promotion) -> Result<PromotionPlan, String> {
+    let promote_to = match p.promote_to.as_str() {
+        "" | "none" => PromoteTo::None,
+        "canary" => PromoteTo::Canary,
+        "serving" => PromoteTo::Serving,
+        other => return Err(format!("promotion.promote_to: {other:?} is not none, canary or serving")),
+    };
+    let metric = match p.metric.as_str() {
+        "" | "accuracy" => GateMetric::Accuracy,
+        "loss" => GateMetric::Loss,
+        other => return Err(format!("promotion.metric: {other:?} is not accuracy or loss")),
+    };
+    let defaults = PromotionPlan::default();
+    Ok(PromotionPlan {
+        promote_to,
+        metric,
+        tolerance: p.tolerance,
+        min_samples: p.min_samples,
+        max_region_gap: p.max_region_gap,
+        canary_fraction: if p.canary_fraction == 0.0 { defaults.canary_fraction } else { p.canary_fraction },
+        canary_min_requests: p.canary_min_requests,
+        canary_max_error_rate: p.canary_max_error_rate,
+    })
+}
 
 /// A plan's strategy as its wire enum and, for a server optimizer, its hyperparameters.
 pub fn strategy_to_pb(s: &Strategy) -> (pb::Strategy, Option<pb::ServerOptimizer>) {

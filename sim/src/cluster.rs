@@ -296,7 +296,7 @@ impl Cluster {
     /// # Errors
     /// Connection failure.
     pub async fn control_as(&self, identity: &Identity) -> Result<ControlClient> {
-        Ok(ControlClient::connect(&self.endpoint(), &self.pki.tls(identity)?).await?)
+        Ok(ControlClient::connect(&self.endpoint(), &self.pki.tls(identity)?).await?.trusting(self.pki.trust()?))
     }
 
     /// A raw `FleetService` connection certified as client `id` of `region` (for tests that

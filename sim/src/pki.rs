@@ -49,6 +49,14 @@ impl SimPki {
         IdentityDir::new(self.root.join("coordinator"))
     }
 
+    /// The deployment's trusted checkpoint signing keys (what verifiers check manifests with).
+    ///
+    /// # Errors
+    /// A missing or malformed trust file.
+    pub fn trust(&self) -> Result<fedra_pki::signing::TrustedKeys> {
+        Ok(fedra_pki::signing::TrustedKeys::load(&self.ca.trust())?)
+    }
+
     /// The CA's revocation list, as the coordinator is configured to watch it.
     pub fn crl(&self) -> PathBuf {
         self.ca.crl()

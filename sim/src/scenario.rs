@@ -225,6 +225,7 @@ impl Scenario {
             evaluation: self.evaluation,
             privacy,
             priority: 0,
+            promotion: Default::default(),
         }
     }
 

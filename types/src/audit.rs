@@ -58,10 +58,13 @@ pub enum AuditAction {
     CheckpointPromoted,
     /// A checkpoint was rolled back.
     CheckpointRolledBack,
+    /// A run's published checkpoint entered a region's model registry as a candidate, with
+    /// the promotion gate's verdict there.
+    CheckpointGated,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 18] = [
+    pub const ALL: [AuditAction; 19] = [
         AuditAction::RunSubmitted,
         AuditAction::RunAdmitted,
         AuditAction::RunRefused,
@@ -80,6 +83,7 @@ impl AuditAction {
         AuditAction::PublicationWithheld,
         AuditAction::CheckpointPromoted,
         AuditAction::CheckpointRolledBack,
+        AuditAction::CheckpointGated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -102,6 +106,7 @@ impl AuditAction {
             AuditAction::PublicationWithheld => "publication_withheld",
             AuditAction::CheckpointPromoted => "checkpoint_promoted",
             AuditAction::CheckpointRolledBack => "checkpoint_rolled_back",
+            AuditAction::CheckpointGated => "checkpoint_gated",
         }
     }
 }

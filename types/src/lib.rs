@@ -15,6 +15,7 @@
 //!   evaluation, differential privacy).
 //! - [`metrics`]: [`metrics::TrainingMetrics`], what a client reports about local training.
 //! - [`run`]: [`run::RunState`], a run's lifecycle.
+//! - [`serving`]: what an inference node reports about the checkpoints it serves.
 //! - [`task`]: what a task asks of a client ([`task::TaskKind`], [`task::PrivacyTask`]).
 
 pub mod audit;
@@ -24,4 +25,5 @@ pub mod metrics;
 pub mod model;
 pub mod plan;
 pub mod run;
+pub mod serving;
 pub mod task;

@@ -202,6 +202,64 @@ impl EvaluationPlan {
     }
 }
 
+/// What a passing candidate becomes in a region's model registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromoteTo {
+    /// It stays a candidate until an approver promotes it.
+    #[default]
+    None,
+    Canary,
+    Serving,
+}
+
+/// The metric a promotion gate compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateMetric {
+    /// Held-out accuracy: higher is better.
+    #[default]
+    Accuracy,
+    /// Held-out loss: lower is better.
+    Loss,
+}
+
+/// The plan file's `[promotion]`: the gate a run's published checkpoint must pass in each
+/// region before it serves there, and the canary rule.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromotionPlan {
+    pub promote_to: PromoteTo,
+    pub metric: GateMetric,
+    /// How much worse than the region's serving checkpoint the candidate may be.
+    pub tolerance: f64,
+    /// Evaluation samples the candidate needs in a region.
+    pub min_samples: u64,
+    /// Largest allowed gap between the best and worst region's accuracy; 0: no bound.
+    pub max_region_gap: f64,
+    /// A canary's share of requests, in (0, 1).
+    pub canary_fraction: f64,
+    /// Canary requests after which the rule decides; 0: by command only.
+    pub canary_min_requests: u64,
+    /// The canary's error rate above which the rule rolls it back.
+    pub canary_max_error_rate: f64,
+}
+
+impl Default for PromotionPlan {
+    fn default() -> Self {
+        Self {
+            promote_to: PromoteTo::None,
+            metric: GateMetric::Accuracy,
+            tolerance: 0.0,
+            min_samples: 1,
+            max_region_gap: 0.0,
+            canary_fraction: 0.1,
+            canary_min_requests: 0,
+            canary_max_error_rate: 0.0,
+        }
+    }
+}
+
 /// Who adds the noise of a differentially private run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,10 +1,17 @@
 //! Checkpoints: the aggregated model of each completed round, written as safetensors plus
-//! a JSON provenance manifest, into an artifact directory laid out by region:
+//! a JSON provenance manifest and its signature, into an artifact directory laid out by
+//! region:
 //!
 //! ```text
 //! <artifacts>/<region>/<model name>/<run id>/round-0003/model.safetensors
 //!                                                      /manifest.json
+//!                                                      /manifest.sig
 //! ```
+//!
+//! Every manifest is signed with the coordinator's Ed25519 key ([`fedra_pki::signing`]):
+//! `manifest.sig` beside it covers the manifest's exact bytes, and the manifest carries the
+//! weights' digests, so a verifier holding the deployment's trusted keys can tell a
+//! checkpoint this deployment published from anything else (`fedra checkpoint verify`).
 //!
 //! Each target region gets its own copy, so that a regional inference node only ever reads
 //! its own region's tree. Files are written to a temporary name and renamed, so a crash
@@ -25,11 +32,16 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use fedra_pki::signing::{ManifestSigner, SIGNATURE_FILE};
 
 /// Manifest format identifier; bump when fields change meaning.
 pub const MANIFEST_FORMAT: &str = "fedra.checkpoint.v1";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const MANIFEST_FILE: &str = "manifest.json";
+/// The drift reference beside a region's copy (see `fedra_types::drift`).
+pub const REFERENCE_FILE: &str = "reference.json";
 
 /// Writing or reading a checkpoint failed.
 #[derive(Debug, thiserror::Error)]
@@ -180,13 +192,16 @@ pub struct PublishRequest {
 pub struct Published {
     pub manifest: Manifest,
     pub manifest_json: String,
+    /// `manifest.sig`: the coordinator's signature over `manifest_json`'s bytes.
+    pub signature_json: String,
     pub locations: Vec<(RegionId, PathBuf)>,
 }
 
-/// Writes and reads checkpoints under one artifact root.
+/// Writes and reads checkpoints under one artifact root, signing every manifest it writes.
 #[derive(Debug, Clone)]
 pub struct CheckpointDir {
     root: PathBuf,
+    signer: Arc<ManifestSigner>,
 }
 
 /// Encodes `params` as a safetensors file with one tensor per layout entry.
@@ -266,8 +281,18 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
 }
 
 impl CheckpointDir {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+    pub fn new(root: impl Into<PathBuf>, signer: Arc<ManifestSigner>) -> Self {
+        Self { root: root.into(), signer }
+    }
+
+    /// A directory signing with a fresh in-memory key (tests, benchmarks).
+    pub fn with_ephemeral_key(root: impl Into<PathBuf>) -> Self {
+        let (signer, _) = ManifestSigner::generate().expect("an Ed25519 key generates");
+        Self::new(root, Arc::new(signer))
+    }
+
+    pub fn signer(&self) -> &ManifestSigner {
+        &self.signer
     }
 
     pub fn root(&self) -> &Path {
@@ -333,6 +358,7 @@ impl CheckpointDir {
         };
         let manifest_json =
             serde_json::to_string_pretty(&manifest).map_err(|e| CheckpointError::Format(e.to_string()))?;
+        let signature_json = self.signer.sign_json(manifest_json.as_bytes());
         let mut locations = Vec::with_capacity(req.regions.len());
         for region in &req.regions {
             let dir = self.dir_for(region, req.model.name(), &req.run, req.round);
@@ -340,9 +366,10 @@ impl CheckpointDir {
             let weights = dir.join(WEIGHTS_FILE);
             write_atomic(&weights, &file)?;
             write_atomic(&dir.join(MANIFEST_FILE), manifest_json.as_bytes())?;
+            write_atomic(&dir.join(SIGNATURE_FILE), signature_json.as_bytes())?;
             locations.push((region.clone(), weights));
         }
-        Ok(Published { manifest, manifest_json, locations })
+        Ok(Published { manifest, manifest_json, signature_json, locations })
     }
 
     /// Reads a checkpoint's weights back, verifying the file digest recorded in its manifest.
@@ -371,7 +398,8 @@ mod tests {
     #[test]
     fn publish_and_load_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let cps = CheckpointDir::new(dir.path());
+        let cps = CheckpointDir::with_ephemeral_key(dir.path());
+        let trust = fedra_pki::signing::TrustedKeys::of(cps.signer());
         let model = ModelSpec::new("lr", Architecture::LogisticRegression { input_dim: 3, classes: 2 }).unwrap();
         let params: Vec<f32> = (0..8).map(|i| i as f32 * 0.25 - 1.0).collect();
         let run = RunId::generate();
@@ -413,6 +441,14 @@ mod tests {
             let m: Manifest =
                 serde_json::from_str(&std::fs::read_to_string(path.with_file_name(MANIFEST_FILE)).unwrap()).unwrap();
             assert_eq!(m, p.manifest);
+            let bundle = fedra_pki::checkpoint::Bundle {
+                manifest: std::fs::read(path.with_file_name(MANIFEST_FILE)).unwrap(),
+                signature: std::fs::read(path.with_file_name(SIGNATURE_FILE)).unwrap(),
+                weights: std::fs::read(path).unwrap(),
+            };
+            let view =
+                fedra_pki::checkpoint::verify_bundle(p.manifest.checkpoint_id.as_str(), &bundle, &trust).unwrap();
+            assert_eq!(view.weights_sha256, p.manifest.weights_sha256);
         }
         // A flipped byte is caught by the digest.
         let path = &p.locations[0].1;

@@ -93,7 +93,7 @@ mod tests {
     #[test]
     fn state_round_trips_and_a_changed_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let cps = CheckpointDir::new(dir.path());
+        let cps = CheckpointDir::with_ephemeral_key(dir.path());
         let run = RunId::generate();
         let opt = ServerOptimizer::FedAdam { server_learning_rate: 0.1, beta1: 0.9, beta2: 0.99, tau: 1e-3 };
         let state = ServerState { m: vec![0.5, -1.25, 3.0], v: vec![1e-6, 2.0, 0.25] };

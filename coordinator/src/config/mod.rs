@@ -64,6 +64,10 @@ pub struct RawConfig {
     pub role: Option<String>,
     /// `[upstream]`: a regional aggregator's global coordinator.
     pub upstream: Option<topology::RawUpstream>,
+    /// The Ed25519 key that signs checkpoint manifests (`checkpoint-signing.key`). Default:
+    /// the one `fedra pki issue --role coordinator` put in the identity directory, else one
+    /// created in `data_dir` on first start (its public half beside it).
+    pub signing_key: Option<PathBuf>,
     /// Plain-text gRPC without identities. Only from the `--insecure` flag, never from a
     /// file or the environment, and refused unless `listen` is a loopback address.
     #[serde(skip)]
@@ -150,6 +154,7 @@ impl RawConfig {
         self.listen = var("FEDRA_LISTEN")?.or(self.listen);
         self.data_dir = var("FEDRA_DATA_DIR")?.or(self.data_dir);
         self.artifact_dir = var("FEDRA_ARTIFACT_DIR")?.or(self.artifact_dir);
+        self.signing_key = var("FEDRA_SIGNING_KEY")?.or(self.signing_key);
         self.chunk_bytes = var("FEDRA_CHUNK_BYTES")?.or(self.chunk_bytes);
         self.max_concurrent_uploads = var("FEDRA_MAX_CONCURRENT_UPLOADS")?.or(self.max_concurrent_uploads);
         self.staging_budget_bytes = var("FEDRA_STAGING_BUDGET_BYTES")?.or(self.staging_budget_bytes);
@@ -178,6 +183,7 @@ impl RawConfig {
         self.listen = other.listen.or(self.listen);
         self.data_dir = other.data_dir.or(self.data_dir);
         self.artifact_dir = other.artifact_dir.or(self.artifact_dir);
+        self.signing_key = other.signing_key.or(self.signing_key);
         self.chunk_bytes = other.chunk_bytes.or(self.chunk_bytes);
         self.max_concurrent_uploads = other.max_concurrent_uploads.or(self.max_concurrent_uploads);
         self.staging_budget_bytes = other.staging_budget_bytes.or(self.staging_budget_bytes);
@@ -220,7 +226,53 @@ pub struct Config {
     pub policy: Option<crate::governance::PolicyConfig>,
     /// A regional aggregator's global coordinator (`engine.tier` says which tier this is).
     pub upstream: Option<topology::UpstreamConfig>,
+    /// Where the checkpoint signing key comes from.
+    pub signing_key: SigningKey,
     pub engine: EngineSettings,
+}
+
+/// Where the checkpoint signing key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SigningKey {
+    /// A provisioned key (`signing_key`, or the identity directory's): it must exist.
+    File(PathBuf),
+    /// The data directory's own key, created with its `.pub` on first start.
+    DataDir { key: PathBuf, public: PathBuf },
+}
+
+impl SigningKey {
+    /// Loads (or, for [`SigningKey::DataDir`], creates) the key.
+    ///
+    /// # Errors
+    /// A missing provisioned key, or one that is not an Ed25519 PKCS#8 PEM key.
+    pub fn load(&self) -> Result<fedra_pki::signing::ManifestSigner, fedra_pki::PkiError> {
+        match self {
+            Self::File(path) => fedra_pki::signing::ManifestSigner::load(path),
+            Self::DataDir { key, public } => {
+                if let Some(parent) = key.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|source| fedra_pki::PkiError::Io { path: parent.display().to_string(), source })?;
+                }
+                fedra_pki::signing::ManifestSigner::load_or_create(key, public)
+            }
+        }
+    }
+}
+
+fn signing_key(explicit: Option<PathBuf>, transport: &Transport, data_dir: &Path) -> SigningKey {
+    if let Some(path) = explicit {
+        return SigningKey::File(path);
+    }
+    if let Transport::Mutual { identity, .. } = transport {
+        let provisioned = identity.dir.join(fedra_pki::signing::SIGNING_KEY_FILE);
+        if provisioned.exists() {
+            return SigningKey::File(provisioned);
+        }
+    }
+    SigningKey::DataDir {
+        key: data_dir.join(fedra_pki::signing::SIGNING_KEY_FILE),
+        public: data_dir.join(fedra_pki::signing::TRUST_FILE),
+    }
 }
 
 fn seconds(key: &str, v: Option<f64>, default: f64) -> Result<Duration, ConfigError> {
@@ -335,7 +387,9 @@ impl Config {
             key: format!("privacy.budgets[{}].{}", e.index, e.field),
             message: e.message,
         })?;
+        let signing_key = signing_key(raw.signing_key, &transport, &data_dir);
         Ok(Self {
+            signing_key,
             listen,
             data_dir,
             artifact_dir,

@@ -40,10 +40,16 @@ pub enum Rpc {
     RejectRun,
     ApplyPolicy,
     ListAudit,
+    ListModels,
+    ModelHistory,
+    WatchServing,
+    PromoteModel,
+    RollbackModel,
+    ReportServing,
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 18] = [
+    pub const ALL: [Rpc; 24] = [
         Rpc::SubmitRun,
         Rpc::GetRun,
         Rpc::ListRuns,
@@ -62,6 +68,12 @@ impl Rpc {
         Rpc::RejectRun,
         Rpc::ApplyPolicy,
         Rpc::ListAudit,
+        Rpc::ListModels,
+        Rpc::ModelHistory,
+        Rpc::WatchServing,
+        Rpc::PromoteModel,
+        Rpc::RollbackModel,
+        Rpc::ReportServing,
     ];
 }
 
@@ -112,9 +124,22 @@ pub const fn access(role: Role, rpc: Rpc) -> Access {
             Scientist | Approver => Summary,
             _ => Denied,
         },
-        Rpc::ListCheckpoints | Rpc::FetchCheckpoint => match role {
-            Scientist | Compliance | Approver | Admin => Full,
+        Rpc::ListCheckpoints | Rpc::FetchCheckpoint | Rpc::ListModels | Rpc::ModelHistory | Rpc::WatchServing => {
+            match role {
+                Scientist | Compliance | Approver | Admin => Full,
+                Inference => Region,
+                _ => Denied,
+            }
+        }
+        // Changing what serves is an approval: never the scientist who trained it.
+        Rpc::PromoteModel | Rpc::RollbackModel => match role {
+            Approver | Admin => Full,
+            _ => Denied,
+        },
+        // An inference node reports its own region's live statistics.
+        Rpc::ReportServing => match role {
             Inference => Region,
+            Admin => Full,
             _ => Denied,
         },
         // The policy set's [roles] narrows these further (approve, read_audit).
@@ -267,7 +292,7 @@ mod tests {
     /// The whole matrix, as a reviewer reads it: one row per RPC, one column per role in
     /// [`Role::ALL`] order (client, coordinator, regional-aggregator, scientist, compliance,
     /// approver, inference, admin). `-` denied, `O` own, `R` region, `S` summary, `F` full.
-    const MATRIX: [(Rpc, &str); 18] = [
+    const MATRIX: [(Rpc, &str); 24] = [
         (Rpc::SubmitRun, "---F---F"),
         (Rpc::GetRun, "---OFF-F"),
         (Rpc::ListRuns, "---OFF-F"),
@@ -286,6 +311,12 @@ mod tests {
         (Rpc::RejectRun, "-----F-F"),
         (Rpc::ApplyPolicy, "-------F"),
         (Rpc::ListAudit, "----F--F"),
+        (Rpc::ListModels, "---FFFRF"),
+        (Rpc::ModelHistory, "---FFFRF"),
+        (Rpc::WatchServing, "---FFFRF"),
+        (Rpc::PromoteModel, "-----F-F"),
+        (Rpc::RollbackModel, "-----F-F"),
+        (Rpc::ReportServing, "------RF"),
     ];
 
     #[test]

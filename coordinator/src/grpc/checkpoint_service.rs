@@ -1,10 +1,12 @@
-//! `CheckpointService`: listing and downloading checkpoints. Read-only, so it reads the
-//! store directly instead of going through the round engine.
+//! `CheckpointService`: listing and downloading checkpoints (read-only, so from the store
+//! directly instead of through the round engine), and the model registry's RPCs
+//! (`registry_service`).
 
 use super::auth::{Access, Caller, Gate, Rpc};
 use super::{ApiError, convert};
 use crate::governance::Governance;
 use crate::ids::RegionId;
+use crate::registry::RegistryHandle;
 use crate::store::{CheckpointFilter, Store};
 use fedra_proto::pb;
 use fedra_proto::pb::checkpoint_service_server::CheckpointService;
@@ -21,10 +23,11 @@ pub struct CheckpointApi {
     chunk_bytes: usize,
     governance: Governance,
     gate: Gate,
+    registry: RegistryHandle,
 }
 
 /// The region an inference node is confined to, or `None` for callers who see every region.
-fn confined_region(caller: &Caller) -> Option<&RegionId> {
+pub(super) fn confined_region(caller: &Caller) -> Option<&RegionId> {
     match caller.access() {
         Access::Region => caller.identity().and_then(|i| i.region()),
         _ => None,
@@ -32,8 +35,22 @@ fn confined_region(caller: &Caller) -> Option<&RegionId> {
 }
 
 impl CheckpointApi {
-    pub fn new(store: Arc<dyn Store>, chunk_bytes: usize, governance: Governance, gate: Gate) -> Self {
-        Self { store, chunk_bytes, governance, gate }
+    pub fn new(
+        store: Arc<dyn Store>,
+        chunk_bytes: usize,
+        governance: Governance,
+        gate: Gate,
+        registry: RegistryHandle,
+    ) -> Self {
+        Self { store, chunk_bytes, governance, gate, registry }
+    }
+
+    pub(super) fn gate(&self) -> &Gate {
+        &self.gate
+    }
+
+    pub(super) fn registry(&self) -> &RegistryHandle {
+        &self.registry
     }
 
     /// With a policy in force, whether its `[roles] read_checkpoints` lets the caller read a
@@ -103,32 +120,58 @@ impl CheckpointService for CheckpointApi {
         req: Request<pb::FetchCheckpointRequest>,
     ) -> Result<Response<Self::FetchCheckpointStream>, Status> {
         let caller = self.gate.admit(&req, Rpc::FetchCheckpoint)?;
-        let id = convert::checkpoint_id("checkpoint_id", &req.into_inner().checkpoint_id)?;
+        let r = req.into_inner();
+        let id = convert::checkpoint_id("checkpoint_id", &r.checkpoint_id)?;
+        let asked = convert::optional(&r.region, |v| convert::region_id("region", v))?;
         let record = self
             .store
             .get_checkpoint(&id)
             .await
             .map_err(ApiError::from)?
             .ok_or_else(|| ApiError::NotFound(format!("checkpoint {id} not found")))?;
-        if let Some(own) = confined_region(&caller)
-            && !record.locations.iter().any(|(r, _)| r == own)
-        {
-            return Err(ApiError::Denied(format!("checkpoint {id} was not published to region {own}")).into());
+        if let Some(own) = confined_region(&caller) {
+            if asked.as_ref().is_some_and(|r| r != own) {
+                return Err(ApiError::Denied(format!(
+                    "an inference node of region {own} reads only that region's copy"
+                ))
+                .into());
+            }
+            if !record.locations.iter().any(|(r, _)| r == own) {
+                return Err(ApiError::Denied(format!("checkpoint {id} was not published to region {own}")).into());
+            }
         }
+        let want = asked.or_else(|| confined_region(&caller).cloned());
         let regions: Vec<RegionId> = record.locations.iter().map(|(r, _)| r.clone()).collect();
         self.policy_reads(&caller, &regions)
             .map_err(|why| ApiError::Denied(format!("checkpoint {id} may not be read: {why}")))?;
         let manifest = convert::manifest_of(&record)?;
-        let (_, path) = record
-            .locations
-            .first()
-            .cloned()
-            .ok_or_else(|| ApiError::Unavailable(format!("checkpoint {id} has no stored copy")))?;
+        let (_, path) =
+            match &want {
+                Some(region) => record.locations.iter().find(|(r, _)| r == region).cloned().ok_or_else(|| {
+                    ApiError::NotFound(format!("checkpoint {id} was not published to region {region}"))
+                })?,
+                None => record
+                    .locations
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| ApiError::Unavailable(format!("checkpoint {id} has no stored copy")))?,
+            };
+        // The region copy's drift reference, when the run released one (its digest is in
+        // the signed manifest, so a verifier checks it like the weights).
+        let reference_json = match tokio::fs::read_to_string(path.with_file_name(crate::checkpoint::REFERENCE_FILE))
+            .await
+        {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => {
+                return Err(ApiError::Unavailable(format!("checkpoint {id}: reading its drift reference: {e}")).into());
+            }
+        };
         let mut file = tokio::fs::File::open(&path)
             .await
             .map_err(|e| ApiError::Unavailable(format!("checkpoint {id}: cannot open {}: {e}", path.display())))?;
         let published = self.published_ids().await?.contains(id.as_str());
-        let info = convert::checkpoint_to_pb(&record, published);
+        let info = pb::CheckpointInfo { reference_json, ..convert::checkpoint_to_pb(&record, published) };
         let chunk = self.chunk_bytes;
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
@@ -167,5 +210,56 @@ impl CheckpointService for CheckpointApi {
             }
         });
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    }
+
+    async fn list_models(
+        &self,
+        req: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        Ok(self.list_models_rpc(req).await?)
+    }
+
+    async fn model_history(
+        &self,
+        req: Request<pb::ModelHistoryRequest>,
+    ) -> Result<Response<pb::ModelHistoryResponse>, Status> {
+        Ok(self.model_history_rpc(req).await?)
+    }
+
+    async fn promote_model(
+        &self,
+        req: Request<pb::PromoteModelRequest>,
+    ) -> Result<Response<pb::PromoteModelResponse>, Status> {
+        Ok(self.promote_rpc(req).await?)
+    }
+
+    async fn rollback_model(
+        &self,
+        req: Request<pb::RollbackModelRequest>,
+    ) -> Result<Response<pb::RollbackModelResponse>, Status> {
+        Ok(self.rollback_rpc(req).await?)
+    }
+
+    type WatchServingStream = super::registry_service::ServingStream;
+
+    async fn watch_serving(
+        &self,
+        req: Request<pb::WatchServingRequest>,
+    ) -> Result<Response<Self::WatchServingStream>, Status> {
+        Ok(self.watch_serving_rpc(req).await?)
+    }
+
+    async fn report_serving(
+        &self,
+        req: Request<pb::ServingReport>,
+    ) -> Result<Response<pb::ReportServingResponse>, Status> {
+        Ok(self.report_serving_rpc(req).await?)
+    }
+
+    async fn drift_status(
+        &self,
+        req: Request<pb::DriftStatusRequest>,
+    ) -> Result<Response<pb::DriftStatusResponse>, Status> {
+        Ok(self.drift_status_rpc(req).await?)
     }
 }

@@ -157,6 +157,13 @@ pub fn plan_from_pb(p: pb::RunPlan) -> Result<RunPlan, ApiError> {
             .unwrap_or_default(),
         privacy: p.privacy.map(privacy_from_pb).transpose()?,
         priority: p.priority,
+        promotion: p
+            .promotion
+            .as_ref()
+            .map(plan_wire::promotion_from_pb)
+            .transpose()
+            .map_err(|e| ApiError::Invalid(format!("plan.{e}")))?
+            .unwrap_or_default(),
     };
     RunPlan::new(raw).map_err(|e| ApiError::Invalid(format!("plan.{e}")))
 }
@@ -178,6 +185,7 @@ pub fn plan_to_pb(p: &RunPlan) -> pb::RunPlan {
         evaluation: Some(pb::Evaluation { every_rounds: p.evaluation.every_rounds, clients: p.evaluation.clients }),
         privacy: p.privacy.as_ref().map(plan_wire::privacy_to_pb),
         priority: p.priority,
+        promotion: Some(plan_wire::promotion_to_pb(&p.promotion)),
     }
 }
 
@@ -521,6 +529,8 @@ pub fn checkpoint_to_pb(c: &CheckpointRecord, published: bool) -> pb::Checkpoint
         created_at: c.created_at.to_rfc3339(),
         manifest_json: c.manifest_json.clone(),
         published,
+        signature_json: c.signature_json.clone(),
+        reference_json: String::new(),
     }
 }
 

@@ -11,6 +11,8 @@ mod governance_service;
 mod hostile_tests;
 pub mod limits;
 mod privacy_service;
+mod registry_service;
+mod registry_wire;
 mod run_service;
 mod status;
 pub mod upstream;

@@ -2,6 +2,7 @@
 //! the caller knows what to fix.
 
 use crate::privacy::PrivacyError;
+use crate::registry::RegistryError;
 use crate::round::RoundError;
 use crate::store::StoreError;
 use fedra_proto::chunking::ChunkError;
@@ -38,6 +39,8 @@ pub enum ApiError {
     /// The request cannot be carried out in the current state (an invalid policy set).
     #[error("{0}")]
     Precondition(String),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
 impl ApiError {
@@ -50,6 +53,16 @@ impl ApiError {
             ApiError::Denied(_) => Code::PermissionDenied,
             ApiError::Busy(_) | ApiError::Precondition(_) => Code::FailedPrecondition,
             ApiError::Store(e) => store_code(e),
+            ApiError::Registry(e) => match e {
+                RegistryError::NotRegistered { .. } => Code::NotFound,
+                RegistryError::NotPromotable { .. }
+                | RegistryError::GateFailed { .. }
+                | RegistryError::NothingServing { .. }
+                | RegistryError::Invalid(_) => Code::FailedPrecondition,
+                RegistryError::BadTarget(_) => Code::InvalidArgument,
+                RegistryError::Store(e) => store_code(e),
+                RegistryError::Stopped => Code::Unavailable,
+            },
             ApiError::Round(e) => match e {
                 RoundError::Store(e) => store_code(e),
                 RoundError::Checkpoint(_) | RoundError::Aggregation(_) | RoundError::Internal(_) => Code::Internal,

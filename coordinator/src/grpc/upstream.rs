@@ -336,6 +336,7 @@ impl Upstream {
                 digest: transfer_digest_hex(&mean),
                 contributors,
                 scopes,
+                reference: None,
             })),
         };
         let parts: Vec<pb::UpdatePart> = std::iter::once(header)

@@ -211,6 +211,7 @@ pub fn cohort_plan(
         },
         privacy: task.cohort.privacy.clone(),
         priority: 0,
+        promotion: Default::default(),
     })
 }
 

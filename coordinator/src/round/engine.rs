@@ -114,6 +114,7 @@ enum Request {
     Subscribe { client: ClientId, reply: Reply<mpsc::Receiver<TaskAssignment>> },
     Heartbeat { client: ClientId, reply: Reply<Vec<TaskId>> },
     Cohort(cohort::CohortRequest),
+    Events { reply: oneshot::Sender<broadcast::Receiver<RunEvent>> },
     Shutdown { done: oneshot::Sender<()> },
 }
 
@@ -247,6 +248,17 @@ impl EngineHandle {
             task: task.clone(),
             req: RunRequest::ReportEvaluation { task, client, report, reply }
         })
+    }
+
+    /// Every run's live events from now on (the model registry learns of finished runs
+    /// this way). A receiver that lags loses events and must reconcile from the store.
+    ///
+    /// # Errors
+    /// [`RoundError::ShuttingDown`].
+    pub async fn all_events(&self) -> Result<broadcast::Receiver<RunEvent>, RoundError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Request::Events { reply }).await.map_err(|_| RoundError::ShuttingDown)?;
+        rx.await.map_err(|_| RoundError::ShuttingDown)
     }
 
     /// Stops every run where it is (reported updates are written first) and waits for
@@ -433,6 +445,9 @@ impl Engine {
                 let _ = reply.send(self.fleet.heartbeat(&client).map_err(RoundError::UnknownClient));
             }
             Request::Cohort(req) => self.on_cohort(req).await,
+            Request::Events { reply } => {
+                let _ = reply.send(self.env.events.subscribe());
+            }
             Request::Shutdown { .. } => {}
         }
     }

@@ -52,10 +52,13 @@ async fn harness_with(settings: EngineSettings) -> Harness {
 }
 
 async fn start(store: Arc<dyn Store>, dir: tempfile::TempDir, settings: EngineSettings) -> Harness {
-    let (engine, _join) =
-        Engine::start(Arc::clone(&store), CheckpointDir::new(dir.path().join("artifacts")), settings.clone())
-            .await
-            .unwrap();
+    let (engine, _join) = Engine::start(
+        Arc::clone(&store),
+        CheckpointDir::with_ephemeral_key(dir.path().join("artifacts")),
+        settings.clone(),
+    )
+    .await
+    .unwrap();
     Harness { engine, store, dir, settings, pool: StagingPool::new(64, 1 << 20) }
 }
 
@@ -111,6 +114,7 @@ fn plan_with(rounds: u32, per_round: u32, min: u32, regions: &[&str], f: impl Fn
         evaluation: EvaluationPlan::default(),
         privacy: None,
         priority: 0,
+        promotion: Default::default(),
     };
     f(&mut raw);
     RunPlan::new(raw).unwrap()

@@ -64,6 +64,7 @@ macro_rules! store_contract_tests {
             a_round_completion_appends_its_audit_entries_atomically,
             a_cohort_run_is_stored_with_its_initial_checkpoint_once,
             an_upstream_task_ends_once,
+            registry_changes_are_atomic_and_keep_one_serving,
         );
     };
     (@cases $module:ident, $open:expr, $($case:ident),+ $(,)?) => {
@@ -152,6 +153,7 @@ fn checkpoint(run: &RunId, round: u32, regions: &[&str]) -> CheckpointRecord {
         sha256: format!("{round:064}"),
         parent: (round > 1).then(|| CheckpointId::for_round(run, RoundNumber(round - 1))),
         manifest_json: "{}".into(),
+        signature_json: String::new(),
         created_at: now(),
         locations: regions.iter().map(|r| (id(r), PathBuf::from(format!("/a/{r}/{round}")))).collect(),
     }
@@ -691,7 +693,9 @@ pub(crate) async fn a_refused_completion_writes_nothing(store: &dyn Store) {
 
 mod audit;
 mod records;
+mod registry;
 mod upstream;
 pub(crate) use audit::*;
 pub(crate) use records::*;
+pub(crate) use registry::*;
 pub(crate) use upstream::*;

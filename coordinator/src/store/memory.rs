@@ -13,6 +13,8 @@ use chrono::SubsecRound;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 
+mod registry;
+
 /// A [`Store`] in memory. Cheap to clone; clones share the data.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
@@ -37,6 +39,7 @@ struct Data {
     audit: Vec<AuditEntry>,
     approvals: BTreeSet<(RunId, String)>,
     upstream: Vec<UpstreamTask>,
+    registry: registry::RegistryData,
 }
 
 /// What the database keeps of a timestamp: microseconds.

@@ -31,6 +31,7 @@
 pub(crate) mod contract;
 #[cfg(any(test, feature = "testutils"))]
 mod memory;
+pub mod registry;
 mod sqlite;
 mod upstream;
 
@@ -380,6 +381,9 @@ pub struct CheckpointRecord {
     pub parent: Option<CheckpointId>,
     /// The provenance manifest exactly as written next to the weights.
     pub manifest_json: String,
+    /// `manifest.sig`: the coordinator's Ed25519 signature over `manifest_json`'s bytes
+    /// (empty for checkpoints recorded before manifests were signed).
+    pub signature_json: String,
     pub created_at: DateTime<Utc>,
     /// Where the checkpoint was published, one safetensors file per region.
     pub locations: Vec<(RegionId, PathBuf)>,
@@ -472,7 +476,7 @@ impl fmt::Display for UpdateRefusal {
 /// method may also fail with an infrastructure error ([`StoreError::Database`],
 /// [`StoreError::Corrupt`]), which is not listed again below.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: registry::RegistryStore + Send + Sync + 'static {
     /// Stores a new run as given.
     ///
     /// # Errors

@@ -19,6 +19,7 @@ mod audit;
 mod checkpoints;
 mod clients;
 mod guards;
+mod registry;
 mod rows;
 mod upstream;
 use audit::append_in;

@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 async fn call(channel: &Channel, rpc: Rpc) -> Result<(), tonic::Status> {
     let mut runs = RunServiceClient::new(channel.clone());
     let mut fleet = FleetServiceClient::new(channel.clone());
+    let mut checkpoints = CheckpointServiceClient::new(channel.clone());
     let run_id = || "run-000000000000".to_string();
     match rpc {
         Rpc::SubmitRun => runs.submit_run(pb::SubmitRunRequest { plan: None }).await.map(drop),
@@ -41,7 +42,10 @@ async fn call(channel: &Channel, rpc: Rpc) -> Result<(), tonic::Status> {
             .await
             .map(drop),
         Rpc::FetchCheckpoint => CheckpointServiceClient::new(channel.clone())
-            .fetch_checkpoint(pb::FetchCheckpointRequest { checkpoint_id: "run-000000000000.r0001".into() })
+            .fetch_checkpoint(pb::FetchCheckpointRequest {
+                checkpoint_id: "run-000000000000.r0001".into(),
+                region: String::new(),
+            })
             .await
             .map(drop),
         Rpc::ApproveRun => GovernanceServiceClient::new(channel.clone())
@@ -58,6 +62,35 @@ async fn call(channel: &Channel, rpc: Rpc) -> Result<(), tonic::Status> {
         Rpc::ListAudit => {
             GovernanceServiceClient::new(channel.clone()).list_audit(pb::ListAuditRequest::default()).await.map(drop)
         }
+        Rpc::ListModels => checkpoints.list_models(pb::ListModelsRequest::default()).await.map(drop),
+        Rpc::ModelHistory => checkpoints.model_history(pb::ModelHistoryRequest::default()).await.map(drop),
+        Rpc::WatchServing => checkpoints
+            .watch_serving(pb::WatchServingRequest { region: "eu".into(), model_name: "m".into() })
+            .await
+            .map(drop),
+        Rpc::PromoteModel => checkpoints
+            .promote_model(pb::PromoteModelRequest {
+                region: "eu".into(),
+                model_name: "m".into(),
+                checkpoint_id: "run-000000000000.r0001".into(),
+                to: pb::ModelState::Serving as i32,
+                reason: "r".into(),
+                ..Default::default()
+            })
+            .await
+            .map(drop),
+        Rpc::RollbackModel => checkpoints
+            .rollback_model(pb::RollbackModelRequest {
+                region: "eu".into(),
+                model_name: "m".into(),
+                reason: "r".into(),
+            })
+            .await
+            .map(drop),
+        Rpc::ReportServing => checkpoints
+            .report_serving(pb::ServingReport { region: "eu".into(), model_name: "m".into(), ..Default::default() })
+            .await
+            .map(drop),
     }
 }
 

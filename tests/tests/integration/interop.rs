@@ -100,7 +100,7 @@ fn python_safetensors_loads_fedra_checkpoints() -> anyhow::Result<()> {
             policy_sha256: None,
             server_state: None,
         };
-        let published = CheckpointDir::new(dir.path()).publish(&req, &params)?;
+        let published = CheckpointDir::with_ephemeral_key(dir.path()).publish(&req, &params)?;
         let mut offset = 0;
         let tensors: Vec<_> = model
             .layout()

@@ -206,6 +206,7 @@ fn delta_upload(task: &str, client: &str, values: &[f32], norm: f64) -> Vec<pb::
             update_norm: norm,
             digest: transfer_digest_hex(values),
             scopes: vec![],
+            reference: None,
         })),
     });
     parts

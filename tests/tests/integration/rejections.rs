@@ -113,6 +113,7 @@ fn trailer(samples: u64, digest: String) -> pb::UpdatePart {
             update_norm: 1.0,
             digest,
             scopes: vec![],
+            reference: None,
         })),
     }
 }

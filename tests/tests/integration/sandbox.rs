@@ -51,6 +51,7 @@ pub fn plan(input_dim: u32, classes: u32, rounds: u32, clients_per_round: u32, m
         evaluation: EvaluationPlan::default(),
         privacy: None,
         priority: 0,
+        promotion: Default::default(),
     }
 }
 

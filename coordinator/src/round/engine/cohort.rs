@@ -158,6 +158,7 @@ impl Engine {
             sha256: m.weights_sha256.clone(),
             parent: None,
             manifest_json: published.manifest_json.clone(),
+            signature_json: published.signature_json.clone(),
             created_at: m.created_at,
             locations: published.locations.clone(),
         };

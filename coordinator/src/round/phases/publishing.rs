@@ -94,6 +94,7 @@ pub(in crate::round) async fn on_published(
         sha256: m.weights_sha256.clone(),
         parent: m.parent_checkpoint.clone(),
         manifest_json: published.manifest_json.clone(),
+        signature_json: published.signature_json.clone(),
         created_at: m.created_at,
         locations: published.locations.clone(),
     };

@@ -30,6 +30,7 @@ impl SqliteStore {
             sha256: row.try_get("sha256")?,
             parent: parent.map(CheckpointId::new).transpose().map_err(corrupt("checkpoint id"))?,
             manifest_json: row.try_get("manifest_json")?,
+            signature_json: row.try_get("signature_json")?,
             created_at: parse_ts(row.try_get("created_at")?)?,
             locations,
         })
@@ -43,8 +44,9 @@ pub(super) async fn insert_checkpoint(
     cp: &CheckpointRecord,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO checkpoints (id, run_id, round, model_name, sha256, parent_id, manifest_json, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO checkpoints (id, run_id, round, model_name, sha256, parent_id, manifest_json, signature_json,
+                                  created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(cp.id.as_str())
     .bind(cp.run.as_str())
@@ -53,6 +55,7 @@ pub(super) async fn insert_checkpoint(
     .bind(&cp.sha256)
     .bind(cp.parent.as_ref().map(CheckpointId::as_str))
     .bind(&cp.manifest_json)
+    .bind(&cp.signature_json)
     .bind(ts(&cp.created_at))
     .execute(&mut *tx)
     .await

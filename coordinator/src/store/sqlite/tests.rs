@@ -99,6 +99,7 @@ async fn states_are_stored_as_the_texts_existing_databases_hold() {
         sha256: String::new(),
         parent: None,
         manifest_json: "{}".into(),
+        signature_json: String::new(),
         created_at: Utc::now(),
         locations: vec![],
     };

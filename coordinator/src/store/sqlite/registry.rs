@@ -1,0 +1,179 @@
+//! The model registry's rows.
+
+use super::*;
+use crate::registry::{ModelState, RegionEval, RegistryChange, RegistryEntry, RegistryFilter, Transition, Verdict};
+use crate::store::registry::{RegistryStore, refusal};
+
+fn state_of(row: &SqliteRow, col: &str) -> Result<ModelState, StoreError> {
+    let text: String = row.try_get(col)?;
+    ModelState::parse(&text).ok_or_else(|| StoreError::Corrupt(format!("{col}: unknown model state {text:?}")))
+}
+
+fn entry_of(row: &SqliteRow) -> Result<RegistryEntry, StoreError> {
+    let accuracy: Option<f64> = row.try_get("accuracy")?;
+    let loss: Option<f64> = row.try_get("loss")?;
+    let samples: i64 = row.try_get("eval_samples")?;
+    Ok(RegistryEntry {
+        region: RegionId::new(row.try_get::<String, _>("region")?).map_err(corrupt("region"))?,
+        model: row.try_get("model_name")?,
+        checkpoint: CheckpointId::new(row.try_get::<String, _>("checkpoint_id")?).map_err(corrupt("checkpoint id"))?,
+        run: RunId::new(row.try_get::<String, _>("run_id")?).map_err(corrupt("run id"))?,
+        round: u32_of(row, "round")?,
+        state: state_of(row, "state")?,
+        gate: Verdict { passed: row.try_get("gate_passed")?, detail: row.try_get("gate_detail")? },
+        eval: match (accuracy, loss) {
+            (Some(accuracy), Some(loss)) => {
+                Some(RegionEval { accuracy, loss, samples: u64::try_from(samples).map_err(corrupt("eval_samples"))? })
+            }
+            _ => None,
+        },
+        canary_fraction: row.try_get("canary_fraction")?,
+        updated_at: parse_ts(row.try_get("updated_at")?)?,
+    })
+}
+
+fn transition_of(row: &SqliteRow) -> Result<Transition, StoreError> {
+    Ok(Transition {
+        seq: row.try_get("seq")?,
+        at: parse_ts(row.try_get("at")?)?,
+        region: RegionId::new(row.try_get::<String, _>("region")?).map_err(corrupt("region"))?,
+        model: row.try_get("model_name")?,
+        checkpoint: CheckpointId::new(row.try_get::<String, _>("checkpoint_id")?).map_err(corrupt("checkpoint id"))?,
+        from: row
+            .try_get::<Option<String>, _>("from_state")?
+            .is_some()
+            .then(|| state_of(row, "from_state"))
+            .transpose()?,
+        to: state_of(row, "to_state")?,
+        actor: row.try_get("actor")?,
+        reason: row.try_get("reason")?,
+    })
+}
+
+async fn record_transition(
+    tx: &mut sqlx::SqliteConnection,
+    at: &str,
+    (region, model, checkpoint): (&RegionId, &str, &CheckpointId),
+    from: Option<ModelState>,
+    to: ModelState,
+    change: &RegistryChange,
+) -> Result<Transition, StoreError> {
+    let row = sqlx::query(
+        "INSERT INTO model_transitions (at, region, model_name, checkpoint_id, from_state, to_state, actor, reason)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+    )
+    .bind(at)
+    .bind(region.as_str())
+    .bind(model)
+    .bind(checkpoint.as_str())
+    .bind(from.map(ModelState::as_str))
+    .bind(to.as_str())
+    .bind(&change.actor)
+    .bind(&change.reason)
+    .fetch_one(&mut *tx)
+    .await?;
+    transition_of(&row)
+}
+
+#[async_trait]
+impl RegistryStore for SqliteStore {
+    async fn registry_entries(&self, f: &RegistryFilter) -> Result<Vec<RegistryEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM model_registry
+             WHERE (?1 IS NULL OR region = ?1) AND (?2 IS NULL OR model_name = ?2)
+               AND (?3 OR state IN ('candidate', 'canary', 'serving'))
+             ORDER BY region, model_name, checkpoint_id",
+        )
+        .bind(f.region.as_ref().map(RegionId::as_str))
+        .bind(f.model.as_deref())
+        .bind(f.all)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(entry_of).collect()
+    }
+
+    async fn registry_history(&self, f: &RegistryFilter) -> Result<Vec<Transition>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM model_transitions
+             WHERE (?1 IS NULL OR region = ?1) AND (?2 IS NULL OR model_name = ?2) ORDER BY seq",
+        )
+        .bind(f.region.as_ref().map(RegionId::as_str))
+        .bind(f.model.as_deref())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(transition_of).collect()
+    }
+
+    async fn apply_registry(&self, change: &RegistryChange) -> Result<Vec<Transition>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let at = ts(&Utc::now());
+        let mut out = Vec::new();
+        for e in &change.inserts {
+            sqlx::query(
+                "INSERT INTO model_registry (region, model_name, checkpoint_id, run_id, round, state, gate_passed,
+                     gate_detail, accuracy, loss, eval_samples, canary_fraction, updated_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(e.region.as_str())
+            .bind(&e.model)
+            .bind(e.checkpoint.as_str())
+            .bind(e.run.as_str())
+            .bind(i64::from(e.round))
+            .bind(e.state.as_str())
+            .bind(e.gate.passed)
+            .bind(&e.gate.detail)
+            .bind(e.eval.map(|v| v.accuracy))
+            .bind(e.eval.map(|v| v.loss))
+            .bind(e.eval.map_or(0, |v| i64::try_from(v.samples).unwrap_or(i64::MAX)))
+            .bind(e.canary_fraction)
+            .bind(&at)
+            .execute(&mut *tx)
+            .await
+            .map_err(insert_failed(|| refusal::exists(e), None))?;
+            out.push(
+                record_transition(&mut tx, &at, (&e.region, &e.model, &e.checkpoint), None, e.state, change).await?,
+            );
+        }
+        for m in &change.moves {
+            let current: Option<String> = sqlx::query_scalar(
+                "SELECT state FROM model_registry WHERE region = ? AND model_name = ? AND checkpoint_id = ?",
+            )
+            .bind(m.region.as_str())
+            .bind(&m.model)
+            .bind(m.checkpoint.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let current = current
+                .map(|s| ModelState::parse(&s).ok_or_else(|| StoreError::Corrupt(format!("unknown model state {s:?}"))))
+                .transpose()?;
+            match current {
+                None => return Err(refusal::missing(m)),
+                Some(state) if state != m.from => return Err(refusal::moved(m, state)),
+                Some(_) => {}
+            }
+            sqlx::query(
+                "UPDATE model_registry SET state = ?, canary_fraction = COALESCE(?, canary_fraction), updated_at = ?
+                 WHERE region = ? AND model_name = ? AND checkpoint_id = ?",
+            )
+            .bind(m.to.as_str())
+            .bind(m.canary_fraction)
+            .bind(&at)
+            .bind(m.region.as_str())
+            .bind(&m.model)
+            .bind(m.checkpoint.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| match e.as_database_error() {
+                Some(d) if d.is_unique_violation() => refusal::second(m),
+                _ => e.into(),
+            })?;
+            out.push(
+                record_transition(&mut tx, &at, (&m.region, &m.model, &m.checkpoint), Some(m.from), m.to, change)
+                    .await?,
+            );
+        }
+        append_in(&mut tx, &change.audit).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+}
