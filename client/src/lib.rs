@@ -5,10 +5,12 @@
 //! Layers: [`trainer`], [`models`] and [`data`] are local training and know nothing of
 //! gRPC; [`session`] runs the sidecar protocol on [`task::Task`]s; [`config`] parses the
 //! sidecar's file; [`convert`] is the only module that converts protobuf messages.
+//! [`infer`] is the regional inference node, `fedra-infer`.
 
 pub mod config;
 pub mod convert;
 pub mod data;
+pub mod infer;
 pub mod models;
 pub mod session;
 pub mod task;

@@ -289,10 +289,16 @@ impl Sidecar {
             info!(client = %self.settings.client_id, run = %task.run, round = task.round, ?outcome, "evaluation reported");
             return Ok(true);
         }
-        let outcome =
-            tokio::task::spawn_blocking(move || trainer.lock().expect("trainer mutex poisoned").train(&spec, &g))
-                .await
-                .map_err(|e| SessionError::Protocol(format!("training thread failed: {e}")))??;
+        // The drift reference's share of this client goes only with a non-private update.
+        let share_reference = task.privacy.is_none();
+        let (outcome, reference) = tokio::task::spawn_blocking(move || {
+            let mut t = trainer.lock().expect("trainer mutex poisoned");
+            let outcome = t.train(&spec, &g);
+            (outcome, if share_reference { t.data_reference() } else { None })
+        })
+        .await
+        .map_err(|e| SessionError::Protocol(format!("training thread failed: {e}")))?;
+        let outcome = outcome?;
         if cancelled.lock().expect("cancel set poisoned").remove(&task.id) {
             info!(client = %self.settings.client_id, task = %task.id, "task cancelled by the coordinator; update not sent");
             return Ok(false);
@@ -327,7 +333,7 @@ impl Sidecar {
                 digest,
                 contributors: 1,
                 scopes: vec![],
-                reference: None,
+                reference: reference.as_ref().map(fedra_proto::drift_wire::reference_to_pb),
             })),
         };
         let chunk_bytes =

@@ -45,6 +45,7 @@ pub fn report_to_pb(r: &ServingReport) -> pb::ServingReport {
             drifted: d.drifted,
             has_reference: d.has_reference,
         }),
+        refused: r.refused.clone(),
     }
 }
 
@@ -90,5 +91,6 @@ pub fn report_from_pb(r: &pb::ServingReport) -> ServingReport {
             drifted: d.drifted,
             has_reference: d.has_reference,
         }),
+        refused: r.refused.clone(),
     }
 }

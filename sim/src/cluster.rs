@@ -299,6 +299,29 @@ impl Cluster {
         Ok(ControlClient::connect(&self.endpoint(), &self.pki.tls(identity)?).await?.trusting(self.pki.trust()?))
     }
 
+    /// An inference node (the code `fedra-infer` runs) for `model` in `region`, certified
+    /// as `inference/<region>/<name>`, trusting the cluster's signing key, listening on an
+    /// ephemeral loopback port.
+    ///
+    /// # Errors
+    /// Invalid region or name, or a port that cannot be bound.
+    pub async fn inference_node(
+        &self,
+        settings: fedra_client::infer::node::NodeSettings,
+    ) -> Result<fedra_client::infer::RunningNode> {
+        let region = fedra_types::ids::RegionId::new(settings.region.as_str())?;
+        let identity = Identity::new(Role::Inference, Some(region), &settings.name)?;
+        fedra_client::infer::RunningNode::start(
+            &self.endpoint(),
+            &self.pki.tls(&identity)?,
+            self.pki.trust()?,
+            fedra_client::infer::cpu(),
+            settings,
+            "127.0.0.1:0".parse()?,
+        )
+        .await
+    }
+
     /// A raw `FleetService` connection certified as client `id` of `region` (for tests that
     /// play a client by hand).
     ///

@@ -7,6 +7,7 @@
 //! structural model conversion both share lives in `fedra_proto::model_wire`.
 //!
 //! - [`audit`]: the audit log's actions, entries and hash chain ([`audit::verify`]).
+//! - [`drift`]: mergeable per-feature sketches of inputs and their drift (PSI, KS).
 //! - [`identity`]: [`identity::Identity`] and [`identity::Role`], who is calling, as a
 //!   certificate's SAN URI states it.
 //! - [`ids`]: validated identifier newtypes ([`ids::RunId`], [`ids::ClientId`], ...).
@@ -19,6 +20,7 @@
 //! - [`task`]: what a task asks of a client ([`task::TaskKind`], [`task::PrivacyTask`]).
 
 pub mod audit;
+pub mod drift;
 pub mod identity;
 pub mod ids;
 pub mod metrics;

@@ -32,6 +32,12 @@ pub struct FeatureDriftStat {
     pub live_mean: f64,
 }
 
+impl From<&crate::drift::FeatureDrift> for FeatureDriftStat {
+    fn from(f: &crate::drift::FeatureDrift) -> Self {
+        Self { feature: f.feature, psi: f.psi, ks: f.ks, reference_mean: f.reference_mean, live_mean: f.live_mean }
+    }
+}
+
 /// The node's inputs and predictions against the serving checkpoint's reference.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct DriftSummary {
@@ -55,6 +61,8 @@ pub struct ServingReport {
     pub model: String,
     pub arms: Vec<ArmStats>,
     pub drift: Option<DriftSummary>,
+    /// Checkpoints the node refused to load (failed verification), with why; latest first.
+    pub refused: Vec<String>,
 }
 
 impl ServingReport {

@@ -125,6 +125,8 @@ pub struct BurnTrainer {
     choice: DeviceChoice,
     /// The plain (no autodiff) device of `choice`; training adds autodiff on top.
     device: Device,
+    /// The training data's statistics, computed once (the data never changes).
+    reference: std::sync::Arc<std::sync::OnceLock<Option<fedra_types::drift::DataReference>>>,
 }
 
 impl BurnTrainer {
@@ -135,7 +137,7 @@ impl BurnTrainer {
 
     /// A CPU trainer; `holdout` is only ever evaluated on, never trained on.
     pub fn with_holdout(train: Dataset, holdout: Option<Dataset>) -> Self {
-        Self { train, holdout, choice: DeviceChoice::Cpu, device: Device::flex() }
+        Self { train, holdout, choice: DeviceChoice::Cpu, device: Device::flex(), reference: Default::default() }
     }
 
     /// Moves training and evaluation to `choice`, after checking that the device opens and
@@ -170,6 +172,19 @@ impl BurnTrainer {
 }
 
 impl Trainer for BurnTrainer {
+    fn data_reference(&self) -> Option<fedra_types::drift::DataReference> {
+        self.reference
+            .get_or_init(|| {
+                let d = &self.train;
+                let mut r = fedra_types::drift::DataReference::new(d.dim, d.classes);
+                for (row, &label) in d.features.chunks_exact(d.dim.max(1)).zip(&d.labels) {
+                    r.add_row(row, Some(label as usize)).ok()?;
+                }
+                Some(r)
+            })
+            .clone()
+    }
+
     fn train(&mut self, spec: &TrainSpec, global: &[f32]) -> Result<TrainOutcome, TrainError> {
         check_hyper(spec)?;
         let start_model = self.load_checked(spec, global, &self.train)?;
@@ -387,7 +402,7 @@ fn cross_entropy_row(logits: &[f32], label: usize) -> (f64, usize) {
 }
 
 /// The plain device of `choice`, opened and checked with a small round trip.
-fn open_device(choice: DeviceChoice) -> Result<Device, DeviceError> {
+pub fn open_device(choice: DeviceChoice) -> Result<Device, DeviceError> {
     let device = match choice {
         DeviceChoice::Cpu => Device::flex(),
         #[cfg(feature = "cuda")]

@@ -111,4 +111,11 @@ pub trait Trainer: Send {
 
     /// Called before each task with its run and round (for logging and simulations).
     fn begin_task(&mut self, _run: &str, _round: u32) {}
+
+    /// Aggregate statistics of the local training inputs and labels (never rows), sent
+    /// with non-private updates as the drift reference's share of this client; `None`
+    /// when the trainer has none to give.
+    fn data_reference(&self) -> Option<fedra_types::drift::DataReference> {
+        None
+    }
 }

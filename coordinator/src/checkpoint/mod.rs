@@ -123,6 +123,10 @@ pub struct Manifest {
     /// `CheckpointDir::server_state_path`), which a restart resumes from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_state_sha256: Option<String>,
+    /// Per region copy: the sha256 of its drift reference (`reference.json`, see
+    /// `fedra_types::drift`), so that the signature covers it too.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reference_sha256: BTreeMap<RegionId, String>,
 }
 
 /// The privacy guarantee a published checkpoint carries (client-level DP).
@@ -185,6 +189,10 @@ pub struct PublishRequest {
     pub policy_sha256: Option<String>,
     /// A server optimizer's name and the sha256 of its state file after this round.
     pub server_state: Option<(&'static str, String)>,
+    /// The contributors' training data statistics per region: each region's copy gets its
+    /// own region's as `reference.json` (a region that contributed nothing gets all
+    /// regions' merged). Empty: no reference (a private run).
+    pub references: BTreeMap<RegionId, fedra_types::drift::DataReference>,
 }
 
 /// A written checkpoint: its manifest and where each region's copy lies.
@@ -280,6 +288,36 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
+/// Each target region's `reference.json`: its own contributors' statistics, or for a
+/// region that contributed none, every region's merged.
+fn region_references(
+    references: &BTreeMap<RegionId, fedra_types::drift::DataReference>,
+    regions: &[RegionId],
+) -> Result<BTreeMap<RegionId, String>, CheckpointError> {
+    let mut merged: Option<fedra_types::drift::DataReference> = None;
+    let mut out = BTreeMap::new();
+    for region in regions {
+        let reference = match references.get(region) {
+            Some(r) => r.clone(),
+            None => {
+                if merged.is_none() {
+                    let mut all = references.values();
+                    let Some(first) = all.next() else { continue };
+                    let mut m = first.clone();
+                    for r in all {
+                        m.merge(r).map_err(|e| CheckpointError::Format(format!("drift reference: {e}")))?;
+                    }
+                    merged = Some(m);
+                }
+                merged.clone().expect("set above")
+            }
+        };
+        let json = serde_json::to_string(&reference).map_err(|e| CheckpointError::Format(e.to_string()))?;
+        out.insert(region.clone(), json);
+    }
+    Ok(out)
+}
+
 impl CheckpointDir {
     pub fn new(root: impl Into<PathBuf>, signer: Arc<ManifestSigner>) -> Self {
         Self { root: root.into(), signer }
@@ -330,6 +368,7 @@ impl CheckpointDir {
                 e.samples += c.samples;
             }
         }
+        let references = region_references(&req.references, &req.regions)?;
         let manifest = Manifest {
             format: MANIFEST_FORMAT.into(),
             checkpoint_id: req.id.clone(),
@@ -355,6 +394,10 @@ impl CheckpointDir {
             privacy: req.privacy.clone(),
             policy_sha256: req.policy_sha256.clone(),
             server_state_sha256: req.server_state.as_ref().map(|(_, sha)| sha.clone()),
+            reference_sha256: references
+                .iter()
+                .map(|(r, json)| (r.clone(), hex::encode(Sha256::digest(json))))
+                .collect(),
         };
         let manifest_json =
             serde_json::to_string_pretty(&manifest).map_err(|e| CheckpointError::Format(e.to_string()))?;
@@ -366,6 +409,9 @@ impl CheckpointDir {
             let weights = dir.join(WEIGHTS_FILE);
             write_atomic(&weights, &file)?;
             write_atomic(&dir.join(MANIFEST_FILE), manifest_json.as_bytes())?;
+            if let Some(json) = references.get(region) {
+                write_atomic(&dir.join(REFERENCE_FILE), json.as_bytes())?;
+            }
             write_atomic(&dir.join(SIGNATURE_FILE), signature_json.as_bytes())?;
             locations.push((region.clone(), weights));
         }
@@ -430,6 +476,7 @@ mod tests {
             privacy: None,
             policy_sha256: None,
             server_state: None,
+            references: BTreeMap::new(),
         };
         let p = cps.publish(&req, &params).unwrap();
         assert_eq!(p.locations.len(), 2);

@@ -171,6 +171,13 @@ impl FleetApi {
             is_delta: header.is_delta,
             contributors: super::limits::members("trailer.contributors", trailer.contributors)?,
             scopes: super::limits::scopes("trailer.scopes", trailer.scopes)?,
+            reference: trailer
+                .reference
+                .as_ref()
+                .map(fedra_proto::drift_wire::reference_from_pb)
+                .transpose()
+                .map(|r| r.map(Box::new))
+                .map_err(|e| ApiError::Invalid(format!("trailer.reference: {e}")))?,
         };
         Ok(self.engine.commit_upload(task, client, update).await?)
     }

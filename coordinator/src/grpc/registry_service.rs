@@ -185,6 +185,9 @@ impl CheckpointApi {
         if r.arms.len() > MAX_ARMS {
             return Err(ApiError::Invalid(format!("arms: at most {MAX_ARMS}, got {}", r.arms.len())));
         }
+        if r.refused.len() > 8 || r.refused.iter().any(|s| s.len() > MAX_REASON_BYTES) {
+            return Err(ApiError::Invalid(format!("refused: at most 8 entries of {MAX_REASON_BYTES} bytes")));
+        }
         if r.drift.as_ref().is_some_and(|d| d.features.len() > MAX_DRIFT_FEATURES) {
             return Err(ApiError::Invalid(format!("drift.features: at most {MAX_DRIFT_FEATURES}")));
         }

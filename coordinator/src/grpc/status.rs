@@ -74,6 +74,7 @@ impl ApiError {
                 | RoundError::ModelTooLarge { .. }
                 | RoundError::Contributors { .. }
                 | RoundError::Scopes(_)
+                | RoundError::Reference(_)
                 | RoundError::Cohort { .. } => Code::InvalidArgument,
                 RoundError::RunEnded { .. }
                 | RoundError::UnknownClient(_)

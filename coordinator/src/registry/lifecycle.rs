@@ -7,7 +7,7 @@ use super::{ModelState, Move, RegistryEntry, RegistryError};
 use crate::ids::CheckpointId;
 use fedra_types::plan::{PromoteTo, PromotionPlan};
 
-fn find<'a>(entries: &'a [RegistryEntry], state: ModelState) -> Option<&'a RegistryEntry> {
+fn find(entries: &[RegistryEntry], state: ModelState) -> Option<&RegistryEntry> {
     entries.iter().find(|e| e.state == state)
 }
 
@@ -48,11 +48,8 @@ pub fn promote(
         model: entries.first().map(|e| e.model.clone()).unwrap_or_default(),
         checkpoint: checkpoint.clone(),
     })?;
-    let promotable = match (entry.state, to) {
-        (ModelState::Candidate, _) => true,
-        (ModelState::Canary, ModelState::Serving) => true,
-        _ => false,
-    };
+    let promotable =
+        matches!((entry.state, to), (ModelState::Candidate, _) | (ModelState::Canary, ModelState::Serving));
     if !promotable {
         return Err(RegistryError::NotPromotable {
             region: entry.region.clone(),

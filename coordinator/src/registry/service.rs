@@ -63,6 +63,8 @@ pub struct ServingSet {
 }
 
 type ReportKey = (RegionId, String, String);
+/// Each node's latest report and when it came, by (region, model, node).
+type Reports = Arc<Mutex<BTreeMap<ReportKey, (DateTime<Utc>, ServingReport)>>>;
 
 /// Cheap, cloneable handle to the registry task.
 #[derive(Clone)]
@@ -70,7 +72,7 @@ pub struct RegistryHandle {
     tx: mpsc::Sender<Command>,
     store: Arc<dyn Store>,
     changes: broadcast::Sender<(RegionId, String)>,
-    reports: Arc<Mutex<BTreeMap<ReportKey, (DateTime<Utc>, ServingReport)>>>,
+    reports: Reports,
 }
 
 /// Starts the registry task.

@@ -104,7 +104,7 @@ impl Default for EngineSettings {
 }
 
 enum Request {
-    Submit { plan: RunPlan, owner: Option<Identity>, reply: Reply<RunId> },
+    Submit { plan: Box<RunPlan>, owner: Option<Identity>, reply: Reply<RunId> },
     Approve { run: RunId, approver: String, reply: Reply<ApprovalCount> },
     PolicyChanged { reply: Reply<Vec<RunId>> },
     Reject { run: RunId, approver: String, reason: String, reply: Reply<RunState> },
@@ -141,7 +141,7 @@ impl EngineHandle {
     /// refusals, store failures.
     /// `owner` is the certified submitter (`None` on an `--insecure` coordinator).
     pub async fn submit(&self, plan: RunPlan, owner: Option<Identity>) -> Result<RunId, RoundError> {
-        ask!(self, |reply| Request::Submit { plan, owner, reply })
+        ask!(self, |reply| Request::Submit { plan: Box::new(plan), owner, reply })
     }
     /// Records `approver`'s approval of a `pending_approval` run (audited); the approval
     /// that completes the policy's count queues the run.
@@ -384,7 +384,7 @@ impl Engine {
     async fn handle(&mut self, req: Request) {
         match req {
             Request::Submit { plan, owner, reply } => {
-                let r = self.submit(plan, owner).await;
+                let r = self.submit(*plan, owner).await;
                 let _ = reply.send(r);
                 self.start_queued();
             }

@@ -200,6 +200,9 @@ pub enum RoundError {
     /// without privacy).
     #[error("trailer.scopes refused: {0}")]
     Scopes(String),
+    /// Training data statistics that do not fit the run's model.
+    #[error("trailer.reference refused: {0}")]
+    Reference(String),
     #[error("header.is_delta is {got}, but this run expects {}", if *expected { "a clipped update (local − global)" } else { "a model" })]
     UpdateKind { expected: bool, got: bool },
 }

@@ -129,6 +129,10 @@ pub(super) struct RunCore {
     pending_updates: Vec<ParticipationRecord>,
     /// Tasks of this run's closed phases, so that stragglers get a precise answer.
     closed_tasks: HashMap<TaskId, u32>,
+    /// The round's contributors' training data statistics merged per region (never in a
+    /// private run): the drift reference published beside the checkpoint. Restarted with
+    /// each round's training; a round rebuilt after a restart publishes none.
+    pub references: std::collections::BTreeMap<crate::ids::RegionId, fedra_types::drift::DataReference>,
 }
 
 const CLOSED_TASKS_MAX: usize = 100_000;
@@ -256,6 +260,7 @@ impl RunActor {
             internal,
             pending_updates: Vec::new(),
             closed_tasks: HashMap::new(),
+            references: std::collections::BTreeMap::new(),
         };
         let mut core = core;
         // Every round is committed but the final evaluation is owed (a restart cut it short,

@@ -92,4 +92,7 @@ pub struct VerifiedUpdate {
     /// A private regional aggregate's ε per scope, as its region's ledger charged it
     /// (reported upward into the global manifest); empty for a client.
     pub scopes: Vec<crate::checkpoint::ScopeEpsilon>,
+    /// Statistics of the client's training data (see `fedra_types::drift`), merged into
+    /// its region's drift reference; ignored in a private run.
+    pub reference: Option<Box<fedra_types::drift::DataReference>>,
 }

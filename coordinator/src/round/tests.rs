@@ -148,6 +148,7 @@ impl Harness {
             is_delta,
             contributors: 1,
             scopes: Vec::new(),
+            reference: None,
         }
     }
 

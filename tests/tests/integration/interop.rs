@@ -99,6 +99,7 @@ fn python_safetensors_loads_fedra_checkpoints() -> anyhow::Result<()> {
             privacy: None,
             policy_sha256: None,
             server_state: None,
+            references: Default::default(),
         };
         let published = CheckpointDir::with_ephemeral_key(dir.path()).publish(&req, &params)?;
         let mut offset = 0;

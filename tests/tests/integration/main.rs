@@ -12,6 +12,7 @@ mod identity;
 mod interop;
 mod policy;
 mod privacy;
+mod registry;
 mod rejections;
 mod restart;
 mod sandbox;

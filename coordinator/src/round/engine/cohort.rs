@@ -143,6 +143,7 @@ impl Engine {
             privacy: None,
             policy_sha256: policy_sha256.clone(),
             server_state: None,
+            references: Default::default(),
         };
         // The global model is written before it is recorded, as a round's checkpoint is.
         let dir = self.env.checkpoints.clone();

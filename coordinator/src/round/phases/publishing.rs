@@ -54,6 +54,7 @@ pub(in crate::round) fn start(
             (crate::plan::Strategy::Server(opt), Some((_, sha))) => Some((opt.name(), sha.clone())),
             _ => None,
         },
+        references: if core.plan.privacy.is_some() { Default::default() } else { std::mem::take(&mut core.references) },
     };
     let dir = core.env.checkpoints.clone();
     let tx = core.internal.clone();

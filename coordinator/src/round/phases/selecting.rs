@@ -183,6 +183,7 @@ pub(in crate::round) async fn on_offer(_: &mut Selecting, core: &mut RunCore, mu
     info!(run = %key.run, round = key.round, selected = selected.len(), target = plan.clients_per_round, "round training");
     let target = plan.clients_per_round;
     core.emit(RunEventKind::Selected { clients: selected.into_iter().map(|(c, _)| c).collect(), target });
+    core.references.clear();
     Transition::to(Phase::Training(Training::new(assignments, global.params.len(), dp, population)))
 }
 

@@ -130,7 +130,14 @@ pub(in crate::round) async fn commit_upload(
             Transition::fail("the running sum is missing"),
         );
     };
-    let VerifiedUpdate { mut values, samples, metrics, update_norm, contributors, scopes, .. } = update;
+    let VerifiedUpdate { mut values, samples, metrics, update_norm, contributors, scopes, reference, .. } = update;
+    // A statistic that does not fit the model refuses the update before anything is folded.
+    let arch = core.plan.model.architecture();
+    if let Some(r) = &reference
+        && let Err(e) = r.validate(arch.input_dim(), arch.classes())
+    {
+        return (Err(RoundError::Reference(e.to_string())), Transition::Stay);
+    }
     // DP-FedAvg weighs every clipped update alike; FedAvg by sample count.
     let weight = if private.is_some() { 1.0 } else { samples as f64 };
     #[cfg(test)]
@@ -213,6 +220,20 @@ pub(in crate::round) async fn commit_upload(
     let a = t.assignments.0.get_mut(&task).expect("checked by begin_upload");
     a.state = AssignmentState::Reported;
     let region = a.region.clone();
+    if let Some(r) = reference
+        && core.plan.privacy.is_none()
+    {
+        match core.references.entry(region.clone()) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(*r);
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                if let Err(e) = o.get_mut().merge(&r) {
+                    warn!(run = %key.run, client = %client, error = %e, "drift statistics not merged");
+                }
+            }
+        }
+    }
     // The client is free for other runs; its task stays known for precise answers.
     core.release(vec![task], false);
     t.metrics.add(&metrics, samples);
