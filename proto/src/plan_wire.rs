@@ -28,6 +28,7 @@ pub fn promotion_to_pb(p: &PromotionPlan) -> pb::Promotion {
         canary_fraction: p.canary_fraction,
         canary_min_requests: p.canary_min_requests,
         canary_max_error_rate: p.canary_max_error_rate,
+        retrain_on_drift: p.retrain_on_drift,
     }
 }
 
@@ -55,6 +56,7 @@ pub fn promotion_from_pb(p: &pb::Promotion) -> Result<PromotionPlan, String> {
         canary_fraction: if p.canary_fraction == 0.0 { defaults.canary_fraction } else { p.canary_fraction },
         canary_min_requests: p.canary_min_requests,
         canary_max_error_rate: p.canary_max_error_rate,
+        retrain_on_drift: p.retrain_on_drift,
     })
 }
 

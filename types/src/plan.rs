@@ -243,6 +243,9 @@ pub struct PromotionPlan {
     pub canary_min_requests: u64,
     /// The canary's error rate above which the rule rolls it back.
     pub canary_max_error_rate: f64,
+    /// When an inference node reports drift against the serving checkpoint, submit this
+    /// run's plan again, starting from that checkpoint (once per serving checkpoint).
+    pub retrain_on_drift: bool,
 }
 
 impl Default for PromotionPlan {
@@ -256,6 +259,7 @@ impl Default for PromotionPlan {
             canary_fraction: 0.1,
             canary_min_requests: 0,
             canary_max_error_rate: 0.0,
+            retrain_on_drift: false,
         }
     }
 }

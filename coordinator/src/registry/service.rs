@@ -92,7 +92,7 @@ impl Registry {
         let (changes, _) = broadcast::channel(256);
         let handle =
             RegistryHandle { tx, store: Arc::clone(&store), changes: changes.clone(), reports: Arc::default() };
-        let task = Task { store, changes };
+        let task = Task { store, changes, engine: engine.clone(), retrained: Mutex::default() };
         Ok((handle, tokio::spawn(task.run(rx, events))))
     }
 }
@@ -166,6 +166,12 @@ impl RegistryHandle {
 struct Task {
     store: Arc<dyn Store>,
     changes: broadcast::Sender<(RegionId, String)>,
+    /// Submits retraining runs when a node reports drift.
+    engine: EngineHandle,
+    /// Serving checkpoints a retraining run was submitted for, and the runs submitted:
+    /// once per checkpoint, and never for a checkpoint that a drift retraining produced
+    /// (training again on data that still drifts would loop; a person decides then).
+    retrained: Mutex<(HashSet<CheckpointId>, HashSet<RunId>)>,
 }
 
 impl Task {
@@ -204,7 +210,18 @@ impl Task {
                 let _ = reply.send(self.rollback(&region, &model, &actor, &reason).await);
             }
             Command::Report { report, region, reply } => {
-                let _ = reply.send(self.canary_rule(&report, &region).await);
+                let mut result = self.canary_rule(&report, &region).await;
+                if let Ok(action) = &mut result {
+                    match self.retrain_on_drift(&report, &region).await {
+                        Ok(Some(run)) => {
+                            let sep = if action.is_empty() { "" } else { "; " };
+                            action.push_str(&format!("{sep}retraining run {run} submitted"));
+                        }
+                        Ok(None) => {}
+                        Err(e) => error!(%region, error = %e, "cannot submit the retraining run"),
+                    }
+                }
+                let _ = reply.send(result);
             }
         }
     }
@@ -400,6 +417,52 @@ impl Task {
                 Ok(format!("rolled back {}", canary.checkpoint))
             }
         }
+    }
+}
+
+impl Task {
+    /// A node reporting drift against the serving checkpoint of a run whose plan asks for it
+    /// gets that plan submitted again, starting from the serving checkpoint, as the original
+    /// run's owner; once per serving checkpoint, and not again for the retrained one.
+    async fn retrain_on_drift(
+        &self,
+        report: &ServingReport,
+        region: &RegionId,
+    ) -> Result<Option<RunId>, RegistryError> {
+        let Some(drift) = report.drift.as_ref().filter(|d| d.drifted) else { return Ok(None) };
+        let entries = self.store.registry_entries(&Self::key(region, &report.model)).await?;
+        let Some(serving) = entries.iter().find(|e| e.state == ModelState::Serving) else { return Ok(None) };
+        if serving.checkpoint.as_str() != drift.checkpoint {
+            return Ok(None);
+        }
+        let Some(record) = self.store.get_run(&serving.run).await? else { return Ok(None) };
+        if !record.plan.promotion.retrain_on_drift {
+            return Ok(None);
+        }
+        {
+            let mut done = self.retrained.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if done.1.contains(&serving.run) || !done.0.insert(serving.checkpoint.clone()) {
+                return Ok(None);
+            }
+        }
+        let mut plan = record.plan.clone();
+        plan.initial_checkpoint = Some(serving.checkpoint.clone());
+        let run =
+            self.engine.submit(plan, record.owner.clone()).await.map_err(|e| RegistryError::Invalid(e.to_string()))?;
+        self.retrained.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1.insert(run.clone());
+        info!(%region, checkpoint = %serving.checkpoint, %run, max_psi = drift.max_psi, "drift: retraining run submitted");
+        let draft = audit::draft(
+            "coordinator (drift)",
+            AuditAction::RunSubmitted,
+            format!(
+                "node {} reported drift in {region} against {} (max PSI {:.3}, prediction PSI {:.3}): retraining run {run}",
+                report.node, serving.checkpoint, drift.max_psi, drift.prediction_psi
+            ),
+        )
+        .run(&run)
+        .region(region);
+        audit::record(self.store.as_ref(), draft).await?;
+        Ok(Some(run))
     }
 }
 

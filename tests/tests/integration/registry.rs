@@ -355,7 +355,12 @@ async fn drift_is_detected_on_a_shifted_stream_and_not_on_an_unshifted_one() -> 
     let mut p = plan(DIM, CLASSES, 1, 2, 2);
     // No held-out splits here: with nothing serving yet, a gate that asks for no
     // evaluation samples passes.
-    p.promotion = PromotionPlan { promote_to: PromoteTo::Serving, min_samples: 0, ..PromotionPlan::default() };
+    p.promotion = PromotionPlan {
+        promote_to: PromoteTo::Serving,
+        min_samples: 0,
+        retrain_on_drift: true,
+        ..PromotionPlan::default()
+    };
     let run = cluster.control().await?.submit(&p).await?;
     let cp = wait_for_end(&cluster, &run, WAIT).await?.published_checkpoint.expect("published");
     let mut control = cluster.control().await?;
@@ -380,19 +385,29 @@ async fn drift_is_detected_on_a_shifted_stream_and_not_on_an_unshifted_one() -> 
     for chunk in live.chunks(64 * dim) {
         shifted.predict(request(chunk.iter().map(|v| v + 2.0).collect(), "")).await?;
     }
-    let drift = shifted_node.state.report().drift.expect("reported");
-    assert!(drift.drifted && drift.max_psi > 1.0, "shifted: {drift:?}");
-    // The coordinator shows it (`fedra drift status`).
-    tokio::time::timeout(WAIT, async {
+    // The node reports it to the coordinator, and the plan asked for it: a retraining run
+    // from the serving checkpoint is submitted, once, and audited with the numbers.
+    let retrain = tokio::time::timeout(WAIT, async {
         loop {
-            let nodes = control.drift_status(Some("eu"), None).await?;
-            if nodes.iter().any(|n| n.report.as_ref().and_then(|r| r.drift.as_ref()).is_some_and(|d| d.drifted)) {
-                return anyhow::Ok(());
+            let runs = control.list().await?;
+            if let Some(r) = runs.iter().find(|r| r.id != run) {
+                return anyhow::Ok(r.id.clone());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
     .await??;
+    let audit = control.audit(Default::default()).await?;
+    let why = audit.iter().find(|e| e.draft.actor == "coordinator (drift)").expect("the retraining is audited");
+    assert!(why.draft.detail.contains(&format!("reported drift in eu against {cp}")), "{}", why.draft.detail);
+    let psi: f64 = why.draft.detail.split("max PSI ").nth(1).and_then(|t| t.split(',').next()).unwrap().parse()?;
+    assert!(psi > 1.0, "{}", why.draft.detail);
+    // `fedra drift status` lists the node's latest report (one per node name).
+    let nodes = control.drift_status(Some("eu"), Some("test-lr")).await?;
+    assert!(nodes.iter().any(|n| n.report.as_ref().is_some_and(|r| r.node == "node-eu")), "{nodes:?}");
+    let status = wait_for_end(&cluster, &retrain, WAIT).await?;
+    assert_succeeded(&status);
+    assert_eq!(control.list().await?.len(), 2, "one retraining run, not one for the retrained checkpoint too");
     shifted_node.shutdown().await;
     node.shutdown().await;
     cluster.shutdown().await;
