@@ -133,6 +133,19 @@ impl ControlClient {
         Ok(self.checkpoints.rollback_model(req).await?.into_inner())
     }
 
+    /// What serves `model` in `region` and its candidates: now, then on every change.
+    ///
+    /// # Errors
+    /// Transport failure or refusal.
+    pub async fn watch_serving(
+        &mut self,
+        region: &str,
+        model: &str,
+    ) -> Result<tonic::Streaming<pb::ServingSet>, ControlError> {
+        let req = pb::WatchServingRequest { region: region.into(), model_name: model.into() };
+        Ok(self.checkpoints.watch_serving(req).await?.into_inner())
+    }
+
     /// # Errors
     /// Transport failure or refusal.
     pub async fn drift_status(

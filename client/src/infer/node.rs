@@ -51,6 +51,8 @@ pub struct NodeState {
     refused: Mutex<VecDeque<String>>,
     /// The (serving, canary) checkpoint ids loaded, for whoever waits on a swap.
     loaded: watch::Sender<(Option<String>, Option<String>)>,
+    /// How many checkpoints were refused so far, for whoever waits on a refusal.
+    refusal_count: watch::Sender<usize>,
 }
 
 impl NodeState {
@@ -61,6 +63,7 @@ impl NodeState {
             stats: Mutex::default(),
             refused: Mutex::default(),
             loaded: watch::channel((None, None)).0,
+            refusal_count: watch::channel(0).0,
         }
     }
 
@@ -74,6 +77,11 @@ impl NodeState {
         self.loaded.subscribe()
     }
 
+    /// Follows refusals: how many checkpoints were refused so far.
+    pub fn refusal_count(&self) -> watch::Receiver<usize> {
+        self.refusal_count.subscribe()
+    }
+
     /// Checkpoints the node refused to load, with why (latest first).
     pub fn refusals(&self) -> Vec<String> {
         self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect()
@@ -84,6 +92,8 @@ impl NodeState {
         let mut r = self.refused.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         r.push_front(why);
         r.truncate(KEPT_REFUSALS);
+        drop(r);
+        self.refusal_count.send_modify(|n| *n += 1);
     }
 
     fn swap(&self, next: Serving) {

@@ -130,7 +130,8 @@ impl CheckpointApi {
         }))
     }
 
-    /// The serving set now, then again whenever it changes (never the same set twice).
+    /// The serving set (with its candidates) now, then again whenever it changes (never the
+    /// same set twice).
     pub(super) async fn watch_serving_rpc(
         &self,
         req: Request<pb::WatchServingRequest>,

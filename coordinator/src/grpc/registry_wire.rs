@@ -64,5 +64,6 @@ pub fn serving_to_pb(region: &str, model: &str, s: &ServingSet) -> pb::ServingSe
         model_name: model.to_string(),
         serving: s.serving.as_ref().map(entry_to_pb),
         canary: s.canary.as_ref().map(entry_to_pb),
+        candidates: s.candidates.iter().map(entry_to_pb).collect(),
     }
 }

@@ -55,11 +55,12 @@ pub struct RolledBack {
     pub serving: Option<RegistryEntry>,
 }
 
-/// What serves one region's model.
+/// What serves one region's model, and the candidates that may serve next.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ServingSet {
     pub serving: Option<RegistryEntry>,
     pub canary: Option<RegistryEntry>,
+    pub candidates: Vec<RegistryEntry>,
 }
 
 type ReportKey = (RegionId, String, String);
@@ -114,12 +115,16 @@ impl RegistryHandle {
         Ok(self.store.registry_history(filter).await?)
     }
 
-    /// What serves `model` in `region` now.
+    /// What serves `model` in `region` now, and its candidates.
     pub async fn serving(&self, region: &RegionId, model: &str) -> Result<ServingSet, RegistryError> {
         let filter = RegistryFilter { region: Some(region.clone()), model: Some(model.to_string()), all: false };
         let entries = self.store.registry_entries(&filter).await?;
         let pick = |s: ModelState| entries.iter().find(|e| e.state == s).cloned();
-        Ok(ServingSet { serving: pick(ModelState::Serving), canary: pick(ModelState::Canary) })
+        Ok(ServingSet {
+            serving: pick(ModelState::Serving),
+            canary: pick(ModelState::Canary),
+            candidates: entries.iter().filter(|e| e.state == ModelState::Candidate).cloned().collect(),
+        })
     }
 
     /// Notified with (region, model) after every change.

@@ -695,7 +695,4 @@ mod audit;
 mod records;
 mod registry;
 mod upstream;
-pub(crate) use audit::*;
-pub(crate) use records::*;
-pub(crate) use registry::*;
-pub(crate) use upstream::*;
+pub(crate) use {audit::*, records::*, registry::*, upstream::*};

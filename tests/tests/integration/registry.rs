@@ -74,21 +74,23 @@ async fn train(cluster: &Cluster, clients: u32, promotion: PromotionPlan, seed: 
     Ok(status.published_checkpoint.expect("published"))
 }
 
-/// Polls the registry until `region`'s `state` entry of the model is `checkpoint`.
+/// Follows `WatchServing` until `checkpoint` is in `state` (candidate, canary or serving)
+/// in `region`'s registry of the model.
 async fn wait_state(
     control: &mut ControlClient,
     region: &str,
     checkpoint: &str,
     state: pb::ModelState,
 ) -> anyhow::Result<()> {
+    let mut sets = control.watch_serving(region, "test-lr").await?;
     tokio::time::timeout(WAIT, async {
-        loop {
-            let entries = control.list_models(Some(region), Some("test-lr"), true).await?;
-            if entries.iter().any(|e| e.checkpoint_id == checkpoint && e.state == state as i32) {
+        while let Some(set) = sets.message().await? {
+            let mut entries = set.serving.iter().chain(set.canary.iter()).chain(set.candidates.iter());
+            if entries.any(|e| e.checkpoint_id == checkpoint && e.state == state as i32) {
                 return anyhow::Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        anyhow::bail!("the serving watch ended")
     })
     .await?
 }
@@ -163,12 +165,7 @@ async fn tampered_checkpoints_are_refused_by_verify_pull_and_the_node() -> anyho
     assert!(e.to_string().contains("sha256"), "{e}");
     assert!(!out.path().join("bad").join("model.safetensors").exists());
     let node = start_node(&cluster, "eu", Duration::from_secs(3600)).await?;
-    tokio::time::timeout(WAIT, async {
-        while node.state.refusals().is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await?;
+    tokio::time::timeout(WAIT, node.state.refusal_count().wait_for(|n| *n > 0)).await??;
     assert!(node.state.refusals()[0].contains(&cp), "{:?}", node.state.refusals());
     let err = predictor(&node).await?.predict(request(rows(1, 1), "")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "nothing unverified is served");
@@ -386,17 +383,11 @@ async fn drift_is_detected_on_a_shifted_stream_and_not_on_an_unshifted_one() -> 
         shifted.predict(request(chunk.iter().map(|v| v + 2.0).collect(), "")).await?;
     }
     // The node reports it to the coordinator, and the plan asked for it: a retraining run
-    // from the serving checkpoint is submitted, once, and audited with the numbers.
-    let retrain = tokio::time::timeout(WAIT, async {
-        loop {
-            let runs = control.list().await?;
-            if let Some(r) = runs.iter().find(|r| r.id != run) {
-                return anyhow::Ok(r.id.clone());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await??;
+    // from the serving checkpoint is submitted, once, and audited with the numbers; its
+    // checkpoint passes the plan's gate and the node loads it.
+    let mut loaded = shifted_node.state.loaded();
+    tokio::time::timeout(WAIT, loaded.wait_for(|ids| ids.0.as_ref().is_some_and(|s| *s != cp))).await??;
+    let retrain = control.list().await?.into_iter().find(|r| r.id != run).expect("the retraining run").id;
     let audit = control.audit(Default::default()).await?;
     let why = audit.iter().find(|e| e.draft.actor == "coordinator (drift)").expect("the retraining is audited");
     assert!(why.draft.detail.contains(&format!("reported drift in eu against {cp}")), "{}", why.draft.detail);
