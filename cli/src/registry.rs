@@ -168,6 +168,12 @@ fn eval_text(e: &pb::RegistryEntry) -> String {
     }
 }
 
+/// "approvals 1 of 2 (fedra://approver/ann)".
+fn approvals_text(e: &pb::RegistryEntry) -> String {
+    let who = if e.approvers.is_empty() { "none yet".to_string() } else { e.approvers.join(", ") };
+    format!("approvals {} of {} ({who})", e.approvers.len(), e.approvals_needed)
+}
+
 fn print_entries(entries: &[pb::RegistryEntry]) {
     println!(
         "{:<10} {:<14} {:<26} {:<12} {:<5} {:<32} canary",
@@ -218,6 +224,12 @@ pub async fn run_model(client: &mut ControlClient, cmd: ModelCommand) -> Result<
                     if e.gate_passed { "passed" } else { "failed" },
                     e.gate_detail
                 );
+                if e.approvals_needed > 0 {
+                    println!("  {:<26} {}", "", approvals_text(e));
+                }
+                if !e.gate_passed && !e.gate_overridable {
+                    println!("  {:<26} the policy allows no override of this gate", "");
+                }
             }
         }
         ModelCommand::Promote { checkpoint_id, region, model, to, reason, override_gate, canary_fraction } => {
@@ -238,6 +250,9 @@ pub async fn run_model(client: &mut ControlClient, cmd: ModelCommand) -> Result<
                 })
                 .await?;
             println!("{} is {} in {}", entry.checkpoint_id, state_name(entry.state), entry.region);
+            if entry.state == pb::ModelState::Candidate as i32 && entry.approvals_needed > 0 {
+                println!("{}: it goes live when the last approval needed is given", approvals_text(&entry));
+            }
         }
         ModelCommand::Rollback { region, model, reason } => {
             let r = client.rollback_model(&region, &model, &reason).await?;

@@ -125,7 +125,7 @@ impl Coordinator {
         let (engine, engine_task) =
             Engine::start(Arc::clone(&store), CheckpointDir::new(&config.artifact_dir, signer), settings.clone())
                 .await?;
-        let (registry, registry_task) = Registry::start(Arc::clone(&store), &engine)
+        let (registry, registry_task) = Registry::start(Arc::clone(&store), &engine, governance.clone())
             .await
             .map_err(|e| LaunchError::Round(RoundError::Internal(format!("model registry: {e}"))))?;
         let listener = tokio::net::TcpListener::bind(config.listen)

@@ -6,15 +6,18 @@
 //! nothing, duplicates (with both places), approval rules without a condition.
 
 use crate::error::{Location, PolicyError};
-use crate::raw::{PolicySource, RawApproval, RawFile, RawPrivacy, RawResidency, RawRoles, RawScope, SpannedList};
+use crate::raw::{
+    PolicySource, RawApproval, RawFile, RawPrivacy, RawPromotion, RawResidency, RawRoles, RawScope, SpannedList,
+};
 use crate::rules::{
     Action, ApprovalConditions, ApprovalRule, CheckpointGrant, CheckpointScope, Delta, Epsilon, ExportTerms,
-    Jurisdiction, ModelSelector, NoiseMultiplier, PrivacyRule, PrivacyTerms, Region, ResidencyRule, RoleGrant, RuleRef,
-    Selector, number,
+    Jurisdiction, ModelSelector, NoiseMultiplier, PrivacyRule, PrivacyTerms, PromotionRule, PromotionTerms, Region,
+    ResidencyRule, RoleGrant, RuleRef, Selector, number,
 };
 use crate::set::Roles;
 use fedra_types::identity::Role;
 use fedra_types::ids::RegionId;
+use fedra_types::plan::GateMetric;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use toml::Spanned;
@@ -26,6 +29,7 @@ pub(crate) struct Compiled {
     pub residency: Vec<ResidencyRule>,
     pub privacy: Vec<PrivacyRule>,
     pub approvals: Vec<ApprovalRule>,
+    pub promotions: Vec<PromotionRule>,
     pub roles: Roles,
 }
 
@@ -37,6 +41,7 @@ pub(crate) fn compile(files: &[(&PolicySource, RawFile)], problems: &mut Vec<Pol
     let mut residency_seen = BTreeMap::new();
     let mut privacy_seen = BTreeMap::new();
     let mut approval_seen = BTreeMap::new();
+    let mut promotion_seen = BTreeMap::new();
     let mut roles_seen = BTreeMap::new();
     for (src, file) in files {
         let mut c = Ctx { src, problems, resolver: &resolver };
@@ -63,6 +68,14 @@ pub(crate) fn compile(files: &[(&PolicySource, RawFile)], problems: &mut Vec<Pol
             if let Some(rule) = c.approval(span, raw) {
                 c.unique(&mut approval_seen, rule.name.clone(), span, "approval", &format!("name={}", rule.name));
                 out.approvals.push(rule);
+            }
+        }
+        for (span, raw) in &file.promotions {
+            if let Some(rule) = c.promotion(span, raw) {
+                let key = (rule.model.clone(), rule.region.clone());
+                let selector = format!("model={} region={}", rule.model, rule.region);
+                c.unique(&mut promotion_seen, key, span, "promotion", &selector);
+                out.promotions.push(rule);
             }
         }
         if let Some(raw) = &file.roles {
@@ -282,16 +295,7 @@ impl Ctx<'_> {
     }
 
     fn privacy(&mut self, span: &Range<usize>, raw: &RawPrivacy) -> Option<PrivacyRule> {
-        let model = match raw.model.get_ref().as_str() {
-            "*" => Some(ModelSelector::Any),
-            name => match check_name(name) {
-                Ok(()) => Some(ModelSelector::Named(name.to_string())),
-                Err(reason) => {
-                    self.push(bad_name(self.src, &raw.model, "model name", reason));
-                    None
-                }
-            },
-        };
+        let model = self.model(&raw.model);
         let region = self.selector("region", &raw.region);
         let epsilon = self.float("epsilon", &raw.epsilon, Epsilon::new, Epsilon::EXPECTED);
         let delta = self.float("delta", &raw.delta, Delta::new, Delta::EXPECTED);
@@ -319,6 +323,69 @@ impl Ctx<'_> {
             text.push_str(" per_client_metrics=true");
         }
         Some(PrivacyRule { model, region, terms, rule: rule_ref(self.src, span, text) })
+    }
+
+    fn model(&mut self, value: &Spanned<String>) -> Option<ModelSelector> {
+        match value.get_ref().as_str() {
+            "*" => Some(ModelSelector::Any),
+            name => match check_name(name) {
+                Ok(()) => Some(ModelSelector::Named(name.to_string())),
+                Err(reason) => {
+                    self.push(bad_name(self.src, value, "model name", reason));
+                    None
+                }
+            },
+        }
+    }
+
+    fn promotion(&mut self, span: &Range<usize>, raw: &RawPromotion) -> Option<PromotionRule> {
+        let model = self.model(&raw.model);
+        let region = self.selector("region", &raw.region);
+        let tolerance = raw
+            .tolerance
+            .as_ref()
+            .map(|v| self.float("tolerance", v, |x| (x.is_finite() && x >= 0.0).then_some(x), "a finite number ≥ 0"));
+        let gap = raw
+            .max_region_gap
+            .as_ref()
+            .map(|v| self.float("max_region_gap", v, |x| (x > 0.0 && x <= 1.0).then_some(x), "a number in (0, 1]"));
+        let samples = raw.min_samples.as_ref().map(|v| self.count("min_samples", v, 0, "an integer ≥ 0"));
+        let approvals = raw.approvals.as_ref().map(|v| self.count("approvals", v, 0, "an integer ≥ 0"));
+        let (model, region) = (model?, region?);
+        let terms = PromotionTerms {
+            metric: raw.metric,
+            tolerance: tolerance.map_or(Some(None), |v| v.map(Some))?,
+            min_samples: samples.map_or(Some(None), |v| v.map(|n| Some(u64::from(n))))?,
+            max_region_gap: gap.map_or(Some(None), |v| v.map(Some))?,
+            approvals: approvals.map_or(Some(0), |v| v)?,
+            allow_override: raw.allow_override,
+        };
+        if !terms.has_gate() && terms.approvals == 0 {
+            let selector = format!("model={model} region={region}");
+            self.push(PolicyError::NoRequirement { at: self.src.location(span.start), selector });
+            return None;
+        }
+        let mut text = format!("promotion model={model} region={region}");
+        if let Some(t) = terms.tolerance {
+            let metric = match terms.metric {
+                GateMetric::Accuracy => "accuracy",
+                GateMetric::Loss => "loss",
+            };
+            text.push_str(&format!(" metric={metric} tolerance={}", number(t)));
+        }
+        if let Some(n) = terms.min_samples {
+            text.push_str(&format!(" min_samples={n}"));
+        }
+        if let Some(g) = terms.max_region_gap {
+            text.push_str(&format!(" max_region_gap={}", number(g)));
+        }
+        if terms.approvals > 0 {
+            text.push_str(&format!(" approvals={}", terms.approvals));
+        }
+        if terms.allow_override {
+            text.push_str(" allow_override=true");
+        }
+        Some(PromotionRule { model, region, terms, rule: rule_ref(self.src, span, text) })
     }
 
     fn approval(&mut self, span: &Range<usize>, raw: &RawApproval) -> Option<ApprovalRule> {

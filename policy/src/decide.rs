@@ -9,7 +9,7 @@
 //! specificity and the decision never depends on the order rules were written in.
 
 use crate::rules::{
-    Action, CheckpointScope, Jurisdiction, PrivacyRule, Region, ResidencyRule, RuleRef, Selector, number,
+    Action, CheckpointScope, Jurisdiction, PrivacyRule, PromotionRule, Region, ResidencyRule, RuleRef, Selector, number,
 };
 use crate::set::PolicySet;
 use fedra_types::identity::{Identity, Role};
@@ -181,6 +181,17 @@ impl PolicySet {
     pub fn privacy_rule(&self, model: &str, region: &RegionId) -> Option<&PrivacyRule> {
         let r = self.region(region)?;
         self.privacy
+            .iter()
+            .filter(|p| p.model.matches(model) && p.region.matches(&r.name, &r.jurisdiction))
+            .max_by_key(|p| (matches!(p.model, crate::rules::ModelSelector::Named(_)), p.region.specificity()))
+    }
+
+    /// The promotion rule for checkpoints of `model` serving in `region`: the most specific
+    /// match, ranked as for [`Self::privacy_rule`]. `None`: policy adds nothing to the run
+    /// plan's own gate there.
+    pub fn promotion_rule(&self, model: &str, region: &RegionId) -> Option<&PromotionRule> {
+        let r = self.region(region)?;
+        self.promotions
             .iter()
             .filter(|p| p.model.matches(model) && p.region.matches(&r.name, &r.jurisdiction))
             .max_by_key(|p| (matches!(p.model, crate::rules::ModelSelector::Named(_)), p.region.specificity()))

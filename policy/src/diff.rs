@@ -1,7 +1,8 @@
 //! What changes in meaning between two policy sets, in the words of
 //! [`PolicySet::explain`]: for each origin, locations and publication targets newly
 //! permitted or forbidden, export thresholds loosened or tightened, privacy budgets raised
-//! or lowered, approval rules added, removed or changed, roles that gained or lost rights.
+//! or lowered, approval rules added, removed or changed, promotion gates tightened or
+//! loosened, roles that gained or lost rights.
 //!
 //! The diff compares *decisions*, not text: both sets are evaluated region by region (each
 //! selector expanded, the most specific rule applied), so reordering rules, moving them
@@ -9,8 +10,10 @@
 //! yields no change.
 
 use crate::decide::names;
-use crate::explain::{conditions_text, export_text, terms_text};
-use crate::rules::{Action, ApprovalRule, CheckpointScope, ExportTerms, Jurisdiction, ModelSelector, PrivacyTerms};
+use crate::explain::{conditions_text, export_text, promotion_text, terms_text};
+use crate::rules::{
+    Action, ApprovalRule, CheckpointScope, ExportTerms, Jurisdiction, ModelSelector, PrivacyTerms, PromotionTerms,
+};
 use crate::set::PolicySet;
 use fedra_types::identity::Role;
 use fedra_types::ids::RegionId;
@@ -74,6 +77,14 @@ pub enum Change {
     },
     ApprovalAdded {
         rule: ApprovalRule,
+    },
+    /// What checkpoints of `model` (`Any`: models without a rule of their own) must pass
+    /// before serving in `region`. `None`: no rule, the run plan's gate alone.
+    Promotion {
+        model: ModelSelector,
+        region: RegionId,
+        old: Option<PromotionTerms>,
+        new: Option<PromotionTerms>,
     },
     ApprovalRemoved {
         rule: ApprovalRule,
@@ -141,6 +152,7 @@ pub fn diff(old: &PolicySet, new: &PolicySet) -> Vec<Change> {
     }
     privacy_changes(old, new, &kept, &mut out);
     approval_changes(old, new, &mut out);
+    promotion_changes(old, new, &kept, &mut out);
     for action in Action::ALL {
         for role in Role::ALL {
             let (was, is) = (old.role_may(role, action).is_ok(), new.role_may(role, action).is_ok());
@@ -176,34 +188,66 @@ fn same_export(a: Option<&ExportTerms>, b: Option<&ExportTerms>) -> bool {
 /// Effective terms per (model, region): the `"*"` rule for models without their own, and
 /// each named model whose own change differs from that.
 fn privacy_changes(old: &PolicySet, new: &PolicySet, regions: &BTreeSet<RegionId>, out: &mut Vec<Change>) {
-    let named: BTreeSet<&str> = old
-        .privacy
+    scoped_changes(
+        old,
+        new,
+        regions,
+        |set| set.privacy.iter().map(|p| (&p.model, &p.region, p.terms)).collect(),
+        |set, model, region| set.privacy_rule(model, region).map(|p| p.terms),
+        |model, region, old, new| out.push(Change::Privacy { model, region, old, new }),
+    );
+}
+
+/// As [`privacy_changes`], for the promotion rules of checkpoints serving in each region.
+fn promotion_changes(old: &PolicySet, new: &PolicySet, regions: &BTreeSet<RegionId>, out: &mut Vec<Change>) {
+    scoped_changes(
+        old,
+        new,
+        regions,
+        |set| set.promotions.iter().map(|p| (&p.model, &p.region, p.terms)).collect(),
+        |set, model, region| set.promotion_rule(model, region).map(|p| p.terms),
+        |model, region, old, new| out.push(Change::Promotion { model, region, old, new }),
+    );
+}
+
+type Scoped<'a, T> = Vec<(&'a ModelSelector, &'a crate::Selector, T)>;
+
+/// Per region, the effective terms of a (model, region)-scoped table: the most specific
+/// `"*"` rule, then each named model's (reported only where it differs from the `"*"`
+/// change), passed to `emit` as (model, region, old, new) when they differ.
+fn scoped_changes<T: Copy + PartialEq>(
+    old: &PolicySet,
+    new: &PolicySet,
+    regions: &BTreeSet<RegionId>,
+    rules: impl for<'a> Fn(&'a PolicySet) -> Scoped<'a, T>,
+    own: impl Fn(&PolicySet, &str, &RegionId) -> Option<T>,
+    mut emit: impl FnMut(ModelSelector, RegionId, Option<T>, Option<T>),
+) {
+    let (old_rules, new_rules) = (rules(old), rules(new));
+    let named: BTreeSet<&str> = old_rules
         .iter()
-        .chain(&new.privacy)
-        .filter_map(|p| match &p.model {
+        .chain(&new_rules)
+        .filter_map(|(model, _, _)| match model {
             ModelSelector::Named(m) => Some(m.as_str()),
             ModelSelector::Any => None,
         })
         .collect();
     for region in regions {
-        let general = |set: &PolicySet| {
+        let general = |set: &PolicySet, list: &Scoped<'_, T>| {
             let r = set.region(region)?;
-            set.privacy
-                .iter()
-                .filter(|p| p.model == ModelSelector::Any && p.region.matches(&r.name, &r.jurisdiction))
-                .max_by_key(|p| p.region.specificity())
-                .map(|p| p.terms)
+            list.iter()
+                .filter(|(m, sel, _)| **m == ModelSelector::Any && sel.matches(&r.name, &r.jurisdiction))
+                .max_by_key(|(_, sel, _)| sel.specificity())
+                .map(|(_, _, t)| *t)
         };
-        let any = (general(old), general(new));
+        let any = (general(old, &old_rules), general(new, &new_rules));
         if any.0 != any.1 {
-            out.push(Change::Privacy { model: ModelSelector::Any, region: region.clone(), old: any.0, new: any.1 });
+            emit(ModelSelector::Any, region.clone(), any.0, any.1);
         }
         for model in &named {
-            let own =
-                (old.privacy_rule(model, region).map(|p| p.terms), new.privacy_rule(model, region).map(|p| p.terms));
-            if own.0 != own.1 && own != any {
-                let model = ModelSelector::Named(model.to_string());
-                out.push(Change::Privacy { model, region: region.clone(), old: own.0, new: own.1 });
+            let mine = (own(old, model, region), own(new, model, region));
+            if mine.0 != mine.1 && mine != any {
+                emit(ModelSelector::Named(model.to_string()), region.clone(), mine.0, mine.1);
             }
         }
     }
@@ -380,6 +424,23 @@ impl fmt::Display for Change {
                     ),
                 }
             }
+            Change::Promotion { model, region, old, new } => {
+                let scope = match model {
+                    ModelSelector::Any => "models without a rule of their own".to_string(),
+                    ModelSelector::Named(m) => format!("model {m}"),
+                };
+                let text = |t: &Option<PromotionTerms>| match t {
+                    Some(t) => format!("only when {}", promotion_text(t)),
+                    None => "under the run plan's own gate".to_string(),
+                };
+                let word = match (old, new) {
+                    (None, Some(_)) => "tightened",
+                    (Some(_), None) => "loosened",
+                    (Some(o), Some(n)) => promotion_direction(o, n),
+                    (None, None) => "unchanged",
+                };
+                write!(f, "promotion of {scope} to serve in {region} {word}: now {} (before: {})", text(new), text(old))
+            }
             Change::ApprovalAdded { rule } => write!(f, "approval rule {} added: {}", rule.name, approval_text(rule)),
             Change::ApprovalRemoved { rule } => {
                 write!(f, "approval rule {} removed (was: {})", rule.name, approval_text(rule))
@@ -401,6 +462,29 @@ impl fmt::Display for Change {
             ),
         }
     }
+}
+
+/// Compares two promotion rules requirement by requirement ("tightened", "loosened" or
+/// "changed"); a bound that appears counts as stricter, one that goes as looser.
+fn promotion_direction(o: &PromotionTerms, n: &PromotionTerms) -> &'static str {
+    use std::cmp::Ordering;
+    // Larger is stricter for min_samples and approvals; smaller for tolerance and gap.
+    let looser_bound = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Greater,
+        (Some(_), None) => Ordering::Less,
+        (Some(a), Some(b)) => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
+    };
+    if o.metric != n.metric && (o.tolerance.is_some() || n.tolerance.is_some()) {
+        return "changed";
+    }
+    direction(&[
+        looser_bound(o.tolerance, n.tolerance),
+        n.min_samples.cmp(&o.min_samples),
+        looser_bound(o.max_region_gap, n.max_region_gap),
+        n.approvals.cmp(&o.approvals),
+        o.allow_override.cmp(&n.allow_override),
+    ])
 }
 
 fn approval_text(rule: &ApprovalRule) -> String {

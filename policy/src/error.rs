@@ -103,6 +103,11 @@ pub enum PolicyError {
         "{at}: approval rule {name:?} has no condition: set at least one of epsilon_above, publish_outside_jurisdiction = true, new_region = true or rounds_above"
     )]
     NoCondition { at: Location, name: String },
+    /// A promotion rule that requires nothing.
+    #[error(
+        "{at}: promotion rule for {selector} requires nothing: set at least one of tolerance, min_samples, max_region_gap or approvals (≥ 1)"
+    )]
+    NoRequirement { at: Location, selector: String },
 }
 
 impl PolicyError {
@@ -127,6 +132,7 @@ impl PolicyError {
             PolicyError::DuplicateRegion { .. } => "DuplicateRegion",
             PolicyError::DuplicateRule { .. } => "DuplicateRule",
             PolicyError::NoCondition { .. } => "NoCondition",
+            PolicyError::NoRequirement { .. } => "NoRequirement",
         }
     }
 
@@ -148,7 +154,8 @@ impl PolicyError {
             | PolicyError::UnknownRole { at, .. }
             | PolicyError::DuplicateRegion { at, .. }
             | PolicyError::DuplicateRule { at, .. }
-            | PolicyError::NoCondition { at, .. } => Some(at),
+            | PolicyError::NoCondition { at, .. }
+            | PolicyError::NoRequirement { at, .. } => Some(at),
         }
     }
 }

@@ -7,10 +7,12 @@
 
 use crate::decide::names;
 use crate::rules::{
-    Action, ApprovalConditions, CheckpointScope, ExportTerms, ModelSelector, PrivacyRule, PrivacyTerms, Region, number,
+    Action, ApprovalConditions, CheckpointScope, ExportTerms, ModelSelector, PrivacyRule, PrivacyTerms, PromotionRule,
+    PromotionTerms, Region, Selector, number,
 };
 use crate::set::PolicySet;
 use fedra_types::ids::RegionId;
+use fedra_types::plan::GateMetric;
 use std::fmt::Write as _;
 
 impl PolicySet {
@@ -85,12 +87,13 @@ impl PolicySet {
         for p in privacy.iter().filter(|p| p.model != ModelSelector::Any) {
             line(format!("privacy budget for model {}: {}", p.model, terms_text(&p.terms, "")));
         }
+        self.explain_promotion(region, out);
         if self.approvals.is_empty() {
-            line("approvals: none required".into());
+            let _ = writeln!(out, "  - approvals: none required");
             return;
         }
         let non_private = privacy.iter().any(|p| p.terms.allow_non_private);
-        line("a run on this data waits for approval when:".into());
+        let _ = writeln!(out, "  - a run on this data waits for approval when:");
         for rule in &self.approvals {
             let n = rule.approvals;
             let _ = writeln!(
@@ -106,22 +109,27 @@ impl PolicySet {
     /// The privacy rules that apply to `region`: the most specific `"*"` rule, then the
     /// most specific rule of each named model, by model name.
     fn privacy_rules_for(&self, region: &Region) -> Vec<&PrivacyRule> {
-        let mut models: Vec<&str> = self
-            .privacy
-            .iter()
-            .filter_map(|p| match &p.model {
-                ModelSelector::Named(m) if p.region.matches(&region.name, &region.jurisdiction) => Some(m.as_str()),
-                _ => None,
-            })
-            .collect();
-        models.sort_unstable();
-        models.dedup();
-        let general = self
-            .privacy
-            .iter()
-            .filter(|p| p.model == ModelSelector::Any && p.region.matches(&region.name, &region.jurisdiction))
-            .max_by_key(|p| p.region.specificity());
-        general.into_iter().chain(models.into_iter().filter_map(|m| self.privacy_rule(m, &region.name))).collect()
+        per_model(&self.privacy, region, |p| (&p.model, &p.region), |m| self.privacy_rule(m, &region.name))
+    }
+
+    /// The promotion rules that apply to checkpoints serving in `region`, ordered as
+    /// [`Self::privacy_rules_for`].
+    fn promotion_rules_for(&self, region: &Region) -> Vec<&PromotionRule> {
+        per_model(&self.promotions, region, |p| (&p.model, &p.region), |m| self.promotion_rule(m, &region.name))
+    }
+
+    fn explain_promotion(&self, region: &Region, out: &mut String) {
+        let rules = self.promotion_rules_for(region);
+        let general = rules.iter().find(|p| p.model == ModelSelector::Any);
+        let _ = match general {
+            Some(p) => writeln!(out, "  - a model serves here only when {}", promotion_text(&p.terms)),
+            None => {
+                writeln!(out, "  - models serve here under their run plan's own promotion gate (no promotion rule)")
+            }
+        };
+        for p in rules.iter().filter(|p| p.model != ModelSelector::Any) {
+            let _ = writeln!(out, "  - model {} serves here only when {}", p.model, promotion_text(&p.terms));
+        }
     }
 
     fn explain_roles(&self, out: &mut String) {
@@ -185,6 +193,68 @@ pub(crate) fn terms_text(t: &PrivacyTerms, scope: &str) -> String {
     text
 }
 
+/// The rules of `rules` that apply in `region` keyed by model: the most specific `"*"`
+/// rule, then `lookup` of each named model, by model name.
+fn per_model<'a, T>(
+    rules: &'a [T],
+    region: &Region,
+    key: impl Fn(&T) -> (&ModelSelector, &Selector),
+    lookup: impl Fn(&str) -> Option<&'a T>,
+) -> Vec<&'a T> {
+    let mut models: Vec<&str> = rules
+        .iter()
+        .filter_map(|p| match key(p) {
+            (ModelSelector::Named(m), sel) if sel.matches(&region.name, &region.jurisdiction) => Some(m.as_str()),
+            _ => None,
+        })
+        .collect();
+    models.sort_unstable();
+    models.dedup();
+    let general = rules
+        .iter()
+        .filter(|p| {
+            let (model, sel) = key(p);
+            *model == ModelSelector::Any && sel.matches(&region.name, &region.jurisdiction)
+        })
+        .max_by_key(|p| key(p).1.specificity());
+    general.into_iter().chain(models.into_iter().filter_map(lookup)).collect()
+}
+
+/// "its accuracy is at most 0.01 below the serving checkpoint's, it was evaluated on at
+/// least 200 held-out samples here, ... and 2 approvers approved it; the gate cannot be
+/// overridden".
+pub(crate) fn promotion_text(t: &PromotionTerms) -> String {
+    let mut parts = Vec::new();
+    if let Some(tol) = t.tolerance {
+        parts.push(match t.metric {
+            GateMetric::Accuracy => {
+                format!("its accuracy is at most {} below the serving checkpoint's", number(tol))
+            }
+            GateMetric::Loss => format!("its loss is at most {} above the serving checkpoint's", number(tol)),
+        });
+    }
+    if let Some(n) = t.min_samples {
+        parts.push(format!("it was evaluated on at least {n} held-out samples here"));
+    }
+    if let Some(g) = t.max_region_gap {
+        parts.push(format!("its best and worst region accuracies differ by at most {}", number(g)));
+    }
+    if t.approvals > 0 {
+        let n = t.approvals;
+        parts.push(format!("{n} approver{} approved it", if n == 1 { "" } else { "s" }));
+    }
+    let last = parts.pop().unwrap_or_default();
+    let mut text = if parts.is_empty() { last } else { format!("{} and {last}", parts.join(", ")) };
+    if t.has_gate() {
+        text.push_str(if t.allow_override {
+            "; an approver may override a failed gate, with a reason"
+        } else {
+            "; a failed gate cannot be overridden"
+        });
+    }
+    text
+}
+
 /// An approval rule's conditions, joined with "and"; relative to `origin` when given.
 pub(crate) fn conditions_text(c: &ApprovalConditions, origin: Option<&Region>, non_private: bool) -> String {
     let mut parts = Vec::new();
@@ -225,6 +295,7 @@ mod tests {
             "Data from x (X):
   - no residency rule covers this data: its raw updates may not be aggregated anywhere and models trained on it may not be published (denied by default)
   - privacy budget: none, so no model may be trained on this data (denied by default)
+  - models serve here under their run plan's own promotion gate (no promotion rule)
   - approvals: none required
 
 Roles:

@@ -83,6 +83,21 @@ pub(crate) struct RawApproval {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(crate) struct RawPromotion {
+    pub model: Spanned<String>,
+    pub region: Spanned<String>,
+    #[serde(default)]
+    pub metric: fedra_types::plan::GateMetric,
+    pub tolerance: Option<Spanned<f64>>,
+    pub min_samples: Option<Spanned<i64>>,
+    pub max_region_gap: Option<Spanned<f64>>,
+    pub approvals: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub allow_override: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct RawRoles {
     pub submit: Option<SpannedList>,
     pub approve: Option<SpannedList>,
@@ -130,10 +145,11 @@ pub(crate) struct RawFile {
     pub residency: Vec<(Range<usize>, RawResidency)>,
     pub privacy: Vec<(Range<usize>, RawPrivacy)>,
     pub approvals: Vec<(Range<usize>, RawApproval)>,
+    pub promotions: Vec<(Range<usize>, RawPromotion)>,
     pub roles: Option<RawRoles>,
 }
 
-const TOP_LEVEL: &str = "version, region, residency, privacy, approval, roles";
+const TOP_LEVEL: &str = "version, region, residency, privacy, approval, promotion, roles";
 
 /// Reads one file, pushing every problem found onto `problems`. Returns what could be read
 /// (elements with problems are left out), or `None` when the file is not TOML or declares
@@ -171,6 +187,7 @@ pub(crate) fn parse_file(src: &PolicySource, problems: &mut Vec<PolicyError>) ->
             "residency" => file.residency = elements(src, "residency", value, problems),
             "privacy" => file.privacy = elements(src, "privacy", value, problems),
             "approval" => file.approvals = elements(src, "approval", value, problems),
+            "promotion" => file.promotions = elements(src, "promotion", value, problems),
             "roles" => {
                 if value.get_ref().is_table() {
                     file.roles = element(src, "roles", value, problems).map(|(_, roles)| roles);

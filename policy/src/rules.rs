@@ -5,6 +5,7 @@
 
 use fedra_types::identity::Role;
 use fedra_types::ids::RegionId;
+use fedra_types::plan::GateMetric;
 use std::fmt;
 
 /// Where a compiled rule came from, for refusals and audit records:
@@ -252,6 +253,42 @@ pub struct ApprovalRule {
     pub name: String,
     pub approvals: u32,
     pub conditions: ApprovalConditions,
+    pub rule: RuleRef,
+}
+
+/// What a `[[promotion]]` rule requires of a checkpoint before it may serve (as canary or
+/// serving) in a region; at least one requirement is set. These add to the run plan's own
+/// `[promotion]` gate, never replace it: a plan cannot loosen what policy requires.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PromotionTerms {
+    /// The metric `tolerance` is stated on.
+    pub metric: GateMetric,
+    /// How much worse than the region's serving checkpoint the candidate may be on `metric`.
+    pub tolerance: Option<f64>,
+    /// Held-out evaluation samples the candidate needs in the region.
+    pub min_samples: Option<u64>,
+    /// Largest allowed gap between the candidate's best and worst region accuracy.
+    pub max_region_gap: Option<f64>,
+    /// Distinct approvers who must approve before the checkpoint goes live; 0: none.
+    pub approvals: u32,
+    /// Whether an approver may promote a checkpoint that failed this gate (with a reason).
+    pub allow_override: bool,
+}
+
+impl PromotionTerms {
+    /// Whether the terms state a measurable gate (rather than only approvals).
+    pub fn has_gate(&self) -> bool {
+        self.tolerance.is_some() || self.min_samples.is_some() || self.max_region_gap.is_some()
+    }
+}
+
+/// A `[[promotion]]` rule: what checkpoints of `model` must pass before serving in the
+/// regions `region` selects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromotionRule {
+    pub model: ModelSelector,
+    pub region: Selector,
+    pub terms: PromotionTerms,
     pub rule: RuleRef,
 }
 

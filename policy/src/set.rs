@@ -9,7 +9,9 @@
 use crate::compile::{Compiled, compile};
 use crate::error::{PolicyError, PolicyErrors};
 use crate::raw::{PolicySource, parse_file};
-use crate::rules::{Action, ApprovalRule, CheckpointGrant, PrivacyRule, Region, ResidencyRule, RoleGrant};
+use crate::rules::{
+    Action, ApprovalRule, CheckpointGrant, PrivacyRule, PromotionRule, Region, ResidencyRule, RoleGrant,
+};
 use fedra_types::identity::Role;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -35,6 +37,7 @@ pub struct PolicySet {
     pub(crate) residency: Vec<ResidencyRule>,
     pub(crate) privacy: Vec<PrivacyRule>,
     pub(crate) approvals: Vec<ApprovalRule>,
+    pub(crate) promotions: Vec<PromotionRule>,
     pub(crate) roles: Roles,
 }
 
@@ -95,7 +98,7 @@ impl PolicySet {
         let mut problems = Vec::new();
         let parsed: Vec<_> =
             sources.iter().filter_map(|src| parse_file(src, &mut problems).map(|f| (src, f))).collect();
-        let Compiled { regions, residency, privacy, approvals, roles } = compile(&parsed, &mut problems);
+        let Compiled { regions, residency, privacy, approvals, promotions, roles } = compile(&parsed, &mut problems);
         if !problems.is_empty() {
             problems.sort_by(|a, b| a.location().cmp(&b.location()));
             return Err(PolicyErrors(problems));
@@ -107,6 +110,7 @@ impl PolicySet {
             residency,
             privacy,
             approvals,
+            promotions,
             roles,
         })
     }
@@ -138,6 +142,10 @@ impl PolicySet {
         &self.approvals
     }
 
+    pub fn promotion_rules(&self) -> &[PromotionRule] {
+        &self.promotions
+    }
+
     pub fn roles(&self) -> &Roles {
         &self.roles
     }
@@ -145,13 +153,14 @@ impl PolicySet {
     /// One line for `fedra policy check`: hash and counts.
     pub fn summary(&self) -> String {
         format!(
-            "policy set sha256 {}: {} files, {} regions, {} residency, {} privacy, {} approval rules, {} role entries",
+            "policy set sha256 {}: {} files, {} regions, {} residency, {} privacy, {} approval, {} promotion rules, {} role entries",
             self.sha256,
             self.files.len(),
             self.regions.len(),
             self.residency.len(),
             self.privacy.len(),
             self.approvals.len(),
+            self.promotions.len(),
             self.roles.grants.len() + self.roles.checkpoints.len()
         )
     }

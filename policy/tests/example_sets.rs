@@ -55,12 +55,15 @@ fn refusals(v: Verdict) -> Vec<String> {
 #[test]
 fn the_example_set_loads_in_file_name_order() {
     let set = example();
-    assert_eq!(set.files(), ["approvals.toml", "privacy.toml", "regions.toml", "residency.toml", "roles.toml"]);
+    assert_eq!(
+        set.files(),
+        ["approvals.toml", "privacy.toml", "promotion.toml", "regions.toml", "residency.toml", "roles.toml"]
+    );
     let regions: Vec<&str> = set.regions().iter().map(|r| r.name.as_str()).collect();
     assert_eq!(regions, ["eu-west", "eu-central", "us-east", "ap-south"], "tests/ and permissive/ are not part of it");
     assert_eq!(set.sha256().len(), 64);
     assert!(
-        set.summary().contains("5 files, 4 regions, 3 residency, 4 privacy, 4 approval rules"),
+        set.summary().contains("6 files, 4 regions, 3 residency, 4 privacy, 4 approval, 3 promotion rules"),
         "{}",
         set.summary()
     );
@@ -244,6 +247,8 @@ Data from eu-west (EU):
   - models trained on it may be published to: eu-west, eu-central
   - privacy budget: ε ≤ 8 at δ = 1e-6 per model (minimum noise multiplier 0.8); non-private runs are not allowed; per-client metrics stay in the coordinator
   - privacy budget for model sepsis-risk: ε ≤ 2 at δ = 1e-6 (minimum noise multiplier 1.1); non-private runs are not allowed; per-client metrics stay in the coordinator
+  - a model serves here only when its accuracy is at most 0.01 below the serving checkpoint's, it was evaluated on at least 200 held-out samples here, its best and worst region accuracies differ by at most 0.1 and 1 approver approved it; a failed gate cannot be overridden
+  - model sepsis-risk serves here only when its accuracy is at most 0 below the serving checkpoint's, it was evaluated on at least 500 held-out samples here and 2 approvers approved it; a failed gate cannot be overridden
   - a run on this data waits for approval when:
       - its projected ε is above 4: 1 approval (rule high-epsilon)
       - it publishes a model outside EU: 2 approvals (rule cross-border-publication)
@@ -313,6 +318,7 @@ fn diff_names_changes_in_plain_language() {
             text.replace("approve = [\"approver\", \"admin\"]", "approve = [\"approver\", \"admin\", \"compliance\"]")
         }
         "approvals.toml" => text.replace("rounds_above = 200", "rounds_above = 500"),
+        "promotion.toml" => text.replace("min_samples = 50\n", "min_samples = 50\napprovals = 1\n"),
         _ => text,
     });
     let edited = PolicySet::load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
@@ -320,13 +326,35 @@ fn diff_names_changes_in_plain_language() {
     assert_eq!(changes, DIFF);
 }
 
-const DIFF: [&str; 5] = [
+const DIFF: [&str; 7] = [
     "data from eu-central: export tightened: an aggregate now needs at least 20 contributors to leave eu-central (before: 10)",
     "data from eu-west: export tightened: an aggregate now needs at least 20 contributors to leave eu-west (before: 10)",
     "privacy for models without a rule of their own on us-east data: budget raised from ε ≤ 10 at δ = 1e-5 to ε ≤ 12 at δ = 1e-5",
     "approval rule long-run changed: 1 approval when it has more than 500 rounds (before: 1 approval when it has more than 200 rounds)",
+    "promotion of models without a rule of their own to serve in ap-south tightened: now only when its accuracy is at most 0.02 below the serving checkpoint's, it was evaluated on at least 50 held-out samples here and 1 approver approved it; an approver may override a failed gate, with a reason (before: only when its accuracy is at most 0.02 below the serving checkpoint's and it was evaluated on at least 50 held-out samples here; an approver may override a failed gate, with a reason)",
+    "promotion of models without a rule of their own to serve in us-east tightened: now only when its accuracy is at most 0.02 below the serving checkpoint's, it was evaluated on at least 50 held-out samples here and 1 approver approved it; an approver may override a failed gate, with a reason (before: only when its accuracy is at most 0.02 below the serving checkpoint's and it was evaluated on at least 50 held-out samples here; an approver may override a failed gate, with a reason)",
     "role compliance may now approve runs",
 ];
+
+#[test]
+fn promotion_rules_pick_the_most_specific_and_name_the_rule() {
+    let set = example();
+    let eu = set.promotion_rule("credit-risk", &r("eu-central")).unwrap();
+    assert_eq!(eu.terms.approvals, 1);
+    assert_eq!(eu.terms.min_samples, Some(200));
+    assert!(!eu.terms.allow_override);
+    assert_eq!(eu.rule.line, header_line("promotion.toml", "tolerance = 0.01"));
+    assert_eq!(
+        eu.rule.text,
+        "promotion model=* region=EU metric=accuracy tolerance=0.01 min_samples=200 max_region_gap=0.1 approvals=1"
+    );
+    // A named model beats a region: sepsis-risk's rule ("*" regions) applies in the EU too.
+    let sepsis = set.promotion_rule("sepsis-risk", &r("eu-west")).unwrap();
+    assert_eq!((sepsis.terms.approvals, sepsis.terms.min_samples), (2, Some(500)));
+    let us = set.promotion_rule("credit-risk", &r("us-east")).unwrap();
+    assert!(us.terms.allow_override && us.terms.approvals == 0, "{us:?}");
+    assert!(set.promotion_rule("credit-risk", &r("mars")).is_none(), "undeclared regions have no rule");
+}
 
 #[test]
 fn regional_aggregators_keep_raw_updates_in_their_origin() {

@@ -61,10 +61,13 @@ pub enum AuditAction {
     /// A run's published checkpoint entered a region's model registry as a candidate, with
     /// the promotion gate's verdict there.
     CheckpointGated,
+    /// An approver approved a checkpoint going live in a region (the policy's promotion
+    /// rule requires approvals).
+    CheckpointApproved,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 19] = [
+    pub const ALL: [AuditAction; 20] = [
         AuditAction::RunSubmitted,
         AuditAction::RunAdmitted,
         AuditAction::RunRefused,
@@ -84,6 +87,7 @@ impl AuditAction {
         AuditAction::CheckpointPromoted,
         AuditAction::CheckpointRolledBack,
         AuditAction::CheckpointGated,
+        AuditAction::CheckpointApproved,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -107,6 +111,7 @@ impl AuditAction {
             AuditAction::CheckpointPromoted => "checkpoint_promoted",
             AuditAction::CheckpointRolledBack => "checkpoint_rolled_back",
             AuditAction::CheckpointGated => "checkpoint_gated",
+            AuditAction::CheckpointApproved => "checkpoint_approved",
         }
     }
 }

@@ -49,6 +49,10 @@ impl CheckpointApi {
         &self.gate
     }
 
+    pub(super) fn governance(&self) -> &Governance {
+        &self.governance
+    }
+
     pub(super) fn registry(&self) -> &RegistryHandle {
         &self.registry
     }

@@ -92,6 +92,7 @@ impl CheckpointApi {
         req: Request<pb::PromoteModelRequest>,
     ) -> Result<Response<pb::PromoteModelResponse>, ApiError> {
         let caller = self.gate().admit(&req, Rpc::PromoteModel)?;
+        super::governance_service::role_allowed(self.governance(), &caller, fedra_policy::Action::Approve)?;
         let r = req.into_inner();
         let fraction = (r.canary_fraction != 0.0).then_some(r.canary_fraction);
         if let Some(f) = fraction
@@ -118,6 +119,7 @@ impl CheckpointApi {
         req: Request<pb::RollbackModelRequest>,
     ) -> Result<Response<pb::RollbackModelResponse>, ApiError> {
         let caller = self.gate().admit(&req, Rpc::RollbackModel)?;
+        super::governance_service::role_allowed(self.governance(), &caller, fedra_policy::Action::Approve)?;
         let r = req.into_inner();
         let region = region_for(&caller, "region", &r.region, true)?.expect("required");
         let done = self

@@ -41,6 +41,10 @@ pub fn entry_to_pb(e: &RegistryEntry) -> pb::RegistryEntry {
         loss: e.eval.map(|v| v.loss),
         eval_samples: e.eval.map_or(0, |v| v.samples),
         canary_fraction: e.canary_fraction,
+        policy_rule: e.policy.as_ref().map(|p| p.rule.clone()).unwrap_or_default(),
+        gate_overridable: e.gate_overridable(),
+        approvals_needed: e.approvals_needed(),
+        approvers: e.approvers.clone(),
     }
 }
 

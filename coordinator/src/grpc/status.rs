@@ -57,9 +57,13 @@ impl ApiError {
                 RegistryError::NotRegistered { .. } => Code::NotFound,
                 RegistryError::NotPromotable { .. }
                 | RegistryError::GateFailed { .. }
+                | RegistryError::PolicyGateFailed { .. }
+                | RegistryError::AwaitingApprovals { .. }
                 | RegistryError::NothingServing { .. }
                 | RegistryError::Invalid(_) => Code::FailedPrecondition,
                 RegistryError::BadTarget(_) => Code::InvalidArgument,
+                RegistryError::AlreadyApproved { .. } => Code::AlreadyExists,
+                RegistryError::SelfApproval { .. } => Code::PermissionDenied,
                 RegistryError::Store(e) => store_code(e),
                 RegistryError::Stopped => Code::Unavailable,
             },

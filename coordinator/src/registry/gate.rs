@@ -11,6 +11,10 @@
 //!   `max_region_gap` (when set); a gap beyond it fails every region, since it is one
 //!   model that treats regions unequally.
 //!
+//! The same checks come from the run plan's `[promotion]` and, where the policy has a
+//! `[[promotion]]` rule for the region and model, from that rule ([`GateTerms`] for both);
+//! the registry requires both verdicts.
+//!
 //! The serving checkpoint's numbers are those recorded when it was gated (its own run's
 //! final evaluation, on the same region's clients): the two were not necessarily measured
 //! on the same clients or on the same day. A gate that re-evaluates both side by side in one
@@ -18,17 +22,51 @@
 
 use super::{RegionEval, Verdict};
 use crate::ids::RegionId;
+use fedra_policy::rules::PromotionTerms;
 use fedra_types::plan::{GateMetric, PromotionPlan};
 use std::collections::BTreeMap;
 
+/// The measurable part of a gate, from a run plan's `[promotion]` or a policy's
+/// `[[promotion]]` rule; `None` bounds are not checked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GateTerms {
+    pub metric: GateMetric,
+    pub tolerance: Option<f64>,
+    pub min_samples: u64,
+    pub max_region_gap: Option<f64>,
+}
+
+impl From<&PromotionPlan> for GateTerms {
+    fn from(plan: &PromotionPlan) -> Self {
+        Self {
+            metric: plan.metric,
+            tolerance: Some(plan.tolerance),
+            min_samples: plan.min_samples,
+            max_region_gap: (plan.max_region_gap > 0.0).then_some(plan.max_region_gap),
+        }
+    }
+}
+
+impl From<&PromotionTerms> for GateTerms {
+    fn from(t: &PromotionTerms) -> Self {
+        Self {
+            metric: t.metric,
+            tolerance: t.tolerance,
+            min_samples: t.min_samples.unwrap_or(0),
+            max_region_gap: t.max_region_gap,
+        }
+    }
+}
+
 /// The verdict for each of `regions`.
 pub fn judge(
-    plan: &PromotionPlan,
+    terms: impl Into<GateTerms>,
     regions: &[RegionId],
     candidate: &BTreeMap<RegionId, RegionEval>,
     serving: &BTreeMap<RegionId, RegionEval>,
 ) -> BTreeMap<RegionId, Verdict> {
-    let fairness = fairness(plan, candidate);
+    let terms = terms.into();
+    let fairness = fairness(&terms, candidate);
     regions
         .iter()
         .map(|region| {
@@ -36,28 +74,30 @@ pub fn judge(
             let mut passed = true;
             match candidate.get(region) {
                 None => {
-                    let ok = plan.min_samples == 0 && !serving.contains_key(region);
+                    let compared = terms.tolerance.is_some() && serving.contains_key(region);
+                    let ok = terms.min_samples == 0 && !compared;
                     passed &= ok;
                     checks.push(if ok {
-                        "not evaluated here, and nothing serves to compare with".to_string()
+                        "not evaluated here, and nothing to compare with".to_string()
                     } else {
                         "not evaluated in this region (the plan has no [evaluation], or no client here answered)"
                             .to_string()
                     });
                 }
                 Some(c) => {
-                    let ok = c.samples >= plan.min_samples;
+                    let ok = c.samples >= terms.min_samples;
                     passed &= ok;
                     checks.push(format!(
                         "{} {} {} evaluation samples",
                         c.samples,
                         if ok { "≥" } else { "<" },
-                        plan.min_samples
+                        terms.min_samples
                     ));
-                    match serving.get(region) {
-                        None => checks.push("nothing serves here yet".into()),
-                        Some(s) => {
-                            let (ok, text) = compare(plan, c, s);
+                    match (serving.get(region), terms.tolerance) {
+                        (_, None) => {}
+                        (None, Some(_)) => checks.push("nothing serves here yet".into()),
+                        (Some(s), Some(tol)) => {
+                            let (ok, text) = compare(terms.metric, tol, c, s);
                             passed &= ok;
                             checks.push(text);
                         }
@@ -73,9 +113,8 @@ pub fn judge(
         .collect()
 }
 
-fn compare(plan: &PromotionPlan, c: &RegionEval, s: &RegionEval) -> (bool, String) {
-    let tol = plan.tolerance;
-    match plan.metric {
+fn compare(metric: GateMetric, tol: f64, c: &RegionEval, s: &RegionEval) -> (bool, String) {
+    match metric {
         GateMetric::Accuracy => {
             let ok = c.accuracy >= s.accuracy - tol;
             let sign = if ok { "≥" } else { "<" };
@@ -89,9 +128,10 @@ fn compare(plan: &PromotionPlan, c: &RegionEval, s: &RegionEval) -> (bool, Strin
     }
 }
 
-/// The fairness check over the candidate's evaluated regions, when the plan bounds the gap.
-fn fairness(plan: &PromotionPlan, candidate: &BTreeMap<RegionId, RegionEval>) -> Option<(bool, String)> {
-    if plan.max_region_gap <= 0.0 || candidate.len() < 2 {
+/// The fairness check over the candidate's evaluated regions, when the terms bound the gap.
+fn fairness(terms: &GateTerms, candidate: &BTreeMap<RegionId, RegionEval>) -> Option<(bool, String)> {
+    let bound = terms.max_region_gap?;
+    if candidate.len() < 2 {
         return None;
     }
     let by_accuracy =
@@ -100,17 +140,16 @@ fn fairness(plan: &PromotionPlan, candidate: &BTreeMap<RegionId, RegionEval>) ->
     let best = entries.iter().max_by(by_accuracy)?;
     let worst = entries.iter().min_by(by_accuracy)?;
     let gap = best.1.accuracy - worst.1.accuracy;
-    let ok = gap <= plan.max_region_gap;
+    let ok = gap <= bound;
     Some((
         ok,
         format!(
-            "region gap {gap:.4} ({} {:.4} − {} {:.4}) {} {}",
+            "region gap {gap:.4} ({} {:.4} − {} {:.4}) {} {bound}",
             best.0,
             best.1.accuracy,
             worst.0,
             worst.1.accuracy,
             if ok { "≤" } else { ">" },
-            plan.max_region_gap
         ),
     ))
 }

@@ -29,7 +29,9 @@ fn moved(e: &RegistryEntry, to: ModelState, canary_fraction: Option<f64>) -> Mov
 ///   candidate (it was not judged bad).
 ///
 /// # Errors
-/// [`RegistryError`] naming what stands in the way; a failed gate unless `override_gate`.
+/// [`RegistryError`] naming what stands in the way: a failed gate unless `override_gate`
+/// (and never when the policy's rule failed it without allowing overrides), approvals the
+/// policy requires and the entry does not have yet.
 pub fn promote(
     entries: &[RegistryEntry],
     checkpoint: &CheckpointId,
@@ -55,6 +57,14 @@ pub fn promote(
             region: entry.region.clone(),
             checkpoint: checkpoint.clone(),
             state: entry.state,
+        });
+    }
+    if let Some(policy) = entry.policy.as_ref().filter(|_| !entry.gate_overridable()) {
+        return Err(RegistryError::PolicyGateFailed {
+            region: entry.region.clone(),
+            checkpoint: checkpoint.clone(),
+            rule: policy.rule.clone(),
+            detail: entry.gate.detail.clone(),
         });
     }
     if !entry.gate.passed && !override_gate {
@@ -89,6 +99,17 @@ pub fn promote(
             }
             moves.push(moved(entry, ModelState::Canary, Some(canary_fraction)));
         }
+    }
+    // Last, so that a refusal for any other reason comes first: an approval is recorded
+    // only for a promotion that its approvals alone stand in the way of.
+    if !entry.approved() && entry.state == ModelState::Candidate {
+        return Err(RegistryError::AwaitingApprovals {
+            region: entry.region.clone(),
+            checkpoint: checkpoint.clone(),
+            needed: entry.approvals_needed(),
+            have: u32::try_from(entry.approvers.len()).unwrap_or(u32::MAX),
+            approvers: if entry.approvers.is_empty() { "none yet".into() } else { entry.approvers.join(", ") },
+        });
     }
     Ok(moves)
 }
@@ -131,7 +152,8 @@ pub fn on_registration(
     entries: &[RegistryEntry],
     candidate: &CheckpointId,
 ) -> Result<Vec<Move>, RegistryError> {
-    let passed = entries.iter().any(|e| &e.checkpoint == candidate && e.gate.passed);
+    // Approvals are people's decisions: nothing the policy wants approved moves by rule.
+    let passed = entries.iter().any(|e| &e.checkpoint == candidate && e.gate.passed && e.approved());
     let to = match plan.promote_to {
         PromoteTo::None => return Ok(Vec::new()),
         _ if !passed => return Ok(Vec::new()),
@@ -175,7 +197,7 @@ pub fn apply(entries: &mut [RegistryEntry], moves: &[Move]) {
 mod tests {
     use super::*;
     use crate::ids::{RegionId, RunId};
-    use crate::registry::Verdict;
+    use crate::registry::{PolicyGate, Verdict};
     use proptest::prelude::*;
 
     fn entry(i: u32, passed: bool) -> RegistryEntry {
@@ -191,7 +213,40 @@ mod tests {
             eval: None,
             canary_fraction: 0.1,
             updated_at: chrono::DateTime::from_timestamp(i64::from(i), 0).unwrap(),
+            policy: None,
+            approvers: Vec::new(),
         }
+    }
+
+    fn governed(i: u32, passed: bool, allow_override: bool, approvals_needed: u32) -> RegistryEntry {
+        let policy = PolicyGate { rule: "promotion.toml:3".into(), passed, allow_override, approvals_needed };
+        RegistryEntry { policy: Some(policy), ..entry(i, passed) }
+    }
+
+    #[test]
+    fn policy_gates_bind_overrides_and_need_their_approvals() {
+        use ModelState::*;
+        let mut e = vec![entry(0, true), governed(1, false, false, 0), governed(2, false, true, 0)];
+        let ids: Vec<_> = e.iter().map(|e| e.checkpoint.clone()).collect();
+        let m = promote(&e, &ids[0], Serving, false, 0.1).unwrap();
+        apply(&mut e, &m);
+        // A policy gate that allows no override refuses even an approver who overrides.
+        let err = promote(&e, &ids[1], Serving, true, 0.1).unwrap_err();
+        assert!(matches!(&err, RegistryError::PolicyGateFailed { rule, .. } if rule == "promotion.toml:3"), "{err}");
+        assert!(matches!(promote(&e, &ids[2], Serving, false, 0.1), Err(RegistryError::GateFailed { .. })));
+        assert!(promote(&e, &ids[2], Canary, true, 0.1).is_ok(), "this rule allows overrides");
+        // Approvals: refused until enough distinct approvers, then it moves.
+        let mut e = vec![governed(3, true, false, 2)];
+        let id = e[0].checkpoint.clone();
+        e[0].approvers.push("ann".into());
+        let err = promote(&e, &id, Serving, false, 0.1).unwrap_err();
+        assert!(matches!(err, RegistryError::AwaitingApprovals { needed: 2, have: 1, .. }), "{err}");
+        e[0].approvers.push("bob".into());
+        assert_eq!(promote(&e, &id, Serving, false, 0.1).unwrap().last().unwrap().to, Serving);
+        // Registration never promotes what needs approving.
+        let plan = PromotionPlan { promote_to: PromoteTo::Serving, ..PromotionPlan::default() };
+        let waiting = vec![governed(4, true, false, 1)];
+        assert!(on_registration(&plan, &waiting, &waiting[0].checkpoint).unwrap().is_empty());
     }
 
     fn states(entries: &[RegistryEntry]) -> Vec<ModelState> {

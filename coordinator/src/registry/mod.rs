@@ -79,6 +79,20 @@ pub struct Verdict {
     pub detail: String,
 }
 
+/// What the policy's `[[promotion]]` rule required of a checkpoint in a region, fixed when
+/// it entered the registry (under the set whose sha256 the registration reason names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyGate {
+    /// The rule that applied: `policies/promotion.toml:9 (promotion model=* region=EU ...)`.
+    pub rule: String,
+    /// Whether the rule's own checks passed (they are part of the entry's [`Verdict`] too).
+    pub passed: bool,
+    /// Whether an approver may promote past a failed gate.
+    pub allow_override: bool,
+    /// Distinct approvals needed before the checkpoint may go live in the region.
+    pub approvals_needed: u32,
+}
+
 /// A region's federated evaluation of a checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RegionEval {
@@ -100,6 +114,38 @@ pub struct RegistryEntry {
     pub eval: Option<RegionEval>,
     pub canary_fraction: f64,
     pub updated_at: DateTime<Utc>,
+    /// `None`: no policy rule applied, the plan's gate alone.
+    pub policy: Option<PolicyGate>,
+    /// Who approved it going live here, in the order they did.
+    pub approvers: Vec<String>,
+}
+
+impl RegistryEntry {
+    /// Approvals needed before it may go live (0: none).
+    pub fn approvals_needed(&self) -> u32 {
+        self.policy.as_ref().map_or(0, |p| p.approvals_needed)
+    }
+
+    /// Whether enough distinct approvers have approved it.
+    pub fn approved(&self) -> bool {
+        self.approvers.len() >= self.approvals_needed() as usize
+    }
+
+    /// Whether a failed gate may be overridden: not when the policy's rule failed it and
+    /// does not allow overrides.
+    pub fn gate_overridable(&self) -> bool {
+        self.policy.as_ref().is_none_or(|p| p.passed || p.allow_override)
+    }
+}
+
+/// An approver's approval of a checkpoint going live in one (region, model).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Approval {
+    pub region: RegionId,
+    pub model: String,
+    pub checkpoint: CheckpointId,
+    pub approver: String,
+    pub reason: String,
 }
 
 /// A state change to apply: `checkpoint` moves from `from` to `to` in (region, model).
@@ -115,11 +161,13 @@ pub struct Move {
 }
 
 /// Everything one registry command changes, applied in one transaction: new candidates,
-/// then moves (each refused unless the checkpoint is still in `from`), then the audit
+/// then approvals, then moves (each refused unless the checkpoint is still in `from`), then the audit
 /// entries.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryChange {
     pub inserts: Vec<RegistryEntry>,
+    /// Approvals recorded before the moves (each refused if that approver already approved).
+    pub approvals: Vec<Approval>,
     pub moves: Vec<Move>,
     pub actor: String,
     pub reason: String,
@@ -161,6 +209,18 @@ pub enum RegistryError {
         "checkpoint {checkpoint} failed the promotion gate in region {region} ({detail}); pass override_gate with a reason to promote it anyway"
     )]
     GateFailed { region: RegionId, checkpoint: CheckpointId, detail: String },
+    #[error(
+        "checkpoint {checkpoint} failed the promotion gate in region {region} under policy rule {rule} ({detail}), which allows no override"
+    )]
+    PolicyGateFailed { region: RegionId, checkpoint: CheckpointId, rule: String, detail: String },
+    #[error(
+        "checkpoint {checkpoint} needs {needed} distinct approvals to go live in region {region} and has {have} ({approvers})"
+    )]
+    AwaitingApprovals { region: RegionId, checkpoint: CheckpointId, needed: u32, have: u32, approvers: String },
+    #[error("{approver} submitted run {run}, which produced checkpoint {checkpoint}, and may not approve it")]
+    SelfApproval { approver: String, run: RunId, checkpoint: CheckpointId },
+    #[error("{approver} has already approved checkpoint {checkpoint} in region {region}; another approver is needed")]
+    AlreadyApproved { region: RegionId, checkpoint: CheckpointId, approver: String },
     #[error("nothing serves {model} in region {region}: there is nothing to roll back")]
     NothingServing { region: RegionId, model: String },
     #[error("a promotion can only go to canary or serving, not {0}")]

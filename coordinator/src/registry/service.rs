@@ -9,8 +9,12 @@
 
 use super::gate;
 use super::lifecycle::{self, CanaryDecision};
-use super::{ModelState, Move, RegionEval, RegistryChange, RegistryEntry, RegistryError, RegistryFilter};
+use super::{
+    Approval, ModelState, Move, PolicyGate, RegionEval, RegistryChange, RegistryEntry, RegistryError, RegistryFilter,
+    Verdict,
+};
 use crate::audit;
+use crate::governance::Governance;
 use crate::ids::{CheckpointId, RegionId, RunId};
 use crate::round::{EngineHandle, RunEvent, RunEventKind};
 use crate::store::{RunState, Store};
@@ -87,13 +91,14 @@ impl Registry {
     pub async fn start(
         store: Arc<dyn Store>,
         engine: &EngineHandle,
+        governance: Governance,
     ) -> Result<(RegistryHandle, tokio::task::JoinHandle<()>), RegistryError> {
         let events = engine.all_events().await.map_err(|_| RegistryError::Stopped)?;
         let (tx, rx) = mpsc::channel(256);
         let (changes, _) = broadcast::channel(256);
         let handle =
             RegistryHandle { tx, store: Arc::clone(&store), changes: changes.clone(), reports: Arc::default() };
-        let task = Task { store, changes, engine: engine.clone(), retrained: Mutex::default() };
+        let task = Task { store, changes, engine: engine.clone(), governance, retrained: Mutex::default() };
         Ok((handle, tokio::spawn(task.run(rx, events))))
     }
 }
@@ -173,6 +178,8 @@ struct Task {
     changes: broadcast::Sender<(RegionId, String)>,
     /// Submits retraining runs when a node reports drift.
     engine: EngineHandle,
+    /// The policy in force: its `[[promotion]]` rules add to each plan's gate.
+    governance: Governance,
     /// Serving checkpoints a retraining run was submitted for, and the runs submitted:
     /// once per checkpoint, and never for a checkpoint that a drift retraining produced
     /// (training again on data that still drifts would loop; a person decides then).
@@ -283,12 +290,35 @@ impl Task {
         }
         let promotion = record.plan.promotion;
         let verdicts = gate::judge(&promotion, &regions, &candidate, &serving);
+        let policy = self.governance.snapshot();
         for region in &regions {
             let mut entries = existing.remove(region).unwrap_or_default();
             if entries.iter().any(|e| e.checkpoint == published) {
                 continue;
             }
-            let verdict = verdicts[region].clone();
+            let rule = policy.as_ref().and_then(|p| p.set.promotion_rule(&model, region));
+            let (verdict, policy_gate) = match rule {
+                None => (verdicts[region].clone(), None),
+                Some(rule) => {
+                    let own = if rule.terms.has_gate() {
+                        gate::judge(&rule.terms, std::slice::from_ref(region), &candidate, &serving)[region].clone()
+                    } else {
+                        Verdict { passed: true, detail: "no measured requirement".into() }
+                    };
+                    let plan = &verdicts[region];
+                    let combined = Verdict {
+                        passed: plan.passed && own.passed,
+                        detail: format!("plan: {}; policy {}: {}", plan.detail, rule.rule, own.detail),
+                    };
+                    let gate = PolicyGate {
+                        rule: rule.rule.to_string(),
+                        passed: own.passed,
+                        allow_override: rule.terms.allow_override,
+                        approvals_needed: rule.terms.approvals,
+                    };
+                    (combined, Some(gate))
+                }
+            };
             let entry = RegistryEntry {
                 region: region.clone(),
                 model: model.clone(),
@@ -300,10 +330,18 @@ impl Task {
                 eval: candidate.get(region).copied(),
                 canary_fraction: promotion.canary_fraction,
                 updated_at: Utc::now(),
+                policy: policy_gate,
+                approvers: Vec::new(),
             };
             entries.push(entry.clone());
             let moves = lifecycle::on_registration(&promotion, &entries, &published)?;
-            let outcome = if verdict.passed { "passed" } else { "failed" };
+            let mut outcome = (if verdict.passed { "passed" } else { "failed" }).to_string();
+            if entry.approvals_needed() > 0 {
+                outcome.push_str(&format!(", awaiting {} approval(s)", entry.approvals_needed()));
+            }
+            if let Some(p) = &policy {
+                outcome.push_str(&format!(" under policy set {}", p.sha256()));
+            }
             let mut audit = vec![
                 audit::draft(
                     GATE_ACTOR,
@@ -316,6 +354,7 @@ impl Task {
             audit.extend(moves_audit(&moves, GATE_ACTOR, "the gate passed and the plan promotes"));
             let change = RegistryChange {
                 inserts: vec![entry],
+                approvals: Vec::new(),
                 moves,
                 actor: GATE_ACTOR.into(),
                 reason: format!(
@@ -325,7 +364,7 @@ impl Task {
                 audit,
             };
             self.store.apply_registry(&change).await?;
-            info!(%run, %region, checkpoint = %published, gate = outcome, "checkpoint registered");
+            info!(%run, %region, checkpoint = %published, gate = %outcome, "checkpoint registered");
             let _ = self.changes.send((region.clone(), model.clone()));
         }
         Ok(())
@@ -340,7 +379,14 @@ impl Task {
         reason: &str,
     ) -> Result<(), RegistryError> {
         let audit = moves_audit(&moves, actor, reason);
-        let change = RegistryChange { inserts: Vec::new(), moves, actor: actor.into(), reason: reason.into(), audit };
+        let change = RegistryChange {
+            inserts: Vec::new(),
+            approvals: Vec::new(),
+            moves,
+            actor: actor.into(),
+            reason: reason.into(),
+            audit,
+        };
         self.store.apply_registry(&change).await?;
         let _ = self.changes.send((region.clone(), model.to_string()));
         Ok(())
@@ -362,15 +408,88 @@ impl Task {
                 checkpoint: cmd.checkpoint,
             });
         }
-        let moves = lifecycle::promote(&entries, &cmd.checkpoint, cmd.to, cmd.override_gate, fraction)?;
+        let mut entries = entries;
+        let approval = Self::approval(&mut entries, &cmd)?;
+        if approval.is_some() {
+            // Four eyes, as for runs: whoever submitted the run cannot approve its model.
+            let entry = entries.iter().find(|e| e.checkpoint == cmd.checkpoint).expect("found above");
+            let owner = self.store.get_run(&entry.run).await?.and_then(|r| r.owner);
+            if owner.is_some() && audit::actor(owner.as_ref()) == cmd.actor {
+                return Err(RegistryError::SelfApproval {
+                    approver: cmd.actor.clone(),
+                    run: entry.run.clone(),
+                    checkpoint: cmd.checkpoint.clone(),
+                });
+            }
+        }
         let reason = if cmd.override_gate { format!("{} (gate overridden)", cmd.reason) } else { cmd.reason.clone() };
-        self.apply(&cmd.region, &cmd.model, moves, &cmd.actor, &reason).await?;
+        let (moves, mut audit) =
+            match lifecycle::promote(&entries, &cmd.checkpoint, cmd.to, cmd.override_gate, fraction) {
+                Ok(moves) => {
+                    let audit = moves_audit(&moves, &cmd.actor, &reason);
+                    (moves, audit)
+                }
+                // Only the approvals are missing: this one is recorded, the move waits.
+                Err(RegistryError::AwaitingApprovals { .. }) if approval.is_some() => (Vec::new(), Vec::new()),
+                Err(e) => return Err(e),
+            };
+        if let Some(a) = &approval {
+            let e = entries.iter().find(|e| e.checkpoint == cmd.checkpoint).expect("found above");
+            let detail = format!(
+                "checkpoint {} of {} in {}: approval {} of {} to go live ({}): {}",
+                a.checkpoint,
+                a.model,
+                a.region,
+                e.approvers.len(),
+                e.approvals_needed(),
+                e.policy.as_ref().map_or("", |p| p.rule.as_str()),
+                a.reason
+            );
+            audit.insert(0, audit::draft(&cmd.actor, AuditAction::CheckpointApproved, detail).region(&a.region));
+        }
+        let change = RegistryChange {
+            inserts: Vec::new(),
+            approvals: approval.into_iter().collect(),
+            moves,
+            actor: cmd.actor.clone(),
+            reason,
+            audit,
+        };
+        self.store.apply_registry(&change).await?;
+        let _ = self.changes.send((cmd.region.clone(), cmd.model.clone()));
         let after = self.store.registry_entries(&Self::key(&cmd.region, &cmd.model)).await?;
         after.into_iter().find(|e| e.checkpoint == cmd.checkpoint).ok_or(RegistryError::NotRegistered {
             region: cmd.region,
             model: cmd.model,
             checkpoint: cmd.checkpoint,
         })
+    }
+
+    /// The approval `cmd` gives, added to its entry in `entries`, when the entry still needs
+    /// approvals to go live; `None` when it needs none.
+    ///
+    /// # Errors
+    /// [`RegistryError::AlreadyApproved`] when this approver already has.
+    fn approval(entries: &mut [RegistryEntry], cmd: &PromoteCommand) -> Result<Option<Approval>, RegistryError> {
+        let Some(entry) = entries.iter_mut().find(|e| e.checkpoint == cmd.checkpoint) else { return Ok(None) };
+        if entry.approved() || entry.state != ModelState::Candidate {
+            return Ok(None);
+        }
+        if entry.approvers.contains(&cmd.actor) {
+            return Err(RegistryError::AlreadyApproved {
+                region: cmd.region.clone(),
+                checkpoint: cmd.checkpoint.clone(),
+                approver: cmd.actor.clone(),
+            });
+        }
+        entry.approvers.push(cmd.actor.clone());
+        Ok(Some(Approval {
+            region: cmd.region.clone(),
+            model: cmd.model.clone(),
+            checkpoint: cmd.checkpoint.clone(),
+            approver: cmd.actor.clone(),
+            reason: cmd.reason.clone(),
+        }))
     }
 
     async fn rollback(

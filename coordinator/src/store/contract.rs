@@ -65,6 +65,7 @@ macro_rules! store_contract_tests {
             a_cohort_run_is_stored_with_its_initial_checkpoint_once,
             an_upstream_task_ends_once,
             registry_changes_are_atomic_and_keep_one_serving,
+            model_approvals_are_recorded_once_per_approver_with_the_change,
         );
     };
     (@cases $module:ident, $open:expr, $($case:ident),+ $(,)?) => {

@@ -14,12 +14,16 @@ pub trait RegistryStore: Send + Sync {
     /// Transitions matching `filter` (`all` is ignored), oldest first.
     async fn registry_history(&self, filter: &RegistryFilter) -> Result<Vec<Transition>, StoreError>;
 
-    /// Inserts `change.inserts` as given, then applies `change.moves` in order, recording a
-    /// transition for each with the change's actor and reason, and appends `change.audit`;
-    /// all of it or nothing. Returns the transitions written.
+    /// Inserts `change.inserts` as given, records `change.approvals`, then applies
+    /// `change.moves` in order, recording a transition for each with the change's actor and
+    /// reason, and appends `change.audit`; all of it or nothing. Returns the transitions
+    /// written. Entries read back carry their approvers in the order they approved.
     ///
     /// # Errors
     /// - [`StoreError::AlreadyExists`] (`"registry entry"`) for an insert that is stored;
+    /// - [`StoreError::AlreadyExists`] (`"approval"`) for an approver who approved that
+    ///   entry before; [`StoreError::NotFound`] (`"registry entry"`) for an approval of an
+    ///   entry not stored;
     /// - [`StoreError::NotFound`] (`"registry entry"`) for a move of an entry not stored;
     /// - [`StoreError::Conflict`] (`"registry entry"`) for a move whose entry is no longer
     ///   in `from` (another command moved it first), or that would leave two serving or two
@@ -30,7 +34,7 @@ pub trait RegistryStore: Send + Sync {
 /// The registry refusals every backend returns.
 pub(super) mod refusal {
     use super::super::StoreError;
-    use crate::registry::{ModelState, Move, RegistryEntry};
+    use crate::registry::{Approval, ModelState, Move, RegistryEntry};
 
     fn key(region: &str, model: &str, checkpoint: &str) -> String {
         format!("{region}/{model}/{checkpoint}")
@@ -41,6 +45,17 @@ pub(super) mod refusal {
             what: "registry entry",
             id: key(e.region.as_str(), &e.model, e.checkpoint.as_str()),
         }
+    }
+
+    pub fn approved(a: &Approval) -> StoreError {
+        StoreError::AlreadyExists {
+            what: "approval",
+            id: format!("{} by {}", key(a.region.as_str(), &a.model, a.checkpoint.as_str()), a.approver),
+        }
+    }
+
+    pub fn unapproved(a: &Approval) -> StoreError {
+        StoreError::NotFound { what: "registry entry", id: key(a.region.as_str(), &a.model, a.checkpoint.as_str()) }
     }
 
     pub fn missing(m: &Move) -> StoreError {

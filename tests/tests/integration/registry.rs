@@ -43,8 +43,12 @@ const CLASSES: u32 = 3;
 
 /// One scripted client per region, whose held-out accuracy the returned handles set.
 async fn federation(regions: &[&str]) -> anyhow::Result<(Cluster, Vec<Arc<Mutex<f64>>>)> {
+    federation_with(Cluster::builder(), regions).await
+}
+
+async fn federation_with(builder: ClusterBuilder, regions: &[&str]) -> anyhow::Result<(Cluster, Vec<Arc<Mutex<f64>>>)> {
     let len = (DIM * CLASSES + CLASSES) as usize;
-    let mut cluster = Cluster::builder().start().await?;
+    let mut cluster = builder.start().await?;
     let mut knobs = Vec::new();
     for (i, region) in regions.iter().enumerate() {
         let accuracy = Arc::new(Mutex::new(0.9));
@@ -401,6 +405,123 @@ async fn drift_is_detected_on_a_shifted_stream_and_not_on_an_unshifted_one() -> 
     assert_eq!(control.list().await?.len(), 2, "one retraining run, not one for the retrained checkpoint too");
     shifted_node.shutdown().await;
     node.shutdown().await;
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// Regions eu (EU) and us (US), everything allowed, and promotion rules: in eu two approvals
+/// and a measured gate the run passes; in us a sample minimum it cannot meet, without
+/// override.
+const PROMOTION_POLICY: &str = r#"version = 1
+[[region]]
+name = "eu"
+jurisdiction = "EU"
+[[region]]
+name = "us"
+jurisdiction = "US"
+[[residency]]
+origin = "*"
+aggregate_at = ["*"]
+export_min_clients = 1
+publish_to = ["*"]
+[[privacy]]
+model = "*"
+region = "*"
+epsilon = 100
+delta = 1e-6
+allow_non_private = true
+[[promotion]]
+model = "*"
+region = "eu"
+tolerance = 0.05
+min_samples = 40
+approvals = 2
+[[promotion]]
+model = "*"
+region = "us"
+min_samples = 1000
+[roles]
+submit = ["scientist", "admin"]
+approve = ["approver", "admin"]
+read_audit = ["admin"]
+[roles.read_checkpoints]
+admin = "all"
+approver = "all"
+"#;
+
+fn promote(region: &str, checkpoint: &str, override_gate: bool) -> pb::PromoteModelRequest {
+    pb::PromoteModelRequest {
+        region: region.into(),
+        model_name: "test-lr".into(),
+        checkpoint_id: checkpoint.into(),
+        to: pb::ModelState::Serving as i32,
+        reason: "reviewed the evaluation".into(),
+        override_gate,
+        ..Default::default()
+    }
+}
+
+fn rpc_error(e: &ControlError) -> (tonic::Code, &str) {
+    match e {
+        ControlError::Rpc { code, message } => (*code, message.as_str()),
+        other => panic!("expected an RPC error, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_gates_need_distinct_approvers_and_refuse_overrides_they_do_not_allow() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("policy.toml"), PROMOTION_POLICY)?;
+    let hash = fedra_policy::PolicySet::load(dir.path()).map_err(|e| anyhow::anyhow!("{e}"))?.sha256().to_string();
+    let (cluster, _) = federation_with(Cluster::builder().policy(dir.path(), "eu"), &["eu", "us"]).await?;
+    // The plan would promote straight to serving, and its own gate passes everywhere.
+    let plan = PromotionPlan { promote_to: PromoteTo::Serving, min_samples: 0, ..PromotionPlan::default() };
+    let cp = train(&cluster, 2, plan, 1).await?;
+    let mut admin = cluster.control().await?;
+    wait_state(&mut admin, "eu", &cp, pb::ModelState::Candidate).await?;
+    wait_state(&mut admin, "us", &cp, pb::ModelState::Candidate).await?;
+    let eu = admin.list_models(Some("eu"), Some("test-lr"), false).await?;
+    let held = entry(&eu, &cp);
+    assert!(held.gate_passed, "{}", held.gate_detail);
+    assert_eq!((held.approvals_needed, held.approvers.len()), (2, 0), "held for approvals, not promoted by rule");
+    assert!(held.policy_rule.contains("policy.toml:19 (promotion model=* region=eu"), "{}", held.policy_rule);
+    let us = admin.list_models(Some("us"), Some("test-lr"), false).await?;
+    let failed = entry(&us, &cp);
+    assert!(!failed.gate_passed && !failed.gate_overridable, "{failed:?}");
+    assert!(failed.gate_detail.contains("50 < 1000 evaluation samples"), "{}", failed.gate_detail);
+    let history = admin.model_history(Some("eu"), Some("test-lr")).await?;
+    assert!(history[0].reason.contains(&hash), "the set it was judged under: {}", history[0].reason);
+
+    // Four eyes: the run's submitter (the admin here) may not approve its model.
+    let e = admin.promote_model(promote("eu", &cp, false)).await.unwrap_err();
+    let (code, message) = rpc_error(&e);
+    assert_eq!(code, tonic::Code::PermissionDenied, "{message}");
+    assert!(message.contains("may not approve it"), "{message}");
+    let mut ann = cluster.control_as(&"fedra://approver/ann".parse()?).await?;
+    let mut bob = cluster.control_as(&"fedra://approver/bob".parse()?).await?;
+    let first = ann.promote_model(promote("eu", &cp, false)).await?;
+    assert_eq!(first.state, pb::ModelState::Candidate as i32, "one approval of two: nothing moves");
+    assert_eq!(first.approvers, ["fedra://approver/ann"]);
+    let e = ann.promote_model(promote("eu", &cp, false)).await.unwrap_err();
+    assert_eq!(rpc_error(&e).0, tonic::Code::AlreadyExists, "{e}");
+    let second = bob.promote_model(promote("eu", &cp, false)).await?;
+    assert_eq!(second.state, pb::ModelState::Serving as i32, "the second approval promotes");
+    assert_eq!(second.approvers, ["fedra://approver/ann", "fedra://approver/bob"]);
+
+    // The us rule failed the gate and allows no override, whoever asks and however.
+    let e = ann.promote_model(promote("us", &cp, true)).await.unwrap_err();
+    let (code, message) = rpc_error(&e);
+    assert_eq!(code, tonic::Code::FailedPrecondition, "{message}");
+    assert!(message.contains("under policy rule") && message.contains("allows no override"), "{message}");
+    assert_eq!(entry(&admin.list_models(Some("us"), None, false).await?, &cp).state, pb::ModelState::Candidate as i32);
+
+    let audit = admin.audit(Default::default()).await?;
+    let approvals: Vec<_> = audit
+        .iter()
+        .filter(|e| e.draft.action.as_str() == "checkpoint_approved")
+        .map(|e| e.draft.actor.as_str())
+        .collect();
+    assert_eq!(approvals, ["fedra://approver/ann", "fedra://approver/bob"]);
     cluster.shutdown().await;
     Ok(())
 }

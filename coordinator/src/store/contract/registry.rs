@@ -1,7 +1,7 @@
 //! Contract cases for the model registry.
 
 use super::*;
-use crate::registry::{ModelState, Move, RegistryChange, RegistryEntry, RegistryFilter, Verdict};
+use crate::registry::{Approval, ModelState, Move, PolicyGate, RegistryChange, RegistryEntry, RegistryFilter, Verdict};
 
 /// A run with one completed round whose checkpoint is in `regions`.
 async fn published(store: &dyn Store, regions: &[&str]) -> CheckpointId {
@@ -27,6 +27,8 @@ fn candidate(checkpoint: &CheckpointId, region: &str) -> RegistryEntry {
         eval: Some(crate::registry::RegionEval { accuracy: 0.9, loss: 0.3, samples: 40 }),
         canary_fraction: 0.1,
         updated_at: now(),
+        policy: None,
+        approvers: Vec::new(),
     }
 }
 
@@ -37,6 +39,7 @@ fn moved(checkpoint: &CheckpointId, region: &str, from: ModelState, to: ModelSta
 fn change(inserts: Vec<RegistryEntry>, moves: Vec<Move>) -> RegistryChange {
     RegistryChange {
         inserts,
+        approvals: Vec::new(),
         moves,
         actor: "fedra://approver/ann".into(),
         reason: "test".into(),
@@ -121,4 +124,52 @@ pub(crate) async fn registry_changes_are_atomic_and_keep_one_serving(store: &dyn
             .unwrap()
             .is_empty()
     );
+}
+
+fn approval(checkpoint: &CheckpointId, region: &str, approver: &str) -> Approval {
+    Approval {
+        region: id(region),
+        model: "lr".into(),
+        checkpoint: checkpoint.clone(),
+        approver: approver.into(),
+        reason: "reviewed".into(),
+    }
+}
+
+pub(crate) async fn model_approvals_are_recorded_once_per_approver_with_the_change(store: &dyn Store) {
+    let a = published(store, &["eu"]).await;
+    let gate = PolicyGate {
+        rule: "policies/promotion.toml:9 (promotion model=* region=EU approvals=2)".into(),
+        passed: false,
+        allow_override: false,
+        approvals_needed: 2,
+    };
+    let entry = RegistryEntry { policy: Some(gate.clone()), approvers: vec!["ignored".into()], ..candidate(&a, "eu") };
+    store.apply_registry(&change(vec![entry], vec![])).await.unwrap();
+    let read = store.registry_entries(&RegistryFilter::default()).await.unwrap();
+    assert_eq!(read[0].policy.as_ref(), Some(&gate), "the policy gate round-trips");
+    assert!(read[0].approvers.is_empty(), "approvals are recorded only as approvals");
+    assert!(!read[0].gate_overridable() && !read[0].approved());
+
+    let first =
+        RegistryChange { approvals: vec![approval(&a, "eu", "fedra://approver/ann")], ..change(vec![], vec![]) };
+    store.apply_registry(&first).await.unwrap();
+    // The same approver again is refused, and so is the move in that change.
+    let again = RegistryChange {
+        approvals: vec![approval(&a, "eu", "fedra://approver/ann")],
+        ..change(vec![], vec![moved(&a, "eu", ModelState::Candidate, ModelState::Serving)])
+    };
+    let err = store.apply_registry(&again).await;
+    assert_eq!(refused(err), ("already exists", "approval", format!("eu/lr/{a} by fedra://approver/ann")));
+    let stray = RegistryChange { approvals: vec![approval(&a, "us", "x")], ..change(vec![], vec![]) };
+    assert_eq!(refused(store.apply_registry(&stray).await).0, "not found", "an approval names a stored entry");
+    let second = RegistryChange {
+        approvals: vec![approval(&a, "eu", "fedra://admin/bob")],
+        ..change(vec![], vec![moved(&a, "eu", ModelState::Candidate, ModelState::Serving)])
+    };
+    store.apply_registry(&second).await.unwrap();
+    let read = store.registry_entries(&RegistryFilter::default()).await.unwrap();
+    assert_eq!(read[0].approvers, ["fedra://approver/ann", "fedra://admin/bob"], "in approval order");
+    assert_eq!(read[0].state, ModelState::Serving);
+    assert!(read[0].approved());
 }

@@ -44,8 +44,17 @@ impl RegistryStore for MemoryStore {
             if entries.contains_key(&key) {
                 return Err(refusal::exists(e));
             }
-            entries.insert(key, RegistryEntry { updated_at: at, ..e.clone() });
+            // As in SQLite, approvals are recorded only through `change.approvals`.
+            entries.insert(key, RegistryEntry { updated_at: at, approvers: Vec::new(), ..e.clone() });
             planned.push((e.region.clone(), e.model.clone(), e.checkpoint.clone(), None, e.state));
+        }
+        for a in &change.approvals {
+            let key = (a.region.clone(), a.model.clone(), a.checkpoint.clone());
+            let e = entries.get_mut(&key).ok_or_else(|| refusal::unapproved(a))?;
+            if e.approvers.contains(&a.approver) {
+                return Err(refusal::approved(a));
+            }
+            e.approvers.push(a.approver.clone());
         }
         for m in &change.moves {
             let key = (m.region.clone(), m.model.clone(), m.checkpoint.clone());

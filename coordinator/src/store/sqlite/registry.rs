@@ -1,7 +1,9 @@
 //! The model registry's rows.
 
 use super::*;
-use crate::registry::{ModelState, RegionEval, RegistryChange, RegistryEntry, RegistryFilter, Transition, Verdict};
+use crate::registry::{
+    Approval, ModelState, PolicyGate, RegionEval, RegistryChange, RegistryEntry, RegistryFilter, Transition, Verdict,
+};
 use crate::store::registry::{RegistryStore, refusal};
 
 fn state_of(row: &SqliteRow, col: &str) -> Result<ModelState, StoreError> {
@@ -29,6 +31,16 @@ fn entry_of(row: &SqliteRow) -> Result<RegistryEntry, StoreError> {
         },
         canary_fraction: row.try_get("canary_fraction")?,
         updated_at: parse_ts(row.try_get("updated_at")?)?,
+        policy: match row.try_get::<Option<String>, _>("policy_rule")? {
+            None => None,
+            Some(rule) => Some(PolicyGate {
+                rule,
+                passed: row.try_get("policy_passed")?,
+                allow_override: row.try_get("policy_allow_override")?,
+                approvals_needed: u32_of(row, "approvals_needed")?,
+            }),
+        },
+        approvers: Vec::new(),
     })
 }
 
@@ -75,6 +87,24 @@ async fn record_transition(
     transition_of(&row)
 }
 
+async fn insert_approval(tx: &mut sqlx::SqliteConnection, at: &str, a: &Approval) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO model_approvals (region, model_name, checkpoint_id, approver, reason, approved_at)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6
+         WHERE EXISTS (SELECT 1 FROM model_registry WHERE region = ?1 AND model_name = ?2 AND checkpoint_id = ?3)",
+    )
+    .bind(a.region.as_str())
+    .bind(&a.model)
+    .bind(a.checkpoint.as_str())
+    .bind(&a.approver)
+    .bind(&a.reason)
+    .bind(at)
+    .execute(&mut *tx)
+    .await
+    .map_err(insert_failed(|| refusal::approved(a), None))
+    .and_then(|done| if done.rows_affected() == 0 { Err(refusal::unapproved(a)) } else { Ok(()) })
+}
+
 #[async_trait]
 impl RegistryStore for SqliteStore {
     async fn registry_entries(&self, f: &RegistryFilter) -> Result<Vec<RegistryEntry>, StoreError> {
@@ -89,7 +119,27 @@ impl RegistryStore for SqliteStore {
         .bind(f.all)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(entry_of).collect()
+        let mut entries = rows.iter().map(entry_of).collect::<Result<Vec<_>, _>>()?;
+        let approvals = sqlx::query(
+            "SELECT region, model_name, checkpoint_id, approver FROM model_approvals
+             WHERE (?1 IS NULL OR region = ?1) AND (?2 IS NULL OR model_name = ?2) ORDER BY seq",
+        )
+        .bind(f.region.as_ref().map(RegionId::as_str))
+        .bind(f.model.as_deref())
+        .fetch_all(&self.pool)
+        .await?;
+        for row in &approvals {
+            let (region, model, checkpoint): (String, String, String) =
+                (row.try_get("region")?, row.try_get("model_name")?, row.try_get("checkpoint_id")?);
+            let approver: String = row.try_get("approver")?;
+            if let Some(e) = entries
+                .iter_mut()
+                .find(|e| e.region.as_str() == region && e.model == model && e.checkpoint.as_str() == checkpoint)
+            {
+                e.approvers.push(approver);
+            }
+        }
+        Ok(entries)
     }
 
     async fn registry_history(&self, f: &RegistryFilter) -> Result<Vec<Transition>, StoreError> {
@@ -111,8 +161,9 @@ impl RegistryStore for SqliteStore {
         for e in &change.inserts {
             sqlx::query(
                 "INSERT INTO model_registry (region, model_name, checkpoint_id, run_id, round, state, gate_passed,
-                     gate_detail, accuracy, loss, eval_samples, canary_fraction, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     gate_detail, accuracy, loss, eval_samples, canary_fraction, updated_at, policy_rule,
+                     policy_passed, policy_allow_override, approvals_needed)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(e.region.as_str())
             .bind(&e.model)
@@ -127,12 +178,19 @@ impl RegistryStore for SqliteStore {
             .bind(e.eval.map_or(0, |v| i64::try_from(v.samples).unwrap_or(i64::MAX)))
             .bind(e.canary_fraction)
             .bind(&at)
+            .bind(e.policy.as_ref().map(|p| p.rule.as_str()))
+            .bind(e.policy.as_ref().is_none_or(|p| p.passed))
+            .bind(e.policy.as_ref().is_none_or(|p| p.allow_override))
+            .bind(i64::from(e.approvals_needed()))
             .execute(&mut *tx)
             .await
             .map_err(insert_failed(|| refusal::exists(e), None))?;
             out.push(
                 record_transition(&mut tx, &at, (&e.region, &e.model, &e.checkpoint), None, e.state, change).await?,
             );
+        }
+        for a in &change.approvals {
+            insert_approval(&mut tx, &at, a).await?;
         }
         for m in &change.moves {
             let current: Option<String> = sqlx::query_scalar(
