@@ -9,6 +9,7 @@ pub mod aggregation;
 pub mod audit;
 pub mod checkpoint;
 pub mod config;
+pub mod crash;
 pub mod governance;
 pub mod grpc;
 pub mod hierarchy;

@@ -66,6 +66,10 @@ fn load(args: Args) -> Result<Config, fedra_coordinator::config::ConfigError> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if let Err(e) = fedra_coordinator::crash::check_env() {
+        eprintln!("fedra-coordinator: bad config: {e}");
+        return ExitCode::from(64);
+    }
     let config = match load(Args::parse()) {
         Ok(c) => c,
         Err(e) => {

@@ -1,6 +1,7 @@
 //! An in-process federation: one coordinator plus N client sidecars, each a tokio task
 //! with its own gRPC connection to the coordinator's loopback port.
 
+use crate::cluster_process::{CoordinatorChild, ProcessSpec, ProcessTls, free_port};
 use crate::pki::SimPki;
 use anyhow::{Context, Result};
 use fedra_cli::control::ControlClient;
@@ -43,6 +44,7 @@ pub struct ClusterBuilder {
     device: DeviceChoice,
     pki_root: Option<PathBuf>,
     tier: TierSpec,
+    process: Option<ProcessSpec>,
 }
 
 /// Which tier a cluster's coordinator serves (see `fedra_coordinator::hierarchy`).
@@ -74,6 +76,7 @@ impl Default for ClusterBuilder {
             device: DeviceChoice::Cpu,
             pki_root: None,
             tier: TierSpec::Standalone,
+            process: None,
         }
     }
 }
@@ -148,6 +151,15 @@ impl ClusterBuilder {
         self
     }
 
+    /// Run the coordinator as a child process of `spec.binary` (the real
+    /// `fedra-coordinator`) instead of in this process, so that it can be killed for real.
+    /// Standalone tier only, without config-file privacy budgets (use a policy set) or
+    /// connection limits.
+    pub fn process(mut self, spec: ProcessSpec) -> Self {
+        self.process = Some(spec);
+        self
+    }
+
     /// Privacy budgets, as the `[[privacy.budgets]]` rules of a coordinator config.
     pub fn privacy_budget(mut self, rule: RawBudgetRule) -> Self {
         self.privacy_budgets.push(rule);
@@ -207,10 +219,35 @@ impl ClusterBuilder {
             p.aggregate_in_region = config.engine.tier.is_global();
             p
         });
-        let coordinator = Coordinator::start(&config).await.context("starting coordinator")?;
-        // Restarts must come back on the same port so that clients reconnect to it.
-        config.listen = coordinator.addr();
-        let mut cluster = Cluster { coordinator: Some(coordinator), config, clients: Vec::new(), pki, _tmp: tmp };
+        let tls = ProcessTls { dir: pki.coordinator().dir.clone(), crl: pki.crl() };
+        let coordinator = match &self.process {
+            None => {
+                let c = Coordinator::start(&config).await.context("starting coordinator")?;
+                // Restarts must come back on the same port so that clients reconnect to it.
+                config.listen = c.addr();
+                Running::InProcess(c)
+            }
+            Some(spec) => {
+                if !matches!(self.tier, TierSpec::Standalone)
+                    || !config.engine.privacy.budgets.is_empty()
+                    || self.max_connections_per_identity.is_some()
+                {
+                    anyhow::bail!(
+                        "a coordinator process supports the standalone tier only, without config budgets or connection limits"
+                    );
+                }
+                config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
+                Running::Child(CoordinatorChild::spawn(spec, &config, &tls).await?)
+            }
+        };
+        let mut cluster = Cluster {
+            coordinator: Some(coordinator),
+            config,
+            clients: Vec::new(),
+            pki,
+            process: self.process.map(|spec| (spec, tls)),
+            _tmp: tmp,
+        };
         for spec in self.clients {
             cluster.add_client_on(spec, self.device)?;
         }
@@ -238,12 +275,29 @@ impl ClientHandle {
     }
 }
 
-/// A coordinator plus clients, in this process.
+/// The cluster's coordinator: in this process, or a child process.
+enum Running {
+    InProcess(Coordinator),
+    Child(CoordinatorChild),
+}
+
+impl Running {
+    async fn kill(self) {
+        match self {
+            Running::InProcess(c) => c.kill().await,
+            Running::Child(c) => c.kill(),
+        }
+    }
+}
+
+/// A coordinator plus clients, in this process (the coordinator may be a child process).
 pub struct Cluster {
-    coordinator: Option<Coordinator>,
+    coordinator: Option<Running>,
     config: Config,
     clients: Vec<ClientHandle>,
     pki: SimPki,
+    /// How to start the coordinator as a process, when it runs as one.
+    process: Option<(ProcessSpec, ProcessTls)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -455,7 +509,11 @@ impl Cluster {
         // The port may take a moment to be free again.
         let mut last = None;
         for _ in 0..50 {
-            match Coordinator::start(&self.config).await {
+            let started = match &self.process {
+                None => Coordinator::start(&self.config).await.map(Running::InProcess).map_err(anyhow::Error::from),
+                Some((spec, tls)) => CoordinatorChild::spawn(spec, &self.config, tls).await.map(Running::Child),
+            };
+            match started {
                 Ok(c) => {
                     self.coordinator = Some(c);
                     return Ok(());
@@ -467,13 +525,46 @@ impl Cluster {
         Err(anyhow::anyhow!("coordinator did not restart: {:?}", last))
     }
 
+    /// Sets (`Some`) or removes (`None`) a variable of the coordinator process's
+    /// environment, for its next start.
+    ///
+    /// # Errors
+    /// The coordinator does not run as a process.
+    pub fn set_coordinator_env(&mut self, key: &str, value: Option<&str>) -> Result<()> {
+        let (spec, _) = self.process.as_mut().context("the coordinator does not run as a process")?;
+        spec.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            spec.env.push((key.to_string(), v.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Waits until the coordinator process exits by itself (a crash point killed it),
+    /// returning how it ended; the cluster has no coordinator until the next
+    /// [`Cluster::restart_coordinator`].
+    ///
+    /// # Errors
+    /// The coordinator does not run as a process, or does not exit within `timeout`.
+    pub async fn wait_coordinator_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        match self.coordinator.take() {
+            Some(Running::Child(c)) => c.wait_exit(timeout).await,
+            Some(other) => {
+                self.coordinator = Some(other);
+                anyhow::bail!("the coordinator does not run as a process")
+            }
+            None => anyhow::bail!("the coordinator is down"),
+        }
+    }
+
     /// The participants online at the coordinator and the clients behind them.
     ///
     /// # Errors
     /// The coordinator is down.
     pub async fn inventory(&self) -> Result<fedra_coordinator::hierarchy::Inventory> {
-        let c = self.coordinator.as_ref().context("the coordinator is down")?;
-        Ok(c.inventory().await?)
+        match self.coordinator.as_ref().context("the coordinator is down")? {
+            Running::InProcess(c) => Ok(c.inventory().await?),
+            Running::Child(_) => anyhow::bail!("the inventory of a coordinator process is not readable from here"),
+        }
     }
 
     /// Stops every client, then the coordinator.
@@ -481,8 +572,10 @@ impl Cluster {
         for c in &mut self.clients {
             c.stop().await;
         }
-        if let Some(c) = self.coordinator.take() {
-            c.shutdown().await;
+        match self.coordinator.take() {
+            Some(Running::InProcess(c)) => c.shutdown().await,
+            Some(Running::Child(c)) => c.kill(),
+            None => {}
         }
     }
 }

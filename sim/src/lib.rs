@@ -10,6 +10,7 @@ pub mod bench_infer;
 pub mod bench_pinned;
 pub mod bench_rounds;
 pub mod cluster;
+pub mod cluster_process;
 pub mod datasets;
 pub mod faults;
 pub mod hierarchy;

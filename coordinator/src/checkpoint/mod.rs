@@ -277,15 +277,45 @@ pub fn decode_safetensors(bytes: &[u8], layout: &TensorLayout, path: &Path) -> R
     Ok(out)
 }
 
+/// The extension of a file being written (renamed over its final name once synced).
+const TMP_EXTENSION: &str = "tmp";
+
+/// The subdirectories of `dir` whose names do not start with `.` (none if `dir` is absent).
+fn subdirs(dir: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(dir)(e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io(dir))?;
+        let path = entry.path();
+        if entry.file_type().map_err(io(&path))?.is_dir() && !name_of(&path).is_some_and(|n| n.starts_with('.')) {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
+
+fn name_of(path: &Path) -> Option<&str> {
+    path.file_name().and_then(|n| n.to_str())
+}
+
 /// Writes `bytes` to a uniquely named file beside `path`, syncs it and renames it over
 /// `path`: readers see the old file or the new one, and two writers of the same checkpoint
 /// (a re-run attempt, a second coordinator) never share a temporary file.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let tmp = path.with_extension(format!("{:016x}.tmp", rand::random::<u64>()));
+    let tmp = path.with_extension(format!("{:016x}.{TMP_EXTENSION}", rand::random::<u64>()));
     std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
     let f = std::fs::File::open(&tmp).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    // The rename is durable only once the directory entry is.
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(io(parent))?;
+    }
+    Ok(())
 }
 
 /// Each target region's `reference.json`: its own contributors' statistics, or for a
@@ -414,8 +444,56 @@ impl CheckpointDir {
             }
             write_atomic(&dir.join(SIGNATURE_FILE), signature_json.as_bytes())?;
             locations.push((region.clone(), weights));
+            if locations.len() < req.regions.len() {
+                crate::crash::point("mid_publication");
+            }
         }
         Ok(Published { manifest, manifest_json, signature_json, locations })
+    }
+
+    /// Makes the files agree with the records after a crash: removes every round directory
+    /// (`<region>/<model>/<run>/round-NNNN`) whose checkpoint `recorded` does not list for
+    /// that region (its files were written, or partly written, and the round was never
+    /// recorded: it was not published, and its re-run writes it again), and every temporary
+    /// file a crash left mid-write. Paths that do not follow the layout are left alone, and
+    /// so are directories whose names start with `.` (server-optimizer state). Blocking
+    /// I/O; call at start-up, before any run is active. Returns what it removed.
+    ///
+    /// # Errors
+    /// The artifact directory cannot be read, or a leftover cannot be removed.
+    pub fn remove_unrecorded(
+        &self,
+        recorded: &std::collections::HashSet<(RegionId, CheckpointId)>,
+    ) -> Result<Vec<PathBuf>, CheckpointError> {
+        let mut removed = Vec::new();
+        for region_dir in subdirs(&self.root)? {
+            let Some(region) = name_of(&region_dir).and_then(|n| RegionId::new(n).ok()) else { continue };
+            for model_dir in subdirs(&region_dir)? {
+                for run_dir in subdirs(&model_dir)? {
+                    let Some(run) = name_of(&run_dir).and_then(|n| RunId::new(n).ok()) else { continue };
+                    for round_dir in subdirs(&run_dir)? {
+                        let round = name_of(&round_dir)
+                            .and_then(|n| n.strip_prefix("round-"))
+                            .and_then(|n| n.parse::<u32>().ok());
+                        let Some(round) = round else { continue };
+                        let id = CheckpointId::for_round(&run, crate::ids::RoundNumber(round));
+                        if recorded.contains(&(region.clone(), id)) {
+                            for entry in std::fs::read_dir(&round_dir).map_err(io(&round_dir))? {
+                                let path = entry.map_err(io(&round_dir))?.path();
+                                if path.extension().is_some_and(|e| e == TMP_EXTENSION) {
+                                    std::fs::remove_file(&path).map_err(io(&path))?;
+                                    removed.push(path);
+                                }
+                            }
+                        } else {
+                            std::fs::remove_dir_all(&round_dir).map_err(io(&round_dir))?;
+                            removed.push(round_dir);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Reads a checkpoint's weights back, verifying the file digest recorded in its manifest.

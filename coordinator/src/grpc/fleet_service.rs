@@ -136,6 +136,7 @@ impl FleetApi {
                         return Err(ApiError::Invalid(format!("update value at index {} is not finite", start + i)));
                     }
                     digest.update(&c.data);
+                    crate::crash::point("mid_upload");
                 }
                 Some(Part::Trailer(t)) => break t,
                 Some(Part::Header(_)) => return Err(ApiError::Protocol("a second header arrived".into())),
@@ -282,8 +283,10 @@ impl FleetService for FleetApi {
                     })),
                 }
             });
-            for part in std::iter::once(header).chain(chunks) {
+            for (i, part) in std::iter::once(header).chain(chunks).enumerate() {
                 match tokio::time::timeout(idle, tx.send(Ok(part))).await {
+                    // The header and the first chunk are on their way, the rest is not.
+                    Ok(Ok(())) if i == 1 && total > per => crate::crash::point("mid_broadcast"),
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => return, // the client went away
                     Err(_) => {

@@ -1,9 +1,8 @@
-//! The engine: the task that owns the client fleet, the scheduler's inputs and the table of
-//! active runs. gRPC handlers talk to it through an [`EngineHandle`] (a request and a
-//! oneshot reply). Requests about one run or one task are forwarded, reply and all, to that
-//! run's actor ([`super::run`]); the engine itself never waits on a run, a fold or a
-//! checkpoint write, so heartbeats and other runs' requests are answered while any run
-//! works.
+//! The engine: the task that owns the client fleet, the scheduler's inputs and the table of active runs.
+//! gRPC handlers talk to it through an [`EngineHandle`] (a request and a oneshot reply). Requests about one
+//! run or one task are forwarded, reply and all, to that run's actor ([`super::run`]); the engine itself
+//! never waits on a run, a fold or a checkpoint write, so heartbeats and other runs' requests are answered
+//! while any run works.
 
 use super::activation::activate_and_run;
 use super::fleet::Fleet;
@@ -33,6 +32,7 @@ use tracing::{error, info, warn};
 
 mod cohort;
 mod policy;
+mod recovery;
 pub(super) use policy::check_model_size;
 use policy::submitted;
 
@@ -319,7 +319,7 @@ impl Engine {
         checkpoints: CheckpointDir,
         settings: EngineSettings,
     ) -> Result<(EngineHandle, tokio::task::JoinHandle<()>), RoundError> {
-        let interrupted = store.interrupt_open_rounds().await?;
+        let interrupted = recovery::recover(store.as_ref(), &checkpoints).await?;
         let runs = store.list_runs().await?;
         let mut queue = Vec::new();
         // Runs that were running go first, then queued ones, each in submission order.

@@ -171,6 +171,7 @@ fn completion(run: &RunId, round: u32, attempt: u32, final_round: bool) -> Round
         checkpoint: checkpoint(run, round, &["eu"]),
         final_round,
         audit: Vec::new(),
+        charge: None,
     }
 }
 
@@ -446,15 +447,11 @@ pub(crate) async fn a_completed_round_commits_participations_checkpoint_and_run_
     let m = metrics(0.0);
     store
         .complete_round(&RoundCompletion {
-            run: a.id.clone(),
-            round: 1,
-            attempt: 1,
             reported: 1,
             samples: 10,
             metrics: m,
             checkpoint: cp1.clone(),
-            final_round: false,
-            audit: Vec::new(),
+            ..completion(&a.id, 1, 1, false)
         })
         .await
         .unwrap();

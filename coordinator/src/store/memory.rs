@@ -105,6 +105,19 @@ impl Data {
     }
 
     /// Selected participations of one attempt become dropped, with `detail` when given.
+    /// Marks an attempt's reservations charged; how many it changed.
+    fn charge(&mut self, run: &RunId, round: u32, attempt: u32, next_clip_norm: Option<f64>) -> u64 {
+        let mut n = 0;
+        for e in self.ledger.iter_mut() {
+            if e.run == *run && e.round == round && e.attempt == attempt && e.state == LedgerState::Reserved {
+                e.state = LedgerState::Charged;
+                e.next_clip_norm = next_clip_norm;
+                n += 1;
+            }
+        }
+        n
+    }
+
     fn drop_selected(&mut self, run: &RunId, round: u32, attempt: u32, detail: Option<&str>) {
         for p in self.participations.values_mut() {
             if p.run == *run && p.round == round && p.attempt == attempt && p.status == ParticipationStatus::Selected {
@@ -172,8 +185,9 @@ impl Store for MemoryStore {
 
     async fn next_attempt(&self, run: &RunId, round: u32) -> Result<u32, StoreError> {
         let d = self.data();
-        let last = d.rounds.keys().filter(|(r, n, _)| r == run && *n == round).map(|(_, _, a)| *a).max();
-        Ok(last.unwrap_or(0) + 1)
+        let rounds = d.rounds.keys().filter(|(r, n, _)| r == run && *n == round).map(|(_, _, a)| *a);
+        let ledger = d.ledger.iter().filter(|e| &e.run == run && e.round == round).map(|e| e.attempt);
+        Ok(rounds.chain(ledger).max().unwrap_or(0) + 1)
     }
 
     async fn begin_round(
@@ -319,6 +333,9 @@ impl Store for MemoryStore {
         } else {
             run.state = RunState::Running;
         }
+        if let Some(charge) = c.charge {
+            d.charge(&c.run, c.round, c.attempt, charge.next_clip_norm);
+        }
         for draft in &c.audit {
             let entry = AuditEntry::chain(d.audit.last(), draft.clone());
             d.audit.push(entry);
@@ -426,16 +443,7 @@ impl Store for MemoryStore {
         attempt: u32,
         next_clip_norm: Option<f64>,
     ) -> Result<u64, StoreError> {
-        let mut d = self.data();
-        let mut n = 0;
-        for e in d.ledger.iter_mut() {
-            if e.run == *run && e.round == round && e.attempt == attempt && e.state == LedgerState::Reserved {
-                e.state = LedgerState::Charged;
-                e.next_clip_norm = next_clip_norm;
-                n += 1;
-            }
-        }
-        Ok(n)
+        Ok(self.data().charge(run, round, attempt, next_clip_norm))
     }
 
     async fn list_ledger(&self, filter: &LedgerFilter) -> Result<Vec<LedgerEntry>, StoreError> {

@@ -425,6 +425,16 @@ pub struct RoundCompletion {
     /// Audit entries for what this round did (publications, privacy charges), appended in
     /// the same transaction: the round is on record exactly when they are.
     pub audit: Vec<AuditDraft>,
+    /// A private round: its attempt's reservations become charges in the same transaction
+    /// (with the next round's clipping bound, `None` for a fixed one), so a crash can never
+    /// leave a completed round's cost merely reserved.
+    pub charge: Option<PrivacyCharge>,
+}
+
+/// What [`RoundCompletion::charge`] writes into the attempt's ledger entries.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PrivacyCharge {
+    pub next_clip_norm: Option<f64>,
 }
 
 /// What [`Store::record_updates`] did with a batch: every update is either recorded or
@@ -504,7 +514,10 @@ pub trait Store: registry::RegistryStore + Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<RunRecord>, StoreError>;
 
-    /// The attempt number a new attempt of `round` must use (1 for the first).
+    /// The attempt number a new attempt of `round` must use (1 for the first): above every
+    /// attempt of the round on record, in the rounds or in the privacy ledger (a crash
+    /// between reserving an attempt's cost and recording the attempt leaves only the
+    /// reservation, which keeps counting under its own number).
     async fn next_attempt(&self, run: &RunId, round: u32) -> Result<u32, StoreError>;
     /// Records a round attempt as in progress with its selected clients, each participation
     /// `selected`.

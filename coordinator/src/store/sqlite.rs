@@ -127,11 +127,16 @@ impl Store for SqliteStore {
     }
 
     async fn next_attempt(&self, run: &RunId, round: u32) -> Result<u32, StoreError> {
-        let row = sqlx::query("SELECT COALESCE(MAX(attempt), 0) AS a FROM rounds WHERE run_id = ? AND round = ?")
-            .bind(run.as_str())
-            .bind(i64::from(round))
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT MAX(a) AS a FROM (
+                 SELECT COALESCE(MAX(attempt), 0) AS a FROM rounds WHERE run_id = ?1 AND round = ?2
+                 UNION ALL
+                 SELECT COALESCE(MAX(attempt), 0) AS a FROM privacy_ledger WHERE run_id = ?1 AND round = ?2)",
+        )
+        .bind(run.as_str())
+        .bind(i64::from(round))
+        .fetch_one(&self.pool)
+        .await?;
         Ok(u32_of(&row, "a")? + 1)
     }
 
@@ -329,6 +334,9 @@ impl Store for SqliteStore {
         .bind(run)
         .execute(&mut *tx)
         .await?;
+        if let Some(charge) = c.charge {
+            charge_in(&mut tx, &c.run, c.round, c.attempt, charge.next_clip_norm).await?;
+        }
         append_in(&mut tx, &c.audit).await?;
         tx.commit().await?;
         Ok(())
@@ -540,20 +548,10 @@ impl Store for SqliteStore {
         attempt: u32,
         next_clip_norm: Option<f64>,
     ) -> Result<u64, StoreError> {
-        let r = sqlx::query(
-            "UPDATE privacy_ledger SET state = ?, charged_at = ?, next_clip_norm = ? \
-             WHERE run_id = ? AND round = ? AND attempt = ? AND state = ?",
-        )
-        .bind(LedgerState::Charged.as_str())
-        .bind(ts(&Utc::now()))
-        .bind(next_clip_norm)
-        .bind(run.as_str())
-        .bind(i64::from(round))
-        .bind(i64::from(attempt))
-        .bind(LedgerState::Reserved.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(r.rows_affected())
+        let mut tx = self.write_tx().await?;
+        let n = charge_in(&mut tx, run, round, attempt, next_clip_norm).await?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     async fn list_ledger(&self, filter: &LedgerFilter) -> Result<Vec<LedgerEntry>, StoreError> {
@@ -675,3 +673,27 @@ async fn insert_run(conn: &mut sqlx::SqliteConnection, run: &RunRecord) -> Resul
 
 #[cfg(test)]
 mod tests;
+
+/// Marks an attempt's reservations charged; how many it changed.
+async fn charge_in(
+    tx: &mut sqlx::SqliteConnection,
+    run: &RunId,
+    round: u32,
+    attempt: u32,
+    next_clip_norm: Option<f64>,
+) -> Result<u64, StoreError> {
+    let r = sqlx::query(
+        "UPDATE privacy_ledger SET state = ?, charged_at = ?, next_clip_norm = ? \
+         WHERE run_id = ? AND round = ? AND attempt = ? AND state = ?",
+    )
+    .bind(LedgerState::Charged.as_str())
+    .bind(ts(&Utc::now()))
+    .bind(next_clip_norm)
+    .bind(run.as_str())
+    .bind(i64::from(round))
+    .bind(i64::from(attempt))
+    .bind(LedgerState::Reserved.as_str())
+    .execute(&mut *tx)
+    .await?;
+    Ok(r.rows_affected())
+}

@@ -30,6 +30,12 @@ fn binary(bin: Bin) -> PathBuf {
     built.entry(bin.name).or_insert_with(|| build(bin)).clone()
 }
 
+/// The `fedra-coordinator` binary built from the current sources (debug builds carry the
+/// crash points `crash.rs` arms).
+pub(crate) fn coordinator_binary() -> PathBuf {
+    binary(FEDRA_COORDINATOR)
+}
+
 fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"));

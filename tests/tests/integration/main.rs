@@ -4,6 +4,7 @@
 
 mod aggregation;
 mod cli;
+mod crash;
 mod evaluation;
 mod faults;
 mod hierarchy;

@@ -187,6 +187,7 @@ async fn finish(e: &mut Evaluating, core: &mut RunCore, reports: Vec<Report>) ->
         if let Err(err) = core.env.store.record_evaluations(&results).await {
             error!(run = %key.run, round = key.round, error = %err, "cannot record evaluation");
         }
+        crate::crash::point("evaluating");
         let overall = &results[0];
         info!(run = %key.run, round = key.round, clients = overall.clients, loss = overall.loss, accuracy = overall.accuracy, "round evaluated");
         core.emit(RunEventKind::Evaluated { results });

@@ -10,7 +10,7 @@ use super::{Phase, Transition, evaluating};
 use crate::aggregation::server_opt::ServerState;
 use crate::checkpoint::{Contributor, PrivacyProvenance, PublishRequest, Published};
 use crate::ids::{CheckpointId, RegionId, RoundNumber};
-use crate::store::{CheckpointRecord, RoundCompletion};
+use crate::store::{CheckpointRecord, PrivacyCharge, RoundCompletion};
 use fedra_types::audit::AuditAction;
 use std::sync::Arc;
 use tracing::{error, info};
@@ -83,6 +83,7 @@ pub(in crate::round) async fn on_published(
         Ok(p) => p,
         Err(e) => return Transition::fail(format!("publishing failed: {e}")),
     };
+    crate::crash::point("checkpoint_written");
     let key = core.key.clone();
     let m = &published.manifest;
     let final_round = key.round >= core.plan.rounds;
@@ -141,6 +142,7 @@ pub(in crate::round) async fn on_published(
         final_round: final_round && !evaluate,
         // Publications and the privacy charge are on record exactly when the round is.
         audit: drafts,
+        charge: p.next_clip.map(|next_clip_norm| PrivacyCharge { next_clip_norm }),
     };
     if let Err(e) = core.env.store.complete_round(&completion).await {
         error!(run = %key.run, round = key.round, error = %e, "cannot commit round");
@@ -149,14 +151,10 @@ pub(in crate::round) async fn on_published(
     // The attempt is done for good: a later failure (a cancel during evaluation) ends the
     // run, not this round.
     core.recorded = false;
-    if let Some(next_clip) = p.next_clip.take() {
-        // The aggregate is released: reservations become charges (they counted already).
-        if let Err(e) = core.env.store.charge_privacy(&key.run, key.round, key.attempt, next_clip).await {
-            error!(run = %key.run, round = key.round, error = %e, "cannot mark the privacy reservation charged; it still counts");
-        }
-        if next_clip.is_some() {
-            core.clip_norm = next_clip;
-        }
+    crate::crash::point("round_committed");
+    // The aggregate is released and its reservations are charged (they counted already).
+    if let Some(Some(next_clip)) = p.next_clip.take() {
+        core.clip_norm = Some(next_clip);
     }
     info!(run = %key.run, round = key.round, checkpoint = %m.checkpoint_id, loss = m.metrics.loss_after, "round published");
     core.emit(RunEventKind::Published {

@@ -126,6 +126,7 @@ pub(in crate::round) async fn on_offer(_: &mut Selecting, core: &mut RunCore, mu
     };
     let dp = match reserved {
         Ok(Some(dp)) => {
+            crate::crash::point("privacy_reserved");
             let scopes = dp.scopes.iter().map(|s| format!("{} ε {:.4}", s.scope, s.epsilon)).collect::<Vec<_>>();
             let draft = crate::audit::draft(
                 crate::audit::COORDINATOR,
@@ -152,6 +153,7 @@ pub(in crate::round) async fn on_offer(_: &mut Selecting, core: &mut RunCore, mu
         return Transition::fail(format!("store failure: {e}"));
     }
     core.recorded = true;
+    crate::crash::point("selected");
     // Training's deadline counts from dispatch: time spent waiting for busy clients is not
     // taken from the clients' training time.
     let now = Instant::now();

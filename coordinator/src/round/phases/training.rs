@@ -184,6 +184,9 @@ pub(in crate::round) async fn commit_upload(
     };
     t.acc = Some(acc);
     t.fold_seconds += took.as_secs_f64();
+    if result.is_ok() {
+        crate::crash::point("folded");
+    }
     if let Err(e) = result {
         if matches!(e, RoundError::Privacy(_)) {
             // Refused for good: the client may not retry this round, and it is on record.

@@ -261,6 +261,17 @@ pub(crate) async fn ledger_reservations_are_charged_once(store: &dyn Store) {
             ("eu".to_string(), 2, LedgerState::Reserved, None)
         ]
     );
+    // A reservation whose attempt never got its round row keeps its number.
+    assert_eq!(store.next_attempt(&b.id, 2).await.unwrap(), 2);
+    assert_eq!(store.next_attempt(&b.id, 3).await.unwrap(), 1);
+    // A private round's completion charges its attempt in the same transaction.
+    let c = new_run(store, RunState::Running).await;
+    store.reserve_privacy(&[ledger_entry(&c.id, "eu", 1, 1)]).await.unwrap();
+    store.begin_round(&c.id, 1, 1, &two_clients()).await.unwrap();
+    let charge = Some(crate::store::PrivacyCharge { next_clip_norm: Some(0.7) });
+    store.complete_round(&RoundCompletion { charge, ..completion(&c.id, 1, 1, false) }).await.unwrap();
+    let of_c = store.list_ledger(&LedgerFilter { scope: None, run: Some(c.id.clone()) }).await.unwrap();
+    assert_eq!((of_c[0].state, of_c[0].next_clip_norm), (LedgerState::Charged, Some(0.7)));
 }
 
 pub(crate) async fn a_ledger_entry_is_written_once(store: &dyn Store) {
