@@ -455,6 +455,7 @@ fn print_run(r: &RunStatus) {
             row.failure.as_deref().map(|f| format!("  ({f})")).unwrap_or_default()
         );
     }
+    print_energy(r);
     if !r.evaluations.is_empty() {
         println!("held-out evaluation (sample-weighted):");
         println!("{:>5}  {:<8} {:>7} {:>8} {:>10} {:>8}", "ROUND", "REGION", "CLIENTS", "SAMPLES", "LOSS", "ACC");
@@ -530,4 +531,27 @@ async fn watch_run(client: &mut ControlClient, run: &str) -> Result<ExitCode, Fa
         }
     }
     Err(Failure("the coordinator closed the event stream before the run ended".into(), 1))
+}
+
+/// The run's estimated energy and carbon per region, summed over its completed rounds.
+fn print_energy(r: &RunStatus) {
+    let mut per_region: std::collections::BTreeMap<&str, (f64, f64, Option<f64>)> = Default::default();
+    for (region, seconds, kwh, carbon) in r.rounds.iter().flat_map(|row| &row.energy) {
+        let e = per_region.entry(region.as_str()).or_insert((0.0, 0.0, Some(0.0)));
+        e.0 += seconds;
+        e.1 += kwh;
+        e.2 = e.2.zip(*carbon).map(|(a, b)| a + b);
+    }
+    if per_region.is_empty() {
+        return;
+    }
+    let total = |f: fn(&(f64, f64, Option<f64>)) -> f64| per_region.values().map(f).sum::<f64>();
+    let carbon = per_region.values().try_fold(0.0, |acc, e| e.2.map(|c| acc + c));
+    let text = |c: Option<f64>| c.map_or("-".to_string(), |c| format!("{c:.3}"));
+    println!("energy and carbon (estimated):");
+    println!("  {:<10} {:>12} {:>12} {:>10}", "REGION", "TRAIN_S", "KWH", "G_CO2E");
+    for (region, (seconds, kwh, carbon)) in &per_region {
+        println!("  {region:<10} {seconds:>12.2} {kwh:>12.6} {:>10}", text(*carbon));
+    }
+    println!("  {:<10} {:>12.2} {:>12.6} {:>10}", "run", total(|e| e.0), total(|e| e.1), text(carbon));
 }

@@ -50,6 +50,7 @@ pub fn plan_to_pb(p: &PlanFile) -> pb::RunPlan {
         privacy: p.privacy.as_ref().map(plan_wire::privacy_to_pb),
         priority: p.priority,
         promotion: Some(plan_wire::promotion_to_pb(&p.promotion)),
+        schedule: Some(plan_wire::schedule_to_pb(&p.schedule)),
     }
 }
 
@@ -137,6 +138,11 @@ pub fn run_from_pb(r: pb::RunInfo) -> Result<RunStatus, WireError> {
                 metrics: s.metrics.as_ref().map(metrics_from_pb),
                 checkpoint: non_empty(s.checkpoint_id),
                 failure: non_empty(s.failure),
+                energy: s
+                    .energy
+                    .iter()
+                    .map(|e| (e.region.clone(), e.compute_seconds, e.energy_kwh, e.carbon_g))
+                    .collect(),
             })
             .collect(),
         evaluations: r.evaluations.iter().map(eval_from_pb).collect(),

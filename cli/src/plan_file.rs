@@ -168,6 +168,52 @@ pub struct PlanFile {
     /// registry, what passing makes it (none, canary, serving), and the canary rule.
     #[serde(default)]
     pub promotion: fedra_types::plan::PromotionPlan,
+    /// `[schedule]`: `prefer_low_carbon = true` and `max_delay = "6h"`.
+    #[serde(default, deserialize_with = "deserialize_schedule")]
+    pub schedule: fedra_types::plan::SchedulePlan,
+}
+
+/// `[schedule]` as written: `prefer_low_carbon` and `max_delay`, a duration such as `"90s"`,
+/// `"30m"`, `"6h"` or `"1d"`.
+///
+/// # Errors
+/// Unknown keys, or a duration that is not a number followed by s, m, h or d.
+pub fn deserialize_schedule<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<fedra_types::plan::SchedulePlan, D::Error> {
+    use serde::de::Error;
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Table {
+        #[serde(default)]
+        prefer_low_carbon: bool,
+        #[serde(default)]
+        max_delay: Option<String>,
+    }
+    let t = Table::deserialize(d)?;
+    let max_delay_seconds = match t.max_delay.as_deref() {
+        None => 0.0,
+        Some(text) => duration_seconds(text).ok_or_else(|| {
+            D::Error::custom(format!(
+                "schedule.max_delay: {text:?} is not a duration like \"90s\", \"30m\", \"6h\" or \"1d\""
+            ))
+        })?,
+    };
+    Ok(fedra_types::plan::SchedulePlan { prefer_low_carbon: t.prefer_low_carbon, max_delay_seconds })
+}
+
+/// `"6h"` → 21600.
+fn duration_seconds(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let unit = match text.chars().last()? {
+        's' => 1.0,
+        'm' => 60.0,
+        'h' => 3600.0,
+        'd' => 86_400.0,
+        _ => return None,
+    };
+    let n: f64 = text[..text.len() - 1].trim().parse().ok()?;
+    (n.is_finite() && n >= 0.0).then_some(n * unit)
 }
 
 impl PlanFile {
@@ -351,5 +397,19 @@ learning_rate = 0.05
         }
         let e = privacy(&fixed.replace("clip_norm", "clip")).unwrap_err().to_string();
         assert!(e.contains("clip") && e.contains("line"), "{e}");
+    }
+
+    #[test]
+    fn schedule_tables_take_a_written_duration() {
+        let schedule = |table: &str| PlanFile::parse(&format!("{PLAN}[schedule]\n{table}"), "p.toml");
+        let p = schedule("prefer_low_carbon = true\nmax_delay = \"6h\"\n").unwrap().schedule;
+        assert_eq!((p.prefer_low_carbon, p.max_delay_seconds), (true, 21_600.0));
+        assert_eq!(schedule("max_delay = \"90s\"\n").unwrap().schedule.max_delay_seconds, 90.0);
+        assert_eq!(schedule("max_delay = \"1.5d\"\n").unwrap().schedule.max_delay_seconds, 129_600.0);
+        assert_eq!(PlanFile::parse(PLAN, "p").unwrap().schedule, fedra_types::plan::SchedulePlan::default());
+        for bad in ["max_delay = \"6 hours\"\n", "max_delay = \"-1h\"\n", "delay = \"1h\"\n"] {
+            let e = schedule(bad).unwrap_err().to_string();
+            assert!(e.starts_with("plan p.toml: ") && e.contains("delay"), "{e}");
+        }
     }
 }

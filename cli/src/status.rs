@@ -34,6 +34,8 @@ pub struct RoundRow {
     pub metrics: Option<TrainingMetrics>,
     pub checkpoint: Option<String>,
     pub failure: Option<String>,
+    /// Estimated energy and carbon per region: (region, compute seconds, kWh, g CO2e).
+    pub energy: Vec<(String, f64, f64, Option<f64>)>,
 }
 
 /// The CLI side's one snapshot of a run: what `ControlClient::get` and `list` return and

@@ -7,6 +7,7 @@
 
 pub mod aggregation;
 pub mod audit;
+pub mod carbon;
 pub mod checkpoint;
 pub mod config;
 pub mod crash;

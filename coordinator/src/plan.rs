@@ -15,7 +15,7 @@ use std::time::Duration;
 
 pub use fedra_types::plan::{
     Clipping, DpMechanism, EvaluationPlan, GateMetric, LocalTraining, Optimizer, OverBound, PrivacyPlan, PromoteTo,
-    PromotionPlan, Sampling, ServerOptimizer, Strategy,
+    PromotionPlan, Sampling, SchedulePlan, ServerOptimizer, Strategy,
 };
 
 /// Upper bounds that keep a typo from scheduling a year-long run.
@@ -140,6 +140,7 @@ pub struct RawPlan {
     /// Scheduling priority (higher first), in `MIN_PRIORITY..=MAX_PRIORITY`.
     pub priority: i32,
     pub promotion: PromotionPlan,
+    pub schedule: SchedulePlan,
 }
 
 /// Scheduling priorities a plan may ask for.
@@ -172,7 +173,13 @@ pub struct RunPlan {
     /// The promotion gate and canary rule for the published checkpoint (see `registry`).
     #[serde(default)]
     pub promotion: PromotionPlan,
+    /// When rounds may run (carbon-aware deferral, see `crate::carbon`).
+    #[serde(default)]
+    pub schedule: SchedulePlan,
 }
+
+/// The longest a round may wait for a cleaner window: a week.
+pub const MAX_SCHEDULE_DELAY_SECONDS: f64 = 7.0 * 86_400.0;
 
 fn range(field: &'static str, got: f64, min: f64, max: f64) -> Result<(), PlanError> {
     if got.is_finite() && got >= min && got <= max {
@@ -226,6 +233,7 @@ impl RunPlan {
             }
         }
         validate_promotion(&raw.promotion)?;
+        range("schedule.max_delay_seconds", raw.schedule.max_delay_seconds, 0.0, MAX_SCHEDULE_DELAY_SECONDS)?;
         let seed = if raw.seed == 0 { rand::random::<u64>().max(1) } else { raw.seed };
         Ok(Self {
             model: raw.model,
@@ -243,6 +251,7 @@ impl RunPlan {
             privacy: raw.privacy,
             priority: raw.priority,
             promotion: raw.promotion,
+            schedule: raw.schedule,
         })
     }
 
@@ -291,6 +300,7 @@ pub(crate) mod fixtures {
             privacy: None,
             priority: 0,
             promotion: Default::default(),
+            schedule: Default::default(),
         }
     }
 }

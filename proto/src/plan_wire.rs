@@ -5,8 +5,18 @@
 use crate::pb;
 use fedra_types::plan::{
     Clipping, DpMechanism, GateMetric, LocalTraining, Optimizer, OverBound, PrivacyPlan, PromoteTo, PromotionPlan,
-    Sampling, ServerOptimizer, Strategy,
+    Sampling, SchedulePlan, ServerOptimizer, Strategy,
 };
+
+/// A plan's `[schedule]` on the wire.
+pub fn schedule_to_pb(s: &SchedulePlan) -> pb::Schedule {
+    pb::Schedule { prefer_low_carbon: s.prefer_low_carbon, max_delay_seconds: s.max_delay_seconds }
+}
+
+/// Reads `[schedule]` back (the coordinator validates the numbers).
+pub fn schedule_from_pb(s: &pb::Schedule) -> SchedulePlan {
+    SchedulePlan { prefer_low_carbon: s.prefer_low_carbon, max_delay_seconds: s.max_delay_seconds }
+}
 
 /// A plan's `[promotion]` on the wire (enums as their plan-file names).
 pub fn promotion_to_pb(p: &PromotionPlan) -> pb::Promotion {

@@ -66,6 +66,7 @@ fn plan(name: &str, architecture: Architecture) -> PlanFile {
         privacy: None,
         priority: 0,
         promotion: PromotionPlan { promote_to: PromoteTo::Serving, min_samples: 0, ..PromotionPlan::default() },
+        schedule: Default::default(),
     }
 }
 

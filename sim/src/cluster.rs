@@ -45,6 +45,7 @@ pub struct ClusterBuilder {
     pki_root: Option<PathBuf>,
     tier: TierSpec,
     process: Option<ProcessSpec>,
+    carbon_file: Option<PathBuf>,
 }
 
 /// Which tier a cluster's coordinator serves (see `fedra_coordinator::hierarchy`).
@@ -77,6 +78,7 @@ impl Default for ClusterBuilder {
             pki_root: None,
             tier: TierSpec::Standalone,
             process: None,
+            carbon_file: None,
         }
     }
 }
@@ -160,6 +162,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// The coordinator's carbon-intensity feed (`carbon_file`, see `fedra_coordinator::carbon`).
+    pub fn carbon_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.carbon_file = Some(path.into());
+        self
+    }
+
     /// Privacy budgets, as the `[[privacy.budgets]]` rules of a coordinator config.
     pub fn privacy_budget(mut self, rule: RawBudgetRule) -> Self {
         self.privacy_budgets.push(rule);
@@ -215,6 +223,9 @@ impl ClusterBuilder {
             *max_connections_per_identity = n;
         }
         config.engine.privacy.budgets = Budgets::new(self.privacy_budgets).context("privacy budgets")?;
+        if let Some(path) = &self.carbon_file {
+            config.engine.carbon = Some(Arc::new(fedra_coordinator::carbon::CarbonSignal::open(path)?));
+        }
         config.policy = self.policy.map(|mut p| {
             p.aggregate_in_region = config.engine.tier.is_global();
             p

@@ -64,6 +64,9 @@ impl CoordinatorChild {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        if let Some(c) = &config.engine.carbon {
+            cmd.env("FEDRA_CARBON_FILE", c.path()).env("FEDRA_CLIENT_WATTS", config.engine.client_watts.to_string());
+        }
         if let Some(p) = &config.policy {
             cmd.arg("--policy-dir").arg(&p.dir).arg("--location").arg(p.location.as_str());
         }

@@ -226,6 +226,7 @@ impl Scenario {
             privacy,
             priority: 0,
             promotion: Default::default(),
+            schedule: Default::default(),
         }
     }
 

@@ -64,10 +64,13 @@ pub enum AuditAction {
     /// An approver approved a checkpoint going live in a region (the policy's promotion
     /// rule requires approvals).
     CheckpointApproved,
+    /// A carbon-aware round was deferred to a cleaner window (the detail has the times and
+    /// intensities).
+    RoundDeferred,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 20] = [
+    pub const ALL: [AuditAction; 21] = [
         AuditAction::RunSubmitted,
         AuditAction::RunAdmitted,
         AuditAction::RunRefused,
@@ -88,6 +91,7 @@ impl AuditAction {
         AuditAction::CheckpointRolledBack,
         AuditAction::CheckpointGated,
         AuditAction::CheckpointApproved,
+        AuditAction::RoundDeferred,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -112,6 +116,7 @@ impl AuditAction {
             AuditAction::CheckpointRolledBack => "checkpoint_rolled_back",
             AuditAction::CheckpointGated => "checkpoint_gated",
             AuditAction::CheckpointApproved => "checkpoint_approved",
+            AuditAction::RoundDeferred => "round_deferred",
         }
     }
 }

@@ -213,6 +213,21 @@ pub enum PromoteTo {
     Serving,
 }
 
+/// The plan's `[schedule]`: when its rounds may run.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulePlan {
+    /// Start each round in the lowest-carbon window the coordinator's carbon feed shows for
+    /// the run's regions within `max_delay_seconds`, and prefer clients in cleaner regions
+    /// when more are eligible than the round needs (fixed selection only: Poisson sampling
+    /// must stay uniform for its privacy amplification).
+    #[serde(default)]
+    pub prefer_low_carbon: bool,
+    /// How long a round may wait for a cleaner window.
+    #[serde(default)]
+    pub max_delay_seconds: f64,
+}
+
 /// The metric a promotion gate compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

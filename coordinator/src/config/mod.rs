@@ -68,6 +68,12 @@ pub struct RawConfig {
     /// the one `fedra pki issue --role coordinator` put in the identity directory, else one
     /// created in `data_dir` on first start (its public half beside it).
     pub signing_key: Option<PathBuf>,
+    /// Carbon intensity per region, a time series the operator keeps up to date (see
+    /// `crate::carbon`): plans with `[schedule] prefer_low_carbon` wait for its clean
+    /// windows, and every round's carbon is estimated with it.
+    pub carbon_file: Option<PathBuf>,
+    /// Watts one training client draws, for the energy estimate of each round (default 150).
+    pub client_watts: Option<f64>,
     /// Plain-text gRPC without identities. Only from the `--insecure` flag, never from a
     /// file or the environment, and refused unless `listen` is a loopback address.
     #[serde(skip)]
@@ -155,6 +161,8 @@ impl RawConfig {
         self.data_dir = var("FEDRA_DATA_DIR")?.or(self.data_dir);
         self.artifact_dir = var("FEDRA_ARTIFACT_DIR")?.or(self.artifact_dir);
         self.signing_key = var("FEDRA_SIGNING_KEY")?.or(self.signing_key);
+        self.carbon_file = var("FEDRA_CARBON_FILE")?.or(self.carbon_file);
+        self.client_watts = var("FEDRA_CLIENT_WATTS")?.or(self.client_watts);
         self.chunk_bytes = var("FEDRA_CHUNK_BYTES")?.or(self.chunk_bytes);
         self.max_concurrent_uploads = var("FEDRA_MAX_CONCURRENT_UPLOADS")?.or(self.max_concurrent_uploads);
         self.staging_budget_bytes = var("FEDRA_STAGING_BUDGET_BYTES")?.or(self.staging_budget_bytes);
@@ -184,6 +192,8 @@ impl RawConfig {
         self.data_dir = other.data_dir.or(self.data_dir);
         self.artifact_dir = other.artifact_dir.or(self.artifact_dir);
         self.signing_key = other.signing_key.or(self.signing_key);
+        self.carbon_file = other.carbon_file.or(self.carbon_file);
+        self.client_watts = other.client_watts.or(self.client_watts);
         self.chunk_bytes = other.chunk_bytes.or(self.chunk_bytes);
         self.max_concurrent_uploads = other.max_concurrent_uploads.or(self.max_concurrent_uploads);
         self.staging_budget_bytes = other.staging_budget_bytes.or(self.staging_budget_bytes);
@@ -388,6 +398,20 @@ impl Config {
             message: e.message,
         })?;
         let signing_key = signing_key(raw.signing_key, &transport, &data_dir);
+        let client_watts = raw.client_watts.unwrap_or(crate::carbon::DEFAULT_CLIENT_WATTS);
+        if !(client_watts > 0.0 && client_watts <= 1e6) {
+            return Err(ConfigError::Invalid {
+                key: "client_watts".into(),
+                message: format!("must be in (0, 1e6], got {client_watts}"),
+            });
+        }
+        let carbon = match &raw.carbon_file {
+            None => None,
+            Some(path) => Some(std::sync::Arc::new(
+                crate::carbon::CarbonSignal::open(path)
+                    .map_err(|e| ConfigError::Invalid { key: "carbon_file".into(), message: e.to_string() })?,
+            )),
+        };
         Ok(Self {
             signing_key,
             listen,
@@ -408,6 +432,8 @@ impl Config {
                 max_model_parameters: max_params,
                 privacy: crate::round::PrivacySettings { budgets, lattice_slack },
                 tier,
+                carbon,
+                client_watts,
                 ..EngineSettings::default()
             },
         })

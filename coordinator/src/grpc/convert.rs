@@ -164,6 +164,7 @@ pub fn plan_from_pb(p: pb::RunPlan) -> Result<RunPlan, ApiError> {
             .transpose()
             .map_err(|e| ApiError::Invalid(format!("plan.{e}")))?
             .unwrap_or_default(),
+        schedule: p.schedule.as_ref().map(plan_wire::schedule_from_pb).unwrap_or_default(),
     };
     RunPlan::new(raw).map_err(|e| ApiError::Invalid(format!("plan.{e}")))
 }
@@ -186,6 +187,7 @@ pub fn plan_to_pb(p: &RunPlan) -> pb::RunPlan {
         privacy: p.privacy.as_ref().map(plan_wire::privacy_to_pb),
         priority: p.priority,
         promotion: Some(plan_wire::promotion_to_pb(&p.promotion)),
+        schedule: Some(plan_wire::schedule_to_pb(&p.schedule)),
     }
 }
 
@@ -360,6 +362,16 @@ pub fn run_view_to_pb(v: RunView) -> pb::RunInfo {
                 metrics: r.metrics.as_ref().map(metrics_to_pb),
                 checkpoint_id: r.checkpoint.map(|c| c.to_string()).unwrap_or_default(),
                 failure: r.failure.unwrap_or_default(),
+                energy: r
+                    .energy
+                    .iter()
+                    .map(|e| pb::RegionEnergy {
+                        region: e.region.to_string(),
+                        compute_seconds: e.compute_seconds,
+                        energy_kwh: e.energy_kwh,
+                        carbon_g: e.carbon_g,
+                    })
+                    .collect(),
             }
         })
         .collect();

@@ -76,6 +76,7 @@ impl ApiError {
                 | RoundError::TooManySamples { .. }
                 | RoundError::ZeroSamples
                 | RoundError::ModelTooLarge { .. }
+                | RoundError::NoCarbonFeed
                 | RoundError::Contributors { .. }
                 | RoundError::Scopes(_)
                 | RoundError::Reference(_)

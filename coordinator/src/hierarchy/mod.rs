@@ -212,6 +212,8 @@ pub fn cohort_plan(
         privacy: task.cohort.privacy.clone(),
         priority: 0,
         promotion: Default::default(),
+        // The global run's schedule already decided when this round runs.
+        schedule: Default::default(),
     })
 }
 

@@ -30,12 +30,15 @@ pub fn event(plan: &RunPlan, e: RunEvent) -> Option<RunEvent> {
     Some(RunEvent { kind, ..e })
 }
 
-/// The run as `fedra run show` may see it: a private run's rounds without samples or metrics.
+/// The run as `fedra run show` may see it: a private run's rounds without samples, metrics
+/// or energy figures.
 pub fn view(mut v: RunView) -> RunView {
     if v.record.plan.privacy.is_some() {
         for r in &mut v.rounds {
             r.samples = 0;
             r.metrics = None;
+            // Training seconds per region follow the clients' data sizes: not accounted.
+            r.energy.clear();
         }
         v.evaluations.clear();
     }

@@ -61,6 +61,7 @@ use crate::store::{EvaluationRecord, RunState, StoreError};
 /// The phase of the active round attempt, as shown to users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PhaseName {
+    Deferred,
     Selecting,
     Training,
     Aggregating,
@@ -73,6 +74,7 @@ pub enum PhaseName {
 impl PhaseName {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Deferred => "deferred",
             Self::Selecting => "selecting",
             Self::Training => "training",
             Self::Aggregating => "aggregating",
@@ -182,6 +184,10 @@ pub enum RoundError {
     ZeroSamples,
     #[error("plan.model has {parameters} parameters; this coordinator's max_model_parameters is {max}")]
     ModelTooLarge { parameters: u64, max: u64 },
+    #[error(
+        "plan.schedule.prefer_low_carbon needs a carbon-intensity feed, and this coordinator has none (set carbon_file in its config)"
+    )]
+    NoCarbonFeed,
     #[error("refused by policy: {0}")]
     PolicyRefused(String),
     #[error("the coordinator is shutting down")]

@@ -133,6 +133,9 @@ pub(super) struct RunCore {
     /// private run): the drift reference published beside the checkpoint. Restarted with
     /// each round's training; a round rebuilt after a restart publishes none.
     pub references: std::collections::BTreeMap<crate::ids::RegionId, fedra_types::drift::DataReference>,
+    /// Training seconds the round's contributors reported, per region (the energy
+    /// estimate's input). Restarted with each round.
+    pub compute: std::collections::BTreeMap<crate::ids::RegionId, f64>,
 }
 
 const CLOSED_TASKS_MAX: usize = 100_000;
@@ -261,6 +264,7 @@ impl RunActor {
             pending_updates: Vec::new(),
             closed_tasks: HashMap::new(),
             references: std::collections::BTreeMap::new(),
+            compute: std::collections::BTreeMap::new(),
         };
         let mut core = core;
         // Every round is committed but the final evaluation is owed (a restart cut it short,
@@ -268,7 +272,7 @@ impl RunActor {
         let phase = match (evaluate_final, core.parent.clone()) {
             // Patient: after a restart the clients are still reconnecting.
             (true, Some(checkpoint)) => super::phases::evaluating::enter(&mut core, checkpoint, true, true),
-            _ => selecting::enter(&core),
+            _ => selecting::begin(&mut core),
         };
         Self { core, phase, ended: false }
     }
@@ -449,6 +453,7 @@ impl RunActor {
     /// Time- and count-driven transitions of the phases that wait on clients.
     async fn check_end(&mut self) {
         let t = match &mut self.phase {
+            Phase::Deferred(d) => selecting::on_tick_deferred(d, &mut self.core),
             Phase::Training(t) => training::check_end(t, &mut self.core).await,
             Phase::Evaluating(e) => evaluating::check_end(e, &mut self.core).await,
             _ => Transition::Stay,
@@ -526,7 +531,7 @@ impl RunActor {
                 self.core.recorded = false;
                 self.core.started = now;
                 self.core.deadline = now + self.core.plan.round_deadline;
-                Transition::to(selecting::enter(&self.core))
+                Transition::to(selecting::begin(&mut self.core))
             }
             Err(e) => Transition::fail(format!("store failure: {e}")),
         }

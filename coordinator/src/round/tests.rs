@@ -115,6 +115,7 @@ fn plan_with(rounds: u32, per_round: u32, min: u32, regions: &[&str], f: impl Fn
         privacy: None,
         priority: 0,
         promotion: Default::default(),
+        schedule: Default::default(),
     };
     f(&mut raw);
     RunPlan::new(raw).unwrap()

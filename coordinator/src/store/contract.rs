@@ -172,6 +172,7 @@ fn completion(run: &RunId, round: u32, attempt: u32, final_round: bool) -> Round
         final_round,
         audit: Vec::new(),
         charge: None,
+        energy: Vec::new(),
     }
 }
 

@@ -222,6 +222,7 @@ impl Store for MemoryStore {
                 failure: None,
                 started_at: now(),
                 finished_at: None,
+                energy: Vec::new(),
             },
         );
         for (client, region) in selected {
@@ -320,6 +321,7 @@ impl Store for MemoryStore {
         r.metrics = Some(c.metrics);
         r.checkpoint = Some(cp.id.clone());
         r.finished_at = Some(finished);
+        r.energy = c.energy.clone();
         let mut locations = cp.locations.clone();
         locations.sort_by(|a, b| a.0.cmp(&b.0));
         d.checkpoints

@@ -299,6 +299,8 @@ pub struct RoundRecord {
     pub failure: Option<String>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// A completed round's estimated energy and carbon per region (empty otherwise).
+    pub energy: Vec<crate::carbon::RegionEnergy>,
 }
 
 /// What became of a selected client in one round attempt (stored as the snake_case variant
@@ -429,6 +431,8 @@ pub struct RoundCompletion {
     /// (with the next round's clipping bound, `None` for a fixed one), so a crash can never
     /// leave a completed round's cost merely reserved.
     pub charge: Option<PrivacyCharge>,
+    /// The round's estimated energy and carbon per region.
+    pub energy: Vec<crate::carbon::RegionEnergy>,
 }
 
 /// What [`RoundCompletion::charge`] writes into the attempt's ledger entries.

@@ -279,7 +279,7 @@ impl Store for SqliteStore {
         let mut tx = self.write_tx().await?;
         let changed = sqlx::query(
             "UPDATE rounds SET status = ?, reported = ?, samples = ?, loss_before = ?, loss_after = ?, accuracy = ?,
-                 train_seconds = ?, checkpoint_id = ?, finished_at = ?
+                 train_seconds = ?, checkpoint_id = ?, finished_at = ?, energy_json = ?
              WHERE run_id = ? AND round = ? AND attempt = ? AND status = ?",
         )
         .bind(RoundStatus::Done)
@@ -291,6 +291,7 @@ impl Store for SqliteStore {
         .bind(c.metrics.train_seconds)
         .bind(c.checkpoint.id.as_str())
         .bind(&now)
+        .bind(serde_json::to_string(&c.energy).map_err(|e| StoreError::Corrupt(format!("energy: {e}")))?)
         .bind(run)
         .bind(i64::from(c.round))
         .bind(i64::from(c.attempt))

@@ -129,6 +129,11 @@ async fn run(bin: Bin, args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || Command::new(path).args(args).output().expect("spawn")).await.expect("join")
 }
 
+/// Runs the `fedra` CLI built from the current sources.
+pub(crate) async fn fedra(args: Vec<String>) -> Output {
+    run(FEDRA, args).await
+}
+
 fn one_line(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(bytes).to_string();
     assert_eq!(text.trim_end().lines().count(), 1, "expected one line, got {text:?}");

@@ -3,6 +3,7 @@
 //! real gRPC on loopback, with a real SQLite store and real checkpoints on disk.
 
 mod aggregation;
+mod carbon;
 mod cli;
 mod crash;
 mod evaluation;

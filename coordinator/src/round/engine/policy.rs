@@ -113,6 +113,19 @@ pub(super) fn submitted(plan: &RunPlan) -> String {
     format!("model {}, {} rounds, regions: {regions}, {privacy}", plan.model.name(), plan.rounds)
 }
 
+/// Refuses, at submit, a plan this coordinator's settings cannot serve: a model larger than
+/// the configured maximum, a carbon-aware schedule without a carbon feed.
+///
+/// # Errors
+/// [`RoundError::ModelTooLarge`], [`RoundError::NoCarbonFeed`].
+pub(in crate::round) fn check_settings(plan: &RunPlan, settings: &EngineSettings) -> Result<(), RoundError> {
+    check_model_size(plan, settings.max_model_parameters)?;
+    if plan.schedule.prefer_low_carbon && settings.carbon.is_none() {
+        return Err(RoundError::NoCarbonFeed);
+    }
+    Ok(())
+}
+
 /// Refuses a plan whose model is larger than the configured maximum, before anything is
 /// allocated or stored.
 ///

@@ -4,7 +4,7 @@
 //! settles them (next round, end of run, failure records) in one place.
 //!
 //! ```text
-//!   Selecting ──offer──▶ Training ──target/quorum──▶ Aggregating ──▶ Publishing ──┬──▶ Done
+//!   (Deferred ──clean window──▶) Selecting ──offer──▶ Training ──target/quorum──▶ Aggregating ──▶ Publishing ──┬──▶ Done
 //!      │ give up            │ quorum unreachable         │ error          │ error    └─▶ Evaluating ──▶ Done
 //!      └──────────────▶ Failed ◀─────────────────────────┴────────────────┘
 //! ```
@@ -23,6 +23,8 @@ use std::collections::HashMap;
 /// The typed phase of a run's current round attempt.
 #[derive(Debug)]
 pub(super) enum Phase {
+    /// A carbon-aware round waiting for its cleaner window (nothing is recorded yet).
+    Deferred(selecting::Deferred),
     Selecting(selecting::Selecting),
     Training(training::Training),
     Aggregating(aggregating::Aggregating),
@@ -71,6 +73,7 @@ impl Transition {
 impl Phase {
     pub fn name(&self) -> PhaseName {
         match self {
+            Phase::Deferred(_) => PhaseName::Deferred,
             Phase::Selecting(_) => PhaseName::Selecting,
             Phase::Training(_) => PhaseName::Training,
             Phase::Aggregating(_) => PhaseName::Aggregating,

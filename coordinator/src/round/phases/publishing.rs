@@ -143,6 +143,7 @@ pub(in crate::round) async fn on_published(
         // Publications and the privacy charge are on record exactly when the round is.
         audit: drafts,
         charge: p.next_clip.map(|next_clip_norm| PrivacyCharge { next_clip_norm }),
+        energy: energy(core),
     };
     if let Err(e) = core.env.store.complete_round(&completion).await {
         error!(run = %key.run, round = key.round, error = %e, "cannot commit round");
@@ -173,4 +174,21 @@ pub(in crate::round) async fn on_published(
     } else {
         Transition::to(Phase::Done { final_round })
     }
+}
+
+/// The round's estimated energy and carbon per region: the contributors' reported training
+/// seconds at the configured watts, times each region's intensity now (when the carbon feed
+/// has one).
+fn energy(core: &mut RunCore) -> Vec<crate::carbon::RegionEnergy> {
+    let feed = core.env.settings.carbon.as_ref().map(|s| s.feed());
+    let now = chrono::Utc::now();
+    let watts = core.env.settings.client_watts;
+    std::mem::take(&mut core.compute)
+        .into_iter()
+        .map(|(region, compute_seconds)| {
+            let energy_kwh = crate::carbon::energy_kwh(compute_seconds, watts);
+            let carbon_g = feed.as_ref().and_then(|f| f.intensity(&region, now)).map(|g| g * energy_kwh);
+            crate::carbon::RegionEnergy { region, compute_seconds, energy_kwh, carbon_g }
+        })
+        .collect()
 }

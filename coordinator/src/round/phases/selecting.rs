@@ -24,6 +24,79 @@ use tracing::{info, warn};
 #[derive(Debug)]
 pub(in crate::round) struct Selecting;
 
+/// Waiting for the cleaner window a carbon-aware plan asked for.
+#[derive(Debug)]
+pub(in crate::round) struct Deferred {
+    until: Instant,
+}
+
+/// Starts a round: at once, or, for a plan with `[schedule] prefer_low_carbon` whose
+/// regions have a cleaner window ahead within `max_delay` (per the carbon feed), deferred
+/// to it, with an audit entry saying when and why.
+pub(in crate::round) fn begin(core: &mut RunCore) -> Phase {
+    core.compute.clear();
+    let schedule = core.plan.schedule;
+    let Some(signal) = core.env.settings.carbon.as_ref().filter(|_| schedule.prefer_low_carbon) else {
+        return enter(core);
+    };
+    let feed = signal.feed();
+    let regions: Vec<RegionId> = if core.plan.regions.is_all() {
+        feed.regions().cloned().collect()
+    } else {
+        core.plan.regions.iter().cloned().collect()
+    };
+    let now = chrono::Utc::now();
+    let max_delay = chrono::Duration::milliseconds((schedule.max_delay_seconds * 1000.0) as i64);
+    let Some(d) = feed.defer(&regions, now, max_delay) else { return enter(core) };
+    let wait = (d.until - now).to_std().unwrap_or_default();
+    let key = &core.key;
+    info!(run = %key.run, round = key.round, until = %d.until, now_g = d.now_g_per_kwh, then_g = d.then_g_per_kwh, "round deferred to a lower-carbon window");
+    let detail = format!(
+        "round {} deferred {:.0} s to {} for lower carbon: {:.1} → {:.1} g CO2e/kWh over {}",
+        key.round,
+        wait.as_secs_f64(),
+        d.until.to_rfc3339(),
+        d.now_g_per_kwh,
+        d.then_g_per_kwh,
+        regions.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    );
+    let draft = crate::audit::draft(crate::audit::COORDINATOR, fedra_types::audit::AuditAction::RoundDeferred, detail)
+        .run(&key.run);
+    let store = std::sync::Arc::clone(&core.env.store);
+    tokio::spawn(async move {
+        if let Err(e) = crate::audit::record(store.as_ref(), draft).await {
+            warn!(error = %e, "cannot audit a round deferral");
+        }
+    });
+    Phase::Deferred(Deferred { until: Instant::now() + wait })
+}
+
+/// A carbon-aware plan's cohort: clients in regions with lower intensity now come first (a
+/// stable sort of the seeded shuffle, so ties keep their random order); regions the feed
+/// does not know come last.
+fn prefer_clean_regions(core: &RunCore, chosen: &mut [Lease]) {
+    let Some(signal) = core.env.settings.carbon.as_ref().filter(|_| core.plan.schedule.prefer_low_carbon) else {
+        return;
+    };
+    let feed = signal.feed();
+    let now = chrono::Utc::now();
+    chosen.sort_by(|a, b| {
+        let g = |l: &Lease| feed.intensity(&l.region, now).unwrap_or(f64::INFINITY);
+        g(a).total_cmp(&g(b))
+    });
+}
+
+/// A deferred round whose window has come starts selecting, with a fresh deadline.
+pub(in crate::round) fn on_tick_deferred(d: &Deferred, core: &mut RunCore) -> Transition {
+    let now = Instant::now();
+    if now < d.until {
+        return Transition::Stay;
+    }
+    core.started = now;
+    core.deadline = now + core.plan.round_deadline;
+    Transition::to(enter(core))
+}
+
 /// Posts the run's demand: the target count at once, the quorum after a grace period (a
 /// fifth of the deadline), every free eligible client as candidates.
 ///
@@ -94,6 +167,7 @@ pub(in crate::round) async fn on_offer(_: &mut Selecting, core: &mut RunCore, mu
         _ => {
             let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ (u64::from(key.round) << 32) ^ u64::from(key.attempt));
             chosen.shuffle(&mut rng);
+            prefer_clean_regions(core, &mut chosen);
             let rest = chosen.split_off(plan.selection_size().min(chosen.len()));
             core.release(rest.into_iter().map(|l| l.task).collect(), false);
         }

@@ -240,6 +240,7 @@ pub(in crate::round) async fn commit_upload(
     // The client is free for other runs; its task stays known for precise answers.
     core.release(vec![task], false);
     t.metrics.add(&metrics, samples);
+    *core.compute.entry(region.clone()).or_default() += metrics.train_seconds.max(0.0);
     t.contributors.push(Contributor {
         client: client.clone(),
         region: region.clone(),

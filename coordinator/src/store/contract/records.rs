@@ -269,9 +269,17 @@ pub(crate) async fn ledger_reservations_are_charged_once(store: &dyn Store) {
     store.reserve_privacy(&[ledger_entry(&c.id, "eu", 1, 1)]).await.unwrap();
     store.begin_round(&c.id, 1, 1, &two_clients()).await.unwrap();
     let charge = Some(crate::store::PrivacyCharge { next_clip_norm: Some(0.7) });
-    store.complete_round(&RoundCompletion { charge, ..completion(&c.id, 1, 1, false) }).await.unwrap();
+    let energy = vec![crate::carbon::RegionEnergy {
+        region: id("eu"),
+        compute_seconds: 12.5,
+        energy_kwh: 0.0005,
+        carbon_g: Some(0.15),
+    }];
+    let done = RoundCompletion { charge, energy: energy.clone(), ..completion(&c.id, 1, 1, false) };
+    store.complete_round(&done).await.unwrap();
     let of_c = store.list_ledger(&LedgerFilter { scope: None, run: Some(c.id.clone()) }).await.unwrap();
     assert_eq!((of_c[0].state, of_c[0].next_clip_norm), (LedgerState::Charged, Some(0.7)));
+    assert_eq!(store.list_rounds(&c.id).await.unwrap()[0].energy, energy, "the round's energy is stored with it");
 }
 
 pub(crate) async fn a_ledger_entry_is_written_once(store: &dyn Store) {

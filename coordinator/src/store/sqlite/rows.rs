@@ -129,5 +129,7 @@ pub(super) fn round_of(row: &SqliteRow) -> Result<RoundRecord, StoreError> {
         failure: row.try_get("failure")?,
         started_at: parse_ts(row.try_get("started_at")?)?,
         finished_at: finished.as_deref().map(parse_ts).transpose()?,
+        energy: serde_json::from_str(&row.try_get::<String, _>("energy_json")?)
+            .map_err(|e| StoreError::Corrupt(format!("rounds.energy_json: {e}")))?,
     })
 }

@@ -114,6 +114,7 @@ async fn states_are_stored_as_the_texts_existing_databases_hold() {
         final_round: false,
         audit: Vec::new(),
         charge: None,
+        energy: Vec::new(),
     };
     store.complete_round(&completion).await.unwrap();
     store.begin_round(&run, 2, 1, &three[..1]).await.unwrap();
