@@ -32,6 +32,7 @@ pub(crate) mod contract;
 #[cfg(any(test, feature = "testutils"))]
 mod memory;
 pub mod registry;
+mod reservations;
 mod sqlite;
 mod upstream;
 
@@ -596,12 +597,18 @@ pub trait Store: registry::RegistryStore + Send + Sync + 'static {
         client: &ClientId,
         reason: &str,
     ) -> Result<(), StoreError>;
-    /// Writes a round's privacy reservations (one per scope) in one transaction.
+    /// Writes a round's privacy reservations (one per scope) in one transaction, if each
+    /// entry's `epsilon_cumulative` is still at least its scope's ε with it: checked and
+    /// written under a lock that keeps other reservations of the scope out, so that
+    /// coordinators sharing the database cannot overspend a budget (`reservations.rs`).
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] (`"run"`) for an unknown run; [`StoreError::AlreadyExists`]
-    /// (`"privacy ledger entry"`, id `<scope>/<run>/<round>/<attempt>`) when an entry for the
-    /// same scope and round attempt is stored or comes twice in `entries`.
+    /// Entry by entry: [`StoreError::NotFound`] (`"run"`) for an unknown run;
+    /// [`StoreError::AlreadyExists`] (`"privacy ledger entry"`, id
+    /// `<scope>/<run>/<round>/<attempt>`) when an entry for the same scope and round attempt
+    /// is stored or comes twice in `entries`. Then [`StoreError::Conflict`] (`"privacy ledger
+    /// entry"`, same id) for the first entry that states less ε than its scope spends with
+    /// it: another reservation of the scope was written after the caller read the ledger.
     async fn reserve_privacy(&self, entries: &[LedgerEntry]) -> Result<(), StoreError>;
     /// Turns a round attempt's reservations into charges (its aggregate was released),
     /// recording the clipping norm for the next round. Returns the rows changed: 0 when
