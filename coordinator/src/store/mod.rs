@@ -1,7 +1,9 @@
 //! Persistence behind one trait, so that the round engine does not know which database it
-//! talks to. The embedded default is SQLite ([`SqliteStore`]); the schema in
-//! `coordinator/migrations/` is portable SQL so that a PostgreSQL implementation of the
-//! same trait can run the same migrations and the same contract tests. [`MemoryStore`]
+//! talks to. The embedded default is SQLite ([`SqliteStore`], schema in
+//! `coordinator/migrations/`); [`PgStore`] keeps the same contract in PostgreSQL (schema in
+//! `coordinator/migrations-postgres/`, the same versions in its dialect), for deployments
+//! that run the database as a service. [`StoreLocation`] (the `store_url` setting) says
+//! which one a coordinator opens. Both run the same contract tests. [`MemoryStore`]
 //! (tests and the `testutils` feature) keeps the same contract in memory, for engine tests
 //! that run on a paused clock.
 //!
@@ -31,6 +33,8 @@
 pub(crate) mod contract;
 #[cfg(any(test, feature = "testutils"))]
 mod memory;
+mod open;
+mod postgres;
 pub mod registry;
 mod reservations;
 mod sqlite;
@@ -38,6 +42,8 @@ mod upstream;
 
 #[cfg(any(test, feature = "testutils"))]
 pub use memory::MemoryStore;
+pub use open::{OpenStore, StoreLocation};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use upstream::{UpstreamState, UpstreamTask};
 
