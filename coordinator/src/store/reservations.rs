@@ -12,8 +12,9 @@
 //! ledger only grows, so that happens exactly when another reservation of the scope landed
 //! after the caller's read; and whatever is accepted spends at most what the caller checked
 //! against its budget. Two coordinators racing for the last ε of a scope: one reserves it,
-//! the other is refused and re-reads (its round attempt fails and the next one admits
-//! afresh).
+//! the other is refused. (Admission does not re-read and retry on that refusal yet, so the
+//! losing round fails, and with it its run: never over budget, but harsher than needed.
+//! Within one process admission's own lock keeps the refusal from ever happening.)
 //!
 //! ε is computed exactly as admission computes it (`fedra_dp::accountant::epsilon` over the
 //! scope's costs oldest first, then the new ones, at the entry's δ), so an unchanged ledger
