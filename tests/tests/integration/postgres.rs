@@ -9,9 +9,11 @@
 
 use crate::sandbox::*;
 use anyhow::Context;
+use futures::FutureExt;
 use fedra_coordinator::ids::RunId;
 use fedra_coordinator::store::{OpenStore, RoundStatus, StoreLocation};
 use sqlx::{Connection, Executor, PgConnection};
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 fn server_url() -> String {
@@ -35,10 +37,16 @@ async fn a_run_on_postgres_survives_a_restart_and_is_on_record_there() -> anyhow
     let mut admin = connect(&server).await?;
     admin.execute(format!("CREATE SCHEMA {schema}").as_str()).await?;
     let separator = if server.contains('?') { '&' } else { '?' };
-    let url = format!("{server}{separator}options[search_path]={schema}");
-    let outcome = run_on(&url, &schema, &mut admin).await;
+    // Sessions named after the schema, so that the clean-up can end any a failure leaves.
+    let url = format!("{server}{separator}options[search_path]={schema}&application_name={schema}");
+    let outcome = AssertUnwindSafe(run_on(&url, &schema, &mut admin)).catch_unwind().await;
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1")
+        .bind(&schema)
+        .execute(&mut admin)
+        .await?;
+    admin.execute("SET lock_timeout = '10s'").await?;
     admin.execute(format!("DROP SCHEMA {schema} CASCADE").as_str()).await?;
-    outcome
+    outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 async fn run_on(url: &str, schema: &str, admin: &mut PgConnection) -> anyhow::Result<()> {

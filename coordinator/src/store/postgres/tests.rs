@@ -36,9 +36,13 @@ impl Schema {
         Self { name, url }
     }
 
-    /// Connection options whose sessions work in this schema.
+    /// Connection options whose sessions work in this schema, named after it (so that the
+    /// drop can end them).
     pub(super) fn options(&self) -> PgConnectOptions {
-        PgConnectOptions::from_str(&self.url).expect("a valid test URL").options([("search_path", &self.name)])
+        PgConnectOptions::from_str(&self.url)
+            .expect("a valid test URL")
+            .options([("search_path", &self.name)])
+            .application_name(&self.name)
     }
 
     /// A store (its own pool) on this schema; the first one migrates it.
@@ -71,8 +75,10 @@ fn unreachable_server(url: &str, why: &str) -> String {
     )
 }
 
-/// Drops the schema from a thread of its own (Drop cannot await). Locks left by a test that
-/// panicked mid-transaction make it give up after 5 s and leave the schema behind.
+/// Drops the schema from a thread of its own (Drop cannot await), after ending the test's
+/// sessions: the test's runtime is blocked here, so a session may still hold the locks of a
+/// transaction whose rollback its pool has not sent yet (a refusal as the last call, a
+/// panic mid-transaction).
 impl Drop for Schema {
     fn drop(&mut self) {
         let (url, name) = (self.url.clone(), self.name.clone());
@@ -80,7 +86,11 @@ impl Drop for Schema {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             rt.block_on(async {
                 let mut conn = PgConnection::connect(&url).await?;
-                conn.execute("SET lock_timeout = '5s'").await?;
+                sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1")
+                    .bind(&name)
+                    .execute(&mut conn)
+                    .await?;
+                conn.execute("SET lock_timeout = '10s'").await?;
                 conn.execute(format!("DROP SCHEMA IF EXISTS {name} CASCADE").as_str()).await?;
                 Ok::<_, sqlx::Error>(())
             })?;
