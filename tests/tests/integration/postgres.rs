@@ -9,9 +9,9 @@
 
 use crate::sandbox::*;
 use anyhow::Context;
-use futures::FutureExt;
 use fedra_coordinator::ids::RunId;
 use fedra_coordinator::store::{OpenStore, RoundStatus, StoreLocation};
+use futures::FutureExt;
 use sqlx::{Connection, Executor, PgConnection};
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
