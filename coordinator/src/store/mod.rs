@@ -42,7 +42,7 @@ mod upstream;
 
 #[cfg(any(test, feature = "testutils"))]
 pub use memory::MemoryStore;
-pub use open::{OpenStore, StoreLocation};
+pub use open::{OpenStore, PgUrl, StoreLocation};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use upstream::{UpstreamState, UpstreamTask};
