@@ -12,7 +12,7 @@ use crate::grpc::{CheckpointApi, FleetApi, Gate, GovernanceApi, PrivacyApi, RunA
 use crate::registry::Registry;
 use crate::round::EngineSettings;
 use crate::round::{Engine, EngineHandle, RoundError};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{OpenStore, Store, StoreError};
 use fedra_proto::pb::checkpoint_service_server::CheckpointServiceServer;
 use fedra_proto::pb::fleet_service_server::FleetServiceServer;
 use fedra_proto::pb::governance_service_server::GovernanceServiceServer;
@@ -54,7 +54,7 @@ pub struct Coordinator {
     registry_task: JoinHandle<()>,
     server_task: JoinHandle<Result<(), tonic::transport::Error>>,
     stop: Option<oneshot::Sender<()>>,
-    store: SqliteStore,
+    store: OpenStore,
     tls: bool,
     reloader: PolicyReloader,
     /// A regional aggregator's session with its global coordinator, and its stop switch.
@@ -73,8 +73,8 @@ const HTTP2_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
 const MAX_STREAMS_PER_CONNECTION: u32 = 16;
 
 impl Coordinator {
-    /// Opens `<data_dir>/fedra.db`, recovers unfinished runs and starts serving on
-    /// `config.listen`.
+    /// Opens the configured store (`config.store`), recovers unfinished runs and starts
+    /// serving on `config.listen`.
     ///
     /// # Errors
     /// Directory, store, recovery or bind failures.
@@ -107,8 +107,9 @@ impl Coordinator {
         // Every manifest is signed; a provisioned key that is missing fails the start.
         let signer = Arc::new(config.signing_key.load().map_err(|e| LaunchError::SigningKey(e.to_string()))?);
         info!(key_id = signer.key_id(), "checkpoint manifests are signed");
-        let sqlite = SqliteStore::open(&config.data_dir.join("fedra.db")).await?;
-        let store: Arc<dyn Store> = Arc::new(sqlite.clone());
+        let opened = OpenStore::open(&config.store).await?;
+        info!(store = %config.store, "store opened");
+        let store: Arc<dyn Store> = opened.shared();
         if let Some(snapshot) = governance.snapshot() {
             info!(policy_sha256 = snapshot.sha256(), location = %snapshot.location, "policy set in force");
             audit::record(
@@ -230,7 +231,7 @@ impl Coordinator {
             server_task,
             registry_task,
             stop: Some(stop),
-            store: sqlite,
+            store: opened,
             tls,
             reloader,
             upstream,

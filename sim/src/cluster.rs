@@ -46,6 +46,7 @@ pub struct ClusterBuilder {
     tier: TierSpec,
     process: Option<ProcessSpec>,
     carbon_file: Option<PathBuf>,
+    store_url: Option<String>,
 }
 
 /// Which tier a cluster's coordinator serves (see `fedra_coordinator::hierarchy`).
@@ -79,6 +80,7 @@ impl Default for ClusterBuilder {
             tier: TierSpec::Standalone,
             process: None,
             carbon_file: None,
+            store_url: None,
         }
     }
 }
@@ -168,6 +170,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// Keep the coordinator's store at `url` (the `store_url` setting: `sqlite://PATH` or
+    /// `postgres://…`) instead of `<data_dir>/fedra.db`; `start` fails on a URL the
+    /// coordinator would refuse. Restarts reopen the same store.
+    pub fn store_url(mut self, url: impl Into<String>) -> Self {
+        self.store_url = Some(url.into());
+        self
+    }
+
     /// Privacy budgets, as the `[[privacy.budgets]]` rules of a coordinator config.
     pub fn privacy_budget(mut self, rule: RawBudgetRule) -> Self {
         self.privacy_budgets.push(rule);
@@ -205,6 +215,10 @@ impl ClusterBuilder {
                     tls_dir: Some(pki.identity_dir(&identity)?),
                 });
             }
+        }
+        if let Some(url) = &self.store_url {
+            config.store =
+                fedra_coordinator::store::StoreLocation::parse(url).map_err(|e| anyhow::anyhow!("store_url: {e}"))?;
         }
         config.engine.heartbeat_interval = self.heartbeat;
         config.engine.client_timeout = self.client_timeout;

@@ -4,6 +4,7 @@
 
 use crate::hierarchy::Tier;
 use crate::round::EngineSettings;
+use crate::store::StoreLocation;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,9 @@ pub struct RawConfig {
     pub version: Option<u32>,
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
+    /// Where the store lives: `sqlite://PATH` (default: `<data_dir>/fedra.db`) or a
+    /// PostgreSQL URL (`postgres://USER@HOST[:PORT]/DATABASE`).
+    pub store_url: Option<String>,
     pub artifact_dir: Option<PathBuf>,
     pub chunk_bytes: Option<u64>,
     pub max_concurrent_uploads: Option<u64>,
@@ -159,6 +163,7 @@ impl RawConfig {
         }
         self.listen = var("FEDRA_LISTEN")?.or(self.listen);
         self.data_dir = var("FEDRA_DATA_DIR")?.or(self.data_dir);
+        self.store_url = var("FEDRA_STORE_URL")?.or(self.store_url);
         self.artifact_dir = var("FEDRA_ARTIFACT_DIR")?.or(self.artifact_dir);
         self.signing_key = var("FEDRA_SIGNING_KEY")?.or(self.signing_key);
         self.carbon_file = var("FEDRA_CARBON_FILE")?.or(self.carbon_file);
@@ -190,6 +195,7 @@ impl RawConfig {
         self.version = other.version.or(self.version);
         self.listen = other.listen.or(self.listen);
         self.data_dir = other.data_dir.or(self.data_dir);
+        self.store_url = other.store_url.or(self.store_url);
         self.artifact_dir = other.artifact_dir.or(self.artifact_dir);
         self.signing_key = other.signing_key.or(self.signing_key);
         self.carbon_file = other.carbon_file.or(self.carbon_file);
@@ -227,6 +233,8 @@ impl RawConfig {
 pub struct Config {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// The store to open (`store_url`).
+    pub store: StoreLocation,
     pub artifact_dir: PathBuf,
     pub max_concurrent_uploads: usize,
     pub staging_budget_bytes: usize,
@@ -313,6 +321,11 @@ impl Config {
         if data_dir.as_os_str().is_empty() {
             return Err(ConfigError::Invalid { key: "data_dir".into(), message: "must not be empty".into() });
         }
+        let store = match raw.store_url.as_deref() {
+            None => StoreLocation::default_in(&data_dir),
+            Some(url) => StoreLocation::parse(url)
+                .map_err(|message| ConfigError::Invalid { key: "store_url".into(), message })?,
+        };
         let artifact_dir = raw.artifact_dir.unwrap_or_else(|| data_dir.join("artifacts"));
         let chunk_bytes = raw.chunk_bytes.unwrap_or(fedra_proto::chunking::DEFAULT_CHUNK_BYTES as u64);
         let (lo, hi) = (fedra_proto::chunking::MIN_CHUNK_BYTES as u64, fedra_proto::chunking::MAX_CHUNK_BYTES as u64);
@@ -416,6 +429,7 @@ impl Config {
             signing_key,
             listen,
             data_dir,
+            store,
             artifact_dir,
             max_concurrent_uploads: uploads as usize,
             staging_budget_bytes: staging as usize,
@@ -603,6 +617,21 @@ mod tests {
                 let _ = Config::validate(raw);
             }
         }
+    }
+
+    #[test]
+    fn the_store_is_sqlite_in_the_data_dir_unless_store_url_names_one() {
+        let c = Config::validate(RawConfig { data_dir: Some("d".into()), ..insecure() }).unwrap();
+        assert_eq!(c.store, StoreLocation::Sqlite(PathBuf::from("d/fedra.db")));
+        let raw = RawConfig::from_toml("store_url = \"postgres://fedra@db:5432/fedra\"\n", "c.toml").unwrap();
+        let c = Config::validate(RawConfig { insecure: true, ..raw }).unwrap();
+        assert!(matches!(&c.store, StoreLocation::Postgres(url) if url.expose() == "postgres://fedra@db:5432/fedra"));
+        let raw = RawConfig { store_url: Some("sqlite:///var/fedra.db".into()), ..insecure() };
+        assert_eq!(Config::validate(raw).unwrap().store, StoreLocation::Sqlite(PathBuf::from("/var/fedra.db")));
+        let raw = RawConfig { store_url: Some("mysql://root:hunter2@db/fedra".into()), ..insecure() };
+        let e = Config::validate(raw).unwrap_err().to_string();
+        assert!(e.starts_with("store_url: ") && e.contains("use sqlite://PATH or postgres://"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub enum AdmissionError {
     Store(#[from] StoreError),
 }
 
+/// Reservations tried before a round whose ledger keeps growing under it fails.
+const RESERVE_TRIES: u32 = 5;
+
 /// The deployment's budgets plus the lock that makes check-then-reserve atomic.
 #[derive(Debug, Clone)]
 pub struct Reservations {
@@ -135,9 +138,43 @@ impl Reservations {
         regions.sort();
         regions.dedup();
         let _serialised = self.gate.lock().await;
+        // Another coordinator on the same database may reserve in a scope between this
+        // read of the ledger and the write; the store then refuses the stale reservation
+        // (nothing is written) and the round is admitted again on the grown ledger.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let (entries, scopes) = self.round_entries(store, plan, attempt, &mechanism, clip_norm, &regions).await?;
+            match store.reserve_privacy(&entries).await {
+                Err(crate::store::StoreError::Conflict { what: "privacy ledger entry", .. })
+                    if tries < RESERVE_TRIES =>
+                {
+                    warn!(run = %attempt.run, round = attempt.round, tries, "the ledger grew under this reservation; admitting again");
+                }
+                Err(e) => return Err(e.into()),
+                Ok(()) => {
+                    info!(run = %attempt.run, round = attempt.round, scopes = entries.len(), rho = mechanism.rho, "privacy cost reserved");
+                    return Ok(Some(PrivateRound { mechanism, count_sum: 0, scopes }));
+                }
+            }
+        }
+    }
+
+    /// The ledger entries (and resulting ε per scope) of one round's reservation, admitted
+    /// against each scope's ledger as it is now.
+    async fn round_entries(
+        &self,
+        store: &dyn Store,
+        plan: &RunPlan,
+        attempt: AttemptRef<'_>,
+        mechanism: &RoundMechanism,
+        clip_norm: f64,
+        regions: &[RegionId],
+    ) -> Result<(Vec<LedgerEntry>, Vec<ScopeEpsilon>), AdmissionError> {
+        let Some(p) = &plan.privacy else { return Ok((Vec::new(), Vec::new())) };
         let mut entries = Vec::with_capacity(regions.len());
         let mut scopes = Vec::with_capacity(regions.len());
-        for region in regions {
+        for region in regions.iter().cloned() {
             let scope = PrivacyScope::new(plan.model.name(), region);
             let (budget, prior) = self.scope_ledger(store, &scope).await?;
             let after = super::ledger::admit(&scope, budget, &prior, std::slice::from_ref(&mechanism.cost))?;
@@ -159,8 +196,6 @@ impl Reservations {
                 created_at: Utc::now(),
             });
         }
-        store.reserve_privacy(&entries).await?;
-        info!(run = %attempt.run, round = attempt.round, scopes = entries.len(), rho = mechanism.rho, "privacy cost reserved");
-        Ok(Some(PrivateRound { mechanism, count_sum: 0, scopes }))
+        Ok((entries, scopes))
     }
 }

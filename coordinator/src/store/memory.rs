@@ -56,6 +56,14 @@ fn ledger_key(e: &LedgerEntry) -> (String, RunId, u32, u32) {
     (e.scope.to_string(), e.run.clone(), e.round, e.attempt)
 }
 
+/// The ledger's order, SQLite's `ORDER BY created_at, run_id, round, attempt, scope`.
+fn sort_ledger(entries: &mut [LedgerEntry]) {
+    entries.sort_by_cached_key(|e| {
+        let (scope, run, round, attempt) = ledger_key(e);
+        (e.created_at, run, round, attempt, scope)
+    });
+}
+
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
@@ -434,6 +442,10 @@ impl Store for MemoryStore {
                 return Err(refusal::no_run(&e.run));
             }
         }
+        let mut scopes: Vec<LedgerEntry> =
+            d.ledger.iter().filter(|s| entries.iter().any(|e| e.scope == s.scope)).cloned().collect();
+        sort_ledger(&mut scopes);
+        super::reservations::check_claims(&scopes, entries)?;
         d.ledger.extend(entries.iter().map(|e| LedgerEntry { created_at: stored(e.created_at), ..e.clone() }));
         Ok(())
     }
@@ -457,11 +469,7 @@ impl Store for MemoryStore {
             .filter(|e| filter.run.as_ref().is_none_or(|r| *r == e.run))
             .cloned()
             .collect();
-        // SQLite: ORDER BY created_at, run_id, round, attempt, scope.
-        entries.sort_by_cached_key(|e| {
-            let (scope, run, round, attempt) = ledger_key(e);
-            (e.created_at, run, round, attempt, scope)
-        });
+        sort_ledger(&mut entries);
         Ok(entries)
     }
 

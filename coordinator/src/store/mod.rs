@@ -1,7 +1,9 @@
 //! Persistence behind one trait, so that the round engine does not know which database it
-//! talks to. The embedded default is SQLite ([`SqliteStore`]); the schema in
-//! `coordinator/migrations/` is portable SQL so that a PostgreSQL implementation of the
-//! same trait can run the same migrations and the same contract tests. [`MemoryStore`]
+//! talks to. The embedded default is SQLite ([`SqliteStore`], schema in
+//! `coordinator/migrations/`); [`PgStore`] keeps the same contract in PostgreSQL (schema in
+//! `coordinator/migrations-postgres/`, the same versions in its dialect), for deployments
+//! that run the database as a service. [`StoreLocation`] (the `store_url` setting) says
+//! which one a coordinator opens. Both run the same contract tests. [`MemoryStore`]
 //! (tests and the `testutils` feature) keeps the same contract in memory, for engine tests
 //! that run on a paused clock.
 //!
@@ -31,12 +33,17 @@
 pub(crate) mod contract;
 #[cfg(any(test, feature = "testutils"))]
 mod memory;
+mod open;
+mod postgres;
 pub mod registry;
+mod reservations;
 mod sqlite;
 mod upstream;
 
 #[cfg(any(test, feature = "testutils"))]
 pub use memory::MemoryStore;
+pub use open::{OpenStore, PgUrl, StoreLocation};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use upstream::{UpstreamState, UpstreamTask};
 
@@ -613,12 +620,18 @@ pub trait Store: registry::RegistryStore + Send + Sync + 'static {
         client: &ClientId,
         reason: &str,
     ) -> Result<(), StoreError>;
-    /// Writes a round's privacy reservations (one per scope) in one transaction.
+    /// Writes a round's privacy reservations (one per scope) in one transaction, if each
+    /// entry's `epsilon_cumulative` is still at least its scope's ε with it: checked and
+    /// written under a lock that keeps other reservations of the scope out, so that
+    /// coordinators sharing the database cannot overspend a budget (`reservations.rs`).
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] (`"run"`) for an unknown run; [`StoreError::AlreadyExists`]
-    /// (`"privacy ledger entry"`, id `<scope>/<run>/<round>/<attempt>`) when an entry for the
-    /// same scope and round attempt is stored or comes twice in `entries`.
+    /// Entry by entry: [`StoreError::NotFound`] (`"run"`) for an unknown run;
+    /// [`StoreError::AlreadyExists`] (`"privacy ledger entry"`, id
+    /// `<scope>/<run>/<round>/<attempt>`) when an entry for the same scope and round attempt
+    /// is stored or comes twice in `entries`. Then [`StoreError::Conflict`] (`"privacy ledger
+    /// entry"`, same id) for the first entry that states less ε than its scope spends with
+    /// it: another reservation of the scope was written after the caller read the ledger.
     async fn reserve_privacy(&self, entries: &[LedgerEntry]) -> Result<(), StoreError>;
     /// Turns a round attempt's reservations into charges (its aggregate was released),
     /// recording the clipping norm for the next round. Returns the rows changed: 0 when

@@ -508,7 +508,23 @@ impl Store for SqliteStore {
     }
 
     async fn reserve_privacy(&self, entries: &[LedgerEntry]) -> Result<(), StoreError> {
+        // The write lock, taken first, keeps every other reservation out until commit.
         let mut tx = self.write_tx().await?;
+        let mut stored = Vec::new();
+        let mut scopes: Vec<String> = entries.iter().map(|e| e.scope.to_string()).collect();
+        scopes.sort();
+        scopes.dedup();
+        for scope in &scopes {
+            let rows = sqlx::query(
+                "SELECT * FROM privacy_ledger WHERE scope = ? ORDER BY created_at, run_id, round, attempt, scope",
+            )
+            .bind(scope)
+            .fetch_all(&mut *tx)
+            .await?;
+            for r in &rows {
+                stored.push(ledger_of(r)?);
+            }
+        }
         for e in entries {
             let cost =
                 serde_json::to_string(&e.cost).map_err(|err| StoreError::Corrupt(format!("ledger cost: {err}")))?;
@@ -538,6 +554,7 @@ impl Store for SqliteStore {
             .await
             .map_err(insert_failed(|| refusal::ledger_entry_exists(e), Some(&e.run)))?;
         }
+        super::reservations::check_claims(&stored, entries)?;
         tx.commit().await?;
         Ok(())
     }

@@ -13,6 +13,7 @@ mod hostile;
 mod identity;
 mod interop;
 mod policy;
+mod postgres;
 mod privacy;
 mod registry;
 mod rejections;

@@ -266,7 +266,8 @@ pub(crate) async fn ledger_reservations_are_charged_once(store: &dyn Store) {
     assert_eq!(store.next_attempt(&b.id, 3).await.unwrap(), 1);
     // A private round's completion charges its attempt in the same transaction.
     let c = new_run(store, RunState::Running).await;
-    store.reserve_privacy(&[ledger_entry(&c.id, "eu", 1, 1)]).await.unwrap();
+    // A scope of its own: the ledger fixture states ε as if it were the scope's only run.
+    store.reserve_privacy(&[ledger_entry(&c.id, "ap", 1, 1)]).await.unwrap();
     store.begin_round(&c.id, 1, 1, &two_clients()).await.unwrap();
     let charge = Some(crate::store::PrivacyCharge { next_clip_norm: Some(0.7) });
     let energy = vec![crate::carbon::RegionEnergy {
