@@ -20,6 +20,10 @@ struct Args {
     /// Directory for the SQLite store (and artifacts unless --artifact-dir is given).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// The store: sqlite://PATH or postgres://…; overrides store_url (default: the SQLite
+    /// file in the data directory).
+    #[arg(long)]
+    store_url: Option<String>,
     /// Directory checkpoints are published into, laid out by region.
     #[arg(long)]
     artifact_dir: Option<PathBuf>,
@@ -49,6 +53,7 @@ fn load(args: Args) -> Result<Config, fedra_coordinator::config::ConfigError> {
     let flags = RawConfig {
         listen: args.listen,
         data_dir: args.data_dir,
+        store_url: args.store_url,
         artifact_dir: args.artifact_dir,
         tls: (args.tls_dir.is_some() || args.tls_crl.is_some()).then_some(RawTls {
             dir: args.tls_dir,

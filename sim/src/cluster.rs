@@ -291,12 +291,12 @@ pub struct ClientHandle {
 }
 
 impl ClientHandle {
-    /// Stops the sidecar (as if its process exited).
+    /// Stops the sidecar (as if its process exited); stopping it again does nothing.
     pub async fn stop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
+            let _ = (&mut self.join).await;
         }
-        let _ = (&mut self.join).await;
     }
 }
 

@@ -244,3 +244,65 @@ async fn a_crash_between_the_commit_and_the_charge_still_charges_the_round() -> 
 async fn a_crash_during_evaluation_finishes_the_run() -> anyhow::Result<()> {
     crash_at("evaluating", false).await
 }
+
+/// Cuts the sidecar's round-1 upload off halfway, as a killed sidecar's would be, and
+/// reports the coordinator's answer to the test.
+struct KilledMidUpload {
+    crashed: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<(usize, usize, Result<u32, String>)>>>,
+}
+
+impl fedra_client::session::UploadFaults for KilledMidUpload {
+    fn crash_after_values(&self, _run: &str, round: u32, total: usize) -> Option<usize> {
+        (round == 1).then_some(total / 2)
+    }
+
+    fn crashed(&self, _run: &str, _round: u32, sent: usize, total: usize, answer: Result<u32, String>) {
+        if let Some(tx) = self.crashed.lock().unwrap().take() {
+            let _ = tx.send((sent, total, answer));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_killed_mid_upload_restarts_and_rejoins_the_next_round() -> anyhow::Result<()> {
+    let (dim, classes) = (8u32, 3u32);
+    let len = (dim * classes + classes) as usize;
+    let (mut cluster, _) = scripted_cluster(3, len, |_| 20, 16).await?;
+    let (tx, crashed) = tokio::sync::oneshot::channel();
+    let trainer = ScriptedTrainer::new(7, len, 20);
+    let info = trainer.info();
+    let faults = std::sync::Arc::new(KilledMidUpload { crashed: std::sync::Mutex::new(Some(tx)) });
+    cluster.add_client_faulty("phoenix", "eu", vec![info.clone()], Box::new(trainer), faults);
+    cluster.wait_connected(WAIT).await?;
+    // The restarted sidecar registers under the same identity before its old session's
+    // task times out, so round 1 closes at its deadline with the quorum of three.
+    let mut p = plan(dim, classes, 2, 4, 3);
+    p.round_deadline_seconds = 6.0;
+    let run = cluster.control().await?.submit(&p).await?;
+
+    // The upload broke off halfway and the coordinator refused what it got; then the
+    // sidecar's process is gone.
+    let (sent, total, answer) = tokio::time::timeout(WAIT, crashed).await??;
+    assert!(sent > 0 && sent < total, "{sent} of {total}");
+    let refusal = answer.expect_err("a cut-off upload is never counted");
+    assert!(refusal.contains("without a trailer"), "{refusal}");
+    let phoenix = cluster.clients_mut().iter_mut().find(|c| c.id == "phoenix").expect("phoenix");
+    phoenix.stop().await;
+    // The same identity starts again and takes part in round 2.
+    cluster.add_client_with("phoenix", "eu", vec![info], Box::new(ScriptedTrainer::new(7, len, 20)));
+    cluster.wait_connected(WAIT).await?;
+    let end = wait_for_end(&cluster, &run, WAIT).await?;
+    assert_succeeded(&end);
+
+    let store = open_store(&cluster).await?;
+    let parts = store.list_participations(&RunId::new(run)?).await?;
+    let of_phoenix: Vec<_> =
+        parts.iter().filter(|p| p.client.as_str() == "phoenix").map(|p| (p.round, p.status)).collect();
+    use fedra_coordinator::store::ParticipationStatus::{Dropped, Reported};
+    assert_eq!(of_phoenix, [(1, Dropped), (2, Reported)], "{parts:#?}");
+    let rounds = store.list_rounds(&RunId::new(end.id.clone())?).await?;
+    let done: Vec<_> = rounds.iter().filter(|r| r.status == RoundStatus::Done).map(|r| (r.round, r.reported)).collect();
+    assert_eq!(done, [(1, 3), (2, 4)], "round 1 without its broken upload, round 2 with the rejoined sidecar");
+    cluster.shutdown().await;
+    Ok(())
+}
