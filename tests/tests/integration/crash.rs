@@ -245,10 +245,13 @@ async fn a_crash_during_evaluation_finishes_the_run() -> anyhow::Result<()> {
     crash_at("evaluating", false).await
 }
 
+/// Values sent, values in all, and the coordinator's answer to a cut-off upload.
+type CutOff = (usize, usize, Result<u32, String>);
+
 /// Cuts the sidecar's round-1 upload off halfway, as a killed sidecar's would be, and
 /// reports the coordinator's answer to the test.
 struct KilledMidUpload {
-    crashed: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<(usize, usize, Result<u32, String>)>>>,
+    crashed: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<CutOff>>>,
 }
 
 impl fedra_client::session::UploadFaults for KilledMidUpload {
