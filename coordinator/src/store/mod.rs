@@ -434,11 +434,9 @@ pub struct RoundCompletion {
     /// Audit entries for what this round did (publications, privacy charges), appended in
     /// the same transaction: the round is on record exactly when they are.
     pub audit: Vec<AuditDraft>,
-    /// A private round: its attempt's reservations become charges in the same transaction
-    /// (with the next round's clipping bound, `None` for a fixed one), so a crash can never
-    /// leave a completed round's cost merely reserved.
+    /// A private round's charge, made in this transaction: no crash leaves its cost reserved.
     pub charge: Option<PrivacyCharge>,
-    /// The round's estimated energy and carbon per region.
+    /// The round's estimated energy and carbon per region (see `crate::carbon`).
     pub energy: Vec<crate::carbon::RegionEnergy>,
 }
 

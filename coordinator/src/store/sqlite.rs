@@ -691,27 +691,3 @@ async fn insert_run(conn: &mut sqlx::SqliteConnection, run: &RunRecord) -> Resul
 
 #[cfg(test)]
 mod tests;
-
-/// Marks an attempt's reservations charged; how many it changed.
-async fn charge_in(
-    tx: &mut sqlx::SqliteConnection,
-    run: &RunId,
-    round: u32,
-    attempt: u32,
-    next_clip_norm: Option<f64>,
-) -> Result<u64, StoreError> {
-    let r = sqlx::query(
-        "UPDATE privacy_ledger SET state = ?, charged_at = ?, next_clip_norm = ? \
-         WHERE run_id = ? AND round = ? AND attempt = ? AND state = ?",
-    )
-    .bind(LedgerState::Charged.as_str())
-    .bind(ts(&Utc::now()))
-    .bind(next_clip_norm)
-    .bind(run.as_str())
-    .bind(i64::from(round))
-    .bind(i64::from(attempt))
-    .bind(LedgerState::Reserved.as_str())
-    .execute(&mut *tx)
-    .await?;
-    Ok(r.rows_affected())
-}
