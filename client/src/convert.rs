@@ -121,6 +121,7 @@ pub fn register_to_pb(
     region: &str,
     datasets: &[DatasetInfo],
     devices: &[String],
+    session_id: &str,
 ) -> pb::RegisterRequest {
     pb::RegisterRequest {
         client_id: client_id.to_string(),
@@ -137,6 +138,7 @@ pub fn register_to_pb(
         capabilities: Some(pb::Capabilities { devices: devices.to_vec(), max_parameters: 0 }),
         // A sidecar stands for itself.
         members: 1,
+        session_id: session_id.to_string(),
     }
 }
 

@@ -120,12 +120,16 @@ pub struct Sidecar {
     trainer: Arc<Mutex<Box<dyn Trainer>>>,
     status: watch::Sender<SidecarStatus>,
     upload_faults: Option<Arc<dyn UploadFaults>>,
+    /// Random per process (see `RegisterRequest.session_id`): a restart is told apart from
+    /// a reconnection, whose tasks are still in hand.
+    session_id: String,
 }
 
 impl Sidecar {
     pub fn new(settings: SidecarSettings, datasets: Vec<DatasetInfo>, trainer: Box<dyn Trainer>) -> Self {
         let (status, _) = watch::channel(SidecarStatus::default());
-        Self { settings, datasets, trainer: Arc::new(Mutex::new(trainer)), status, upload_faults: None }
+        let session_id = format!("{:016x}", rand::random::<u64>());
+        Self { settings, datasets, trainer: Arc::new(Mutex::new(trainer)), status, upload_faults: None, session_id }
     }
 
     /// Injects upload crashes (simulations only).
@@ -203,6 +207,7 @@ impl Sidecar {
             &self.settings.region,
             &self.datasets,
             &self.settings.devices,
+            &self.session_id,
         );
         let settings = fleet.register(reg).await?.into_inner();
         let mut tasks =

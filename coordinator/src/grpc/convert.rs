@@ -131,6 +131,7 @@ pub fn aggregator_register_to_pb(
         }],
         capabilities: None,
         members: inventory.clients,
+        session_id: String::new(),
     }
 }
 

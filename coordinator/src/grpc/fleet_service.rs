@@ -214,12 +214,13 @@ impl FleetService for FleetApi {
         let id = caller.client_id("client_id", &r.client_id)?;
         let region = caller.region("region", &r.region)?;
         self.check_tier(&caller)?;
+        let session = r.session_id.clone();
         let mut record = convert::client_from_pb(id, region, r)?;
         if !self.settings.tier.is_global() {
             // Only a regional aggregator stands for other clients.
             record.members = 1;
         }
-        self.engine.register(record).await?;
+        self.engine.register(record, session).await?;
         Ok(Response::new(pb::RegisterResponse {
             heartbeat_interval_seconds: self.settings.heartbeat_interval.as_secs_f64(),
             chunk_bytes: self.settings.chunk_bytes as u64,

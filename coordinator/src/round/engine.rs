@@ -43,7 +43,7 @@ enum Request {
     Reject { run: RunId, approver: String, reason: String, reply: Reply<RunState> },
     ForRun { run: RunId, req: RunRequest },
     ForTask { task: TaskId, req: RunRequest },
-    Register { client: ClientRecord, reply: Reply<()> },
+    Register { client: ClientRecord, session: String, reply: Reply<()> },
     Subscribe { client: ClientId, reply: Reply<mpsc::Receiver<TaskAssignment>> },
     Heartbeat { client: ClientId, reply: Reply<Vec<TaskId>> },
     Cohort(cohort::CohortRequest),
@@ -118,8 +118,8 @@ impl EngineHandle {
     }
     /// # Errors
     /// Store failure.
-    pub async fn register(&self, client: ClientRecord) -> Result<(), RoundError> {
-        ask!(self, |reply| Request::Register { client, reply })
+    pub async fn register(&self, client: ClientRecord, session: String) -> Result<(), RoundError> {
+        ask!(self, |reply| Request::Register { client, session, reply })
     }
     /// # Errors
     /// [`RoundError::UnknownClient`] if the client did not register.
@@ -358,7 +358,7 @@ impl Engine {
                 };
                 reply_err(req, err);
             }
-            Request::Register { client, reply } => {
+            Request::Register { client, session, reply } => {
                 if let Err(e) = cohort::check_registration(&self.env.settings.tier, &client) {
                     let _ = reply.send(Err(e));
                     return;
@@ -366,7 +366,7 @@ impl Engine {
                 let r = self.env.store.upsert_client(&client).await.map_err(RoundError::from);
                 if r.is_ok() {
                     info!(client = %client.id, region = %client.region, samples = client.samples(), "client registered");
-                    self.fleet.register(client);
+                    self.fleet.register(client, &session);
                 }
                 let _ = reply.send(r);
             }

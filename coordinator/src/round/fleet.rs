@@ -78,6 +78,8 @@ struct ConnectedClient {
     last_seen: Instant,
     /// Tasks to tell the client to abandon at its next heartbeat.
     cancelled: Vec<TaskId>,
+    /// The registering process's session (empty: not stated).
+    session: String,
 }
 
 impl ConnectedClient {
@@ -92,6 +94,8 @@ struct LeaseEntry {
     client: ClientId,
     /// The run was told the client went away.
     gone_reported: bool,
+    /// The client's process restarted: it no longer holds the task, whatever its liveness.
+    lost: bool,
 }
 
 /// Registered clients and their leases.
@@ -113,21 +117,49 @@ impl Fleet {
         let clients = known
             .into_iter()
             .map(|record| {
-                (record.id.clone(), ConnectedClient { record, tasks: None, last_seen: now, cancelled: Vec::new() })
+                (
+                    record.id.clone(),
+                    ConnectedClient {
+                        record,
+                        tasks: None,
+                        last_seen: now,
+                        cancelled: Vec::new(),
+                        session: String::new(),
+                    },
+                )
             })
             .collect();
         Self { clients, leases: HashMap::new(), timeout, patient }
     }
 
-    pub fn register(&mut self, record: ClientRecord) {
+    ///
+    /// A registration under a new `session` (a restarted process) loses the tasks leased to
+    /// its predecessor: [`Fleet::newly_gone`] reports them at once instead of after the
+    /// round's deadline. A reconnection (the same session) keeps them.
+    pub fn register(&mut self, record: ClientRecord, session: &str) {
         let now = Instant::now();
+        let id = record.id.clone();
+        let mut restarted = false;
         self.clients
-            .entry(record.id.clone())
+            .entry(id.clone())
             .and_modify(|c| {
+                restarted = !session.is_empty() && !c.session.is_empty() && c.session != session;
                 c.record = record.clone();
                 c.last_seen = now;
+                c.session = session.to_string();
             })
-            .or_insert(ConnectedClient { record, tasks: None, last_seen: now, cancelled: Vec::new() });
+            .or_insert(ConnectedClient {
+                record,
+                tasks: None,
+                last_seen: now,
+                cancelled: Vec::new(),
+                session: session.to_string(),
+            });
+        if restarted {
+            for l in self.leases.values_mut().filter(|l| l.client == id) {
+                l.lost = true;
+            }
+        }
     }
 
     /// Opens the client's task stream (replacing an older one).
@@ -199,7 +231,10 @@ impl Fleet {
     pub fn lease(&mut self, run: &RunId, client: &ClientId) -> Option<Lease> {
         let c = self.clients.get(client)?;
         let task = TaskId::generate();
-        self.leases.insert(task.clone(), LeaseEntry { run: run.clone(), client: client.clone(), gone_reported: false });
+        self.leases.insert(
+            task.clone(),
+            LeaseEntry { run: run.clone(), client: client.clone(), gone_reported: false, lost: false },
+        );
         Some(Lease {
             task,
             client: client.clone(),
@@ -236,11 +271,49 @@ impl Fleet {
             if self.patient { now.duration_since(c.last_seen) <= self.timeout } else { c.online(now, self.timeout) }
         };
         for (task, l) in &mut self.leases {
-            if !l.gone_reported && !self.clients.get(&l.client).is_some_and(alive) {
+            if !l.gone_reported && (l.lost || !self.clients.get(&l.client).is_some_and(alive)) {
                 l.gone_reported = true;
                 gone.entry(l.run.clone()).or_default().push(task.clone());
             }
         }
         gone
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{ClientRecord, DatasetDescriptor};
+
+    fn record(id: &str) -> ClientRecord {
+        ClientRecord {
+            id: ClientId::new(id).unwrap(),
+            region: RegionId::new("eu").unwrap(),
+            datasets: vec![DatasetDescriptor { name: "d".into(), samples: 10, features: 0, classes: 0 }],
+            devices: vec![],
+            registered_at: chrono::Utc::now(),
+            members: 1,
+        }
+    }
+
+    #[test]
+    fn a_restarted_process_loses_its_leases_at_once_and_a_reconnection_keeps_them() {
+        let mut fleet = Fleet::new(Vec::new(), Duration::from_secs(60), false);
+        let (run, client) = (RunId::new("run-1").unwrap(), ClientId::new("c1").unwrap());
+        fleet.register(record("c1"), "session-a");
+        let _tasks = fleet.subscribe(&client).unwrap();
+        let lease = fleet.lease(&run, &client).unwrap();
+        // A reconnection of the same process: the task is still in hand.
+        fleet.register(record("c1"), "session-a");
+        assert!(fleet.newly_gone().is_empty());
+        // The process restarted (a new session), still online: its task is lost now.
+        fleet.register(record("c1"), "session-b");
+        let _tasks = fleet.subscribe(&client).unwrap();
+        assert_eq!(fleet.newly_gone().get(&run), Some(&vec![lease.task.clone()]));
+        assert!(fleet.newly_gone().is_empty(), "reported once");
+        // A sender that states no session is never taken for a restart.
+        let other = fleet.lease(&run, &client).unwrap();
+        fleet.register(record("c1"), "");
+        assert!(fleet.newly_gone().is_empty(), "{other:?}");
     }
 }

@@ -86,7 +86,7 @@ async fn connect(h: &Harness, id: &str, r: &str) -> FakeClient {
         registered_at: chrono::Utc::now(),
         members: 1,
     };
-    h.engine.register(record).await.unwrap();
+    h.engine.register(record, String::new()).await.unwrap();
     let tasks = h.engine.subscribe(id.clone()).await.unwrap();
     FakeClient { id, tasks }
 }

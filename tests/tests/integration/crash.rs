@@ -277,10 +277,10 @@ async fn a_sidecar_killed_mid_upload_restarts_and_rejoins_the_next_round() -> an
     let faults = std::sync::Arc::new(KilledMidUpload { crashed: std::sync::Mutex::new(Some(tx)) });
     cluster.add_client_faulty("phoenix", "eu", vec![info.clone()], Box::new(trainer), faults);
     cluster.wait_connected(WAIT).await?;
-    // The restarted sidecar registers under the same identity before its old session's
-    // task times out, so round 1 closes at its deadline with the quorum of three.
+    // A deadline longer than the test waits: round 1 can only close because the restarted
+    // sidecar's registration (a new session) tells the coordinator its old task is lost.
     let mut p = plan(dim, classes, 2, 4, 3);
-    p.round_deadline_seconds = 6.0;
+    p.round_deadline_seconds = 2.0 * WAIT.as_secs_f64();
     let run = cluster.control().await?.submit(&p).await?;
 
     // The upload broke off halfway and the coordinator refused what it got; then the

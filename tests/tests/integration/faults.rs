@@ -70,6 +70,7 @@ impl DyingClient {
         let settings = fleet
             .register(pb::RegisterRequest {
                 members: 1,
+                session_id: String::new(),
                 client_id: id.into(),
                 region: region.into(),
                 datasets: vec![pb::DatasetDescriptor { name: "d".into(), samples, features: 0, classes: 0 }],

@@ -186,6 +186,7 @@ async fn a_certificate_cannot_claim_another_region_client_or_run() -> anyhow::Re
     let e = us
         .register(pb::RegisterRequest {
             members: 1,
+            session_id: String::new(),
             client_id: "h1".into(),
             region: "eu-west".into(),
             datasets: datasets.clone(),
@@ -202,6 +203,7 @@ async fn a_certificate_cannot_claim_another_region_client_or_run() -> anyhow::Re
     let e = us
         .register(pb::RegisterRequest {
             members: 1,
+            session_id: String::new(),
             client_id: "h2".into(),
             region: String::new(),
             datasets: datasets.clone(),
@@ -216,6 +218,7 @@ async fn a_certificate_cannot_claim_another_region_client_or_run() -> anyhow::Re
     // Empty fields are filled from the certificate.
     us.register(pb::RegisterRequest {
         members: 1,
+        session_id: String::new(),
         client_id: String::new(),
         region: String::new(),
         datasets,

@@ -229,6 +229,7 @@ async fn raw_round(
         fleet
             .register(pb::RegisterRequest {
                 members: 1,
+                session_id: String::new(),
                 client_id: (*id).into(),
                 region: "eu".into(),
                 datasets: vec![pb::DatasetDescriptor { name: "d".into(), samples: 10, features: 10, classes: 3 }],

@@ -139,6 +139,7 @@ async fn malformed_updates_are_refused_and_the_round_still_completes() -> anyhow
     let e = fleet
         .register(pb::RegisterRequest {
             members: 1,
+            session_id: String::new(),
             client_id: "raw".into(),
             region: "eu".into(),
             datasets: vec![],
@@ -163,6 +164,7 @@ async fn malformed_updates_are_refused_and_the_round_still_completes() -> anyhow
         let e = fleet
             .register(pb::RegisterRequest {
                 members: 1,
+                session_id: String::new(),
                 client_id: "raw".into(),
                 region: "eu".into(),
                 datasets,
@@ -177,6 +179,7 @@ async fn malformed_updates_are_refused_and_the_round_still_completes() -> anyhow
         fleet
             .register(pb::RegisterRequest {
                 members: 1,
+                session_id: String::new(),
                 client_id: id.into(),
                 region: "eu".into(),
                 datasets: vec![pb::DatasetDescriptor { name: "d".into(), samples: 10, features: 4, classes: 3 }],
