@@ -1,6 +1,8 @@
 //! fedra's integration tests: one binary, one module per area. Every test builds a real
-//! federation with [`sandbox`]: a coordinator and N client sidecars in this process, over
-//! real gRPC on loopback, with a real SQLite store and real checkpoints on disk.
+//! federation with [`sandbox`]: a coordinator and N client sidecars in this process (or,
+//! for the crash tests, the real coordinator binary as a child process), over real gRPC on
+//! loopback, with a real SQLite store (PostgreSQL in `postgres.rs`) and real checkpoints on
+//! disk.
 
 mod aggregation;
 mod carbon;
