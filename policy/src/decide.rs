@@ -179,22 +179,36 @@ impl PolicySet {
     /// The privacy rule of scope `model@region`: the most specific match (a named model
     /// before `"*"`, then region > jurisdiction > `"*"`).
     pub fn privacy_rule(&self, model: &str, region: &RegionId) -> Option<&PrivacyRule> {
-        let r = self.region(region)?;
-        self.privacy
-            .iter()
-            .filter(|p| p.model.matches(model) && p.region.matches(&r.name, &r.jurisdiction))
-            .max_by_key(|p| (matches!(p.model, crate::rules::ModelSelector::Named(_)), p.region.specificity()))
+        self.most_specific(&self.privacy, model, region, |p| (&p.model, &p.region))
     }
 
     /// The promotion rule for checkpoints of `model` serving in `region`: the most specific
     /// match, ranked as for [`Self::privacy_rule`]. `None`: policy adds nothing to the run
     /// plan's own gate there.
     pub fn promotion_rule(&self, model: &str, region: &RegionId) -> Option<&PromotionRule> {
+        self.most_specific(&self.promotions, model, region, |p| (&p.model, &p.region))
+    }
+
+    /// The rule of a (model, region)-scoped table that applies to `model` in `region`: a
+    /// named model before `"*"`, then region > jurisdiction > `"*"`.
+    fn most_specific<'a, T>(
+        &self,
+        rules: &'a [T],
+        model: &str,
+        region: &RegionId,
+        key: impl Fn(&T) -> (&crate::rules::ModelSelector, &Selector),
+    ) -> Option<&'a T> {
         let r = self.region(region)?;
-        self.promotions
+        rules
             .iter()
-            .filter(|p| p.model.matches(model) && p.region.matches(&r.name, &r.jurisdiction))
-            .max_by_key(|p| (matches!(p.model, crate::rules::ModelSelector::Named(_)), p.region.specificity()))
+            .filter(|p| {
+                let (m, sel) = key(p);
+                m.matches(model) && sel.matches(&r.name, &r.jurisdiction)
+            })
+            .max_by_key(|p| {
+                let (m, sel) = key(p);
+                (matches!(m, crate::rules::ModelSelector::Named(_)), sel.specificity())
+            })
     }
 
     /// The smallest δ among the privacy rules of `model` on `regions`: the δ at which a

@@ -21,27 +21,9 @@ use std::time::Duration;
 const WAIT: Duration = Duration::from_secs(120);
 const ROUNDS: u32 = 3;
 
-/// Regions eu (EU) and us (US), everything allowed, a generous budget: the coordinator
-/// process gets its privacy budget from here.
-const POLICY: &str = r#"version = 1
-[[region]]
-name = "eu"
-jurisdiction = "EU"
-[[region]]
-name = "us"
-jurisdiction = "US"
-[[residency]]
-origin = "*"
-aggregate_at = ["*"]
-export_min_clients = 1
-publish_to = ["*"]
-[[privacy]]
-model = "*"
-region = "*"
-epsilon = 1000
-delta = 1e-6
-allow_non_private = true
-[roles]
+/// The roles beside [`open_policy`]'s everything-allowed rules, whose generous budget is
+/// where the coordinator process gets its privacy budget.
+const POLICY_RULES: &str = r#"[roles]
 submit = ["admin"]
 approve = ["admin"]
 read_audit = ["admin"]
@@ -66,7 +48,7 @@ fn clients() -> Vec<ClientSpec> {
 async fn crash_at(point: &str, private: bool) -> anyhow::Result<()> {
     assert!(POINTS.contains(&point), "{point} is not a crash point");
     let policy = tempfile::tempdir()?;
-    std::fs::write(policy.path().join("policy.toml"), POLICY)?;
+    std::fs::write(policy.path().join("policy.toml"), open_policy(1000, POLICY_RULES))?;
     let spec =
         ProcessSpec { binary: crate::cli::coordinator_binary(), env: vec![(ENV.to_string(), point.to_string())] };
     // 16-byte chunks: the model and every update take several, so "mid" is a real middle.

@@ -409,28 +409,10 @@ async fn drift_is_detected_on_a_shifted_stream_and_not_on_an_unshifted_one() -> 
     Ok(())
 }
 
-/// Regions eu (EU) and us (US), everything allowed, and promotion rules: in eu two approvals
+/// Promotion rules beside [`open_policy`]'s everything-allowed ones: in eu two approvals
 /// and a measured gate the run passes; in us a sample minimum it cannot meet, without
 /// override.
-const PROMOTION_POLICY: &str = r#"version = 1
-[[region]]
-name = "eu"
-jurisdiction = "EU"
-[[region]]
-name = "us"
-jurisdiction = "US"
-[[residency]]
-origin = "*"
-aggregate_at = ["*"]
-export_min_clients = 1
-publish_to = ["*"]
-[[privacy]]
-model = "*"
-region = "*"
-epsilon = 100
-delta = 1e-6
-allow_non_private = true
-[[promotion]]
+const PROMOTION_POLICY_RULES: &str = r#"[[promotion]]
 model = "*"
 region = "eu"
 tolerance = 0.05
@@ -471,7 +453,7 @@ fn rpc_error(e: &ControlError) -> (tonic::Code, &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_gates_need_distinct_approvers_and_refuse_overrides_they_do_not_allow() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    std::fs::write(dir.path().join("policy.toml"), PROMOTION_POLICY)?;
+    std::fs::write(dir.path().join("policy.toml"), open_policy(100, PROMOTION_POLICY_RULES))?;
     let hash = fedra_policy::PolicySet::load(dir.path()).map_err(|e| anyhow::anyhow!("{e}"))?.sha256().to_string();
     let (cluster, _) = federation_with(Cluster::builder().policy(dir.path(), "eu"), &["eu", "us"]).await?;
     // The plan would promote straight to serving, and its own gate passes everywhere.

@@ -212,3 +212,30 @@ pub fn assert_ulp_equal(got: &[f32], want: &[f32]) {
 pub fn assert_succeeded(status: &RunStatus) {
     assert_eq!(status.state, RunState::Succeeded, "run failed: {:?}", status.failure);
 }
+
+/// A one-file policy set: regions eu (EU) and us (US), every origin's updates aggregated and
+/// published anywhere, a budget of ε `epsilon` at δ 1e-6 per scope with non-private runs
+/// allowed (18 lines), then `rest` (more rules and `[roles]`) as written.
+pub fn open_policy(epsilon: u32, rest: &str) -> String {
+    format!(
+        r#"version = 1
+[[region]]
+name = "eu"
+jurisdiction = "EU"
+[[region]]
+name = "us"
+jurisdiction = "US"
+[[residency]]
+origin = "*"
+aggregate_at = ["*"]
+export_min_clients = 1
+publish_to = ["*"]
+[[privacy]]
+model = "*"
+region = "*"
+epsilon = {epsilon}
+delta = 1e-6
+allow_non_private = true
+{rest}"#
+    )
+}
