@@ -388,6 +388,21 @@ fn valid_id(key: &'static str, v: &str) -> Result<(), ClientConfigError> {
     }
 }
 
+/// The coordinators a sidecar may connect to: one URL, or several separated by commas (the
+/// coordinators sharing one store, of which the leader answers), tried in order.
+fn parse_endpoints(list: &str) -> Result<Vec<String>, ClientConfigError> {
+    let endpoints: Vec<String> = list.split(',').map(|e| e.trim().to_string()).collect();
+    for e in &endpoints {
+        if !(e.starts_with("http://") || e.starts_with("https://")) {
+            return Err(ClientConfigError::Invalid {
+                key: "coordinator",
+                message: format!("{e:?} must start with http:// or https:// (several are separated by commas)"),
+            });
+        }
+    }
+    Ok(endpoints)
+}
+
 impl ClientConfig {
     /// Reads and validates a config file; `endpoint` (flag) overrides `FEDRA_COORDINATOR`,
     /// which overrides the file's `coordinator`.
@@ -429,13 +444,8 @@ impl ClientConfig {
         }
         valid_id("client_id", &raw.client_id)?;
         valid_id("region", &raw.region)?;
-        let endpoint = endpoint.or(raw.coordinator).unwrap_or_else(|| "http://127.0.0.1:7070".into());
-        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-            return Err(ClientConfigError::Invalid {
-                key: "coordinator",
-                message: format!("{endpoint:?} must start with http:// or https://"),
-            });
-        }
+        let endpoints =
+            parse_endpoints(&endpoint.or(raw.coordinator).unwrap_or_else(|| "http://127.0.0.1:7070".into()))?;
         let backoff = raw.backoff.unwrap_or(RawBackoff { initial_ms: None, max_ms: None });
         let initial = Duration::from_millis(backoff.initial_ms.unwrap_or(200));
         let max = Duration::from_millis(backoff.max_ms.unwrap_or(10_000));
@@ -460,7 +470,7 @@ impl ClientConfig {
         let devices = if raw.devices.is_empty() { vec!["cpu".to_string()] } else { raw.devices };
         Ok(Self {
             settings: SidecarSettings {
-                endpoint,
+                endpoints,
                 tls,
                 client_id: raw.client_id,
                 region: raw.region,
@@ -520,7 +530,7 @@ seed = 1
         assert_eq!(c.dataset.load("eu-1", Path::new(".")).unwrap().train.len(), 50);
         let c =
             ClientConfig::parse(CFG, "c.toml", PathBuf::new(), Some("http://10.0.0.1:1".into()), None, true).unwrap();
-        assert_eq!(c.settings.endpoint, "http://10.0.0.1:1");
+        assert_eq!(c.settings.endpoints, ["http://10.0.0.1:1"]);
         let e = parse_insecure(&CFG.replace("region = \"eu\"", "region = \"e u\"")).unwrap_err();
         assert!(e.to_string().starts_with("region:"));
         let e = parse_insecure(&CFG.replace("seed = 1", "seed = 1\nsede = 2")).unwrap_err();

@@ -76,7 +76,9 @@ impl From<tonic::Status> for SessionError {
 /// Identity and connection settings of a sidecar (validated by [`crate::config`]).
 #[derive(Debug, Clone)]
 pub struct SidecarSettings {
-    pub endpoint: String,
+    /// The coordinators to try, in order (one, or all of those sharing a store: only the
+    /// leader accepts connections). Never empty.
+    pub endpoints: Vec<String>,
     /// Mutual TLS with the sidecar's client certificate (or plain text against an
     /// `--insecure` coordinator).
     pub tls: fedra_pki::ClientTls,
@@ -143,7 +145,9 @@ impl Sidecar {
         self.status.subscribe()
     }
 
-    /// Runs sessions until `shutdown` resolves, reconnecting with backoff in between.
+    /// Runs sessions until `shutdown` resolves, reconnecting with backoff in between. After a
+    /// session ends it tries the next of its endpoints (a standby coordinator that has taken
+    /// over), backing off only once none of them answered.
     ///
     /// # Errors
     /// Gives up only when the coordinator refuses the sidecar's identity
@@ -152,15 +156,22 @@ impl Sidecar {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), SessionError> {
         tokio::pin!(shutdown);
         let mut backoff = self.settings.backoff_initial;
+        let endpoints = &self.settings.endpoints;
+        // The endpoint to try next, and how many tries in a row found no coordinator there.
+        let (mut at, mut unreachable) = (0usize, 0usize);
         loop {
             let started = tokio::time::Instant::now();
+            let endpoint = &endpoints[at % endpoints.len()];
             let outcome = tokio::select! {
                 () = &mut shutdown => return Ok(()),
-                r = self.session() => r,
+                r = self.session(endpoint) => r,
             };
             self.status.send_modify(|s| s.connected = false);
             match outcome {
-                Ok(()) => info!(client = %self.settings.client_id, "coordinator closed the task stream; reconnecting"),
+                Ok(()) => {
+                    info!(client = %self.settings.client_id, %endpoint, "coordinator closed the task stream; reconnecting");
+                    unreachable = 0;
+                }
                 Err(e @ SessionError::Rpc { code: tonic::Code::PermissionDenied, .. }) => {
                     tracing::error!(client = %self.settings.client_id, error = %e, "the coordinator refuses this identity; giving up");
                     self.status.send_modify(|s| s.last_error = Some(e.to_string()));
@@ -168,8 +179,15 @@ impl Sidecar {
                 }
                 Err(e) => {
                     warn!(client = %self.settings.client_id, error = %e, "session ended");
+                    unreachable = if matches!(e, SessionError::Connect { .. }) { unreachable + 1 } else { 0 };
                     self.status.send_modify(|s| s.last_error = Some(e.to_string()));
                 }
+            }
+            // The coordinator may have gone (died, deposed, shut down): the next one in the
+            // list may lead now. Only a whole round of the list without a coordinator waits.
+            at += 1;
+            if unreachable % endpoints.len() != 0 {
+                continue;
             }
             // A session that lasted a while was healthy: start backing off from scratch.
             if started.elapsed() > self.settings.backoff_max {
@@ -184,12 +202,12 @@ impl Sidecar {
         }
     }
 
-    async fn connect(&self) -> Result<FleetServiceClient<Channel>, SessionError> {
-        let err = |message: String| SessionError::Connect { endpoint: self.settings.endpoint.clone(), message };
+    async fn connect(&self, endpoint: &str) -> Result<FleetServiceClient<Channel>, SessionError> {
+        let err = |message: String| SessionError::Connect { endpoint: endpoint.to_string(), message };
         let channel = self
             .settings
             .tls
-            .endpoint(&self.settings.endpoint)
+            .endpoint(endpoint)
             .map_err(|e| err(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
@@ -200,8 +218,8 @@ impl Sidecar {
     }
 
     /// One connection's life: register, subscribe, work tasks until the stream ends.
-    async fn session(&self) -> Result<(), SessionError> {
-        let mut fleet = self.connect().await?;
+    async fn session(&self, endpoint: &str) -> Result<(), SessionError> {
+        let mut fleet = self.connect(endpoint).await?;
         let reg = convert::register_to_pb(
             &self.settings.client_id,
             &self.settings.region,
@@ -219,13 +237,16 @@ impl Sidecar {
         info!(client = %self.settings.client_id, region = %self.settings.region, "registered and waiting for tasks");
 
         let cancelled: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let heartbeat = tokio::spawn(heartbeat_loop(
+        let every = Duration::from_secs_f64(settings.heartbeat_interval_seconds.clamp(0.05, 3600.0));
+        let dead_after = (every * UNANSWERED_HEARTBEATS).max(MIN_UNRESPONSIVE);
+        let mut heartbeat = tokio::spawn(heartbeat_loop(
             fleet.clone(),
             self.settings.client_id.clone(),
-            Duration::from_secs_f64(settings.heartbeat_interval_seconds.clamp(0.05, 3600.0)),
+            every,
+            dead_after,
             Arc::clone(&cancelled),
         ));
-        let result = async {
+        let work = async {
             while let Some(task) = tasks.message().await? {
                 let task = match convert::task_from_pb(task) {
                     Ok(t) => t,
@@ -257,8 +278,17 @@ impl Sidecar {
                 }
             }
             Ok(())
-        }
-        .await;
+        };
+        // A coordinator that stops answering (frozen, partitioned) keeps its connections
+        // open: without this, the session would wait on it forever instead of moving on to
+        // the coordinator that took over.
+        let result = tokio::select! {
+            r = work => r,
+            _ = &mut heartbeat => Err(SessionError::Connect {
+                endpoint: endpoint.to_string(),
+                message: format!("the coordinator answered no heartbeat for {dead_after:?}"),
+            }),
+        };
         heartbeat.abort();
         result
     }
@@ -424,23 +454,38 @@ pub async fn fetch_model(
     Ok(r.finish(&header.digest)?)
 }
 
+/// Heartbeats missed in a row (at least [`MIN_UNRESPONSIVE`]) after which the sidecar gives
+/// up on a coordinator. Longer than the coordinator's own client timeout, so that a busy
+/// coordinator drops the client before the client drops it.
+const UNANSWERED_HEARTBEATS: u32 = 6;
+const MIN_UNRESPONSIVE: Duration = Duration::from_secs(5);
+
+/// Heartbeats every `every`; returns once no heartbeat has been answered for `dead_after`.
 async fn heartbeat_loop(
     mut fleet: FleetServiceClient<Channel>,
     client_id: String,
     every: Duration,
+    dead_after: Duration,
     cancelled: Arc<Mutex<HashSet<String>>>,
 ) {
     let mut tick = tokio::time::interval(every);
+    let mut answered = tokio::time::Instant::now();
     loop {
         tick.tick().await;
-        match fleet.heartbeat(pb::HeartbeatRequest { client_id: client_id.clone(), task_id: String::new() }).await {
-            Ok(resp) => {
+        let beat = fleet.heartbeat(pb::HeartbeatRequest { client_id: client_id.clone(), task_id: String::new() });
+        match tokio::time::timeout(dead_after, beat).await {
+            Ok(Ok(resp)) => {
+                answered = tokio::time::Instant::now();
                 let ids = resp.into_inner().cancelled_tasks;
                 if !ids.is_empty() {
                     cancelled.lock().expect("cancel set poisoned").extend(ids);
                 }
             }
-            Err(e) => warn!(client = %client_id, error = %e, "heartbeat failed"),
+            Ok(Err(e)) => warn!(client = %client_id, error = %e, "heartbeat failed"),
+            Err(_) => warn!(client = %client_id, "heartbeat unanswered for {dead_after:?}"),
+        }
+        if answered.elapsed() >= dead_after {
+            return;
         }
     }
 }

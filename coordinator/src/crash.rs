@@ -34,11 +34,22 @@ pub const POINTS: [&str; 9] = [
 /// The environment variable that arms one point.
 pub const ENV: &str = "FEDRA_CRASH_AT";
 
-/// Refuses an armed point that does not exist.
+/// What the armed point does: `kill` (the default, SIGKILL) or `stop` (SIGSTOP, once: the
+/// process freezes there, as in a long GC pause or a suspended VM, and carries on from that
+/// very point when sent SIGCONT — how the failover test makes a leader that wakes up after
+/// it was deposed).
+pub const MODE_ENV: &str = "FEDRA_CRASH_MODE";
+
+/// Refuses an armed point that does not exist, or a mode that does not.
 ///
 /// # Errors
-/// The name in [`ENV`] and the known ones.
+/// The name in [`ENV`] and the known ones, or the mode in [`MODE_ENV`].
 pub fn check_env() -> Result<(), String> {
+    if let Ok(mode) = std::env::var(MODE_ENV)
+        && !["kill", "stop"].contains(&mode.as_str())
+    {
+        return Err(format!("{MODE_ENV}={mode:?} is neither \"kill\" nor \"stop\""));
+    }
     match std::env::var(ENV) {
         Ok(name) if !POINTS.contains(&name.as_str()) => {
             Err(format!("{ENV}={name:?} names no crash point (known: {})", POINTS.join(", ")))
@@ -66,6 +77,19 @@ mod armed {
 
     pub fn hit(name: &'static str) {
         if armed() != Some(name) {
+            return;
+        }
+        if std::env::var(super::MODE_ENV).as_deref() == Ok("stop") {
+            static STOPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !STOPPED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                eprintln!("fedra crash point {name} reached: stopping this process (SIGSTOP) until SIGCONT");
+                // SAFETY: kill(2) on our own pid; the process (every thread) freezes until
+                // SIGCONT and this call then returns.
+                unsafe {
+                    libc::kill(libc::getpid(), libc::SIGSTOP);
+                }
+                eprintln!("fedra crash point {name}: continued");
+            }
             return;
         }
         eprintln!("fedra crash point {name} reached: killing this process (SIGKILL)");

@@ -9,6 +9,7 @@ use crate::config::{Config, Transport};
 use crate::governance::{Governance, PolicyReloader};
 use crate::grpc::upstream::Upstream;
 use crate::grpc::{CheckpointApi, FleetApi, Gate, GovernanceApi, PrivacyApi, RunApi, limits};
+use crate::leadership::Leadership;
 use crate::registry::Registry;
 use crate::round::EngineSettings;
 use crate::round::{Engine, EngineHandle, RoundError};
@@ -59,6 +60,8 @@ pub struct Coordinator {
     reloader: PolicyReloader,
     /// A regional aggregator's session with its global coordinator, and its stop switch.
     upstream: Option<(tokio::sync::watch::Sender<bool>, JoinHandle<()>)>,
+    /// The store's lease, held while this coordinator runs (`None` once given up).
+    leadership: Option<Leadership>,
 }
 
 /// Per-stream HTTP/2 receive window of the coordinator's server.
@@ -110,6 +113,8 @@ impl Coordinator {
         let opened = OpenStore::open(&config.store).await?;
         info!(store = %config.store, "store opened");
         let store: Arc<dyn Store> = opened.shared();
+        // Nothing is written before this process leads: a standby waits here.
+        let leadership = Leadership::acquire(Arc::clone(&store), &config.lease).await?;
         if let Some(snapshot) = governance.snapshot() {
             info!(policy_sha256 = snapshot.sha256(), location = %snapshot.location, "policy set in force");
             audit::record(
@@ -235,7 +240,22 @@ impl Coordinator {
             tls,
             reloader,
             upstream,
+            leadership: Some(leadership),
         })
+    }
+
+    /// Resolves with the reason once another coordinator has taken the lease over (this one
+    /// stalled past its expiry) or the lease ran out unrenewed: the store refuses this
+    /// process's writes from then on, so the process should stop ([`Self::shutdown`]).
+    /// Never resolves while this coordinator leads.
+    pub fn deposed(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let deposed = self.leadership.as_ref().map(Leadership::deposed);
+        async move {
+            match deposed {
+                Some(d) => d.await,
+                None => std::future::pending().await,
+            }
+        }
     }
 
     /// The participants online now and the clients behind them (a global coordinator's
@@ -278,6 +298,10 @@ impl Coordinator {
         // Streams held open by clients (task subscriptions) would delay a graceful stop.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut self.server_task).await;
         self.server_task.abort();
+        // A standby takes over at once rather than when the lease would have run out.
+        if let Some(leadership) = self.leadership.take() {
+            leadership.release().await;
+        }
         self.store.close().await;
         info!("coordinator stopped");
     }
@@ -294,6 +318,10 @@ impl Coordinator {
         let _ = (&mut self.engine_task).await;
         let _ = (&mut self.server_task).await;
         self.stop.take();
+        // A crash leaves its lease to run out.
+        if let Some(leadership) = self.leadership.take() {
+            leadership.abandon();
+        }
         self.store.close().await;
     }
 }

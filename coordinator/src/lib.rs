@@ -16,6 +16,7 @@ pub mod grpc;
 pub mod hierarchy;
 pub mod ids;
 pub mod launch;
+pub mod leadership;
 pub mod model;
 pub mod plan;
 pub mod privacy;

@@ -1,5 +1,6 @@
-//! `fedra-coordinator`: parse config (exit 64 on bad config), start, serve until Ctrl-C or
-//! SIGTERM, then stop.
+//! `fedra-coordinator`: parse config (exit 64 on bad config), start (standing by while
+//! another coordinator on the same store leads), serve until Ctrl-C or SIGTERM, then stop;
+//! exit 75 when deposed (another coordinator took the lease over).
 
 use clap::Parser;
 use fedra_coordinator::Coordinator;
@@ -97,12 +98,25 @@ async fn main() -> ExitCode {
     };
     #[cfg(unix)]
     let reloads = tokio::spawn(reload_on_sighup(coordinator.governance()));
-    shutdown_signal().await;
+    let deposed = tokio::select! {
+        () = shutdown_signal() => None,
+        reason = coordinator.deposed() => Some(reason),
+    };
     #[cfg(unix)]
     reloads.abort();
     coordinator.shutdown().await;
-    ExitCode::SUCCESS
+    match deposed {
+        None => ExitCode::SUCCESS,
+        Some(reason) => {
+            // Another coordinator leads; an orchestrator restarts this one as a standby.
+            eprintln!("fedra-coordinator: deposed: {reason}");
+            ExitCode::from(DEPOSED)
+        }
+    }
 }
+
+/// Exit status of a coordinator that lost the lease (EX_TEMPFAIL: start it again).
+const DEPOSED: u8 = 75;
 
 /// SIGHUP re-reads the policy directory (`Coordinator::reload_policy`'s rules apply).
 #[cfg(unix)]

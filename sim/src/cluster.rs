@@ -47,6 +47,7 @@ pub struct ClusterBuilder {
     process: Option<ProcessSpec>,
     carbon_file: Option<PathBuf>,
     store_url: Option<String>,
+    standby: bool,
 }
 
 /// Which tier a cluster's coordinator serves (see `fedra_coordinator::hierarchy`).
@@ -81,6 +82,7 @@ impl Default for ClusterBuilder {
             process: None,
             carbon_file: None,
             store_url: None,
+            standby: false,
         }
     }
 }
@@ -178,6 +180,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// A second coordinator process on the same store and directories, standing by while
+    /// the first leads (see `fedra_coordinator::leadership`); the clients know both
+    /// addresses. Needs [`Self::process`] and a store both can open ([`Self::store_url`]).
+    pub fn with_standby(mut self) -> Self {
+        self.standby = true;
+        self
+    }
+
     /// Privacy budgets, as the `[[privacy.budgets]]` rules of a coordinator config.
     pub fn privacy_budget(mut self, rule: RawBudgetRule) -> Self {
         self.privacy_budgets.push(rule);
@@ -265,8 +275,18 @@ impl ClusterBuilder {
                 Running::Child(CoordinatorChild::spawn(spec, &config, &tls).await?)
             }
         };
+        let standby = match (&self.process, self.standby) {
+            (_, false) => None,
+            (None, true) => anyhow::bail!("a standby coordinator needs the coordinator to run as a process"),
+            (Some(spec), true) => {
+                let listen = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
+                let standby_config = Config { listen, ..config.clone() };
+                Some((listen, Some(CoordinatorChild::spawn_standby(spec, &standby_config, &tls).await?)))
+            }
+        };
         let mut cluster = Cluster {
             coordinator: Some(coordinator),
+            standby,
             config,
             clients: Vec::new(),
             pki,
@@ -301,7 +321,7 @@ impl ClientHandle {
 }
 
 /// The cluster's coordinator: in this process, or a child process.
-enum Running {
+pub(crate) enum Running {
     InProcess(Coordinator),
     Child(CoordinatorChild),
 }
@@ -317,12 +337,14 @@ impl Running {
 
 /// A coordinator plus clients, in this process (the coordinator may be a child process).
 pub struct Cluster {
-    coordinator: Option<Running>,
+    pub(crate) coordinator: Option<Running>,
+    /// The standby coordinator's address and process ([`ClusterBuilder::with_standby`]).
+    pub(crate) standby: Option<(std::net::SocketAddr, Option<CoordinatorChild>)>,
     config: Config,
     clients: Vec<ClientHandle>,
     pki: SimPki,
     /// How to start the coordinator as a process, when it runs as one.
-    process: Option<(ProcessSpec, ProcessTls)>,
+    pub(crate) process: Option<(ProcessSpec, ProcessTls)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -333,6 +355,16 @@ impl Cluster {
 
     pub fn endpoint(&self) -> String {
         format!("https://{}", self.config.listen)
+    }
+
+    /// The standby coordinator's endpoint, if the cluster has one.
+    pub fn standby_endpoint(&self) -> Option<String> {
+        self.standby.as_ref().map(|(addr, _)| format!("https://{addr}"))
+    }
+
+    /// What the sidecars connect to: the coordinator, then the standby.
+    fn client_endpoints(&self) -> Vec<String> {
+        std::iter::once(self.endpoint()).chain(self.standby_endpoint()).collect()
     }
 
     /// The coordinator's listening address.
@@ -376,6 +408,15 @@ impl Cluster {
     /// Connection failure.
     pub async fn control_as(&self, identity: &Identity) -> Result<ControlClient> {
         Ok(ControlClient::connect(&self.endpoint(), &self.pki.tls(identity)?).await?.trusting(self.pki.trust()?))
+    }
+
+    /// A control-plane client as an admin of the coordinator at `endpoint` (the standby).
+    ///
+    /// # Errors
+    /// Connection failure.
+    pub async fn control_at(&self, endpoint: &str) -> Result<ControlClient> {
+        let admin = Identity::new(Role::Admin, None, "sim")?;
+        Ok(ControlClient::connect(endpoint, &self.pki.tls(&admin)?).await?.trusting(self.pki.trust()?))
     }
 
     /// An inference node (the code `fedra-infer` runs) for `model` in `region`, certified
@@ -472,7 +513,7 @@ impl Cluster {
             .expect("the sim CA issues client certificates for valid ids")
             .remove(0);
         let settings = SidecarSettings {
-            endpoint: self.endpoint(),
+            endpoints: self.client_endpoints(),
             tls,
             client_id: id.to_string(),
             region: region.to_string(),
@@ -550,37 +591,6 @@ impl Cluster {
         Err(anyhow::anyhow!("coordinator did not restart: {:?}", last))
     }
 
-    /// Sets (`Some`) or removes (`None`) a variable of the coordinator process's
-    /// environment, for its next start.
-    ///
-    /// # Errors
-    /// The coordinator does not run as a process.
-    pub fn set_coordinator_env(&mut self, key: &str, value: Option<&str>) -> Result<()> {
-        let (spec, _) = self.process.as_mut().context("the coordinator does not run as a process")?;
-        spec.env.retain(|(k, _)| k != key);
-        if let Some(v) = value {
-            spec.env.push((key.to_string(), v.to_string()));
-        }
-        Ok(())
-    }
-
-    /// Waits until the coordinator process exits by itself (a crash point killed it),
-    /// returning how it ended; the cluster has no coordinator until the next
-    /// [`Cluster::restart_coordinator`].
-    ///
-    /// # Errors
-    /// The coordinator does not run as a process, or does not exit within `timeout`.
-    pub async fn wait_coordinator_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
-        match self.coordinator.take() {
-            Some(Running::Child(c)) => c.wait_exit(timeout).await,
-            Some(other) => {
-                self.coordinator = Some(other);
-                anyhow::bail!("the coordinator does not run as a process")
-            }
-            None => anyhow::bail!("the coordinator is down"),
-        }
-    }
-
     /// The participants online at the coordinator and the clients behind them.
     ///
     /// # Errors
@@ -601,6 +611,9 @@ impl Cluster {
             Some(Running::InProcess(c)) => c.shutdown().await,
             Some(Running::Child(c)) => c.kill(),
             None => {}
+        }
+        if let Some((_, Some(standby))) = self.standby.take() {
+            standby.kill();
         }
     }
 }

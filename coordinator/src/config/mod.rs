@@ -78,6 +78,12 @@ pub struct RawConfig {
     pub carbon_file: Option<PathBuf>,
     /// Watts one training client draws, for the energy estimate of each round (default 150).
     pub client_watts: Option<f64>,
+    /// How long the coordinator lease lasts without renewal (default 10 s): with several
+    /// coordinators on one store, a standby takes over within this bound of the leader's
+    /// death (`crate::leadership`).
+    pub lease_ttl_seconds: Option<f64>,
+    /// This coordinator's name in the lease (default `<hostname>-<pid>-<random>`).
+    pub node_name: Option<String>,
     /// Plain-text gRPC without identities. Only from the `--insecure` flag, never from a
     /// file or the environment, and refused unless `listen` is a loopback address.
     #[serde(skip)]
@@ -168,6 +174,8 @@ impl RawConfig {
         self.signing_key = var("FEDRA_SIGNING_KEY")?.or(self.signing_key);
         self.carbon_file = var("FEDRA_CARBON_FILE")?.or(self.carbon_file);
         self.client_watts = var("FEDRA_CLIENT_WATTS")?.or(self.client_watts);
+        self.lease_ttl_seconds = var("FEDRA_LEASE_TTL_SECONDS")?.or(self.lease_ttl_seconds);
+        self.node_name = var("FEDRA_NODE_NAME")?.or(self.node_name);
         self.chunk_bytes = var("FEDRA_CHUNK_BYTES")?.or(self.chunk_bytes);
         self.max_concurrent_uploads = var("FEDRA_MAX_CONCURRENT_UPLOADS")?.or(self.max_concurrent_uploads);
         self.staging_budget_bytes = var("FEDRA_STAGING_BUDGET_BYTES")?.or(self.staging_budget_bytes);
@@ -200,6 +208,8 @@ impl RawConfig {
         self.signing_key = other.signing_key.or(self.signing_key);
         self.carbon_file = other.carbon_file.or(self.carbon_file);
         self.client_watts = other.client_watts.or(self.client_watts);
+        self.lease_ttl_seconds = other.lease_ttl_seconds.or(self.lease_ttl_seconds);
+        self.node_name = other.node_name.or(self.node_name);
         self.chunk_bytes = other.chunk_bytes.or(self.chunk_bytes);
         self.max_concurrent_uploads = other.max_concurrent_uploads.or(self.max_concurrent_uploads);
         self.staging_budget_bytes = other.staging_budget_bytes.or(self.staging_budget_bytes);
@@ -246,6 +256,8 @@ pub struct Config {
     pub upstream: Option<topology::UpstreamConfig>,
     /// Where the checkpoint signing key comes from.
     pub signing_key: SigningKey,
+    /// This coordinator's claim to lead among those sharing the store.
+    pub lease: crate::leadership::LeaseSettings,
     pub engine: EngineSettings,
 }
 
@@ -425,8 +437,11 @@ impl Config {
                     .map_err(|e| ConfigError::Invalid { key: "carbon_file".into(), message: e.to_string() })?,
             )),
         };
+        let lease = crate::leadership::LeaseSettings::new(raw.node_name, raw.lease_ttl_seconds)
+            .map_err(|(key, message)| ConfigError::Invalid { key: key.into(), message })?;
         Ok(Self {
             signing_key,
+            lease,
             listen,
             data_dir,
             store,
@@ -466,11 +481,17 @@ impl Config {
                 handshake_timeout_seconds: None,
                 max_connections_per_identity: None,
             }),
+            // A coordinator restarted after a crash waits for its predecessor's lease to run
+            // out; simulations and tests restart often, so theirs is short.
+            lease_ttl_seconds: Some(LOCAL_LEASE_TTL_SECONDS),
             ..RawConfig::default()
         };
         Self::validate(raw).expect("local defaults are valid")
     }
 }
+
+/// The coordinator lease length of [`Config::local`] coordinators (sim, tests), in seconds.
+pub const LOCAL_LEASE_TTL_SECONDS: f64 = 2.0;
 
 fn policy(
     dir: Option<PathBuf>,

@@ -129,6 +129,8 @@ fn store_code(e: &crate::store::StoreError) -> Code {
         StoreError::AlreadyExists { .. } => Code::AlreadyExists,
         StoreError::NotFound { .. } => Code::NotFound,
         StoreError::Conflict { .. } => Code::FailedPrecondition,
+        // Another coordinator leads now: the caller retries there.
+        StoreError::Fenced { .. } => Code::Unavailable,
         _ => Code::Internal,
     }
 }

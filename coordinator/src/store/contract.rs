@@ -16,7 +16,9 @@ use std::fmt::Debug;
 
 /// Expands to a module `$module` with one `#[tokio::test]` per contract case. `$open` is
 /// an expression of a future yielding `(store, guard)`: a fresh, empty store and whatever
-/// must live as long as the test (a temporary directory; `()` when nothing).
+/// must live as long as the test (a temporary directory, a schema), which also opens a
+/// second handle on the same database ([`OpenPeer`]) for the cases where two coordinator
+/// processes share one store.
 ///
 /// ```ignore
 /// crate::store::contract::store_contract_tests!(sqlite_contract, async {
@@ -28,7 +30,7 @@ macro_rules! store_contract_tests {
     ($module:ident, $open:expr) => {
         $crate::store::contract::with_contract_cases!($module, $open);
     };
-    (@cases $module:ident, $open:expr, $($case:ident),+ $(,)?) => {
+    (@cases $module:ident, $open:expr, [$($case:ident),+ $(,)?], [$($peer_case:ident),* $(,)?]) => {
         mod $module {
             #[allow(unused_imports)]
             use super::*;
@@ -39,6 +41,13 @@ macro_rules! store_contract_tests {
                     $crate::store::contract::$case(&store).await;
                 }
             )+
+            $(
+                #[tokio::test]
+                async fn $peer_case() {
+                    let (store, guard) = $open.await;
+                    $crate::store::contract::$peer_case(&store, &guard).await;
+                }
+            )*
         }
     };
 }
@@ -652,9 +661,10 @@ pub(crate) async fn a_refused_completion_writes_nothing(store: &dyn Store) {
 
 mod audit;
 mod cases;
+mod lease;
 mod ledger;
 mod records;
 mod registry;
 mod upstream;
 pub(crate) use cases::with_contract_cases;
-pub(crate) use {audit::*, ledger::*, records::*, registry::*, upstream::*};
+pub(crate) use {audit::*, lease::*, ledger::*, records::*, registry::*, upstream::*};

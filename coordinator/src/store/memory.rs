@@ -13,6 +13,7 @@ use chrono::SubsecRound;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 
+mod lease;
 mod registry;
 
 /// A [`Store`] in memory. Cheap to clone; clones share the data.
@@ -21,6 +22,8 @@ pub struct MemoryStore {
     data: std::sync::Arc<Mutex<Data>>,
     /// Injected infrastructure failures: how many of the next `record_updates` calls fail.
     failing_update_writes: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// The lease token this handle's writes are checked against (`store/lease.rs`).
+    fence: super::lease::Fence,
 }
 
 type AttemptKey = (RunId, u32, u32);
@@ -40,6 +43,7 @@ struct Data {
     approvals: BTreeSet<(RunId, String)>,
     upstream: Vec<UpstreamTask>,
     registry: registry::RegistryData,
+    lease: super::lease::LeaseState,
 }
 
 /// What the database keeps of a timestamp: microseconds.
@@ -79,6 +83,19 @@ impl MemoryStore {
     /// Injected `record_updates` failures not yet consumed.
     pub fn update_write_failures_left(&self) -> u32 {
         self.failing_update_writes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Another handle on the same data with a fence of its own, as a second coordinator
+    /// process on one database has (the lease's contract tests).
+    pub fn peer(&self) -> Self {
+        Self { fence: super::lease::Fence::default(), ..self.clone() }
+    }
+
+    /// The data, for a write: refused once another handle took the lease over this one's.
+    fn write(&self) -> Result<MutexGuard<'_, Data>, StoreError> {
+        let d = self.data();
+        self.fence.check(d.lease.token, &d.lease.holder)?;
+        Ok(d)
     }
 
     fn data(&self) -> MutexGuard<'_, Data> {
@@ -141,7 +158,7 @@ impl Data {
 #[async_trait]
 impl Store for MemoryStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        let mut d = self.data();
+        let mut d = self.write()?;
         if d.runs.contains_key(&run.id) {
             return Err(refusal::run_exists(&run.id));
         }
@@ -150,7 +167,7 @@ impl Store for MemoryStore {
     }
 
     async fn set_run_state(&self, run: &RunId, state: RunState, failure: Option<&str>) -> Result<(), StoreError> {
-        let mut d = self.data();
+        let mut d = self.write()?;
         let r = d.open_run_mut(run, "set the state of")?;
         r.state = state;
         if let Some(f) = failure {
@@ -205,7 +222,7 @@ impl Store for MemoryStore {
         attempt: u32,
         selected: &[(ClientId, RegionId)],
     ) -> Result<(), StoreError> {
-        let mut d = self.data();
+        let mut d = self.write()?;
         d.open_run_mut(run, "begin a round of")?;
         let key = (run.clone(), round, attempt);
         if d.rounds.contains_key(&key) {
@@ -258,7 +275,7 @@ impl Store for MemoryStore {
         if self.failing_update_writes.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
             return Err(StoreError::Database(sqlx::Error::PoolTimedOut));
         }
-        let mut guard = self.data();
+        let mut guard = self.write()?;
         let d = &mut *guard;
         let mut outcome = UpdatesOutcome::default();
         for u in updates {
@@ -292,7 +309,7 @@ impl Store for MemoryStore {
     }
 
     async fn fail_round(&self, run: &RunId, round: u32, attempt: u32, reason: &str) -> Result<(), StoreError> {
-        let mut d = self.data();
+        let mut d = self.write()?;
         d.open_round(run, round, attempt, "fail")?;
         let r = d.rounds.get_mut(&(run.clone(), round, attempt)).expect("checked");
         r.status = RoundStatus::Failed;
@@ -303,7 +320,7 @@ impl Store for MemoryStore {
     }
 
     async fn complete_round(&self, c: &RoundCompletion) -> Result<(), StoreError> {
-        let mut d = self.data();
+        let mut d = self.write()?;
         d.open_round(&c.run, c.round, c.attempt, "complete")?;
         let run = d.open_run_mut(&c.run, "complete a round of")?;
         if u64::from(c.round) != u64::from(run.completed_rounds) + 1 {
@@ -354,7 +371,7 @@ impl Store for MemoryStore {
     }
 
     async fn interrupt_open_rounds(&self) -> Result<u64, StoreError> {
-        let mut d = self.data();
+        let mut d = self.write()?;
         let finished = now();
         let mut open = Vec::new();
         for r in d.rounds.values_mut().filter(|r| r.status == RoundStatus::InProgress) {
@@ -380,7 +397,7 @@ impl Store for MemoryStore {
     }
 
     async fn finish_run(&self, run: &RunId, published: &CheckpointId) -> Result<(), StoreError> {
-        let mut d = self.data();
+        let mut d = self.write()?;
         let r = d.open_run_mut(run, "finish")?;
         r.state = RunState::Succeeded;
         r.published_checkpoint = Some(published.clone());
@@ -388,7 +405,7 @@ impl Store for MemoryStore {
     }
 
     async fn record_evaluations(&self, results: &[EvaluationRecord]) -> Result<(), StoreError> {
-        let mut d = self.data();
+        let mut d = self.write()?;
         let mut batch = BTreeSet::new();
         for e in results {
             let key = (e.run.clone(), e.round, e.region.clone());
@@ -418,7 +435,7 @@ impl Store for MemoryStore {
         client: &ClientId,
         reason: &str,
     ) -> Result<(), StoreError> {
-        let mut d = self.data();
+        let mut d = self.write()?;
         let key = (run.clone(), round, attempt, client.clone());
         let p = d.participations.get_mut(&key).ok_or_else(|| refusal::no_participation(run, round, attempt, client))?;
         if p.status != ParticipationStatus::Selected {
@@ -430,7 +447,7 @@ impl Store for MemoryStore {
     }
 
     async fn reserve_privacy(&self, entries: &[LedgerEntry]) -> Result<(), StoreError> {
-        let mut d = self.data();
+        let mut d = self.write()?;
         let stored_keys: BTreeSet<_> = d.ledger.iter().map(ledger_key).collect();
         let mut batch = BTreeSet::new();
         for e in entries {
@@ -457,7 +474,7 @@ impl Store for MemoryStore {
         attempt: u32,
         next_clip_norm: Option<f64>,
     ) -> Result<u64, StoreError> {
-        Ok(self.data().charge(run, round, attempt, next_clip_norm))
+        Ok(self.write()?.charge(run, round, attempt, next_clip_norm))
     }
 
     async fn list_ledger(&self, filter: &LedgerFilter) -> Result<Vec<LedgerEntry>, StoreError> {
@@ -475,7 +492,7 @@ impl Store for MemoryStore {
 
     async fn upsert_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
         let record = ClientRecord { registered_at: stored(client.registered_at), ..client.clone() };
-        self.data().clients.insert(client.id.clone(), record);
+        self.write()?.clients.insert(client.id.clone(), record);
         Ok(())
     }
 
@@ -502,7 +519,7 @@ impl Store for MemoryStore {
     }
 
     async fn approve_run(&self, run: &RunId, approver: &str) -> Result<ApprovalCount, StoreError> {
-        let mut d = self.data();
+        let mut d = self.write()?;
         let r = d.run_mut(run)?;
         if r.state != RunState::PendingApproval {
             return Err(refusal::run_conflict(run, "approve", r.state));
@@ -520,7 +537,7 @@ impl Store for MemoryStore {
     }
 
     async fn append_audit(&self, drafts: &[AuditDraft]) -> Result<Vec<AuditEntry>, StoreError> {
-        let mut d = self.data();
+        let mut d = self.write()?;
         let mut out = Vec::with_capacity(drafts.len());
         for draft in drafts {
             let entry = AuditEntry::chain(out.last().or(d.audit.last()), draft.clone());
@@ -550,7 +567,7 @@ impl Store for MemoryStore {
         initial: &CheckpointRecord,
         task: &UpstreamTask,
     ) -> Result<(), StoreError> {
-        let mut d = self.data();
+        let mut d = self.write()?;
         if d.upstream.iter().any(|t| t.task == task.task) {
             return Err(upstream::refusal::exists(&task.task));
         }
@@ -580,7 +597,7 @@ impl Store for MemoryStore {
         state: UpstreamState,
         detail: Option<&str>,
     ) -> Result<(), StoreError> {
-        let mut d = self.data();
+        let mut d = self.write()?;
         let t = d.upstream.iter_mut().find(|t| t.task == *task).ok_or_else(|| upstream::refusal::missing(task))?;
         if t.state != UpstreamState::Training {
             return Err(upstream::refusal::ended(task, t.state));
@@ -595,5 +612,19 @@ impl Store for MemoryStore {
 mod tests {
     use super::*;
 
-    crate::store::contract::store_contract_tests!(memory_contract, async { (MemoryStore::new(), ()) });
+    /// The contract guard: a handle to make peers of.
+    struct Peers(MemoryStore);
+
+    #[async_trait]
+    impl crate::store::contract::OpenPeer for Peers {
+        async fn open_peer(&self) -> Box<dyn Store> {
+            Box::new(self.0.peer())
+        }
+    }
+
+    crate::store::contract::store_contract_tests!(memory_contract, async {
+        let store = MemoryStore::new();
+        let peers = Peers(store.clone());
+        (store, peers)
+    });
 }

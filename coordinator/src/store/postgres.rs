@@ -42,12 +42,15 @@ use std::str::FromStr;
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// The lease token this store object's writes are checked against (`store/lease.rs`).
+    fence: crate::store::lease::Fence,
 }
 
 mod audit;
 mod checkpoints;
 mod clients;
 mod guards;
+mod lease;
 mod registry;
 mod rows;
 mod upstream;
@@ -87,13 +90,23 @@ impl PgStore {
         // sqlx holds an advisory lock while it migrates: coordinators starting together
         // migrate once.
         sqlx::migrate!("./migrations-postgres").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, fence: crate::store::lease::Fence::default() })
     }
 
     /// A write transaction (READ COMMITTED); each method takes the locks it needs (see the
     /// module documentation).
+    ///
+    /// Once the store is fenced, the transaction first share-locks the coordinator lease row
+    /// and checks that its token is still this object's (`store/lease.rs`): a takeover
+    /// updates that row, so it waits for every write transaction in flight, and every later
+    /// one sees the new token and is refused.
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
-        Ok(self.pool.begin().await?)
+        let mut tx = self.pool.begin().await?;
+        if self.fence.token().is_some() {
+            let (token, holder) = lease::current_shared(&mut tx).await?;
+            self.fence.check(token, &holder)?;
+        }
+        Ok(tx)
     }
 
     /// Closes the pool (used on shutdown and in restart tests).
@@ -105,8 +118,10 @@ impl PgStore {
 #[async_trait]
 impl Store for PgStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        insert_run(&mut conn, run).await
+        let mut tx = self.write_tx().await?;
+        insert_run(&mut *tx, run).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn set_run_state(&self, run: &RunId, state: RunState, failure: Option<&str>) -> Result<(), StoreError> {

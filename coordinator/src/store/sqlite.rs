@@ -13,12 +13,15 @@ use std::str::FromStr;
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The lease token this store object's writes are checked against (`lease.rs`).
+    fence: crate::store::lease::Fence,
 }
 
 mod audit;
 mod checkpoints;
 mod clients;
 mod guards;
+mod lease;
 mod registry;
 mod rows;
 mod upstream;
@@ -48,7 +51,7 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Open { path: path.display().to_string(), reason: e.to_string() })?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, fence: super::lease::Fence::default() })
     }
 
     /// A write transaction that holds SQLite's write lock from its first statement
@@ -56,8 +59,17 @@ impl SqliteStore {
     /// SQLITE_BUSY_SNAPSHOT (not retried by the busy timeout) when another connection
     /// committed in between; an immediate one waits for the lock instead, so concurrent
     /// writers (run actors, the audit log) queue rather than fail.
+    ///
+    /// Once the store is fenced, the transaction first checks that the coordinator lease is
+    /// still this object's (`lease.rs`): holding the write lock, no takeover can slip in
+    /// between the check and the writes.
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if self.fence.token().is_some() {
+            let (token, holder) = lease::current(&mut *tx).await?;
+            self.fence.check(token, &holder)?;
+        }
+        Ok(tx)
     }
 
     /// Closes the pool, checkpointing the WAL (used on shutdown and in restart tests).
@@ -69,8 +81,10 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        insert_run(&mut conn, run).await
+        let mut tx = self.write_tx().await?;
+        insert_run(&mut *tx, run).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn set_run_state(&self, run: &RunId, state: RunState, failure: Option<&str>) -> Result<(), StoreError> {

@@ -31,7 +31,7 @@ impl Fleet {
             let end = (start + CONNECT_BATCH).min(n);
             for (i, (id, region)) in ids.iter().enumerate().take(end).skip(start) {
                 let settings = SidecarSettings {
-                    endpoint: endpoint.to_string(),
+                    endpoints: vec![endpoint.to_string()],
                     tls: tls.next().context("one identity per sidecar")?,
                     client_id: id.clone(),
                     region: region.clone(),

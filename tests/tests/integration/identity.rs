@@ -288,7 +288,7 @@ async fn a_sidecar_whose_config_disagrees_with_its_certificate_gives_up_with_the
     // Certified as a client of us-east, configured for eu-west.
     let (tls, _) = cluster.pki().issue(&"fedra://client/us-east/h9".parse()?, time::Duration::days(1))?;
     let settings = fedra_client::session::SidecarSettings {
-        endpoint: cluster.endpoint(),
+        endpoints: vec![cluster.endpoint()],
         tls,
         client_id: "h9".into(),
         region: "eu-west".into(),

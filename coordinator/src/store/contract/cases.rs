@@ -6,7 +6,7 @@
 /// cases, each of which [`store_contract_tests!`](super::store_contract_tests) turns into a test.
 macro_rules! with_contract_cases {
     ($($args:tt)*) => {
-        $crate::store::contract::store_contract_tests!(@cases $($args)*,
+        $crate::store::contract::store_contract_tests!(@cases $($args)*, [
             runs_round_trip_oldest_first,
             runs_are_listed_page_by_page_per_owner,
             creating_a_run_twice_is_already_exists,
@@ -47,7 +47,11 @@ macro_rules! with_contract_cases {
             registry_changes_are_atomic_and_keep_one_serving,
             model_approvals_are_recorded_once_per_approver_with_the_change,
             a_reservation_that_understates_its_scope_is_refused,
-        );
+        ], [
+            the_lease_is_held_by_one_coordinator_until_it_expires,
+            a_taken_over_lease_refuses_the_old_leaders_writes,
+            a_released_lease_is_taken_over_at_once,
+        ]);
     };
 }
 pub(crate) use with_contract_cases;

@@ -34,7 +34,7 @@ impl RegistryStore for MemoryStore {
     }
 
     async fn apply_registry(&self, change: &RegistryChange) -> Result<Vec<Transition>, StoreError> {
-        let mut d = self.data();
+        let mut d = self.write()?;
         // Everything is checked on a copy first, so a refusal changes nothing.
         let mut entries = d.registry.entries.clone();
         let at = now();

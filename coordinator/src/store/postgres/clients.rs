@@ -3,9 +3,11 @@
 use super::*;
 
 impl PgStore {
-    /// One statement: an insert that becomes an update of the same id, atomically.
+    /// One statement (after the fence check): an insert that becomes an update of the same
+    /// id, atomically.
     pub(super) async fn upsert_client_row(&self, c: &ClientRecord) -> Result<(), StoreError> {
         let datasets = serde_json::to_string(&c.datasets).map_err(corrupt("datasets"))?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO clients (id, region, datasets_json, devices, samples, registered_at, members)
              VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -20,8 +22,9 @@ impl PgStore {
         .bind(c.samples() as i64)
         .bind(c.registered_at)
         .bind(i64::from(c.members))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -103,6 +103,14 @@ impl Drop for Schema {
     }
 }
 
+/// A second coordinator on the same schema opens a pool of its own.
+#[async_trait]
+impl crate::store::contract::OpenPeer for Schema {
+    async fn open_peer(&self) -> Box<dyn Store> {
+        Box::new(self.store().await)
+    }
+}
+
 crate::store::contract::store_contract_tests!(postgres_contract, Schema::with_store());
 
 /// Both schema directories hold the same migrations (version and description), so that a

@@ -5,6 +5,7 @@ use super::*;
 impl SqliteStore {
     pub(super) async fn upsert_client_row(&self, c: &ClientRecord) -> Result<(), StoreError> {
         let datasets = serde_json::to_string(&c.datasets).map_err(corrupt("datasets"))?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO clients (id, region, datasets_json, devices, samples, registered_at, members)
              VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -19,8 +20,9 @@ impl SqliteStore {
         .bind(c.samples() as i64)
         .bind(ts(&c.registered_at))
         .bind(i64::from(c.members))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 

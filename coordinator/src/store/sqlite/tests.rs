@@ -4,6 +4,14 @@
 use super::*;
 use crate::plan::fixtures::raw_plan;
 
+/// A second coordinator on the same file opens it again.
+#[async_trait]
+impl crate::store::contract::OpenPeer for tempfile::TempDir {
+    async fn open_peer(&self) -> Box<dyn Store> {
+        Box::new(SqliteStore::open(&self.path().join("fedra.db")).await.unwrap())
+    }
+}
+
 crate::store::contract::store_contract_tests!(sqlite_contract, async {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("fedra.db")).await.unwrap();
