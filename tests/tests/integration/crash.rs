@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(120);
-const ROUNDS: u32 = 3;
+pub(crate) const ROUNDS: u32 = 3;
 
 /// The roles beside [`open_policy`]'s everything-allowed rules, whose generous budget is
 /// where the coordinator process gets its privacy budget.
@@ -114,7 +114,12 @@ async fn crash_at(point: &str, private: bool) -> anyhow::Result<()> {
 /// Every recorded checkpoint verifies in every region it names, its parent is the round
 /// before, and every round directory on disk is one of them (nothing unrecorded, no
 /// temporary file).
-async fn check_checkpoints(cluster: &Cluster, store: &dyn Store, run: &RunId, point: &str) -> anyhow::Result<()> {
+pub(crate) async fn check_checkpoints(
+    cluster: &Cluster,
+    store: &dyn Store,
+    run: &RunId,
+    point: &str,
+) -> anyhow::Result<()> {
     let trust = cluster.pki().trust()?;
     let cps = store.list_checkpoints(&Default::default()).await?;
     let ours: Vec<_> = cps.iter().filter(|c| &c.run == run).collect();

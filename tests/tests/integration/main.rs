@@ -9,6 +9,7 @@ mod carbon;
 mod cli;
 mod crash;
 mod evaluation;
+mod failover;
 mod faults;
 mod hierarchy;
 mod hostile;

@@ -30,8 +30,13 @@ async fn connect(url: &str) -> anyhow::Result<PgConnection> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_on_postgres_survives_a_restart_and_is_on_record_there() -> anyhow::Result<()> {
+/// Runs `test` with the URL of a fresh schema of the test server (sessions named after
+/// it) and an admin connection, then ends the schema's sessions and drops it, whatever the
+/// outcome.
+pub async fn in_fresh_schema<F>(test: F) -> anyhow::Result<()>
+where
+    F: for<'a> AsyncFnOnce(&'a str, &'a str, &'a mut PgConnection) -> anyhow::Result<()>,
+{
     let server = server_url();
     let schema = format!("fedra_it_{:016x}", rand::random::<u64>());
     let mut admin = connect(&server).await?;
@@ -39,7 +44,7 @@ async fn a_run_on_postgres_survives_a_restart_and_is_on_record_there() -> anyhow
     let separator = if server.contains('?') { '&' } else { '?' };
     // Sessions named after the schema, so that the clean-up can end any a failure leaves.
     let url = format!("{server}{separator}options[search_path]={schema}&application_name={schema}");
-    let outcome = AssertUnwindSafe(run_on(&url, &schema, &mut admin)).catch_unwind().await;
+    let outcome = AssertUnwindSafe(test(&url, &schema, &mut admin)).catch_unwind().await;
     sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1")
         .bind(&schema)
         .execute(&mut admin)
@@ -47,6 +52,11 @@ async fn a_run_on_postgres_survives_a_restart_and_is_on_record_there() -> anyhow
     admin.execute("SET lock_timeout = '10s'").await?;
     admin.execute(format!("DROP SCHEMA {schema} CASCADE").as_str()).await?;
     outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_on_postgres_survives_a_restart_and_is_on_record_there() -> anyhow::Result<()> {
+    in_fresh_schema(run_on).await
 }
 
 async fn run_on(url: &str, schema: &str, admin: &mut PgConnection) -> anyhow::Result<()> {
