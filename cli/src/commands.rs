@@ -15,7 +15,8 @@ use tokio_stream::StreamExt;
 #[derive(Parser, Debug)]
 #[command(name = "fedra", version, about = "Submit and follow federated runs, list and pull checkpoints")]
 pub struct Cli {
-    /// Coordinator endpoint.
+    /// Coordinator endpoint, or several separated by commas (coordinators sharing a store:
+    /// the leader answers).
     #[arg(long, global = true, env = "FEDRA_COORDINATOR", default_value = "https://127.0.0.1:7070")]
     coordinator: String,
     /// Your identity directory (ca.pem, cert.pem, key.pem from `fedra pki issue`): the

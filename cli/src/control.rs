@@ -63,22 +63,37 @@ impl ControlClient {
     /// [`ControlError::Connect`] when the coordinator cannot be reached.
     /// `tls` is the caller's identity (its certificate decides what it may do), or
     /// [`fedra_pki::ClientTls::Insecure`] for an `--insecure` coordinator.
+    ///
+    /// `endpoint` may list several coordinators separated by commas (those sharing one
+    /// store): the first that accepts the connection is used, which is the leader, since a
+    /// standby does not listen.
     pub async fn connect(endpoint: &str, tls: &fedra_pki::ClientTls) -> Result<Self, ControlError> {
-        let err = |message: String| ControlError::Connect { endpoint: endpoint.to_string(), message };
-        let channel = tls
-            .endpoint(endpoint)
-            .map_err(|e| err(e.to_string()))?
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .connect()
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        Ok(Self {
+        let mut failures = Vec::new();
+        for one in endpoint.split(',').map(str::trim) {
+            let attempt = async {
+                tls.endpoint(one)
+                    .map_err(|e| e.to_string())?
+                    .connect_timeout(std::time::Duration::from_secs(5))
+                    .connect()
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            match attempt.await {
+                Ok(channel) => return Ok(Self::on(channel)),
+                Err(e) => failures.push(if endpoint.contains(',') { format!("{one}: {e}") } else { e }),
+            }
+        }
+        Err(ControlError::Connect { endpoint: endpoint.to_string(), message: failures.join("; ") })
+    }
+
+    fn on(channel: tonic::transport::Channel) -> Self {
+        Self {
             runs: RunServiceClient::new(channel.clone()),
             privacy: PrivacyServiceClient::new(channel.clone()),
             governance: GovernanceServiceClient::new(channel.clone()),
             checkpoints: CheckpointServiceClient::new(channel),
             trust: None,
-        })
+        }
     }
 
     /// Verifies pulled checkpoints against these keys (the deployment's

@@ -207,3 +207,76 @@ async fn renew(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use crate::store::lease::LeaseStore;
+
+    fn settings(holder: &str) -> LeaseSettings {
+        LeaseSettings::new(Some(holder.into()), Some(0.3)).unwrap()
+    }
+
+    const BOUND: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn settings_are_validated_with_the_key_named() {
+        let d = LeaseSettings::new(None, None).unwrap();
+        assert_eq!(d.ttl, DEFAULT_TTL);
+        assert!(d.holder.contains(&std::process::id().to_string()), "{}", d.holder);
+        assert_ne!(d.holder, LeaseSettings::new(None, None).unwrap().holder, "holders are unique per start");
+        assert_eq!(LeaseSettings::new(None, Some(0.1)).unwrap_err().0, "lease_ttl_seconds");
+        assert_eq!(LeaseSettings::new(None, Some(f64::NAN)).unwrap_err().0, "lease_ttl_seconds");
+        assert_eq!(LeaseSettings::new(None, Some(601.0)).unwrap_err().0, "lease_ttl_seconds");
+        assert_eq!(LeaseSettings::new(Some(String::new()), None).unwrap_err().0, "node_name");
+        assert_eq!(LeaseSettings::new(Some("a\nb".into()), None).unwrap_err().0, "node_name");
+        assert_eq!(settings("x").interval(), Duration::from_millis(100));
+    }
+
+    #[tokio::test]
+    async fn a_standby_leads_once_the_leader_releases_and_fences_it() {
+        let data = MemoryStore::new();
+        let leader = Leadership::acquire(Arc::new(data.clone()), &settings("a")).await.unwrap();
+        let peer = data.peer();
+        let standby = tokio::spawn({
+            let peer = peer.clone();
+            async move { Leadership::acquire(Arc::new(peer), &settings("b")).await.unwrap() }
+        });
+        // The standby waits while the leader renews (several renewal intervals pass).
+        let lease = data.lease().await.unwrap();
+        assert_eq!(lease.holder, "a");
+        assert!(!standby.is_finished());
+        leader.release().await;
+        let standby = tokio::time::timeout(BOUND, standby).await.unwrap().unwrap();
+        assert_eq!(standby.token(), FencingToken(lease.token.0 + 1));
+        // The old leader's handle is fenced.
+        let run = crate::store::RunRecord {
+            id: crate::ids::RunId::generate(),
+            plan: crate::plan::RunPlan::new(crate::plan::fixtures::raw_plan()).unwrap(),
+            state: crate::store::RunState::Queued,
+            completed_rounds: 0,
+            published_checkpoint: None,
+            failure: None,
+            created_at: chrono::Utc::now(),
+            owner: None,
+            policy_sha256: None,
+            approvals_needed: 0,
+        };
+        assert!(matches!(data.create_run(&run).await, Err(StoreError::Fenced { .. })));
+        peer.create_run(&run).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_leader_whose_lease_is_taken_over_is_deposed() {
+        let data = MemoryStore::new();
+        let leader = Leadership::acquire(Arc::new(data.clone()), &settings("a")).await.unwrap();
+        let deposed = leader.deposed();
+        // As if its lease had run out while it stalled: another coordinator takes it.
+        data.release_lease(leader.token()).await.unwrap();
+        let peer = data.peer();
+        assert!(matches!(peer.acquire_lease("b", DEFAULT_TTL).await.unwrap(), Acquired::Granted(_)));
+        let reason = tokio::time::timeout(BOUND, deposed).await.expect("deposed at its next renewal");
+        assert!(reason.contains("superseded by token 2") && reason.contains("\"b\""), "{reason}");
+    }
+}

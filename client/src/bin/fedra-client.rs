@@ -15,7 +15,8 @@ struct Args {
     /// Sidecar config file (TOML).
     #[arg(long, short)]
     config: PathBuf,
-    /// Coordinator endpoint; overrides FEDRA_COORDINATOR and the file.
+    /// Coordinator endpoint, or several separated by commas (the coordinators sharing a
+    /// store; the one that leads answers); overrides FEDRA_COORDINATOR and the file.
     #[arg(long)]
     coordinator: Option<String>,
     /// Training device: cpu, cuda[:N] (build with --features cuda) or wgpu (--features wgpu).
