@@ -260,7 +260,7 @@ impl ClusterBuilder {
                 let c = Coordinator::start(&config).await.context("starting coordinator")?;
                 // Restarts must come back on the same port so that clients reconnect to it.
                 config.listen = c.addr();
-                Running::InProcess(c)
+                Running::InProcess(Box::new(c))
             }
             Some(spec) => {
                 if !matches!(self.tier, TierSpec::Standalone)
@@ -322,7 +322,7 @@ impl ClientHandle {
 
 /// The cluster's coordinator: in this process, or a child process.
 pub(crate) enum Running {
-    InProcess(Coordinator),
+    InProcess(Box<Coordinator>),
     Child(CoordinatorChild),
 }
 
@@ -576,7 +576,10 @@ impl Cluster {
         let mut last = None;
         for _ in 0..50 {
             let started = match &self.process {
-                None => Coordinator::start(&self.config).await.map(Running::InProcess).map_err(anyhow::Error::from),
+                None => Coordinator::start(&self.config)
+                    .await
+                    .map(|c| Running::InProcess(Box::new(c)))
+                    .map_err(anyhow::Error::from),
                 Some((spec, tls)) => CoordinatorChild::spawn(spec, &self.config, tls).await.map(Running::Child),
             };
             match started {

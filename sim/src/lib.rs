@@ -6,6 +6,7 @@
 //! [`cluster`] builds such a federation (the integration tests use it as their sandbox);
 //! [`quickstart`] is the README's main job.
 
+pub mod bench_fleet;
 pub mod bench_infer;
 pub mod bench_pinned;
 pub mod bench_rounds;

@@ -67,6 +67,10 @@ enum BenchCommand {
     /// Memory that certified but hostile connections can pin in a coordinator process:
     /// every stream a partial message of the largest accepted size (SECURITY.md's bound).
     PinnedMemory(fedra_sim::bench_pinned::PinnedArgs),
+    /// The round engine with a large registered fleet (in-process, real store):
+    /// registrations per second, memory per registered client, heartbeat cost and the
+    /// time to select a cohort.
+    Fleet(fedra_sim::bench_fleet::FleetArgs),
     /// The inference node: predictions per second, p50/p99 latency and CPU seconds per
     /// 1,000 predictions for logistic regression and an MLP at batch 1 and 64.
     Infer(fedra_sim::bench_infer::InferArgs),
@@ -139,6 +143,16 @@ async fn main() -> ExitCode {
                 }
             }
         }
+        Command::Bench { what: BenchCommand::Fleet(args) } => match fedra_sim::bench_fleet::run(&args).await {
+            Ok(report) => {
+                println!("{}\n{}", fedra_sim::bench_fleet::FleetReport::header(), report.row());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fedra-sim: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Bench { what: BenchCommand::Infer(args) } => match fedra_sim::bench_infer::run(&args).await {
             Ok(points) => {
                 println!("{}", fedra_sim::bench_infer::table(&points));

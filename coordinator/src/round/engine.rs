@@ -238,6 +238,11 @@ pub struct Engine {
     actor_ids: HashMap<tokio::task::Id, RunId>,
     /// Logical clock of offers (the scheduler's fairness input).
     clock: u64,
+    /// The fleet or the demands changed: run the scheduler once the mailboxes are drained.
+    /// A scheduler pass is O(registered clients); running it once per batch of queued
+    /// messages instead of once per message keeps a registration storm of N clients from
+    /// costing O(N²) while a run waits for clients.
+    reschedule: bool,
     next_seq: u64,
 }
 
@@ -283,6 +288,7 @@ impl Engine {
             actors: JoinSet::new(),
             actor_ids: HashMap::new(),
             clock: 0,
+            reschedule: false,
             next_seq,
         };
         let join = tokio::spawn(engine.run(rx, fleet_rx));
@@ -302,6 +308,10 @@ impl Engine {
                 Some(msg) = fleet_rx.recv() => self.on_fleet_msg(msg),
                 Some(exit) = self.actors.join_next(), if !self.actors.is_empty() => self.on_actor_exit(exit).await,
                 _ = tick.tick() => self.on_tick(),
+            }
+            if self.reschedule && rx.is_empty() && fleet_rx.is_empty() {
+                self.reschedule = false;
+                self.schedule();
             }
         };
         for run in self.runs.values() {
@@ -372,7 +382,7 @@ impl Engine {
             }
             Request::Subscribe { client, reply } => {
                 let _ = reply.send(self.fleet.subscribe(&client).map_err(RoundError::UnknownClient));
-                self.schedule();
+                self.reschedule = true;
             }
             Request::Heartbeat { client, reply } => {
                 let _ = reply.send(self.fleet.heartbeat(&client).map_err(RoundError::UnknownClient));
@@ -390,12 +400,12 @@ impl Engine {
             FleetMsg::Demand { run, demand } => {
                 if let Some(active) = self.runs.get_mut(&run) {
                     active.demand = demand;
-                    self.schedule();
+                    self.reschedule = true;
                 }
             }
             FleetMsg::Release { tasks, abandon } => {
                 self.fleet.release(&tasks, abandon);
-                self.schedule();
+                self.reschedule = true;
             }
             FleetMsg::Phase { run, live } => {
                 if let Some(active) = self.runs.get_mut(&run) {

@@ -202,15 +202,22 @@ impl Fleet {
         })
     }
 
-    /// Every client `eligibility` admits, online or not, sorted by id.
+    /// Every online client `eligibility` admits, sorted by id. (The scheduler serves and
+    /// counts only online clients; leaving the offline ones out here keeps a scheduler pass
+    /// proportional to the clients online, not to every client ever registered.)
     pub fn eligible(&self, eligibility: &Eligibility) -> Vec<ClientId> {
-        let mut ids: Vec<ClientId> =
-            self.clients.values().filter(|c| eligibility.admits(&c.record)).map(|c| c.record.id.clone()).collect();
-        ids.sort();
+        let now = Instant::now();
+        let mut ids: Vec<ClientId> = self
+            .clients
+            .values()
+            .filter(|c| c.online(now, self.timeout) && eligibility.admits(&c.record))
+            .map(|c| c.record.id.clone())
+            .collect();
+        ids.sort_unstable();
         ids
     }
 
-    /// The scheduler's view of the fleet now.
+    /// The scheduler's view of the fleet now: the online clients and their leases.
     pub fn slots(&self) -> Vec<ClientSlot> {
         let now = Instant::now();
         let mut busy: HashMap<&ClientId, u32> = HashMap::new();
@@ -219,9 +226,10 @@ impl Fleet {
         }
         self.clients
             .values()
+            .filter(|c| c.online(now, self.timeout))
             .map(|c| ClientSlot {
                 id: c.record.id.clone(),
-                online: c.online(now, self.timeout),
+                online: true,
                 busy: busy.get(&c.record.id).copied().unwrap_or(0),
             })
             .collect()

@@ -119,7 +119,7 @@ impl PgStore {
 impl Store for PgStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
-        insert_run(&mut *tx, run).await?;
+        insert_run(&mut tx, run).await?;
         tx.commit().await?;
         Ok(())
     }

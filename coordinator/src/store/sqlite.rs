@@ -66,7 +66,7 @@ impl SqliteStore {
     async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         if self.fence.token().is_some() {
-            let (token, holder) = lease::current(&mut *tx).await?;
+            let (token, holder) = lease::current(&mut tx).await?;
             self.fence.check(token, &holder)?;
         }
         Ok(tx)
@@ -82,7 +82,7 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
-        insert_run(&mut *tx, run).await?;
+        insert_run(&mut tx, run).await?;
         tx.commit().await?;
         Ok(())
     }
