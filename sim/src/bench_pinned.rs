@@ -180,6 +180,7 @@ pub async fn run(args: &PinnedArgs) -> Result<PinnedReport> {
         chunk_bytes: None,
         log_filter: "warn".into(),
         insecure: false,
+        store_url: None,
     };
     let coordinator = CoordinatorProcess::start(&settings).await?;
     let pki = coordinator.pki.as_ref().context("mutual TLS coordinator")?;

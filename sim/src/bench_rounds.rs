@@ -121,6 +121,10 @@ pub struct RoundsArgs {
     /// RUST_LOG of the coordinator process.
     #[arg(long, default_value = "warn")]
     pub coordinator_log: String,
+    /// The coordinator's store (`postgres://…`; default SQLite in its data directory).
+    /// Cases run one after the other on it, each coordinator releasing the lease as it stops.
+    #[arg(long)]
+    pub store_url: Option<String>,
     /// Round deadline in the submitted plan.
     #[arg(long, default_value_t = 1800.0)]
     pub deadline_seconds: f64,
@@ -181,6 +185,7 @@ impl RoundsArgs {
                 chunk_bytes: self.chunk_bytes,
                 log_filter: self.coordinator_log,
                 insecure: self.insecure,
+                store_url: self.store_url,
             },
             json: self.json,
             deadline_seconds: self.deadline_seconds,
@@ -595,6 +600,7 @@ pub async fn run(opts: &RoundsBenchOptions) -> Result<Vec<CaseReport>> {
                 "command": std::env::args().collect::<Vec<_>>().join(" "),
                 "rounds": opts.rounds,
                 "coordinator_log": opts.coordinator.log_filter,
+                "store": if opts.coordinator.store_url.is_some() { "postgresql" } else { "sqlite" },
                 "heartbeat_seconds": opts.coordinator.heartbeat_seconds,
                 "cases": reports,
                 "tiered": tiers,

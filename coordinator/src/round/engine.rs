@@ -373,12 +373,14 @@ impl Engine {
                     let _ = reply.send(Err(e));
                     return;
                 }
-                let r = self.env.store.upsert_client(&client).await.map_err(RoundError::from);
-                if r.is_ok() {
-                    info!(client = %client.id, region = %client.region, samples = client.samples(), "client registered");
-                    self.fleet.register(client, &session);
-                }
-                let _ = reply.send(r);
+                // The store write runs beside the engine, so that registrations commit
+                // concurrently (PostgreSQL groups their commits) instead of one at a time in
+                // this loop; the fleet learns of the client once it is on record.
+                let (store, fleet) = (Arc::clone(&self.env.store), self.env.fleet.clone());
+                tokio::spawn(async move {
+                    let result = store.upsert_client(&client).await.map_err(RoundError::from);
+                    let _ = fleet.send(FleetMsg::Registered { client, session, result, reply });
+                });
             }
             Request::Subscribe { client, reply } => {
                 let _ = reply.send(self.fleet.subscribe(&client).map_err(RoundError::UnknownClient));
@@ -406,6 +408,13 @@ impl Engine {
             FleetMsg::Release { tasks, abandon } => {
                 self.fleet.release(&tasks, abandon);
                 self.reschedule = true;
+            }
+            FleetMsg::Registered { client, session, result, reply } => {
+                if result.is_ok() {
+                    info!(client = %client.id, region = %client.region, samples = client.samples(), "client registered");
+                    self.fleet.register(client, &session);
+                }
+                let _ = reply.send(result);
             }
             FleetMsg::Phase { run, live } => {
                 if let Some(active) = self.runs.get_mut(&run) {

@@ -74,9 +74,25 @@ pub(super) struct DemandSpec {
 
 /// Run actor → engine.
 pub(super) enum FleetMsg {
-    Demand { run: RunId, demand: Option<DemandSpec> },
-    Release { tasks: Vec<TaskId>, abandon: bool },
-    Phase { run: RunId, live: Option<(u32, PhaseName)> },
+    Demand {
+        run: RunId,
+        demand: Option<DemandSpec>,
+    },
+    Release {
+        tasks: Vec<TaskId>,
+        abandon: bool,
+    },
+    Phase {
+        run: RunId,
+        live: Option<(u32, PhaseName)>,
+    },
+    /// A registration's store write finished (the engine answers the client then).
+    Registered {
+        client: crate::store::ClientRecord,
+        session: String,
+        result: Result<(), RoundError>,
+        reply: tokio::sync::oneshot::Sender<Result<(), RoundError>>,
+    },
 }
 
 /// Results of blocking work a phase started.

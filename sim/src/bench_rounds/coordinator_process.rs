@@ -19,6 +19,8 @@ pub struct CoordinatorSettings {
     pub log_filter: String,
     /// Plain text without identities (`--insecure`) instead of mutual TLS.
     pub insecure: bool,
+    /// `--store-url` (default: SQLite in the data directory).
+    pub store_url: Option<String>,
 }
 
 /// Where and in which tier a coordinator process runs (the default: a standalone
@@ -121,6 +123,7 @@ impl CoordinatorProcess {
             .env("FEDRA_HEARTBEAT_INTERVAL_SECONDS", settings.heartbeat_seconds.to_string())
             .env("FEDRA_CLIENT_TIMEOUT_SECONDS", settings.client_timeout_seconds.to_string())
             .env("RUST_LOG", &settings.log_filter)
+            .args(settings.store_url.iter().flat_map(|u| ["--store-url", u.as_str()]))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
