@@ -263,12 +263,12 @@ impl ClusterBuilder {
                 Running::InProcess(Box::new(c))
             }
             Some(spec) => {
-                if !matches!(self.tier, TierSpec::Standalone)
+                if matches!(self.tier, TierSpec::Global)
                     || !config.engine.privacy.budgets.is_empty()
                     || self.max_connections_per_identity.is_some()
                 {
                     anyhow::bail!(
-                        "a coordinator process supports the standalone tier only, without config budgets or connection limits"
+                        "a coordinator process supports the standalone and regional tiers, without config budgets or connection limits"
                     );
                 }
                 config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));

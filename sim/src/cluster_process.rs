@@ -119,6 +119,7 @@ impl CoordinatorChild {
     }
 
     fn command(spec: &ProcessSpec, config: &Config, tls: &ProcessTls, log_path: &Path) -> Result<Command> {
+        std::fs::create_dir_all(&config.data_dir)?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path)?;
         let mut cmd = Command::new(&spec.binary);
         cmd.arg("--listen")
@@ -149,6 +150,18 @@ impl CoordinatorChild {
         }
         if let fedra_coordinator::store::StoreLocation::Postgres(url) = &config.store {
             cmd.arg("--store-url").arg(url.expose());
+        }
+        // A regional aggregator: its tier and its session with the global coordinator.
+        if let (fedra_coordinator::hierarchy::Tier::Regional { location }, Some(up)) =
+            (&config.engine.tier, &config.upstream)
+        {
+            let mut file = format!("[upstream]\nurl = {:?}\nname = {:?}\n", up.url, up.name.as_str());
+            if let Some(dir) = &up.tls_dir {
+                file += &format!("tls_dir = {:?}\n", dir.dir);
+            }
+            let path = config.data_dir.join("regional.toml");
+            std::fs::write(&path, file)?;
+            cmd.arg("--config").arg(&path).env("FEDRA_ROLE", "regional").env("FEDRA_LOCATION", location.as_str());
         }
         for (k, v) in &spec.env {
             cmd.env(k, v);

@@ -26,6 +26,8 @@ pub struct HierarchyBuilder {
     policy: Option<(PathBuf, String)>,
     /// Every regional aggregator's privacy budgets (the regions charge private runs).
     privacy_budgets: Vec<fedra_coordinator::privacy::budget::RawBudgetRule>,
+    /// Regions whose aggregator runs as a child process of this binary.
+    processes: Vec<(String, crate::cluster_process::ProcessSpec)>,
 }
 
 impl HierarchyBuilder {
@@ -58,6 +60,13 @@ impl HierarchyBuilder {
     /// run's noise charges its own ledger (`hierarchy::private_cohorts`).
     pub fn privacy_budget(mut self, rule: fedra_coordinator::privacy::budget::RawBudgetRule) -> Self {
         self.privacy_budgets.push(rule);
+        self
+    }
+
+    /// Run region `name`'s aggregator as a child process of `spec.binary` (the real
+    /// `fedra-coordinator`), so that it can be killed for real (crash points).
+    pub fn region_process(mut self, name: &str, spec: crate::cluster_process::ProcessSpec) -> Self {
+        self.processes.push((name.to_string(), spec));
         self
     }
 
@@ -106,6 +115,9 @@ impl HierarchyBuilder {
                 .clients(clients);
             for rule in &self.privacy_budgets {
                 builder = builder.privacy_budget(rule.clone());
+            }
+            if let Some((_, spec)) = self.processes.iter().find(|(n, _)| *n == name) {
+                builder = builder.process(spec.clone());
             }
             let mut cluster = builder.start().await.with_context(|| format!("starting region {name}"))?;
             for c in custom {

@@ -338,3 +338,58 @@ async fn regions_evaluate_the_global_checkpoint_and_the_means_are_flat() -> anyh
     hierarchy.shutdown().await;
     Ok(())
 }
+
+/// Crash injection in the regional tier: eu-west's aggregator runs as a real
+/// `fedra-coordinator` process armed at `point`; it kills itself there (SIGKILL) during
+/// its region's cohort round, is restarted on the same store and port, and the global run
+/// still ends with every region's clients counted exactly once (the global model is the
+/// flat FedAvg of all nine updates).
+async fn regional_crash_at(point: &str) -> anyhow::Result<()> {
+    use fedra_coordinator::crash::ENV;
+    use std::os::unix::process::ExitStatusExt;
+    let (dim, classes) = (20u32, 5u32);
+    let (builder, all) = scripted_regions(dim, classes, None);
+    let spec = fedra_sim::cluster_process::ProcessSpec {
+        binary: crate::cli::coordinator_binary(),
+        env: vec![(ENV.to_string(), point.to_string())],
+    };
+    // Long enough for the restarted aggregator (which first waits out its predecessor's
+    // lease) to be back before the global coordinator gives up on it.
+    let builder = builder.client_timeout(Duration::from_secs(20)).region_process("eu-west", spec);
+    let mut hierarchy = builder.start().await?;
+    let mut control = hierarchy.global.control().await?;
+    let mut p = plan(dim, classes, 1, 9, 9);
+    p.round_deadline_seconds = 120.0;
+    let run = control.submit(&p).await?;
+    let eu = hierarchy.region_mut("eu-west").expect("region");
+    let status = eu.cluster.wait_coordinator_exit(Duration::from_secs(120)).await?;
+    assert_eq!(status.signal(), Some(9), "{point}: the aggregator ended with {status}");
+    let log = fedra_sim::cluster_process::log_text(eu.cluster.data_dir(), false);
+    assert!(log.contains(&format!("fedra crash point {point} reached")), "{point}: not in the log:\n{log}");
+    eu.cluster.set_coordinator_env(ENV, None)?;
+    eu.cluster.restart_coordinator().await?;
+    let status = wait_for_end(&hierarchy.global, &run, Duration::from_secs(120)).await?;
+    assert_succeeded(&status);
+    let dir = tempfile::tempdir()?;
+    let pulled = control.pull_checkpoint(status.published_checkpoint.as_ref().expect("published"), dir.path()).await?;
+    let manifest = read_manifest(&pulled.weights)?;
+    assert_eq!(manifest.regions.values().map(|r| r.clients).sum::<u32>(), 9, "{point}: {:?}", manifest.regions);
+    assert_eq!(manifest.total_samples, all.iter().map(|(_, _, w)| w).sum::<u64>(), "{point}");
+    let got = read_weights(&pulled.weights, &manifest)?;
+    let want = reference_average(&all.iter().map(|(_, v, w)| (v, *w)).collect::<Vec<_>>());
+    let diff: f64 = got.iter().zip(&want).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt();
+    let norm: f64 = want.iter().map(|b| f64::from(*b).powi(2)).sum::<f64>().sqrt();
+    assert!(diff <= 1e-6 * norm, "{point}: ‖global − flat FedAvg‖ = {diff}");
+    hierarchy.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regional_aggregator_killed_after_selecting_its_cohort_delivers_once() -> anyhow::Result<()> {
+    regional_crash_at("selected").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_regional_aggregator_killed_after_a_fold_delivers_once() -> anyhow::Result<()> {
+    regional_crash_at("folded").await
+}
