@@ -42,6 +42,10 @@ impl CoordinatorChild {
     /// # Errors
     /// The binary cannot start, exits during start-up, or does not listen within 60 s.
     pub(crate) async fn spawn(spec: &ProcessSpec, config: &Config, tls: &ProcessTls) -> Result<Self> {
+        let artifact_dir = match config.artifacts.local_dir() {
+            Some(dir) if config.artifacts.regions.is_empty() => dir,
+            _ => bail!("a coordinator process publishes into a directory only (no [artifacts] stores)"),
+        };
         let log_path = log_path(&config.data_dir);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
         let mut cmd = Command::new(&spec.binary);
@@ -50,7 +54,7 @@ impl CoordinatorChild {
             .arg("--data-dir")
             .arg(&config.data_dir)
             .arg("--artifact-dir")
-            .arg(&config.artifact_dir)
+            .arg(artifact_dir)
             .arg("--tls-dir")
             .arg(&tls.dir)
             .arg("--tls-crl")

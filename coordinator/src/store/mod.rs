@@ -47,6 +47,7 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use upstream::{UpstreamState, UpstreamTask};
 
+pub use crate::checkpoint::ArtifactLocation;
 use crate::ids::{CheckpointId, ClientId, RegionId, RunId};
 use crate::plan::RunPlan;
 use crate::privacy::{LedgerEntry, PrivacyScope};
@@ -56,7 +57,6 @@ pub use fedra_types::audit::{AuditDraft, AuditEntry};
 use fedra_types::identity::Identity;
 use fedra_types::metrics::TrainingMetrics;
 use std::fmt;
-use std::path::PathBuf;
 
 /// Why a store call failed.
 ///
@@ -394,8 +394,10 @@ pub struct CheckpointRecord {
     /// (empty for checkpoints recorded before manifests were signed).
     pub signature_json: String,
     pub created_at: DateTime<Utc>,
-    /// Where the checkpoint was published, one safetensors file per region.
-    pub locations: Vec<(RegionId, PathBuf)>,
+    /// Where the checkpoint was published: per region, its weights' location (a path for a
+    /// directory store, as older versions wrote; a URL such as `s3://bucket/key` for an
+    /// object store), stored as text in `checkpoint_locations.path`.
+    pub locations: Vec<(RegionId, ArtifactLocation)>,
 }
 
 /// Sample-weighted mean of clients' held-out evaluations of one round's checkpoint.

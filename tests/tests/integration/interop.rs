@@ -7,7 +7,7 @@
 //! `python3`. A lock file serialises the set-up across test processes (nextest runs each
 //! test in its own), and a marker holding the requirements makes it happen once.
 
-use fedra_coordinator::checkpoint::{CheckpointDir, PublishRequest};
+use fedra_coordinator::checkpoint::{Checkpoints, PublishRequest};
 use fedra_coordinator::ids::{CheckpointId, RegionId, RoundNumber, RunId};
 use fedra_coordinator::model::{Architecture, ConvLayer, ModelSpec};
 use fedra_coordinator::round::TrainingMetrics;
@@ -61,8 +61,8 @@ fn interop_python() -> PathBuf {
     python
 }
 
-#[test]
-fn python_safetensors_loads_fedra_checkpoints() -> anyhow::Result<()> {
+#[tokio::test]
+async fn python_safetensors_loads_fedra_checkpoints() -> anyhow::Result<()> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/check_checkpoint.py");
     let python = interop_python();
     let models = [
@@ -101,7 +101,7 @@ fn python_safetensors_loads_fedra_checkpoints() -> anyhow::Result<()> {
             server_state: None,
             references: Default::default(),
         };
-        let published = CheckpointDir::with_ephemeral_key(dir.path()).publish(&req, &params)?;
+        let (published, params) = Checkpoints::with_ephemeral_key(dir.path()).publish(req, params).await?;
         let mut offset = 0;
         let tensors: Vec<_> = model
             .layout()
@@ -122,7 +122,7 @@ fn python_safetensors_loads_fedra_checkpoints() -> anyhow::Result<()> {
                 "metadata": { "checkpoint_id": id.as_str(), "format": "fedra.checkpoint.v1" },
             }))?,
         )?;
-        let out = Command::new(&python).arg(&script).arg(&published.locations[0].1).arg(&expected).output()?;
+        let out = Command::new(&python).arg(&script).arg(published.locations[0].1.as_str()).arg(&expected).output()?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
