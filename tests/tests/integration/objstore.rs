@@ -284,7 +284,7 @@ async fn publication_time_directory_vs_s3() -> Result<()> {
             println!(
                 "{name}: {} parameters ({} MiB): publish {took:.2?}, load {:.2?}",
                 values.len(),
-                values.len() * 4 >> 20,
+                (values.len() * 4) >> 20,
                 started.elapsed()
             );
         }
