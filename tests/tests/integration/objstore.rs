@@ -197,6 +197,14 @@ async fn each_regions_checkpoints_stay_in_its_own_bucket() -> Result<()> {
     let refused = control.fetch_checkpoint(last.id.as_str(), Some("eu")).await.expect_err("a corrupt copy is refused");
     assert!(refused.to_string().contains("sha256"), "{refused}");
     control.fetch_checkpoint(last.id.as_str(), Some("us")).await.context("us's copy is intact")?;
+    // `fedra checkpoint verify s3://…/round-0002` reads the same objects offline: us's chain
+    // verifies back to round 1, eu's corrupt head does not.
+    let offline = region_buckets(&moto, data.path())?.open()?;
+    let round = |region: &str| format!("s3://fedra-{region}/checkpoints/{region}/test-lr/{run}/round-0002");
+    let chain = fedra_cli::verify::verify_stored(&round("us"), &offline, &trust).await.map_err(anyhow::Error::msg)?;
+    assert_eq!(chain.len(), 2);
+    let e = fedra_cli::verify::verify_stored(&round("eu"), &offline, &trust).await.expect_err("eu's copy is corrupt");
+    assert!(e.contains("sha256"), "{e}");
 
     // An object written before a crash and never recorded goes at the next start; keys
     // outside the layout and recorded objects stay.

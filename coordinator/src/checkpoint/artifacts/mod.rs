@@ -249,6 +249,26 @@ impl ArtifactStore {
     }
 }
 
+impl ArtifactStore {
+    /// The "directories" (common key prefixes) directly under the location `dir`, as
+    /// locations (the rounds of a run's directory, for `fedra checkpoint verify`).
+    ///
+    /// # Errors
+    /// The location cannot be resolved, or the listing fails.
+    pub async fn list_dirs(&self, dir: &ArtifactLocation) -> Result<Vec<ArtifactLocation>, CheckpointError> {
+        let object = self.resolve(dir)?;
+        let listed = object.store.list_with_delimiter(Some(&object.key)).await.map_err(|e| object.failed(e))?;
+        let mut out: Vec<_> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename())
+            .map(|name| ArtifactLocation::new(format!("{}/{name}", dir.as_str().trim_end_matches('/'))))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
 /// One artifact in a store: where it is, and what it is called in the records.
 #[derive(Debug, Clone)]
 pub struct Object {

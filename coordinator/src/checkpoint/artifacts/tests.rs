@@ -88,6 +88,25 @@ async fn listings_are_relative_to_the_prefix_and_shared_stores_listed_once() {
     assert_eq!(store.for_region(&eu()).list().await.unwrap(), vec![vec!["eu".to_string(), "f".to_string()]]);
 }
 
+#[tokio::test]
+async fn directories_under_a_location_are_listed() {
+    let (dir, _bucket, store) = stores();
+    let us = RegionId::new("us").unwrap();
+    for (region, round) in [(eu(), "round-0001"), (eu(), "round-0002"), (us.clone(), "round-0001")] {
+        let o = store.for_region(&region).object(&[region.as_str(), "m", "run", round, "manifest.json"]);
+        o.put(Bytes::from_static(b"{}")).await.unwrap();
+    }
+    let run = ArtifactLocation::new("memory://fedra-eu/checkpoints/eu/m/run");
+    let rounds: Vec<_> = store.list_dirs(&run).await.unwrap().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        rounds,
+        ["memory://fedra-eu/checkpoints/eu/m/run/round-0001", "memory://fedra-eu/checkpoints/eu/m/run/round-0002"]
+    );
+    let run = ArtifactLocation::from(dir.path().join("us/m/run"));
+    let rounds = store.list_dirs(&run).await.unwrap();
+    assert_eq!(rounds, [ArtifactLocation::new(format!("{}/round-0001", run.as_str()))]);
+}
+
 #[test]
 fn bucket_urls_are_opened_with_the_configured_options() {
     let options = StoreOptions::from_vars([
