@@ -7,6 +7,7 @@
 //! the record kind and key it names, and that a refused write changes nothing.
 
 use super::*;
+use crate::checkpoint::ArtifactLocation;
 use crate::ids::RoundNumber;
 use crate::plan::{RunPlan, fixtures::raw_plan};
 use crate::privacy::accountant::{Accountant, RoundCost};

@@ -47,7 +47,6 @@ pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use upstream::{UpstreamState, UpstreamTask};
 
-pub use crate::checkpoint::ArtifactLocation;
 use crate::ids::{CheckpointId, ClientId, RegionId, RunId};
 use crate::plan::RunPlan;
 use crate::privacy::{LedgerEntry, PrivacyScope};
@@ -394,10 +393,9 @@ pub struct CheckpointRecord {
     /// (empty for checkpoints recorded before manifests were signed).
     pub signature_json: String,
     pub created_at: DateTime<Utc>,
-    /// Where the checkpoint was published: per region, its weights' location (a path for a
-    /// directory store, as older versions wrote; a URL such as `s3://bucket/key` for an
-    /// object store), stored as text in `checkpoint_locations.path`.
-    pub locations: Vec<(RegionId, ArtifactLocation)>,
+    /// Where the checkpoint was published: per region, its weights' path (a directory store)
+    /// or URL (`s3://bucket/key`), as text in `checkpoint_locations.path`.
+    pub locations: Vec<(RegionId, crate::checkpoint::ArtifactLocation)>,
 }
 
 /// Sample-weighted mean of clients' held-out evaluations of one round's checkpoint.

@@ -1,6 +1,7 @@
 //! Checkpoint rows with their locations.
 
 use super::*;
+use crate::checkpoint::ArtifactLocation;
 
 impl PgStore {
     pub(super) async fn checkpoint_locations(&self, id: &str) -> Result<Vec<(RegionId, ArtifactLocation)>, StoreError> {
