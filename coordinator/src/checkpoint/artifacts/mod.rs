@@ -25,7 +25,7 @@ use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as Key;
-use object_store::{GetOptions, ObjectStore, PutOptions, PutPayload};
+use object_store::{GetOptions, GetResultPayload, ObjectStore, PutOptions, PutPayload};
 use spec::Target;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -376,10 +376,14 @@ impl Object {
     pub async fn stream(&self) -> Result<BoxStream<'static, Result<Bytes, CheckpointError>>, CheckpointError> {
         let result = self.store.get_opts(&self.key, GetOptions::default()).await.map_err(|e| self.failed(e))?;
         let location = self.location.to_string();
-        Ok(result
-            .into_stream()
-            .map_err(move |source| CheckpointError::Store { location: location.clone(), source })
-            .boxed())
+        Ok(match result.payload {
+            // `LocalFileSystem` would read 8 KiB per blocking task; a file is read in larger
+            // pieces here (still bounded: one piece in flight).
+            GetResultPayload::File(file, path) => file_stream(file, path),
+            GetResultPayload::Stream(s) => {
+                s.map_err(move |source| CheckpointError::Store { location: location.clone(), source }).boxed()
+            }
+        })
     }
 
     /// Removes the object (and, in a directory, directories it leaves empty).
@@ -394,6 +398,31 @@ impl Object {
             Some(e) => Err(self.failed(e)),
         }
     }
+}
+
+/// Bytes one blocking read of a file stream takes.
+const FILE_PIECE_BYTES: u64 = 1 << 20;
+
+/// `file` from its current position to its end, [`FILE_PIECE_BYTES`] per blocking read.
+fn file_stream(file: std::fs::File, path: PathBuf) -> BoxStream<'static, Result<Bytes, CheckpointError>> {
+    futures::stream::try_unfold(Some(file), move |file| {
+        let path = path.clone();
+        async move {
+            let Some(mut file) = file else { return Ok(None) };
+            let shown = path.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                use std::io::Read;
+                let mut piece = Vec::new();
+                (&mut file).take(FILE_PIECE_BYTES).read_to_end(&mut piece).map(|_| (file, piece))
+            })
+            .await
+            .map_err(|e| CheckpointError::Format(format!("reading {}: {e}", shown.display())))?;
+            let (file, piece) =
+                read.map_err(|source| CheckpointError::Io { path: path.display().to_string(), source })?;
+            Ok((!piece.is_empty()).then(|| (Bytes::from(piece), Some(file))))
+        }
+    })
+    .boxed()
 }
 
 /// Makes a renamed file durable: its data, then its directory entry.

@@ -73,6 +73,13 @@ async fn large_objects_go_up_in_parts_and_stream_back_whole() {
     assert_eq!(streamed.concat(), bytes.to_vec());
     let listed: Vec<_> = bucket.list(None).try_collect().await.unwrap();
     assert_eq!(listed.len(), 1, "one object, whatever the parts");
+    // A file streams back whole too, in pieces of at most FILE_PIECE_BYTES.
+    let big: Bytes = (0..(FILE_PIECE_BYTES as u32 / 2 + 7)).flat_map(|i| i.to_le_bytes()).collect::<Vec<u8>>().into();
+    let file = store.default_store().object(&["big.bin"]);
+    file.put(big.clone()).await.unwrap();
+    let pieces: Vec<Bytes> = file.stream().await.unwrap().try_collect().await.unwrap();
+    assert_eq!(pieces.len(), 3);
+    assert_eq!(pieces.concat(), big.to_vec());
 }
 
 #[tokio::test]
