@@ -185,10 +185,11 @@ enum CheckpointCommand {
         trust: Option<PathBuf>,
     },
     /// Verify a checkpoint's signature, file digests and parent chain back to its run's
-    /// start: a directory (offline, its ancestors among its sibling directories) or an id
-    /// (through the coordinator). Exit 1 naming the first mismatch.
+    /// start: a directory or an object store's round URL (offline, its ancestors among its
+    /// sibling rounds; S3 settings from AWS_* variables) or an id (through the
+    /// coordinator). Exit 1 naming the first mismatch.
     Verify {
-        /// A checkpoint directory or a checkpoint id.
+        /// A checkpoint directory, a round URL (s3://bucket/…/round-NNNN), or a checkpoint id.
         target: String,
         /// Trusted signing keys (default: checkpoint-signing.pub in --tls-dir).
         #[arg(long, env = "FEDRA_TRUST")]
@@ -380,8 +381,21 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Checkpoint(CheckpointCommand::Verify { target: what, trust }) => {
             let trust = target.trust(trust.as_ref())?;
             let path = std::path::Path::new(&what);
+            let location = fedra_coordinator::checkpoint::ArtifactLocation::new(what.as_str());
             let chain = if path.is_dir() {
                 crate::verify::verify_dir(path, &trust).map_err(|e| Failure(e, 1))?
+            } else if let Some(file) = location.file_path().filter(|_| location.scheme().is_some()) {
+                crate::verify::verify_dir(&file, &trust).map_err(|e| Failure(e, 1))?
+            } else if location.scheme().is_some() {
+                use fedra_coordinator::checkpoint::{ArtifactStore, StoreOptions, StoreSpec};
+                // The object store's settings, as the coordinator reads them (AWS_*, …).
+                let options = StoreOptions::from_vars(
+                    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+                );
+                let spec = StoreSpec::parse(&what, &options).map_err(|e| Failure(e.to_string(), 64))?;
+                let store =
+                    ArtifactStore::open(&spec, &Default::default(), options).map_err(|e| Failure(e.to_string(), 1))?;
+                crate::verify::verify_stored(&what, &store, &trust).await.map_err(|e| Failure(e, 1))?
             } else {
                 crate::verify::verify_remote(&mut target.connect().await?, &what, &trust).await?
             };

@@ -1,7 +1,10 @@
-//! `fedra checkpoint verify DIR|ID`: the signature, the digests and the parent chain of a
-//! checkpoint, offline from an artifact directory or online through the coordinator.
+//! `fedra checkpoint verify DIR|URL|ID`: the signature, the digests and the parent chain of
+//! a checkpoint, offline from an artifact directory or an object store's round
+//! (`s3://bucket/…/<run>/round-NNNN`, read through the coordinator's artifact stores), or
+//! online through the coordinator.
 
 use crate::control::{ControlClient, ControlError};
+use fedra_coordinator::checkpoint::{ArtifactLocation, ArtifactStore};
 use fedra_pki::checkpoint::{Bundle, ManifestView, VerifyError, verify_chain};
 use fedra_pki::signing::{SIGNATURE_FILE, TrustedKeys};
 use fedra_proto::pb;
@@ -81,6 +84,74 @@ pub fn verify_dir(dir: &Path, trust: &TrustedKeys) -> Result<Vec<ManifestView>, 
             Ok(bytes) => check_reference_bytes(view, &bytes)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("{}: {e}", d.join("reference.json").display())),
+        }
+    }
+    Ok(chain)
+}
+
+/// Verifies the checkpoint stored at `round` (an object store's round directory,
+/// `s3://bucket/…/<region>/<model>/<run>/round-NNNN`) and its ancestors among the run's
+/// other rounds, with each round's drift reference, reading through `store`.
+///
+/// # Errors
+/// The first mismatch, named, or a store that cannot be read.
+pub async fn verify_stored(
+    round: &str,
+    store: &ArtifactStore,
+    trust: &TrustedKeys,
+) -> Result<Vec<ManifestView>, String> {
+    let round = round.trim_end_matches('/');
+    let read = |dir: &str, file: &str| {
+        let location = ArtifactLocation::new(format!("{dir}/{file}"));
+        async move {
+            match store.resolve(&location) {
+                Ok(object) => object.get_if_exists().await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    let claimed = |bytes: &[u8]| -> Option<(String, Option<String>)> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        let id = v.get("checkpoint_id")?.as_str()?.to_string();
+        Some((id, v.get("parent_checkpoint").and_then(|p| p.as_str()).map(str::to_string)))
+    };
+    let head_manifest = read(round, "manifest.json").await?.ok_or_else(|| format!("{round}: no manifest.json"))?;
+    let (head, _) = claimed(&head_manifest).ok_or_else(|| format!("{round}: no readable manifest.json"))?;
+    // The run's rounds by the id their manifests claim (unverified: only to find parents).
+    let mut rounds: HashMap<String, String> = HashMap::new();
+    if let Some((run_dir, _)) = round.rsplit_once('/') {
+        for dir in store.list_dirs(&ArtifactLocation::new(run_dir)).await.map_err(|e| e.to_string())? {
+            if let Some((id, _)) = read(dir.as_str(), "manifest.json").await?.as_deref().and_then(claimed) {
+                rounds.insert(id, dir.to_string());
+            }
+        }
+    }
+    rounds.insert(head.clone(), round.to_string());
+    let mut bundles: HashMap<String, (Bundle, Option<Vec<u8>>)> = HashMap::new();
+    let mut next = Some(head.clone());
+    while let Some(id) = next.take() {
+        let Some(dir) = rounds.get(&id) else { break };
+        if bundles.len() >= MAX_CHAIN || bundles.contains_key(&id) {
+            break;
+        }
+        let missing = |file: &str| format!("{dir}: no {file}");
+        let manifest = read(dir, "manifest.json").await?.ok_or_else(|| missing("manifest.json"))?;
+        next = claimed(&manifest).and_then(|(_, parent)| parent);
+        let bundle = Bundle {
+            manifest: manifest.to_vec(),
+            signature: read(dir, SIGNATURE_FILE).await?.ok_or_else(|| missing(SIGNATURE_FILE))?.to_vec(),
+            weights: read(dir, "model.safetensors").await?.ok_or_else(|| missing("model.safetensors"))?.to_vec(),
+        };
+        let reference = read(dir, "reference.json").await?.map(|b| b.to_vec());
+        bundles.insert(id, (bundle, reference));
+    }
+    let chain = verify_chain(&head, trust, |id| {
+        bundles.get(id).map(|(b, _)| b.clone()).ok_or_else(|| format!("no round beside {round} holds it"))
+    })
+    .map_err(|e| e.to_string())?;
+    for view in &chain {
+        if let Some((_, Some(reference))) = bundles.get(&view.checkpoint_id) {
+            check_reference_bytes(view, reference)?;
         }
     }
     Ok(chain)

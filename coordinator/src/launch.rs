@@ -4,7 +4,7 @@
 
 use crate::aggregation::StagingPool;
 use crate::audit;
-use crate::checkpoint::CheckpointDir;
+use crate::checkpoint::Checkpoints;
 use crate::config::{Config, Transport};
 use crate::governance::{Governance, PolicyReloader};
 use crate::grpc::upstream::Upstream;
@@ -43,6 +43,11 @@ pub enum LaunchError {
     Policy(#[from] crate::governance::GovernanceError),
     #[error("checkpoint signing key: {0}")]
     SigningKey(String),
+    /// The configuration contradicts what only start-up can see (the policy set's regions).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Artifacts(#[from] crate::checkpoint::CheckpointError),
 }
 
 /// A running coordinator.
@@ -82,10 +87,8 @@ impl Coordinator {
     /// # Errors
     /// Directory, store, recovery or bind failures.
     pub async fn start(config: &Config) -> Result<Self, LaunchError> {
-        for dir in [&config.data_dir, &config.artifact_dir] {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| LaunchError::Dir { path: dir.display().to_string(), source })?;
-        }
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| LaunchError::Dir { path: config.data_dir.display().to_string(), source })?;
         // TLS files are checked before anything else starts, so a bad path fails fast.
         let tls = match &config.transport {
             Transport::Mutual { identity, crl, handshake_timeout, max_connections_per_identity } => Some((
@@ -107,6 +110,12 @@ impl Coordinator {
             Some(policy) => Governance::load(policy.clone())?,
             None => Governance::disabled(),
         };
+        // A region's artifact store must be one of the policy set's regions.
+        if let Some(snapshot) = governance.snapshot() {
+            let declared = snapshot.set.regions().iter().map(|r| r.name.to_string()).collect::<Vec<_>>().join(", ");
+            config.artifacts.check_regions(|r| snapshot.set.jurisdiction(r).is_some(), &declared)?;
+        }
+        let artifacts = Arc::new(config.artifacts.open()?);
         // Every manifest is signed; a provisioned key that is missing fails the start.
         let signer = Arc::new(config.signing_key.load().map_err(|e| LaunchError::SigningKey(e.to_string()))?);
         info!(key_id = signer.key_id(), "checkpoint manifests are signed");
@@ -128,9 +137,11 @@ impl Coordinator {
             .await?;
         }
         let settings = EngineSettings { governance: governance.clone(), ..config.engine.clone() };
-        let (engine, engine_task) =
-            Engine::start(Arc::clone(&store), CheckpointDir::new(&config.artifact_dir, signer), settings.clone())
-                .await?;
+        for (region, spec) in &config.artifacts.regions {
+            info!(%region, store = %spec.describe(), "region's checkpoints go to their own store");
+        }
+        let checkpoints = Checkpoints::new(artifacts, signer);
+        let (engine, engine_task) = Engine::start(Arc::clone(&store), checkpoints.clone(), settings.clone()).await?;
         let (registry, registry_task) = Registry::start(Arc::clone(&store), &engine, governance.clone())
             .await
             .map_err(|e| LaunchError::Round(RoundError::Internal(format!("model registry: {e}"))))?;
@@ -197,6 +208,7 @@ impl Coordinator {
             .add_service(
                 CheckpointServiceServer::new(CheckpointApi::new(
                     Arc::clone(&store),
+                    checkpoints.clone(),
                     config.engine.chunk_bytes,
                     governance,
                     gate,
@@ -218,12 +230,18 @@ impl Coordinator {
                 tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown))
             }
         };
-        info!(%addr, data_dir = %config.data_dir.display(), artifacts = %config.artifact_dir.display(), "coordinator listening");
+        info!(%addr, data_dir = %config.data_dir.display(), artifacts = %config.artifacts.default.describe(), "coordinator listening");
         let tls = config.transport != Transport::Insecure;
         let upstream = match (&config.upstream, &config.engine.tier) {
             (Some(up), crate::hierarchy::Tier::Regional { location }) => {
                 let (stop_up, stopped_up) = tokio::sync::watch::channel(false);
-                let session = Upstream::new(up.clone(), location.clone(), engine.clone(), Arc::clone(&upstream_store));
+                let session = Upstream::new(
+                    up.clone(),
+                    location.clone(),
+                    engine.clone(),
+                    Arc::clone(&upstream_store),
+                    checkpoints,
+                );
                 info!(upstream = %up.url, %location, "regional aggregator: serving cohorts of the global coordinator");
                 Some((stop_up, tokio::spawn(session.run(stopped_up))))
             }

@@ -25,7 +25,8 @@ struct Args {
     /// file in the data directory).
     #[arg(long)]
     store_url: Option<String>,
-    /// Directory checkpoints are published into, laid out by region.
+    /// Directory checkpoints are published into, laid out by region (unless the config's
+    /// [artifacts] names object stores).
     #[arg(long)]
     artifact_dir: Option<PathBuf>,
     /// Identity directory (ca.pem, cert.pem, key.pem) for mutual TLS; overrides [tls].dir.
@@ -91,6 +92,10 @@ async fn main() -> ExitCode {
     }
     let coordinator = match Coordinator::start(&config).await {
         Ok(c) => c,
+        Err(fedra_coordinator::LaunchError::Config(e)) => {
+            eprintln!("fedra-coordinator: bad config: {e}");
+            return ExitCode::from(64);
+        }
         Err(e) => {
             eprintln!("fedra-coordinator: {e}");
             return ExitCode::FAILURE;

@@ -12,7 +12,7 @@
 use crate::bench_rounds::coordinator_process::sample;
 use anyhow::{Context, Result};
 use chrono::Utc;
-use fedra_coordinator::checkpoint::CheckpointDir;
+use fedra_coordinator::checkpoint::Checkpoints;
 use fedra_coordinator::ids::{ClientId, RegionId};
 use fedra_coordinator::round::{Engine, EngineSettings, RunEventKind};
 use fedra_coordinator::store::{ClientRecord, DatasetDescriptor, OpenStore, StoreLocation};
@@ -113,7 +113,7 @@ pub async fn run(args: &FleetArgs) -> Result<FleetReport> {
         ..EngineSettings::default()
     };
     let (engine, task) =
-        Engine::start(Arc::clone(&store), CheckpointDir::with_ephemeral_key(tmp.path().join("artifacts")), settings)
+        Engine::start(Arc::clone(&store), Checkpoints::with_ephemeral_key(tmp.path().join("artifacts")), settings)
             .await?;
     let before = sample(0)?.rss;
     let regions = ["eu", "us", "apac"];

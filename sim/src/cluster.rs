@@ -48,6 +48,7 @@ pub struct ClusterBuilder {
     carbon_file: Option<PathBuf>,
     store_url: Option<String>,
     standby: bool,
+    artifacts: Option<fedra_coordinator::config::ArtifactsConfig>,
 }
 
 /// Which tier a cluster's coordinator serves (see `fedra_coordinator::hierarchy`).
@@ -83,6 +84,7 @@ impl Default for ClusterBuilder {
             carbon_file: None,
             store_url: None,
             standby: false,
+            artifacts: None,
         }
     }
 }
@@ -188,6 +190,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Publish checkpoints into `artifacts` (the `[artifacts]` setting: a default store and
+    /// one per region) instead of `<data_dir>/artifacts`. In-process coordinators only.
+    pub fn artifacts(mut self, artifacts: fedra_coordinator::config::ArtifactsConfig) -> Self {
+        self.artifacts = Some(artifacts);
+        self
+    }
+
     /// Privacy budgets, as the `[[privacy.budgets]]` rules of a coordinator config.
     pub fn privacy_budget(mut self, rule: RawBudgetRule) -> Self {
         self.privacy_budgets.push(rule);
@@ -229,6 +238,9 @@ impl ClusterBuilder {
         if let Some(url) = &self.store_url {
             config.store =
                 fedra_coordinator::store::StoreLocation::parse(url).map_err(|e| anyhow::anyhow!("store_url: {e}"))?;
+        }
+        if let Some(artifacts) = self.artifacts {
+            config.artifacts = artifacts;
         }
         config.engine.heartbeat_interval = self.heartbeat;
         config.engine.client_timeout = self.client_timeout;
@@ -381,8 +393,12 @@ impl Cluster {
         &self.config.data_dir
     }
 
+    /// The directory checkpoints are published into.
+    ///
+    /// # Panics
+    /// The cluster publishes into an object store ([`ClusterBuilder::artifacts`]).
     pub fn artifact_dir(&self) -> &Path {
-        &self.config.artifact_dir
+        self.config.artifacts.local_dir().expect("the cluster's default artifact store is a directory")
     }
 
     pub fn clients(&self) -> &[ClientHandle] {

@@ -119,6 +119,10 @@ impl CoordinatorChild {
     }
 
     fn command(spec: &ProcessSpec, config: &Config, tls: &ProcessTls, log_path: &Path) -> Result<Command> {
+        let artifact_dir = match config.artifacts.local_dir() {
+            Some(dir) if config.artifacts.regions.is_empty() => dir,
+            _ => bail!("a coordinator process publishes into a directory only (no [artifacts] stores)"),
+        };
         std::fs::create_dir_all(&config.data_dir)?;
         let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path)?;
         let mut cmd = Command::new(&spec.binary);
@@ -127,7 +131,7 @@ impl CoordinatorChild {
             .arg("--data-dir")
             .arg(&config.data_dir)
             .arg("--artifact-dir")
-            .arg(&config.artifact_dir)
+            .arg(artifact_dir)
             .arg("--tls-dir")
             .arg(&tls.dir)
             .arg("--tls-crl")

@@ -10,7 +10,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod artifacts;
 pub mod topology;
+
+pub use artifacts::{ArtifactsConfig, RawArtifacts};
 
 /// The only config format version this build reads.
 pub const CONFIG_VERSION: u32 = 1;
@@ -38,7 +41,11 @@ pub struct RawConfig {
     /// Where the store lives: `sqlite://PATH` (default: `<data_dir>/fedra.db`) or a
     /// PostgreSQL URL (`postgres://USER@HOST[:PORT]/DATABASE`).
     pub store_url: Option<String>,
+    /// The directory checkpoints are published into, laid out by region (default:
+    /// `<data_dir>/artifacts`), unless `[artifacts]` names other stores.
     pub artifact_dir: Option<PathBuf>,
+    /// `[artifacts]`: a default store and one per region, by URL (see [`artifacts`]).
+    pub artifacts: Option<RawArtifacts>,
     pub chunk_bytes: Option<u64>,
     pub max_concurrent_uploads: Option<u64>,
     /// Bytes all staged uploads may hold together (see `aggregation::StagingPool`).
@@ -88,6 +95,10 @@ pub struct RawConfig {
     /// file or the environment, and refused unless `listen` is a loopback address.
     #[serde(skip)]
     pub insecure: bool,
+    /// Object-store provider settings (`AWS_*`, `GOOGLE_*`, `AZURE_*`), from the environment
+    /// only: credentials never sit in a config file.
+    #[serde(skip)]
+    pub provider_env: Vec<(String, String)>,
 }
 
 /// The `[tls]` table.
@@ -171,6 +182,13 @@ impl RawConfig {
         self.data_dir = var("FEDRA_DATA_DIR")?.or(self.data_dir);
         self.store_url = var("FEDRA_STORE_URL")?.or(self.store_url);
         self.artifact_dir = var("FEDRA_ARTIFACT_DIR")?.or(self.artifact_dir);
+        if let Some(default) = var::<String>("FEDRA_ARTIFACT_STORE_DEFAULT")? {
+            self.artifacts.get_or_insert_with(RawArtifacts::default).default = Some(default);
+        }
+        self.provider_env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| crate::checkpoint::artifacts::OPTION_PREFIXES.iter().any(|p| k.starts_with(p)))
+            .collect();
         self.signing_key = var("FEDRA_SIGNING_KEY")?.or(self.signing_key);
         self.carbon_file = var("FEDRA_CARBON_FILE")?.or(self.carbon_file);
         self.client_watts = var("FEDRA_CLIENT_WATTS")?.or(self.client_watts);
@@ -205,6 +223,10 @@ impl RawConfig {
         self.data_dir = other.data_dir.or(self.data_dir);
         self.store_url = other.store_url.or(self.store_url);
         self.artifact_dir = other.artifact_dir.or(self.artifact_dir);
+        self.artifacts = other.artifacts.or(self.artifacts);
+        if !other.provider_env.is_empty() {
+            self.provider_env = other.provider_env;
+        }
         self.signing_key = other.signing_key.or(self.signing_key);
         self.carbon_file = other.carbon_file.or(self.carbon_file);
         self.client_watts = other.client_watts.or(self.client_watts);
@@ -245,7 +267,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The store to open (`store_url`).
     pub store: StoreLocation,
-    pub artifact_dir: PathBuf,
+    /// Where checkpoints are published (`artifact_dir`, `[artifacts]`).
+    pub artifacts: ArtifactsConfig,
     pub max_concurrent_uploads: usize,
     pub staging_budget_bytes: usize,
     pub max_concurrent_downloads: usize,
@@ -338,7 +361,8 @@ impl Config {
             Some(url) => StoreLocation::parse(url)
                 .map_err(|message| ConfigError::Invalid { key: "store_url".into(), message })?,
         };
-        let artifact_dir = raw.artifact_dir.unwrap_or_else(|| data_dir.join("artifacts"));
+        let provider_options = crate::checkpoint::StoreOptions::from_vars(raw.provider_env);
+        let artifacts = ArtifactsConfig::validate(raw.artifacts, raw.artifact_dir, &data_dir, provider_options)?;
         let chunk_bytes = raw.chunk_bytes.unwrap_or(fedra_proto::chunking::DEFAULT_CHUNK_BYTES as u64);
         let (lo, hi) = (fedra_proto::chunking::MIN_CHUNK_BYTES as u64, fedra_proto::chunking::MAX_CHUNK_BYTES as u64);
         if !(lo..=hi).contains(&chunk_bytes) || !chunk_bytes.is_multiple_of(4) {
@@ -445,7 +469,7 @@ impl Config {
             listen,
             data_dir,
             store,
-            artifact_dir,
+            artifacts,
             max_concurrent_uploads: uploads as usize,
             staging_budget_bytes: staging as usize,
             max_concurrent_downloads: downloads as usize,
@@ -658,7 +682,7 @@ mod tests {
     #[test]
     fn defaults_and_merge() {
         let c = Config::validate(insecure()).unwrap();
-        assert_eq!(c.artifact_dir, PathBuf::from("fedra-data/artifacts"));
+        assert_eq!(c.artifacts, ArtifactsConfig::dir("fedra-data/artifacts"));
         let merged = RawConfig { listen: Some("127.0.0.1:1".into()), ..RawConfig::default() }
             .merge(RawConfig { listen: Some("127.0.0.1:2".into()), ..RawConfig::default() });
         assert_eq!(merged.listen.as_deref(), Some("127.0.0.1:2"));

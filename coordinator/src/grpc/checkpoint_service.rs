@@ -4,6 +4,7 @@
 
 use super::auth::{Access, Caller, Gate, Rpc};
 use super::{ApiError, convert};
+use crate::checkpoint::Checkpoints;
 use crate::governance::Governance;
 use crate::ids::RegionId;
 use crate::registry::RegistryHandle;
@@ -14,12 +15,13 @@ use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio::io::AsyncReadExt;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 pub struct CheckpointApi {
     store: Arc<dyn Store>,
+    /// Where the checkpoints' files or objects are read from.
+    checkpoints: Checkpoints,
     chunk_bytes: usize,
     governance: Governance,
     gate: Gate,
@@ -37,12 +39,13 @@ pub(super) fn confined_region(caller: &Caller) -> Option<&RegionId> {
 impl CheckpointApi {
     pub fn new(
         store: Arc<dyn Store>,
+        checkpoints: Checkpoints,
         chunk_bytes: usize,
         governance: Governance,
         gate: Gate,
         registry: RegistryHandle,
     ) -> Self {
-        Self { store, chunk_bytes, governance, gate, registry }
+        Self { store, checkpoints, chunk_bytes, governance, gate, registry }
     }
 
     pub(super) fn gate(&self) -> &Gate {
@@ -117,8 +120,9 @@ impl CheckpointService for CheckpointApi {
 
     type FetchCheckpointStream = PartStream;
 
-    /// Streams the info then the file, verifying the file's digest as it is read: a copy
-    /// that changed on disk ends the stream with DATA_LOSS instead of serving bad weights.
+    /// Streams the info then the weights, verifying their digest as they are read from the
+    /// artifact store: a copy that changed in storage ends the stream with DATA_LOSS instead
+    /// of serving bad weights.
     async fn fetch_checkpoint(
         &self,
         req: Request<pb::FetchCheckpointRequest>,
@@ -149,7 +153,7 @@ impl CheckpointService for CheckpointApi {
         self.policy_reads(&caller, &regions)
             .map_err(|why| ApiError::Denied(format!("checkpoint {id} may not be read: {why}")))?;
         let manifest = convert::manifest_of(&record)?;
-        let (_, path) =
+        let (_, location) =
             match &want {
                 Some(region) => record.locations.iter().find(|(r, _)| r == region).cloned().ok_or_else(|| {
                     ApiError::NotFound(format!("checkpoint {id} was not published to region {region}"))
@@ -160,20 +164,24 @@ impl CheckpointService for CheckpointApi {
                     .cloned()
                     .ok_or_else(|| ApiError::Unavailable(format!("checkpoint {id} has no stored copy")))?,
             };
+        let unavailable = |what: &str, e: crate::checkpoint::CheckpointError| {
+            ApiError::Unavailable(format!("checkpoint {id}: {what} {location}: {e}"))
+        };
+        let weights = self.checkpoints.artifacts().resolve(&location).map_err(|e| unavailable("cannot resolve", e))?;
         // The region copy's drift reference, when the run released one (its digest is in
         // the signed manifest, so a verifier checks it like the weights).
-        let reference_json = match tokio::fs::read_to_string(path.with_file_name(crate::checkpoint::REFERENCE_FILE))
-            .await
-        {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => {
-                return Err(ApiError::Unavailable(format!("checkpoint {id}: reading its drift reference: {e}")).into());
-            }
+        let reference = weights.sibling(crate::checkpoint::REFERENCE_FILE);
+        let reference_json = match reference.get_if_exists().await {
+            Ok(None) => String::new(),
+            Ok(Some(bytes)) => String::from_utf8(bytes.to_vec()).map_err(|_| {
+                ApiError::Unavailable(format!(
+                    "checkpoint {id}: its drift reference {} is not UTF-8",
+                    reference.location()
+                ))
+            })?,
+            Err(e) => return Err(unavailable("reading the drift reference beside", e).into()),
         };
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| ApiError::Unavailable(format!("checkpoint {id}: cannot open {}: {e}", path.display())))?;
+        let mut stream = weights.stream().await.map_err(|e| unavailable("cannot open", e))?;
         let published = self.published_ids().await?.contains(id.as_str());
         let info = pb::CheckpointInfo { reference_json, ..convert::checkpoint_to_pb(&record, published) };
         let chunk = self.chunk_bytes;
@@ -182,26 +190,34 @@ impl CheckpointService for CheckpointApi {
             if tx.send(Ok(pb::CheckpointPart { part: Some(pb::checkpoint_part::Part::Info(info)) })).await.is_err() {
                 return;
             }
+            let send = |buf: Vec<u8>| {
+                tx.send(Ok(pb::CheckpointPart { part: Some(pb::checkpoint_part::Part::Safetensors(buf)) }))
+            };
+            // The store's pieces (a file's are small) are regrouped into `chunk`-byte parts.
             let mut hasher = Sha256::new();
-            loop {
-                let mut buf = vec![0u8; chunk];
-                let n = match file.read(&mut buf).await {
-                    Ok(0) => break,
-                    Ok(n) => n,
+            let mut buf = Vec::with_capacity(chunk);
+            while let Some(piece) = stream.next().await {
+                let piece = match piece {
+                    Ok(p) => p,
                     Err(e) => {
                         let _ = tx.send(Err(Status::unavailable(format!("reading checkpoint: {e}")))).await;
                         return;
                     }
                 };
-                buf.truncate(n);
-                hasher.update(&buf);
-                if tx
-                    .send(Ok(pb::CheckpointPart { part: Some(pb::checkpoint_part::Part::Safetensors(buf)) }))
-                    .await
-                    .is_err()
-                {
-                    return;
+                hasher.update(&piece);
+                let mut rest = &piece[..];
+                while !rest.is_empty() {
+                    let take = (chunk - buf.len()).min(rest.len());
+                    buf.extend_from_slice(&rest[..take]);
+                    rest = &rest[take..];
+                    if buf.len() == chunk && send(std::mem::replace(&mut buf, Vec::with_capacity(chunk))).await.is_err()
+                    {
+                        return;
+                    }
                 }
+            }
+            if !buf.is_empty() && send(buf).await.is_err() {
+                return;
             }
             let computed = hex::encode(hasher.finalize());
             if computed != manifest.file_sha256 {

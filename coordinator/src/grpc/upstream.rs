@@ -13,7 +13,7 @@
 //! recorded here as pushed).
 
 use super::{ApiError, convert};
-use crate::checkpoint::{CheckpointDir, Manifest};
+use crate::checkpoint::{Checkpoints, Manifest};
 use crate::config::topology::UpstreamConfig;
 use crate::hierarchy::{CohortKind, CohortTask};
 use crate::ids::{CheckpointId, RegionId, RoundNumber, RunId, TaskId};
@@ -58,6 +58,8 @@ pub struct Upstream {
     location: RegionId,
     engine: EngineHandle,
     store: Arc<dyn Store>,
+    /// Where the region's checkpoints are read back from.
+    checkpoints: Checkpoints,
     /// Tasks being served now, so that a redelivered task or a resumed one runs once.
     serving: Mutex<HashSet<TaskId>>,
     /// The serving tasks' handles: they end with [`Self::run`] (stopped, or aborted as a
@@ -81,8 +83,22 @@ const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 impl Upstream {
-    pub fn new(config: UpstreamConfig, location: RegionId, engine: EngineHandle, store: Arc<dyn Store>) -> Arc<Self> {
-        Arc::new(Self { config, location, engine, store, serving: Mutex::default(), spawned: Mutex::default() })
+    pub fn new(
+        config: UpstreamConfig,
+        location: RegionId,
+        engine: EngineHandle,
+        store: Arc<dyn Store>,
+        checkpoints: Checkpoints,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            location,
+            engine,
+            store,
+            checkpoints,
+            serving: Mutex::default(),
+            spawned: Mutex::default(),
+        })
     }
 
     /// Runs sessions until `stop` turns true, reconnecting with backoff in between. A
@@ -378,12 +394,9 @@ impl Upstream {
     async fn load(&self, id: &CheckpointId) -> Result<(Vec<f32>, Manifest), UpstreamError> {
         let record = self.store.get_checkpoint(id).await?.ok_or_else(|| RoundError::CheckpointNotFound(id.clone()))?;
         let manifest = convert::manifest_of(&record)?;
-        let (_, path) = record.locations.first().cloned().ok_or_else(|| RoundError::CheckpointNotFound(id.clone()))?;
-        let (sha, layout) = (manifest.file_sha256.clone(), manifest.layout.clone());
-        let params = tokio::task::spawn_blocking(move || CheckpointDir::load(&path, &sha, &layout))
-            .await
-            .map_err(|e| UpstreamError::Protocol(format!("loading {id} failed: {e}")))?
-            .map_err(RoundError::from)?;
+        let (_, weights) = record.locations.first().ok_or_else(|| RoundError::CheckpointNotFound(id.clone()))?;
+        let params =
+            self.checkpoints.load(weights, &manifest.file_sha256, &manifest.layout).await.map_err(RoundError::from)?;
         Ok((params, manifest))
     }
 }

@@ -7,7 +7,6 @@ use super::history;
 use super::run::{AttemptKey, Internal, Resume, RunActor, RunEnv, RunMsg};
 use super::task::GlobalModel;
 use super::{RoundError, RunEvent, RunEventKind};
-use crate::checkpoint::CheckpointDir;
 use crate::ids::{CheckpointId, RoundNumber, RunId};
 use crate::privacy::LedgerState;
 use crate::store::{LedgerFilter, RunState};
@@ -85,11 +84,8 @@ async fn activate(
             let c = env.store.get_checkpoint(cp).await?.ok_or_else(|| RoundError::CheckpointNotFound(cp.clone()))?;
             let manifest: crate::checkpoint::Manifest = serde_json::from_str(&c.manifest_json)
                 .map_err(|e| RoundError::InitialCheckpoint { checkpoint: c.id.clone(), reason: e.to_string() })?;
-            let (_, path) = c.locations.first().ok_or_else(|| RoundError::CheckpointNotFound(c.id.clone()))?.clone();
-            let layout = layout.clone();
-            tokio::task::spawn_blocking(move || CheckpointDir::load(&path, &manifest.file_sha256, &layout))
-                .await
-                .map_err(|e| RoundError::InitialCheckpoint { checkpoint: c.id.clone(), reason: e.to_string() })??
+            let (_, weights) = c.locations.first().ok_or_else(|| RoundError::CheckpointNotFound(c.id.clone()))?;
+            env.checkpoints.load(weights, &manifest.file_sha256, &layout).await?
         }
         None => record.plan.model.initialise(record.plan.seed),
     };
@@ -134,9 +130,8 @@ async fn load_server_state(
     let sha = manifest
         .server_state_sha256
         .ok_or_else(|| refuse(format!("its manifest records no {} state to resume from", opt.name())))?;
-    let (dir, run, round, opt) = (env.checkpoints.clone(), manifest.run_id.clone(), manifest.round, *opt);
-    tokio::task::spawn_blocking(move || dir.load_server_state(&run, round, &sha, &opt, len))
+    env.checkpoints
+        .load_server_state(&manifest.run_id, manifest.round, &sha, opt, len)
         .await
-        .map_err(|e| refuse(e.to_string()))?
         .map_err(|e| refuse(e.to_string()))
 }

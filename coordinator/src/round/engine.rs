@@ -12,7 +12,7 @@ use super::scheduler::{self, Decision, Demand};
 use super::task::{EvaluationReport, GlobalModel, TaskAssignment, UploadTicket, VerifiedUpdate};
 use super::{PhaseName, RoundError, RunEvent, RunEventKind};
 use crate::audit;
-use crate::checkpoint::CheckpointDir;
+use crate::checkpoint::Checkpoints;
 use crate::governance::Admission;
 use crate::ids::{ClientId, RunId, TaskId};
 use crate::plan::RunPlan;
@@ -254,7 +254,7 @@ impl Engine {
     /// Store failures during recovery.
     pub async fn start(
         store: Arc<dyn Store>,
-        checkpoints: CheckpointDir,
+        checkpoints: Checkpoints,
         settings: EngineSettings,
     ) -> Result<(EngineHandle, tokio::task::JoinHandle<()>), RoundError> {
         let interrupted = recovery::recover(store.as_ref(), &checkpoints).await?;

@@ -11,7 +11,7 @@ use super::phases::{
 };
 use super::task::{EvaluationReport, GlobalModel, UploadTicket, VerifiedUpdate};
 use super::{EngineSettings, PhaseName, RoundError, RunEvent, RunEventKind, RunView};
-use crate::checkpoint::{CheckpointDir, Published};
+use crate::checkpoint::{Checkpoints, Published};
 use crate::ids::{CheckpointId, ClientId, RunId, TaskId};
 use crate::plan::RunPlan;
 use crate::privacy::admission::Reservations;
@@ -115,7 +115,7 @@ pub(super) struct Resume {
 #[derive(Clone)]
 pub(super) struct RunEnv {
     pub store: Arc<dyn Store>,
-    pub checkpoints: CheckpointDir,
+    pub checkpoints: Checkpoints,
     pub settings: EngineSettings,
     pub reservations: Reservations,
     pub events: broadcast::Sender<RunEvent>,

@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::aggregation::StagingPool;
-use crate::checkpoint::CheckpointDir;
+use crate::checkpoint::Checkpoints;
 use crate::ids::{ClientId, RegionId, RunId};
 use crate::model::{Architecture, ModelSpec};
 use crate::plan::{
@@ -54,7 +54,7 @@ async fn harness_with(settings: EngineSettings) -> Harness {
 async fn start(store: Arc<dyn Store>, dir: tempfile::TempDir, settings: EngineSettings) -> Harness {
     let (engine, _join) = Engine::start(
         Arc::clone(&store),
-        CheckpointDir::with_ephemeral_key(dir.path().join("artifacts")),
+        Checkpoints::with_ephemeral_key(dir.path().join("artifacts")),
         settings.clone(),
     )
     .await
@@ -654,7 +654,8 @@ async fn fed_adam_run(restart: bool) -> (Vec<f32>, Option<String>) {
         h.store.get_checkpoint(&CheckpointId::for_round(&run, crate::ids::RoundNumber(3))).await.unwrap().unwrap();
     let manifest: crate::checkpoint::Manifest = serde_json::from_str(&record.manifest_json).unwrap();
     assert_eq!(manifest.strategy, "fed_adam");
-    let params = CheckpointDir::load(&record.locations[0].1, &manifest.file_sha256, &manifest.layout).unwrap();
+    let checkpoints = Checkpoints::with_ephemeral_key(h.dir.path().join("artifacts"));
+    let params = checkpoints.load(&record.locations[0].1, &manifest.file_sha256, &manifest.layout).await.unwrap();
     (params, manifest.server_state_sha256)
 }
 

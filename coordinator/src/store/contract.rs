@@ -7,6 +7,7 @@
 //! the record kind and key it names, and that a refused write changes nothing.
 
 use super::*;
+use crate::checkpoint::ArtifactLocation;
 use crate::ids::RoundNumber;
 use crate::plan::{RunPlan, fixtures::raw_plan};
 use crate::privacy::accountant::{Accountant, RoundCost};
@@ -125,7 +126,7 @@ fn checkpoint(run: &RunId, round: u32, regions: &[&str]) -> CheckpointRecord {
         manifest_json: "{}".into(),
         signature_json: String::new(),
         created_at: now(),
-        locations: regions.iter().map(|r| (id(r), PathBuf::from(format!("/a/{r}/{round}")))).collect(),
+        locations: regions.iter().map(|r| (id(r), ArtifactLocation::new(format!("/a/{r}/{round}")))).collect(),
     }
 }
 
@@ -647,7 +648,7 @@ pub(crate) async fn a_refused_completion_writes_nothing(store: &dyn Store) {
 
     // A region listed twice.
     let mut twice = completion(&b.id, 1, 1, true);
-    twice.checkpoint.locations.push((id("eu"), PathBuf::from("/b/eu")));
+    twice.checkpoint.locations.push((id("eu"), ArtifactLocation::new("/b/eu")));
     assert_eq!(
         refused(store.complete_round(&twice).await),
         ("already exists", "checkpoint location", format!("{}/eu", twice.checkpoint.id))

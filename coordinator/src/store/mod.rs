@@ -57,7 +57,6 @@ pub use fedra_types::audit::{AuditDraft, AuditEntry};
 use fedra_types::identity::Identity;
 use fedra_types::metrics::TrainingMetrics;
 use std::fmt;
-use std::path::PathBuf;
 
 /// Why a store call failed.
 ///
@@ -302,8 +301,9 @@ pub struct CheckpointRecord {
     /// (empty for checkpoints recorded before manifests were signed).
     pub signature_json: String,
     pub created_at: DateTime<Utc>,
-    /// Where the checkpoint was published, one safetensors file per region.
-    pub locations: Vec<(RegionId, PathBuf)>,
+    /// Where the checkpoint was published: per region, its weights' path (a directory store)
+    /// or URL (`s3://bucket/key`), as text in `checkpoint_locations.path`.
+    pub locations: Vec<(RegionId, crate::checkpoint::ArtifactLocation)>,
 }
 
 /// Sample-weighted mean of clients' held-out evaluations of one round's checkpoint.

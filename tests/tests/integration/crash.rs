@@ -131,6 +131,7 @@ pub(crate) async fn check_checkpoints(
     for c in &ours {
         assert_eq!(c.locations.len(), 2, "{point}: published to eu and us");
         for (_, weights) in &c.locations {
+            let weights = weights.file_path().expect("a file in the artifact directory");
             let dir = weights.parent().expect("a round directory");
             fedra_cli::verify::verify_dir(dir, &trust).map_err(|e| anyhow::anyhow!("{point}: {e}"))?;
             recorded.insert(dir.to_path_buf());
@@ -141,7 +142,8 @@ pub(crate) async fn check_checkpoints(
     Ok(())
 }
 
-/// `<artifacts>/<region>/<model>/<run>/round-NNNN`, and no `*.tmp` file anywhere in them.
+/// `<artifacts>/<region>/<model>/<run>/round-NNNN`, and no staging file (`*#N`, `*.tmp`)
+/// anywhere in them.
 fn round_dirs(root: &Path) -> anyhow::Result<BTreeSet<std::path::PathBuf>> {
     let mut out = BTreeSet::new();
     let children = |p: &Path| -> anyhow::Result<Vec<std::path::PathBuf>> {
@@ -160,7 +162,12 @@ fn round_dirs(root: &Path) -> anyhow::Result<BTreeSet<std::path::PathBuf>> {
                 for round in children(&run)? {
                     for f in std::fs::read_dir(&round)? {
                         let f = f?.path();
-                        assert!(f.extension().is_none_or(|e| e != "tmp"), "a temporary file stayed: {}", f.display());
+                        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                        assert!(
+                            !name.ends_with(".tmp") && !name.contains('#'),
+                            "a staging file stayed: {}",
+                            f.display()
+                        );
                     }
                     out.insert(round);
                 }

@@ -2,7 +2,7 @@
 //! federation with [`sandbox`]: a coordinator and N client sidecars in this process (or,
 //! for the crash tests, the real coordinator binary as a child process), over real gRPC on
 //! loopback, with a real SQLite store (PostgreSQL in `postgres.rs`) and real checkpoints on
-//! disk.
+//! disk (in a real S3-compatible server in `objstore.rs`).
 
 mod aggregation;
 mod carbon;
@@ -15,9 +15,11 @@ mod hierarchy;
 mod hostile;
 mod identity;
 mod interop;
+mod objstore;
 mod policy;
 mod postgres;
 mod privacy;
+mod pyvenv;
 mod registry;
 mod rejections;
 mod restart;

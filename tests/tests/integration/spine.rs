@@ -102,7 +102,8 @@ async fn three_round_run_learns_and_publishes_consistent_checkpoints() -> anyhow
         let mut regions: Vec<_> = rec.locations.iter().map(|(r, _)| r.to_string()).collect();
         regions.sort();
         assert_eq!(regions, ["apac", "eu", "us"]);
-        for (region, path) in &rec.locations {
+        for (region, location) in &rec.locations {
+            let path = &location.file_path().expect("a file in the artifact directory");
             assert!(
                 path.starts_with(cluster.artifact_dir().join(region.as_str()).join("test-lr").join(&run)),
                 "{}",
@@ -141,7 +142,7 @@ async fn three_round_run_learns_and_publishes_consistent_checkpoints() -> anyhow
         parent = Some(rec.id.clone());
     }
     // The pulled copy is byte-identical to the stored ones.
-    assert_eq!(std::fs::read(&pulled.weights)?, std::fs::read(&records[2].locations[0].1)?);
+    assert_eq!(std::fs::read(&pulled.weights)?, std::fs::read(records[2].locations[0].1.as_str())?);
     cluster.shutdown().await;
     Ok(())
 }

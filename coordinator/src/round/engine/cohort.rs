@@ -146,10 +146,7 @@ impl Engine {
             references: Default::default(),
         };
         // The global model is written before it is recorded, as a round's checkpoint is.
-        let dir = self.env.checkpoints.clone();
-        let published = tokio::task::spawn_blocking(move || dir.publish(&request, &params))
-            .await
-            .map_err(|e| RoundError::Internal(format!("writing the global model failed: {e}")))??;
+        let (published, _) = self.env.checkpoints.publish(request, params).await?;
         let m = &published.manifest;
         let checkpoint = CheckpointRecord {
             id: initial,

@@ -59,13 +59,13 @@ pub(in crate::round) fn start(
         Strategy::Server(opt) => {
             let state =
                 core.server_state.clone().unwrap_or_else(|| ServerState::new(&opt, old.params.as_slice().len()));
-            Some((opt, state, old.params.as_slice().to_vec(), core.env.checkpoints.clone()))
+            Some((opt, state, old.params.as_slice().to_vec()))
         }
         Strategy::FedAvg => None,
     };
-    let (run, round) = (key.run.clone(), key.round);
+    let (run, round, checkpoints) = (key.run.clone(), key.round, core.env.checkpoints.clone());
     let tx = core.internal.clone();
-    let work = tokio::task::spawn_blocking(move || {
+    let averaged = tokio::task::spawn_blocking(move || {
         let (mut params, noised_count) = match dp_noise {
             None => {
                 let r = acc.average_into(old.into_values()).map(|p| (p, None)).map_err(RoundError::from);
@@ -80,19 +80,31 @@ pub(in crate::round) fn start(
         }?;
         let server_state = match server {
             None => None,
-            Some((opt, mut state, model, dir)) => {
+            Some((opt, mut state, model)) => {
                 server_opt::step(&opt, &mut state, &model, &mut params)
                     .map_err(|e| RoundError::Internal(format!("server optimizer: {e}")))?;
                 drop(model);
-                let sha = dir.write_server_state(&run, round, &state)?;
-                Some((state, sha))
+                let (encoded, sha) = crate::checkpoint::encode_server_state(&state)?;
+                Some((state, sha, encoded))
             }
         };
-        Ok(Averaged { params, noised_count, server_state })
+        Ok((params, noised_count, server_state))
     });
     tokio::spawn(async move {
-        let result = match work.await {
-            Ok(r) => r,
+        let result = match averaged.await {
+            Ok(Ok((params, noised_count, server_state))) => {
+                // The optimizer state is written (an async put) before publishing starts.
+                let written = match server_state {
+                    None => Ok(None),
+                    Some((state, sha, encoded)) => checkpoints
+                        .write_server_state(&run, round, encoded)
+                        .await
+                        .map(|()| Some((state, sha)))
+                        .map_err(RoundError::from),
+                };
+                written.map(|server_state| Averaged { params, noised_count, server_state })
+            }
+            Ok(Err(e)) => Err(e),
             Err(e) => Err(RoundError::Internal(format!("the averaging task failed: {e}"))),
         };
         let _ = tx.send(Internal::Averaged { key, result });

@@ -1,5 +1,5 @@
-//! Publishing: the new model is written as a checkpoint into each target region's folder
-//! (on a blocking thread), then the round is committed in one store transaction and a
+//! Publishing: the new model is written as a checkpoint into each target region's artifact
+//! store (encoded on a blocking thread, put asynchronously), then the round is committed in one store transaction and a
 //! private round's reservations become charges. → Evaluating when the plan evaluates this
 //! round, else → Done; → Failed when writing or committing fails.
 
@@ -56,11 +56,13 @@ pub(in crate::round) fn start(
         },
         references: if core.plan.privacy.is_some() { Default::default() } else { std::mem::take(&mut core.references) },
     };
-    let dir = core.env.checkpoints.clone();
+    let checkpoints = core.env.checkpoints.clone();
     let tx = core.internal.clone();
     let layout = core.plan.model.layout();
-    let work = tokio::task::spawn_blocking(move || {
-        let published = dir.publish(&req, &params).map_err(RoundError::from)?;
+    // Encoding runs on a blocking thread inside `publish`, the writes are async puts: the
+    // run's task goes on serving requests meanwhile.
+    let work = tokio::spawn(async move {
+        let (published, params) = checkpoints.publish(req, params).await.map_err(RoundError::from)?;
         Ok((published, Arc::new(GlobalModel::new(layout, params))))
     });
     tokio::spawn(async move {

@@ -1,9 +1,10 @@
 //! Checkpoint rows with their locations.
 
 use super::*;
+use crate::checkpoint::ArtifactLocation;
 
 impl PgStore {
-    pub(super) async fn checkpoint_locations(&self, id: &str) -> Result<Vec<(RegionId, PathBuf)>, StoreError> {
+    pub(super) async fn checkpoint_locations(&self, id: &str) -> Result<Vec<(RegionId, ArtifactLocation)>, StoreError> {
         let rows =
             sqlx::query("SELECT region, path FROM checkpoint_locations WHERE checkpoint_id = $1 ORDER BY region")
                 .bind(id)
@@ -13,7 +14,7 @@ impl PgStore {
             .map(|r| {
                 let region: String = r.try_get("region")?;
                 let path: String = r.try_get("path")?;
-                Ok((RegionId::new(region).map_err(corrupt("region"))?, PathBuf::from(path)))
+                Ok((RegionId::new(region).map_err(corrupt("region"))?, ArtifactLocation::new(path)))
             })
             .collect()
     }
@@ -62,7 +63,7 @@ pub(super) async fn insert_checkpoint(tx: &mut sqlx::PgConnection, cp: &Checkpoi
         sqlx::query("INSERT INTO checkpoint_locations (checkpoint_id, region, path) VALUES ($1, $2, $3)")
             .bind(cp.id.as_str())
             .bind(region.as_str())
-            .bind(path.display().to_string())
+            .bind(path.as_str())
             .execute(&mut *tx)
             .await
             .map_err(insert_failed(|| refusal::location_exists(&cp.id, region), None))?;
