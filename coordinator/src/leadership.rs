@@ -251,18 +251,7 @@ mod tests {
         let standby = tokio::time::timeout(BOUND, standby).await.unwrap().unwrap();
         assert_eq!(standby.token(), FencingToken(lease.token.0 + 1));
         // The old leader's handle is fenced.
-        let run = crate::store::RunRecord {
-            id: crate::ids::RunId::generate(),
-            plan: crate::plan::RunPlan::new(crate::plan::fixtures::raw_plan()).unwrap(),
-            state: crate::store::RunState::Queued,
-            completed_rounds: 0,
-            published_checkpoint: None,
-            failure: None,
-            created_at: chrono::Utc::now(),
-            owner: None,
-            policy_sha256: None,
-            approvals_needed: 0,
-        };
+        let run = crate::store::contract::run_record(crate::store::RunState::Queued);
         assert!(matches!(data.create_run(&run).await, Err(StoreError::Fenced { .. })));
         peer.create_run(&run).await.unwrap();
     }

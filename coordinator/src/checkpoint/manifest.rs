@@ -128,6 +128,8 @@ pub struct PublishRequest {
     pub id: CheckpointId,
     pub run: RunId,
     pub round: u32,
+    /// The round attempt publishing (its copies go to a directory of their own).
+    pub attempt: u32,
     pub parent: Option<CheckpointId>,
     pub model: ModelSpec,
     pub contributors: Vec<Contributor>,

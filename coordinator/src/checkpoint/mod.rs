@@ -122,8 +122,9 @@ impl Checkpoints {
         model: &str,
         run: &crate::ids::RunId,
         round: u32,
+        attempt: u32,
     ) -> Object {
-        let round = round_dir(round);
+        let round = round_dir(round, attempt);
         self.artifacts.for_region(region).object(&[region.as_str(), model, run.as_str(), &round, WEIGHTS_FILE])
     }
 
@@ -152,7 +153,53 @@ impl Checkpoints {
     }
 }
 
-/// A round's directory name in the layout.
-fn round_dir(round: u32) -> String {
-    format!("round-{round:04}")
+/// A round attempt's directory name in the layout: `round-0003` for a round's first
+/// attempt, `round-0003-a2` for its second. Attempts never share a directory, so a deposed
+/// coordinator that wakes up mid-publication (see `crate::leadership`) writes into its own
+/// attempt's directory, which no record names and the next start removes, and can never
+/// overwrite the files of the attempt another coordinator re-ran and recorded.
+fn round_dir(round: u32, attempt: u32) -> String {
+    if attempt <= 1 { format!("round-{round:04}") } else { format!("round-{round:04}-a{attempt}") }
+}
+
+/// The round and attempt a round directory's name states (the inverse of `round_dir`).
+fn parse_round_dir(name: &str) -> Option<(u32, u32)> {
+    let rest = name.strip_prefix("round-")?;
+    let (round, attempt) = match rest.split_once("-a") {
+        Some((round, attempt)) => (round, attempt.parse::<u32>().ok().filter(|a| *a >= 2)?),
+        None => (rest, 1),
+    };
+    if round.is_empty() || !round.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((round.parse().ok()?, attempt))
+}
+
+/// The attempt whose copy `weights` (a recorded checkpoint location) is, from its round
+/// directory's name; 1 for a location outside the layout.
+pub fn attempt_of(weights: &ArtifactLocation) -> u32 {
+    let text = weights.as_str();
+    let mut parts = text.rsplit('/');
+    let _file = parts.next();
+    parts.next().and_then(parse_round_dir).map_or(1, |(_, attempt)| attempt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_attempt_has_a_round_directory_of_its_own() {
+        assert_eq!(round_dir(3, 1), "round-0003");
+        assert_eq!(round_dir(3, 2), "round-0003-a2");
+        assert_eq!(round_dir(12_345, 10), "round-12345-a10");
+        for (round, attempt) in [(1, 1), (3, 2), (12_345, 10)] {
+            assert_eq!(parse_round_dir(&round_dir(round, attempt)), Some((round, attempt)));
+        }
+        for name in ["round-", "round-00a3", "round-0003-a1", "round-0003-a", "round-0003-x2", "rounds-0003", ".x"] {
+            assert_eq!(parse_round_dir(name), None, "{name}");
+        }
+        assert_eq!(attempt_of(&ArtifactLocation::new("/a/eu/m/r/round-0003-a2/model.safetensors")), 2);
+        assert_eq!(attempt_of(&ArtifactLocation::new("s3://b/p/eu/m/r/round-0003/model.safetensors")), 1);
+    }
 }

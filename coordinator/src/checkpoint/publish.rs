@@ -44,7 +44,7 @@ impl Checkpoints {
         let Prepared { manifest, manifest_json, signature_json, file, references } = prepared?;
         let mut locations = Vec::with_capacity(req.regions.len());
         for region in &req.regions {
-            let weights = self.weights_object(region, req.model.name(), &req.run, req.round);
+            let weights = self.weights_object(region, req.model.name(), &req.run, req.round, req.attempt);
             weights.put(file.clone()).await?;
             weights.sibling(MANIFEST_FILE).put(Bytes::from(manifest_json.clone())).await?;
             if let Some(json) = references.get(region) {
@@ -172,6 +172,7 @@ mod tests {
             id: CheckpointId::for_round(&run, crate::ids::RoundNumber(1)),
             run: run.clone(),
             round: 1,
+            attempt: 1,
             parent: None,
             model: model.clone(),
             contributors: vec![contributor("a", "eu", 10), contributor("b", "us", 5)],

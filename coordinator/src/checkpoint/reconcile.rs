@@ -9,8 +9,9 @@ use crate::ids::{CheckpointId, RegionId, RoundNumber, RunId};
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 
-/// The (region, checkpoint) pairs the store records.
-pub type Recorded = HashSet<(RegionId, CheckpointId)>;
+/// The (region, checkpoint, attempt) copies the store records: one attempt per checkpoint
+/// and region, the one that committed.
+pub type Recorded = HashSet<(RegionId, CheckpointId, u32)>;
 
 impl Checkpoints {
     /// Removes every round (`<region>/<model>/<run>/round-NNNN`) whose checkpoint `recorded`
@@ -40,12 +41,12 @@ impl Checkpoints {
     }
 }
 
-/// The checkpoint a round's parts (`region`, `model`, `run`, `round-NNNN`) name.
-fn round_of(region: &str, run: &str, round: &str) -> Option<(RegionId, CheckpointId)> {
+/// The checkpoint copy a round's parts (`region`, `model`, `run`, `round-NNNN[-aK]`) name.
+fn round_of(region: &str, run: &str, round: &str) -> Option<(RegionId, CheckpointId, u32)> {
     let region = RegionId::new(region).ok()?;
     let run = RunId::new(run).ok()?;
-    let round = round.strip_prefix("round-")?.parse::<u32>().ok()?;
-    Some((region, CheckpointId::for_round(&run, RoundNumber(round))))
+    let (round, attempt) = super::parse_round_dir(round)?;
+    Some((region, CheckpointId::for_round(&run, RoundNumber(round)), attempt))
 }
 
 async fn remove_in_bucket(store: &Opened, recorded: &Recorded) -> Result<Vec<String>, CheckpointError> {
@@ -153,18 +154,18 @@ mod tests {
         let mut recorded = Recorded::new();
         for region in [&eu, &us] {
             for round in 1..=3 {
-                let weights = cps.weights_object(region, "lr", &run, round);
+                let weights = cps.weights_object(region, "lr", &run, round, 1);
                 weights.put(Bytes::from_static(b"w")).await.unwrap();
                 weights.sibling("manifest.json").put(Bytes::from_static(b"{}")).await.unwrap();
                 if round < 3 {
-                    recorded.insert((region.clone(), CheckpointId::for_round(&run, RoundNumber(round))));
+                    recorded.insert((region.clone(), CheckpointId::for_round(&run, RoundNumber(round)), 1));
                 }
             }
         }
         // A foreign object in the bucket, a staging leftover and server state in the directory.
         let foreign = cps.artifacts().for_region(&eu).object(&["notes.txt"]);
         foreign.put(Bytes::from_static(b"keep")).await.unwrap();
-        let round1 = cps.weights_object(&us, "lr", &run, 1).location().file_path().unwrap();
+        let round1 = cps.weights_object(&us, "lr", &run, 1, 1).location().file_path().unwrap();
         std::fs::write(round1.with_file_name("model.safetensors#1"), b"half").unwrap();
         let state = dir.path().join(".server-state").join(run.as_str()).join("round-0003.safetensors");
         std::fs::create_dir_all(state.parent().unwrap()).unwrap();
@@ -174,7 +175,7 @@ mod tests {
         assert_eq!(removed.len(), 3, "{removed:?}");
         for region in [&eu, &us] {
             for round in 1..=3 {
-                let weights = cps.weights_object(region, "lr", &run, round);
+                let weights = cps.weights_object(region, "lr", &run, round, 1);
                 let kept = weights.get_if_exists().await.unwrap().is_some();
                 assert_eq!(kept, round < 3, "{region} round {round}");
                 assert_eq!(weights.sibling("manifest.json").get_if_exists().await.unwrap().is_some(), round < 3);
@@ -186,5 +187,34 @@ mod tests {
         assert!(!round1.parent().unwrap().with_file_name("round-0003").exists(), "the round directory goes");
         // A second pass finds nothing.
         assert!(cps.remove_unrecorded(&recorded).await.unwrap().is_empty());
+    }
+
+    /// A round re-run by another coordinator (attempt 2, recorded) beside the first
+    /// attempt's copy (unrecorded: its coordinator was deposed before recording it): the
+    /// first attempt's directory goes, the recorded one stays, in a bucket and a directory.
+    #[tokio::test]
+    async fn only_the_recorded_attempt_of_a_round_stays() {
+        let bucket = Arc::new(InMemory::new());
+        let dir = tempfile::tempdir().unwrap();
+        let eu = RegionId::new("eu").unwrap();
+        let us = RegionId::new("us").unwrap();
+        let regions = BTreeMap::from([(eu.clone(), StoreSpec::bucket(bucket, "memory://fedra-eu", "cp"))]);
+        let store = ArtifactStore::open(&StoreSpec::dir(dir.path()), &regions, StoreOptions::default()).unwrap();
+        let cps = Checkpoints::ephemeral(store);
+        let run = RunId::generate();
+        let id = CheckpointId::for_round(&run, RoundNumber(1));
+        let mut recorded = Recorded::new();
+        for region in [&eu, &us] {
+            for attempt in [1, 2] {
+                cps.weights_object(region, "lr", &run, 1, attempt).put(Bytes::from_static(b"w")).await.unwrap();
+            }
+            recorded.insert((region.clone(), id.clone(), 2));
+        }
+        let removed = cps.remove_unrecorded(&recorded).await.unwrap();
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        for region in [&eu, &us] {
+            assert!(cps.weights_object(region, "lr", &run, 1, 1).get_if_exists().await.unwrap().is_none());
+            assert!(cps.weights_object(region, "lr", &run, 1, 2).get_if_exists().await.unwrap().is_some());
+        }
     }
 }

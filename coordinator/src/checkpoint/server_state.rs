@@ -40,7 +40,7 @@ pub fn encode_server_state(state: &ServerState) -> Result<(Bytes, String), Check
 impl Checkpoints {
     /// Where round `round`'s optimizer state of `run` lies.
     pub fn server_state_object(&self, run: &RunId, round: u32) -> Object {
-        let name = format!("{}.safetensors", round_dir(round));
+        let name = format!("{}.safetensors", round_dir(round, 1));
         self.artifacts().default_store().object(&[STATE_DIR, run.as_str(), &name])
     }
 

@@ -63,7 +63,7 @@ fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-fn run_record(state: RunState) -> RunRecord {
+pub(crate) fn run_record(state: RunState) -> RunRecord {
     RunRecord {
         id: RunId::generate(),
         plan: RunPlan::new(raw_plan()).unwrap(),

@@ -156,20 +156,7 @@ async fn a_regional_aggregator_killed_mid_round_delivers_its_aggregate_once() ->
     let eu = hierarchy.region_mut("eu-west").expect("region");
     eu.cluster.restart_coordinator().await?;
     hold.release();
-    let status = wait_for_end(&hierarchy.global, &run, Duration::from_secs(120)).await?;
-    assert_succeeded(&status);
-    let dir = tempfile::tempdir()?;
-    let pulled = control.pull_checkpoint(status.published_checkpoint.as_ref().expect("published"), dir.path()).await?;
-    let manifest = read_manifest(&pulled.weights)?;
-    // Counted once: three regions, nine clients, every sample once.
-    assert_eq!(manifest.regions.values().map(|r| r.clients).sum::<u32>(), 9, "{:?}", manifest.regions);
-    assert_eq!(manifest.total_samples, all.iter().map(|(_, _, w)| w).sum::<u64>());
-    let got = read_weights(&pulled.weights, &manifest)?;
-    let updates: Vec<_> = all.iter().map(|(_, v, w)| (v, *w)).collect();
-    let want = reference_average(&updates);
-    let diff: f64 = got.iter().zip(&want).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt();
-    let norm: f64 = want.iter().map(|b| f64::from(*b).powi(2)).sum::<f64>().sqrt();
-    assert!(diff <= 1e-6 * norm, "‖global − flat FedAvg‖ = {diff}");
+    counted_once(&hierarchy, &mut control, &run, &all, "killed mid-round").await?;
     // The regional store shows the interrupted attempt and the task pushed once.
     let eu = hierarchy.region_mut("eu-west").expect("region");
     let store = open_store(&eu.cluster).await?;
@@ -339,6 +326,30 @@ async fn regions_evaluate_the_global_checkpoint_and_the_means_are_flat() -> anyh
     Ok(())
 }
 
+/// The run ends succeeded and its global checkpoint counts every region's clients once:
+/// nine clients, every sample once, and the weights are the flat FedAvg of all updates.
+async fn counted_once(
+    hierarchy: &Hierarchy,
+    control: &mut fedra_cli::control::ControlClient,
+    run: &str,
+    all: &[(String, Vec<f32>, u64)],
+    case: &str,
+) -> anyhow::Result<()> {
+    let status = wait_for_end(&hierarchy.global, run, Duration::from_secs(120)).await?;
+    assert_succeeded(&status);
+    let dir = tempfile::tempdir()?;
+    let pulled = control.pull_checkpoint(status.published_checkpoint.as_ref().expect("published"), dir.path()).await?;
+    let manifest = read_manifest(&pulled.weights)?;
+    assert_eq!(manifest.regions.values().map(|r| r.clients).sum::<u32>(), 9, "{case}: {:?}", manifest.regions);
+    assert_eq!(manifest.total_samples, all.iter().map(|(_, _, w)| w).sum::<u64>(), "{case}");
+    let got = read_weights(&pulled.weights, &manifest)?;
+    let want = reference_average(&all.iter().map(|(_, v, w)| (v, *w)).collect::<Vec<_>>());
+    let diff: f64 = got.iter().zip(&want).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt();
+    let norm: f64 = want.iter().map(|b| f64::from(*b).powi(2)).sum::<f64>().sqrt();
+    assert!(diff <= 1e-6 * norm, "{case}: ‖global − flat FedAvg‖ = {diff}");
+    Ok(())
+}
+
 /// Crash injection in the regional tier: eu-west's aggregator runs as a real
 /// `fedra-coordinator` process armed at `point`; it kills itself there (SIGKILL) during
 /// its region's cohort round, is restarted on the same store and port, and the global run
@@ -368,18 +379,7 @@ async fn regional_crash_at(point: &str) -> anyhow::Result<()> {
     assert!(log.contains(&format!("fedra crash point {point} reached")), "{point}: not in the log:\n{log}");
     eu.cluster.set_coordinator_env(ENV, None)?;
     eu.cluster.restart_coordinator().await?;
-    let status = wait_for_end(&hierarchy.global, &run, Duration::from_secs(120)).await?;
-    assert_succeeded(&status);
-    let dir = tempfile::tempdir()?;
-    let pulled = control.pull_checkpoint(status.published_checkpoint.as_ref().expect("published"), dir.path()).await?;
-    let manifest = read_manifest(&pulled.weights)?;
-    assert_eq!(manifest.regions.values().map(|r| r.clients).sum::<u32>(), 9, "{point}: {:?}", manifest.regions);
-    assert_eq!(manifest.total_samples, all.iter().map(|(_, _, w)| w).sum::<u64>(), "{point}");
-    let got = read_weights(&pulled.weights, &manifest)?;
-    let want = reference_average(&all.iter().map(|(_, v, w)| (v, *w)).collect::<Vec<_>>());
-    let diff: f64 = got.iter().zip(&want).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt();
-    let norm: f64 = want.iter().map(|b| f64::from(*b).powi(2)).sum::<f64>().sqrt();
-    assert!(diff <= 1e-6 * norm, "{point}: ‖global − flat FedAvg‖ = {diff}");
+    counted_once(&hierarchy, &mut control, &run, &all, point).await?;
     hierarchy.shutdown().await;
     Ok(())
 }

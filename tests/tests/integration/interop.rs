@@ -42,6 +42,7 @@ async fn python_safetensors_loads_fedra_checkpoints() -> anyhow::Result<()> {
             id: id.clone(),
             run: run.clone(),
             round: 1,
+            attempt: 1,
             parent: None,
             model: model.clone(),
             contributors: vec![],

@@ -273,6 +273,7 @@ async fn publication_time_directory_vs_s3() -> Result<()> {
                 id: CheckpointId::for_round(&run, RoundNumber(1)),
                 run,
                 round: 1,
+                attempt: 1,
                 parent: None,
                 model: model.clone(),
                 contributors: vec![],

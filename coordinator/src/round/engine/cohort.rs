@@ -135,6 +135,7 @@ impl Engine {
             id: initial.clone(),
             run: id.clone(),
             round,
+            attempt: 1,
             parent: None,
             model: plan.model.clone(),
             contributors: Vec::new(),

@@ -20,7 +20,9 @@ async fn reconcile_checkpoints(store: &dyn Store, checkpoints: &Checkpoints) -> 
         .list_checkpoints(&Default::default())
         .await?
         .into_iter()
-        .flat_map(|c| c.locations.into_iter().map(move |(region, _)| (region, c.id.clone())))
+        .flat_map(|c| {
+            c.locations.into_iter().map(move |(region, at)| (region, c.id.clone(), crate::checkpoint::attempt_of(&at)))
+        })
         .collect();
     for location in checkpoints.remove_unrecorded(&recorded).await? {
         warn!(%location, "removed checkpoint artifacts that no record names (written before a crash)");

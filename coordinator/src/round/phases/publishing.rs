@@ -43,6 +43,7 @@ pub(in crate::round) fn start(
         id: CheckpointId::for_round(&key.run, RoundNumber(key.round)),
         run: key.run.clone(),
         round: key.round,
+        attempt: key.attempt,
         parent: core.parent.clone(),
         model: core.plan.model.clone(),
         contributors,
