@@ -8,6 +8,8 @@
 //!                                                  /reference.json   (when released)
 //! ```
 //!
+//! (`round-0003-a2/` for the round's second attempt: see `round_dir`.)
+//!
 //! `<store>` is the artifact directory by default, or per region an object store
 //! ([`ArtifactStore`]: `s3://fedra-eu/checkpoints` for eu keeps eu's copies in eu's bucket).
 //!
