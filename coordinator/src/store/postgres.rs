@@ -53,11 +53,13 @@ mod guards;
 mod lease;
 mod registry;
 mod rows;
+mod runs;
 mod upstream;
 use audit::append_in;
 use checkpoints::insert_checkpoint;
 use guards::*;
 use rows::*;
+use runs::insert_run;
 
 /// Connections one store holds at most: the engine's run actors, the registry task and the
 /// services share them.
@@ -659,30 +661,6 @@ impl Store for PgStore {
     ) -> Result<(), StoreError> {
         self.end_upstream(t, state, detail).await
     }
-}
-
-/// Inserts a new run row (create_run, and a regional aggregator's cohort run).
-async fn insert_run(conn: &mut sqlx::PgConnection, run: &RunRecord) -> Result<(), StoreError> {
-    let plan = serde_json::to_string(&run.plan).map_err(corrupt("run plan"))?;
-    sqlx::query(
-        "INSERT INTO runs (id, plan_json, state, completed_rounds, published_checkpoint, failure, created_at, updated_at,
-                           owner, policy_sha256, approvals_needed)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9, $10)",
-    )
-    .bind(run.id.as_str())
-    .bind(plan)
-    .bind(run.state)
-    .bind(i64::from(run.completed_rounds))
-    .bind(run.published_checkpoint.as_ref().map(CheckpointId::as_str))
-    .bind(run.failure.as_deref())
-    .bind(run.created_at)
-    .bind(run.owner.as_ref().map(Identity::uri))
-    .bind(run.policy_sha256.as_deref())
-    .bind(i64::from(run.approvals_needed))
-    .execute(&mut *conn)
-    .await
-    .map_err(insert_failed(|| refusal::run_exists(&run.id), None))?;
-    Ok(())
 }
 
 /// The selected clients of an attempt that did not report become dropped (the attempt

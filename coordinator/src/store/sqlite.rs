@@ -24,11 +24,13 @@ mod guards;
 mod lease;
 mod registry;
 mod rows;
+mod runs;
 mod upstream;
 use audit::append_in;
 use checkpoints::insert_checkpoint;
 use guards::*;
 use rows::*;
+use runs::insert_run;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and applies migrations.
@@ -675,32 +677,6 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         self.end_upstream(t, state, detail).await
     }
-}
-
-/// Inserts a new run row (create_run, and a regional aggregator's cohort run).
-async fn insert_run(conn: &mut sqlx::SqliteConnection, run: &RunRecord) -> Result<(), StoreError> {
-    let plan = serde_json::to_string(&run.plan).map_err(corrupt("run plan"))?;
-    let now = ts(&run.created_at);
-    sqlx::query(
-        "INSERT INTO runs (id, plan_json, state, completed_rounds, published_checkpoint, failure, created_at, updated_at, owner,
-                           policy_sha256, approvals_needed)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(run.id.as_str())
-    .bind(plan)
-    .bind(run.state)
-    .bind(i64::from(run.completed_rounds))
-    .bind(run.published_checkpoint.as_ref().map(CheckpointId::as_str))
-    .bind(run.failure.as_deref())
-    .bind(&now)
-    .bind(&now)
-    .bind(run.owner.as_ref().map(Identity::uri))
-    .bind(run.policy_sha256.as_deref())
-    .bind(i64::from(run.approvals_needed))
-    .execute(&mut *conn)
-    .await
-    .map_err(insert_failed(|| refusal::run_exists(&run.id), None))?;
-    Ok(())
 }
 
 #[cfg(test)]
