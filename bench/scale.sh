@@ -52,7 +52,7 @@ out, commit = sys.argv[1], sys.argv[2]
 load = open(os.path.join(out, "load.txt")).read().strip().splitlines()
 print("## Scale and store load (SQLite vs PostgreSQL)\n")
 print(f"Command: `bash bench/scale.sh` (release build), measured at commit {commit}; load average before / after: "
-      f"`{load[0].strip()}` / `{load[-1].strip()}` (2 cores; other builds may share the machine).\n")
+      f"`{load[0].strip()}` / `{load[-1].strip()}` (2 cores; nothing else should run).\n")
 print("The round engine with a large registered fleet, in-process (`fedra-sim bench fleet`): each registration is a "
       "real store write, every client holds an open task stream, and the run needs the whole selected cohort.\n")
 print("| store | registered | selected | registrations / s | engine bytes / registered client | heartbeat µs (mean) | submit → selected (s) | peak RSS MiB |")

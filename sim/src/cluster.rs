@@ -423,7 +423,7 @@ impl Cluster {
     /// # Errors
     /// Connection failure.
     pub async fn control_as(&self, identity: &Identity) -> Result<ControlClient> {
-        Ok(ControlClient::connect(&self.endpoint(), &self.pki.tls(identity)?).await?.trusting(self.pki.trust()?))
+        self.control_at_as(&self.endpoint(), identity).await
     }
 
     /// A control-plane client as an admin of the coordinator at `endpoint` (the standby).
@@ -431,8 +431,11 @@ impl Cluster {
     /// # Errors
     /// Connection failure.
     pub async fn control_at(&self, endpoint: &str) -> Result<ControlClient> {
-        let admin = Identity::new(Role::Admin, None, "sim")?;
-        Ok(ControlClient::connect(endpoint, &self.pki.tls(&admin)?).await?.trusting(self.pki.trust()?))
+        self.control_at_as(endpoint, &Identity::new(Role::Admin, None, "sim")?).await
+    }
+
+    async fn control_at_as(&self, endpoint: &str, identity: &Identity) -> Result<ControlClient> {
+        Ok(ControlClient::connect(endpoint, &self.pki.tls(identity)?).await?.trusting(self.pki.trust()?))
     }
 
     /// An inference node (the code `fedra-infer` runs) for `model` in `region`, certified

@@ -239,7 +239,7 @@ pub struct Engine {
     /// Logical clock of offers (the scheduler's fairness input).
     clock: u64,
     /// The fleet or the demands changed: run the scheduler once the mailboxes are drained.
-    /// A scheduler pass is O(registered clients); running it once per batch of queued
+    /// A scheduler pass is O(clients online); running it once per batch of queued
     /// messages instead of once per message keeps a registration storm of N clients from
     /// costing O(N²) while a run waits for clients.
     reschedule: bool,

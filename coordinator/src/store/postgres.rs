@@ -65,6 +65,10 @@ use runs::insert_run;
 /// services share them.
 const MAX_CONNECTIONS: u32 = 8;
 
+/// How long a session may sit in an open transaction waiting for this process before the
+/// server ends it (our transactions await only their own statements).
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "SET idle_in_transaction_session_timeout = '5s'";
+
 impl PgStore {
     /// Connects to the database at `url` and applies migrations.
     ///
@@ -85,6 +89,15 @@ impl PgStore {
     pub async fn connect_with(opts: PgConnectOptions, shown: &str) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
+            // A coordinator frozen mid-transaction (a stopped VM, a long pause) would hold its
+            // share lock on the lease row, and with it any takeover, for as long as it stays
+            // frozen: the server ends such a session instead, rolling the transaction back.
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Executor;
+                    conn.execute(IDLE_IN_TRANSACTION_TIMEOUT).await.map(|_| ())
+                })
+            })
             .acquire_timeout(std::time::Duration::from_secs(10))
             .connect_with(opts)
             .await
