@@ -51,6 +51,7 @@ pub fn plan_to_pb(p: &PlanFile) -> pb::RunPlan {
         priority: p.priority,
         promotion: Some(plan_wire::promotion_to_pb(&p.promotion)),
         schedule: Some(plan_wire::schedule_to_pb(&p.schedule)),
+        aggregator: plan_wire::aggregator_to_pb(&p.aggregator),
     }
 }
 

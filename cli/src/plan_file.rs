@@ -142,6 +142,9 @@ pub struct PlanFile {
     pub initial_checkpoint: Option<String>,
     #[serde(default)]
     pub strategy: Strategy,
+    /// `aggregator = "median"` or an `[aggregator]` table (robust aggregation rules).
+    #[serde(default)]
+    pub aggregator: fedra_types::plan::Aggregator,
     pub rounds: u32,
     pub clients_per_round: u32,
     pub min_clients: u32,

@@ -136,7 +136,10 @@ impl Coordinator {
             )
             .await?;
         }
-        let settings = EngineSettings { governance: governance.clone(), ..config.engine.clone() };
+        let scratch_dir = config.data_dir.join("scratch");
+        std::fs::create_dir_all(&scratch_dir)
+            .map_err(|source| LaunchError::Dir { path: scratch_dir.display().to_string(), source })?;
+        let settings = EngineSettings { governance: governance.clone(), scratch_dir, ..config.engine.clone() };
         for (region, spec) in &config.artifacts.regions {
             info!(%region, store = %spec.describe(), "region's checkpoints go to their own store");
         }

@@ -14,8 +14,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 pub use fedra_types::plan::{
-    Clipping, DpMechanism, EvaluationPlan, GateMetric, LocalTraining, Optimizer, OverBound, PrivacyPlan, PromoteTo,
-    PromotionPlan, Sampling, SchedulePlan, ServerOptimizer, Strategy,
+    Aggregator, Clipping, DpMechanism, EvaluationPlan, GateMetric, LocalTraining, Optimizer, OverBound, PrivacyPlan,
+    PromoteTo, PromotionPlan, Sampling, SchedulePlan, ServerOptimizer, Strategy,
 };
 
 /// Upper bounds that keep a typo from scheduling a year-long run.
@@ -36,6 +36,8 @@ pub enum PlanError {
     MissingStrategy,
     #[error("privacy: {0}")]
     Privacy(String),
+    #[error("aggregator: {0}")]
+    Aggregator(String),
 }
 
 /// A server optimizer's hyperparameters: η in (0, 100], β's in [0, 1), τ in [1e-12, 1].
@@ -127,6 +129,7 @@ pub struct RawPlan {
     pub model: ModelSpec,
     pub initial_checkpoint: Option<CheckpointId>,
     pub strategy: Option<Strategy>,
+    pub aggregator: Aggregator,
     pub rounds: u32,
     pub clients_per_round: u32,
     pub min_clients: u32,
@@ -153,6 +156,9 @@ pub struct RunPlan {
     pub model: ModelSpec,
     pub initial_checkpoint: Option<CheckpointId>,
     pub strategy: Strategy,
+    /// How the round's updates become one aggregate (FedAvg's mean or a robust rule).
+    #[serde(default)]
+    pub aggregator: Aggregator,
     pub rounds: u32,
     pub clients_per_round: u32,
     pub min_clients: u32,
@@ -189,6 +195,41 @@ fn range(field: &'static str, got: f64, min: f64, max: f64) -> Result<(), PlanEr
     }
 }
 
+/// A robust rule's parameters, against the quorum (every aggregated round has at least
+/// `min_clients` updates) and privacy.
+fn validate_aggregator(a: &Aggregator, min_clients: u32, private: bool) -> Result<(), PlanError> {
+    if private && a.is_robust() {
+        return Err(PlanError::Privacy(format!(
+            "aggregator {} is not accounted: DP-FedAvg's ε covers the noised sum of clipped updates, and a \
+             robust rule's sensitivity to one client is not that sum's; clipping already bounds each client's \
+             influence, so use aggregator = \"mean\" with [privacy]",
+            a.name()
+        )));
+    }
+    match *a {
+        Aggregator::Mean | Aggregator::Median => Ok(()),
+        // trim < ½ keeps 2·⌊trim·n⌋ < n: something survives the trim at every n.
+        Aggregator::TrimmedMean { trim } => range("aggregator.trim", trim, 1e-6, 0.499_999),
+        Aggregator::MultiKrum { byzantine, select } => {
+            // Krum's guarantee needs n ≥ 2f + 3; the quorum is the smallest n aggregated.
+            if u64::from(min_clients) < 2 * u64::from(byzantine) + 3 {
+                return Err(PlanError::Aggregator(format!(
+                    "multi_krum with byzantine = {byzantine} needs min_clients >= 2 * byzantine + 3 = {}, got {min_clients}",
+                    2 * u64::from(byzantine) + 3
+                )));
+            }
+            if select > min_clients - byzantine {
+                return Err(PlanError::Aggregator(format!(
+                    "multi_krum select = {select} exceeds min_clients - byzantine = {} (0 means n - byzantine)",
+                    min_clients - byzantine
+                )));
+            }
+            Ok(())
+        }
+        Aggregator::NormBound { factor } => range("aggregator.factor", factor, 1e-3, 1e6),
+    }
+}
+
 fn validate_promotion(p: &PromotionPlan) -> Result<(), PlanError> {
     range("promotion.tolerance", p.tolerance, 0.0, 1e6)?;
     range("promotion.min_samples", p.min_samples as f64, 0.0, 1e15)?;
@@ -207,6 +248,7 @@ impl RunPlan {
     pub fn new(raw: RawPlan) -> Result<Self, PlanError> {
         let strategy = raw.strategy.ok_or(PlanError::MissingStrategy)?;
         validate_strategy(&strategy)?;
+        validate_aggregator(&raw.aggregator, raw.min_clients, raw.privacy.is_some())?;
         range("rounds", f64::from(raw.rounds), 1.0, f64::from(MAX_ROUNDS))?;
         range("clients_per_round", f64::from(raw.clients_per_round), 1.0, f64::from(MAX_CLIENTS_PER_ROUND))?;
         range("min_clients", f64::from(raw.min_clients), 1.0, f64::from(MAX_CLIENTS_PER_ROUND))?;
@@ -239,6 +281,7 @@ impl RunPlan {
             model: raw.model,
             initial_checkpoint: raw.initial_checkpoint,
             strategy,
+            aggregator: raw.aggregator,
             rounds: raw.rounds,
             clients_per_round: raw.clients_per_round,
             min_clients: raw.min_clients,
@@ -281,6 +324,7 @@ pub(crate) mod fixtures {
             model: ModelSpec::new("lr", Architecture::LogisticRegression { input_dim: 4, classes: 3 }).unwrap(),
             initial_checkpoint: None,
             strategy: Some(Strategy::FedAvg),
+            aggregator: Aggregator::Mean,
             rounds: 3,
             clients_per_round: 4,
             min_clients: 2,
@@ -317,6 +361,40 @@ mod tests {
         let mut raw = raw_plan();
         raw.seed = 0;
         assert_ne!(RunPlan::new(raw).unwrap().seed, 0);
+    }
+
+    #[test]
+    fn robust_rules_are_checked_against_the_quorum_and_privacy() {
+        let with = |a: Aggregator, min: u32| {
+            let mut raw = raw_plan();
+            raw.clients_per_round = 8;
+            raw.min_clients = min;
+            raw.aggregator = a;
+            RunPlan::new(raw).map(|p| p.aggregator).map_err(|e| e.to_string())
+        };
+        assert_eq!(with(Aggregator::TrimmedMean { trim: 0.25 }, 4), Ok(Aggregator::TrimmedMean { trim: 0.25 }));
+        assert!(with(Aggregator::TrimmedMean { trim: 0.5 }, 4).unwrap_err().starts_with("aggregator.trim"));
+        assert_eq!(with(Aggregator::MultiKrum { byzantine: 2, select: 5 }, 7).map(|a| a.name()), Ok("multi_krum"));
+        let e = with(Aggregator::MultiKrum { byzantine: 2, select: 6 }, 7).unwrap_err();
+        assert!(e.contains("select = 6 exceeds min_clients - byzantine = 5"), "{e}");
+        assert!(
+            with(Aggregator::MultiKrum { byzantine: 3, select: 0 }, 8)
+                .unwrap_err()
+                .contains(">= 2 * byzantine + 3 = 9")
+        );
+        assert!(with(Aggregator::NormBound { factor: 0.0 }, 4).unwrap_err().starts_with("aggregator.factor"));
+        let mut raw = raw_plan();
+        raw.aggregator = Aggregator::Median;
+        raw.privacy = Some(PrivacyPlan {
+            mechanism: DpMechanism::Central,
+            noise_multiplier: 1.0,
+            clipping: Clipping::Fixed { norm: 1.0 },
+            over_bound: OverBound::Reject,
+            sampling: Sampling::Fixed,
+            expected_clients: raw.clients_per_round,
+        });
+        let e = RunPlan::new(raw).unwrap_err();
+        assert!(matches!(&e, PlanError::Privacy(m) if m.contains("aggregator median is not accounted")), "{e}");
     }
 
     #[test]

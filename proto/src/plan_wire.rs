@@ -4,8 +4,8 @@
 
 use crate::pb;
 use fedra_types::plan::{
-    Clipping, DpMechanism, GateMetric, LocalTraining, Optimizer, OverBound, PrivacyPlan, PromoteTo, PromotionPlan,
-    Sampling, SchedulePlan, ServerOptimizer, Strategy,
+    Aggregator, Clipping, DpMechanism, GateMetric, LocalTraining, Optimizer, OverBound, PrivacyPlan, PromoteTo,
+    PromotionPlan, Sampling, SchedulePlan, ServerOptimizer, Strategy,
 };
 
 /// A plan's `[schedule]` on the wire.
@@ -67,6 +67,40 @@ pub fn promotion_from_pb(p: &pb::Promotion) -> Result<PromotionPlan, String> {
         canary_min_requests: p.canary_min_requests,
         canary_max_error_rate: p.canary_max_error_rate,
         retrain_on_drift: p.retrain_on_drift,
+    })
+}
+
+/// A plan's aggregation rule on the wire; the mean is written as absent.
+pub fn aggregator_to_pb(a: &Aggregator) -> Option<pb::Aggregator> {
+    use pb::aggregator::Kind;
+    let m = match *a {
+        Aggregator::Mean => return None,
+        Aggregator::Median => pb::Aggregator { kind: Kind::Median as i32, ..Default::default() },
+        Aggregator::TrimmedMean { trim } => {
+            pb::Aggregator { kind: Kind::TrimmedMean as i32, trim, ..Default::default() }
+        }
+        Aggregator::MultiKrum { byzantine, select } => {
+            pb::Aggregator { kind: Kind::MultiKrum as i32, byzantine, select, ..Default::default() }
+        }
+        Aggregator::NormBound { factor } => {
+            pb::Aggregator { kind: Kind::NormBound as i32, factor, ..Default::default() }
+        }
+    };
+    Some(m)
+}
+
+/// Reads the aggregation rule back (absent = the mean); an unknown kind is refused by
+/// number. The coordinator validates the parameters.
+pub fn aggregator_from_pb(a: Option<&pb::Aggregator>) -> Result<Aggregator, String> {
+    use pb::aggregator::Kind;
+    let Some(a) = a else { return Ok(Aggregator::Mean) };
+    let kind = Kind::try_from(a.kind).map_err(|_| format!("aggregator.kind: unknown value {}", a.kind))?;
+    Ok(match kind {
+        Kind::Mean => Aggregator::Mean,
+        Kind::Median => Aggregator::Median,
+        Kind::TrimmedMean => Aggregator::TrimmedMean { trim: a.trim },
+        Kind::MultiKrum => Aggregator::MultiKrum { byzantine: a.byzantine, select: a.select },
+        Kind::NormBound => Aggregator::NormBound { factor: a.factor },
     })
 }
 

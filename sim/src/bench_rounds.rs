@@ -138,6 +138,10 @@ pub struct RoundsArgs {
     /// many regional aggregators (processes), the clients dealt over the regions.
     #[arg(long)]
     pub regions: Option<usize>,
+    /// Aggregation rule of the plan: mean (default), median, trimmed_mean:TRIM,
+    /// multi_krum:F[:M] or norm_bound:FACTOR.
+    #[arg(long, default_value = "mean")]
+    pub aggregator: fedra_types::plan::Aggregator,
 }
 
 /// Validated options.
@@ -151,6 +155,7 @@ pub struct RoundsBenchOptions {
     pub seed: u64,
     /// Also run each case in tiers with this many regions (see [`tiered`]).
     pub regions: Option<usize>,
+    pub aggregator: fedra_types::plan::Aggregator,
 }
 
 impl RoundsArgs {
@@ -191,6 +196,7 @@ impl RoundsArgs {
             deadline_seconds: self.deadline_seconds,
             seed: self.seed,
             regions: self.regions,
+            aggregator: self.aggregator,
         })
     }
 }
@@ -348,7 +354,8 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
     eprintln!("  {} sidecars connected in {connect_s:.1} s", case.clients);
 
     let mut control = ControlClient::connect(&endpoint, &coordinator.control_tls()?).await?;
-    let plan = plan(case, opts.rounds, opts.deadline_seconds, opts.seed, &[])?;
+    let mut plan = plan(case, opts.rounds, opts.deadline_seconds, opts.seed, &[])?;
+    plan.aggregator = opts.aggregator;
     let Observed { rounds, state, error } = observe(&mut control, &plan, &coordinator, None).await?;
     let peak = coordinator.sample()?.peak_rss;
     let bench_peak = coordinator_process::sample(0)?.peak_rss;

@@ -63,7 +63,7 @@ enum Command {
 enum BenchCommand {
     /// End-to-end rounds: a fedra-coordinator process and N sidecars over loopback gRPC
     /// with trivial training; round time, coordinator CPU and peak RSS, bytes on the wire.
-    Rounds(fedra_sim::bench_rounds::RoundsArgs),
+    Rounds(Box<fedra_sim::bench_rounds::RoundsArgs>),
     /// Memory that certified but hostile connections can pin in a coordinator process:
     /// every stream a partial message of the largest accepted size (SECURITY.md's bound).
     PinnedMemory(fedra_sim::bench_pinned::PinnedArgs),
@@ -127,7 +127,7 @@ async fn main() -> ExitCode {
             }
         }
         Command::Bench { what: BenchCommand::Rounds(args) } => {
-            let opts = match args.into_options() {
+            let opts = match (*args).into_options() {
                 Ok(o) => o,
                 Err(e) => {
                     eprintln!("fedra-sim: {e:#}");

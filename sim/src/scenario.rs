@@ -21,6 +21,7 @@ use fedra_client::trainer::{LocalHyperparams, Optimizer, TrainSpec, Trainer};
 use fedra_coordinator::ids::RunId;
 use fedra_coordinator::store::{ParticipationStatus, SqliteStore, Store};
 use fedra_types::model::TensorLayout;
+use fedra_types::plan::Aggregator;
 use fedra_types::plan::{EvaluationPlan, LocalTraining, PrivacyPlan, Strategy};
 use fedra_types::run::RunState;
 use serde::Deserialize;
@@ -80,6 +81,13 @@ pub struct Sweep {
     /// Aggregation strategies, each `"fed_avg"` or a server optimizer table (`[[sweep.strategy]]`).
     #[serde(default)]
     pub strategy: Vec<Strategy>,
+    /// Aggregation rules, each a name or a table as in a plan file.
+    #[serde(default)]
+    pub aggregator: Vec<Aggregator>,
+    /// Numbers of malicious clients (the first ones), replacing `faults.malicious_clients`;
+    /// 0 is the clean run. Needs `faults.malice`.
+    #[serde(default)]
+    pub malicious_clients: Vec<usize>,
 }
 
 /// `[privacy_budget]`: the coordinator's budget for every scope of the scenario.
@@ -97,6 +105,9 @@ pub struct Config {
     pub local: LocalTraining,
     pub privacy: Option<PrivacyPlan>,
     pub strategy: Strategy,
+    pub aggregator: Aggregator,
+    /// The faults of this configuration (the scenario's, with a swept attacker count).
+    pub faults: FaultSpec,
 }
 
 /// A scenario file.
@@ -123,6 +134,9 @@ pub struct Scenario {
     /// `"fed_avg"` (default) or a `[strategy]` server optimizer table, as in a plan file.
     #[serde(default)]
     pub strategy: Strategy,
+    /// `"mean"` (default), `"median"` or an `[aggregator]` table, as in a plan file.
+    #[serde(default)]
+    pub aggregator: Aggregator,
     #[serde(default)]
     pub sweep: Sweep,
     #[serde(default)]
@@ -159,6 +173,10 @@ impl Scenario {
         ensure!(!s.seeds.is_empty(), "{origin}: seeds must not be empty");
         ensure!(s.rounds >= 1, "{origin}: rounds must be at least 1");
         s.faults.validate().with_context(|| origin.to_string())?;
+        ensure!(
+            s.sweep.malicious_clients.is_empty() || s.faults.malice.is_some(),
+            "{origin}: sweep.malicious_clients needs faults.malice"
+        );
         ensure!(s.sweep.private.is_empty() || s.privacy.is_some(), "{origin}: sweep.private needs a [privacy] section");
         ensure!(
             s.privacy.is_none() || s.privacy_budget.is_some(),
@@ -167,8 +185,8 @@ impl Scenario {
         Ok(s)
     }
 
-    /// The configurations to run: one per swept value (μ × private × strategy), or the
-    /// scenario itself.
+    /// The configurations to run: one per swept value (attackers × μ × private × strategy ×
+    /// aggregator), or the scenario itself.
     pub fn configs(&self) -> Vec<Config> {
         let locals: Vec<(String, LocalTraining)> = if self.sweep.proximal_mu.is_empty() {
             vec![(format!("mu={}", self.local.proximal_mu), self.local.clone())]
@@ -183,10 +201,26 @@ impl Scenario {
             if self.sweep.private.is_empty() { vec![self.privacy.is_some()] } else { self.sweep.private.clone() };
         let strategies: Vec<Strategy> =
             if self.sweep.strategy.is_empty() { vec![self.strategy] } else { self.sweep.strategy.clone() };
+        let aggregators: Vec<Aggregator> =
+            if self.sweep.aggregator.is_empty() { vec![self.aggregator] } else { self.sweep.aggregator.clone() };
+        let attackers: Vec<Option<usize>> = if self.sweep.malicious_clients.is_empty() {
+            vec![None]
+        } else {
+            self.sweep.malicious_clients.iter().copied().map(Some).collect()
+        };
         let mut out = Vec::new();
-        for (label, local) in locals {
+        for (attackers, (label, local)) in attackers.iter().flat_map(|a| locals.iter().map(move |l| (a, l.clone()))) {
+            let label = match attackers {
+                Some(n) => format!("attackers={n} {label}"),
+                None => label,
+            };
+            let mut faults = self.faults.clone();
+            if let Some(n) = attackers {
+                faults.malicious_clients = *n;
+            }
             for &private in &privates {
-                for &strategy in &strategies {
+                for (&strategy, &aggregator) in strategies.iter().flat_map(|s| aggregators.iter().map(move |a| (s, a)))
+                {
                     let privacy = if private { self.privacy.clone() } else { None };
                     let label = match (&privacy, self.privacy.is_some()) {
                         (Some(p), _) => format!("{label} dp(z={})", p.noise_multiplier),
@@ -198,7 +232,19 @@ impl Scenario {
                         (Strategy::FedAvg, true) => format!("{label} fed_avg"),
                         (Strategy::FedAvg, false) => label,
                     };
-                    out.push(Config { label, local: local.clone(), privacy, strategy });
+                    let label = if aggregators.len() > 1 || aggregator.is_robust() {
+                        format!("{label} {aggregator}")
+                    } else {
+                        label
+                    };
+                    out.push(Config {
+                        label,
+                        local: local.clone(),
+                        privacy,
+                        strategy,
+                        aggregator,
+                        faults: faults.clone(),
+                    });
                 }
             }
         }
@@ -213,6 +259,7 @@ impl Scenario {
             model: self.model.clone(),
             initial_checkpoint: None,
             strategy: cfg.strategy,
+            aggregator: cfg.aggregator,
             rounds: self.rounds,
             clients_per_round: per_round,
             min_clients: self.min_clients.unwrap_or(1).min(per_round),
@@ -352,7 +399,7 @@ async fn run_one(
         let region = REGIONS[i % REGIONS.len()];
         let info = c.train.info();
         let inner: Box<dyn Trainer> = Box::new(BurnTrainer::with_holdout(c.train, Some(c.test)));
-        let (trainer, crash) = FaultyTrainer::new(inner, scenario.faults.clone(), &id, i, seed, Arc::clone(&log));
+        let (trainer, crash) = FaultyTrainer::new(inner, cfg.faults.clone(), &id, i, seed, Arc::clone(&log));
         cluster.add_client_faulty(&id, region, vec![info], Box::new(trainer), crash);
     }
     cluster.wait_connected(Duration::from_secs(60)).await?;

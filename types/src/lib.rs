@@ -19,6 +19,7 @@
 //! - [`serving`]: what an inference node reports about the checkpoints it serves.
 //! - [`task`]: what a task asks of a client ([`task::TaskKind`], [`task::PrivacyTask`]).
 
+pub mod aggregator;
 pub mod audit;
 pub mod drift;
 pub mod identity;

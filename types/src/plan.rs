@@ -13,6 +13,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::aggregator::Aggregator;
+
 /// Aggregation strategy: how a round's sample-weighted mean of the clients' models becomes
 /// the next global model.
 ///

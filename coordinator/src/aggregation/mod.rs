@@ -14,9 +14,11 @@
 //! clients report beyond `f64` rounding (far below `f32` resolution for any realistic
 //! number of clients).
 
+pub mod robust;
 pub mod server_opt;
 mod staging;
 
+pub use robust::{RobustOutcome, SpillStage};
 pub use staging::{DEFAULT_STAGING_BUDGET_BYTES, StagingBuffer, StagingPool};
 
 /// Folding an update was refused.
@@ -28,6 +30,48 @@ pub enum AggregationError {
     Weight(f64),
     #[error("no update was aggregated")]
     Empty,
+    #[error("scratch file: {0}")]
+    Scratch(String),
+    #[error("{0}")]
+    Rule(String),
+}
+
+/// What a round collects its updates into: FedAvg's running sum (streaming, the default and
+/// the only one DP-FedAvg uses), or a robust rule's spilled updates (see [`robust`]).
+#[derive(Debug)]
+pub enum RoundSum {
+    Mean(FedAvgAccumulator),
+    Robust(SpillStage),
+}
+
+impl RoundSum {
+    /// The collector `rule` needs for a model of `len` values: a robust rule's scratch file
+    /// goes into `scratch_dir`.
+    ///
+    /// # Errors
+    /// The scratch file cannot be created.
+    pub fn for_rule(
+        rule: &fedra_types::aggregator::Aggregator,
+        len: usize,
+        scratch_dir: &std::path::Path,
+    ) -> Result<Self, AggregationError> {
+        if rule.is_robust() {
+            SpillStage::new(scratch_dir, len).map(Self::Robust)
+        } else {
+            Ok(Self::Mean(FedAvgAccumulator::new(len)))
+        }
+    }
+
+    /// Adds a verified update with its FedAvg weight.
+    ///
+    /// # Errors
+    /// As [`FedAvgAccumulator::fold`] and [`SpillStage::append`]: nothing is counted then.
+    pub fn fold(&mut self, update: &[f32], weight: f64) -> Result<(), AggregationError> {
+        match self {
+            Self::Mean(acc) => acc.fold(update, weight),
+            Self::Robust(stage) => stage.append(update, weight),
+        }
+    }
 }
 
 /// Running sample-weighted sum of client models.

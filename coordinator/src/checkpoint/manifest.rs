@@ -76,6 +76,23 @@ pub struct Manifest {
     /// `fedra_types::drift`), so that the signature covers it too.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub reference_sha256: BTreeMap<RegionId, String>,
+    /// With a robust aggregation rule: the rule and what it did to individual updates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregation: Option<RobustProvenance>,
+}
+
+/// What a robust aggregation rule did in the round (absent for FedAvg's mean).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RobustProvenance {
+    /// The rule with its parameters, e.g. `trimmed_mean(trim = 0.2)`.
+    pub rule: String,
+    /// Clients whose update was left out of the aggregate (Multi-Krum's unselected).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<ClientId>,
+    /// Clients whose delta was scaled down, with the factor applied (norm bounding).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scaled: Vec<(ClientId, f64)>,
 }
 
 /// The privacy guarantee a published checkpoint carries (client-level DP).
@@ -140,6 +157,8 @@ pub struct PublishRequest {
     pub policy_sha256: Option<String>,
     /// A server optimizer's name and the sha256 of its state file after this round.
     pub server_state: Option<(&'static str, String)>,
+    /// A robust rule's record for the manifest.
+    pub aggregation: Option<RobustProvenance>,
     /// The contributors' training data statistics per region: each region's copy gets its
     /// own region's as `reference.json` (a region that contributed nothing gets all
     /// regions' merged). Empty: no reference (a private run).

@@ -40,7 +40,8 @@ pub use artifacts::{ArtifactStore, Object, StoreOptions, StoreSpec};
 pub use fedra_pki::signing::{ManifestSigner, SIGNATURE_FILE};
 pub use location::ArtifactLocation;
 pub use manifest::{
-    Contributor, Manifest, PrivacyProvenance, PublishRequest, Published, RegionContribution, ScopeEpsilon,
+    Contributor, Manifest, PrivacyProvenance, PublishRequest, Published, RegionContribution, RobustProvenance,
+    ScopeEpsilon,
 };
 pub use reconcile::Recorded;
 pub use server_state::encode_server_state;

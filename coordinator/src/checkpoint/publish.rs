@@ -106,6 +106,7 @@ impl Checkpoints {
             privacy: req.privacy.clone(),
             policy_sha256: req.policy_sha256.clone(),
             server_state_sha256: req.server_state.as_ref().map(|(_, sha)| sha.clone()),
+            aggregation: req.aggregation.clone(),
             reference_sha256: references
                 .iter()
                 .map(|(r, json)| (r.clone(), hex::encode(Sha256::digest(json))))
@@ -182,6 +183,7 @@ mod tests {
             policy_sha256: None,
             server_state: None,
             references: BTreeMap::new(),
+            aggregation: None,
         }
     }
 

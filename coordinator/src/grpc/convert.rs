@@ -144,6 +144,8 @@ pub fn plan_from_pb(p: pb::RunPlan) -> Result<RunPlan, ApiError> {
         model,
         initial_checkpoint: optional(&p.initial_checkpoint, |v| checkpoint_id("plan.initial_checkpoint", v))?,
         strategy,
+        aggregator: plan_wire::aggregator_from_pb(p.aggregator.as_ref())
+            .map_err(|e| ApiError::Invalid(format!("plan.{e}")))?,
         rounds: p.rounds,
         clients_per_round: p.clients_per_round,
         min_clients: p.min_clients,
@@ -189,6 +191,7 @@ pub fn plan_to_pb(p: &RunPlan) -> pb::RunPlan {
         priority: p.priority,
         promotion: Some(plan_wire::promotion_to_pb(&p.promotion)),
         schedule: Some(plan_wire::schedule_to_pb(&p.schedule)),
+        aggregator: plan_wire::aggregator_to_pb(&p.aggregator),
     }
 }
 

@@ -96,7 +96,9 @@ impl ApiError {
                     PrivacyError::OverBudget { .. }
                     | PrivacyError::RunOverBudget { .. }
                     | PrivacyError::NoBudget(_) => Code::FailedPrecondition,
-                    PrivacyError::OverClipBound { .. } => Code::InvalidArgument,
+                    PrivacyError::OverClipBound { .. } | PrivacyError::NormUnderReported { .. } => {
+                        Code::InvalidArgument
+                    }
                     PrivacyError::Accounting(_) | PrivacyError::Noise(_) => Code::Internal,
                 },
                 RoundError::UpdateKind { .. } => Code::InvalidArgument,

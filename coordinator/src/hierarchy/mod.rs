@@ -194,6 +194,7 @@ pub fn cohort_plan(
         model: task.model.clone(),
         initial_checkpoint: Some(initial),
         strategy: Some(Strategy::FedAvg),
+        aggregator: Default::default(),
         rounds: 1,
         clients_per_round: task.cohort.target,
         min_clients: task.cohort.min,

@@ -18,7 +18,8 @@
 //! What a lying client can steer: under central DP the coordinator measures every update's
 //! norm itself and refuses (or re-clips) one over C, so no client moves the sum by more than
 //! C whatever it claims. The one number it reports that steers the mechanism is its norm
-//! before clipping (`UpdateTrailer.update_norm`, checked finite and ≥ 0 at the edge), which
+//! before clipping (`UpdateTrailer.update_norm`, checked finite and ≥ 0 at the edge, and
+//! refused when below the norm of the update it sent, which clipping can only shrink), which
 //! only sets its bit in adaptive clipping's count query: one vote of ±1, the query's
 //! sensitivity, noised like every other vote. A coalition of k liars can move the noised
 //! count by at most 2k, so C by a factor of at most exp(η·k/m) per round, and never the
@@ -85,7 +86,9 @@ impl RoundMechanism {
         let sampling_rate = plan.sampling.rate();
         let (accountant, cost) = match (plan.mechanism, plan.sampling) {
             (DpMechanism::Central, Sampling::Poisson { rate }) => {
-                (Accountant::PoissonRdp, RoundCost::sampled_gaussian(rate, effective_noise_multiplier)?)
+                // The lattice Gaussian is accounted at integer Rényi orders only (see
+                // `RoundCost::sampled_lattice_gaussian` for why).
+                (Accountant::PoissonRdp, RoundCost::sampled_lattice_gaussian(rate, effective_noise_multiplier)?)
             }
             _ => (Accountant::Zcdp, RoundCost::gaussian(rho)),
         };

@@ -36,6 +36,11 @@ pub enum PrivacyError {
     Noise(String),
     #[error("update norm {norm} exceeds the clipping bound {bound} (tolerance included)")]
     OverClipBound { norm: f64, bound: f64 },
+    #[error(
+        "reported norm before clipping {reported} is below the norm {received} of the update received: \
+         adaptive clipping's vote would not be the client's"
+    )]
+    NormUnderReported { reported: f64, received: f64 },
 }
 
 impl From<accountant::AccountingError> for PrivacyError {

@@ -96,6 +96,7 @@ fn plan_with(rounds: u32, per_round: u32, min: u32, regions: &[&str], f: impl Fn
         model: ModelSpec::new("lr", Architecture::LogisticRegression { input_dim: 4, classes: 3 }).unwrap(),
         initial_checkpoint: None,
         strategy: Some(Strategy::FedAvg),
+        aggregator: Default::default(),
         rounds,
         clients_per_round: per_round,
         min_clients: min,
@@ -321,11 +322,18 @@ async fn an_update_refused_for_good_cannot_be_retried() {
     let h = harness().await;
     let mut a = connect(&h, "a", "eu").await;
     let mut b = connect(&h, "b", "eu").await;
-    let p = plan_with(1, 2, 1, &[], |raw| raw.privacy = Some(private(Sampling::Fixed, OverBound::Reject, 2)));
+    let mut c = connect(&h, "c", "eu").await;
+    let p = plan_with(1, 3, 1, &[], |raw| raw.privacy = Some(private(Sampling::Fixed, OverBound::Reject, 3)));
     let run = h.engine.submit(p, None).await.unwrap();
     let mut rx = h.watch(&run).await;
     let ta = task_of(&mut a).await;
     let tb = task_of(&mut b).await;
+    let tc = task_of(&mut c).await;
+    // A pre-clipping norm below the norm of what was sent is a lie about adaptive clipping's vote.
+    let mut lie = h.update(0.01, true).await;
+    lie.update_norm = 0.001;
+    let e = h.engine.commit_upload(tc.task.clone(), c.id.clone(), lie).await.unwrap_err();
+    assert!(e.to_string().contains("is below the norm"), "{e}");
     // Norm 10·√15 > C = 1: refused and recorded.
     let big = h.update(10.0, true).await;
     let e = h.engine.commit_upload(ta.task.clone(), a.id.clone(), big).await.unwrap_err();

@@ -427,3 +427,33 @@ proptest! {
         }
     }
 }
+
+/// The lattice Gaussian's Poisson path is accounted at integer orders only (see
+/// `RoundCost::sampled_lattice_gaussian`): its curve equals the continuous one there, is
+/// `+∞` at every fractional order, and its `ε` is never below the continuous accountant's
+/// while its optimum lies on an integer order.
+#[test]
+fn the_lattice_poisson_path_uses_integer_orders_only() {
+    let (q, z, delta) = (0.01, 1.1, 1e-5);
+    let lattice = RoundCost::sampled_lattice_gaussian(q, z).unwrap();
+    let continuous = RoundCost::sampled_gaussian(q, z).unwrap();
+    assert_eq!(lattice.rho(), None);
+    let (orders, values) = (lattice.rdp.orders(), lattice.rdp.values());
+    assert_eq!(orders, continuous.rdp.orders());
+    for ((order, l), c) in orders.iter().zip(values).zip(continuous.rdp.values()) {
+        if order.fract() == 0.0 {
+            assert_eq!(l, c, "order {order}");
+        } else {
+            assert_eq!(*l, f64::INFINITY, "order {order}");
+        }
+    }
+    let rounds = 1000;
+    let e_lattice = epsilon(&vec![lattice; rounds], delta).unwrap();
+    let e_continuous = epsilon(&vec![continuous; rounds], delta).unwrap();
+    assert_eq!(e_lattice.rdp_order.fract(), 0.0, "{e_lattice:?}");
+    assert!(e_lattice.epsilon >= e_continuous.epsilon, "{e_lattice:?} vs {e_continuous:?}");
+    // The best continuous order here is fractional: the restriction has a visible price.
+    assert!(e_continuous.rdp_order.fract() != 0.0 && e_lattice.epsilon > e_continuous.epsilon);
+    // Without sampling it is the plain Gaussian round, with its ρ.
+    assert_eq!(RoundCost::sampled_lattice_gaussian(1.0, z).unwrap(), RoundCost::gaussian_round(z).unwrap());
+}

@@ -52,6 +52,7 @@ async fn python_safetensors_loads_fedra_checkpoints() -> anyhow::Result<()> {
             policy_sha256: None,
             server_state: None,
             references: Default::default(),
+            aggregation: None,
         };
         let (published, params) = Checkpoints::with_ephemeral_key(dir.path()).publish(req, params).await?;
         let mut offset = 0;

@@ -23,6 +23,7 @@ mod pyvenv;
 mod registry;
 mod rejections;
 mod restart;
+mod robust;
 mod sandbox;
 mod sim;
 mod spine;

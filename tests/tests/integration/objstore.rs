@@ -283,6 +283,7 @@ async fn publication_time_directory_vs_s3() -> Result<()> {
                 policy_sha256: None,
                 server_state: None,
                 references: Default::default(),
+                aggregation: None,
             };
             let started = Instant::now();
             let (published, _) = cps.publish(req, values.clone()).await?;

@@ -33,6 +33,7 @@ pub fn plan(input_dim: u32, classes: u32, rounds: u32, clients_per_round: u32, m
         },
         initial_checkpoint: None,
         strategy: Strategy::FedAvg,
+        aggregator: Default::default(),
         rounds,
         clients_per_round,
         min_clients,

@@ -70,7 +70,7 @@ pub(super) fn check_registration(tier: &Tier, client: &ClientRecord) -> Result<(
 
 /// What a tier cannot run, refused at submit: at the global tier, adaptive clipping (each
 /// region noises its own sum, see [`crate::hierarchy::private_cohorts`]; the clipping
-/// count query would have to cross tiers); at a regional aggregator, runs submitted
+/// count query would have to cross tiers) and robust aggregation rules; at a regional aggregator, runs submitted
 /// directly (its runs come from the global coordinator's cohort tasks).
 ///
 /// # Errors
@@ -86,6 +86,14 @@ pub(super) fn check_plan_for_tier(tier: &Tier, plan: &crate::plan::RunPlan) -> R
                 "adaptive clipping across regional aggregators is not supported: use fixed clipping (each region noises its own sum)",
             )
         }
+        // The global tier folds a handful of regional means, not client updates: a robust
+        // rule there would vote between regions, and the cohort task does not carry the
+        // rule down to where the client updates arrive.
+        Tier::Global if plan.aggregator.is_robust() => refuse(&format!(
+            "aggregator {} across regional aggregators is not supported: robust rules run where client updates \
+             arrive; submit to a standalone coordinator or use aggregator = \"mean\"",
+            plan.aggregator.name()
+        )),
         Tier::Global => Ok(()),
         Tier::Regional { .. } => {
             refuse("runs are submitted to the global coordinator, which sends this region its cohorts")
@@ -145,6 +153,7 @@ impl Engine {
             policy_sha256: policy_sha256.clone(),
             server_state: None,
             references: Default::default(),
+            aggregation: None,
         };
         // The global model is written before it is recorded, as a round's checkpoint is.
         let (published, _) = self.env.checkpoints.publish(request, params).await?;

@@ -38,6 +38,11 @@ pub struct EngineSettings {
     pub carbon: Option<std::sync::Arc<crate::carbon::CarbonSignal>>,
     /// Watts one training client draws (the energy estimate's factor).
     pub client_watts: f64,
+    /// Where robust aggregation spills a round's updates (unlinked files; see
+    /// `aggregation::robust`): `data_dir/scratch` in a deployment.
+    pub scratch_dir: std::path::PathBuf,
+    /// Bytes of the block buffer robust aggregation reads the spilled updates into.
+    pub robust_block_budget: usize,
     /// Test fault: folding this client's update panics.
     #[cfg(test)]
     pub fold_fault: Option<ClientId>,
@@ -72,6 +77,8 @@ impl Default for EngineSettings {
             tier: crate::hierarchy::Tier::Standalone,
             carbon: None,
             client_watts: crate::carbon::DEFAULT_CLIENT_WATTS,
+            scratch_dir: std::env::temp_dir(),
+            robust_block_budget: crate::aggregation::robust::DEFAULT_BLOCK_BUDGET_BYTES,
             #[cfg(test)]
             fold_fault: None,
         }

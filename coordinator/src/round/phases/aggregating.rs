@@ -7,15 +7,16 @@ use super::super::run::{Internal, RunCore};
 use super::super::{RoundError, RunEventKind, TrainingMetrics};
 use super::publishing;
 use super::{Phase, Transition};
-use crate::aggregation::FedAvgAccumulator;
 use crate::aggregation::server_opt::{self, ServerState};
+use crate::aggregation::{RobustOutcome, RoundSum};
 use crate::checkpoint::Contributor;
-use crate::checkpoint::ScopeEpsilon;
+use crate::checkpoint::{RobustProvenance, ScopeEpsilon};
 use crate::ids::RegionId;
 use crate::plan::Strategy;
 use crate::privacy::RoundMechanism;
 use crate::privacy::admission::PrivateRound;
 use crate::privacy::release;
+use tracing::warn;
 
 /// The aggregate as the blocking work computed it.
 pub(in crate::round) struct Averaged {
@@ -24,6 +25,8 @@ pub(in crate::round) struct Averaged {
     pub noised_count: Option<f64>,
     /// A server optimizer's state after this round's step, and its state file's sha256.
     pub server_state: Option<(ServerState, String)>,
+    /// What a robust rule did with individual updates (by arrival index).
+    pub robust: Option<RobustOutcome>,
 }
 
 /// What the round carries into publishing while the average is computed.
@@ -40,7 +43,7 @@ pub(in crate::round) struct Aggregating {
 /// Starts computing the average; the result comes back as [`Internal::Averaged`].
 pub(in crate::round) fn start(
     core: &mut RunCore,
-    acc: FedAvgAccumulator,
+    acc: RoundSum,
     contributors: Vec<Contributor>,
     metrics: TrainingMetrics,
     dp: Option<PrivateRound>,
@@ -64,18 +67,31 @@ pub(in crate::round) fn start(
         Strategy::FedAvg => None,
     };
     let (run, round, checkpoints) = (key.run.clone(), key.round, core.env.checkpoints.clone());
+    let (rule, block_budget) = (core.plan.aggregator, core.env.settings.robust_block_budget);
     let tx = core.internal.clone();
     let averaged = tokio::task::spawn_blocking(move || {
-        let (mut params, noised_count) = match dp_noise {
-            None => {
+        let mut robust = None;
+        let (mut params, noised_count) = match (acc, dp_noise) {
+            (RoundSum::Mean(acc), None) => {
                 let r = acc.average_into(old.into_values()).map(|p| (p, None)).map_err(RoundError::from);
                 // The sum goes before publishing allocates anything.
                 drop(acc);
                 r
             }
-            Some((mechanism, count_sum)) => {
+            (RoundSum::Mean(acc), Some((mechanism, count_sum))) => {
                 release::private_average(acc, old.into_values(), &mechanism, count_sum, expected)
                     .map_err(RoundError::from)
+            }
+            // The rule reads the spilled updates block by block over the old model's buffer.
+            (RoundSum::Robust(stage), None) => stage
+                .aggregate(&rule, old.into_values(), block_budget)
+                .map(|(p, o)| {
+                    robust = Some(o);
+                    (p, None)
+                })
+                .map_err(RoundError::from),
+            (RoundSum::Robust(_), Some(_)) => {
+                Err(RoundError::Internal("a private round cannot use a robust rule (refused at submit)".into()))
             }
         }?;
         let server_state = match server {
@@ -88,11 +104,11 @@ pub(in crate::round) fn start(
                 Some((state, sha, encoded))
             }
         };
-        Ok((params, noised_count, server_state))
+        Ok((params, noised_count, server_state, robust))
     });
     tokio::spawn(async move {
         let result = match averaged.await {
-            Ok(Ok((params, noised_count, server_state))) => {
+            Ok(Ok((params, noised_count, server_state, robust))) => {
                 // The optimizer state is written (an async put) before publishing starts.
                 let written = match server_state {
                     None => Ok(None),
@@ -102,7 +118,7 @@ pub(in crate::round) fn start(
                         .map(|()| Some((state, sha)))
                         .map_err(RoundError::from),
                 };
-                written.map(|server_state| Averaged { params, noised_count, server_state })
+                written.map(|server_state| Averaged { params, noised_count, server_state, robust })
             }
             Ok(Err(e)) => Err(e),
             Err(e) => Err(RoundError::Internal(format!("the averaging task failed: {e}"))),
@@ -125,7 +141,7 @@ pub(in crate::round) fn on_averaged(
     core: &mut RunCore,
     result: Result<Averaged, RoundError>,
 ) -> Transition {
-    let Averaged { params, noised_count, server_state } = match result {
+    let Averaged { params, noised_count, server_state, robust } = match result {
         Ok(r) => r,
         Err(e) => return Transition::fail(format!("aggregation failed: {e}")),
     };
@@ -146,6 +162,7 @@ pub(in crate::round) fn on_averaged(
         _ => None,
     };
     let contributors = std::mem::take(&mut a.contributors);
+    let robust = robust.map(|o| robust_provenance(core, &contributors, o));
     let samples: u64 = contributors.iter().map(|c| c.samples).sum();
     core.emit(RunEventKind::Aggregated {
         clients: a.clients,
@@ -153,5 +170,30 @@ pub(in crate::round) fn on_averaged(
         metrics: a.metrics,
         fold_seconds: a.fold_seconds,
     });
-    publishing::start(core, params, contributors, a.metrics, std::mem::take(&mut a.regions), privacy, server_state)
+    let out = publishing::RoundOutput {
+        params,
+        contributors,
+        metrics: a.metrics,
+        regions: std::mem::take(&mut a.regions),
+        privacy,
+        server_state,
+        aggregation: robust,
+    };
+    publishing::start(core, out)
+}
+
+/// The rule's effect on individual clients, by name, for the manifest; each exclusion and
+/// scaling is logged too.
+fn robust_provenance(core: &RunCore, contributors: &[Contributor], o: RobustOutcome) -> RobustProvenance {
+    let key = &core.key;
+    let name = |i: usize| contributors.get(i).map(|c| c.client.clone());
+    let excluded: Vec<_> = o.excluded.iter().filter_map(|&i| name(i)).collect();
+    let scaled: Vec<_> = o.scaled.iter().filter_map(|&(i, s)| name(i).map(|c| (c, s))).collect();
+    for c in &excluded {
+        warn!(run = %key.run, round = key.round, client = %c, rule = %core.plan.aggregator, "update left out of the aggregate");
+    }
+    for (c, s) in &scaled {
+        warn!(run = %key.run, round = key.round, client = %c, factor = s, "update's delta scaled down to the norm bound");
+    }
+    RobustProvenance { rule: core.plan.aggregator.to_string(), excluded, scaled }
 }

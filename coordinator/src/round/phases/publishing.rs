@@ -8,7 +8,7 @@ use super::super::task::GlobalModel;
 use super::super::{RoundError, RunEventKind, TrainingMetrics};
 use super::{Phase, Transition, evaluating};
 use crate::aggregation::server_opt::ServerState;
-use crate::checkpoint::{Contributor, PrivacyProvenance, PublishRequest, Published};
+use crate::checkpoint::{Contributor, PrivacyProvenance, PublishRequest, Published, RobustProvenance};
 use crate::ids::{CheckpointId, RegionId, RoundNumber};
 use crate::store::{CheckpointRecord, PrivacyCharge, RoundCompletion};
 use fedra_types::audit::AuditAction;
@@ -26,16 +26,23 @@ pub(in crate::round) struct Publishing {
     reported: u32,
 }
 
+/// The aggregated round, as publishing writes it.
+pub(in crate::round) struct RoundOutput {
+    pub params: Vec<f32>,
+    pub contributors: Vec<Contributor>,
+    pub metrics: TrainingMetrics,
+    pub regions: Vec<RegionId>,
+    /// A private round's next clipping bound and its manifest block.
+    pub privacy: Option<(Option<f64>, PrivacyProvenance)>,
+    /// A server optimizer's state after the step, and its state file's sha256.
+    pub server_state: Option<(ServerState, String)>,
+    /// A robust rule's record.
+    pub aggregation: Option<RobustProvenance>,
+}
+
 /// Starts writing the checkpoint; the result comes back as [`Internal::Published`].
-pub(in crate::round) fn start(
-    core: &mut RunCore,
-    params: Vec<f32>,
-    contributors: Vec<Contributor>,
-    metrics: TrainingMetrics,
-    regions: Vec<RegionId>,
-    privacy: Option<(Option<f64>, PrivacyProvenance)>,
-    server_state: Option<(ServerState, String)>,
-) -> Transition {
+pub(in crate::round) fn start(core: &mut RunCore, out: RoundOutput) -> Transition {
+    let RoundOutput { params, contributors, metrics, regions, privacy, server_state, aggregation } = out;
     let key = core.key.clone();
     let next_clip = privacy.as_ref().map(|(next, _)| *next);
     let reported = contributors.len() as u32;
@@ -56,6 +63,7 @@ pub(in crate::round) fn start(
             _ => None,
         },
         references: if core.plan.privacy.is_some() { Default::default() } else { std::mem::take(&mut core.references) },
+        aggregation,
     };
     let checkpoints = core.env.checkpoints.clone();
     let tx = core.internal.clone();

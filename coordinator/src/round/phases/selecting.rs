@@ -10,6 +10,7 @@ use super::super::run::{DemandSpec, RunCore};
 use super::super::task::{PrivacyTask, TaskAssignment, TaskKind};
 use super::training::Training;
 use super::{Assignment, AssignmentState, Assignments, Phase, Transition};
+use crate::aggregation::RoundSum;
 use crate::ids::RegionId;
 use crate::plan::{DpMechanism, Sampling};
 use crate::privacy::admission::AttemptRef;
@@ -178,6 +179,14 @@ pub(in crate::round) async fn on_offer(_: &mut Selecting, core: &mut RunCore, mu
         Ok(g) => g.clone(),
         Err(e) => return Transition::fail(e.to_string()),
     };
+    // A robust rule's scratch file exists before anyone is asked to train.
+    let sum = match RoundSum::for_rule(&plan.aggregator, global.params.len(), &core.env.settings.scratch_dir) {
+        Ok(sum) => sum,
+        Err(e) => {
+            core.release(chosen.into_iter().map(|l| l.task).collect(), false);
+            return Transition::fail(format!("aggregation: {e}"));
+        }
+    };
     // A private round reserves its cost before any client is asked to train.
     let clip_norm = core.clip_norm.unwrap_or_else(|| plan.privacy.as_ref().map_or(0.0, |p| p.clipping.initial_norm()));
     let attempt = AttemptRef { run: &key.run, round: key.round, attempt: key.attempt };
@@ -260,7 +269,7 @@ pub(in crate::round) async fn on_offer(_: &mut Selecting, core: &mut RunCore, mu
     let target = plan.clients_per_round;
     core.emit(RunEventKind::Selected { clients: selected.into_iter().map(|(c, _)| c).collect(), target });
     core.references.clear();
-    Transition::to(Phase::Training(Training::new(assignments, global.params.len(), dp, population)))
+    Transition::to(Phase::Training(Training::new(assignments, sum, dp, population)))
 }
 
 /// Sends each leased client its copy of `template` under the lease's task id. A client

@@ -8,7 +8,7 @@ use super::super::task::{UploadTicket, VerifiedUpdate};
 use super::super::{MetricsMean, RoundError, RunEventKind};
 use super::aggregating;
 use super::{AssignmentState, Assignments, Transition};
-use crate::aggregation::FedAvgAccumulator;
+use crate::aggregation::RoundSum;
 use crate::checkpoint::Contributor;
 use crate::ids::{ClientId, RegionId, TaskId};
 use crate::plan::{DpMechanism, OverBound, Sampling};
@@ -23,7 +23,7 @@ use tracing::{error, info, warn};
 pub(in crate::round) struct Training {
     pub assignments: Assignments,
     /// Taken out only while a fold runs (the actor waits for it) and when training ends.
-    acc: Option<FedAvgAccumulator>,
+    acc: Option<RoundSum>,
     metrics: MetricsMean,
     contributors: Vec<Contributor>,
     dp: Option<PrivateRound>,
@@ -35,10 +35,10 @@ pub(in crate::round) struct Training {
 }
 
 impl Training {
-    pub fn new(assignments: Assignments, len: usize, dp: Option<PrivateRound>, population: Vec<RegionId>) -> Self {
+    pub fn new(assignments: Assignments, sum: RoundSum, dp: Option<PrivateRound>, population: Vec<RegionId>) -> Self {
         Self {
             assignments,
-            acc: Some(FedAvgAccumulator::new(len)),
+            acc: Some(sum),
             metrics: MetricsMean::default(),
             contributors: Vec::new(),
             dp,
@@ -153,7 +153,12 @@ pub(in crate::round) async fn commit_upload(
         let mut result = Ok(());
         if let Some((c, over)) = bound {
             let norm = fedra_dp::noise::l2_norm(values.as_slice());
-            if norm > c * (1.0 + fedra_dp::noise::CLIP_TOLERANCE) {
+            // The norm before clipping is at least the norm of what was sent after it: a
+            // smaller claim is a lie about the one number that steers adaptive clipping.
+            if update_norm < norm * (1.0 - fedra_dp::noise::CLIP_TOLERANCE) {
+                result =
+                    Err(RoundError::Privacy(PrivacyError::NormUnderReported { reported: update_norm, received: norm }));
+            } else if norm > c * (1.0 + fedra_dp::noise::CLIP_TOLERANCE) {
                 if over == OverBound::Reject {
                     result = Err(RoundError::Privacy(PrivacyError::OverClipBound { norm, bound: c }));
                 } else if let Err(e) = fedra_dp::noise::clip_l2(values.as_mut_slice(), c) {
