@@ -186,6 +186,25 @@ impl SpillStage {
         Ok((model, outcome))
     }
 
+    /// Calls `f(start, width, slices)` for every block `[start, start + width)` of
+    /// coordinates, with the n updates' slices read into `buf` (update-major).
+    fn each_block(
+        &self,
+        buf: &mut [f32],
+        block: usize,
+        mut f: impl FnMut(usize, usize, &[f32]),
+    ) -> Result<(), AggregationError> {
+        let n = self.weights.len();
+        let mut start = 0;
+        while start < self.len {
+            let width = block.min(self.len - start);
+            self.read_block(start, width, &mut buf[..n * width])?;
+            f(start, width, &buf[..n * width]);
+            start += width;
+        }
+        Ok(())
+    }
+
     /// Runs `per_coordinate(column, global value)` over every coordinate, block by block,
     /// writing its result over the model's coordinate. The column is the n updates' values.
     fn blocks(
@@ -195,41 +214,26 @@ impl SpillStage {
         block: usize,
         mut per_coordinate: impl FnMut(&[f32], f32) -> f32,
     ) -> Result<(), AggregationError> {
-        let n = self.weights.len();
-        let mut col = vec![0f32; n];
-        let mut start = 0;
-        while start < self.len {
-            let width = block.min(self.len - start);
-            self.read_block(start, width, &mut buf[..n * width])?;
+        let mut col = vec![0f32; self.weights.len()];
+        self.each_block(buf, block, |start, width, slices| {
             for j in 0..width {
                 for (i, c) in col.iter_mut().enumerate() {
-                    *c = buf[i * width + j];
+                    *c = slices[i * width + j];
                 }
                 model[start + j] = per_coordinate(&col, model[start + j]);
             }
-            start += width;
-        }
-        Ok(())
+        })
     }
 
     /// ‖xᵢ − g‖₂ of every update.
     fn delta_norms(&self, global: &[f32], buf: &mut [f32], block: usize) -> Result<Vec<f64>, AggregationError> {
-        let n = self.weights.len();
-        let mut sq = vec![0f64; n];
-        let mut start = 0;
-        while start < self.len {
-            let width = block.min(self.len - start);
-            self.read_block(start, width, &mut buf[..n * width])?;
+        let mut sq = vec![0f64; self.weights.len()];
+        self.each_block(buf, block, |start, width, slices| {
             let g = &global[start..start + width];
-            for (i, s) in sq.iter_mut().enumerate() {
-                *s += buf[i * width..(i + 1) * width]
-                    .iter()
-                    .zip(g)
-                    .map(|(x, g)| (f64::from(*x) - f64::from(*g)).powi(2))
-                    .sum::<f64>();
+            for (s, x) in sq.iter_mut().zip(slices.chunks_exact(width)) {
+                *s += x.iter().zip(g).map(|(x, g)| (f64::from(*x) - f64::from(*g)).powi(2)).sum::<f64>();
             }
-            start += width;
-        }
+        })?;
         Ok(sq.into_iter().map(f64::sqrt).collect())
     }
 
@@ -237,21 +241,16 @@ impl SpillStage {
     fn pairwise_distances(&self, buf: &mut [f32], block: usize) -> Result<Vec<f64>, AggregationError> {
         let n = self.weights.len();
         let mut d = vec![0f64; n * n];
-        let mut start = 0;
-        while start < self.len {
-            let width = block.min(self.len - start);
-            self.read_block(start, width, &mut buf[..n * width])?;
+        self.each_block(buf, block, |_, width, slices| {
+            let rows: Vec<&[f32]> = slices.chunks_exact(width).collect();
             for i in 0..n {
-                let a = &buf[i * width..(i + 1) * width];
                 for j in i + 1..n {
-                    let b = &buf[j * width..(j + 1) * width];
-                    let s: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+                    let s: f64 = rows[i].iter().zip(rows[j]).map(|(x, y)| f64::from(x - y).powi(2)).sum();
                     d[i * n + j] += s;
                     d[j * n + i] += s;
                 }
             }
-            start += width;
-        }
+        })?;
         Ok(d)
     }
 }
