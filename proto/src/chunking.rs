@@ -67,14 +67,11 @@ pub fn decode_le_into(data: &[u8], dst: &mut [f32]) {
 /// [`MIN_CHUNK_BYTES`]..=[`MAX_CHUNK_BYTES`]). An empty vector yields no chunk.
 pub fn chunks(values: &[f32], chunk_bytes: usize) -> impl Iterator<Item = ParamChunk> + '_ {
     let per = values_per_chunk(chunk_bytes);
-    values
-        .chunks(per)
-        .enumerate()
-        .map(move |(i, slice)| ParamChunk {
-            offset: (i * per) as u64,
-            data: Bytes::from(encode_le(slice)),
-            ..ParamChunk::default()
-        })
+    values.chunks(per).enumerate().map(move |(i, slice)| ParamChunk {
+        offset: (i * per) as u64,
+        data: Bytes::from(encode_le(slice)),
+        ..ParamChunk::default()
+    })
 }
 
 /// Hex sha256 of the little-endian bytes of `values`: the weights digest published checkpoints

@@ -117,6 +117,11 @@ pub fn wire_digest_hex<'a>(chunks: impl IntoIterator<Item = &'a ParamChunk>) -> 
     d.finish_hex()
 }
 
+/// Bytes of `chunk` as a protobuf message: what it costs on the wire before gRPC framing.
+pub fn encoded_len(chunk: &ParamChunk) -> usize {
+    prost::Message::encoded_len(chunk)
+}
+
 /// Coordinates per int8 chunk for a payload budget of `chunk_bytes`.
 fn int8_per_chunk(chunk_bytes: usize) -> usize {
     chunk_bytes.clamp(MIN_CHUNK_BYTES, MAX_CHUNK_BYTES)

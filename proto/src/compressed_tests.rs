@@ -115,7 +115,8 @@ proptest! {
 fn int8_is_unbiased_where_nearest_rounding_is_not() {
     // Coordinates at fractional positions 0.1..0.9 of a step: nearest rounding would be
     // off by up to 0.5 step on each, stochastic rounding averages out.
-    let delta: Vec<f32> = (0..256).map(|i| if i == 0 { 127.0 } else { (i % 10) as f32 * 0.1 + (i % 7) as f32 }).collect();
+    let delta: Vec<f32> =
+        (0..256).map(|i| if i == 0 { 127.0 } else { (i % 10) as f32 * 0.1 + (i % 7) as f32 }).collect();
     let global = vec![0.0f32; delta.len()];
     let mut u = Uniform(42);
     let trials = 4000;
@@ -138,7 +139,10 @@ fn int8_is_unbiased_where_nearest_rounding_is_not() {
         assert!((mean - f64::from(*d)).abs() <= bound, "coordinate {i}: mean {mean} vs {d} (bound {bound})");
     }
     // And the bound is tight enough to catch nearest rounding on the same inputs.
-    let biased = delta.iter().filter(|d| (f64::from(**d) - (f64::from(**d) / f64::from(scale)).round() * f64::from(scale)).abs() > bound).count();
+    let biased = delta
+        .iter()
+        .filter(|d| (f64::from(**d) - (f64::from(**d) / f64::from(scale)).round() * f64::from(scale)).abs() > bound)
+        .count();
     assert!(biased > 100, "the test could not tell nearest rounding apart ({biased} coordinates)");
 }
 
@@ -251,11 +255,7 @@ fn hostile_payloads_are_refused_naming_what_was_wrong() {
             vec![ParamChunk { count: 2, ..chunks(&[1.0f32, 2.0], 1024).next().unwrap() }],
             "sets count or scale",
         ),
-        (
-            Compression::Int8,
-            vec![ParamChunk { encoding: 9, ..int8_chunk(0, 1.0, &[1; 8]) }],
-            "is unknown-encoded",
-        ),
+        (Compression::Int8, vec![ParamChunk { encoding: 9, ..int8_chunk(0, 1.0, &[1; 8]) }], "is unknown-encoded"),
     ];
     for (compression, chunks, want) in cases {
         let e = refusal(compression, &chunks);

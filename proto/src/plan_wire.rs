@@ -4,8 +4,8 @@
 
 use crate::pb;
 use fedra_types::plan::{
-    Clipping, Compression, DpMechanism, GateMetric, LocalTraining, Optimizer, OverBound, PrivacyPlan, PromoteTo, PromotionPlan,
-    Sampling, SchedulePlan, ServerOptimizer, Strategy,
+    Clipping, Compression, DpMechanism, GateMetric, LocalTraining, Optimizer, OverBound, PrivacyPlan, PromoteTo,
+    PromotionPlan, Sampling, SchedulePlan, ServerOptimizer, Strategy,
 };
 
 /// A plan's `[schedule]` on the wire.

@@ -152,6 +152,7 @@ pub(in crate::round) fn on_averaged(
         samples,
         metrics: a.metrics,
         fold_seconds: a.fold_seconds,
+        update_bytes: core.round_update_bytes,
     });
     publishing::start(core, params, contributors, a.metrics, std::mem::take(&mut a.regions), privacy, server_state)
 }
