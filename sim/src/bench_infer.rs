@@ -67,6 +67,7 @@ fn plan(name: &str, architecture: Architecture) -> PlanFile {
         priority: 0,
         promotion: PromotionPlan { promote_to: PromoteTo::Serving, min_samples: 0, ..PromotionPlan::default() },
         schedule: Default::default(),
+        compression: Default::default(),
     }
 }
 

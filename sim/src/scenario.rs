@@ -21,7 +21,7 @@ use fedra_client::trainer::{LocalHyperparams, Optimizer, TrainSpec, Trainer};
 use fedra_coordinator::ids::RunId;
 use fedra_coordinator::store::{ParticipationStatus, SqliteStore, Store};
 use fedra_types::model::TensorLayout;
-use fedra_types::plan::{EvaluationPlan, LocalTraining, PrivacyPlan, Strategy};
+use fedra_types::plan::{Compression, EvaluationPlan, LocalTraining, PrivacyPlan, Strategy};
 use fedra_types::run::RunState;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -80,6 +80,9 @@ pub struct Sweep {
     /// Aggregation strategies, each `"fed_avg"` or a server optimizer table (`[[sweep.strategy]]`).
     #[serde(default)]
     pub strategy: Vec<Strategy>,
+    /// Update compressions, each a `[compression]` table (`{ kind = "int8" }`, …).
+    #[serde(default)]
+    pub compression: Vec<Compression>,
 }
 
 /// `[privacy_budget]`: the coordinator's budget for every scope of the scenario.
@@ -97,6 +100,7 @@ pub struct Config {
     pub local: LocalTraining,
     pub privacy: Option<PrivacyPlan>,
     pub strategy: Strategy,
+    pub compression: Compression,
 }
 
 /// A scenario file.
@@ -123,6 +127,9 @@ pub struct Scenario {
     /// `"fed_avg"` (default) or a `[strategy]` server optimizer table, as in a plan file.
     #[serde(default)]
     pub strategy: Strategy,
+    /// The plan file's `[compression]` (none by default).
+    #[serde(default)]
+    pub compression: Compression,
     #[serde(default)]
     pub sweep: Sweep,
     #[serde(default)]
@@ -161,6 +168,12 @@ impl Scenario {
         s.faults.validate().with_context(|| origin.to_string())?;
         ensure!(s.sweep.private.is_empty() || s.privacy.is_some(), "{origin}: sweep.private needs a [privacy] section");
         ensure!(
+            s.privacy.is_none()
+                || s.sweep.private == [false]
+                || (s.compression == Compression::None && s.sweep.compression.iter().all(|c| *c == Compression::None)),
+            "{origin}: compression cannot be combined with [privacy] (the coordinator refuses such plans)"
+        );
+        ensure!(
             s.privacy.is_none() || s.privacy_budget.is_some(),
             "{origin}: a private scenario needs [privacy_budget] (epsilon, delta)"
         );
@@ -183,22 +196,32 @@ impl Scenario {
             if self.sweep.private.is_empty() { vec![self.privacy.is_some()] } else { self.sweep.private.clone() };
         let strategies: Vec<Strategy> =
             if self.sweep.strategy.is_empty() { vec![self.strategy] } else { self.sweep.strategy.clone() };
+        let compressions: Vec<Compression> =
+            if self.sweep.compression.is_empty() { vec![self.compression] } else { self.sweep.compression.clone() };
         let mut out = Vec::new();
         for (label, local) in locals {
             for &private in &privates {
                 for &strategy in &strategies {
-                    let privacy = if private { self.privacy.clone() } else { None };
-                    let label = match (&privacy, self.privacy.is_some()) {
-                        (Some(p), _) => format!("{label} dp(z={})", p.noise_multiplier),
-                        (None, true) => format!("{label} non-private"),
-                        (None, false) => label.clone(),
-                    };
-                    let label = match (strategy, strategies.len() > 1) {
-                        (Strategy::Server(o), _) => format!("{label} {}(lr={})", o.name(), o.learning_rate()),
-                        (Strategy::FedAvg, true) => format!("{label} fed_avg"),
-                        (Strategy::FedAvg, false) => label,
-                    };
-                    out.push(Config { label, local: local.clone(), privacy, strategy });
+                    for &compression in &compressions {
+                        let privacy = if private { self.privacy.clone() } else { None };
+                        let label = match (&privacy, self.privacy.is_some()) {
+                            (Some(p), _) => format!("{label} dp(z={})", p.noise_multiplier),
+                            (None, true) => format!("{label} non-private"),
+                            (None, false) => label.clone(),
+                        };
+                        let label = match (strategy, strategies.len() > 1) {
+                            (Strategy::Server(o), _) => format!("{label} {}(lr={})", o.name(), o.learning_rate()),
+                            (Strategy::FedAvg, true) => format!("{label} fed_avg"),
+                            (Strategy::FedAvg, false) => label,
+                        };
+                        let label = match (compression, compressions.len() > 1) {
+                            (Compression::TopK { fraction }, _) => format!("{label} top_k({fraction})"),
+                            (Compression::Int8, _) => format!("{label} int8"),
+                            (Compression::None, true) => format!("{label} f32"),
+                            (Compression::None, false) => label,
+                        };
+                        out.push(Config { label, local: local.clone(), privacy, strategy, compression });
+                    }
                 }
             }
         }
@@ -227,6 +250,7 @@ impl Scenario {
             priority: 0,
             promotion: Default::default(),
             schedule: Default::default(),
+            compression: cfg.compression,
         }
     }
 
@@ -377,12 +401,13 @@ async fn run_one(
                 row.selected += clients.len() as u32;
                 row.bytes_out += clients.len() as u64 * params * 4;
             }
-            WatchEvent::Aggregated { round, clients, metrics, .. } => {
+            WatchEvent::Aggregated { round, clients, metrics, update_bytes, .. } => {
                 if let Some(r) = rows.get_mut(&round) {
                     r.reported = clients;
                     r.dropped = r.selected.saturating_sub(clients);
                     r.train_loss = metrics.loss_after;
-                    r.bytes_in = u64::from(clients) * params * 4;
+                    // The coordinator's count of the counted updates' encoded chunk bytes.
+                    r.bytes_in = update_bytes;
                 }
             }
             WatchEvent::Published { round, checkpoint: _, regions, .. } => {
@@ -535,6 +560,13 @@ fn write_outputs(
         report::plot_metric(&out.join(format!("{file}.svg")), rows, metric, &format!("{}: {title}", scenario.name))?;
     }
     let mut md = format!("# {}\n\n{}\n", scenario.name, report::summary_table(rows));
+    let configs = scenario.configs();
+    if configs.iter().any(|c| c.compression != Compression::None) {
+        let params = scenario.model.architecture.layout().total() as u64;
+        let kinds: Vec<(String, bool)> =
+            configs.iter().map(|c| (c.label.clone(), c.compression == Compression::None)).collect();
+        md.push_str(&report::compression::table(rows, &kinds, params));
+    }
     if !privacy.is_empty() {
         md.push_str("\n## Privacy guarantee of the final checkpoint (client-level DP)\n\n| config | seed | ε | δ | accountant | z | C (last round) | q | rounds |\n|---|---:|---:|---:|---|---:|---:|---:|---:|\n");
         for p in privacy {
