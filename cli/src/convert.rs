@@ -52,6 +52,7 @@ pub fn plan_to_pb(p: &PlanFile) -> pb::RunPlan {
         promotion: Some(plan_wire::promotion_to_pb(&p.promotion)),
         schedule: Some(plan_wire::schedule_to_pb(&p.schedule)),
         aggregator: plan_wire::aggregator_to_pb(&p.aggregator),
+        compression: Some(plan_wire::compression_to_pb(&p.compression)),
     }
 }
 
@@ -176,6 +177,7 @@ pub fn event_from_pb(e: pb::RunEvent) -> Result<Option<WatchEvent>, WireError> {
             samples: a.samples,
             metrics: metrics(a.metrics),
             fold_seconds: a.fold_seconds,
+            update_bytes: a.update_bytes,
         },
         Kind::Published(p) => {
             WatchEvent::Published { round, checkpoint: p.checkpoint_id, regions: p.regions, sha256: p.sha256 }

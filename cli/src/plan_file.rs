@@ -174,6 +174,9 @@ pub struct PlanFile {
     /// `[schedule]`: `prefer_low_carbon = true` and `max_delay = "6h"`.
     #[serde(default, deserialize_with = "deserialize_schedule")]
     pub schedule: fedra_types::plan::SchedulePlan,
+    /// `[compression]`: `kind = "none" | "int8" | "top_k"` (with `fraction` for top_k).
+    #[serde(default)]
+    pub compression: fedra_types::plan::Compression,
 }
 
 /// `[schedule]` as written: `prefer_low_carbon` and `max_delay`, a duration such as `"90s"`,

@@ -90,6 +90,8 @@ pub enum WatchEvent {
         metrics: TrainingMetrics,
         /// Seconds the coordinator spent folding updates (0 when replayed from its store).
         fold_seconds: f64,
+        /// Encoded bytes of the counted updates' chunks (0 when replayed from its store).
+        update_bytes: u64,
     },
     Published {
         round: u32,

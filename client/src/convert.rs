@@ -14,6 +14,7 @@ use crate::trainer::{EvalOutcome, LocalHyperparams, Optimizer, TrainSpec};
 use fedra_proto::model_wire;
 use fedra_proto::pb;
 use fedra_types::metrics::TrainingMetrics;
+use fedra_types::plan::Compression;
 use fedra_types::task::{PrivacyTask, TaskKind};
 use std::time::Duration;
 
@@ -83,7 +84,21 @@ pub fn task_from_pb(t: pb::Task) -> Result<Task, WireError> {
         }
         None => None,
     };
+    let compression = fedra_proto::plan_wire::compression_from_pb(t.compression.as_ref())
+        .map_err(|message| WireError::Invalid { field: "task.compression", message })?;
+    if let Compression::TopK { fraction } = compression
+        && !(fraction > 0.0 && fraction <= 1.0)
+    {
+        return Err(WireError::Invalid { field: "task.compression.fraction", message: fraction.to_string() });
+    }
+    if compression != Compression::None && privacy.is_some() {
+        return Err(WireError::Invalid {
+            field: "task.compression",
+            message: format!("{} together with privacy", compression.name()),
+        });
+    }
     Ok(Task {
+        compression,
         privacy,
         id: t.task_id,
         run: t.run_id,
@@ -182,6 +197,7 @@ mod tests {
             seed: 7,
             kind: pb::TaskKind::Evaluate as i32,
             privacy: Some(pb::PrivacyTask { clip_norm: 1.0, local_noise_std: 0.0, lattice_slack: 0.0 }),
+            compression: None,
         }
     }
 
@@ -202,6 +218,17 @@ mod tests {
         let mut bad = task();
         bad.kind = 9;
         assert_eq!(task_from_pb(bad).unwrap_err().to_string(), "task.kind: 9");
+        let mut bad = task();
+        bad.compression = Some(pb::Compression { kind: pb::CompressionKind::TopK as i32, fraction: 0.0 });
+        bad.privacy = None;
+        assert_eq!(task_from_pb(bad).unwrap_err().to_string(), "task.compression.fraction: 0");
+        let mut bad = task();
+        bad.compression = Some(pb::Compression { kind: pb::CompressionKind::Int8 as i32, fraction: 0.0 });
+        assert_eq!(task_from_pb(bad).unwrap_err().to_string(), "task.compression: int8 together with privacy");
+        let mut ok = task();
+        ok.privacy = None;
+        ok.compression = Some(pb::Compression { kind: pb::CompressionKind::TopK as i32, fraction: 0.25 });
+        assert_eq!(task_from_pb(ok).unwrap().compression, Compression::TopK { fraction: 0.25 });
         let mut bad = task();
         bad.layout = None;
         assert_eq!(task_from_pb(bad).unwrap_err().to_string(), "task.layout is missing");

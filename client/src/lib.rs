@@ -5,8 +5,11 @@
 //! Layers: [`trainer`], [`models`] and [`data`] are local training and know nothing of
 //! gRPC; [`session`] runs the sidecar protocol on [`task::Task`]s; [`config`] parses the
 //! sidecar's file; [`convert`] is the only module that converts protobuf messages.
+//! [`compression`] encodes a compressed run's updates into wire chunks (with the
+//! `fedra_proto` codecs, as [`session`] chunks uncompressed ones).
 //! [`infer`] is the regional inference node, `fedra-infer`.
 
+pub mod compression;
 pub mod config;
 pub mod convert;
 pub mod data;

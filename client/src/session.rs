@@ -13,7 +13,9 @@ use crate::task::Task;
 use crate::trainer::{TrainError, Trainer};
 use fedra_proto::chunking::{ChunkError, Reassembler, chunks, transfer_digest_hex};
 use fedra_proto::pb;
+use fedra_proto::pb::ParamChunk;
 use fedra_proto::pb::fleet_service_client::FleetServiceClient;
+use fedra_types::plan::Compression;
 use fedra_types::task::{PrivacyTask, TaskKind};
 use rand::Rng;
 use std::collections::HashSet;
@@ -125,13 +127,24 @@ pub struct Sidecar {
     /// Random per process (see `RegisterRequest.session_id`): a restart is told apart from
     /// a reconnection, whose tasks are still in hand.
     session_id: String,
+    /// top_k error-feedback residuals per run (in memory: lost on restart, see
+    /// [`crate::compression`]).
+    residuals: Arc<Mutex<crate::compression::Residuals>>,
 }
 
 impl Sidecar {
     pub fn new(settings: SidecarSettings, datasets: Vec<DatasetInfo>, trainer: Box<dyn Trainer>) -> Self {
         let (status, _) = watch::channel(SidecarStatus::default());
         let session_id = format!("{:016x}", rand::random::<u64>());
-        Self { settings, datasets, trainer: Arc::new(Mutex::new(trainer)), status, upload_faults: None, session_id }
+        Self {
+            settings,
+            datasets,
+            trainer: Arc::new(Mutex::new(trainer)),
+            status,
+            upload_faults: None,
+            session_id,
+            residuals: Arc::default(),
+        }
     }
 
     /// Injects upload crashes (simulations only).
@@ -339,6 +352,9 @@ impl Sidecar {
             return Ok(false);
         }
         let mut outcome = outcome;
+        if task.compression != Compression::None {
+            return self.push_compressed(fleet, &task, outcome, &global, reference).await;
+        }
         let norm = match task.privacy {
             // A private run gets the update, clipped (and noised for local DP) here,
             // before anything leaves the client.
@@ -415,6 +431,97 @@ impl Sidecar {
             loss_after = outcome.metrics.loss_after,
             reported = resp.reported,
             "update accepted"
+        );
+        Ok(true)
+    }
+}
+
+impl Sidecar {
+    /// Pushes a compressed run's update: Δ = local − global encoded as the task says, the
+    /// trailer's digest over the wire bytes. A top_k residual is kept only once the
+    /// coordinator has accepted the update it went with.
+    async fn push_compressed(
+        &self,
+        fleet: &mut FleetServiceClient<Channel>,
+        task: &Task,
+        outcome: crate::trainer::TrainOutcome,
+        global: &Arc<Vec<f32>>,
+        reference: Option<fedra_types::drift::DataReference>,
+    ) -> Result<bool, SessionError> {
+        let chunk_bytes =
+            if task.chunk_bytes == 0 { fedra_proto::chunking::DEFAULT_CHUNK_BYTES } else { task.chunk_bytes };
+        let (compression, seed) =
+            (task.compression, crate::compression::rounding_seed(task.spec.seed, &self.settings.client_id));
+        let residual = self.residuals.lock().expect("residuals poisoned").get(&task.run).map(<[f32]>::to_vec);
+        let g = Arc::clone(global);
+        let params = outcome.params;
+        let total = params.len();
+        let (encoded, norm) = tokio::task::spawn_blocking(move || {
+            let mut delta = params;
+            for (l, g) in delta.iter_mut().zip(g.iter()) {
+                *l -= g;
+            }
+            let norm = delta.iter().map(|d| f64::from(*d).powi(2)).sum::<f64>().sqrt();
+            (crate::compression::encode(compression, delta, chunk_bytes, seed, residual.as_deref()), norm)
+        })
+        .await
+        .map_err(|e| SessionError::Protocol(format!("compression thread failed: {e}")))?;
+        let header = pb::UpdatePart {
+            part: Some(pb::update_part::Part::Header(pb::UpdateHeader {
+                task_id: task.id.clone(),
+                client_id: self.settings.client_id.clone(),
+                total_values: total as u64,
+                // The coordinator stages global + Δ: a model, as in any non-private run.
+                is_delta: false,
+            })),
+        };
+        let chunk_part = |c: ParamChunk| pb::UpdatePart { part: Some(pb::update_part::Part::Chunk(c)) };
+        if let Some(faults) = &self.upload_faults
+            && let Some(n) = faults.crash_after_values(&task.run, task.round, total)
+        {
+            // Whole encoded chunks up to the n-th coordinate, then no trailer.
+            let sent: Vec<ParamChunk> =
+                encoded.chunks.into_iter().take_while(|c| c.offset + c.count <= n as u64).collect();
+            let covered = sent.last().map_or(0, |c| (c.offset + c.count) as usize);
+            let parts: Vec<pb::UpdatePart> = std::iter::once(header).chain(sent.into_iter().map(chunk_part)).collect();
+            let answer = match fleet.push_update(tokio_stream::iter(parts)).await {
+                Ok(resp) => Ok(resp.into_inner().reported),
+                Err(status) => Err(status.message().to_string()),
+            };
+            faults.crashed(&task.run, task.round, covered, total, answer.clone());
+            return Err(SessionError::Protocol(format!(
+                "simulated crash after {covered} of {total} values of the upload; the coordinator answered: {answer:?}"
+            )));
+        }
+        let digest = fedra_proto::compressed::wire_digest_hex(&encoded.chunks);
+        let trailer = pb::UpdatePart {
+            part: Some(pb::update_part::Part::Trailer(pb::UpdateTrailer {
+                samples: outcome.samples,
+                metrics: Some(convert::metrics_to_pb(&outcome.metrics)),
+                update_norm: norm,
+                digest,
+                contributors: 1,
+                scopes: vec![],
+                reference: reference.as_ref().map(fedra_proto::drift_wire::reference_to_pb),
+            })),
+        };
+        let parts: Vec<pb::UpdatePart> = std::iter::once(header)
+            .chain(encoded.chunks.into_iter().map(chunk_part))
+            .chain(std::iter::once(trailer))
+            .collect();
+        let resp = fleet.push_update(tokio_stream::iter(parts)).await?.into_inner();
+        if let Some(e) = encoded.residual {
+            self.residuals.lock().expect("residuals poisoned").commit(&task.run, e);
+        }
+        info!(
+            client = %self.settings.client_id,
+            run = %task.run,
+            round = task.round,
+            compression = compression.name(),
+            samples = outcome.samples,
+            loss_after = outcome.metrics.loss_after,
+            reported = resp.reported,
+            "compressed update accepted"
         );
         Ok(true)
     }

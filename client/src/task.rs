@@ -19,4 +19,7 @@ pub struct Task {
     /// Set for differentially private runs: upload the clipped (and, for local DP,
     /// noised) update instead of the model.
     pub privacy: Option<PrivacyTask>,
+    /// How to encode a training task's update (Δ, see [`crate::compression`]); never
+    /// together with `privacy`.
+    pub compression: fedra_types::plan::Compression,
 }

@@ -14,8 +14,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 pub use fedra_types::plan::{
-    Aggregator, Clipping, DpMechanism, EvaluationPlan, GateMetric, LocalTraining, Optimizer, OverBound, PrivacyPlan,
-    PromoteTo, PromotionPlan, Sampling, SchedulePlan, ServerOptimizer, Strategy,
+    Aggregator, Clipping, Compression, DpMechanism, EvaluationPlan, GateMetric, LocalTraining, Optimizer, OverBound,
+    PrivacyPlan, PromoteTo, PromotionPlan, Sampling, SchedulePlan, ServerOptimizer, Strategy,
 };
 
 /// Upper bounds that keep a typo from scheduling a year-long run.
@@ -30,6 +30,8 @@ pub enum PlanError {
     Model(#[from] crate::model::ModelError),
     #[error("{field} must be in {min}..={max}, got {got}")]
     OutOfRange { field: &'static str, min: f64, max: f64, got: f64 },
+    #[error("{field} must be in (0, 1], got {got}")]
+    Fraction { field: &'static str, got: f64 },
     #[error("min_clients ({min}) must not exceed clients_per_round ({target})")]
     QuorumAboveTarget { min: u32, target: u32 },
     #[error("strategy is unspecified: choose fed_avg")]
@@ -144,6 +146,7 @@ pub struct RawPlan {
     pub priority: i32,
     pub promotion: PromotionPlan,
     pub schedule: SchedulePlan,
+    pub compression: Compression,
 }
 
 /// Scheduling priorities a plan may ask for.
@@ -182,6 +185,9 @@ pub struct RunPlan {
     /// When rounds may run (carbon-aware deferral, see `crate::carbon`).
     #[serde(default)]
     pub schedule: SchedulePlan,
+    /// How clients compress their updates (none by default; never with privacy).
+    #[serde(default)]
+    pub compression: Compression,
 }
 
 /// The longest a round may wait for a cleaner window: a week.
@@ -230,6 +236,27 @@ fn validate_aggregator(a: &Aggregator, min_clients: u32, private: bool) -> Resul
     }
 }
 
+/// `top_k`'s fraction in (0, 1]; and no compression with privacy: the accountant charges
+/// the Gaussian mechanism for the sensitivity C of a clipped update, which a quantized or
+/// sparsified update (and a top-k residual carried across rounds) no longer has.
+fn validate_compression(c: &Compression, private: bool) -> Result<(), PlanError> {
+    if let Compression::TopK { fraction } = *c
+        && !(fraction.is_finite() && fraction > 0.0 && fraction <= 1.0)
+    {
+        return Err(PlanError::Fraction { field: "compression.fraction", got: fraction });
+    }
+    if private && *c != Compression::None {
+        return Err(PlanError::Privacy(format!(
+            "compression {} cannot be combined with differential privacy: the accountant charges for the \
+             sensitivity of a clipped f32 update, which a quantized or sparsified update (and a top_k residual \
+             carried across rounds) does not have; quantize-after-clip accounting is future work, so remove \
+             [compression] or [privacy]",
+            c.name()
+        )));
+    }
+    Ok(())
+}
+
 fn validate_promotion(p: &PromotionPlan) -> Result<(), PlanError> {
     range("promotion.tolerance", p.tolerance, 0.0, 1e6)?;
     range("promotion.min_samples", p.min_samples as f64, 0.0, 1e15)?;
@@ -274,6 +301,7 @@ impl RunPlan {
                 ));
             }
         }
+        validate_compression(&raw.compression, raw.privacy.is_some())?;
         validate_promotion(&raw.promotion)?;
         range("schedule.max_delay_seconds", raw.schedule.max_delay_seconds, 0.0, MAX_SCHEDULE_DELAY_SECONDS)?;
         let seed = if raw.seed == 0 { rand::random::<u64>().max(1) } else { raw.seed };
@@ -295,6 +323,7 @@ impl RunPlan {
             priority: raw.priority,
             promotion: raw.promotion,
             schedule: raw.schedule,
+            compression: raw.compression,
         })
     }
 
@@ -345,6 +374,7 @@ pub(crate) mod fixtures {
             priority: 0,
             promotion: Default::default(),
             schedule: Default::default(),
+            compression: Compression::None,
         }
     }
 }
@@ -411,6 +441,30 @@ mod tests {
         let mut raw = raw_plan();
         raw.strategy = None;
         assert_eq!(RunPlan::new(raw).unwrap_err(), PlanError::MissingStrategy);
+    }
+
+    #[test]
+    fn compression_is_validated_and_refused_with_privacy() {
+        let mut raw = raw_plan();
+        raw.compression = Compression::TopK { fraction: 0.1 };
+        assert_eq!(RunPlan::new(raw).unwrap().compression, Compression::TopK { fraction: 0.1 });
+        for bad in [0.0, -0.5, 1.5, f64::NAN] {
+            let mut raw = raw_plan();
+            raw.compression = Compression::TopK { fraction: bad };
+            let e = RunPlan::new(raw).unwrap_err().to_string();
+            assert!(e.starts_with("compression.fraction must be in (0, 1], got"), "{e}");
+        }
+        let mut raw = raw_plan();
+        raw.compression = Compression::Int8;
+        raw.privacy = Some(dp());
+        let e = RunPlan::new(raw).unwrap_err();
+        assert!(matches!(e, PlanError::Privacy(_)), "{e}");
+        assert!(e.to_string().contains("compression int8 cannot be combined with differential privacy"), "{e}");
+        // Stored plans from before the key read as uncompressed.
+        let mut json = serde_json::to_value(RunPlan::new(raw_plan()).unwrap()).unwrap();
+        json.as_object_mut().unwrap().remove("compression");
+        let p: RunPlan = serde_json::from_value(json).unwrap();
+        assert_eq!(p.compression, Compression::None);
     }
 
     fn dp() -> PrivacyPlan {

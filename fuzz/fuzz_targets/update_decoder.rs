@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     while rest.len() >= 4 {
         let offset = u64::from(u16::from_le_bytes([rest[0], rest[1]]));
         let len = usize::from(u16::from_le_bytes([rest[2], rest[3]])).min(rest.len() - 4);
-        let chunk = ParamChunk { offset, data: rest[4..4 + len].to_vec().into() };
+        let chunk = ParamChunk { offset, data: rest[4..4 + len].to_vec().into(), ..ParamChunk::default() };
         rest = &rest[4 + len..];
         if let Ok(range) = cursor.accept(&chunk) {
             assert_eq!(range.start as u64, covered);

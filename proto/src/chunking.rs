@@ -67,10 +67,11 @@ pub fn decode_le_into(data: &[u8], dst: &mut [f32]) {
 /// [`MIN_CHUNK_BYTES`]..=[`MAX_CHUNK_BYTES`]). An empty vector yields no chunk.
 pub fn chunks(values: &[f32], chunk_bytes: usize) -> impl Iterator<Item = ParamChunk> + '_ {
     let per = values_per_chunk(chunk_bytes);
-    values
-        .chunks(per)
-        .enumerate()
-        .map(move |(i, slice)| ParamChunk { offset: (i * per) as u64, data: Bytes::from(encode_le(slice)) })
+    values.chunks(per).enumerate().map(move |(i, slice)| ParamChunk {
+        offset: (i * per) as u64,
+        data: Bytes::from(encode_le(slice)),
+        ..ParamChunk::default()
+    })
 }
 
 /// Hex sha256 of the little-endian bytes of `values`: the weights digest published checkpoints
@@ -307,7 +308,7 @@ mod tests {
             let mut cursor = ChunkCursor::new(total);
             let mut covered = 0u64;
             for (offset, bytes) in parts {
-                let chunk = ParamChunk { offset, data: vec![0u8; bytes].into() };
+                let chunk = ParamChunk { offset, data: vec![0u8; bytes].into(), ..ParamChunk::default() };
                 if let Ok(range) = cursor.accept(&chunk) {
                     prop_assert_eq!(range.start as u64, covered);
                     prop_assert!(range.end as u64 <= total);
@@ -338,7 +339,7 @@ mod tests {
         assert_eq!(r.finish(""), Err(ChunkError::Incomplete { received: 8, total: 10 }));
 
         let mut r = Reassembler::new(10);
-        let bad = ParamChunk { offset: 0, data: Bytes::from(vec![0u8; 5]) };
+        let bad = ParamChunk { offset: 0, data: Bytes::from(vec![0u8; 5]), ..ParamChunk::default() };
         assert_eq!(r.push(&bad), Err(ChunkError::Misaligned(5)));
     }
 

@@ -4,8 +4,8 @@
 
 use crate::pb;
 use fedra_types::plan::{
-    Aggregator, Clipping, DpMechanism, GateMetric, LocalTraining, Optimizer, OverBound, PrivacyPlan, PromoteTo,
-    PromotionPlan, Sampling, SchedulePlan, ServerOptimizer, Strategy,
+    Aggregator, Clipping, Compression, DpMechanism, GateMetric, LocalTraining, Optimizer, OverBound, PrivacyPlan,
+    PromoteTo, PromotionPlan, Sampling, SchedulePlan, ServerOptimizer, Strategy,
 };
 
 /// A plan's `[schedule]` on the wire.
@@ -167,5 +167,29 @@ pub fn local_to_pb(l: &LocalTraining) -> pb::LocalTraining {
             Optimizer::Adam => pb::Optimizer::Adam,
         } as i32,
         momentum: l.momentum,
+    }
+}
+
+/// A plan's `[compression]` on the wire.
+pub fn compression_to_pb(c: &Compression) -> pb::Compression {
+    match *c {
+        Compression::None => pb::Compression { kind: pb::CompressionKind::None as i32, fraction: 0.0 },
+        Compression::Int8 => pb::Compression { kind: pb::CompressionKind::Int8 as i32, fraction: 0.0 },
+        Compression::TopK { fraction } => pb::Compression { kind: pb::CompressionKind::TopK as i32, fraction },
+    }
+}
+
+/// Reads `[compression]` back (absent is none); an unknown kind is refused naming the
+/// field. The coordinator validates `fraction`.
+///
+/// # Errors
+/// An unknown `kind` value.
+pub fn compression_from_pb(c: Option<&pb::Compression>) -> Result<Compression, String> {
+    let Some(c) = c else { return Ok(Compression::None) };
+    match pb::CompressionKind::try_from(c.kind) {
+        Ok(pb::CompressionKind::None) => Ok(Compression::None),
+        Ok(pb::CompressionKind::Int8) => Ok(Compression::Int8),
+        Ok(pb::CompressionKind::TopK) => Ok(Compression::TopK { fraction: c.fraction }),
+        Err(_) => Err(format!("compression.kind: unknown value {}: none, int8 or top_k", c.kind)),
     }
 }

@@ -68,6 +68,7 @@ fn plan(name: &str, architecture: Architecture) -> PlanFile {
         promotion: PromotionPlan { promote_to: PromoteTo::Serving, min_samples: 0, ..PromotionPlan::default() },
         schedule: Default::default(),
         aggregator: Default::default(),
+        compression: Default::default(),
     }
 }
 

@@ -21,8 +21,7 @@ use fedra_client::trainer::{LocalHyperparams, Optimizer, TrainSpec, Trainer};
 use fedra_coordinator::ids::RunId;
 use fedra_coordinator::store::{ParticipationStatus, SqliteStore, Store};
 use fedra_types::model::TensorLayout;
-use fedra_types::plan::Aggregator;
-use fedra_types::plan::{EvaluationPlan, LocalTraining, PrivacyPlan, Strategy};
+use fedra_types::plan::{Aggregator, Compression, EvaluationPlan, LocalTraining, PrivacyPlan, Strategy};
 use fedra_types::run::RunState;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -88,6 +87,9 @@ pub struct Sweep {
     /// 0 is the clean run. Needs `faults.malice`.
     #[serde(default)]
     pub malicious_clients: Vec<usize>,
+    /// Update compressions, each a `[compression]` table (`{ kind = "int8" }`, …).
+    #[serde(default)]
+    pub compression: Vec<Compression>,
 }
 
 /// `[privacy_budget]`: the coordinator's budget for every scope of the scenario.
@@ -108,6 +110,7 @@ pub struct Config {
     pub aggregator: Aggregator,
     /// The faults of this configuration (the scenario's, with a swept attacker count).
     pub faults: FaultSpec,
+    pub compression: Compression,
 }
 
 /// A scenario file.
@@ -137,6 +140,9 @@ pub struct Scenario {
     /// `"mean"` (default), `"median"` or an `[aggregator]` table, as in a plan file.
     #[serde(default)]
     pub aggregator: Aggregator,
+    /// The plan file's `[compression]` (none by default).
+    #[serde(default)]
+    pub compression: Compression,
     #[serde(default)]
     pub sweep: Sweep,
     #[serde(default)]
@@ -179,6 +185,12 @@ impl Scenario {
         );
         ensure!(s.sweep.private.is_empty() || s.privacy.is_some(), "{origin}: sweep.private needs a [privacy] section");
         ensure!(
+            s.privacy.is_none()
+                || s.sweep.private == [false]
+                || (s.compression == Compression::None && s.sweep.compression.iter().all(|c| *c == Compression::None)),
+            "{origin}: compression cannot be combined with [privacy] (the coordinator refuses such plans)"
+        );
+        ensure!(
             s.privacy.is_none() || s.privacy_budget.is_some(),
             "{origin}: a private scenario needs [privacy_budget] (epsilon, delta)"
         );
@@ -208,6 +220,8 @@ impl Scenario {
         } else {
             self.sweep.malicious_clients.iter().copied().map(Some).collect()
         };
+        let compressions: Vec<Compression> =
+            if self.sweep.compression.is_empty() { vec![self.compression] } else { self.sweep.compression.clone() };
         let mut out = Vec::new();
         for (attackers, (label, local)) in attackers.iter().flat_map(|a| locals.iter().map(move |l| (a, l.clone()))) {
             let label = match attackers {
@@ -219,7 +233,10 @@ impl Scenario {
                 faults.malicious_clients = *n;
             }
             for &private in &privates {
-                for (&strategy, &aggregator) in strategies.iter().flat_map(|s| aggregators.iter().map(move |a| (s, a)))
+                for ((&strategy, &aggregator), &compression) in strategies
+                    .iter()
+                    .flat_map(|s| aggregators.iter().map(move |a| (s, a)))
+                    .flat_map(|sa| compressions.iter().map(move |c| (sa, c)))
                 {
                     let privacy = if private { self.privacy.clone() } else { None };
                     let label = match (&privacy, self.privacy.is_some()) {
@@ -237,12 +254,19 @@ impl Scenario {
                     } else {
                         label
                     };
+                    let label = match (compression, compressions.len() > 1) {
+                        (Compression::TopK { fraction }, _) => format!("{label} top_k({fraction})"),
+                        (Compression::Int8, _) => format!("{label} int8"),
+                        (Compression::None, true) => format!("{label} f32"),
+                        (Compression::None, false) => label,
+                    };
                     out.push(Config {
                         label,
                         local: local.clone(),
                         privacy,
                         strategy,
                         aggregator,
+                        compression,
                         faults: faults.clone(),
                     });
                 }
@@ -274,6 +298,7 @@ impl Scenario {
             priority: 0,
             promotion: Default::default(),
             schedule: Default::default(),
+            compression: cfg.compression,
         }
     }
 
@@ -411,6 +436,8 @@ async fn run_one(
     let mut events = control.watch(&run).await?;
     let mut rows: BTreeMap<u32, RoundMetrics> = BTreeMap::new();
     let mut started: BTreeMap<u32, Instant> = BTreeMap::new();
+    // What a robust rule did in each round, from the manifests.
+    let mut robust: BTreeMap<u32, fedra_coordinator::checkpoint::RobustProvenance> = BTreeMap::new();
     let mut state = None;
     progress.set_length(u64::from(scenario.rounds));
     progress.set_position(0);
@@ -424,12 +451,13 @@ async fn run_one(
                 row.selected += clients.len() as u32;
                 row.bytes_out += clients.len() as u64 * params * 4;
             }
-            WatchEvent::Aggregated { round, clients, metrics, .. } => {
+            WatchEvent::Aggregated { round, clients, metrics, update_bytes, .. } => {
                 if let Some(r) = rows.get_mut(&round) {
                     r.reported = clients;
                     r.dropped = r.selected.saturating_sub(clients);
                     r.train_loss = metrics.loss_after;
-                    r.bytes_in = u64::from(clients) * params * 4;
+                    // The coordinator's count of the counted updates' encoded chunk bytes.
+                    r.bytes_in = update_bytes;
                 }
             }
             WatchEvent::Published { round, checkpoint: _, regions, .. } => {
@@ -444,6 +472,9 @@ async fn run_one(
                 let weights = read_checkpoint(&path, &spec.layout)?;
                 let manifest: fedra_coordinator::checkpoint::Manifest =
                     serde_json::from_slice(&std::fs::read(path.with_file_name("manifest.json"))?)?;
+                if let Some(r) = manifest.aggregation.clone() {
+                    robust.insert(round, r);
+                }
                 if let Some(p) = manifest.privacy {
                     privacy = Some(PrivacyOutcome {
                         config: config.to_string(),
@@ -496,9 +527,7 @@ async fn run_one(
             } else if let Some(p) = mine.iter().find(|p| p.status == ParticipationStatus::Reported) {
                 let norm = p.update_norm.map(|n| format!(", update norm {n:.3}")).unwrap_or_default();
                 match event.kind {
-                    FaultKind::Malicious(_) => {
-                        format!("counted in the average (plain FedAvg has no robust aggregation{norm})")
-                    }
+                    FaultKind::Malicious(_) => malice_outcome(robust.get(&event.round), &event.client, &norm),
                     _ => format!("counted (arrived before the round closed{norm})"),
                 }
             } else {
@@ -582,6 +611,13 @@ fn write_outputs(
         report::plot_metric(&out.join(format!("{file}.svg")), rows, metric, &format!("{}: {title}", scenario.name))?;
     }
     let mut md = format!("# {}\n\n{}\n", scenario.name, report::summary_table(rows));
+    let configs = scenario.configs();
+    if configs.iter().any(|c| c.compression != Compression::None) {
+        let params = scenario.model.architecture.layout().total() as u64;
+        let kinds: Vec<(String, bool)> =
+            configs.iter().map(|c| (c.label.clone(), c.compression == Compression::None)).collect();
+        md.push_str(&report::compression::table(rows, &kinds, params));
+    }
     if !privacy.is_empty() {
         md.push_str("\n## Privacy guarantee of the final checkpoint (client-level DP)\n\n| config | seed | ε | δ | accountant | z | C (last round) | q | rounds |\n|---|---:|---:|---:|---|---:|---:|---:|---:|\n");
         for p in privacy {
@@ -633,4 +669,19 @@ pub fn compare_dirs(a: &Path, b: &Path) -> Result<String> {
         bail!("nothing to compare: a run directory has no rounds");
     }
     Ok(report::compare(&ra, &rb, &a.display().to_string(), &b.display().to_string()))
+}
+
+/// What became of a malicious client's received update: FedAvg counts it in the mean; a
+/// robust rule's manifest says whether it was left out or scaled down.
+fn malice_outcome(rule: Option<&fedra_coordinator::checkpoint::RobustProvenance>, client: &str, norm: &str) -> String {
+    let Some(r) = rule else {
+        return format!("counted in the mean (FedAvg has no robust rule{norm})");
+    };
+    if r.excluded.iter().any(|c| c.as_str() == client) {
+        return format!("received, left out of the aggregate by {}{norm}", r.rule);
+    }
+    match r.scaled.iter().find(|(c, _)| c.as_str() == client) {
+        Some((_, factor)) => format!("received, delta scaled by {factor:.4} by {}{norm}", r.rule),
+        None => format!("received, aggregated by {}{norm}", r.rule),
+    }
 }

@@ -157,6 +157,85 @@ impl From<Strategy> for StrategyForm {
     }
 }
 
+/// Per-run compression of client updates (the plan file's `[compression]`). Compressed
+/// uploads carry the update Δ = local − global, never the model; the coordinator decodes
+/// each chunk straight into the upload's staging buffer as global + Δ̂, so aggregation and
+/// server optimizers see a full model as with an uncompressed upload.
+///
+/// Written `kind = "none" | "int8" | "top_k"` (with `fraction` for `top_k`). Stored as
+/// `{"kind":"int8"}`, `{"kind":"top_k","fraction":0.1}`.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", try_from = "CompressionTable")]
+pub enum Compression {
+    /// Little-endian `f32` values, as without the key.
+    #[default]
+    None,
+    /// 8-bit stochastic quantization with one `f32` scale per chunk: s = max|Δᵢ|/127 and
+    /// qᵢ ∈ [−127, 127] rounded up with probability equal to the fractional part of Δᵢ/s, so
+    /// E[s·qᵢ] = Δᵢ (unbiased); |s·qᵢ − Δᵢ| < s. About a quarter of the `f32` bytes.
+    Int8,
+    /// Top-k sparsification with error feedback: the client sends the k = ⌈fraction·P⌉
+    /// coordinates of largest |Δᵢ + eᵢ| as (index, value) pairs and keeps the rest, e, for
+    /// its next round of the same run. 8 bytes per sent coordinate.
+    TopK {
+        /// Share of the coordinates sent, in (0, 1].
+        fraction: f64,
+    },
+}
+
+/// The written form of [`Compression`], read strictly: serde's internally tagged enums let
+/// unknown keys through on unit variants, so the table is read as a struct first.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompressionTable {
+    kind: CompressionKind,
+    #[serde(default)]
+    fraction: Option<f64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum CompressionKind {
+    None,
+    Int8,
+    TopK,
+}
+
+impl TryFrom<CompressionTable> for Compression {
+    type Error = String;
+    fn try_from(t: CompressionTable) -> Result<Self, String> {
+        match (t.kind, t.fraction) {
+            (CompressionKind::TopK, Some(fraction)) => Ok(Self::TopK { fraction }),
+            (CompressionKind::TopK, None) => Err("compression kind top_k needs a fraction in (0, 1]".into()),
+            (CompressionKind::None, None) => Ok(Self::None),
+            (CompressionKind::Int8, None) => Ok(Self::Int8),
+            (CompressionKind::None | CompressionKind::Int8, Some(_)) => {
+                Err("compression.fraction applies to kind top_k only".into())
+            }
+        }
+    }
+}
+
+impl Compression {
+    /// The plan-file name of the kind.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Int8 => "int8",
+            Self::TopK { .. } => "top_k",
+        }
+    }
+
+    /// Coordinates a `top_k` update of a `params`-parameter model may carry: ⌈fraction·P⌉
+    /// (at least 1, at most P); `params` for the other kinds.
+    pub fn max_sent(&self, params: usize) -> usize {
+        match *self {
+            Self::TopK { fraction } => ((fraction * params as f64).ceil() as usize).clamp(1.min(params), params),
+            Self::None | Self::Int8 => params,
+        }
+    }
+}
+
 /// Local optimizer clients use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -440,6 +519,24 @@ mod tests {
         );
         assert!(serde_json::from_str::<Strategy>(r#"{"kind":"fed_adam","server_learning_rate":0.1,"eta":1}"#).is_err());
         assert!(serde_json::from_str::<Strategy>(r#""fed_sgd""#).is_err());
+    }
+
+    #[test]
+    fn compression_forms_and_refusals() {
+        assert_eq!(serde_json::to_string(&Compression::None).unwrap(), r#"{"kind":"none"}"#);
+        assert_eq!(serde_json::to_string(&Compression::Int8).unwrap(), r#"{"kind":"int8"}"#);
+        let top = Compression::TopK { fraction: 0.1 };
+        let json = serde_json::to_string(&top).unwrap();
+        assert_eq!(json, r#"{"kind":"top_k","fraction":0.1}"#);
+        assert_eq!(serde_json::from_str::<Compression>(&json).unwrap(), top);
+        let e = serde_json::from_str::<Compression>(r#"{"kind":"int4"}"#).unwrap_err().to_string();
+        assert!(e.contains("none") && e.contains("int8") && e.contains("top_k"), "{e}");
+        assert!(serde_json::from_str::<Compression>(r#"{"kind":"int8","fraction":0.1}"#).is_err());
+        assert!(serde_json::from_str::<Compression>(r#"{"kind":"top_k"}"#).is_err());
+        assert_eq!(top.max_sent(650), 65);
+        assert_eq!(Compression::TopK { fraction: 0.001 }.max_sent(650), 1);
+        assert_eq!(Compression::TopK { fraction: 1.0 }.max_sent(650), 650);
+        assert_eq!(Compression::Int8.max_sent(650), 650);
     }
 
     #[test]

@@ -99,6 +99,8 @@ pub fn cohort_task_from_pb(t: pb::Task) -> Result<crate::hierarchy::CohortTask, 
         local: local_from_pb("task.local", t.local.ok_or_else(|| ApiError::Invalid("task.local is missing".into()))?)?,
         deadline: std::time::Duration::from_secs_f64(deadline),
         seed: t.seed,
+        compression: plan_wire::compression_from_pb(t.compression.as_ref())
+            .map_err(|e| ApiError::Invalid(format!("task.{e}")))?,
         cohort: crate::hierarchy::Cohort {
             target: cohort.target,
             min: cohort.min,
@@ -168,6 +170,8 @@ pub fn plan_from_pb(p: pb::RunPlan) -> Result<RunPlan, ApiError> {
             .map_err(|e| ApiError::Invalid(format!("plan.{e}")))?
             .unwrap_or_default(),
         schedule: p.schedule.as_ref().map(plan_wire::schedule_from_pb).unwrap_or_default(),
+        compression: plan_wire::compression_from_pb(p.compression.as_ref())
+            .map_err(|e| ApiError::Invalid(format!("plan.{e}")))?,
     };
     RunPlan::new(raw).map_err(|e| ApiError::Invalid(format!("plan.{e}")))
 }
@@ -192,6 +196,7 @@ pub fn plan_to_pb(p: &RunPlan) -> pb::RunPlan {
         promotion: Some(plan_wire::promotion_to_pb(&p.promotion)),
         schedule: Some(plan_wire::schedule_to_pb(&p.schedule)),
         aggregator: plan_wire::aggregator_to_pb(&p.aggregator),
+        compression: Some(plan_wire::compression_to_pb(&p.compression)),
     }
 }
 
@@ -425,12 +430,15 @@ pub fn event_to_pb(e: RunEvent) -> pb::RunEvent {
                 metrics: Some(metrics_to_pb(&metrics)),
             })
         }
-        RunEventKind::Aggregated { clients, samples, metrics, fold_seconds } => Kind::Aggregated(pb::RoundAggregated {
-            clients,
-            samples,
-            metrics: Some(metrics_to_pb(&metrics)),
-            fold_seconds,
-        }),
+        RunEventKind::Aggregated { clients, samples, metrics, fold_seconds, update_bytes } => {
+            Kind::Aggregated(pb::RoundAggregated {
+                clients,
+                samples,
+                metrics: Some(metrics_to_pb(&metrics)),
+                fold_seconds,
+                update_bytes,
+            })
+        }
         RunEventKind::Published { checkpoint, regions, sha256 } => Kind::Published(pb::CheckpointPublished {
             checkpoint_id: checkpoint.into(),
             regions: regions.into_iter().map(String::from).collect(),
@@ -531,6 +539,8 @@ pub fn task_to_pb(t: TaskAssignment) -> pb::Task {
             over_selection: c.over_selection,
             privacy: c.privacy.as_ref().map(plan_wire::privacy_to_pb),
         }),
+        compression: (t.compression != fedra_types::plan::Compression::None)
+            .then(|| plan_wire::compression_to_pb(&t.compression)),
     }
 }
 

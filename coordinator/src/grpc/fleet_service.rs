@@ -8,7 +8,7 @@ use crate::aggregation::StagingPool;
 use crate::round::RoundError;
 use crate::round::VerifiedUpdate;
 use crate::round::{EngineHandle, EngineSettings};
-use fedra_proto::chunking::{ChunkCursor, StreamDigest, decode_le_into};
+use fedra_proto::compressed::UpdateDecoder;
 use fedra_proto::pb;
 use fedra_proto::pb::fleet_service_server::FleetService;
 use std::pin::Pin;
@@ -116,8 +116,11 @@ impl FleetApi {
             .await
             .map_err(|_| ApiError::Protocol("the round's deadline passed while waiting for a staging slot".into()))?;
         let idle = self.settings.client_timeout;
-        let mut cursor = ChunkCursor::new(ticket.total_values);
-        let mut digest = StreamDigest::default();
+        // A compressed upload decodes as global + Δ: the round's model, held for the upload.
+        let global: &[f32] = ticket.global.as_ref().map_or(&[], |g| g.params.as_slice());
+        let mut cursor = UpdateDecoder::new(ticket.compression, ticket.total_values, global)
+            .map_err(|e| ApiError::Round(RoundError::Internal(e.to_string())))?;
+        let mut wire_bytes = 0u64;
         let trailer = loop {
             let part = next_part(&mut stream, idle, deadline, cursor.received()).await?.map_err(|s| {
                 ApiError::Protocol(format!(
@@ -128,14 +131,8 @@ impl FleetApi {
             })?;
             match part.and_then(|p| p.part) {
                 Some(Part::Chunk(c)) => {
-                    let range = cursor.accept(&c)?;
-                    let start = range.start;
-                    let dst = &mut staged.as_mut_slice()[range];
-                    decode_le_into(&c.data, dst);
-                    if let Some(i) = dst.iter().position(|v| !v.is_finite()) {
-                        return Err(ApiError::Invalid(format!("update value at index {} is not finite", start + i)));
-                    }
-                    digest.update(&c.data);
+                    cursor.accept(&c, staged.as_mut_slice())?;
+                    wire_bytes += fedra_proto::compressed::encoded_len(&c) as u64;
                     crate::crash::point("mid_upload");
                 }
                 Some(Part::Trailer(t)) => break t,
@@ -149,8 +146,7 @@ impl FleetApi {
                 }
             }
         };
-        cursor.finish()?;
-        let computed = digest.finish_hex();
+        let computed = cursor.finish()?;
         if !trailer.digest.eq_ignore_ascii_case(&computed) {
             return Err(ApiError::Invalid(format!(
                 "trailer.digest {:?} does not match the received values ({computed})",
@@ -170,6 +166,7 @@ impl FleetApi {
             metrics,
             update_norm: trailer.update_norm,
             is_delta: header.is_delta,
+            wire_bytes,
             contributors: super::limits::members("trailer.contributors", trailer.contributors)?,
             scopes: super::limits::scopes("trailer.scopes", trailer.scopes)?,
             reference: trailer
@@ -281,6 +278,7 @@ impl FleetService for FleetApi {
                     part: Some(pb::model_part::Part::Chunk(pb::ParamChunk {
                         offset: start as u64,
                         data: model.params.chunk(start..end),
+                        ..pb::ParamChunk::default()
                     })),
                 }
             });

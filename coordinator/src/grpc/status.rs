@@ -6,6 +6,7 @@ use crate::registry::RegistryError;
 use crate::round::RoundError;
 use crate::store::StoreError;
 use fedra_proto::chunking::ChunkError;
+use fedra_proto::compressed::CodecError;
 use tonic::{Code, Status};
 
 /// Anything a handler can fail with.
@@ -22,6 +23,9 @@ pub enum ApiError {
     Chunk(#[from] ChunkError),
     #[error("update stream: {0}")]
     Protocol(String),
+    /// A compressed chunk broke its encoding's contract (see `fedra_proto::compressed`).
+    #[error("update stream: {0}")]
+    Codec(CodecError),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -43,10 +47,23 @@ pub enum ApiError {
     Registry(#[from] RegistryError),
 }
 
+/// The uncompressed path's errors keep their own variants (and messages).
+impl From<CodecError> for ApiError {
+    fn from(e: CodecError) -> Self {
+        match e {
+            CodecError::Chunk(c) => ApiError::Chunk(c),
+            e @ CodecError::NotFinite(_) => ApiError::Invalid(e.to_string()),
+            e => ApiError::Codec(e),
+        }
+    }
+}
+
 impl ApiError {
     pub fn code(&self) -> Code {
         match self {
-            ApiError::Invalid(_) | ApiError::Chunk(_) | ApiError::Protocol(_) => Code::InvalidArgument,
+            ApiError::Invalid(_) | ApiError::Chunk(_) | ApiError::Protocol(_) | ApiError::Codec(_) => {
+                Code::InvalidArgument
+            }
             ApiError::NotFound(_) => Code::NotFound,
             ApiError::Unavailable(_) => Code::Unavailable,
             ApiError::Unauthenticated(_) => Code::Unauthenticated,

@@ -171,6 +171,9 @@ pub struct CohortTask {
     /// Time left until the global round's deadline when the task was sent.
     pub deadline: Duration,
     pub seed: u64,
+    /// The global run's update compression, which the region's clients apply (the
+    /// region's own aggregate goes upstream uncompressed).
+    pub compression: fedra_types::plan::Compression,
     pub cohort: Cohort,
     pub chunk_bytes: usize,
 }
@@ -215,6 +218,7 @@ pub fn cohort_plan(
         promotion: Default::default(),
         // The global run's schedule already decided when this round runs.
         schedule: Default::default(),
+        compression: task.compression,
     })
 }
 

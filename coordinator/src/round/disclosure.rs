@@ -22,9 +22,13 @@ pub fn event(plan: &RunPlan, e: RunEvent) -> Option<RunEvent> {
     let kind = match e.kind {
         RunEventKind::Selected { target, .. } => RunEventKind::Selected { clients: Vec::new(), target },
         RunEventKind::UpdateReceived { .. } | RunEventKind::Evaluated { .. } => return None,
-        RunEventKind::Aggregated { clients, fold_seconds, .. } => {
-            RunEventKind::Aggregated { clients, samples: 0, metrics: TrainingMetrics::default(), fold_seconds }
-        }
+        RunEventKind::Aggregated { clients, fold_seconds, update_bytes, .. } => RunEventKind::Aggregated {
+            clients,
+            samples: 0,
+            metrics: TrainingMetrics::default(),
+            fold_seconds,
+            update_bytes,
+        },
         other => other,
     };
     Some(RunEvent { kind, ..e })

@@ -72,6 +72,7 @@ pub async fn replay(store: &dyn Store, run: &RunId) -> Result<(Vec<RunEvent>, bo
                         samples: r.samples,
                         metrics: r.metrics.unwrap_or_default(),
                         fold_seconds: 0.0,
+                        update_bytes: 0,
                     },
                 ));
                 if let Some(cp) = &r.checkpoint

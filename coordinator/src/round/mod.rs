@@ -114,6 +114,8 @@ pub enum RunEventKind {
         metrics: TrainingMetrics,
         /// Seconds spent folding updates (0 when rebuilt from the store).
         fold_seconds: f64,
+        /// Encoded bytes of the counted updates' chunks (0 when rebuilt from the store).
+        update_bytes: u64,
     },
     Published {
         checkpoint: CheckpointId,

@@ -152,6 +152,9 @@ pub(super) struct RunCore {
     /// Training seconds the round's contributors reported, per region (the energy
     /// estimate's input). Restarted with each round.
     pub compute: std::collections::BTreeMap<crate::ids::RegionId, f64>,
+    /// Encoded update bytes the round's counted uploads carried (the Aggregated event's
+    /// `update_bytes`), set when training ends.
+    pub round_update_bytes: u64,
 }
 
 const CLOSED_TASKS_MAX: usize = 100_000;
@@ -187,6 +190,12 @@ impl RunCore {
     /// [`crate::hierarchy::private_cohorts`]) and regional aggregates are folded as models.
     pub fn privacy_here(&self) -> Option<&crate::plan::PrivacyPlan> {
         if self.env.settings.tier.is_global() { None } else { self.plan.privacy.as_ref() }
+    }
+
+    /// The update compression uploads to this coordinator use: the plan's, except at the
+    /// global tier, where regional aggregates arrive uncompressed.
+    pub fn compression_here(&self) -> crate::plan::Compression {
+        if self.env.settings.tier.is_global() { crate::plan::Compression::None } else { self.plan.compression }
     }
 
     pub fn global(&self) -> Result<&Arc<GlobalModel>, RoundError> {
@@ -281,6 +290,7 @@ impl RunActor {
             closed_tasks: HashMap::new(),
             references: std::collections::BTreeMap::new(),
             compute: std::collections::BTreeMap::new(),
+            round_update_bytes: 0,
         };
         let mut core = core;
         // Every round is committed but the final evaluation is owed (a restart cut it short,

@@ -55,6 +55,9 @@ pub struct TaskAssignment {
     pub privacy: Option<PrivacyTask>,
     /// Set only for a regional aggregator (global tier): the cohort its region trains.
     pub cohort: Option<crate::hierarchy::Cohort>,
+    /// How a training task's update is encoded on the wire (the plan's compression); a
+    /// regional aggregator applies it to its cohort's clients.
+    pub compression: crate::plan::Compression,
 }
 
 /// A client's evaluation of a checkpoint on its held-out split; `samples` 0 = no split.
@@ -72,6 +75,11 @@ pub struct EvaluationReport {
 #[derive(Debug, Clone)]
 pub struct UploadTicket {
     pub total_values: u64,
+    /// The encoding the upload's chunks must use (see `fedra_proto::compressed`).
+    pub compression: crate::plan::Compression,
+    /// The round's global model, for a compressed upload: its chunks carry Δ and are
+    /// decoded as global + Δ into the staging buffer. `None` without compression.
+    pub global: Option<Arc<GlobalModel>>,
     /// The round's deadline: an upload still streaming then is cut off, freeing its
     /// staging slot, since the round will not count it anyway.
     pub deadline: tokio::time::Instant,
@@ -84,8 +92,11 @@ pub struct VerifiedUpdate {
     pub samples: u64,
     pub metrics: TrainingMetrics,
     pub update_norm: f64,
-    /// The values are an update (local − global), as private runs ask, not a model.
+    /// The values are an update (local − global), as private runs ask, not a model. A
+    /// compressed upload is staged as a model (global + Δ), so it is `false` there.
     pub is_delta: bool,
+    /// Encoded bytes of the upload's chunk messages: what crossed the wire for the values.
+    pub wire_bytes: u64,
     /// Client updates aggregated into the values: 1 for a client; a region's contributor
     /// count for a regional aggregate.
     pub contributors: u32,

@@ -117,6 +117,7 @@ fn plan_with(rounds: u32, per_round: u32, min: u32, regions: &[&str], f: impl Fn
         priority: 0,
         promotion: Default::default(),
         schedule: Default::default(),
+        compression: Default::default(),
     };
     f(&mut raw);
     RunPlan::new(raw).unwrap()
@@ -148,6 +149,7 @@ impl Harness {
             metrics: TrainingMetrics::default(),
             update_norm,
             is_delta,
+            wire_bytes: (DIM * 4) as u64,
             contributors: 1,
             scopes: Vec::new(),
             reference: None,
@@ -271,7 +273,9 @@ async fn training_closes_at_the_deadline_with_the_quorum_and_abandons_the_stragg
     h.report(&cs[1], &tasks[1]).await.unwrap();
     // c stays silent (but alive): the deadline closes the round with 2 of 3.
     let agg = next_event(&mut rx, &run, |k| matches!(k, RunEventKind::Aggregated { .. })).await;
-    assert!(matches!(agg.kind, RunEventKind::Aggregated { clients: 2, .. }));
+    // The bytes of the two counted uploads, and only theirs.
+    let two = 2 * (DIM * 4) as u64;
+    assert!(matches!(agg.kind, RunEventKind::Aggregated { clients: 2, update_bytes, .. } if update_bytes == two));
     assert_eq!(finished(&mut rx, &run).await.0, RunState::Succeeded);
     assert_eq!(h.engine.heartbeat(cs[2].id.clone()).await.unwrap(), vec![tasks[2].task.clone()]);
     let late = h.report(&cs[2], &tasks[2]).await.unwrap_err();
@@ -550,8 +554,10 @@ async fn watch_replays_the_live_events_of_a_finished_run() {
             .iter()
             .cloned()
             .map(|mut e| {
-                if let RunEventKind::Aggregated { fold_seconds, .. } = &mut e.kind {
+                // Neither is stored: a replay reports 0 for both.
+                if let RunEventKind::Aggregated { fold_seconds, update_bytes, .. } = &mut e.kind {
                     *fold_seconds = 0.0;
+                    *update_bytes = 0;
                 }
                 e
             })

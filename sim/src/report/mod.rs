@@ -26,8 +26,10 @@ pub struct RoundMetrics {
     pub test_loss: f64,
     #[serde(with = "crate::report::serde_nan", default = "crate::report::serde_nan::nan")]
     pub test_accuracy: f64,
-    /// Bytes of parameters sent to clients and received from them in this round.
+    /// Bytes of parameters sent to clients in this round (selected × parameters × 4).
     pub bytes_out: u64,
+    /// Bytes of the updates counted in this round as they crossed the wire: the encoded
+    /// chunk messages, as the coordinator counted them (its Aggregated event).
     pub bytes_in: u64,
     #[serde(with = "crate::report::serde_nan", default = "crate::report::serde_nan::nan")]
     pub wall_seconds: f64,
@@ -54,6 +56,7 @@ impl RoundMetrics {
     }
 }
 
+pub mod compression;
 pub mod files;
 pub mod plots;
 pub mod serde_nan;

@@ -51,7 +51,7 @@ impl MeanStd {
         MeanStd { mean, std, n }
     }
 
-    fn cell(&self) -> String {
+    pub(super) fn cell(&self) -> String {
         if self.n == 0 { "–".to_string() } else { format!("{:.4} ± {:.4}", self.mean, self.std) }
     }
 }

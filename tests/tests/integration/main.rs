@@ -7,6 +7,7 @@
 mod aggregation;
 mod carbon;
 mod cli;
+mod compression;
 mod crash;
 mod evaluation;
 mod failover;

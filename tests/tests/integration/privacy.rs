@@ -254,14 +254,19 @@ async fn raw_round(
 async fn the_coordinator_verifies_the_clipping_bound() -> anyhow::Result<()> {
     let cluster = Cluster::builder().privacy_budget(budget(100.0)).start().await?;
     let small: Vec<f32> = vec![0.05; 33]; // norm ≈ 0.287 ≤ C = 0.5
-    let big: Vec<f32> = vec![1.0; 33]; // norm ≈ 5.74 > C
+    let big: Vec<f32> = vec![1.0; 33]; // norm √33 ≈ 5.74 > C
+    // Reported exactly: a pre-clipping norm below the received update's is refused as a lie.
+    let big_norm = 33f64.sqrt();
 
     // Reject: the over-bound update is refused, named, and recorded; the round goes on.
     let mut p = dp_plan(1, 2, central(1.0, 0.5, 2));
     p.min_clients = 1;
     let (fleets, run, tasks, first) = raw_round(&cluster, &["a", "b"], &p).await?;
-    let e =
-        fleets[0].clone().push_update(tokio_stream::iter(delta_upload(&tasks[0], "a", &big, 5.74))).await.unwrap_err();
+    let e = fleets[0]
+        .clone()
+        .push_update(tokio_stream::iter(delta_upload(&tasks[0], "a", &big, big_norm)))
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(
         e.message().starts_with("update norm 5.74") && e.message().contains("clipping bound 0.5"),
@@ -289,7 +294,7 @@ async fn the_coordinator_verifies_the_clipping_bound() -> anyhow::Result<()> {
     let mut p = dp_plan(1, 1, central(1.0, 0.5, 1));
     p.privacy.as_mut().unwrap().over_bound = OverBound::Reclip;
     let (fleets, run, tasks, _streams) = raw_round(&cluster, &["c"], &p).await?;
-    fleets[0].clone().push_update(tokio_stream::iter(delta_upload(&tasks[0], "c", &big, 5.74))).await?;
+    fleets[0].clone().push_update(tokio_stream::iter(delta_upload(&tasks[0], "c", &big, big_norm))).await?;
     assert_succeeded(&wait_for_end(&cluster, &run, Duration::from_secs(30)).await?);
     let parts = store.list_participations(&RunId::new(run)?).await?;
     assert_eq!(parts[0].status, ParticipationStatus::Reported);

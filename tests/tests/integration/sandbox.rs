@@ -54,6 +54,7 @@ pub fn plan(input_dim: u32, classes: u32, rounds: u32, clients_per_round: u32, m
         priority: 0,
         promotion: Default::default(),
         schedule: Default::default(),
+        compression: Default::default(),
     }
 }
 

@@ -169,6 +169,7 @@ pub(in crate::round) fn on_averaged(
         samples,
         metrics: a.metrics,
         fold_seconds: a.fold_seconds,
+        update_bytes: core.round_update_bytes,
     });
     let out = publishing::RoundOutput {
         params,

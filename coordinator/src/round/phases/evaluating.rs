@@ -117,6 +117,7 @@ pub(in crate::round) fn on_offer(e: &mut Evaluating, core: &mut RunCore, mut off
         kind: TaskKind::Evaluate,
         privacy: None,
         cohort: None,
+        compression: crate::plan::Compression::None,
     };
     let clients = offered.len();
     let (assignments, undelivered) = dispatch(offered, &template, &cohorts);

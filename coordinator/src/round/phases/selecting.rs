@@ -262,6 +262,7 @@ pub(in crate::round) async fn on_offer(_: &mut Selecting, core: &mut RunCore, mu
             lattice_slack: d.mechanism.lattice_slack,
         }),
         cohort: None,
+        compression: plan.compression,
     };
     let (assignments, undelivered) = dispatch(chosen, &template, &cohorts);
     core.release(undelivered, false);

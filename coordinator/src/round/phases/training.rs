@@ -29,6 +29,8 @@ pub(in crate::round) struct Training {
     dp: Option<PrivateRound>,
     /// Time spent in folds so far (reported with the Aggregated event).
     fold_seconds: f64,
+    /// Encoded chunk bytes of the updates counted so far (reported with the Aggregated event).
+    update_bytes: u64,
     /// Regions of every client offered to the round: a round whose plan allows every
     /// region and that got no update publishes to these.
     population: Vec<RegionId>,
@@ -43,6 +45,7 @@ impl Training {
             contributors: Vec::new(),
             dp,
             fold_seconds: 0.0,
+            update_bytes: 0,
             population,
         }
     }
@@ -76,11 +79,14 @@ pub(in crate::round) fn begin_upload(
         AssignmentState::Dropped => return Err(RoundError::Dropped { client: client.clone(), round }),
         AssignmentState::Rejected => return Err(RoundError::Refused { client: client.clone(), round }),
     }
-    let expected = core.global()?.params.len() as u64;
+    let global = core.global()?;
+    let expected = global.params.len() as u64;
     if total_values != expected {
         return Err(RoundError::UpdateLength { expected, got: total_values });
     }
-    Ok(UploadTicket { total_values, deadline: core.deadline })
+    let compression = core.compression_here();
+    let global = (compression != crate::plan::Compression::None).then(|| std::sync::Arc::clone(global));
+    Ok(UploadTicket { total_values, deadline: core.deadline, compression, global })
 }
 
 /// Verifies a private update's bound and folds the update into the sum, off the actor's
@@ -130,7 +136,9 @@ pub(in crate::round) async fn commit_upload(
             Transition::fail("the running sum is missing"),
         );
     };
-    let VerifiedUpdate { mut values, samples, metrics, update_norm, contributors, scopes, reference, .. } = update;
+    let VerifiedUpdate {
+        mut values, samples, metrics, update_norm, contributors, scopes, reference, wire_bytes, ..
+    } = update;
     // A statistic that does not fit the model refuses the update before anything is folded.
     let arch = core.plan.model.architecture();
     if let Some(r) = &reference
@@ -190,6 +198,7 @@ pub(in crate::round) async fn commit_upload(
     t.acc = Some(acc);
     t.fold_seconds += took.as_secs_f64();
     if result.is_ok() {
+        t.update_bytes += wire_bytes;
         crate::crash::point("folded");
     }
     if let Err(e) = result {
@@ -324,6 +333,7 @@ pub(in crate::round) async fn check_end(t: &mut Training, core: &mut RunCore) ->
             Err(reason) => return Transition::fail(reason),
         };
         let Some(acc) = t.acc.take() else { return Transition::fail("the running sum is missing") };
+        core.round_update_bytes = t.update_bytes;
         info!(run = %core.key.run, round = core.key.round, reported, "round aggregating");
         return aggregating::start(
             core,
