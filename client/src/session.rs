@@ -376,17 +376,7 @@ impl Sidecar {
                 is_delta: task.privacy.is_some(),
             })),
         };
-        let trailer = pb::UpdatePart {
-            part: Some(pb::update_part::Part::Trailer(pb::UpdateTrailer {
-                samples: outcome.samples,
-                metrics: Some(convert::metrics_to_pb(&outcome.metrics)),
-                update_norm: norm,
-                digest,
-                contributors: 1,
-                scopes: vec![],
-                reference: reference.as_ref().map(fedra_proto::drift_wire::reference_to_pb),
-            })),
-        };
+        let trailer = update_trailer(outcome.samples, &outcome.metrics, norm, digest, reference.as_ref());
         let chunk_bytes =
             if task.chunk_bytes == 0 { fedra_proto::chunking::DEFAULT_CHUNK_BYTES } else { task.chunk_bytes };
         let total = outcome.params.len();
@@ -494,17 +484,7 @@ impl Sidecar {
             )));
         }
         let digest = fedra_proto::compressed::wire_digest_hex(&encoded.chunks);
-        let trailer = pb::UpdatePart {
-            part: Some(pb::update_part::Part::Trailer(pb::UpdateTrailer {
-                samples: outcome.samples,
-                metrics: Some(convert::metrics_to_pb(&outcome.metrics)),
-                update_norm: norm,
-                digest,
-                contributors: 1,
-                scopes: vec![],
-                reference: reference.as_ref().map(fedra_proto::drift_wire::reference_to_pb),
-            })),
-        };
+        let trailer = update_trailer(outcome.samples, &outcome.metrics, norm, digest, reference.as_ref());
         let parts: Vec<pb::UpdatePart> = std::iter::once(header)
             .chain(encoded.chunks.into_iter().map(chunk_part))
             .chain(std::iter::once(trailer))
@@ -594,5 +574,27 @@ async fn heartbeat_loop(
         if answered.elapsed() >= dead_after {
             return;
         }
+    }
+}
+
+/// The trailer closing a client's own update (uncompressed or compressed alike): the
+/// digest covers the bytes that went on the wire.
+fn update_trailer(
+    samples: u64,
+    metrics: &fedra_types::metrics::TrainingMetrics,
+    norm: f64,
+    digest: String,
+    reference: Option<&fedra_types::drift::DataReference>,
+) -> pb::UpdatePart {
+    pb::UpdatePart {
+        part: Some(pb::update_part::Part::Trailer(pb::UpdateTrailer {
+            samples,
+            metrics: Some(convert::metrics_to_pb(metrics)),
+            update_norm: norm,
+            digest,
+            contributors: 1,
+            scopes: vec![],
+            reference: reference.map(fedra_proto::drift_wire::reference_to_pb),
+        })),
     }
 }
