@@ -4,6 +4,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "fedra/v1/fedra.proto";
     println!("cargo:rerun-if-changed={proto}");
     let fds = protox::compile([proto], ["."])?;
+    // The descriptors, for the coordinator's gRPC server reflection (grpcurl, Postman).
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    std::fs::write(out.join("fedra_descriptor.bin"), prost::Message::encode_to_vec(&fds))?;
     // Chunk payloads are `bytes::Bytes`: a received chunk is a zero-copy slice of the
     // transport buffer and a sent chunk can be a slice of one shared model buffer.
     tonic_prost_build::configure()

@@ -192,7 +192,12 @@ impl Sidecar {
                 }
                 Err(e) => {
                     warn!(client = %self.settings.client_id, error = %e, "session ended");
-                    unreachable = if matches!(e, SessionError::Connect { .. }) { unreachable + 1 } else { 0 };
+                    // A standby coordinator answers UNAVAILABLE: as good as unreachable, try the next.
+                    let elsewhere = matches!(
+                        e,
+                        SessionError::Connect { .. } | SessionError::Rpc { code: tonic::Code::Unavailable, .. }
+                    );
+                    unreachable = if elsewhere { unreachable + 1 } else { 0 };
                     self.status.send_modify(|s| s.last_error = Some(e.to_string()));
                 }
             }
@@ -247,6 +252,7 @@ impl Sidecar {
             s.connected = true;
             s.sessions += 1;
         });
+        metrics::counter!("fedra_client_sessions_total").increment(1);
         info!(client = %self.settings.client_id, region = %self.settings.region, "registered and waiting for tasks");
 
         let cancelled: Arc<Mutex<HashSet<String>>> = Arc::default();
@@ -269,19 +275,31 @@ impl Sidecar {
                     }
                 };
                 let (run, round) = (task.run.clone(), task.round);
+                let kind = if task.kind == TaskKind::Evaluate { "evaluate" } else { "train" };
+                let outcome = |o: &'static str| {
+                    metrics::counter!("fedra_client_tasks_total", "kind" => kind, "outcome" => o).increment(1);
+                };
                 match self.work(&mut fleet, task, &cancelled).await {
-                    Ok(true) => self.status.send_modify(|s| {
-                        s.tasks_completed += 1;
-                        s.last_round = Some((run, round));
-                    }),
-                    Ok(false) => {}
-                    Err(e @ SessionError::Rpc { code: tonic::Code::Unavailable, .. }) => return Err(e),
+                    Ok(true) => {
+                        outcome("completed");
+                        self.status.send_modify(|s| {
+                            s.tasks_completed += 1;
+                            s.last_round = Some((run, round));
+                        });
+                    }
+                    Ok(false) => outcome("cancelled"),
+                    Err(e @ SessionError::Rpc { code: tonic::Code::Unavailable, .. }) => {
+                        outcome("coordinator_unavailable");
+                        return Err(e);
+                    }
                     // The round closed without us (target reached by others, deadline, or
                     // cancellation): normal for an over-selected straggler.
                     Err(SessionError::Rpc { code: tonic::Code::FailedPrecondition, message }) => {
+                        outcome("not_counted");
                         info!(client = %self.settings.client_id, run = %run, round, reason = %message, "update not counted");
                     }
                     Err(e) => {
+                        outcome("failed");
                         warn!(client = %self.settings.client_id, run = %run, round, error = %e, "task failed");
                         self.status.send_modify(|s| {
                             s.tasks_failed += 1;
@@ -347,6 +365,7 @@ impl Sidecar {
         .await
         .map_err(|e| SessionError::Protocol(format!("training thread failed: {e}")))?;
         let outcome = outcome?;
+        metrics::histogram!("fedra_client_train_seconds").record(outcome.metrics.train_seconds.max(0.0));
         if cancelled.lock().expect("cancel set poisoned").remove(&task.id) {
             info!(client = %self.settings.client_id, task = %task.id, "task cancelled by the coordinator; update not sent");
             return Ok(false);
@@ -411,6 +430,7 @@ impl Sidecar {
             .chain(chunks(&params, chunk_bytes).map(|c| pb::UpdatePart { part: Some(pb::update_part::Part::Chunk(c)) }))
             .chain(std::iter::once(trailer))
             .collect();
+        count_upload(&parts);
         let resp = fleet.push_update(tokio_stream::iter(parts)).await?.into_inner();
         info!(
             client = %self.settings.client_id,
@@ -489,6 +509,7 @@ impl Sidecar {
             .chain(encoded.chunks.into_iter().map(chunk_part))
             .chain(std::iter::once(trailer))
             .collect();
+        count_upload(&parts);
         let resp = fleet.push_update(tokio_stream::iter(parts)).await?.into_inner();
         if let Some(e) = encoded.residual {
             self.residuals.lock().expect("residuals poisoned").commit(&task.run, e);
@@ -534,11 +555,20 @@ pub async fn fetch_model(
     let mut r = Reassembler::new(header.total_values);
     while let Some(part) = stream.message().await? {
         match part.part {
-            Some(pb::model_part::Part::Chunk(c)) => r.push(&c)?,
+            Some(pb::model_part::Part::Chunk(c)) => {
+                metrics::counter!("fedra_client_download_bytes_total").increment(c.data.len() as u64);
+                r.push(&c)?;
+            }
             _ => return Err(SessionError::Protocol("unexpected message in model stream".into())),
         }
     }
     Ok(r.finish(&header.digest)?)
+}
+
+/// Counts an upload's encoded bytes (header, chunks and trailer) in the sidecar's metrics.
+fn count_upload(parts: &[pb::UpdatePart]) {
+    let bytes: usize = parts.iter().map(prost::Message::encoded_len).sum();
+    metrics::counter!("fedra_client_upload_bytes_total").increment(bytes as u64);
 }
 
 /// Heartbeats missed in a row (at least [`MIN_UNRESPONSIVE`]) after which the sidecar gives

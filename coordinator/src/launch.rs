@@ -7,6 +7,7 @@ use crate::audit;
 use crate::checkpoint::Checkpoints;
 use crate::config::{Config, Transport};
 use crate::governance::{Governance, PolicyReloader};
+use crate::grpc::readiness::{DeferredSlot, Readiness, Stage};
 use crate::grpc::upstream::Upstream;
 use crate::grpc::{CheckpointApi, FleetApi, Gate, GovernanceApi, PrivacyApi, RunApi, limits};
 use crate::leadership::Leadership;
@@ -24,6 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::server::NamedService;
 use tracing::info;
 
 /// The coordinator could not start.
@@ -67,6 +69,10 @@ pub struct Coordinator {
     upstream: Option<(tokio::sync::watch::Sender<bool>, JoinHandle<()>)>,
     /// The store's lease, held while this coordinator runs (`None` once given up).
     leadership: Option<Leadership>,
+    /// What health checks report, and whether the API answers.
+    readiness: Readiness,
+    /// The uploads in flight, which a graceful stop lets finish.
+    staging: StagingPool,
 }
 
 /// Per-stream HTTP/2 receive window of the coordinator's server.
@@ -80,13 +86,50 @@ const HTTP2_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Streams one connection may hold open at once.
 const MAX_STREAMS_PER_CONNECTION: u32 = 16;
 
+/// A coordinator that listens but does not lead yet: health says NOT_SERVING and the API
+/// answers UNAVAILABLE (standing by, then recovering) until [`Starting::lead`] returns.
+pub struct Starting {
+    config: Config,
+    addr: SocketAddr,
+    server_task: JoinHandle<Result<(), tonic::transport::Error>>,
+    stop: oneshot::Sender<()>,
+    readiness: Readiness,
+    slots: Slots,
+    gate: Gate,
+    governance: Governance,
+    checkpoints: Checkpoints,
+}
+
+/// The API services' slots, filled once the engine runs.
+struct Slots {
+    run: DeferredSlot<RunServiceServer<RunApi>>,
+    fleet: DeferredSlot<FleetServiceServer<FleetApi>>,
+    privacy: DeferredSlot<PrivacyServiceServer<PrivacyApi>>,
+    governance: DeferredSlot<GovernanceServiceServer<GovernanceApi>>,
+    checkpoint: DeferredSlot<CheckpointServiceServer<CheckpointApi>>,
+}
+
+/// How long a stopping coordinator lets uploads in flight finish before it stops the
+/// engine (under Kubernetes' default 30 s termination grace period).
+const UPLOAD_DRAIN: std::time::Duration = std::time::Duration::from_secs(20);
+
 impl Coordinator {
-    /// Opens the configured store (`config.store`), recovers unfinished runs and starts
-    /// serving on `config.listen`.
+    /// Listens on `config.listen`, opens the configured store, waits for the lease,
+    /// recovers unfinished runs and serves ([`Self::bind`] then [`Starting::lead`]).
     ///
     /// # Errors
     /// Directory, store, recovery or bind failures.
     pub async fn start(config: &Config) -> Result<Self, LaunchError> {
+        Self::bind(config).await?.lead().await
+    }
+
+    /// Checks the TLS files, the policy set, the artifact stores and the signing key, then
+    /// listens on `config.listen` with gRPC health (NOT_SERVING) and reflection answering
+    /// and every API service refusing with UNAVAILABLE until [`Starting::lead`] is done.
+    ///
+    /// # Errors
+    /// Directory, TLS, policy, artifact, signing-key or bind failures.
+    pub async fn bind(config: &Config) -> Result<Starting, LaunchError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| LaunchError::Dir { path: config.data_dir.display().to_string(), source })?;
         // TLS files are checked before anything else starts, so a bad path fails fast.
@@ -119,42 +162,36 @@ impl Coordinator {
         // Every manifest is signed; a provisioned key that is missing fails the start.
         let signer = Arc::new(config.signing_key.load().map_err(|e| LaunchError::SigningKey(e.to_string()))?);
         info!(key_id = signer.key_id(), "checkpoint manifests are signed");
-        let opened = OpenStore::open(&config.store).await?;
-        info!(store = %config.store, "store opened");
-        let store: Arc<dyn Store> = opened.shared();
-        // Nothing is written before this process leads: a standby waits here.
-        let leadership = Leadership::acquire(Arc::clone(&store), &config.lease).await?;
-        if let Some(snapshot) = governance.snapshot() {
-            info!(policy_sha256 = snapshot.sha256(), location = %snapshot.location, "policy set in force");
-            audit::record(
-                store.as_ref(),
-                audit::draft(
-                    "coordinator (start)",
-                    AuditAction::PolicyApplied,
-                    format!("policy set {} in force at location {}", snapshot.sha256(), snapshot.location),
-                ),
-            )
-            .await?;
-        }
-        let scratch_dir = config.data_dir.join("scratch");
-        std::fs::create_dir_all(&scratch_dir)
-            .map_err(|source| LaunchError::Dir { path: scratch_dir.display().to_string(), source })?;
-        let settings = EngineSettings { governance: governance.clone(), scratch_dir, ..config.engine.clone() };
-        for (region, spec) in &config.artifacts.regions {
-            info!(%region, store = %spec.describe(), "region's checkpoints go to their own store");
-        }
-        let checkpoints = Checkpoints::new(artifacts, signer);
-        let (engine, engine_task) = Engine::start(Arc::clone(&store), checkpoints.clone(), settings.clone()).await?;
-        let (registry, registry_task) = Registry::start(Arc::clone(&store), &engine, governance.clone())
-            .await
-            .map_err(|e| LaunchError::Round(RoundError::Internal(format!("model registry: {e}"))))?;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| LaunchError::Bind { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(|source| LaunchError::Bind { addr: config.listen, source })?;
-        let staging = StagingPool::new(config.max_concurrent_uploads, config.staging_budget_bytes);
+        let (readiness, health) = Readiness::new(vec![
+            <RunServiceServer<RunApi> as NamedService>::NAME,
+            <FleetServiceServer<FleetApi> as NamedService>::NAME,
+            <PrivacyServiceServer<PrivacyApi> as NamedService>::NAME,
+            <GovernanceServiceServer<GovernanceApi> as NamedService>::NAME,
+            <CheckpointServiceServer<CheckpointApi> as NamedService>::NAME,
+        ])
+        .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(fedra_proto::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| LaunchError::Round(RoundError::Internal(format!("gRPC reflection: {e}"))))?;
+        let (run, run_slot) = readiness.defer();
+        let (fleet, fleet_slot) = readiness.defer();
+        let (privacy, privacy_slot) = readiness.defer();
+        let (governance_api, governance_slot) = readiness.defer();
+        let (checkpoint, checkpoint_slot) = readiness.defer();
+        let slots = Slots {
+            run: run_slot,
+            fleet: fleet_slot,
+            privacy: privacy_slot,
+            governance: governance_slot,
+            checkpoint: checkpoint_slot,
+        };
         let (stop, stopped) = oneshot::channel::<()>();
-        let reloader = PolicyReloader::new(governance.clone(), Arc::clone(&store), engine.clone());
         // HTTP/2 flow-control windows bound what each connection can buffer before the
         // handlers read it: with hyper's 1 MiB defaults, 1000 uploading clients could park
         // 1 GiB in the coordinator. 64 KiB per stream (h2's own default) still fills loopback links.
@@ -170,56 +207,13 @@ impl Coordinator {
             // A sidecar uses a handful of streams (subscription, heartbeat, one transfer); a
             // CLI a few. This bounds what one connection can open at once.
             .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
-            // Each service accepts messages only as large as its RPCs need (grpc::limits).
-            .add_service(
-                RunServiceServer::new(RunApi::new(
-                    engine.clone(),
-                    Arc::clone(&store),
-                    governance.clone(),
-                    gate.clone(),
-                ))
-                .max_decoding_message_size(limits::RUN_MAX_MESSAGE_BYTES),
-            )
-            .add_service(
-                FleetServiceServer::new(FleetApi::new(
-                    engine.clone(),
-                    staging,
-                    config.max_concurrent_downloads,
-                    config.engine.clone(),
-                    gate.clone(),
-                ))
-                .max_decoding_message_size(limits::FLEET_MAX_MESSAGE_BYTES),
-            )
-            .add_service(
-                PrivacyServiceServer::new(PrivacyApi::new(
-                    Arc::clone(&store),
-                    config.engine.privacy.budgets.clone(),
-                    governance.clone(),
-                    gate.clone(),
-                ))
-                .max_decoding_message_size(limits::READ_MAX_MESSAGE_BYTES),
-            )
-            .add_service(
-                GovernanceServiceServer::new(GovernanceApi::new(
-                    engine.clone(),
-                    Arc::clone(&store),
-                    reloader.clone(),
-                    gate.clone(),
-                ))
-                .max_decoding_message_size(limits::READ_MAX_MESSAGE_BYTES),
-            )
-            .add_service(
-                CheckpointServiceServer::new(CheckpointApi::new(
-                    Arc::clone(&store),
-                    checkpoints.clone(),
-                    config.engine.chunk_bytes,
-                    governance,
-                    gate,
-                    registry,
-                ))
-                .max_decoding_message_size(limits::READ_MAX_MESSAGE_BYTES),
-            );
-        let upstream_store = store;
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(run)
+            .add_service(fleet)
+            .add_service(privacy)
+            .add_service(governance_api)
+            .add_service(checkpoint);
         let shutdown = async {
             let _ = stopped.await;
         };
@@ -233,35 +227,17 @@ impl Coordinator {
                 tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown))
             }
         };
-        info!(%addr, data_dir = %config.data_dir.display(), artifacts = %config.artifacts.default.describe(), "coordinator listening");
-        let tls = config.transport != Transport::Insecure;
-        let upstream = match (&config.upstream, &config.engine.tier) {
-            (Some(up), crate::hierarchy::Tier::Regional { location }) => {
-                let (stop_up, stopped_up) = tokio::sync::watch::channel(false);
-                let session = Upstream::new(
-                    up.clone(),
-                    location.clone(),
-                    engine.clone(),
-                    Arc::clone(&upstream_store),
-                    checkpoints,
-                );
-                info!(upstream = %up.url, %location, "regional aggregator: serving cohorts of the global coordinator");
-                Some((stop_up, tokio::spawn(session.run(stopped_up))))
-            }
-            _ => None,
-        };
-        Ok(Self {
+        info!(%addr, data_dir = %config.data_dir.display(), artifacts = %config.artifacts.default.describe(), "coordinator listening (not serving until it leads)");
+        Ok(Starting {
+            config: config.clone(),
             addr,
-            engine,
-            engine_task,
             server_task,
-            registry_task,
-            stop: Some(stop),
-            store: opened,
-            tls,
-            reloader,
-            upstream,
-            leadership: Some(leadership),
+            stop,
+            readiness,
+            slots,
+            gate,
+            governance,
+            checkpoints: Checkpoints::new(artifacts, signer),
         })
     }
 
@@ -303,9 +279,23 @@ impl Coordinator {
         format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
     }
 
-    /// Stops the engine where it is (an in-progress round is re-run after restart), stops
-    /// serving and closes the store.
+    /// Stops gracefully: health says NOT_SERVING at once, no new work is handed out, uploads
+    /// in flight get [`UPLOAD_DRAIN`] to finish, then the engine stops where it is (open round
+    /// attempts are recorded as interrupted and re-run after restart), the server stops and
+    /// the store closes.
     pub async fn shutdown(mut self) {
+        self.readiness.set(Stage::Stopping).await;
+        self.engine.drain().await;
+        let in_flight = self.staging.in_use();
+        if in_flight > 0 {
+            info!(uploads = in_flight, grace_seconds = UPLOAD_DRAIN.as_secs(), "letting uploads in flight finish");
+            if tokio::time::timeout(UPLOAD_DRAIN, self.staging.idle()).await.is_err() {
+                tracing::warn!(
+                    uploads = self.staging.in_use(),
+                    "uploads still in flight after the grace period are cut off"
+                );
+            }
+        }
         if let Some((stop, task)) = self.upstream.take() {
             let _ = stop.send(true);
             let _ = task.await;
@@ -345,4 +335,154 @@ impl Coordinator {
         }
         self.store.close().await;
     }
+}
+
+impl Starting {
+    /// The address the gRPC server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Opens the store, waits for its lease (standing by while another coordinator leads),
+    /// recovers unfinished runs, then serves the API and says SERVING.
+    ///
+    /// # Errors
+    /// Store, lease or recovery failures; the listener is closed then.
+    pub async fn lead(self) -> Result<Coordinator, LaunchError> {
+        let Starting { config, addr, mut server_task, stop, readiness, slots, gate, governance, checkpoints } = self;
+        match lead(&config, &readiness, slots, gate, governance, checkpoints).await {
+            Ok(led) => {
+                readiness.set(Stage::Serving).await;
+                info!(%addr, "coordinator serving");
+                Ok(Coordinator {
+                    addr,
+                    engine: led.engine,
+                    engine_task: led.engine_task,
+                    server_task,
+                    registry_task: led.registry_task,
+                    stop: Some(stop),
+                    store: led.store,
+                    tls: config.transport != Transport::Insecure,
+                    reloader: led.reloader,
+                    upstream: led.upstream,
+                    leadership: Some(led.leadership),
+                    readiness,
+                    staging: led.staging,
+                })
+            }
+            Err(e) => {
+                let _ = stop.send(());
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut server_task).await;
+                server_task.abort();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// What [`Starting::lead`] starts.
+struct Led {
+    engine: EngineHandle,
+    engine_task: JoinHandle<()>,
+    registry_task: JoinHandle<()>,
+    store: OpenStore,
+    reloader: PolicyReloader,
+    upstream: Option<(tokio::sync::watch::Sender<bool>, JoinHandle<()>)>,
+    leadership: Leadership,
+    staging: StagingPool,
+}
+
+async fn lead(
+    config: &Config,
+    readiness: &Readiness,
+    slots: Slots,
+    gate: Gate,
+    governance: Governance,
+    checkpoints: Checkpoints,
+) -> Result<Led, LaunchError> {
+    let opened = OpenStore::open(&config.store).await?;
+    info!(store = %config.store, "store opened");
+    let store: Arc<dyn Store> = opened.shared();
+    // Nothing is written before this process leads: a standby waits here.
+    let leadership = Leadership::acquire(Arc::clone(&store), &config.lease).await?;
+    readiness.set(Stage::Recovering).await;
+    if let Some(snapshot) = governance.snapshot() {
+        info!(policy_sha256 = snapshot.sha256(), location = %snapshot.location, "policy set in force");
+        audit::record(
+            store.as_ref(),
+            audit::draft(
+                "coordinator (start)",
+                AuditAction::PolicyApplied,
+                format!("policy set {} in force at location {}", snapshot.sha256(), snapshot.location),
+            ),
+        )
+        .await?;
+    }
+    let scratch_dir = config.data_dir.join("scratch");
+    std::fs::create_dir_all(&scratch_dir)
+        .map_err(|source| LaunchError::Dir { path: scratch_dir.display().to_string(), source })?;
+    let settings = EngineSettings { governance: governance.clone(), scratch_dir, ..config.engine.clone() };
+    for (region, spec) in &config.artifacts.regions {
+        info!(%region, store = %spec.describe(), "region's checkpoints go to their own store");
+    }
+    let (engine, engine_task) = Engine::start(Arc::clone(&store), checkpoints.clone(), settings.clone()).await?;
+    let (registry, registry_task) = Registry::start(Arc::clone(&store), &engine, governance.clone())
+        .await
+        .map_err(|e| LaunchError::Round(RoundError::Internal(format!("model registry: {e}"))))?;
+    let staging = StagingPool::new(config.max_concurrent_uploads, config.staging_budget_bytes);
+    let reloader = PolicyReloader::new(governance.clone(), Arc::clone(&store), engine.clone());
+    // Each service accepts messages only as large as its RPCs need (grpc::limits).
+    slots.run.fill(
+        RunServiceServer::new(RunApi::new(engine.clone(), Arc::clone(&store), governance.clone(), gate.clone()))
+            .max_decoding_message_size(limits::RUN_MAX_MESSAGE_BYTES),
+    );
+    slots.fleet.fill(
+        FleetServiceServer::new(FleetApi::new(
+            engine.clone(),
+            staging.clone(),
+            config.max_concurrent_downloads,
+            config.engine.clone(),
+            gate.clone(),
+        ))
+        .max_decoding_message_size(limits::FLEET_MAX_MESSAGE_BYTES),
+    );
+    slots.privacy.fill(
+        PrivacyServiceServer::new(PrivacyApi::new(
+            Arc::clone(&store),
+            config.engine.privacy.budgets.clone(),
+            governance.clone(),
+            gate.clone(),
+        ))
+        .max_decoding_message_size(limits::READ_MAX_MESSAGE_BYTES),
+    );
+    slots.governance.fill(
+        GovernanceServiceServer::new(GovernanceApi::new(
+            engine.clone(),
+            Arc::clone(&store),
+            reloader.clone(),
+            gate.clone(),
+        ))
+        .max_decoding_message_size(limits::READ_MAX_MESSAGE_BYTES),
+    );
+    slots.checkpoint.fill(
+        CheckpointServiceServer::new(CheckpointApi::new(
+            Arc::clone(&store),
+            checkpoints.clone(),
+            config.engine.chunk_bytes,
+            governance,
+            gate,
+            registry,
+        ))
+        .max_decoding_message_size(limits::READ_MAX_MESSAGE_BYTES),
+    );
+    let upstream = match (&config.upstream, &config.engine.tier) {
+        (Some(up), crate::hierarchy::Tier::Regional { location }) => {
+            let (stop_up, stopped_up) = tokio::sync::watch::channel(false);
+            let session = Upstream::new(up.clone(), location.clone(), engine.clone(), Arc::clone(&store), checkpoints);
+            info!(upstream = %up.url, %location, "regional aggregator: serving cohorts of the global coordinator");
+            Some((stop_up, tokio::spawn(session.run(stopped_up))))
+        }
+        _ => None,
+    };
+    Ok(Led { engine, engine_task, registry_task, store: opened, reloader, upstream, leadership, staging })
 }

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod carbon;
 pub mod checkpoint;
 pub mod config;
+pub mod cost;
 pub mod crash;
 pub mod governance;
 pub mod grpc;

@@ -45,6 +45,9 @@ struct Args {
     /// Serve plain text without identities. Only on a loopback address; for local debugging.
     #[arg(long)]
     insecure: bool,
+    /// Log lines as `text` or `json` (one object per line, for log shippers).
+    #[arg(long, env = "FEDRA_LOG_FORMAT", default_value = "text")]
+    log_format: fedra_telemetry::LogFormat,
 }
 
 fn load(args: Args) -> Result<Config, fedra_coordinator::config::ConfigError> {
@@ -77,16 +80,22 @@ async fn main() -> ExitCode {
         eprintln!("fedra-coordinator: bad config: {e}");
         return ExitCode::from(64);
     }
-    let config = match load(Args::parse()) {
+    let args = Args::parse();
+    let log_format = args.log_format;
+    let config = match load(args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("fedra-coordinator: bad config: {e}");
             return ExitCode::from(64);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    let _telemetry = match fedra_telemetry::init("fedra-coordinator", log_format, "info") {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("fedra-coordinator: bad config: {e}");
+            return ExitCode::from(64);
+        }
+    };
     if config.transport == Transport::Insecure {
         tracing::warn!(listen = %config.listen, "--insecure: serving plain text WITHOUT identities or authorization; every caller may do everything");
     }
@@ -104,7 +113,7 @@ async fn main() -> ExitCode {
     #[cfg(unix)]
     let reloads = tokio::spawn(reload_on_sighup(coordinator.governance()));
     let deposed = tokio::select! {
-        () = shutdown_signal() => None,
+        () = fedra_telemetry::stop_signal() => None,
         reason = coordinator.deposed() => Some(reason),
     };
     #[cfg(unix)]
@@ -131,19 +140,4 @@ async fn reload_on_sighup(governance: fedra_coordinator::governance::PolicyReloa
         // The reloader logs and audits both outcomes; nothing more to do with either here.
         let _ = governance.reload("coordinator (SIGHUP)").await;
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("install SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -12,6 +12,9 @@
 #[allow(clippy::all, clippy::pedantic)]
 pub mod pb {
     tonic::include_proto!("fedra.v1");
+
+    /// The encoded `FileDescriptorSet` of `fedra/v1/fedra.proto`, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/fedra_descriptor.bin"));
 }
 
 pub mod chunking;

@@ -49,6 +49,7 @@ pub struct ClusterBuilder {
     store_url: Option<String>,
     standby: bool,
     artifacts: Option<fedra_coordinator::config::ArtifactsConfig>,
+    configure: Option<Box<dyn FnOnce(&mut Config) + Send>>,
 }
 
 /// Which tier a cluster's coordinator serves (see `fedra_coordinator::hierarchy`).
@@ -85,6 +86,7 @@ impl Default for ClusterBuilder {
             store_url: None,
             standby: false,
             artifacts: None,
+            configure: None,
         }
     }
 }
@@ -165,6 +167,13 @@ impl ClusterBuilder {
     /// connection limits.
     pub fn process(mut self, spec: ProcessSpec) -> Self {
         self.process = Some(spec);
+        self
+    }
+
+    /// Adjusts the coordinator's validated config before it starts, for settings without a
+    /// method of their own (e.g. `engine.prices`).
+    pub fn configure(mut self, f: impl FnOnce(&mut Config) + Send + 'static) -> Self {
+        self.configure = Some(Box::new(f));
         self
     }
 
@@ -261,6 +270,9 @@ impl ClusterBuilder {
         config.engine.privacy.budgets = Budgets::new(self.privacy_budgets).context("privacy budgets")?;
         if let Some(path) = &self.carbon_file {
             config.engine.carbon = Some(Arc::new(fedra_coordinator::carbon::CarbonSignal::open(path)?));
+        }
+        if let Some(f) = self.configure {
+            f(&mut config);
         }
         config.policy = self.policy.map(|mut p| {
             p.aggregate_in_region = config.engine.tier.is_global();

@@ -38,11 +38,14 @@ impl CoordinatorChild {
     /// Starts `spec.binary` serving `config` (listen address, data and artifact
     /// directories, heartbeat and timeouts, chunk size, upload and download bounds, policy)
     /// with the identity in `tls`, appending its output to `<data_dir>/coordinator.log`,
-    /// and waits until it accepts connections.
+    /// and waits until it serves (it listens before it leads, answering UNAVAILABLE until
+    /// then; the log line [`SERVING`] says it leads and serves).
     ///
     /// # Errors
-    /// The binary cannot start, exits during start-up, or does not listen within 60 s.
+    /// The binary cannot start, exits during start-up, or does not serve within 60 s.
     pub(crate) async fn spawn(spec: &ProcessSpec, config: &Config, tls: &ProcessTls) -> Result<Self> {
+        // The log is appended to across restarts: wait for one more line than it has now.
+        let served_before = serving_lines(&log_text(&config.data_dir, false));
         let mut child = Self::command(spec, config, tls, &log_path(&config.data_dir))?
             .spawn()
             .with_context(|| format!("starting {}", spec.binary.display()))?;
@@ -51,7 +54,7 @@ impl CoordinatorChild {
             if let Some(status) = child.try_wait()? {
                 bail!("coordinator exited during start-up ({status}); log:\n{}", log_tail(&config.data_dir));
             }
-            if tokio::net::TcpStream::connect(config.listen).await.is_ok() {
+            if serving_lines(&log_text(&config.data_dir, false)) > served_before {
                 return Ok(Self { child: Some(child) });
             }
             if tokio::time::Instant::now() > deadline {
@@ -65,8 +68,8 @@ impl CoordinatorChild {
         }
     }
 
-    /// Starts a second coordinator on the same store and directories, listening (once it
-    /// leads) on `config.listen`, logging to `<data_dir>/coordinator-standby.log`, without
+    /// Starts a second coordinator on the same store and directories, listening on
+    /// `config.listen` (UNAVAILABLE and health NOT_SERVING until it leads), logging to `<data_dir>/coordinator-standby.log`, without
     /// the crash-point variables of `spec`; waits until it says it stands by.
     ///
     /// # Errors
@@ -212,6 +215,13 @@ impl Drop for CoordinatorChild {
     }
 }
 
+/// What a coordinator logs once it leads and its API answers.
+pub const SERVING: &str = "coordinator serving";
+
+fn serving_lines(log: &str) -> usize {
+    log.lines().filter(|l| l.contains(SERVING)).count()
+}
+
 fn log_path(data_dir: &Path) -> PathBuf {
     data_dir.join("coordinator.log")
 }
@@ -277,6 +287,18 @@ impl Cluster {
         }
     }
 
+    /// Asks the coordinator process to stop as an orchestrator does (SIGTERM); see
+    /// [`Self::wait_coordinator_exit`] for how it ended.
+    ///
+    /// # Errors
+    /// The coordinator does not run as a process, or is gone.
+    pub fn terminate_coordinator(&self) -> Result<()> {
+        match self.coordinator.as_ref() {
+            Some(Running::Child(c)) => c.signal(libc::SIGTERM),
+            _ => anyhow::bail!("the coordinator does not run as a process"),
+        }
+    }
+
     /// Waits until the coordinator process is stopped (a crash point in `stop` mode froze
     /// it, or [`Self::freeze_coordinator`]).
     ///
@@ -296,14 +318,14 @@ impl Cluster {
         Ok(())
     }
 
-    /// Waits until the standby coordinator leads: it then accepts connections.
+    /// Waits until the standby coordinator leads and serves (its log says [`SERVING`]).
     ///
     /// # Errors
     /// No standby, or it does not lead within `timeout` (its log says why).
     pub async fn wait_standby_leading(&self, timeout: Duration) -> Result<()> {
-        let (addr, _) = self.standby.as_ref().context("the cluster has no standby coordinator")?;
+        self.standby.as_ref().context("the cluster has no standby coordinator")?;
         let deadline = tokio::time::Instant::now() + timeout;
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
+        while serving_lines(&crate::cluster_process::log_text(self.data_dir(), true)) == 0 {
             if tokio::time::Instant::now() > deadline {
                 anyhow::bail!(
                     "the standby did not take over within {timeout:?}; its log:\n{}",

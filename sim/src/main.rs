@@ -10,6 +10,10 @@ use std::process::ExitCode;
 #[derive(Parser, Debug)]
 #[command(name = "fedra-sim", version, about = "Run a real coordinator and client sidecars in one process")]
 struct Args {
+    /// Serve Prometheus metrics of the simulated coordinator and sidecars (one process) on
+    /// http://ADDR/metrics while the command runs.
+    #[arg(long, global = true)]
+    metrics_listen: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Command,
 }
@@ -81,7 +85,14 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
         .init();
-    match Args::parse().command {
+    let args = Args::parse();
+    if let Some(addr) = args.metrics_listen
+        && let Err(e) = fedra_telemetry::serve_metrics(addr, std::future::pending()).await
+    {
+        eprintln!("fedra-sim: --metrics-listen: {e}");
+        return ExitCode::from(64);
+    }
+    match args.command {
         Command::Quickstart { clients, rounds, out, seed, device, regions } => {
             if clients < 1 {
                 eprintln!("fedra-sim: --clients must be at least 1");

@@ -1,5 +1,6 @@
 //! `fedra-client`: the regional sidecar. Parse config (exit 64 on bad config), load the
-//! local dataset, then register and work tasks until Ctrl-C or SIGTERM.
+//! local dataset, then register and work tasks until Ctrl-C or SIGTERM (a task in
+//! progress is abandoned; the coordinator's round goes on without it).
 
 use clap::Parser;
 use fedra_client::config::ClientConfig;
@@ -25,6 +26,12 @@ struct Args {
     /// Connect in plain text without a certificate (only to an `--insecure` coordinator).
     #[arg(long)]
     insecure: bool,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 0.0.0.0:9465).
+    #[arg(long, env = "FEDRA_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Log lines as `text` or `json` (one object per line, for log shippers).
+    #[arg(long, env = "FEDRA_LOG_FORMAT", default_value = "text")]
+    log_format: fedra_telemetry::LogFormat,
 }
 
 #[tokio::main]
@@ -37,9 +44,19 @@ async fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    let _telemetry = match fedra_telemetry::init("fedra-client", args.log_format, "info") {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("fedra-client: bad config: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    if let Some(addr) = args.metrics_listen
+        && let Err(e) = fedra_telemetry::serve_metrics(addr, std::future::pending()).await
+    {
+        eprintln!("fedra-client: --metrics-listen: {e}");
+        return ExitCode::from(64);
+    }
     let device = match args.device.parse::<DeviceChoice>() {
         Ok(d) => d,
         Err(e) => {
@@ -63,11 +80,7 @@ async fn main() -> ExitCode {
         }
     };
     let sidecar = Sidecar::new(config.settings, info, Box::new(trainer));
-    let outcome = sidecar
-        .run(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await;
+    let outcome = sidecar.run(fedra_telemetry::stop_signal()).await;
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

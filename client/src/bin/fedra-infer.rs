@@ -55,6 +55,12 @@ struct Args {
     /// Seconds between reports to the coordinator.
     #[arg(long, default_value_t = 10.0)]
     report_seconds: f64,
+    /// Serve Prometheus metrics on http://ADDR/metrics (e.g. 0.0.0.0:9466).
+    #[arg(long, env = "FEDRA_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Log lines as `text` or `json` (one object per line, for log shippers).
+    #[arg(long, env = "FEDRA_LOG_FORMAT", default_value = "text")]
+    log_format: fedra_telemetry::LogFormat,
 }
 
 fn fail(msg: String, code: u8) -> ExitCode {
@@ -65,9 +71,15 @@ fn fail(msg: String, code: u8) -> ExitCode {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    let _telemetry = match fedra_telemetry::init("fedra-infer", args.log_format, "info") {
+        Ok(guard) => guard,
+        Err(e) => return fail(e.to_string(), 64),
+    };
+    if let Some(addr) = args.metrics_listen
+        && let Err(e) = fedra_telemetry::serve_metrics(addr, std::future::pending()).await
+    {
+        return fail(format!("--metrics-listen: {e}"), 64);
+    }
     let tls = match (&args.tls_dir, args.insecure) {
         (_, true) => fedra_pki::ClientTls::Insecure,
         (Some(dir), false) => match fedra_pki::ClientTls::load(&fedra_pki::IdentityDir::new(dir)) {
@@ -110,14 +122,7 @@ async fn main() -> ExitCode {
         Err(e) => return fail(e.to_string(), 69),
     };
     tracing::info!(addr = %node.addr, "inference node listening");
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => return fail(format!("cannot handle SIGTERM: {e}"), 70),
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    fedra_telemetry::stop_signal().await;
     node.shutdown().await;
     ExitCode::SUCCESS
 }

@@ -52,6 +52,18 @@ impl StagingPool {
         }
     }
 
+    /// Resolves once no upload holds a staging buffer (a graceful stop waits for this).
+    pub async fn idle(&self) {
+        // Holding every upload permit at once means none is in use; released at once.
+        let all = u32::try_from(self.max_uploads).unwrap_or(u32::MAX);
+        let _ = self.uploads.acquire_many(all).await;
+    }
+
+    /// Uploads holding a staging buffer now.
+    pub fn in_use(&self) -> usize {
+        self.max_uploads.saturating_sub(self.uploads.available_permits())
+    }
+
     pub fn max_uploads(&self) -> usize {
         self.max_uploads
     }
@@ -70,6 +82,7 @@ impl StagingPool {
     /// unspecified (zero when new, a previous upload's values when reused).
     pub async fn acquire(&self, len: usize) -> StagingBuffer {
         let upload = Arc::clone(&self.uploads).acquire_owned().await.expect("staging semaphore is never closed");
+        metrics::gauge!("fedra_staging_uploads_in_use").increment(1.0);
         let need = Self::units(len).min(self.budget_units);
         let bytes = Arc::clone(&self.bytes).acquire_many_owned(need).await.expect("staging semaphore is never closed");
         let mut values = {
@@ -111,6 +124,7 @@ impl StagingBuffer {
 
 impl Drop for StagingBuffer {
     fn drop(&mut self) {
+        metrics::gauge!("fedra_staging_uploads_in_use").decrement(1.0);
         let values = std::mem::take(&mut self.values);
         if let Ok(mut free) = self.pool.lock() {
             let bytes = values.capacity() * 4;

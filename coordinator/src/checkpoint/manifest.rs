@@ -174,4 +174,6 @@ pub struct Published {
     pub signature_json: String,
     /// Each region's weights (the manifest and signature lie beside them).
     pub locations: Vec<(RegionId, ArtifactLocation)>,
+    /// Thread CPU seconds of encoding, digesting and signing (cost attribution).
+    pub cpu_seconds: f64,
 }

@@ -36,12 +36,12 @@ impl Checkpoints {
     ) -> Result<(Published, Vec<f32>), CheckpointError> {
         let this = self.clone();
         let (prepared, req, params) = tokio::task::spawn_blocking(move || {
-            let prepared = this.prepare(&req, &params);
-            (prepared, req, params)
+            let (prepared, cpu) = crate::cost::cpu_timed(|| this.prepare(&req, &params));
+            (prepared.map(|p| (p, cpu)), req, params)
         })
         .await
         .map_err(|e| CheckpointError::Format(format!("encoding the checkpoint failed: {e}")))?;
-        let Prepared { manifest, manifest_json, signature_json, file, references } = prepared?;
+        let (Prepared { manifest, manifest_json, signature_json, file, references }, cpu_seconds) = prepared?;
         let mut locations = Vec::with_capacity(req.regions.len());
         for region in &req.regions {
             let weights = self.weights_object(region, req.model.name(), &req.run, req.round, req.attempt);
@@ -56,7 +56,7 @@ impl Checkpoints {
                 crate::crash::point("mid_publication");
             }
         }
-        Ok((Published { manifest, manifest_json, signature_json, locations }, params))
+        Ok((Published { manifest, manifest_json, signature_json, locations, cpu_seconds }, params))
     }
 
     /// Encodes, digests and signs a checkpoint: CPU work, for a blocking thread.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod artifacts;
+pub mod cost;
 pub mod topology;
 
 pub use artifacts::{ArtifactsConfig, RawArtifacts};
@@ -85,6 +86,8 @@ pub struct RawConfig {
     pub carbon_file: Option<PathBuf>,
     /// Watts one training client draws, for the energy estimate of each round (default 150).
     pub client_watts: Option<f64>,
+    /// `[cost]`: prices for each round's measured cost (see [`cost`]); unpriced without it.
+    pub cost: Option<cost::RawCost>,
     /// How long the coordinator lease lasts without renewal (default 10 s): with several
     /// coordinators on one store, a standby takes over within this bound of the leader's
     /// death (`crate::leadership`).
@@ -230,6 +233,7 @@ impl RawConfig {
         self.signing_key = other.signing_key.or(self.signing_key);
         self.carbon_file = other.carbon_file.or(self.carbon_file);
         self.client_watts = other.client_watts.or(self.client_watts);
+        self.cost = other.cost.or(self.cost);
         self.lease_ttl_seconds = other.lease_ttl_seconds.or(self.lease_ttl_seconds);
         self.node_name = other.node_name.or(self.node_name);
         self.chunk_bytes = other.chunk_bytes.or(self.chunk_bytes);
@@ -487,6 +491,7 @@ impl Config {
                 tier,
                 carbon,
                 client_watts,
+                prices: raw.cost.map(cost::RawCost::validate).transpose()?,
                 ..EngineSettings::default()
             },
         })

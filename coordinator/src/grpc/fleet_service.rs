@@ -255,6 +255,7 @@ impl FleetService for FleetApi {
         let claim = self.downloading.claim(&task, "model download")?;
         // Held until the response stream is dropped (sent, or the client went away).
         let permit = Arc::clone(&self.downloads).acquire_owned().await.expect("download semaphore is never closed");
+        metrics::gauge!("fedra_downloads_in_progress").increment(1.0);
         let header = pb::ModelPart {
             part: Some(pb::model_part::Part::Header(pb::ModelHeader {
                 layout: Some(convert::layout_to_pb(&model.layout)),
@@ -272,6 +273,7 @@ impl FleetService for FleetApi {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::ModelPart, Status>>(1);
         tokio::spawn(async move {
             let (_permit, _claim) = (permit, claim);
+            let _gauge = DownloadGauge;
             let chunks = (0..total).step_by(per).map(|start| {
                 let end = (start + per).min(total);
                 pb::ModelPart {
@@ -330,5 +332,14 @@ impl FleetService for FleetApi {
                 Err(e.into())
             }
         }
+    }
+}
+
+/// Counts a model download in progress for as long as its streaming task lives.
+struct DownloadGauge;
+
+impl Drop for DownloadGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("fedra_downloads_in_progress").decrement(1.0);
     }
 }

@@ -11,6 +11,7 @@ mod governance_service;
 mod hostile_tests;
 pub mod limits;
 mod privacy_service;
+pub mod readiness;
 mod registry_service;
 mod registry_wire;
 mod run_service;

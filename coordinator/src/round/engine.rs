@@ -37,18 +37,57 @@ use policy::submitted;
 pub use settings::{DEFAULT_MAX_MODEL_PARAMETERS, EngineSettings, PrivacySettings};
 
 enum Request {
-    Submit { plan: Box<RunPlan>, owner: Option<Identity>, reply: Reply<RunId> },
-    Approve { run: RunId, approver: String, reply: Reply<ApprovalCount> },
-    PolicyChanged { reply: Reply<Vec<RunId>> },
-    Reject { run: RunId, approver: String, reason: String, reply: Reply<RunState> },
-    ForRun { run: RunId, req: RunRequest },
-    ForTask { task: TaskId, req: RunRequest },
-    Register { client: ClientRecord, session: String, reply: Reply<()> },
-    Subscribe { client: ClientId, reply: Reply<mpsc::Receiver<TaskAssignment>> },
-    Heartbeat { client: ClientId, reply: Reply<Vec<TaskId>> },
+    Submit {
+        plan: Box<RunPlan>,
+        owner: Option<Identity>,
+        reply: Reply<RunId>,
+    },
+    Approve {
+        run: RunId,
+        approver: String,
+        reply: Reply<ApprovalCount>,
+    },
+    PolicyChanged {
+        reply: Reply<Vec<RunId>>,
+    },
+    Reject {
+        run: RunId,
+        approver: String,
+        reason: String,
+        reply: Reply<RunState>,
+    },
+    ForRun {
+        run: RunId,
+        req: RunRequest,
+    },
+    ForTask {
+        task: TaskId,
+        req: RunRequest,
+    },
+    Register {
+        client: ClientRecord,
+        session: String,
+        reply: Reply<()>,
+    },
+    Subscribe {
+        client: ClientId,
+        reply: Reply<mpsc::Receiver<TaskAssignment>>,
+    },
+    Heartbeat {
+        client: ClientId,
+        reply: Reply<Vec<TaskId>>,
+    },
     Cohort(cohort::CohortRequest),
-    Events { reply: oneshot::Sender<broadcast::Receiver<RunEvent>> },
-    Shutdown { done: oneshot::Sender<()> },
+    Events {
+        reply: oneshot::Sender<broadcast::Receiver<RunEvent>>,
+    },
+    /// Stop handing out work: no queued run starts and no client is leased any more.
+    Drain {
+        done: oneshot::Sender<()>,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// Cheap, cloneable handle the gRPC layer uses to talk to the engine.
@@ -194,8 +233,17 @@ impl EngineHandle {
         rx.await.map_err(|_| RoundError::ShuttingDown)
     }
 
-    /// Stops every run where it is (reported updates are written first) and waits for
-    /// them; an in-progress round is re-run after restart.
+    /// Stops handing out work (a graceful stop's first step): queued runs stay queued and
+    /// no client gets a new task; tasks already out may still report.
+    pub async fn drain(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Request::Drain { done }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Stops every run where it is (reported updates are written first), waits for them and
+    /// records their open round attempts as interrupted; such a round is re-run after restart.
     pub async fn shutdown(&self) {
         let (done, rx) = oneshot::channel();
         if self.tx.send(Request::Shutdown { done }).await.is_ok() {
@@ -243,6 +291,8 @@ pub struct Engine {
     /// messages instead of once per message keeps a registration storm of N clients from
     /// costing O(N²) while a run waits for clients.
     reschedule: bool,
+    /// A graceful stop began: no run starts and no client is leased ([`EngineHandle::drain`]).
+    draining: bool,
     next_seq: u64,
 }
 
@@ -289,6 +339,7 @@ impl Engine {
             actor_ids: HashMap::new(),
             clock: 0,
             reschedule: false,
+            draining: false,
             next_seq,
         };
         let join = tokio::spawn(engine.run(rx, fleet_rx));
@@ -318,6 +369,13 @@ impl Engine {
             let _ = run.tx.send(RunMsg::Shutdown);
         }
         while self.actors.join_next().await.is_some() {}
+        // On record now rather than at the next start; a deposed engine's write is refused
+        // by the store's fence, and the next leader's recovery does it then.
+        match self.env.store.interrupt_open_rounds().await {
+            Ok(0) => {}
+            Ok(n) => info!(rounds = n, "open round attempts recorded as interrupted; they are re-run after restart"),
+            Err(e) => tracing::warn!(error = %e, "cannot record the open round attempts as interrupted"),
+        }
         info!("round engine stopped");
         if let Some(done) = done {
             let _ = done.send(());
@@ -393,6 +451,11 @@ impl Engine {
             Request::Events { reply } => {
                 let _ = reply.send(self.env.events.subscribe());
             }
+            Request::Drain { done } => {
+                self.draining = true;
+                info!("draining: no new work is handed out");
+                let _ = done.send(());
+            }
             Request::Shutdown { .. } => {}
         }
     }
@@ -425,6 +488,11 @@ impl Engine {
     }
 
     fn on_tick(&mut self) {
+        let (connected, leased) = self.fleet.counts();
+        metrics::gauge!("fedra_clients_connected").set(connected as f64);
+        metrics::gauge!("fedra_tasks_leased").set(leased as f64);
+        metrics::gauge!("fedra_runs_active").set(self.runs.len() as f64);
+        metrics::gauge!("fedra_runs_queued").set(self.queue.len() as f64);
         for (run, tasks) in self.fleet.newly_gone() {
             if let Some(active) = self.runs.get(&run) {
                 let _ = active.tx.send(RunMsg::Gone(tasks));
@@ -436,6 +504,9 @@ impl Engine {
 
     /// One pass of the scheduler over the runs that wait for clients.
     fn schedule(&mut self) {
+        if self.draining {
+            return;
+        }
         let now = Instant::now();
         let demands: Vec<Demand> = self
             .runs
@@ -495,6 +566,9 @@ impl Engine {
 
     /// Starts queued runs while slots are free: highest priority first, then oldest.
     fn start_queued(&mut self) {
+        if self.draining {
+            return;
+        }
         while self.runs.len() < self.env.settings.max_active_runs.max(1) && !self.queue.is_empty() {
             let best = (0..self.queue.len())
                 .min_by_key(|&i| (std::cmp::Reverse(self.queue[i].priority), self.queue[i].seq))

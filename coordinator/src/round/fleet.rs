@@ -132,6 +132,11 @@ impl Fleet {
         Self { clients, leases: HashMap::new(), timeout, patient }
     }
 
+    /// Clients subscribed to their task stream now, and tasks leased out now (gauges).
+    pub fn counts(&self) -> (usize, usize) {
+        (self.clients.values().filter(|c| c.tasks.is_some()).count(), self.leases.len())
+    }
+
     ///
     /// A registration under a new `session` (a restarted process) loses the tasks leased to
     /// its predecessor: [`Fleet::newly_gone`] reports them at once instead of after the

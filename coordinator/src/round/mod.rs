@@ -215,6 +215,44 @@ pub enum RoundError {
     UpdateKind { expected: bool, got: bool },
 }
 
+impl RoundError {
+    /// A short, stable name of the error's kind: a metric label with a bounded set of values.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Store(..) => "store",
+            Self::Checkpoint(..) => "checkpoint",
+            Self::Aggregation(..) => "aggregation",
+            Self::RunNotFound(..) => "run_not_found",
+            Self::CheckpointNotFound(..) => "checkpoint_not_found",
+            Self::InitialCheckpoint { .. } => "initial_checkpoint",
+            Self::RunEnded { .. } => "run_ended",
+            Self::UnknownClient(..) => "unknown_client",
+            Self::UnknownTask(..) => "unknown_task",
+            Self::RoundClosed { .. } => "round_closed",
+            Self::WrongTaskKind { .. } => "wrong_task_kind",
+            Self::NotYourTask { .. } => "not_your_task",
+            Self::AlreadyReported { .. } => "already_reported",
+            Self::Dropped { .. } => "dropped",
+            Self::Refused { .. } => "refused",
+            Self::Internal(..) => "internal",
+            Self::UpdateLength { .. } => "update_length",
+            Self::TooManySamples { .. } => "too_many_samples",
+            Self::ZeroSamples => "zero_samples",
+            Self::ModelTooLarge { .. } => "model_too_large",
+            Self::NoCarbonFeed => "no_carbon_feed",
+            Self::PolicyRefused(..) => "policy_refused",
+            Self::ShuttingDown => "shutting_down",
+            Self::Privacy(..) => "privacy",
+            Self::WrongTier(..) => "wrong_tier",
+            Self::Contributors { .. } => "contributors",
+            Self::Cohort { .. } => "cohort",
+            Self::Scopes(..) => "scopes",
+            Self::Reference(..) => "reference",
+            Self::UpdateKind { .. } => "update_kind",
+        }
+    }
+}
+
 impl From<crate::privacy::release::ReleaseError> for RoundError {
     fn from(e: crate::privacy::release::ReleaseError) -> Self {
         match e {

@@ -155,6 +155,8 @@ pub(super) struct RunCore {
     /// Encoded update bytes the round's counted uploads carried (the Aggregated event's
     /// `update_bytes`), set when training ends.
     pub round_update_bytes: u64,
+    /// The attempt's measured cost per region (see [`crate::cost`]); reset with each round.
+    pub cost: crate::cost::RoundTally,
 }
 
 const CLOSED_TASKS_MAX: usize = 100_000;
@@ -218,7 +220,10 @@ impl RunCore {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.pending_updates);
-        match self.env.store.record_updates(&batch).await {
+        let writing = std::time::Instant::now();
+        let written = self.env.store.record_updates(&batch).await;
+        metrics::histogram!("fedra_store_seconds", "op" => "record_updates").record(writing.elapsed().as_secs_f64());
+        match written {
             Ok(outcome) => {
                 // The actor moves each assignment to Reported once, so the store refusing
                 // one means the two disagree: say so loudly, the sum is not undone.
@@ -258,6 +263,8 @@ pub(super) struct RunActor {
     core: RunCore,
     phase: Phase,
     ended: bool,
+    /// When the current phase began (the phase-duration histogram).
+    phase_since: Instant,
 }
 
 impl RunActor {
@@ -291,6 +298,7 @@ impl RunActor {
             references: std::collections::BTreeMap::new(),
             compute: std::collections::BTreeMap::new(),
             round_update_bytes: 0,
+            cost: crate::cost::RoundTally::default(),
         };
         let mut core = core;
         // Every round is committed but the final evaluation is owed (a restart cut it short,
@@ -300,7 +308,7 @@ impl RunActor {
             (true, Some(checkpoint)) => super::phases::evaluating::enter(&mut core, checkpoint, true, true),
             _ => selecting::begin(&mut core),
         };
-        Self { core, phase, ended: false }
+        Self { core, phase, ended: false, phase_since: Instant::now() }
     }
 
     /// Runs until the run ends or the engine shuts down.
@@ -410,6 +418,14 @@ impl RunActor {
             }
             RunRequest::FetchModel { task, client, reply } => {
                 let r = self.open_assignment(&task, &client).and_then(|_| self.core.global().cloned());
+                // The round's broadcast (an evaluation's download is not a training cost).
+                if let (Ok(model), Phase::Training(t)) = (&r, &self.phase)
+                    && let Some(a) = t.assignments.0.get(&task)
+                {
+                    let bytes = 4 * model.params.as_slice().len() as u64;
+                    self.core.cost.broadcast(&a.region, bytes);
+                    metrics::counter!("fedra_broadcast_bytes_total", "region" => a.region.to_string()).increment(bytes);
+                }
                 let _ = reply.send(r);
             }
             RunRequest::BeginUpload { task, client, total_values, reply } => {
@@ -431,6 +447,9 @@ impl RunActor {
                         (r, Transition::Stay)
                     }
                 };
+                if let Err(e) = &r {
+                    metrics::counter!("fedra_updates_refused_total", "reason" => e.reason()).increment(1);
+                }
                 let _ = reply.send(r);
                 self.apply(t).await;
                 self.check_end().await;
@@ -493,14 +512,24 @@ impl RunActor {
             let Transition::To(next) = t else { return };
             let next = *next;
             let leaving = std::mem::replace(&mut self.phase, next);
+            metrics::histogram!("fedra_round_phase_duration_seconds", "phase" => leaving.name().as_str())
+                .record(self.phase_since.elapsed().as_secs_f64());
+            self.phase_since = Instant::now();
             self.leave(leaving);
             t = match &mut self.phase {
                 Phase::Done { final_round } => {
                     let final_round = *final_round;
+                    metrics::counter!("fedra_rounds_total", "outcome" => "published").increment(1);
+                    metrics::histogram!("fedra_round_duration_seconds", "outcome" => "published")
+                        .record(self.core.started.elapsed().as_secs_f64());
                     self.settle_done(final_round).await
                 }
                 Phase::Failed(f) => {
                     let f = f.clone();
+                    let outcome = if f.state == RunState::Cancelled { "cancelled" } else { "failed" };
+                    metrics::counter!("fedra_rounds_total", "outcome" => outcome).increment(1);
+                    metrics::histogram!("fedra_round_duration_seconds", "outcome" => outcome)
+                        .record(self.core.started.elapsed().as_secs_f64());
                     self.settle_failed(f).await;
                     Transition::Stay
                 }
@@ -530,6 +559,8 @@ impl RunActor {
             }
             Phase::Training(t) => {
                 let open = t.assignments.still_assigned();
+                metrics::counter!("fedra_clients_dropped_total", "reason" => "round_closed")
+                    .increment(open.len() as u64);
                 let all = t.assignments.ids();
                 self.core.release(open, true);
                 self.core.remember_closed(all, round);

@@ -143,6 +143,7 @@ fn completion(run: &RunId, round: u32, attempt: u32, final_round: bool) -> Round
         audit: Vec::new(),
         charge: None,
         energy: Vec::new(),
+        cost: Vec::new(),
     }
 }
 

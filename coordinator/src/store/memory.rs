@@ -248,6 +248,7 @@ impl Store for MemoryStore {
                 started_at: now(),
                 finished_at: None,
                 energy: Vec::new(),
+                cost: Vec::new(),
             },
         );
         for (client, region) in selected {
@@ -347,6 +348,7 @@ impl Store for MemoryStore {
         r.checkpoint = Some(cp.id.clone());
         r.finished_at = Some(finished);
         r.energy = c.energy.clone();
+        r.cost = c.cost.clone();
         let mut locations = cp.locations.clone();
         locations.sort_by(|a, b| a.0.cmp(&b.0));
         d.checkpoints

@@ -215,6 +215,8 @@ pub struct RoundRecord {
     pub finished_at: Option<DateTime<Utc>>,
     /// A completed round's estimated energy and carbon per region (empty otherwise).
     pub energy: Vec<crate::carbon::RegionEnergy>,
+    /// A completed round's measured cost per region (empty otherwise; see `crate::cost`).
+    pub cost: Vec<crate::cost::RegionCost>,
 }
 
 /// What became of a selected client in one round attempt (stored as the snake_case variant
@@ -346,6 +348,8 @@ pub struct RoundCompletion {
     pub charge: Option<PrivacyCharge>,
     /// The round's estimated energy and carbon per region (see `crate::carbon`).
     pub energy: Vec<crate::carbon::RegionEnergy>,
+    /// The round's measured cost per region, priced when prices are configured.
+    pub cost: Vec<crate::cost::RegionCost>,
 }
 
 /// What [`RoundCompletion::charge`] writes into the attempt's ledger entries.

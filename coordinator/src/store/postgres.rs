@@ -340,7 +340,7 @@ impl Store for PgStore {
         let progress = lock_run(&mut tx, &c.run).await?;
         let changed = sqlx::query(
             "UPDATE rounds SET status = $1, reported = $2, samples = $3, loss_before = $4, loss_after = $5,
-                 accuracy = $6, train_seconds = $7, checkpoint_id = $8, finished_at = $9, energy_json = $14
+                 accuracy = $6, train_seconds = $7, checkpoint_id = $8, finished_at = $9, energy_json = $14, cost_json = $15
              WHERE run_id = $10 AND round = $11 AND attempt = $12 AND status = $13",
         )
         .bind(RoundStatus::Done)
@@ -357,6 +357,7 @@ impl Store for PgStore {
         .bind(i64::from(c.attempt))
         .bind(RoundStatus::InProgress)
         .bind(serde_json::to_string(&c.energy).map_err(|e| StoreError::Corrupt(format!("energy: {e}")))?)
+        .bind(serde_json::to_string(&c.cost).map_err(|e| StoreError::Corrupt(format!("cost: {e}")))?)
         .execute(&mut *tx)
         .await?
         .rows_affected();

@@ -295,7 +295,7 @@ impl Store for SqliteStore {
         let mut tx = self.write_tx().await?;
         let changed = sqlx::query(
             "UPDATE rounds SET status = ?, reported = ?, samples = ?, loss_before = ?, loss_after = ?, accuracy = ?,
-                 train_seconds = ?, checkpoint_id = ?, finished_at = ?, energy_json = ?
+                 train_seconds = ?, checkpoint_id = ?, finished_at = ?, energy_json = ?, cost_json = ?
              WHERE run_id = ? AND round = ? AND attempt = ? AND status = ?",
         )
         .bind(RoundStatus::Done)
@@ -308,6 +308,7 @@ impl Store for SqliteStore {
         .bind(c.checkpoint.id.as_str())
         .bind(&now)
         .bind(serde_json::to_string(&c.energy).map_err(|e| StoreError::Corrupt(format!("energy: {e}")))?)
+        .bind(serde_json::to_string(&c.cost).map_err(|e| StoreError::Corrupt(format!("cost: {e}")))?)
         .bind(run)
         .bind(i64::from(c.round))
         .bind(i64::from(c.attempt))

@@ -1,5 +1,5 @@
 //! Failover: two real `fedra-coordinator` processes on one PostgreSQL database. The first
-//! leads; the second stands by without listening. The leader is frozen (SIGSTOP, from the
+//! leads; the second stands by (listening, but answering UNAVAILABLE and health NOT_SERVING). The leader is frozen (SIGSTOP, from the
 //! crash point `checkpoint_written` in stop mode: its round-1 checkpoint files are written
 //! and its store record is not) until its lease runs out; the standby takes over, the
 //! sidecars move to it through their list of addresses, and it finishes the run. Then the

@@ -17,6 +17,7 @@ mod hostile;
 mod identity;
 mod interop;
 mod objstore;
+mod ops;
 mod policy;
 mod postgres;
 mod privacy;

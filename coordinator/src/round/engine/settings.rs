@@ -38,6 +38,8 @@ pub struct EngineSettings {
     pub carbon: Option<std::sync::Arc<crate::carbon::CarbonSignal>>,
     /// Watts one training client draws (the energy estimate's factor).
     pub client_watts: f64,
+    /// Prices that turn each round's measured cost into money (`[cost]`; `None`: unpriced).
+    pub prices: Option<crate::cost::Prices>,
     /// Where robust aggregation spills a round's updates (unlinked files; see
     /// `aggregation::robust`): `data_dir/scratch` in a deployment.
     pub scratch_dir: std::path::PathBuf,
@@ -77,6 +79,7 @@ impl Default for EngineSettings {
             tier: crate::hierarchy::Tier::Standalone,
             carbon: None,
             client_watts: crate::carbon::DEFAULT_CLIENT_WATTS,
+            prices: None,
             scratch_dir: std::env::temp_dir(),
             robust_block_budget: crate::aggregation::robust::DEFAULT_BLOCK_BUDGET_BYTES,
             #[cfg(test)]

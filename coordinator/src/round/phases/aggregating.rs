@@ -27,6 +27,8 @@ pub(in crate::round) struct Averaged {
     pub server_state: Option<(ServerState, String)>,
     /// What a robust rule did with individual updates (by arrival index).
     pub robust: Option<RobustOutcome>,
+    /// Thread CPU seconds of the averaging (cost attribution).
+    pub cpu_seconds: f64,
 }
 
 /// What the round carries into publishing while the average is computed.
@@ -70,45 +72,47 @@ pub(in crate::round) fn start(
     let (rule, block_budget) = (core.plan.aggregator, core.env.settings.robust_block_budget);
     let tx = core.internal.clone();
     let averaged = tokio::task::spawn_blocking(move || {
-        let mut robust = None;
-        let (mut params, noised_count) = match (acc, dp_noise) {
-            (RoundSum::Mean(acc), None) => {
-                let r = acc.average_into(old.into_values()).map(|p| (p, None)).map_err(RoundError::from);
-                // The sum goes before publishing allocates anything.
-                drop(acc);
-                r
-            }
-            (RoundSum::Mean(acc), Some((mechanism, count_sum))) => {
-                release::private_average(acc, old.into_values(), &mechanism, count_sum, expected)
-                    .map_err(RoundError::from)
-            }
-            // The rule reads the spilled updates block by block over the old model's buffer.
-            (RoundSum::Robust(stage), None) => stage
-                .aggregate(&rule, old.into_values(), block_budget)
-                .map(|(p, o)| {
-                    robust = Some(o);
-                    (p, None)
-                })
-                .map_err(RoundError::from),
-            (RoundSum::Robust(_), Some(_)) => {
-                Err(RoundError::Internal("a private round cannot use a robust rule (refused at submit)".into()))
-            }
-        }?;
-        let server_state = match server {
-            None => None,
-            Some((opt, mut state, model)) => {
-                server_opt::step(&opt, &mut state, &model, &mut params)
-                    .map_err(|e| RoundError::Internal(format!("server optimizer: {e}")))?;
-                drop(model);
-                let (encoded, sha) = crate::checkpoint::encode_server_state(&state)?;
-                Some((state, sha, encoded))
-            }
-        };
-        Ok((params, noised_count, server_state, robust))
+        crate::cost::cpu_timed(|| {
+            let mut robust = None;
+            let (mut params, noised_count) = match (acc, dp_noise) {
+                (RoundSum::Mean(acc), None) => {
+                    let r = acc.average_into(old.into_values()).map(|p| (p, None)).map_err(RoundError::from);
+                    // The sum goes before publishing allocates anything.
+                    drop(acc);
+                    r
+                }
+                (RoundSum::Mean(acc), Some((mechanism, count_sum))) => {
+                    release::private_average(acc, old.into_values(), &mechanism, count_sum, expected)
+                        .map_err(RoundError::from)
+                }
+                // The rule reads the spilled updates block by block over the old model's buffer.
+                (RoundSum::Robust(stage), None) => stage
+                    .aggregate(&rule, old.into_values(), block_budget)
+                    .map(|(p, o)| {
+                        robust = Some(o);
+                        (p, None)
+                    })
+                    .map_err(RoundError::from),
+                (RoundSum::Robust(_), Some(_)) => {
+                    Err(RoundError::Internal("a private round cannot use a robust rule (refused at submit)".into()))
+                }
+            }?;
+            let server_state = match server {
+                None => None,
+                Some((opt, mut state, model)) => {
+                    server_opt::step(&opt, &mut state, &model, &mut params)
+                        .map_err(|e| RoundError::Internal(format!("server optimizer: {e}")))?;
+                    drop(model);
+                    let (encoded, sha) = crate::checkpoint::encode_server_state(&state)?;
+                    Some((state, sha, encoded))
+                }
+            };
+            Ok((params, noised_count, server_state, robust))
+        })
     });
     tokio::spawn(async move {
         let result = match averaged.await {
-            Ok(Ok((params, noised_count, server_state, robust))) => {
+            Ok((Ok((params, noised_count, server_state, robust)), cpu_seconds)) => {
                 // The optimizer state is written (an async put) before publishing starts.
                 let written = match server_state {
                     None => Ok(None),
@@ -118,9 +122,9 @@ pub(in crate::round) fn start(
                         .map(|()| Some((state, sha)))
                         .map_err(RoundError::from),
                 };
-                written.map(|server_state| Averaged { params, noised_count, server_state, robust })
+                written.map(|server_state| Averaged { params, noised_count, server_state, robust, cpu_seconds })
             }
-            Ok(Err(e)) => Err(e),
+            Ok((Err(e), _)) => Err(e),
             Err(e) => Err(RoundError::Internal(format!("the averaging task failed: {e}"))),
         };
         let _ = tx.send(Internal::Averaged { key, result });
@@ -141,10 +145,12 @@ pub(in crate::round) fn on_averaged(
     core: &mut RunCore,
     result: Result<Averaged, RoundError>,
 ) -> Transition {
-    let Averaged { params, noised_count, server_state, robust } = match result {
+    let Averaged { params, noised_count, server_state, robust, cpu_seconds } = match result {
         Ok(r) => r,
         Err(e) => return Transition::fail(format!("aggregation failed: {e}")),
     };
+    core.cost.shared_cpu(cpu_seconds);
+    metrics::histogram!("fedra_aggregation_seconds").record(cpu_seconds);
     let privacy = match (a.dp.take(), &core.plan.privacy) {
         (Some((mechanism, scopes)), Some(plan)) => {
             let next = release::next_clip_norm(plan, &mechanism, noised_count);

@@ -158,6 +158,7 @@ impl Assignments {
                 && a.state == AssignmentState::Assigned
             {
                 tracing::warn!(client = %a.client, round, "selected client went away");
+                metrics::counter!("fedra_clients_dropped_total", "reason" => "gone").increment(1);
                 a.state = AssignmentState::Dropped;
                 dropped.push(task.clone());
             }

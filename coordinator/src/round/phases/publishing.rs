@@ -96,6 +96,7 @@ pub(in crate::round) async fn on_published(
     };
     crate::crash::point("checkpoint_written");
     let key = core.key.clone();
+    core.cost.shared_cpu(published.cpu_seconds);
     let m = &published.manifest;
     let final_round = key.round >= core.plan.rounds;
     let evaluate = core.plan.evaluation.after_round(key.round, core.plan.rounds);
@@ -155,10 +156,17 @@ pub(in crate::round) async fn on_published(
         audit: drafts,
         charge: p.next_clip.map(|next_clip_norm| PrivacyCharge { next_clip_norm }),
         energy: energy(core),
+        // A private run's training seconds follow its clients' data sizes: not recorded.
+        cost: core.cost.finish(core.env.settings.prices.as_ref(), core.plan.privacy.is_some()),
     };
+    let committing = std::time::Instant::now();
     if let Err(e) = core.env.store.complete_round(&completion).await {
         error!(run = %key.run, round = key.round, error = %e, "cannot commit round");
         return Transition::fail(format!("store failure: {e}"));
+    }
+    metrics::histogram!("fedra_store_seconds", "op" => "complete_round").record(committing.elapsed().as_secs_f64());
+    if let Some(p) = &published.manifest.privacy {
+        privacy_gauges(core, &p.scopes);
     }
     // The attempt is done for good: a later failure (a cancel during evaluation) ends the
     // run, not this round.
@@ -184,6 +192,19 @@ pub(in crate::round) async fn on_published(
         Transition::to(evaluating::enter(core, checkpoint, final_round, false))
     } else {
         Transition::to(Phase::Done { final_round })
+    }
+}
+
+/// ε spent per privacy scope (model@region, a bounded set) and what its budget leaves.
+fn privacy_gauges(core: &RunCore, scopes: &[crate::checkpoint::ScopeEpsilon]) {
+    for s in scopes {
+        metrics::gauge!("fedra_privacy_epsilon_spent", "scope" => s.scope.clone()).set(s.epsilon);
+        let budget = crate::privacy::PrivacyScope::parse(&s.scope)
+            .and_then(|scope| core.env.settings.governance.budget(&core.env.settings.privacy.budgets, &scope));
+        if let Some(b) = budget {
+            metrics::gauge!("fedra_privacy_epsilon_remaining", "scope" => s.scope.clone())
+                .set((b.epsilon - s.epsilon).max(0.0));
+        }
     }
 }
 

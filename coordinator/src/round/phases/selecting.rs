@@ -36,6 +36,7 @@ pub(in crate::round) struct Deferred {
 /// to it, with an audit entry saying when and why.
 pub(in crate::round) fn begin(core: &mut RunCore) -> Phase {
     core.compute.clear();
+    core.cost.reset();
     let schedule = core.plan.schedule;
     let Some(signal) = core.env.settings.carbon.as_ref().filter(|_| schedule.prefer_low_carbon) else {
         return enter(core);
@@ -268,6 +269,7 @@ pub(in crate::round) async fn on_offer(_: &mut Selecting, core: &mut RunCore, mu
     core.release(undelivered, false);
     info!(run = %key.run, round = key.round, selected = selected.len(), target = plan.clients_per_round, "round training");
     let target = plan.clients_per_round;
+    metrics::counter!("fedra_clients_selected_total").increment(assignments.0.len() as u64);
     core.emit(RunEventKind::Selected { clients: selected.into_iter().map(|(c, _)| c).collect(), target });
     core.references.clear();
     Transition::to(Phase::Training(Training::new(assignments, sum, dp, population)))

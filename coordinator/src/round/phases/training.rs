@@ -148,11 +148,13 @@ pub(in crate::round) async fn commit_upload(
     }
     // DP-FedAvg weighs every clipped update alike; FedAvg by sample count.
     let weight = if private.is_some() { 1.0 } else { samples as f64 };
+    let param_count = values.as_slice().len() as u64;
     #[cfg(test)]
     let panic_here = core.env.settings.fold_fault.as_ref() == Some(&client);
     // Folding is O(model): off the reactor. Only this run waits for it.
     let folded = tokio::task::spawn_blocking(move || {
         let started = std::time::Instant::now();
+        let cpu_before = fedra_telemetry::thread_cpu_seconds();
         #[cfg(test)]
         if panic_here {
             panic!("injected fold fault");
@@ -180,10 +182,11 @@ pub(in crate::round) async fn commit_upload(
             result = acc.fold(values.as_slice(), weight).map_err(RoundError::from);
         }
         drop(values);
-        (acc, result, reclipped, started.elapsed())
+        let cpu = (fedra_telemetry::thread_cpu_seconds() - cpu_before).max(0.0);
+        (acc, result, reclipped, started.elapsed(), cpu)
     })
     .await;
-    let (acc, result, reclipped, took) = match folded {
+    let (acc, result, reclipped, took, fold_cpu) = match folded {
         Ok(r) => r,
         Err(join) => {
             // The sum went down with the fold: this round cannot finish, the rest can.
@@ -197,11 +200,16 @@ pub(in crate::round) async fn commit_upload(
     };
     t.acc = Some(acc);
     t.fold_seconds += took.as_secs_f64();
+    metrics::histogram!("fedra_fold_seconds").record(took.as_secs_f64());
+    let region = t.assignments.0[&task].region.clone();
     if result.is_ok() {
         t.update_bytes += wire_bytes;
+        metrics::counter!("fedra_fold_bytes_total").increment(4 * param_count);
+        metrics::counter!("fedra_update_bytes_total", "region" => region.to_string()).increment(wire_bytes);
         crate::crash::point("folded");
     }
     if let Err(e) = result {
+        core.cost.refused(&region, fold_cpu);
         if matches!(e, RoundError::Privacy(_)) {
             // Refused for good: the client may not retry this round, and it is on record.
             if let Some(a) = t.assignments.0.get_mut(&task) {
@@ -236,7 +244,6 @@ pub(in crate::round) async fn commit_upload(
     });
     let a = t.assignments.0.get_mut(&task).expect("checked by begin_upload");
     a.state = AssignmentState::Reported;
-    let region = a.region.clone();
     if let Some(r) = reference
         && core.plan.privacy.is_none()
     {
@@ -255,6 +262,8 @@ pub(in crate::round) async fn commit_upload(
     core.release(vec![task], false);
     t.metrics.add(&metrics, samples);
     *core.compute.entry(region.clone()).or_default() += metrics.train_seconds.max(0.0);
+    core.cost.update(&region, wire_bytes, fold_cpu, metrics.train_seconds);
+    metrics::counter!("fedra_updates_reported_total").increment(1);
     t.contributors.push(Contributor {
         client: client.clone(),
         region: region.clone(),

@@ -276,11 +276,23 @@ pub(crate) async fn ledger_reservations_are_charged_once(store: &dyn Store) {
         energy_kwh: 0.0005,
         carbon_g: Some(0.15),
     }];
-    let done = RoundCompletion { charge, energy: energy.clone(), ..completion(&c.id, 1, 1, false) };
+    let cost = vec![crate::cost::RegionCost {
+        region: id("eu"),
+        updates: 2,
+        update_bytes: 800,
+        broadcast_bytes: 1600,
+        coordinator_cpu_seconds: 0.25,
+        client_train_seconds: 12.5,
+        cost: Some(0.001),
+        currency: Some("EUR".into()),
+    }];
+    let done = RoundCompletion { charge, energy: energy.clone(), cost: cost.clone(), ..completion(&c.id, 1, 1, false) };
     store.complete_round(&done).await.unwrap();
     let of_c = store.list_ledger(&LedgerFilter { scope: None, run: Some(c.id.clone()) }).await.unwrap();
     assert_eq!((of_c[0].state, of_c[0].next_clip_norm), (LedgerState::Charged, Some(0.7)));
-    assert_eq!(store.list_rounds(&c.id).await.unwrap()[0].energy, energy, "the round's energy is stored with it");
+    let round = &store.list_rounds(&c.id).await.unwrap()[0];
+    assert_eq!(round.energy, energy, "the round's energy is stored with it");
+    assert_eq!(round.cost, cost, "and its cost");
 }
 
 pub(crate) async fn a_ledger_entry_is_written_once(store: &dyn Store) {

@@ -130,6 +130,8 @@ pub(super) fn round_of(row: &PgRow) -> Result<RoundRecord, StoreError> {
         finished_at: row.try_get("finished_at")?,
         energy: serde_json::from_str(&row.try_get::<String, _>("energy_json")?)
             .map_err(|e| StoreError::Corrupt(format!("rounds.energy_json: {e}")))?,
+        cost: serde_json::from_str(&row.try_get::<String, _>("cost_json")?)
+            .map_err(|e| StoreError::Corrupt(format!("rounds.cost_json: {e}")))?,
     })
 }
 

@@ -131,5 +131,7 @@ pub(super) fn round_of(row: &SqliteRow) -> Result<RoundRecord, StoreError> {
         finished_at: finished.as_deref().map(parse_ts).transpose()?,
         energy: serde_json::from_str(&row.try_get::<String, _>("energy_json")?)
             .map_err(|e| StoreError::Corrupt(format!("rounds.energy_json: {e}")))?,
+        cost: serde_json::from_str(&row.try_get::<String, _>("cost_json")?)
+            .map_err(|e| StoreError::Corrupt(format!("rounds.cost_json: {e}")))?,
     })
 }

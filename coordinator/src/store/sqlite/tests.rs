@@ -123,6 +123,7 @@ async fn states_are_stored_as_the_texts_existing_databases_hold() {
         audit: Vec::new(),
         charge: None,
         energy: Vec::new(),
+        cost: Vec::new(),
     };
     store.complete_round(&completion).await.unwrap();
     store.begin_round(&run, 2, 1, &three[..1]).await.unwrap();
