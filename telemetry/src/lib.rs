@@ -106,11 +106,16 @@ pub fn init(service: &'static str, format: LogFormat, default_filter: &str) -> R
     #[cfg(feature = "otel")]
     let (otel, provider) = otel::layer(service)?;
     #[cfg(not(feature = "otel"))]
-    let _ = service;
-    let registry = tracing_subscriber::registry().with(filter).with(fmt);
-    #[cfg(feature = "otel")]
-    let registry = registry.with(otel);
-    registry.try_init().map_err(|_| TelemetryError::AlreadyInitialised)?;
+    let otel: Option<Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>> = {
+        let _ = service;
+        None
+    };
+    tracing_subscriber::registry()
+        .with(otel)
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .map_err(|_| TelemetryError::AlreadyInitialised)?;
     metrics();
     Ok(TelemetryGuard {
         #[cfg(feature = "otel")]
