@@ -164,7 +164,8 @@ enum AuditCommand {
         /// Entries at or after this time (RFC 3339, e.g. 2026-11-30T12:00:00Z).
         #[arg(long)]
         since: Option<String>,
-        /// One JSON object per line (for a SIEM) instead of a table.
+        /// One JSON object per line (for a SIEM) instead of a table; `--output json` prints
+        /// the same objects as one array (pass one of the two).
         #[arg(long)]
         json: bool,
     },

@@ -1,9 +1,11 @@
 //! `fedra model list|show|promote|rollback|history` and `fedra drift status`: the regional
 //! model registry as an inference team and approvers drive it.
 //!
-//! The calls answer with the CLI's views ([`crate::status::ModelEntry`] and its
-//! neighbours, converted in [`crate::convert`]); each command prints them as text or, with
-//! `--output json`, as one JSON document (see [`crate::output`]).
+//! The commands convert the calls' answers into the CLI's views
+//! ([`crate::status::ModelEntry`] and its neighbours, in [`crate::convert`]) and print
+//! those as text or, with `--output json`, as one JSON document (see [`crate::output`]).
+//! (The [`ControlClient`] calls still return protobuf messages: other crates' tests read
+//! them.)
 
 use crate::control::{ControlClient, ControlError};
 use crate::convert;
@@ -88,14 +90,13 @@ impl ControlClient {
         region: Option<&str>,
         model: Option<&str>,
         all: bool,
-    ) -> Result<Vec<ModelEntry>, ControlError> {
+    ) -> Result<Vec<pb::RegistryEntry>, ControlError> {
         let req = pb::ListModelsRequest {
             region: region.unwrap_or_default().into(),
             model_name: model.unwrap_or_default().into(),
             all,
         };
-        let entries = self.checkpoints.list_models(req).await?.into_inner().entries;
-        Ok(entries.into_iter().map(convert::model_entry_from_pb).collect::<Result<_, _>>()?)
+        Ok(self.checkpoints.list_models(req).await?.into_inner().entries)
     }
 
     /// # Errors
@@ -104,29 +105,31 @@ impl ControlClient {
         &mut self,
         region: Option<&str>,
         model: Option<&str>,
-    ) -> Result<Vec<ModelTransitionRow>, ControlError> {
+    ) -> Result<Vec<pb::ModelTransition>, ControlError> {
         let req = pb::ModelHistoryRequest {
             region: region.unwrap_or_default().into(),
             model_name: model.unwrap_or_default().into(),
         };
-        let transitions = self.checkpoints.model_history(req).await?.into_inner().transitions;
-        Ok(transitions.into_iter().map(convert::transition_from_pb).collect::<Result<_, _>>()?)
+        Ok(self.checkpoints.model_history(req).await?.into_inner().transitions)
     }
 
     /// # Errors
     /// Transport failure or refusal (FAILED_PRECONDITION names a failed gate).
-    pub async fn promote_model(&mut self, req: pb::PromoteModelRequest) -> Result<ModelEntry, ControlError> {
+    pub async fn promote_model(&mut self, req: pb::PromoteModelRequest) -> Result<pb::RegistryEntry, ControlError> {
         let entry = self.checkpoints.promote_model(req).await?.into_inner().entry;
-        let entry = entry.ok_or_else(|| ControlError::Protocol("promotion answered without the entry".into()))?;
-        Ok(convert::model_entry_from_pb(entry)?)
+        entry.ok_or_else(|| ControlError::Protocol("promotion answered without the entry".into()))
     }
 
     /// # Errors
     /// Transport failure or refusal.
-    pub async fn rollback_model(&mut self, region: &str, model: &str, reason: &str) -> Result<Rollback, ControlError> {
+    pub async fn rollback_model(
+        &mut self,
+        region: &str,
+        model: &str,
+        reason: &str,
+    ) -> Result<pb::RollbackModelResponse, ControlError> {
         let req = pb::RollbackModelRequest { region: region.into(), model_name: model.into(), reason: reason.into() };
-        let r = self.checkpoints.rollback_model(req).await?.into_inner();
-        Ok(Rollback { rolled_back: r.rolled_back, serving: r.serving.map(convert::model_entry_from_pb).transpose()? })
+        Ok(self.checkpoints.rollback_model(req).await?.into_inner())
     }
 
     /// What serves `model` in `region` and its candidates: now, then on every change.
@@ -148,13 +151,12 @@ impl ControlClient {
         &mut self,
         region: Option<&str>,
         model: Option<&str>,
-    ) -> Result<Vec<NodeReport>, ControlError> {
+    ) -> Result<Vec<pb::NodeStatus>, ControlError> {
         let req = pb::DriftStatusRequest {
             region: region.unwrap_or_default().into(),
             model_name: model.unwrap_or_default().into(),
         };
-        let nodes = self.checkpoints.drift_status(req).await?.into_inner().nodes;
-        Ok(nodes.into_iter().filter_map(convert::node_report_from_pb).collect())
+        Ok(self.checkpoints.drift_status(req).await?.into_inner().nodes)
     }
 }
 
@@ -231,6 +233,14 @@ fn print_history(transitions: &[ModelTransitionRow]) {
     }
 }
 
+/// The registry's answer as the CLI's views.
+///
+/// # Errors
+/// An entry in a state this CLI does not know.
+fn entries(entries: Vec<pb::RegistryEntry>) -> Result<Vec<ModelEntry>, ControlError> {
+    Ok(entries.into_iter().map(convert::model_entry_from_pb).collect::<Result<_, _>>()?)
+}
+
 /// Runs a `fedra model` command, printing in `format`.
 ///
 /// # Errors
@@ -243,11 +253,11 @@ pub async fn run_model(
 ) -> Result<(), ControlError> {
     match cmd {
         ModelCommand::List { region, model, all } => {
-            let entries = client.list_models(region.as_deref(), model.as_deref(), all).await?;
+            let entries = entries(client.list_models(region.as_deref(), model.as_deref(), all).await?)?;
             emit(format, &entries, |e| print_entries(e))?;
         }
         ModelCommand::Show { region, model } => {
-            let entries = client.list_models(Some(&region), Some(&model), true).await?;
+            let entries = entries(client.list_models(Some(&region), Some(&model), true).await?)?;
             emit(format, &ServingSummary::new(region, model, entries), print_serving)?;
         }
         ModelCommand::Promote { checkpoint_id, region, model, to, reason, override_gate, canary_fraction } => {
@@ -267,6 +277,7 @@ pub async fn run_model(
                     canary_fraction: canary_fraction.unwrap_or(0.0),
                 })
                 .await?;
+            let entry = convert::model_entry_from_pb(entry)?;
             emit(format, &entry, |entry| {
                 println!("{} is {} in {}", entry.checkpoint_id, entry.state.as_str(), entry.region);
                 if entry.state == ModelState::Candidate && entry.approvals_needed > 0 {
@@ -276,6 +287,10 @@ pub async fn run_model(
         }
         ModelCommand::Rollback { region, model, reason } => {
             let r = client.rollback_model(&region, &model, &reason).await?;
+            let r = Rollback {
+                rolled_back: r.rolled_back,
+                serving: r.serving.map(convert::model_entry_from_pb).transpose()?,
+            };
             emit(format, &r, |r| {
                 let now = r.serving.as_ref().map_or("nothing", |e| e.checkpoint_id.as_str());
                 println!("rolled back {} in {region}; serving {now}", r.rolled_back);
@@ -283,6 +298,8 @@ pub async fn run_model(
         }
         ModelCommand::History { region, model } => {
             let transitions = client.model_history(region.as_deref(), model.as_deref()).await?;
+            let transitions: Vec<_> =
+                transitions.into_iter().map(convert::transition_from_pb).collect::<Result<_, _>>()?;
             emit(format, &transitions, |t| print_history(t))?;
         }
     }
@@ -342,6 +359,7 @@ pub async fn run_drift(
 ) -> Result<bool, ControlError> {
     let DriftCommand::Status { region, model } = cmd;
     let nodes = client.drift_status(region.as_deref(), model.as_deref()).await?;
+    let nodes: Vec<NodeReport> = nodes.into_iter().filter_map(convert::node_report_from_pb).collect();
     emit(format, &nodes, |n| print_drift(n))?;
     Ok(nodes.iter().any(|n| n.drift.as_ref().is_some_and(|d| d.has_reference && d.drifted)))
 }
