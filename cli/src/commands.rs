@@ -1,16 +1,22 @@
 //! The `fedra` command line for data scientists: a thin layer over [`ControlClient`].
 //! Errors print one line on stderr and exit non-zero:
 //! 64 bad usage or plan file, 69 coordinator unreachable, 1 refused by the coordinator,
-//! 2 a watched run ended failed or cancelled.
+//! 2 a watched run ended failed or cancelled. They are the same with `--output json`
+//! (see [`crate::output`]). Clap's own usage errors (an unknown flag, or an `--output`
+//! other than text or json) exit 2 with clap's message, which names the bad argument.
 
 use crate::control::{ControlClient, ControlError};
+use crate::output::{AuditHead, OutputFormat, PolicyApplied, Pulled, RunStateChange, Submitted, Verified, emit};
 use crate::plan_file::PlanFile;
-use crate::status::{RunStatus, WatchEvent};
+use crate::tables;
+use crate::watch::WatchEnd;
 use clap::{Parser, Subcommand};
 use fedra_types::run::RunState;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tokio_stream::StreamExt;
+
+/// One line per watch event; kept here for callers that print the same lines.
+pub use crate::watch::describe;
 
 #[derive(Parser, Debug)]
 #[command(name = "fedra", version, about = "Submit and follow federated runs, list and pull checkpoints")]
@@ -26,6 +32,10 @@ pub struct Cli {
     /// Connect in plain text without a certificate (only to an `--insecure` coordinator).
     #[arg(long, global = true)]
     insecure: bool,
+    /// How list and show commands print: text tables, or one JSON document (an array for
+    /// lists, an object for records; actions print a small object).
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    output: OutputFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -154,7 +164,8 @@ enum AuditCommand {
         /// Entries at or after this time (RFC 3339, e.g. 2026-11-30T12:00:00Z).
         #[arg(long)]
         since: Option<String>,
-        /// One JSON object per line (for a SIEM) instead of a table.
+        /// One JSON object per line (for a SIEM) instead of a table; `--output json` prints
+        /// the same objects as one array (pass one of the two).
         #[arg(long)]
         json: bool,
     },
@@ -200,6 +211,12 @@ enum CheckpointCommand {
 /// A CLI failure: its one-line message and exit code.
 struct Failure(String, u8);
 
+impl From<serde_json::Error> for Failure {
+    fn from(e: serde_json::Error) -> Self {
+        Failure(format!("cannot write JSON output: {e}"), 1)
+    }
+}
+
 impl From<ControlError> for Failure {
     fn from(e: ControlError) -> Self {
         let code = match &e {
@@ -225,24 +242,39 @@ pub async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let target = Target { endpoint: cli.coordinator, tls_dir: cli.tls_dir, insecure: cli.insecure };
+    let format = cli.output;
     match cli.command {
-        Command::Pki(cmd) => crate::pki::run(cmd).map(|()| ExitCode::SUCCESS).map_err(|e| Failure(e.to_string(), 1)),
+        Command::Pki(cmd) => {
+            crate::pki::run(cmd, format).map(|()| ExitCode::SUCCESS).map_err(|e| Failure(e.to_string(), 1))
+        }
         Command::Policy(crate::policy::PolicyCommand::Apply) => {
             let hash = target.connect().await?.apply_policy().await?;
-            println!("policy set {hash} in force");
+            emit(format, &PolicyApplied { policy_sha256: hash }, |a| {
+                println!("policy set {} in force", a.policy_sha256);
+            })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run(RunCommand::Approve { run_id }) => {
-            let (approvals, needed, state) = target.connect().await?.approve(&run_id).await?;
-            println!("{run_id} {} ({approvals} of {needed} approvals)", state.as_str());
-            Ok(ExitCode::SUCCESS)
+        Command::Policy(cmd) => {
+            if format == OutputFormat::Json {
+                return Err(Failure(
+                    "fedra policy check, explain, diff and simulate print text for review; --output json is not supported for them"
+                        .into(),
+                    64,
+                ));
+            }
+            let out = crate::policy::run(cmd);
+            print!("{}", out.stdout);
+            eprint!("{}", out.stderr);
+            Ok(ExitCode::from(out.code))
         }
-        Command::Run(RunCommand::Reject { run_id, reason }) => {
-            let state = target.connect().await?.reject(&run_id, &reason).await?;
-            println!("{run_id} {}", state.as_str());
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Run(cmd) => run_command(&target, cmd, format).await,
         Command::Audit(AuditCommand::List { run, region, actor, since, json }) => {
+            if json && format == OutputFormat::Json {
+                return Err(Failure(
+                    "--json (one object per line) and --output json (one array) ask for two formats; pass one".into(),
+                    64,
+                ));
+            }
             let since_ms = match since {
                 Some(t) => chrono::DateTime::parse_from_rfc3339(&t)
                     .map_err(|e| Failure(format!("--since {t:?}: {e} (expected RFC 3339)"), 64))?
@@ -256,129 +288,105 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 since_ms,
             };
             let entries = target.connect().await?.audit(filter).await?;
-            print!("{}", crate::status::audit_listing(&entries, json));
+            emit(format, &entries, |e| print!("{}", crate::status::audit_listing(e, json)))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Audit(AuditCommand::Verify) => {
             let entries = target.connect().await?.audit(fedra_proto::pb::ListAuditRequest::default()).await?;
             match fedra_types::audit::verify(&entries) {
-                Ok((seq, hash)) => {
-                    println!("audit log intact: {} entries, head {seq} {hash}", entries.len());
+                Ok((head_seq, head_hash)) => {
+                    emit(format, &AuditHead { entries: entries.len(), head_seq, head_hash }, |h| {
+                        println!("audit log intact: {} entries, head {} {}", h.entries, h.head_seq, h.head_hash);
+                    })?;
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e) => Err(Failure(format!("audit log broken at {e}"), 1)),
             }
         }
-        Command::Policy(cmd) => {
-            let out = crate::policy::run(cmd);
-            print!("{}", out.stdout);
-            eprint!("{}", out.stderr);
-            Ok(ExitCode::from(out.code))
-        }
-        Command::Run(RunCommand::Submit { plan, watch }) => {
-            let plan = PlanFile::load(&plan).map_err(|e| Failure(e.to_string(), 64))?;
-            let mut client = target.connect().await?;
-            let id = client.submit(&plan).await?;
-            println!("{id}");
-            if watch { watch_run(&mut client, &id).await } else { Ok(ExitCode::SUCCESS) }
-        }
-        Command::Run(RunCommand::Watch { run_id }) => {
-            let mut client = target.connect().await?;
-            watch_run(&mut client, &run_id).await
-        }
-        Command::Run(RunCommand::List) => {
-            let mut client = target.connect().await?;
-            let runs = client.list().await?;
-            println!("{:<18} {:<10} {:<16} {:>7}  {:<20}  published", "RUN", "STATE", "MODEL", "ROUNDS", "CREATED");
-            for r in runs {
-                println!(
-                    "{:<18} {:<10} {:<16} {:>3}/{:<3}  {:<20}  {}",
-                    r.id,
-                    r.state.as_str(),
-                    r.model_name,
-                    r.completed_rounds,
-                    r.total_rounds,
-                    r.created_at.get(..19).unwrap_or(&r.created_at),
-                    r.published_checkpoint.as_deref().unwrap_or("-")
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Run(RunCommand::Show { run_id }) => {
-            let mut client = target.connect().await?;
-            print_run(&client.get(&run_id).await?);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Run(RunCommand::Cancel { run_id }) => {
-            let mut client = target.connect().await?;
-            let state = client.cancel(&run_id).await?;
-            println!("{run_id} {}", state.as_str());
-            Ok(ExitCode::SUCCESS)
-        }
         Command::Privacy(PrivacyCommand::Status { model, region }) => {
             let mut client = target.connect().await?;
             let scopes = client.privacy_status(model.as_deref(), region.as_deref()).await?;
-            if scopes.is_empty() {
-                println!("no privacy spent yet");
+            emit(format, &scopes, |s| tables::print_scopes(s))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Checkpoint(cmd) => checkpoint_command(&target, cmd, format).await,
+        Command::Model(cmd) => {
+            crate::registry::run_model(&mut target.connect().await?, cmd, format).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Drift(cmd) => {
+            let drifted = crate::registry::run_drift(&mut target.connect().await?, cmd, format).await?;
+            Ok(if drifted { ExitCode::from(2) } else { ExitCode::SUCCESS })
+        }
+    }
+}
+
+async fn run_command(target: &Target, cmd: RunCommand, format: OutputFormat) -> Result<ExitCode, Failure> {
+    let change = |run_id: String, state, approvals: Option<(u32, u32)>| RunStateChange {
+        run_id,
+        state,
+        approvals: approvals.map(|a| a.0),
+        approvals_needed: approvals.map(|a| a.1),
+    };
+    let print_change = |c: &RunStateChange| match (c.approvals, c.approvals_needed) {
+        (Some(a), Some(n)) => println!("{} {} ({a} of {n} approvals)", c.run_id, c.state.as_str()),
+        _ => println!("{} {}", c.run_id, c.state.as_str()),
+    };
+    match cmd {
+        RunCommand::Submit { plan, watch } => {
+            let plan = PlanFile::load(&plan).map_err(|e| Failure(e.to_string(), 64))?;
+            let mut client = target.connect().await?;
+            let id = client.submit(&plan).await?;
+            if !watch {
+                emit(format, &Submitted { run_id: id }, |s| println!("{}", s.run_id))?;
                 return Ok(ExitCode::SUCCESS);
             }
-            let h = [
-                "SCOPE",
-                "EPS_SPENT",
-                "EPS_LEFT",
-                "BUDGET",
-                "DELTA",
-                "ROUNDS",
-                "RESERVED",
-                "Z",
-                "C",
-                "Q",
-                "ACCOUNTANT",
-            ];
-            println!(
-                "{:<28} {:>9} {:>9} {:>9} {:>8} {:>7} {:>8} {:>5} {:>8} {:>6}  {}",
-                h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9], h[10]
-            );
-            let or_dash = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
-            for s in scopes {
-                println!(
-                    "{:<28} {:>9.4} {:>9} {:>9} {:>8.0e} {:>7} {:>8} {:>5.2} {:>8.4} {:>6.3}  {}",
-                    s.scope,
-                    s.epsilon_spent,
-                    or_dash(s.epsilon_remaining),
-                    or_dash(s.epsilon_budget),
-                    s.delta,
-                    s.rounds_charged,
-                    s.rounds_reserved,
-                    s.noise_multiplier,
-                    s.clip_norm,
-                    s.sampling_rate,
-                    s.accountant
-                );
+            if format == OutputFormat::Text {
+                println!("{id}");
             }
+            watch_run(&mut client, &id, format).await
+        }
+        RunCommand::Watch { run_id } => watch_run(&mut target.connect().await?, &run_id, format).await,
+        RunCommand::List => {
+            let runs = target.connect().await?.list().await?;
+            emit(format, &runs, |r| tables::print_runs(r))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Checkpoint(CheckpointCommand::List { region, model, run }) => {
+        RunCommand::Show { run_id } => {
+            let run = target.connect().await?.get(&run_id).await?;
+            emit(format, &run, tables::print_run)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        RunCommand::Cancel { run_id } => {
+            let state = target.connect().await?.cancel(&run_id).await?;
+            emit(format, &change(run_id, state, None), print_change)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        RunCommand::Approve { run_id } => {
+            let (approvals, needed, state) = target.connect().await?.approve(&run_id).await?;
+            emit(format, &change(run_id, state, Some((approvals, needed))), print_change)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        RunCommand::Reject { run_id, reason } => {
+            let state = target.connect().await?.reject(&run_id, &reason).await?;
+            emit(format, &change(run_id, state, None), print_change)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn checkpoint_command(
+    target: &Target,
+    cmd: CheckpointCommand,
+    format: OutputFormat,
+) -> Result<ExitCode, Failure> {
+    match cmd {
+        CheckpointCommand::List { region, model, run } => {
             let mut client = target.connect().await?;
             let list = client.list_checkpoints(region.as_deref(), model.as_deref(), run.as_deref()).await?;
-            println!(
-                "{:<26} {:<16} {:>5}  {:<14} {:<12} published",
-                "CHECKPOINT", "MODEL", "ROUND", "REGIONS", "SHA256"
-            );
-            for c in list {
-                println!(
-                    "{:<26} {:<16} {:>5}  {:<14} {:<12} {}",
-                    c.id,
-                    c.model_name,
-                    c.round,
-                    c.regions.join(","),
-                    c.sha256.get(..12).unwrap_or(&c.sha256),
-                    if c.published { "yes" } else { "" }
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            emit(format, &list, |l| tables::print_checkpoints(l))?;
         }
-        Command::Checkpoint(CheckpointCommand::Verify { target: what, trust }) => {
+        CheckpointCommand::Verify { target: what, trust } => {
             let trust = target.trust(trust.as_ref())?;
             let path = std::path::Path::new(&what);
             let location = fedra_coordinator::checkpoint::ArtifactLocation::new(what.as_str());
@@ -400,173 +408,52 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
                 crate::verify::verify_remote(&mut target.connect().await?, &what, &trust).await?
             };
             let head = &chain[0];
-            println!(
-                "ok: {} (run {} round {}) and {} ancestor(s): signatures, weights and parameters match",
-                head.checkpoint_id,
-                head.run_id,
-                head.round,
-                chain.len() - 1
-            );
-            Ok(ExitCode::SUCCESS)
+            let verified = Verified {
+                checkpoint_id: head.checkpoint_id.clone(),
+                run_id: head.run_id.clone(),
+                round: head.round,
+                ancestors: chain[1..].iter().map(|m| m.checkpoint_id.clone()).collect(),
+            };
+            emit(format, &verified, |v| {
+                println!(
+                    "ok: {} (run {} round {}) and {} ancestor(s): signatures, weights and parameters match",
+                    v.checkpoint_id,
+                    v.run_id,
+                    v.round,
+                    v.ancestors.len()
+                );
+            })?;
         }
-        Command::Model(cmd) => {
-            crate::registry::run_model(&mut target.connect().await?, cmd).await?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Drift(cmd) => {
-            let drifted = crate::registry::run_drift(&mut target.connect().await?, cmd).await?;
-            Ok(if drifted { ExitCode::from(2) } else { ExitCode::SUCCESS })
-        }
-        Command::Checkpoint(CheckpointCommand::Pull { checkpoint_id, out, trust }) => {
+        CheckpointCommand::Pull { checkpoint_id, out, trust } => {
             let trust = target.trust(trust.as_ref())?;
             let mut client = target.connect().await?.trusting(trust);
             let pulled = client.pull_checkpoint(&checkpoint_id, &out).await?;
-            println!("{}", pulled.weights.display());
-            println!("{}", pulled.manifest.display());
-            Ok(ExitCode::SUCCESS)
+            let pulled = Pulled { checkpoint_id, weights: pulled.weights, manifest: pulled.manifest };
+            emit(format, &pulled, |p| {
+                println!("{}", p.weights.display());
+                println!("{}", p.manifest.display());
+            })?;
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
-fn print_run(r: &RunStatus) {
-    println!(
-        "run {}  model {}  state {}  rounds {}/{}",
-        r.id,
-        r.model_name,
-        r.state.as_str(),
-        r.completed_rounds,
-        r.total_rounds
-    );
-    if let Some(f) = &r.failure {
-        println!("failure: {f}");
-    }
-    if let Some(p) = &r.policy_sha256 {
-        let approvals = if r.approvals_needed > 0 {
-            format!(", {} approval(s) required", r.approvals_needed)
-        } else {
-            String::new()
-        };
-        println!("policy set: {p}{approvals}");
-    }
-    if let Some(p) = &r.published_checkpoint {
-        println!("published checkpoint: {p}");
-    }
-    println!(
-        "{:>5}  {:<11} {:>8} {:>8} {:>8}  {:>10} {:>10} {:>8}",
-        "ROUND", "PHASE", "SELECTED", "REPORTED", "SAMPLES", "LOSS_IN", "LOSS_OUT", "ACC"
-    );
-    for row in &r.rounds {
-        let m = row.metrics.unwrap_or_default();
-        println!(
-            "{:>5}  {:<11} {:>8} {:>8} {:>8}  {:>10.4} {:>10.4} {:>8.4}{}",
-            row.round,
-            row.phase,
-            row.selected,
-            row.reported,
-            row.samples,
-            m.loss_before,
-            m.loss_after,
-            m.accuracy_after,
-            row.failure.as_deref().map(|f| format!("  ({f})")).unwrap_or_default()
-        );
-    }
-    print_energy(r);
-    if !r.evaluations.is_empty() {
-        println!("held-out evaluation (sample-weighted):");
-        println!("{:>5}  {:<8} {:>7} {:>8} {:>10} {:>8}", "ROUND", "REGION", "CLIENTS", "SAMPLES", "LOSS", "ACC");
-        for e in &r.evaluations {
-            println!(
-                "{:>5}  {:<8} {:>7} {:>8} {:>10.4} {:>8.4}",
-                e.round,
-                e.region.as_deref().unwrap_or("all"),
-                e.clients,
-                e.samples,
-                e.loss,
-                e.accuracy
-            );
+/// Follows a run to its end: exit 0 when it succeeded, 2 when it failed or was cancelled.
+/// With `--output json` nothing is printed while it runs; at the end, the run's final
+/// snapshot (as `fedra run show --output json`).
+async fn watch_run(client: &mut ControlClient, run: &str, format: OutputFormat) -> Result<ExitCode, Failure> {
+    let end = match format {
+        OutputFormat::Text => crate::watch::watch(client, run).await?,
+        OutputFormat::Json => crate::watch::wait(client, run).await?,
+    };
+    let state = match end {
+        WatchEnd::Finished(state) => state,
+        WatchEnd::StreamClosed => {
+            return Err(Failure("the coordinator closed the event stream before the run ended".into(), 1));
         }
+    };
+    if format == OutputFormat::Json {
+        print!("{}", crate::output::json_document(&client.get(run).await?)?);
     }
-}
-
-/// One human-readable line per event.
-pub fn describe(e: &WatchEvent) -> String {
-    match e {
-        WatchEvent::Selected { round, clients, target } => {
-            format!("round {round}: selected {} clients (target {target})", clients.len())
-        }
-        WatchEvent::UpdateReceived { round, client, region, samples, reported, target, metrics } => format!(
-            "round {round}: update {reported}/{target} from {client} ({region}), {samples} samples, loss {:.4} -> {:.4}",
-            metrics.loss_before, metrics.loss_after
-        ),
-        WatchEvent::Aggregated { round, clients, samples, metrics, .. } => format!(
-            "round {round}: aggregated {clients} updates ({samples} samples), loss {:.4} -> {:.4}, accuracy {:.4}",
-            metrics.loss_before, metrics.loss_after, metrics.accuracy_after
-        ),
-        WatchEvent::Published { round, checkpoint, regions, sha256 } => {
-            format!(
-                "round {round}: published {checkpoint} to {} (sha256 {})",
-                regions.join(","),
-                sha256.get(..12).unwrap_or(sha256)
-            )
-        }
-        WatchEvent::RoundFailed { round, reason } => format!("round {round}: failed: {reason}"),
-        WatchEvent::Evaluated { round, results } => {
-            let parts: Vec<String> = results
-                .iter()
-                .map(|r| {
-                    format!(
-                        "{} loss {:.4} accuracy {:.4} ({} clients, {} samples)",
-                        r.region.as_deref().unwrap_or("all"),
-                        r.loss,
-                        r.accuracy,
-                        r.clients,
-                        r.samples
-                    )
-                })
-                .collect();
-            format!("round {round}: evaluated on held-out data: {}", parts.join("; "))
-        }
-        WatchEvent::Blocked { round, reason } => {
-            format!("after round {round}: blocked by policy (waits for a policy that allows it): {reason}")
-        }
-        WatchEvent::RunFinished { state, reason } => match reason {
-            Some(r) => format!("run {}: {r}", state.as_str()),
-            None => format!("run {}", state.as_str()),
-        },
-    }
-}
-
-async fn watch_run(client: &mut ControlClient, run: &str) -> Result<ExitCode, Failure> {
-    let mut events = client.watch(run).await?;
-    while let Some(e) = events.next().await {
-        let e = e?;
-        println!("{}", describe(&e));
-        if let WatchEvent::RunFinished { state, .. } = e {
-            return Ok(if state == RunState::Succeeded { ExitCode::SUCCESS } else { ExitCode::from(2) });
-        }
-    }
-    Err(Failure("the coordinator closed the event stream before the run ended".into(), 1))
-}
-
-/// The run's estimated energy and carbon per region, summed over its completed rounds.
-fn print_energy(r: &RunStatus) {
-    let mut per_region: std::collections::BTreeMap<&str, (f64, f64, Option<f64>)> = Default::default();
-    for (region, seconds, kwh, carbon) in r.rounds.iter().flat_map(|row| &row.energy) {
-        let e = per_region.entry(region.as_str()).or_insert((0.0, 0.0, Some(0.0)));
-        e.0 += seconds;
-        e.1 += kwh;
-        e.2 = e.2.zip(*carbon).map(|(a, b)| a + b);
-    }
-    if per_region.is_empty() {
-        return;
-    }
-    let total = |f: fn(&(f64, f64, Option<f64>)) -> f64| per_region.values().map(f).sum::<f64>();
-    let carbon = per_region.values().try_fold(0.0, |acc, e| e.2.map(|c| acc + c));
-    let text = |c: Option<f64>| c.map_or("-".to_string(), |c| format!("{c:.3}"));
-    println!("energy and carbon (estimated):");
-    println!("  {:<10} {:>12} {:>12} {:>10}", "REGION", "TRAIN_S", "KWH", "G_CO2E");
-    for (region, (seconds, kwh, carbon)) in &per_region {
-        println!("  {region:<10} {seconds:>12.2} {kwh:>12.6} {:>10}", text(*carbon));
-    }
-    println!("  {:<10} {:>12.2} {:>12.6} {:>10}", "run", total(|e| e.0), total(|e| e.1), text(carbon));
+    Ok(if state == RunState::Succeeded { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }

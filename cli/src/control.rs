@@ -24,6 +24,9 @@ pub enum ControlError {
     Rpc { code: tonic::Code, message: String },
     #[error("{0}")]
     Protocol(String),
+    /// `--output json` could not write a value (see `crate::output::json_document`).
+    #[error("cannot write JSON output: {0}")]
+    Output(#[from] serde_json::Error),
     #[error("malformed answer from the coordinator: {0}")]
     Wire(#[from] WireError),
     #[error("{path}: {source}")]

@@ -8,7 +8,11 @@
 //! coordinator's services build theirs; every message with domain content goes through here.
 
 use crate::plan_file::PlanFile;
-use crate::status::{CheckpointSummary, EvalSummary, RoundRow, RunStatus, ScopeSummary, WatchEvent};
+use crate::status::{
+    ArmStats, CheckpointSummary, DriftSummary, EvalSummary, FeatureDrift, ModelEntry, ModelTransitionRow, NodeReport,
+    RoundRow, RunStatus, ScopeSummary, WatchEvent,
+};
+use fedra_coordinator::registry::ModelState;
 use fedra_proto::pb;
 use fedra_proto::{model_wire, plan_wire};
 use fedra_types::metrics::TrainingMetrics;
@@ -112,14 +116,15 @@ fn eval_from_pb(e: &pb::EvaluationSummary) -> EvalSummary {
 /// # Errors
 /// [`WireError`] when the run's state is unknown.
 pub fn run_from_pb(r: pb::RunInfo) -> Result<RunStatus, WireError> {
-    let (model_name, total_rounds) = r
+    let (model_name, total_rounds, private) = r
         .plan
         .as_ref()
-        .map(|p| (p.model.as_ref().map(|m| m.name.clone()).unwrap_or_default(), p.rounds))
+        .map(|p| (p.model.as_ref().map(|m| m.name.clone()).unwrap_or_default(), p.rounds, p.privacy.is_some()))
         .unwrap_or_default();
     Ok(RunStatus {
         policy_sha256: non_empty(r.policy_sha256),
         approvals_needed: r.approvals_needed,
+        private,
         state: run_state_from_pb("run.state", r.state)?,
         id: r.run_id,
         model_name,
@@ -204,6 +209,117 @@ pub fn checkpoint_from_pb(c: pb::CheckpointInfo) -> CheckpointSummary {
         published: c.published,
         manifest_json: c.manifest_json,
     }
+}
+
+/// RFC 3339 with milliseconds, UTC; the raw number when it is out of chrono's range.
+fn rfc3339_ms(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map_or_else(|| ms.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+/// # Errors
+/// [`WireError::UnknownEnum`] for a state this CLI does not know; `None` only for unset.
+fn model_state_from_pb(field: &'static str, v: i32) -> Result<Option<ModelState>, WireError> {
+    Ok(Some(match pb::ModelState::try_from(v) {
+        Ok(pb::ModelState::Unspecified) => return Ok(None),
+        Ok(pb::ModelState::Candidate) => ModelState::Candidate,
+        Ok(pb::ModelState::Canary) => ModelState::Canary,
+        Ok(pb::ModelState::Serving) => ModelState::Serving,
+        Ok(pb::ModelState::Retired) => ModelState::Retired,
+        Ok(pb::ModelState::RolledBack) => ModelState::RolledBack,
+        Err(_) => return Err(WireError::UnknownEnum { field, value: v }),
+    }))
+}
+
+/// # Errors
+/// [`WireError::UnknownEnum`] for an unknown or unset state.
+pub fn model_entry_from_pb(e: pb::RegistryEntry) -> Result<ModelEntry, WireError> {
+    let state = model_state_from_pb("registry_entry.state", e.state)?
+        .ok_or(WireError::UnknownEnum { field: "registry_entry.state", value: 0 })?;
+    Ok(ModelEntry {
+        state,
+        updated_at: rfc3339_ms(e.updated_ms),
+        policy_rule: non_empty(e.policy_rule),
+        region: e.region,
+        model_name: e.model_name,
+        checkpoint_id: e.checkpoint_id,
+        run_id: e.run_id,
+        round: e.round,
+        gate_passed: e.gate_passed,
+        gate_detail: e.gate_detail,
+        gate_overridable: e.gate_overridable,
+        accuracy: e.accuracy,
+        loss: e.loss,
+        eval_samples: e.eval_samples,
+        canary_fraction: e.canary_fraction,
+        approvals_needed: e.approvals_needed,
+        approvers: e.approvers,
+    })
+}
+
+/// # Errors
+/// [`WireError::UnknownEnum`] for an unknown state, or an unset `to`.
+pub fn transition_from_pb(t: pb::ModelTransition) -> Result<ModelTransitionRow, WireError> {
+    Ok(ModelTransitionRow {
+        from: model_state_from_pb("model_transition.from", t.from)?,
+        to: model_state_from_pb("model_transition.to", t.to)?
+            .ok_or(WireError::UnknownEnum { field: "model_transition.to", value: 0 })?,
+        seq: t.seq,
+        at: rfc3339_ms(t.at_ms),
+        region: t.region,
+        model_name: t.model_name,
+        checkpoint_id: t.checkpoint_id,
+        actor: t.actor,
+        reason: t.reason,
+    })
+}
+
+/// A node's latest report; `None` for a status without a report (nothing to show).
+pub fn node_report_from_pb(n: pb::NodeStatus) -> Option<NodeReport> {
+    let r = n.report?;
+    Some(NodeReport {
+        node: r.node,
+        region: r.region,
+        model_name: r.model_name,
+        reported_at: rfc3339_ms(n.reported_ms),
+        arms: r
+            .arms
+            .into_iter()
+            .map(|a| ArmStats {
+                checkpoint_id: a.checkpoint_id,
+                canary: a.canary,
+                requests: a.requests,
+                rows: a.rows,
+                errors: a.errors,
+                p50_ms: a.p50_ms,
+                p99_ms: a.p99_ms,
+                cpu_seconds: a.cpu_seconds,
+                cpu_seconds_per_1000: a.cpu_seconds_per_1000,
+                cost_per_1000: a.cost_per_1000,
+            })
+            .collect(),
+        drift: r.drift.map(|d| DriftSummary {
+            checkpoint_id: d.checkpoint_id,
+            has_reference: d.has_reference,
+            drifted: d.drifted,
+            rows: d.rows,
+            max_psi: d.max_psi,
+            max_ks: d.max_ks,
+            prediction_psi: d.prediction_psi,
+            features: d
+                .features
+                .into_iter()
+                .map(|f| FeatureDrift {
+                    feature: f.feature,
+                    psi: f.psi,
+                    ks: f.ks,
+                    reference_mean: f.reference_mean,
+                    live_mean: f.live_mean,
+                })
+                .collect(),
+        }),
+        refused: r.refused,
+    })
 }
 
 /// An audit entry as the coordinator sent it; the chain is checked by the caller.

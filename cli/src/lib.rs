@@ -7,14 +7,19 @@
 //! what the coordinator reports, as this side sees it; [`convert`] is the only module that
 //! converts protobuf messages; [`commands`] is the CLI over [`control`]; [`policy`] is
 //! `fedra policy`, which works on local policy files only; [`registry`] is `fedra model`
-//! and `fedra drift`; [`verify`] is `fedra checkpoint verify`.
+//! and `fedra drift`; [`verify`] is `fedra checkpoint verify`; [`output`] is the global
+//! `--output text|json` and its JSON contract, [`tables`] the text form of listings, and
+//! [`watch`] the live (terminal) or plain rendering of `fedra run watch`.
 
 pub mod commands;
 pub mod control;
 pub mod convert;
+pub mod output;
 pub mod pki;
 pub mod plan_file;
 pub mod policy;
 pub mod registry;
 pub mod status;
+pub mod tables;
 pub mod verify;
+pub mod watch;

@@ -1,10 +1,12 @@
 //! `fedra pki`: provisioning a deployment's identities on local files (see `fedra_pki`).
 
+use crate::output::{OutputFormat, emit};
 use clap::Subcommand;
 use fedra_pki::provision::{self, CaDir, IssueRequest};
 use fedra_pki::{IdentityDir, PkiError};
 use fedra_types::identity::{Identity, Role};
 use fedra_types::ids::RegionId;
+use serde::Serialize;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -57,16 +59,50 @@ pub enum PkiCommand {
     },
 }
 
-/// Runs one `fedra pki` command, printing what it wrote.
+/// A certificate the CA issued (`fedra pki list`, `issue`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IssuedCertificate {
+    pub serial: String,
+    pub identity: String,
+    /// RFC 3339.
+    pub not_after: String,
+    /// The identity directory written (`issue` only).
+    pub out: Option<PathBuf>,
+}
+
+/// What `init` and `revoke` wrote.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Written {
+    ca_dir: PathBuf,
+    /// The serial revoked (`revoke` only).
+    revoked: Option<String>,
+    crl: PathBuf,
+}
+
+impl IssuedCertificate {
+    fn new(i: &provision::Issued, out: Option<PathBuf>) -> Self {
+        let not_after = chrono::DateTime::from_timestamp(i.not_after.unix_timestamp(), 0)
+            .map_or_else(|| i.not_after.to_string(), |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        Self { serial: i.serial.clone(), identity: i.identity.to_string(), not_after, out }
+    }
+}
+
+/// Runs one `fedra pki` command, printing what it wrote in `format`.
 ///
 /// # Errors
-/// Invalid identity parts, an existing CA, unreadable files.
-pub fn run(cmd: PkiCommand) -> Result<(), PkiError> {
+/// Invalid identity parts, an existing CA, unreadable files; JSON output that cannot be
+/// written ([`PkiError::Invalid`] naming it).
+pub fn run(cmd: PkiCommand, format: OutputFormat) -> Result<(), PkiError> {
+    let json_failed = |e: serde_json::Error| PkiError::Invalid(format!("cannot write JSON output: {e}"));
     match cmd {
         PkiCommand::Init { ca, name, days } => {
             let ca = CaDir::new(ca);
             provision::init_ca(&ca, &name, time::Duration::days(days))?;
-            println!("CA written to {} (keep ca.key secret; distribute ca.pem)", ca.dir.display());
+            let written = Written { ca_dir: ca.dir.clone(), revoked: None, crl: ca.crl() };
+            emit(format, &written, |w| {
+                println!("CA written to {} (keep ca.key secret; distribute ca.pem)", w.ca_dir.display());
+            })
+            .map_err(json_failed)?;
         }
         PkiCommand::Issue { ca, role, region, name, hosts, days, out } => {
             let region = region.map(RegionId::new).transpose().map_err(fedra_types::identity::IdentityError::from)?;
@@ -80,17 +116,29 @@ pub fn run(cmd: PkiCommand) -> Result<(), PkiError> {
             };
             let out = out.unwrap_or_else(|| default_out(&identity));
             let issued = provision::issue(&CaDir::new(ca), &req, &IdentityDir::new(&out))?;
-            println!("{} serial {} written to {}", issued.identity, issued.serial, out.display());
+            emit(format, &IssuedCertificate::new(&issued, Some(out.clone())), |_| {
+                println!("{} serial {} written to {}", issued.identity, issued.serial, out.display());
+            })
+            .map_err(json_failed)?;
         }
         PkiCommand::Revoke { ca, serial } => {
             let ca = CaDir::new(ca);
             provision::revoke(&ca, &serial)?;
-            println!("revoked {serial}; {} updated", ca.crl().display());
+            let written = Written { ca_dir: ca.dir.clone(), revoked: Some(serial), crl: ca.crl() };
+            emit(format, &written, |w| {
+                println!("revoked {}; {} updated", w.revoked.as_deref().unwrap_or_default(), w.crl.display());
+            })
+            .map_err(json_failed)?;
         }
         PkiCommand::List { ca } => {
-            for i in provision::list_issued(&CaDir::new(ca))? {
-                println!("{}  {}  expires {}", i.serial, i.identity, i.not_after);
-            }
+            let issued = provision::list_issued(&CaDir::new(ca))?;
+            let views: Vec<_> = issued.iter().map(|i| IssuedCertificate::new(i, None)).collect();
+            emit(format, &views, |_| {
+                for i in &issued {
+                    println!("{}  {}  expires {}", i.serial, i.identity, i.not_after);
+                }
+            })
+            .map_err(json_failed)?;
         }
     }
     Ok(())

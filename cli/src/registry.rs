@@ -1,8 +1,18 @@
 //! `fedra model list|show|promote|rollback|history` and `fedra drift status`: the regional
 //! model registry as an inference team and approvers drive it.
+//!
+//! The commands convert the calls' answers into the CLI's views
+//! ([`crate::status::ModelEntry`] and its neighbours, in [`crate::convert`]) and print
+//! those as text or, with `--output json`, as one JSON document (see [`crate::output`]).
+//! (The [`ControlClient`] calls still return protobuf messages: other crates' tests read
+//! them.)
 
 use crate::control::{ControlClient, ControlError};
+use crate::convert;
+use crate::output::{OutputFormat, emit};
+use crate::status::{ModelEntry, ModelTransitionRow, NodeReport, Rollback, ServingSummary};
 use clap::Subcommand;
+use fedra_coordinator::registry::ModelState;
 use fedra_proto::pb;
 
 #[derive(Subcommand, Debug)]
@@ -70,17 +80,6 @@ pub enum DriftCommand {
         #[arg(long)]
         model: Option<String>,
     },
-}
-
-pub fn state_name(v: i32) -> &'static str {
-    match pb::ModelState::try_from(v) {
-        Ok(pb::ModelState::Candidate) => "candidate",
-        Ok(pb::ModelState::Canary) => "canary",
-        Ok(pb::ModelState::Serving) => "serving",
-        Ok(pb::ModelState::Retired) => "retired",
-        Ok(pb::ModelState::RolledBack) => "rolled_back",
-        _ => "-",
-    }
 }
 
 impl ControlClient {
@@ -161,7 +160,7 @@ impl ControlClient {
     }
 }
 
-fn eval_text(e: &pb::RegistryEntry) -> String {
+fn eval_text(e: &ModelEntry) -> String {
     match (e.accuracy, e.loss) {
         (Some(a), Some(l)) => format!("acc {a:.4} loss {l:.4} n={}", e.eval_samples),
         _ => "not evaluated".into(),
@@ -169,12 +168,12 @@ fn eval_text(e: &pb::RegistryEntry) -> String {
 }
 
 /// "approvals 1 of 2 (fedra://approver/ann)".
-fn approvals_text(e: &pb::RegistryEntry) -> String {
+fn approvals_text(e: &ModelEntry) -> String {
     let who = if e.approvers.is_empty() { "none yet".to_string() } else { e.approvers.join(", ") };
     format!("approvals {} of {} ({who})", e.approvers.len(), e.approvals_needed)
 }
 
-fn print_entries(entries: &[pb::RegistryEntry]) {
+fn print_entries(entries: &[ModelEntry]) {
     println!(
         "{:<10} {:<14} {:<26} {:<12} {:<5} {:<32} canary",
         "REGION", "MODEL", "CHECKPOINT", "STATE", "GATE", "EVALUATION"
@@ -185,52 +184,81 @@ fn print_entries(entries: &[pb::RegistryEntry]) {
             e.region,
             e.model_name,
             e.checkpoint_id,
-            state_name(e.state),
+            e.state.as_str(),
             if e.gate_passed { "pass" } else { "fail" },
             eval_text(e),
-            if e.state == pb::ModelState::Canary as i32 {
-                format!("{:.0} %", e.canary_fraction * 100.0)
-            } else {
-                String::new()
-            }
+            if e.state == ModelState::Canary { format!("{:.0} %", e.canary_fraction * 100.0) } else { String::new() }
         );
     }
 }
 
-/// Runs a `fedra model` command.
+fn print_serving(s: &ServingSummary) {
+    println!("{} in {}", s.model_name, s.region);
+    println!("  serving: {}", s.serving.as_deref().unwrap_or("-"));
+    if let (Some(c), Some(f)) = (&s.canary, s.canary_fraction) {
+        println!("  canary:  {c} ({:.0} % of requests)", f * 100.0);
+    }
+    for e in &s.entries {
+        println!(
+            "  {:<26} {:<12} {}; gate {}: {}",
+            e.checkpoint_id,
+            e.state.as_str(),
+            eval_text(e),
+            if e.gate_passed { "passed" } else { "failed" },
+            e.gate_detail
+        );
+        if e.approvals_needed > 0 {
+            println!("  {:<26} {}", "", approvals_text(e));
+        }
+        if !e.gate_passed && !e.gate_overridable {
+            println!("  {:<26} the policy allows no override of this gate", "");
+        }
+    }
+}
+
+fn print_history(transitions: &[ModelTransitionRow]) {
+    for t in transitions {
+        println!(
+            "{:>5} {} {:<8} {:<12} {:<26} {:>11} → {:<11} {}: {}",
+            t.seq,
+            t.at,
+            t.region,
+            t.model_name,
+            t.checkpoint_id,
+            t.from.map_or("-", ModelState::as_str),
+            t.to.as_str(),
+            t.actor,
+            t.reason
+        );
+    }
+}
+
+/// The registry's answer as the CLI's views.
 ///
 /// # Errors
-/// As the calls it makes; a bad `--to` is [`ControlError::Protocol`].
-pub async fn run_model(client: &mut ControlClient, cmd: ModelCommand) -> Result<(), ControlError> {
+/// An entry in a state this CLI does not know.
+fn entries(entries: Vec<pb::RegistryEntry>) -> Result<Vec<ModelEntry>, ControlError> {
+    Ok(entries.into_iter().map(convert::model_entry_from_pb).collect::<Result<_, _>>()?)
+}
+
+/// Runs a `fedra model` command, printing in `format`.
+///
+/// # Errors
+/// As the calls it makes; a bad `--to` is [`ControlError::Protocol`]; JSON that cannot be
+/// written is [`ControlError::Protocol`] naming the value.
+pub async fn run_model(
+    client: &mut ControlClient,
+    cmd: ModelCommand,
+    format: OutputFormat,
+) -> Result<(), ControlError> {
     match cmd {
         ModelCommand::List { region, model, all } => {
-            print_entries(&client.list_models(region.as_deref(), model.as_deref(), all).await?);
+            let entries = entries(client.list_models(region.as_deref(), model.as_deref(), all).await?)?;
+            emit(format, &entries, |e| print_entries(e))?;
         }
         ModelCommand::Show { region, model } => {
-            let entries = client.list_models(Some(&region), Some(&model), true).await?;
-            let pick = |s: pb::ModelState| entries.iter().find(|e| e.state == s as i32);
-            let name = |e: Option<&pb::RegistryEntry>| e.map_or("-".to_string(), |e| e.checkpoint_id.clone());
-            println!("{model} in {region}");
-            println!("  serving: {}", name(pick(pb::ModelState::Serving)));
-            if let Some(c) = pick(pb::ModelState::Canary) {
-                println!("  canary:  {} ({:.0} % of requests)", c.checkpoint_id, c.canary_fraction * 100.0);
-            }
-            for e in &entries {
-                println!(
-                    "  {:<26} {:<12} {}; gate {}: {}",
-                    e.checkpoint_id,
-                    state_name(e.state),
-                    eval_text(e),
-                    if e.gate_passed { "passed" } else { "failed" },
-                    e.gate_detail
-                );
-                if e.approvals_needed > 0 {
-                    println!("  {:<26} {}", "", approvals_text(e));
-                }
-                if !e.gate_passed && !e.gate_overridable {
-                    println!("  {:<26} the policy allows no override of this gate", "");
-                }
-            }
+            let entries = entries(client.list_models(Some(&region), Some(&model), true).await?)?;
+            emit(format, &ServingSummary::new(region, model, entries), print_serving)?;
         }
         ModelCommand::Promote { checkpoint_id, region, model, to, reason, override_gate, canary_fraction } => {
             let to = match to.as_str() {
@@ -249,49 +277,39 @@ pub async fn run_model(client: &mut ControlClient, cmd: ModelCommand) -> Result<
                     canary_fraction: canary_fraction.unwrap_or(0.0),
                 })
                 .await?;
-            println!("{} is {} in {}", entry.checkpoint_id, state_name(entry.state), entry.region);
-            if entry.state == pb::ModelState::Candidate as i32 && entry.approvals_needed > 0 {
-                println!("{}: it goes live when the last approval needed is given", approvals_text(&entry));
-            }
+            let entry = convert::model_entry_from_pb(entry)?;
+            emit(format, &entry, |entry| {
+                println!("{} is {} in {}", entry.checkpoint_id, entry.state.as_str(), entry.region);
+                if entry.state == ModelState::Candidate && entry.approvals_needed > 0 {
+                    println!("{}: it goes live when the last approval needed is given", approvals_text(entry));
+                }
+            })?;
         }
         ModelCommand::Rollback { region, model, reason } => {
             let r = client.rollback_model(&region, &model, &reason).await?;
-            let now = r.serving.map_or("nothing".to_string(), |e| e.checkpoint_id);
-            println!("rolled back {} in {region}; serving {now}", r.rolled_back);
+            let r = Rollback {
+                rolled_back: r.rolled_back,
+                serving: r.serving.map(convert::model_entry_from_pb).transpose()?,
+            };
+            emit(format, &r, |r| {
+                let now = r.serving.as_ref().map_or("nothing", |e| e.checkpoint_id.as_str());
+                println!("rolled back {} in {region}; serving {now}", r.rolled_back);
+            })?;
         }
         ModelCommand::History { region, model } => {
-            for t in client.model_history(region.as_deref(), model.as_deref()).await? {
-                let at = chrono::DateTime::from_timestamp_millis(t.at_ms).map_or_else(String::new, |d| d.to_rfc3339());
-                println!(
-                    "{:>5} {at} {:<8} {:<12} {:<26} {:>11} → {:<11} {}: {}",
-                    t.seq,
-                    t.region,
-                    t.model_name,
-                    t.checkpoint_id,
-                    state_name(t.from),
-                    state_name(t.to),
-                    t.actor,
-                    t.reason
-                );
-            }
+            let transitions = client.model_history(region.as_deref(), model.as_deref()).await?;
+            let transitions: Vec<_> =
+                transitions.into_iter().map(convert::transition_from_pb).collect::<Result<_, _>>()?;
+            emit(format, &transitions, |t| print_history(t))?;
         }
     }
     Ok(())
 }
 
-/// Runs `fedra drift status`; returns whether any node reports drift.
-///
-/// # Errors
-/// As the call it makes.
-pub async fn run_drift(client: &mut ControlClient, cmd: DriftCommand) -> Result<bool, ControlError> {
-    let DriftCommand::Status { region, model } = cmd;
-    let nodes = client.drift_status(region.as_deref(), model.as_deref()).await?;
-    let mut drifted = false;
+fn print_drift(nodes: &[NodeReport]) {
     for n in nodes {
-        let Some(r) = n.report else { continue };
-        let at = chrono::DateTime::from_timestamp_millis(n.reported_ms).map_or_else(String::new, |d| d.to_rfc3339());
-        println!("node {} ({} / {}), reported {at}", r.node, r.region, r.model_name);
-        for a in &r.arms {
+        println!("node {} ({} / {}), reported {}", n.node, n.region, n.model_name, n.reported_at);
+        for a in &n.arms {
             println!(
                 "  {} {:<26} {:>8} requests {:>9} rows {:>5} errors  p50 {:.2} ms  p99 {:.2} ms  {:.4} CPU s/1k  cost/1k {:.6}",
                 if a.canary { "canary " } else { "serving" },
@@ -305,9 +323,8 @@ pub async fn run_drift(client: &mut ControlClient, cmd: DriftCommand) -> Result<
                 a.cost_per_1000
             );
         }
-        match &r.drift {
+        match &n.drift {
             Some(d) if d.has_reference => {
-                drifted |= d.drifted;
                 println!(
                     "  drift vs {}: {} over {} rows: max PSI {:.3}, max KS {:.3}, prediction PSI {:.3}",
                     d.checkpoint_id,
@@ -328,5 +345,21 @@ pub async fn run_drift(client: &mut ControlClient, cmd: DriftCommand) -> Result<
             None => println!("  drift: not reported"),
         }
     }
-    Ok(drifted)
+}
+
+/// Runs `fedra drift status`, printing in `format`; returns whether any node reports drift
+/// (against a reference: a node without one never counts).
+///
+/// # Errors
+/// As the call it makes; JSON that cannot be written.
+pub async fn run_drift(
+    client: &mut ControlClient,
+    cmd: DriftCommand,
+    format: OutputFormat,
+) -> Result<bool, ControlError> {
+    let DriftCommand::Status { region, model } = cmd;
+    let nodes = client.drift_status(region.as_deref(), model.as_deref()).await?;
+    let nodes: Vec<NodeReport> = nodes.into_iter().filter_map(convert::node_report_from_pb).collect();
+    emit(format, &nodes, |n| print_drift(n))?;
+    Ok(nodes.iter().any(|n| n.drift.as_ref().is_some_and(|d| d.has_reference && d.drifted)))
 }

@@ -186,6 +186,7 @@ learning_rate = 0.1
     let out = run(FEDRA, args(&["checkpoint", "list", "--region", "eu"])).await;
     let listing = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(listing.lines().filter(|l| l.starts_with(&run_id)).count(), 2, "{listing}");
+    cli_json_and_plain_watch(&run_id, &args).await?;
     let cp = format!("{run_id}.r0002");
     let pull_dir = dir.path().join("pulled");
     let out = run(FEDRA, args(&["checkpoint", "pull", &cp, "-o", pull_dir.to_str().unwrap()])).await;
@@ -252,6 +253,105 @@ learning_rate = 0.1
     assert!(one_line(&out.stderr).contains("role approver may not call SubmitRun"), "{}", one_line(&out.stderr));
     cluster.shutdown().await;
     Ok(())
+}
+
+/// A JSON document on stdout, from a command that succeeded and wrote nothing on stderr.
+fn json_stdout(out: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout {stdout} stderr {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not one JSON document ({e}): {stdout}"))
+}
+
+/// `--output json` on the listings and records of a succeeded two-round run, the plain
+/// lines of `run watch` through a pipe, and the live display on a terminal.
+async fn cli_json_and_plain_watch(run_id: &str, args: &impl Fn(&[&str]) -> Vec<String>) -> anyhow::Result<()> {
+    use serde_json::json;
+    // The global flag goes before or after the subcommand.
+    let runs =
+        json_stdout(&run(FEDRA, [vec!["--output".to_string(), "json".into()], args(&["run", "list"])].concat()).await);
+    let ours: Vec<_> = runs.as_array().expect("an array").iter().filter(|r| r["run_id"] == run_id).collect();
+    assert_eq!(ours.len(), 1, "{runs:#}");
+    assert_eq!(
+        (&ours[0]["state"], &ours[0]["total_rounds"], &ours[0]["completed_rounds"]),
+        (&json!("succeeded"), &json!(2), &json!(2))
+    );
+    assert_eq!(ours[0]["published_checkpoint"], json!(format!("{run_id}.r0002")));
+
+    let shown = json_stdout(&run(FEDRA, args(&["run", "show", run_id, "--output", "json"])).await);
+    assert_eq!(
+        (&shown["run_id"], &shown["state"], &shown["model_name"]),
+        (&json!(run_id), &json!("succeeded"), &json!("cli-lr"))
+    );
+    assert_eq!(shown["failure"], serde_json::Value::Null);
+    let rounds = shown["rounds"].as_array().expect("rounds");
+    let done: Vec<_> = rounds.iter().filter(|r| r["phase"] == "done").map(|r| r["round"].as_u64()).collect();
+    assert_eq!(done, [Some(1), Some(2)], "{shown:#}");
+    for r in rounds.iter().filter(|r| r["phase"] == "done") {
+        assert!(r["reported"].as_u64() >= Some(2) && r["metrics"]["loss_after"].is_f64(), "{r:#}");
+    }
+
+    let listed = json_stdout(&run(FEDRA, args(&["checkpoint", "list", "--region", "eu", "--output", "json"])).await);
+    let ours: Vec<_> = listed.as_array().expect("an array").iter().filter(|c| c["run_id"] == run_id).collect();
+    assert_eq!(ours.len(), 2, "{listed:#}");
+    for c in ours {
+        assert_eq!(c["manifest"]["checkpoint_id"], c["checkpoint_id"], "the manifest is an object: {c:#}");
+        assert!(c["regions"].as_array().is_some_and(|r| r.contains(&json!("eu"))), "{c:#}");
+    }
+
+    // Errors do not change with the format: one line on stderr, nothing on stdout.
+    let out = run(FEDRA, args(&["run", "show", "run-does-not-exist", "--output", "json"])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stdout.is_empty() && one_line(&out.stderr).starts_with("fedra: "));
+    // An unknown format is a usage error (clap's exit 2), naming the value and the choices.
+    let out = run(FEDRA, args(&["--output", "yaml", "run", "list"])).await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let reason = stderr.lines().next().unwrap_or_default();
+    assert!(reason.contains("invalid value 'yaml'") && reason.contains("--output"), "{stderr}");
+    assert!(stderr.contains("[possible values: text, json]"), "{stderr}");
+    assert!(out.stdout.is_empty());
+
+    // Watching an ended run through a pipe replays its plain lines and exits 0.
+    let out = run(FEDRA, args(&["run", "watch", run_id])).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "stdout {stdout} stderr {}", String::from_utf8_lossy(&out.stderr));
+    assert!(!stdout.contains('\x1b') && !stdout.contains('\r'), "no terminal control in a pipe: {stdout:?}");
+    for round in [1, 2] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(&format!("round {round}: published {run_id}.r000{round} to eu"))),
+            "{stdout}"
+        );
+    }
+    assert_eq!(stdout.lines().last(), Some("run succeeded"), "{stdout}");
+    // With --output json, the run's final snapshot.
+    let watched = json_stdout(&run(FEDRA, args(&["run", "watch", run_id, "--output", "json"])).await);
+    assert_eq!((&watched["run_id"], &watched["state"]), (&json!(run_id), &json!("succeeded")));
+
+    // On a terminal (a pty from util-linux `script`), the live bar: rounds completed of
+    // total, then the final line; exit status passed through (`-e`).
+    let fedra = binary(FEDRA);
+    let mut line = shell_quote(fedra.to_str().expect("utf-8 path"));
+    for a in args(&["run", "watch", run_id]) {
+        line.push(' ');
+        line.push_str(&shell_quote(&a));
+    }
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("script").args(["-q", "-e", "-c", &line, "/dev/null"]).env("COLUMNS", "160").output()
+    })
+    .await??;
+    let screen = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{screen} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(screen.contains(&format!("{run_id} [")) && screen.contains("2/2 rounds"), "no bar: {screen:?}");
+    assert!(screen.contains(&format!("round 2: published {run_id}.r0002")), "{screen:?}");
+    assert!(screen.trim_end().ends_with("run succeeded"), "{screen:?}");
+    assert!(!screen.contains("selected 3 clients"), "client-level events only move the bar: {screen:?}");
+    Ok(())
+}
+
+/// `s` as one word for `sh -c`.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,6 +423,24 @@ expected_clients = 2
     let left: f64 = cols[2].parse()?;
     assert!(spent > 0.0 && (spent + left - 20.0).abs() < 1e-3, "{row}");
     assert_eq!((cols[3], cols[5], cols[6], cols[10]), ("20.0000", "2", "0", "zcdp"), "{row}");
+    // The same standing as JSON: numbers as numbers.
+    let scopes = json_stdout(&run(FEDRA, args(&["privacy", "status", "--output", "json"])).await);
+    let scope = scopes.as_array().and_then(|s| s.iter().find(|s| s["scope"] == "dp-lr@eu"));
+    let scope = scope.unwrap_or_else(|| panic!("{scopes:#}"));
+    // The table rounds to 4 decimals; JSON carries the full value.
+    assert!(scope["epsilon_spent"].as_f64().is_some_and(|e| (e - spent).abs() <= 5e-5), "{scope:#}");
+    assert_eq!((&scope["epsilon_budget"], &scope["rounds_charged"]), (&serde_json::json!(20.0), &serde_json::json!(2)));
+    // The audit log as one array of the objects `--json` prints one per line.
+    let entries = json_stdout(&run(FEDRA, args(&["audit", "list", "--output", "json"])).await);
+    let entries = entries.as_array().expect("an array");
+    let lines = run(FEDRA, args(&["audit", "list", "--json"])).await;
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&lines.stdout).lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    assert!(!entries.is_empty() && entries[..] == lines[..entries.len()], "{entries:#?} vs {lines:#?}");
+    assert!(entries.iter().any(|e| e["action"] == "run_submitted" && e["hash"].is_string()), "{entries:#?}");
+    let out = run(FEDRA, args(&["audit", "list", "--json", "--output", "json"])).await;
+    assert_eq!(out.status.code(), Some(64));
+    assert!(one_line(&out.stderr).contains("pass one"), "{}", one_line(&out.stderr));
 
     // A plan file with both clipping kinds is refused locally (exit 64, one line).
     let both = std::fs::read_to_string(&plan_path)? + "[privacy.adaptive]\ninitial_norm = 1.0\n";
