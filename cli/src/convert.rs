@@ -150,6 +150,20 @@ pub fn run_from_pb(r: pb::RunInfo) -> Result<RunStatus, WireError> {
                     .iter()
                     .map(|e| (e.region.clone(), e.compute_seconds, e.energy_kwh, e.carbon_g))
                     .collect(),
+                cost: s
+                    .cost
+                    .iter()
+                    .map(|c| crate::status::RegionCost {
+                        region: c.region.clone(),
+                        updates: c.updates,
+                        update_bytes: c.update_bytes,
+                        broadcast_bytes: c.broadcast_bytes,
+                        coordinator_cpu_seconds: c.coordinator_cpu_seconds,
+                        client_train_seconds: c.client_train_seconds,
+                        cost: c.cost,
+                        currency: (!c.currency.is_empty()).then(|| c.currency.clone()),
+                    })
+                    .collect(),
             })
             .collect(),
         evaluations: r.evaluations.iter().map(eval_from_pb).collect(),

@@ -46,6 +46,23 @@ pub struct RoundRow {
     /// `carbon_g` (`null` without a carbon feed for the region).
     #[serde(serialize_with = "energy_objects")]
     pub energy: Vec<(String, f64, f64, Option<f64>)>,
+    /// What the round cost per region (measured; priced when the coordinator has prices).
+    pub cost: Vec<RegionCost>,
+}
+
+/// One region's share of a round's cost, as the coordinator recorded it at commit.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RegionCost {
+    pub region: String,
+    pub updates: u32,
+    pub update_bytes: u64,
+    pub broadcast_bytes: u64,
+    pub coordinator_cpu_seconds: f64,
+    /// 0 for a private run (not recorded: it follows the clients' data sizes).
+    pub client_train_seconds: f64,
+    /// `None` when no prices were configured at commit.
+    pub cost: Option<f64>,
+    pub currency: Option<String>,
 }
 
 /// The CLI side's one snapshot of a run: what `ControlClient::get` and `list` return and
@@ -441,6 +458,16 @@ mod json_tests {
                 checkpoint: Some("run-1.r0001".into()),
                 failure: None,
                 energy: vec![("eu".into(), 1.5, 0.001, None)],
+                cost: vec![RegionCost {
+                    region: "eu".into(),
+                    updates: 2,
+                    update_bytes: 80,
+                    broadcast_bytes: 80,
+                    coordinator_cpu_seconds: 0.01,
+                    client_train_seconds: 1.5,
+                    cost: Some(0.25),
+                    currency: Some("EUR".into()),
+                }],
             }],
             evaluations: vec![],
             policy_sha256: None,
@@ -475,13 +502,16 @@ mod json_tests {
         let round = &v["rounds"][0];
         assert_eq!(
             keys(round),
-            ["checkpoint", "energy", "failure", "metrics", "phase", "reported", "round", "samples", "selected"]
+            ["checkpoint", "cost", "energy", "failure", "metrics", "phase", "reported", "round", "samples", "selected"]
         );
         assert_eq!(round["metrics"]["accuracy_after"], json!(0.75));
         assert_eq!(
             round["energy"],
             json!([{"region": "eu", "compute_seconds": 1.5, "energy_kwh": 0.001, "carbon_g": null}])
         );
+        assert_eq!(round["cost"][0]["update_bytes"], 80);
+        assert_eq!(round["cost"][0]["cost"], 0.25);
+        assert_eq!(round["cost"][0]["currency"], "EUR");
     }
 
     #[test]

@@ -111,6 +111,7 @@ pub fn print_run(r: &RunStatus) {
         );
     }
     print_energy(r);
+    print_cost(r);
     if !r.evaluations.is_empty() {
         println!("held-out evaluation (sample-weighted):");
         println!("{:>5}  {:<8} {:>7} {:>8} {:>10} {:>8}", "ROUND", "REGION", "CLIENTS", "SAMPLES", "LOSS", "ACC");
@@ -126,6 +127,48 @@ pub fn print_run(r: &RunStatus) {
             );
         }
     }
+}
+
+/// The run's measured cost per region, summed over its completed rounds, with the money
+/// figure when every round was priced (in one currency).
+fn print_cost(r: &RunStatus) {
+    #[derive(Default)]
+    struct Sum {
+        bytes: u64,
+        cpu: f64,
+        train: f64,
+        cost: Option<f64>,
+    }
+    let mut per_region: std::collections::BTreeMap<&str, Sum> = Default::default();
+    let currencies: std::collections::BTreeSet<_> =
+        r.rounds.iter().flat_map(|row| &row.cost).filter_map(|c| c.currency.as_deref()).collect();
+    for c in r.rounds.iter().flat_map(|row| &row.cost) {
+        let e = per_region.entry(c.region.as_str()).or_insert_with(|| Sum { cost: Some(0.0), ..Sum::default() });
+        e.bytes += c.update_bytes + c.broadcast_bytes;
+        e.cpu += c.coordinator_cpu_seconds;
+        e.train += c.client_train_seconds;
+        e.cost = e.cost.zip(c.cost).map(|(a, b)| a + b);
+    }
+    if per_region.is_empty() {
+        return;
+    }
+    let currency = if currencies.len() == 1 { currencies.first().copied() } else { None };
+    let money = |c: Option<f64>| match (c, currency) {
+        (Some(c), Some(unit)) => format!("{c:.4} {unit}"),
+        _ => "-".to_string(),
+    };
+    println!("cost (measured):");
+    println!("  {:<10} {:>14} {:>12} {:>12} {:>16}", "REGION", "BYTES_MOVED", "COORD_CPU_S", "TRAIN_S", "COST");
+    let mut total = Sum { cost: Some(0.0), ..Sum::default() };
+    for (region, s) in &per_region {
+        println!("  {region:<10} {:>14} {:>12.3} {:>12.2} {:>16}", s.bytes, s.cpu, s.train, money(s.cost));
+        total.bytes += s.bytes;
+        total.cpu += s.cpu;
+        total.train += s.train;
+        total.cost = total.cost.zip(s.cost).map(|(a, b)| a + b);
+    }
+    let t = &total;
+    println!("  {:<10} {:>14} {:>12.3} {:>12.2} {:>16}", "run", t.bytes, t.cpu, t.train, money(t.cost));
 }
 
 /// The run's estimated energy and carbon per region, summed over its completed rounds.

@@ -195,6 +195,8 @@ async fn metrics_scraped_during_a_run_and_each_rounds_cost_on_record() -> Result
 
     let end = wait_for_end(&cluster, &run, WAIT).await?;
     assert_succeeded(&end);
+    // `fedra run show` gets the cost per round and region over the API.
+    assert!(end.rounds.iter().all(|r| r.cost.len() == 2 && r.cost.iter().all(|c| c.cost.is_some())), "{end:?}");
     let after = scrape(addr).await?;
     assert_eq!(sample(&after, "fedra_rounds_total", &[("outcome", "published")]), Some(3.0), "{after}");
     assert_eq!(sample(&after, "fedra_updates_reported_total", &[]), Some(9.0), "{after}");
