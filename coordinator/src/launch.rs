@@ -67,6 +67,8 @@ pub struct Coordinator {
     upstream: Option<(tokio::sync::watch::Sender<bool>, JoinHandle<()>)>,
     /// The store's lease, held while this coordinator runs (`None` once given up).
     leadership: Option<Leadership>,
+    /// The read-only dashboard (`[web]`), if configured.
+    web: Option<crate::web::WebServer>,
 }
 
 /// Per-stream HTTP/2 receive window of the coordinator's server.
@@ -155,6 +157,21 @@ impl Coordinator {
         let staging = StagingPool::new(config.max_concurrent_uploads, config.staging_budget_bytes);
         let (stop, stopped) = oneshot::channel::<()>();
         let reloader = PolicyReloader::new(governance.clone(), Arc::clone(&store), engine.clone());
+        // ---- web dashboard (crate::web): off unless [web] listen is set ----
+        let web = match &config.web {
+            None => None,
+            Some(web) => {
+                let sources = crate::web::Sources {
+                    store: Arc::clone(&store),
+                    engine: engine.clone(),
+                    governance: governance.clone(),
+                    budgets: config.engine.privacy.budgets.clone(),
+                };
+                let server = crate::web::WebServer::start(web, sources).await;
+                Some(server.map_err(|source| LaunchError::Bind { addr: web.listen, source })?)
+            }
+        };
+        // ---- end web dashboard ----
         // HTTP/2 flow-control windows bound what each connection can buffer before the
         // handlers read it: with hyper's 1 MiB defaults, 1000 uploading clients could park
         // 1 GiB in the coordinator. 64 KiB per stream (h2's own default) still fills loopback links.
@@ -262,6 +279,7 @@ impl Coordinator {
             reloader,
             upstream,
             leadership: Some(leadership),
+            web,
         })
     }
 
@@ -298,6 +316,11 @@ impl Coordinator {
         self.addr
     }
 
+    /// The address the dashboard listens on, when `[web]` is configured.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web.as_ref().map(crate::web::WebServer::addr)
+    }
+
     /// `https://addr` (or `http://addr` with `--insecure`), for clients.
     pub fn endpoint(&self) -> String {
         format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
@@ -306,6 +329,9 @@ impl Coordinator {
     /// Stops the engine where it is (an in-progress round is re-run after restart), stops
     /// serving and closes the store.
     pub async fn shutdown(mut self) {
+        if let Some(web) = self.web.take() {
+            web.stop().await;
+        }
         if let Some((stop, task)) = self.upstream.take() {
             let _ = stop.send(true);
             let _ = task.await;
@@ -329,6 +355,9 @@ impl Coordinator {
 
     /// Stops abruptly, as a crash would: no engine drain, no graceful stream end.
     pub async fn kill(mut self) {
+        if let Some(web) = self.web.take() {
+            web.abort();
+        }
         if let Some((_, task)) = self.upstream.take() {
             task.abort();
             let _ = task.await;

@@ -45,6 +45,9 @@ struct Args {
     /// Serve plain text without identities. Only on a loopback address; for local debugging.
     #[arg(long)]
     insecure: bool,
+    /// Serve the read-only dashboard on this loopback address, e.g. 127.0.0.1:9464 (`[web]`).
+    #[arg(long)]
+    web_listen: Option<String>,
 }
 
 fn load(args: Args) -> Result<Config, fedra_coordinator::config::ConfigError> {
@@ -66,6 +69,9 @@ fn load(args: Args) -> Result<Config, fedra_coordinator::config::ConfigError> {
         insecure: args.insecure,
         policy_dir: args.policy_dir,
         location: args.location,
+        web: args
+            .web_listen
+            .map(|listen| fedra_coordinator::config::web::RawWeb { listen: Some(listen), ..Default::default() }),
         ..RawConfig::default()
     };
     Config::validate(file.merge_env()?.merge(flags))

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 pub mod artifacts;
 pub mod topology;
+pub mod web;
 
 pub use artifacts::{ArtifactsConfig, RawArtifacts};
 
@@ -91,6 +92,8 @@ pub struct RawConfig {
     pub lease_ttl_seconds: Option<f64>,
     /// This coordinator's name in the lease (default `<hostname>-<pid>-<random>`).
     pub node_name: Option<String>,
+    /// `[web]`: the read-only dashboard (see [`web`]); off without `listen`.
+    pub web: Option<web::RawWeb>,
     /// Plain-text gRPC without identities. Only from the `--insecure` flag, never from a
     /// file or the environment, and refused unless `listen` is a loopback address.
     #[serde(skip)]
@@ -246,6 +249,7 @@ impl RawConfig {
         self.location = other.location.or(self.location);
         self.role = other.role.or(self.role);
         self.upstream = other.upstream.or(self.upstream);
+        self.web = web::merge(self.web, other.web);
         self.tls = match (self.tls, other.tls) {
             (Some(mine), Some(theirs)) => Some(RawTls {
                 dir: theirs.dir.or(mine.dir),
@@ -281,6 +285,8 @@ pub struct Config {
     pub signing_key: SigningKey,
     /// This coordinator's claim to lead among those sharing the store.
     pub lease: crate::leadership::LeaseSettings,
+    /// The dashboard (`[web]`); `None`: off.
+    pub web: Option<web::WebConfig>,
     pub engine: EngineSettings,
 }
 
@@ -425,6 +431,7 @@ impl Config {
             });
         }
         let transport = transport(raw.insecure, raw.tls, listen)?;
+        let web = web::validate(raw.web, raw.insecure)?;
         let raw_privacy = raw.privacy.unwrap_or_default();
         let lattice_slack = raw_privacy.lattice_slack.unwrap_or(crate::privacy::mechanism::DEFAULT_LATTICE_SLACK);
         if !(lattice_slack > 0.0 && lattice_slack <= 0.1) {
@@ -466,6 +473,7 @@ impl Config {
         Ok(Self {
             signing_key,
             lease,
+            web,
             listen,
             data_dir,
             store,

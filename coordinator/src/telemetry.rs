@@ -1,0 +1,3 @@
+pub fn render() -> String {
+    String::new()
+}
