@@ -10,7 +10,6 @@ use crate::grpc::auth::Access;
 use crate::ids::{CheckpointId, RegionId};
 use crate::privacy::{LedgerEntry, LedgerState, PrivacyScope, ScopeStatus};
 use crate::registry::RegistryFilter;
-use crate::store::registry::RegistryStore;
 use crate::store::{AuditEntry, AuditFilter, LedgerFilter};
 use fedra_types::audit::{ChainBreak, GENESIS, entry_hash};
 use serde::Serialize;
