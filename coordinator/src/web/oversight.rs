@@ -181,7 +181,7 @@ pub struct Provenance {
 pub async fn checkpoints(src: &Sources, region: Option<&RegionId>) -> Result<Vec<CheckpointRow>, ViewError> {
     let filter = RegistryFilter { region: region.cloned(), model: None, all: true };
     let mut entries = src.store.registry_entries(&filter).await?;
-    entries.sort_by(|a, b| b.updated_at.cmp(&a.updated_at));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.updated_at));
     entries.truncate(CHECKPOINT_ROWS);
     entries.sort_by(|a, b| (&a.region, &a.model, b.updated_at).cmp(&(&b.region, &b.model, a.updated_at)));
     let mut provenance: BTreeMap<CheckpointId, Option<Provenance>> = BTreeMap::new();

@@ -1,7 +1,8 @@
 //! The dashboard as a person sees it: Debian's headless Chromium, driven over WebDriver
 //! (chromedriver), against a live federation. The test opens the dashboard with its token,
 //! watches a run's round count advance on a page that updates itself, reads the training
-//! chart's points and a privacy budget bar, and saves a screenshot to
+//! chart's points and a privacy budget bar, finds the checkpoints per region and the audit
+//! log verified, and saves a screenshot to
 //! `target/dashboard.png` (the README's `docs/dashboard.png` is one such screenshot).
 //!
 //! The WebDriver client is the handful of W3C WebDriver commands the test uses, over plain
@@ -278,6 +279,16 @@ async fn a_person_watches_a_run_progress_reads_its_charts_and_a_privacy_budget_i
         "the spent part is {filled}px of {whole}px, expected {want:.1}px"
     );
     browser.screenshot(&target_dir().join("dashboard-privacy.png")).await?;
+
+    // The registry lists the run's checkpoint per region, and the audit log verifies.
+    browser.goto(&format!("{base}/checkpoints")).await?;
+    browser
+        .wait_text("table.checkpoints", "the run's checkpoint", |t| t.contains(&format!("run {run} round 3")))
+        .await?;
+    browser.goto(&format!("{base}/audit")).await?;
+    browser.wait_text(".verified", "the verified audit chain", |t| t.starts_with("✔ All")).await?;
+    browser.goto(&format!("{base}/policy")).await?;
+    browser.wait_text("main", "that no policy set is in force", |t| t.contains("No policy set is in force")).await?;
 
     eprintln!("dashboard browser test took {:.1} s", started.elapsed().as_secs_f64());
     browser.close().await?;
