@@ -73,6 +73,8 @@ pub struct Coordinator {
     readiness: Readiness,
     /// The uploads in flight, which a graceful stop lets finish.
     staging: StagingPool,
+    /// The read-only dashboard and `/metrics` (`[web]`), if configured.
+    web: Option<crate::web::WebServer>,
 }
 
 /// Per-stream HTTP/2 receive window of the coordinator's server.
@@ -274,6 +276,11 @@ impl Coordinator {
         self.addr
     }
 
+    /// The address the dashboard listens on, when `[web]` is configured.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web.as_ref().map(crate::web::WebServer::addr)
+    }
+
     /// `https://addr` (or `http://addr` with `--insecure`), for clients.
     pub fn endpoint(&self) -> String {
         format!("{}://{}", if self.tls { "https" } else { "http" }, self.addr)
@@ -300,6 +307,9 @@ impl Coordinator {
             let _ = stop.send(true);
             let _ = task.await;
         }
+        if let Some(web) = self.web.take() {
+            web.stop().await;
+        }
         self.engine.shutdown().await;
         let _ = (&mut self.engine_task).await;
         self.registry_task.abort();
@@ -319,6 +329,12 @@ impl Coordinator {
 
     /// Stops abruptly, as a crash would: no engine drain, no graceful stream end.
     pub async fn kill(mut self) {
+        if let Some(web) = self.web.take() {
+            web.abort();
+        }
+        if let Some(web) = self.web.take() {
+            web.abort();
+        }
         if let Some((_, task)) = self.upstream.take() {
             task.abort();
             let _ = task.await;
@@ -368,6 +384,7 @@ impl Starting {
                     leadership: Some(led.leadership),
                     readiness,
                     staging: led.staging,
+                    web: led.web,
                 })
             }
             Err(e) => {
@@ -390,6 +407,7 @@ struct Led {
     upstream: Option<(tokio::sync::watch::Sender<bool>, JoinHandle<()>)>,
     leadership: Leadership,
     staging: StagingPool,
+    web: Option<crate::web::WebServer>,
 }
 
 async fn lead(
@@ -431,6 +449,22 @@ async fn lead(
         .map_err(|e| LaunchError::Round(RoundError::Internal(format!("model registry: {e}"))))?;
     let staging = StagingPool::new(config.max_concurrent_uploads, config.staging_budget_bytes);
     let reloader = PolicyReloader::new(governance.clone(), Arc::clone(&store), engine.clone());
+    // ---- web dashboard (crate::web): off unless [web] listen is set ----
+    let web = match &config.web {
+        None => None,
+        Some(web) => {
+            let sources = crate::web::Sources {
+                store: Arc::clone(&store),
+                engine: engine.clone(),
+                governance: governance.clone(),
+                budgets: config.engine.privacy.budgets.clone(),
+                readiness: readiness.clone(),
+            };
+            let server = crate::web::WebServer::start(web, sources).await;
+            Some(server.map_err(|source| LaunchError::Bind { addr: web.listen, source })?)
+        }
+    };
+    // ---- end web dashboard ----
     // Each service accepts messages only as large as its RPCs need (grpc::limits).
     slots.run.fill(
         RunServiceServer::new(RunApi::new(engine.clone(), Arc::clone(&store), governance.clone(), gate.clone()))
@@ -484,5 +518,5 @@ async fn lead(
         }
         _ => None,
     };
-    Ok(Led { engine, engine_task, registry_task, store: opened, reloader, upstream, leadership, staging })
+    Ok(Led { engine, engine_task, registry_task, store: opened, reloader, upstream, leadership, staging, web })
 }

@@ -3,7 +3,8 @@
 //!
 //! Layers (folders): domain — [`round`], [`aggregation`], [`plan`], [`model`],
 //! [`checkpoint`], [`registry`]; persistence — [`store`] (the only module that speaks SQL); edge —
-//! [`grpc`] (the only module that sees protobuf types); [`config`] and [`launch`] wire them.
+//! [`grpc`] (the only module that sees protobuf types), [`web`] (the read-only dashboard, the
+//! only module that sees axum); [`config`] and [`launch`] wire them.
 
 pub mod aggregation;
 pub mod audit;
@@ -24,5 +25,6 @@ pub mod privacy;
 pub mod registry;
 pub mod round;
 pub mod store;
+pub mod web;
 
 pub use launch::{Coordinator, LaunchError};

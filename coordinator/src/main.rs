@@ -48,6 +48,9 @@ struct Args {
     /// Log lines as `text` or `json` (one object per line, for log shippers).
     #[arg(long, env = "FEDRA_LOG_FORMAT", default_value = "text")]
     log_format: fedra_telemetry::LogFormat,
+    /// Serve the read-only dashboard on this loopback address, e.g. 127.0.0.1:9464 (`[web]`).
+    #[arg(long)]
+    web_listen: Option<String>,
 }
 
 fn load(args: Args) -> Result<Config, fedra_coordinator::config::ConfigError> {
@@ -69,6 +72,9 @@ fn load(args: Args) -> Result<Config, fedra_coordinator::config::ConfigError> {
         insecure: args.insecure,
         policy_dir: args.policy_dir,
         location: args.location,
+        web: args
+            .web_listen
+            .map(|listen| fedra_coordinator::config::web::RawWeb { listen: Some(listen), ..Default::default() }),
         ..RawConfig::default()
     };
     Config::validate(file.merge_env()?.merge(flags))

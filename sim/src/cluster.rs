@@ -50,6 +50,7 @@ pub struct ClusterBuilder {
     standby: bool,
     artifacts: Option<fedra_coordinator::config::ArtifactsConfig>,
     configure: Option<Box<dyn FnOnce(&mut Config) + Send>>,
+    web: Option<fedra_coordinator::config::web::WebConfig>,
 }
 
 /// Which tier a cluster's coordinator serves (see `fedra_coordinator::hierarchy`).
@@ -87,6 +88,7 @@ impl Default for ClusterBuilder {
             standby: false,
             artifacts: None,
             configure: None,
+            web: None,
         }
     }
 }
@@ -206,6 +208,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Serves the dashboard (`[web]`) of an in-process coordinator; port 0 picks one, kept
+    /// across restarts ([`Cluster::web_addr`]).
+    pub fn web(mut self, web: fedra_coordinator::config::web::WebConfig) -> Self {
+        self.web = Some(web);
+        self
+    }
+
     /// Privacy budgets, as the `[[privacy.budgets]]` rules of a coordinator config.
     pub fn privacy_budget(mut self, rule: RawBudgetRule) -> Self {
         self.privacy_budgets.push(rule);
@@ -274,6 +283,7 @@ impl ClusterBuilder {
         if let Some(f) = self.configure {
             f(&mut config);
         }
+        config.web = self.web;
         config.policy = self.policy.map(|mut p| {
             p.aggregate_in_region = config.engine.tier.is_global();
             p
@@ -284,15 +294,19 @@ impl ClusterBuilder {
                 let c = Coordinator::start(&config).await.context("starting coordinator")?;
                 // Restarts must come back on the same port so that clients reconnect to it.
                 config.listen = c.addr();
+                if let (Some(web), Some(addr)) = (&mut config.web, c.web_addr()) {
+                    web.listen = addr;
+                }
                 Running::InProcess(Box::new(c))
             }
             Some(spec) => {
                 if matches!(self.tier, TierSpec::Global)
                     || !config.engine.privacy.budgets.is_empty()
                     || self.max_connections_per_identity.is_some()
+                    || config.web.is_some()
                 {
                     anyhow::bail!(
-                        "a coordinator process supports the standalone and regional tiers, without config budgets or connection limits"
+                        "a coordinator process supports the standalone and regional tiers, without config budgets, connection limits or a dashboard"
                     );
                 }
                 config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
@@ -394,6 +408,11 @@ impl Cluster {
     /// The coordinator's listening address.
     pub fn addr(&self) -> std::net::SocketAddr {
         self.config.listen
+    }
+
+    /// Where the dashboard listens, when the builder asked for one.
+    pub fn web_addr(&self) -> Option<std::net::SocketAddr> {
+        self.config.web.as_ref().map(|w| w.listen)
     }
 
     /// The cluster's throw-away CA: issue identities for any role, revoke them.

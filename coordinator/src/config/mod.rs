@@ -13,6 +13,7 @@ use std::time::Duration;
 pub mod artifacts;
 pub mod cost;
 pub mod topology;
+pub mod web;
 
 pub use artifacts::{ArtifactsConfig, RawArtifacts};
 
@@ -94,6 +95,8 @@ pub struct RawConfig {
     pub lease_ttl_seconds: Option<f64>,
     /// This coordinator's name in the lease (default `<hostname>-<pid>-<random>`).
     pub node_name: Option<String>,
+    /// `[web]`: the read-only dashboard (see [`web`]); off without `listen`.
+    pub web: Option<web::RawWeb>,
     /// Plain-text gRPC without identities. Only from the `--insecure` flag, never from a
     /// file or the environment, and refused unless `listen` is a loopback address.
     #[serde(skip)]
@@ -250,6 +253,7 @@ impl RawConfig {
         self.location = other.location.or(self.location);
         self.role = other.role.or(self.role);
         self.upstream = other.upstream.or(self.upstream);
+        self.web = web::merge(self.web, other.web);
         self.tls = match (self.tls, other.tls) {
             (Some(mine), Some(theirs)) => Some(RawTls {
                 dir: theirs.dir.or(mine.dir),
@@ -285,6 +289,8 @@ pub struct Config {
     pub signing_key: SigningKey,
     /// This coordinator's claim to lead among those sharing the store.
     pub lease: crate::leadership::LeaseSettings,
+    /// The dashboard (`[web]`); `None`: off.
+    pub web: Option<web::WebConfig>,
     pub engine: EngineSettings,
 }
 
@@ -429,6 +435,7 @@ impl Config {
             });
         }
         let transport = transport(raw.insecure, raw.tls, listen)?;
+        let web = web::validate(raw.web, raw.insecure)?;
         let raw_privacy = raw.privacy.unwrap_or_default();
         let lattice_slack = raw_privacy.lattice_slack.unwrap_or(crate::privacy::mechanism::DEFAULT_LATTICE_SLACK);
         if !(lattice_slack > 0.0 && lattice_slack <= 0.1) {
@@ -442,7 +449,7 @@ impl Config {
         // A regional aggregator names its location without necessarily having a policy set.
         let location =
             if raw.policy_dir.is_none() && matches!(tier, Tier::Regional { .. }) { None } else { raw.location };
-        let mut policy = policy(raw.policy_dir, location, !raw_privacy.budgets.is_empty())?;
+        let mut policy = topology::policy(raw.policy_dir, location, !raw_privacy.budgets.is_empty())?;
         if let Some(p) = &mut policy {
             p.aggregate_in_region = tier.is_global();
         }
@@ -470,6 +477,7 @@ impl Config {
         Ok(Self {
             signing_key,
             lease,
+            web,
             listen,
             data_dir,
             store,
@@ -521,32 +529,6 @@ impl Config {
 
 /// The coordinator lease length of [`Config::local`] coordinators (sim, tests), in seconds.
 pub const LOCAL_LEASE_TTL_SECONDS: f64 = 2.0;
-
-fn policy(
-    dir: Option<PathBuf>,
-    location: Option<String>,
-    config_budgets: bool,
-) -> Result<Option<crate::governance::PolicyConfig>, ConfigError> {
-    let invalid = |key: &str, message: String| ConfigError::Invalid { key: key.into(), message };
-    match (dir, location) {
-        (None, None) => Ok(None),
-        (None, Some(_)) => {
-            Err(invalid("location", "is used only with policy_dir (the policy set it names a region of)".into()))
-        }
-        (Some(_), None) => Err(invalid(
-            "location",
-            "is required with policy_dir: the region this coordinator runs in, one of the policy set's regions".into(),
-        )),
-        (Some(_), Some(_)) if config_budgets => Err(invalid(
-            "privacy.budgets",
-            "must be empty when policy_dir is set: budgets come from the policy set's [[privacy]] rules".into(),
-        )),
-        (Some(dir), Some(location)) => {
-            let location = crate::ids::RegionId::new(location).map_err(|e| invalid("location", e.to_string()))?;
-            Ok(Some(crate::governance::PolicyConfig { dir, location, aggregate_in_region: false }))
-        }
-    }
-}
 
 /// See [`RawTls::max_connections_per_identity`].
 pub const DEFAULT_CONNECTIONS_PER_IDENTITY: u64 = 8;

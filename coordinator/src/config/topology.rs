@@ -94,6 +94,34 @@ pub fn validate(
     }
 }
 
+/// `policy_dir` and `location`: both or neither, and never beside config budgets (the
+/// policy set is then the only source of budgets).
+pub(super) fn policy(
+    dir: Option<PathBuf>,
+    location: Option<String>,
+    config_budgets: bool,
+) -> Result<Option<crate::governance::PolicyConfig>, ConfigError> {
+    let invalid = |key: &str, message: String| ConfigError::Invalid { key: key.into(), message };
+    match (dir, location) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => {
+            Err(invalid("location", "is used only with policy_dir (the policy set it names a region of)".into()))
+        }
+        (Some(_), None) => Err(invalid(
+            "location",
+            "is required with policy_dir: the region this coordinator runs in, one of the policy set's regions".into(),
+        )),
+        (Some(_), Some(_)) if config_budgets => Err(invalid(
+            "privacy.budgets",
+            "must be empty when policy_dir is set: budgets come from the policy set's [[privacy]] rules".into(),
+        )),
+        (Some(dir), Some(location)) => {
+            let location = crate::ids::RegionId::new(location).map_err(|e| invalid("location", e.to_string()))?;
+            Ok(Some(crate::governance::PolicyConfig { dir, location, aggregate_in_region: false }))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

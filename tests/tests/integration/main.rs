@@ -9,6 +9,7 @@ mod carbon;
 mod cli;
 mod compression;
 mod crash;
+mod dashboard;
 mod evaluation;
 mod failover;
 mod faults;
