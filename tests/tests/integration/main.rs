@@ -20,6 +20,7 @@ mod objstore;
 mod policy;
 mod postgres;
 mod privacy;
+mod python;
 mod pyvenv;
 mod registry;
 mod rejections;
