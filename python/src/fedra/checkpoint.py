@@ -237,5 +237,8 @@ def open_checkpoint(
                 "no trusted checkpoint signing key: pass trust=PATH (the deployment's checkpoint-signing.pub)"
             )
         keys = trust if isinstance(trust, TrustedKeys) else TrustedKeys.load(trust)
-    expected = json.loads(manifest).get("checkpoint_id", "") if manifest else ""
-    return verify(str(expected), manifest, signature, weights, keys)
+    try:
+        expected = str(json.loads(manifest)["checkpoint_id"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise UntrustedCheckpointError(f"{d / 'manifest.json'}: not a {MANIFEST_FORMAT} manifest: {e!r}") from None
+    return verify(expected, manifest, signature, weights, keys)

@@ -239,6 +239,8 @@ class Client:
                     raise UntrustedCheckpointError(f"checkpoint {checkpoint_id}: unexpected {which} in the stream")
         except grpc.RpcError as e:
             raise _rpc_error(e, self.address) from None
+        finally:
+            stream.cancel()
         if info is None:
             raise UntrustedCheckpointError(f"checkpoint {checkpoint_id}: the stream was empty")
         return verify(
