@@ -9,22 +9,22 @@ use std::sync::{Mutex, OnceLock};
 
 /// A shipped binary: the package that builds it and its target name.
 #[derive(Debug, Clone, Copy)]
-struct Bin {
-    package: &'static str,
-    name: &'static str,
+pub(crate) struct Bin {
+    pub(crate) package: &'static str,
+    pub(crate) name: &'static str,
 }
 
 /// The data scientist's CLI. Its package is named here and nowhere else: if the CLI moves
 /// to a crate of its own (e.g. `cli/`, `fedra-cli`), this is the line to change.
-const FEDRA: Bin = Bin { package: "fedra-cli", name: "fedra" };
-const FEDRA_COORDINATOR: Bin = Bin { package: "fedra-coordinator", name: "fedra-coordinator" };
+pub(crate) const FEDRA: Bin = Bin { package: "fedra-cli", name: "fedra" };
+pub(crate) const FEDRA_COORDINATOR: Bin = Bin { package: "fedra-coordinator", name: "fedra-coordinator" };
 
 /// The path of `bin`, built from the current sources. Cargo builds a package's own
 /// binaries for its integration tests, but not other packages' binaries, and a
 /// `target/<profile>/<name>` left by an earlier build may be stale. So every test process
 /// runs `cargo build` for the binary once (a no-op when it is up to date) and takes the
 /// path from cargo's own report of the artifact.
-fn binary(bin: Bin) -> PathBuf {
+pub(crate) fn binary(bin: Bin) -> PathBuf {
     static BUILT: OnceLock<Mutex<HashMap<&'static str, PathBuf>>> = OnceLock::new();
     let mut built = BUILT.get_or_init(Mutex::default).lock().unwrap_or_else(|e| e.into_inner());
     built.entry(bin.name).or_insert_with(|| build(bin)).clone()

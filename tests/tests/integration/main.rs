@@ -22,6 +22,7 @@ mod ops;
 mod policy;
 mod postgres;
 mod privacy;
+mod python;
 mod pyvenv;
 mod registry;
 mod rejections;
