@@ -1,7 +1,7 @@
 """A real federation for the tests: the shipped binaries (``fedra`` for the PKI,
 ``fedra-coordinator``, ``fedra-client`` sidecars, ``fedra-infer``) started as processes on
 loopback with mutual TLS, each logging to a file. Addresses come from the processes' own
-"listening" log lines (they bind port 0), and every wait polls for the event it needs under
+"serving" and "listening" log lines (they bind port 0), and every wait polls for the event it needs under
 a deadline, naming what did not happen and showing the log.
 
 The binaries come from environment variables (``FEDRA_TEST_FEDRA``,
@@ -143,7 +143,7 @@ class Federation:
         )
         p = start("fedra-coordinator", ["--config", str(config), *(extra or [])], self.root / "coordinator.log", self.root)
         self.processes.append(p)
-        self.address = "https://" + p.wait_log(r"coordinator listening.*?addr=(\S+)").group(1)
+        self.address = "https://" + p.wait_log(r"coordinator serving.*?addr=(\S+)").group(1)
         return p
 
     def start_sidecar(self, client_id: str, region: str, dim: int, classes: int, seed: int) -> Process:

@@ -18,7 +18,7 @@ def insecure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process
     p = start("fedra-coordinator", ["--insecure", "--listen", "127.0.0.1:0", "--data-dir", str(root / "data")],
               root / "coordinator.log", root)
     try:
-        yield p, "http://" + p.wait_log(r"coordinator listening.*?addr=(\S+)").group(1)
+        yield p, "http://" + p.wait_log(r"coordinator serving.*?addr=(\S+)").group(1)
     finally:
         p.stop()
 

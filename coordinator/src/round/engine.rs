@@ -32,12 +32,11 @@ mod handle;
 mod policy;
 mod recovery;
 mod settings;
-pub(super) use policy::check_model_size;
-use policy::submitted;
 pub use handle::EngineHandle;
 use handle::Request;
+pub(super) use policy::check_model_size;
+use policy::submitted;
 pub use settings::{DEFAULT_MAX_MODEL_PARAMETERS, EngineSettings, PrivacySettings};
-
 
 /// A run in the queue, waiting for a slot.
 #[derive(Debug, Clone)]

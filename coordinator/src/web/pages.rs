@@ -401,7 +401,10 @@ mod tests {
         assert!(html.contains("carbon unknown") && html.contains("0.1250 EUR"), "{html}");
         assert!(html.contains("round 3: training"), "{html}");
         let private = runs(&[row(0, Cost { regions: vec![region], withheld: true })]);
-        assert!(private.contains("training time withheld (private run)") && private.contains("0.1250 EUR"), "{private}");
+        assert!(
+            private.contains("training time withheld (private run)") && private.contains("0.1250 EUR"),
+            "{private}"
+        );
     }
 
     #[test]
