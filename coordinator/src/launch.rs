@@ -75,6 +75,8 @@ pub struct Coordinator {
     staging: StagingPool,
     /// The read-only dashboard and `/metrics` (`[web]`), if configured.
     web: Option<crate::web::WebServer>,
+    /// The ops port (`metrics_listen`), if configured.
+    ops: Option<(SocketAddr, JoinHandle<()>)>,
 }
 
 /// Per-stream HTTP/2 receive window of the coordinator's server.
@@ -92,6 +94,8 @@ const MAX_STREAMS_PER_CONNECTION: u32 = 16;
 /// answers UNAVAILABLE (standing by, then recovering) until [`Starting::lead`] returns.
 pub struct Starting {
     config: Config,
+    /// The ops port (`metrics_listen`), answering from the start.
+    ops: Option<(SocketAddr, JoinHandle<()>)>,
     addr: SocketAddr,
     server_task: JoinHandle<Result<(), tonic::transport::Error>>,
     stop: oneshot::Sender<()>,
@@ -193,6 +197,20 @@ impl Coordinator {
             governance: governance_slot,
             checkpoint: checkpoint_slot,
         };
+        let ops = match config.metrics_listen {
+            None => None,
+            Some(at) => {
+                let r = readiness.clone();
+                let ready: fedra_telemetry::ReadyCheck = Arc::new(move || r.ready());
+                let served = fedra_telemetry::serve_ops(at, Some(ready), std::future::pending()).await;
+                Some(served.map_err(|e| {
+                    LaunchError::Config(crate::config::ConfigError::Invalid {
+                        key: "metrics_listen".into(),
+                        message: e.to_string(),
+                    })
+                })?)
+            }
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         // HTTP/2 flow-control windows bound what each connection can buffer before the
         // handlers read it: with hyper's 1 MiB defaults, 1000 uploading clients could park
@@ -232,6 +250,7 @@ impl Coordinator {
         info!(%addr, data_dir = %config.data_dir.display(), artifacts = %config.artifacts.default.describe(), "coordinator listening (not serving until it leads)");
         Ok(Starting {
             config: config.clone(),
+            ops,
             addr,
             server_task,
             stop,
@@ -324,11 +343,17 @@ impl Coordinator {
             leadership.release().await;
         }
         self.store.close().await;
+        if let Some((_, ops)) = self.ops.take() {
+            ops.abort();
+        }
         info!("coordinator stopped");
     }
 
     /// Stops abruptly, as a crash would: no engine drain, no graceful stream end.
     pub async fn kill(mut self) {
+        if let Some((_, ops)) = self.ops.take() {
+            ops.abort();
+        }
         if let Some(web) = self.web.take() {
             web.abort();
         }
@@ -359,13 +384,19 @@ impl Starting {
         self.addr
     }
 
+    /// The ops port's address (`metrics_listen`), if configured.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().map(|(a, _)| *a)
+    }
+
     /// Opens the store, waits for its lease (standing by while another coordinator leads),
     /// recovers unfinished runs, then serves the API and says SERVING.
     ///
     /// # Errors
     /// Store, lease or recovery failures; the listener is closed then.
     pub async fn lead(self) -> Result<Coordinator, LaunchError> {
-        let Starting { config, addr, mut server_task, stop, readiness, slots, gate, governance, checkpoints } = self;
+        let Starting { config, ops, addr, mut server_task, stop, readiness, slots, gate, governance, checkpoints } =
+            self;
         match lead(&config, &readiness, slots, gate, governance, checkpoints).await {
             Ok(led) => {
                 readiness.set(Stage::Serving).await;
@@ -385,9 +416,13 @@ impl Starting {
                     readiness,
                     staging: led.staging,
                     web: led.web,
+                    ops,
                 })
             }
             Err(e) => {
+                if let Some((_, ops)) = ops {
+                    ops.abort();
+                }
                 let _ = stop.send(());
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut server_task).await;
                 server_task.abort();

@@ -51,6 +51,10 @@ struct Args {
     /// Serve the read-only dashboard on this loopback address, e.g. 127.0.0.1:9464 (`[web]`).
     #[arg(long)]
     web_listen: Option<String>,
+    /// Serve /metrics, /healthz and /readyz (no auth) on this address, e.g. 0.0.0.0:9464, for
+    /// Prometheus and Kubernetes probes; overrides metrics_listen (FEDRA_METRICS_LISTEN).
+    #[arg(long)]
+    metrics_listen: Option<String>,
 }
 
 fn load(args: Args) -> Result<Config, fedra_coordinator::config::ConfigError> {
@@ -75,6 +79,7 @@ fn load(args: Args) -> Result<Config, fedra_coordinator::config::ConfigError> {
         web: args
             .web_listen
             .map(|listen| fedra_coordinator::config::web::RawWeb { listen: Some(listen), ..Default::default() }),
+        metrics_listen: args.metrics_listen,
         ..RawConfig::default()
     };
     Config::validate(file.merge_env()?.merge(flags))

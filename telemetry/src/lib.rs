@@ -173,9 +173,12 @@ pub async fn metrics_handler() -> impl axum::response::IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, CONTENT_TYPE)], render())
 }
 
+/// Whether a process is ready to serve, as `/readyz` reports it: `Err` names why not.
+pub type ReadyCheck = std::sync::Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 /// Serves `GET /metrics` on `addr` until `shutdown` resolves (for a process that has no HTTP
 /// server of its own: the sidecar, the inference node). Returns the bound address (port 0
-/// picks one) and the server's task.
+/// picks one) and the server's task. See [`serve_ops`].
 ///
 /// # Errors
 /// The address cannot be bound.
@@ -183,16 +186,45 @@ pub async fn serve_metrics(
     addr: SocketAddr,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), TelemetryError> {
+    serve_ops(addr, None, shutdown).await
+}
+
+/// The ops port: `GET /metrics` (Prometheus text), `GET /healthz` (200 while the process
+/// runs) and `GET /readyz` (200 when `ready` says so or there is no check, else 503 with the
+/// reason), in plain HTTP without authentication, for Prometheus and Kubernetes probes
+/// (which cannot present client certificates). Nothing here is per run or per client.
+///
+/// # Errors
+/// The address cannot be bound.
+pub async fn serve_ops(
+    addr: SocketAddr,
+    ready: Option<ReadyCheck>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), TelemetryError> {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
     metrics();
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| TelemetryError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| TelemetryError::Bind { addr, source })?;
-    let app = axum::Router::new().route("/metrics", axum::routing::get(metrics_handler));
+    let readyz = move || {
+        let ready = ready.clone();
+        async move {
+            match ready.map_or(Ok(()), |r| r()) {
+                Ok(()) => (StatusCode::OK, "ready\n".to_string()).into_response(),
+                Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response(),
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(metrics_handler))
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/readyz", axum::routing::get(readyz));
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-            tracing::warn!(error = %e, "the /metrics server stopped");
+            tracing::warn!(error = %e, "the ops HTTP server stopped");
         }
     });
-    tracing::info!(addr = %bound, "serving Prometheus metrics on /metrics");
+    tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
     Ok((bound, task))
 }
 
@@ -317,6 +349,33 @@ mod tests {
         assert!(body.starts_with("HTTP/1.1 200"), "{body}");
         assert!(body.contains("text/plain; version=0.0.4"), "{body}");
         assert!(body.contains("fedra_test_served_total 1"), "{body}");
+        task.abort();
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await.unwrap();
+        body
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_the_check_and_healthz_always_answers() {
+        let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&ready);
+        let check: ReadyCheck = std::sync::Arc::new(move || {
+            if flag.load(std::sync::atomic::Ordering::SeqCst) { Ok(()) } else { Err("standing by".into()) }
+        });
+        let (addr, task) =
+            serve_ops("127.0.0.1:0".parse().unwrap(), Some(check), std::future::pending()).await.unwrap();
+        let not_yet = get(addr, "/readyz").await;
+        assert!(not_yet.starts_with("HTTP/1.1 503") && not_yet.contains("standing by"), "{not_yet}");
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+        ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
         task.abort();
     }
 }

@@ -97,6 +97,8 @@ pub struct RawConfig {
     pub node_name: Option<String>,
     /// `[web]`: the read-only dashboard (see [`web`]); off without `listen`.
     pub web: Option<web::RawWeb>,
+    /// The ops port (`/metrics`, `/healthz`, `/readyz`, no auth; any address).
+    pub metrics_listen: Option<String>,
     /// Plain-text gRPC without identities. Only from the `--insecure` flag, never from a
     /// file or the environment, and refused unless `listen` is a loopback address.
     #[serde(skip)]
@@ -200,6 +202,7 @@ impl RawConfig {
         self.client_watts = var("FEDRA_CLIENT_WATTS")?.or(self.client_watts);
         self.lease_ttl_seconds = var("FEDRA_LEASE_TTL_SECONDS")?.or(self.lease_ttl_seconds);
         self.node_name = var("FEDRA_NODE_NAME")?.or(self.node_name);
+        self.metrics_listen = var("FEDRA_METRICS_LISTEN")?.or(self.metrics_listen);
         self.chunk_bytes = var("FEDRA_CHUNK_BYTES")?.or(self.chunk_bytes);
         self.max_concurrent_uploads = var("FEDRA_MAX_CONCURRENT_UPLOADS")?.or(self.max_concurrent_uploads);
         self.staging_budget_bytes = var("FEDRA_STAGING_BUDGET_BYTES")?.or(self.staging_budget_bytes);
@@ -239,6 +242,7 @@ impl RawConfig {
         self.cost = other.cost.or(self.cost);
         self.lease_ttl_seconds = other.lease_ttl_seconds.or(self.lease_ttl_seconds);
         self.node_name = other.node_name.or(self.node_name);
+        self.metrics_listen = other.metrics_listen.or(self.metrics_listen);
         self.chunk_bytes = other.chunk_bytes.or(self.chunk_bytes);
         self.max_concurrent_uploads = other.max_concurrent_uploads.or(self.max_concurrent_uploads);
         self.staging_budget_bytes = other.staging_budget_bytes.or(self.staging_budget_bytes);
@@ -291,6 +295,8 @@ pub struct Config {
     pub lease: crate::leadership::LeaseSettings,
     /// The dashboard (`[web]`); `None`: off.
     pub web: Option<web::WebConfig>,
+    /// The ops port ([`fedra_telemetry::serve_ops`]), bound before the coordinator leads.
+    pub metrics_listen: Option<SocketAddr>,
     pub engine: EngineSettings,
 }
 
@@ -474,10 +480,15 @@ impl Config {
         };
         let lease = crate::leadership::LeaseSettings::new(raw.node_name, raw.lease_ttl_seconds)
             .map_err(|(key, message)| ConfigError::Invalid { key: key.into(), message })?;
+        let metrics_listen = raw.metrics_listen.map(|a| a.parse()).transpose().map_err(|_| ConfigError::Invalid {
+            key: "metrics_listen".into(),
+            message: "must be an address like 0.0.0.0:9464".into(),
+        })?;
         Ok(Self {
             signing_key,
             lease,
             web,
+            metrics_listen,
             listen,
             data_dir,
             store,

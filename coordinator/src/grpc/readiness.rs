@@ -54,6 +54,14 @@ impl Readiness {
         (readiness, server)
     }
 
+    /// `Ok` while serving, else why not (the ops port's `/readyz`).
+    pub fn ready(&self) -> Result<(), String> {
+        match self.stage() {
+            Stage::Serving => Ok(()),
+            stage => Err(stage.refusal().to_string()),
+        }
+    }
+
     pub fn stage(&self) -> Stage {
         *self.stage.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

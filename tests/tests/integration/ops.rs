@@ -60,8 +60,15 @@ async fn health_is_not_serving_while_standing_by_and_reflection_lists_every_serv
     // A second coordinator on the same store listens at once but stands by: health says
     // NOT_SERVING and the API refuses with UNAVAILABLE, naming why.
     let coordinator_dir = cluster.pki().coordinator().dir.clone();
-    let config = Config::local(dir.path(), &coordinator_dir, Some(&cluster.pki().crl()));
+    let mut config = Config::local(dir.path(), &coordinator_dir, Some(&cluster.pki().crl()));
+    config.metrics_listen = Some("127.0.0.1:0".parse()?);
     let starting = Coordinator::bind(&config).await?;
+    // Kubernetes' probe port says the same, in plain HTTP.
+    let ops = starting.ops_addr().context("the ops port")?;
+    let (code, body) = http_get(ops, "/readyz").await?;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("standing by"), "{body}");
+    assert_eq!(http_get(ops, "/healthz").await?.0, 200);
     let standby_url = format!("https://{}", starting.addr());
     let leading = tokio::spawn(starting.lead());
     let standby = admin.endpoint(&standby_url)?.connect().await?;
@@ -88,6 +95,7 @@ async fn health_is_not_serving_while_standing_by_and_reflection_lists_every_serv
     serving?;
     let coordinator = leading.await??;
     assert!(control.list().await.is_ok(), "the new leader answers the API");
+    assert_eq!(http_get(ops, "/readyz").await?.0, 200);
     coordinator.shutdown().await;
     Ok(())
 }
@@ -118,15 +126,22 @@ async fn reflect_services(channel: tonic::transport::Channel) -> Result<Vec<Stri
     Ok(list.service.into_iter().map(|s| s.name).collect())
 }
 
-/// `GET /metrics` over plain HTTP/1.1, as Prometheus scrapes it.
-async fn scrape(addr: std::net::SocketAddr) -> Result<String> {
+/// `GET path` over plain HTTP/1.1, as Prometheus and the kubelet send it: status and body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: fedra\r\nConnection: close\r\n\r\n").await?;
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: fedra\r\nConnection: close\r\n\r\n").as_bytes()).await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
-    anyhow::ensure!(response.starts_with("HTTP/1.1 200"), "scrape answered: {response}");
+    let code = response.get(9..12).and_then(|c| c.parse().ok()).context("an HTTP status line")?;
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((code, body))
+}
+
+/// `GET /metrics`, as Prometheus scrapes it.
+async fn scrape(addr: std::net::SocketAddr) -> Result<String> {
+    let (code, body) = http_get(addr, "/metrics").await?;
+    anyhow::ensure!(code == 200, "scrape answered {code}: {body}");
     Ok(body)
 }
 
