@@ -279,7 +279,8 @@ impl Sidecar {
                 let outcome = |o: &'static str| {
                     metrics::counter!("fedra_client_tasks_total", "kind" => kind, "outcome" => o).increment(1);
                 };
-                match self.work(&mut fleet, task, &cancelled).await {
+                let span = tracing::info_span!("task", run = %run, round, kind);
+                match tracing::Instrument::instrument(self.work(&mut fleet, task, &cancelled), span).await {
                     Ok(true) => {
                         outcome("completed");
                         self.status.send_modify(|s| {

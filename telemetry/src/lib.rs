@@ -1,6 +1,7 @@
 //! What fedra's processes tell operators, set up once per process by each binary.
 //!
-//! - **Logs**: `tracing` events to stderr, as text for people or as one JSON object per line
+//! - **Logs**: `tracing` events to stdout (stderr is for the one-line errors the binaries
+//!   exit with), as text for people or as one JSON object per line
 //!   for log shippers ([`LogFormat`]); `RUST_LOG` filters either.
 //! - **Metrics**: the libraries record through the `metrics` facade (`counter!`,
 //!   `histogram!`, `gauge!`); [`metrics`] installs the process's Prometheus recorder once
@@ -95,12 +96,12 @@ pub fn init(service: &'static str, format: LogFormat, default_filter: &str) -> R
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_filter.to_string().into());
     let fmt = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stdout).boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .with_writer(std::io::stderr)
+            .with_writer(std::io::stdout)
             .boxed(),
     };
     #[cfg(feature = "otel")]

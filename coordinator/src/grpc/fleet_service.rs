@@ -321,7 +321,10 @@ impl FleetService for FleetApi {
         req: Request<Streaming<pb::UpdatePart>>,
     ) -> Result<Response<pb::PushUpdateResponse>, Status> {
         let caller = self.gate.admit(&req, Rpc::PushUpdate)?;
-        match self.receive_update(&caller, req.into_inner()).await {
+        // The upload's span names who sends it (the certificate's identity; none insecure).
+        let who = caller.identity().map(ToString::to_string).unwrap_or_default();
+        let span = tracing::info_span!("upload", caller = %who);
+        match tracing::Instrument::instrument(self.receive_update(&caller, req.into_inner()), span).await {
             Ok(reported) => Ok(Response::new(pb::PushUpdateResponse { accepted: true, reported })),
             Err(e @ ApiError::Round(RoundError::RoundClosed { .. })) => {
                 info!(error = %e, "straggler update discarded");

@@ -274,11 +274,6 @@ impl Engine {
     }
 
     fn on_tick(&mut self) {
-        let (connected, leased) = self.fleet.counts();
-        metrics::gauge!("fedra_clients_connected").set(connected as f64);
-        metrics::gauge!("fedra_tasks_leased").set(leased as f64);
-        metrics::gauge!("fedra_runs_active").set(self.runs.len() as f64);
-        metrics::gauge!("fedra_runs_queued").set(self.queue.len() as f64);
         for (run, tasks) in self.fleet.newly_gone() {
             if let Some(active) = self.runs.get(&run) {
                 let _ = active.tx.send(RunMsg::Gone(tasks));
@@ -290,6 +285,12 @@ impl Engine {
 
     /// One pass of the scheduler over the runs that wait for clients.
     fn schedule(&mut self) {
+        // Here, once per batch of messages like the pass itself (both O(clients online)).
+        let (connected, leased) = self.fleet.counts();
+        metrics::gauge!("fedra_clients_connected").set(connected as f64);
+        metrics::gauge!("fedra_tasks_leased").set(leased as f64);
+        metrics::gauge!("fedra_runs_active").set(self.runs.len() as f64);
+        metrics::gauge!("fedra_runs_queued").set(self.queue.len() as f64);
         if self.draining {
             return;
         }
@@ -367,10 +368,15 @@ impl Engine {
             );
             let env = self.env.clone();
             let id = q.id.clone();
-            let handle = self.actors.spawn(async move {
-                activate_and_run(env, id.clone(), rx).await;
-                id
-            });
+            // Every event of the run's actor carries its id (and, inside, the round's span).
+            let span = tracing::info_span!("run", run = %id);
+            let handle = self.actors.spawn(tracing::Instrument::instrument(
+                async move {
+                    activate_and_run(env, id.clone(), rx).await;
+                    id
+                },
+                span,
+            ));
             self.actor_ids.insert(handle.id(), q.id);
         }
     }

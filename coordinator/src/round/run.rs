@@ -320,14 +320,18 @@ impl RunActor {
         self.announce_phase();
         let mut tick = tokio::time::interval(self.core.env.settings.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        use tracing::Instrument;
         while !self.ended {
+            // The attempt's span: traces and JSON logs group each round's work under it.
+            let key = &self.core.key;
+            let span = tracing::info_span!("round", round = key.round, attempt = key.attempt);
             tokio::select! {
                 msg = rx.recv() => match msg {
                     None | Some(RunMsg::Shutdown) => break,
-                    Some(msg) => self.handle(msg).await,
+                    Some(msg) => self.handle(msg).instrument(span).await,
                 },
-                Some(msg) = internal.recv() => self.handle_internal(msg).await,
-                _ = tick.tick() => self.on_tick().await,
+                Some(msg) = internal.recv() => self.handle_internal(msg).instrument(span).await,
+                _ = tick.tick() => self.on_tick().instrument(span).await,
             }
         }
         // Blocking work in flight (an average, a checkpoint being written) finishes before

@@ -280,3 +280,43 @@ async fn sigterm_mid_round_loses_nothing_and_the_round_is_rerun_after_restart() 
     cluster.shutdown().await;
     Ok(())
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_events_fields() -> Result<()> {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir()?;
+    let mut child = std::process::Command::new(crate::cli::coordinator_binary())
+        .args(["--insecure", "--listen", "127.0.0.1:0", "--log-format", "json", "--data-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut seen = Vec::new();
+    let mut serving = None;
+    // Reads until the line that says it serves (or the process closes its output).
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        let event: serde_json::Value =
+            serde_json::from_str(&line).with_context(|| format!("a log line that is not JSON: {line}"))?;
+        if event["fields"]["message"] == "coordinator serving" {
+            serving = Some(event);
+            break;
+        }
+        seen.push(line);
+    }
+    let serving = serving.with_context(|| format!("no `coordinator serving` line; saw:\n{}", seen.join("\n")))?;
+    assert_eq!(serving["level"], "INFO", "{serving}");
+    assert!(serving["fields"]["addr"].as_str().is_some_and(|a| a.starts_with("127.0.0.1:")), "{serving}");
+    assert!(serving["timestamp"].is_string() && serving["target"].is_string(), "{serving}");
+    // SIGTERM stops it gracefully.
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(child.wait()?.code(), Some(0));
+
+    let bad = std::process::Command::new(crate::cli::coordinator_binary()).args(["--log-format", "yaml"]).output()?;
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("yaml") && err.contains("json"), "{err}");
+    Ok(())
+}
