@@ -29,6 +29,9 @@ pub struct ClientSpec {
     pub holdout: Option<Dataset>,
 }
 
+/// A change to the coordinator's config before it starts ([`ClusterBuilder::configure`]).
+type Configure = Box<dyn FnOnce(&mut Config) + Send>;
+
 /// Builds a [`Cluster`].
 pub struct ClusterBuilder {
     data_dir: Option<PathBuf>,
@@ -49,7 +52,7 @@ pub struct ClusterBuilder {
     store_url: Option<String>,
     standby: bool,
     artifacts: Option<fedra_coordinator::config::ArtifactsConfig>,
-    configure: Option<Box<dyn FnOnce(&mut Config) + Send>>,
+    configure: Option<Configure>,
     web: Option<fedra_coordinator::config::web::WebConfig>,
 }
 
