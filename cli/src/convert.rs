@@ -25,6 +25,8 @@ pub enum WireError {
     UnknownEnum { field: &'static str, value: i32 },
     #[error("{field}: {source}")]
     UnknownAction { field: &'static str, source: fedra_types::audit::UnknownAction },
+    #[error("{field}: {source}")]
+    Id { field: &'static str, source: fedra_types::ids::IdError },
 }
 
 fn non_empty(s: String) -> Option<String> {
@@ -136,36 +138,32 @@ pub fn run_from_pb(r: pb::RunInfo) -> Result<RunStatus, WireError> {
         rounds: r
             .rounds
             .into_iter()
-            .map(|s| RoundRow {
-                round: s.round,
-                phase: s.phase,
-                selected: s.selected,
-                reported: s.reported,
-                samples: s.samples,
-                metrics: s.metrics.as_ref().map(metrics_from_pb),
-                checkpoint: non_empty(s.checkpoint_id),
-                failure: non_empty(s.failure),
-                energy: s
-                    .energy
-                    .iter()
-                    .map(|e| (e.region.clone(), e.compute_seconds, e.energy_kwh, e.carbon_g))
-                    .collect(),
-                cost: s
-                    .cost
-                    .iter()
-                    .map(|c| crate::status::RegionCost {
-                        region: c.region.clone(),
-                        updates: c.updates,
-                        update_bytes: c.update_bytes,
-                        broadcast_bytes: c.broadcast_bytes,
-                        coordinator_cpu_seconds: c.coordinator_cpu_seconds,
-                        client_train_seconds: c.client_train_seconds,
-                        cost: c.cost,
-                        currency: (!c.currency.is_empty()).then(|| c.currency.clone()),
-                    })
-                    .collect(),
+            .map(|s| -> Result<RoundRow, WireError> {
+                Ok(RoundRow {
+                    round: s.round,
+                    phase: s.phase,
+                    selected: s.selected,
+                    reported: s.reported,
+                    samples: s.samples,
+                    metrics: s.metrics.as_ref().map(metrics_from_pb),
+                    checkpoint: non_empty(s.checkpoint_id),
+                    failure: non_empty(s.failure),
+                    energy: s
+                        .energy
+                        .iter()
+                        .map(|e| (e.region.clone(), e.compute_seconds, e.energy_kwh, e.carbon_g))
+                        .collect(),
+                    cost: s
+                        .cost
+                        .into_iter()
+                        .map(|c| {
+                            fedra_proto::cost_wire::region_cost_from_pb(c)
+                                .map_err(|source| WireError::Id { field: "round.cost.region", source })
+                        })
+                        .collect::<Result<_, _>>()?,
+                })
             })
-            .collect(),
+            .collect::<Result<_, _>>()?,
         evaluations: r.evaluations.iter().map(eval_from_pb).collect(),
     })
 }

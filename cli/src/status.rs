@@ -50,20 +50,7 @@ pub struct RoundRow {
     pub cost: Vec<RegionCost>,
 }
 
-/// One region's share of a round's cost, as the coordinator recorded it at commit.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct RegionCost {
-    pub region: String,
-    pub updates: u32,
-    pub update_bytes: u64,
-    pub broadcast_bytes: u64,
-    pub coordinator_cpu_seconds: f64,
-    /// 0 for a private run (not recorded: it follows the clients' data sizes).
-    pub client_train_seconds: f64,
-    /// `None` when no prices were configured at commit.
-    pub cost: Option<f64>,
-    pub currency: Option<String>,
-}
+pub use fedra_types::cost::RegionCost;
 
 /// The CLI side's one snapshot of a run: what `ControlClient::get` and `list` return and
 /// what `fedra run show` and `fedra run list` print.
@@ -459,7 +446,7 @@ mod json_tests {
                 failure: None,
                 energy: vec![("eu".into(), 1.5, 0.001, None)],
                 cost: vec![RegionCost {
-                    region: "eu".into(),
+                    region: fedra_types::ids::RegionId::new("eu").unwrap(),
                     updates: 2,
                     update_bytes: 80,
                     broadcast_bytes: 80,

@@ -37,21 +37,7 @@ impl Prices {
 
 const GIB: f64 = (1u64 << 30) as f64;
 
-/// A round's measured cost in one region (stored with the round as JSON).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct RegionCost {
-    pub region: RegionId,
-    /// Counted updates from the region.
-    pub updates: u32,
-    pub update_bytes: u64,
-    pub broadcast_bytes: u64,
-    pub coordinator_cpu_seconds: f64,
-    /// Training seconds the region's contributors reported (0 where not disclosed).
-    pub client_train_seconds: f64,
-    /// The priced total, in `currency`, when prices were configured at commit.
-    pub cost: Option<f64>,
-    pub currency: Option<String>,
-}
+pub use fedra_types::cost::RegionCost;
 
 /// What one round attempt has cost so far; reset when the attempt starts.
 #[derive(Debug, Default)]

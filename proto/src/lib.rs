@@ -19,6 +19,7 @@ pub mod pb {
 
 pub mod chunking;
 pub mod compressed;
+pub mod cost_wire;
 pub mod drift_wire;
 pub mod model_wire;
 pub mod plan_wire;

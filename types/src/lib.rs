@@ -7,6 +7,7 @@
 //! structural model conversion both share lives in `fedra_proto::model_wire`.
 //!
 //! - [`audit`]: the audit log's actions, entries and hash chain ([`audit::verify`]).
+//! - [`cost`]: [`cost::RegionCost`], what a round cost in one region.
 //! - [`drift`]: mergeable per-feature sketches of inputs and their drift (PSI, KS).
 //! - [`identity`]: [`identity::Identity`] and [`identity::Role`], who is calling, as a
 //!   certificate's SAN URI states it.
@@ -21,6 +22,7 @@
 
 pub mod aggregator;
 pub mod audit;
+pub mod cost;
 pub mod drift;
 pub mod identity;
 pub mod ids;

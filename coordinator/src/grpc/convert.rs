@@ -381,20 +381,7 @@ pub fn run_view_to_pb(v: RunView) -> pb::RunInfo {
                         carbon_g: e.carbon_g,
                     })
                     .collect(),
-                cost: r
-                    .cost
-                    .iter()
-                    .map(|c| pb::RegionCost {
-                        region: c.region.to_string(),
-                        updates: c.updates,
-                        update_bytes: c.update_bytes,
-                        broadcast_bytes: c.broadcast_bytes,
-                        coordinator_cpu_seconds: c.coordinator_cpu_seconds,
-                        client_train_seconds: c.client_train_seconds,
-                        cost: c.cost,
-                        currency: c.currency.clone().unwrap_or_default(),
-                    })
-                    .collect(),
+                cost: r.cost.iter().map(fedra_proto::cost_wire::region_cost_to_pb).collect(),
             }
         })
         .collect();
