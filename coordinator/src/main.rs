@@ -51,7 +51,7 @@ struct Args {
     /// Serve the read-only dashboard on this loopback address, e.g. 127.0.0.1:9464 (`[web]`).
     #[arg(long)]
     web_listen: Option<String>,
-    /// Serve /metrics, /healthz and /readyz (no auth) on this address, e.g. 0.0.0.0:9464, for
+    /// Serve /metrics, /healthz and /readyz (no auth) on this address, e.g. 0.0.0.0:9463, for
     /// Prometheus and Kubernetes probes; overrides metrics_listen (FEDRA_METRICS_LISTEN).
     #[arg(long)]
     metrics_listen: Option<String>,

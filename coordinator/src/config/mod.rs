@@ -482,7 +482,7 @@ impl Config {
             .map_err(|(key, message)| ConfigError::Invalid { key: key.into(), message })?;
         let metrics_listen = raw.metrics_listen.map(|a| a.parse()).transpose().map_err(|_| ConfigError::Invalid {
             key: "metrics_listen".into(),
-            message: "must be an address like 0.0.0.0:9464".into(),
+            message: "must be an address like 0.0.0.0:9463".into(),
         })?;
         Ok(Self {
             signing_key,
