@@ -114,6 +114,15 @@ impl NodeStats {
         }
         arm.cpu += cpu;
         arm.latency.record(latency);
+        // Prometheus (fedra-infer --metrics-listen): labelled by arm kind, never by checkpoint.
+        let arm_kind = if canary { "canary" } else { "serving" };
+        let outcome = if ok { "ok" } else { "error" };
+        metrics::counter!("fedra_infer_requests_total", "arm" => arm_kind, "outcome" => outcome).increment(1);
+        if ok {
+            metrics::counter!("fedra_infer_rows_total", "arm" => arm_kind).increment(rows as u64);
+        }
+        metrics::histogram!("fedra_infer_request_seconds", "arm" => arm_kind).record(latency.as_secs_f64());
+        metrics::histogram!("fedra_infer_cpu_seconds", "arm" => arm_kind).record(cpu.as_secs_f64());
     }
 
     /// Adds a request's inputs and predicted classes to the live sketch of the serving
@@ -227,5 +236,18 @@ mod tests {
         assert_eq!((a.requests, a.rows, a.errors), (3, 1000, 1));
         assert!((a.cpu_seconds_per_1000 - 0.5).abs() < 1e-9);
         assert!((a.cost_per_1000 - 0.0005).abs() < 1e-12);
+    }
+
+    #[test]
+    fn requests_are_counted_for_prometheus_by_arm_and_outcome() {
+        fedra_telemetry::metrics();
+        let mut s = NodeStats::default();
+        s.record("a", false, 500, Duration::from_millis(1), Duration::from_millis(2), true);
+        s.record("b", true, 7, Duration::from_millis(3), Duration::ZERO, false);
+        let text = fedra_telemetry::render();
+        assert!(text.contains("fedra_infer_requests_total{arm=\"serving\",outcome=\"ok\"} 1"), "{text}");
+        assert!(text.contains("fedra_infer_requests_total{arm=\"canary\",outcome=\"error\"} 1"), "{text}");
+        assert!(text.contains("fedra_infer_rows_total{arm=\"serving\"} 500"), "{text}");
+        assert!(text.contains("fedra_infer_request_seconds_count{arm=\"canary\"} 1"), "{text}");
     }
 }
