@@ -110,7 +110,17 @@ async fn main() -> ExitCode {
     if config.transport == Transport::Insecure {
         tracing::warn!(listen = %config.listen, "--insecure: serving plain text WITHOUT identities or authorization; every caller may do everything");
     }
-    let coordinator = match Coordinator::start(&config).await {
+    // Handlers installed before anything starts: a SIGTERM while standing by (or starting)
+    // stops the process cleanly instead of killing it.
+    let mut stop = std::pin::pin!(fedra_telemetry::stop_signal());
+    let started = tokio::select! {
+        started = Coordinator::start(&config) => started,
+        () = &mut stop => {
+            tracing::info!("stopped before leading");
+            return ExitCode::SUCCESS;
+        }
+    };
+    let coordinator = match started {
         Ok(c) => c,
         Err(fedra_coordinator::LaunchError::Config(e)) => {
             eprintln!("fedra-coordinator: bad config: {e}");
@@ -124,7 +134,7 @@ async fn main() -> ExitCode {
     #[cfg(unix)]
     let reloads = tokio::spawn(reload_on_sighup(coordinator.governance()));
     let deposed = tokio::select! {
-        () = fedra_telemetry::stop_signal() => None,
+        () = &mut stop => None,
         reason = coordinator.deposed() => Some(reason),
     };
     #[cfg(unix)]

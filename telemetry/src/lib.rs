@@ -229,28 +229,36 @@ pub async fn serve_ops(
     Ok((bound, task))
 }
 
-/// Resolves on Ctrl-C or SIGTERM (what Kubernetes and systemd send to stop a process), so
-/// that every binary stops the same graceful way.
-pub async fn stop_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Installs the Ctrl-C and SIGTERM handlers now and returns a future that resolves on
+/// either, so that every binary stops the same graceful way. Installed when called, not when
+/// first awaited: a signal that arrives in between (during start-up) is kept rather than
+/// killing the process with the default action. Call it from within the tokio runtime.
+pub fn stop_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
+        use tokio::signal::unix::{SignalKind, signal};
+        let handlers = signal(SignalKind::terminate()).and_then(|t| Ok((t, signal(SignalKind::interrupt())?)));
+        async move {
+            match handlers {
+                Ok((mut term, mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {},
+                        _ = int.recv() => {},
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot handle SIGTERM; stopping on Ctrl-C only");
+                    let _ = tokio::signal::ctrl_c().await;
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot handle SIGTERM; stopping on Ctrl-C only");
-                let _ = ctrl_c.await;
-            }
+            tracing::info!("stop signal received");
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("stop signal received");
+    async move {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("stop signal received");
+    }
 }
 
 /// CPU seconds the calling thread has used (`CLOCK_THREAD_CPUTIME_ID`); differences of two
