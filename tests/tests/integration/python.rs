@@ -12,10 +12,11 @@
 //! missing Python, a failed install or a failed pytest fails the test with its output.
 
 use crate::cli::{Bin, FEDRA, FEDRA_COORDINATOR, binary};
+use crate::pyvenv::output;
 use fedra_proto::pb;
 use prost::Message as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Instant;
 
 const REQUIREMENTS: &str = include_str!("../../../python/tests/requirements.txt");
@@ -24,18 +25,6 @@ const FEDRA_INFER: Bin = Bin { package: "fedra-client", name: "fedra-infer" };
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace above tests/").to_path_buf()
-}
-
-fn output(what: &str, cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run {:?}: {e}", cmd.get_program()));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// The venv's Python with the requirements and the package from the current `python/`.

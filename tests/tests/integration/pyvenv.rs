@@ -30,14 +30,7 @@ pub fn python_with(name: &str, requirements: &str) -> PathBuf {
         std::fs::remove_dir_all(&venv).expect("remove an unfinished or outdated venv");
     }
     let run = |what: &str, cmd: &mut Command| {
-        let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run {:?}: {e}", cmd.get_program()));
-        assert!(
-            out.status.success(),
-            "{what} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        output(what, cmd);
     };
     run(
         &format!("creating the {name} venv (python3 -m venv; on Debian/Ubuntu it needs the python3-venv package)"),
@@ -52,4 +45,20 @@ pub fn python_with(name: &str, requirements: &str) -> PathBuf {
     // Written last: a venv without it is unfinished and is rebuilt.
     std::fs::File::create(&marker).and_then(|mut f| f.write_all(requirements.as_bytes())).expect("write the marker");
     python
+}
+
+/// Runs `cmd` to completion and returns its output.
+///
+/// # Panics
+/// It cannot start or exits unsuccessfully; the message names `what` and shows its output.
+pub fn output(what: &str, cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run {:?}: {e}", cmd.get_program()));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
