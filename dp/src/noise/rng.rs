@@ -59,6 +59,7 @@ impl SecureRng {
     /// `BITS` uniform bits (`1 ≤ BITS ≤ 32`) in the low bits of the result, taken from the
     /// buffered word when it still has them.
     #[inline(always)]
+    #[cfg(test)]
     pub(crate) fn next_bits<const BITS: u32>(&mut self) -> u64 {
         const { assert!(BITS >= 1 && BITS <= 32) };
         if self.nbits < BITS {
