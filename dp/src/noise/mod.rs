@@ -29,7 +29,7 @@ mod opendp_reference;
 
 pub use clip::{CLIP_TOLERANCE, ClipOutcome, clip_l2, l2_norm};
 pub use exact::{DiscreteGaussian, MAX_SIGMA_SQ_TERM, sample_discrete_gaussian};
-pub use lattice::{IntegerGaussian, LatticeGaussian};
+pub use lattice::{IntegerGaussian, LatticeGaussian, PARALLEL_MIN_VALUES};
 pub use rng::SecureRng;
 
 /// Failures of noise planning, sampling and clipping. Messages name the offending value.
