@@ -20,7 +20,7 @@ try:
             cpu = line.split(":", 1)[1].strip(); break
 except OSError:
     pass
-def cpu(r):
+def per_cpu(r):
     c = r.get("values_per_cpu_s")
     return f"{c:,.0f}" if c else "–"
 def rate(what, n):
@@ -47,7 +47,7 @@ for r in rows:
         continue
     if not r["what"].startswith("fedra DiscreteGaussian"):
         ten = r["median_s"] * 1e7 / r["values"]
-        lines.append(f"| {r['what']} | {r['values']:,} | {r['reps']} | {r['median_s']:.3f} | {r['values_per_s']:,.0f} | {cpu(r)} | {ten:.2f}{'' if r['values'] == 10_000_000 else ' (scaled)'} | {r['note']} |")
+        lines.append(f"| {r['what']} | {r['values']:,} | {r['reps']} | {r['median_s']:.3f} | {r['values_per_s']:,.0f} | {per_cpu(r)} | {ten:.2f}{'' if r['values'] == 10_000_000 else ' (scaled)'} | {r['note']} |")
 if opendp:
     ten = opendp["median_s"] * 1e7 / opendp["values"]
     lines.append(f"| {opendp['what']} | {opendp['values']:,} | {opendp['reps']} | {opendp['median_s']:.1f} | {opendp['values_per_s']:,.0f} | – | {ten:,.0f} (extrapolated) | {opendp['note']} |")
@@ -64,7 +64,7 @@ lines += [
 ]
 for r in rows:
     if r["what"].startswith("fedra DiscreteGaussian"):
-        lines.append(f"| {r['what'].split('= ')[1]} | {r['values_per_s']:,.0f} | {cpu(r)} |")
+        lines.append(f"| {r['what'].split('= ')[1]} | {r['values_per_s']:,.0f} | {per_cpu(r)} |")
 fedra = rate("fedra LatticeGaussian::add_noise, 1 thread", 10_000_000)
 multi = next((r for r in rows if r["what"].startswith("fedra LatticeGaussian::add_noise, ") and "threads" in r["what"] and r["values"] == 10_000_000), None)
 normal = rate("rand_distr", 10_000_000)
