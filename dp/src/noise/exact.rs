@@ -272,10 +272,15 @@ impl DiscreteGaussian {
             let j = (w >> (43 - b)) & ((1u64 << b) - 1);
             let u = w & ((1u64 << t) - 1);
             let entry = self.alias[col];
-            let k = if y < u64::from(entry.threshold) { col } else { usize::from(entry.alias) };
+            // Branch-free select: `y < threshold` is close to a coin flip in split columns,
+            // and a mispredicted branch costs more than both loads.
+            let own = usize::from(y < u64::from(entry.threshold)).wrapping_neg();
+            let k = (col & own) | (usize::from(entry.alias) & !own);
             if k < self.blocks {
                 let x = ((k as u64) << b) | j; // < 182·2²⁸ < 2³⁶
-                if x == 0 && negative {
+                // `x == 0 && negative` as one test: a branch on the sign alone (which the
+                // compiler otherwise puts first) would be a coin flip, mispredicted half the time.
+                if x | u64::from(!negative) == 0 {
                     continue; // 0 must not be proposed twice
                 }
                 let [accept_below, reject_from] = self.squeeze[(k << SUB_BITS) | (j >> (b - self.sub_log2)) as usize];

@@ -294,20 +294,36 @@ impl LatticeGaussian {
     }
 
     /// The noise loop on checked values (`|x/g| < 2⁵²`), drawing from `rng`.
+    ///
+    /// Batched: the samples for [`NOISE_BATCH`] values are drawn first into a small buffer,
+    /// then added to the rounded values in a second loop. Fused into one loop, the rounding
+    /// and the load and store of each value sit in the sampler's loop and stretch it (the
+    /// sampler's state and the value compete for registers); separated, each loop is tight.
     fn noise_range(&self, values: &mut [f64], rng: &mut SecureRng) -> Result<(), NoiseError> {
         let inv_g = 2f64.powi(-self.granularity_log2);
         let g = self.granularity();
-        for x in values.iter_mut() {
-            let point = round_half_away(*x * inv_g); // |point| ≤ 2⁵², exact
-            let noised = point + self.sampler.sample(rng)?; // both below 2⁶², no overflow
-            if noised.unsigned_abs() > 1 << 53 {
+        let mut noise = [0i64; NOISE_BATCH];
+        for chunk in values.chunks_mut(NOISE_BATCH) {
+            let noise = &mut noise[..chunk.len()];
+            for n in noise.iter_mut() {
+                *n = self.sampler.sample(rng)?;
+            }
+            let mut overflow = false;
+            for (x, &n) in chunk.iter_mut().zip(noise.iter()) {
+                let noised = round_half_away(*x * inv_g) + n; // |point| ≤ 2⁵², |n| < 2⁶²: no overflow
+                overflow |= noised.unsigned_abs() > 1 << 53;
+                *x = noised as f64 * g; // exact when |noised| ≤ 2⁵³, g a power of two
+            }
+            if overflow {
                 return Err(NoiseError::SampleOverflow);
             }
-            *x = noised as f64 * g; // exact: |noised| ≤ 2⁵³, g a power of two
         }
         Ok(())
     }
 }
+
+/// Values per batch of [`LatticeGaussian::noise_range`]: 2 KiB of samples, in L1.
+const NOISE_BATCH: usize = 256;
 
 /// Discrete Gaussian noise for an integer query of sensitivity 1, such as the adaptive-clipping
 /// count `Σ(2bᵢ − 1)`, with `σ` in count units.
