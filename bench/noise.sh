@@ -53,7 +53,7 @@ if opendp:
     lines.append(f"| {opendp['what']} | {opendp['values']:,} | {opendp['reps']} | {opendp['median_s']:.1f} | {opendp['values_per_s']:,.0f} | – | {ten:,.0f} (extrapolated) | {opendp['note']} |")
 lines += [
     "",
-    "Values per CPU-second (one-thread rows): the rate per second of CPU time of the measuring thread (`/proc/thread-self/schedstat`), which other jobs on the machine disturb far less than the wall-clock rate.",
+    "Values per CPU-second: values per second of CPU time, which other jobs on the machine disturb far less than the wall-clock rate; one-thread rows from the measuring thread's CPU time over all reps (`/proc/thread-self/schedstat`, which the kernel updates every few ms), several-thread rows from the whole process's CPU time over all reps (`/proc/self/stat`, 10 ms ticks), so they show whether splitting costs extra work, not the speed-up.",
     "",
     "OpenDP's 10M figure is extrapolated linearly from its 1M run (its cost is per value: one independent big-rational draw each); running 10M would take about as many seconds as the last column says.",
     "",

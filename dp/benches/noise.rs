@@ -26,7 +26,8 @@ struct Row {
     values: usize,
     reps: usize,
     median_s: f64,
-    /// Median CPU time of the measuring thread (one-thread rows only).
+    /// CPU time per rep, the mean over all reps: the measuring thread's (one-thread rows) or
+    /// the whole process's (several threads).
     cpu_s: Option<f64>,
     note: String,
 }
@@ -43,25 +44,40 @@ fn input(n: usize) -> Vec<f64> {
 
 /// This thread's CPU time in seconds (Linux `/proc/thread-self/schedstat`, nanoseconds), if
 /// available: on a shared machine, values per CPU-second of a one-thread row are far less
-/// sensitive to other jobs than values per wall-second.
+/// sensitive to other jobs than values per wall-second. The kernel brings this counter up to
+/// date only at scheduler ticks and switches (every few ms), so only totals over many reps
+/// are meaningful.
 fn thread_cpu_s() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
     Some(stat.split_whitespace().next()?.parse::<f64>().ok()? * 1e-9)
 }
 
-/// Median wall time and median CPU time of this thread over `reps` runs of `f`.
+/// CPU time of the whole process, all threads including finished ones, in seconds
+/// (`/proc/self/stat` utime + stime, in clock ticks of 1/100 s: coarse, so only totals over
+/// many reps are meaningful).
+fn process_cpu_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) start at field 3.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// Median wall time over `reps` runs of `f`, and this thread's mean CPU time per run (from
+/// the total over all runs: the counter's resolution is a few ms).
 fn time_reps(reps: usize, mut f: impl FnMut()) -> (f64, Option<f64>) {
     f(); // warm-up (page faults, caches)
-    let (walls, cpus): (Vec<f64>, Vec<Option<f64>>) = (0..reps)
+    let cpu_before = thread_cpu_s();
+    let walls: Vec<f64> = (0..reps)
         .map(|_| {
-            let c = thread_cpu_s();
             let t = Instant::now();
             f();
-            let wall = t.elapsed().as_secs_f64();
-            (wall, c.zip(thread_cpu_s()).map(|(a, b)| b - a))
+            t.elapsed().as_secs_f64()
         })
-        .unzip();
-    (median(walls), cpus.into_iter().collect::<Option<Vec<f64>>>().map(median))
+        .collect();
+    let cpu = cpu_before.zip(thread_cpu_s()).map(|(a, b)| (b - a) / reps as f64);
+    (median(walls), cpu)
 }
 
 fn fedra_lattice(n: usize, reps: usize, threads: usize) -> Row {
@@ -69,10 +85,13 @@ fn fedra_lattice(n: usize, reps: usize, threads: usize) -> Row {
     let mut rng = SecureRng::from_os_rng().unwrap();
     let base = input(n);
     let mut values = base.clone();
+    let before = process_cpu_s();
     let (median_s, cpu_s) = time_reps(reps, || {
         values.copy_from_slice(&base);
         plan.add_noise_with_threads(black_box(&mut values), &mut rng, threads).unwrap();
     });
+    // Several threads: the process's CPU time per rep (warm-up included, hence reps + 1).
+    let process_cpu = before.zip(process_cpu_s()).map(|(a, b)| (b - a) / (reps + 1) as f64);
     let what = if threads == 1 {
         "fedra LatticeGaussian::add_noise, 1 thread".to_string()
     } else {
@@ -83,7 +102,7 @@ fn fedra_lattice(n: usize, reps: usize, threads: usize) -> Row {
         values: n,
         reps,
         median_s,
-        cpu_s: cpu_s.filter(|_| threads == 1),
+        cpu_s: if threads == 1 { cpu_s } else { process_cpu },
         note: format!(
             "g = 2^{}, sigma_L^2 = {} (~2^{:.1}), rho = {:.4}",
             plan.granularity().log2(),
@@ -194,7 +213,7 @@ fn main() {
     };
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     for &n in sizes {
-        let reps = if n >= 10_000_000 { 5 } else { 9 };
+        let reps = if n >= 10_000_000 { 5 } else { 15 };
         report(fedra_lattice(n, reps, 1));
         if cores > 1 {
             report(fedra_lattice(n, reps, cores));
@@ -202,7 +221,7 @@ fn main() {
         report(normal_fill(n, reps));
     }
     for shift in [2u32, 20, 44, 56] {
-        report(single_sampler(1 << shift, 1_000_000, 5));
+        report(single_sampler(1 << shift, 1_000_000, 15));
     }
     if opendp_reps > 0 {
         let n = if quick { 20_000 } else { 1_000_000 };

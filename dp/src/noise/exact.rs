@@ -70,12 +70,13 @@
 //! uniform word are independent and uniform, and bits left over are dropped whatever their
 //! value, so no draw depends on another.
 //!
-//! Throughput (this machine, one core, see `BENCHMARKS.md`): about 12 ns per sample (~84M
-//! samples per CPU-second, for any σ²; the previous design with two words, two Lemire draws
-//! and a fixed-point `e^{−γ}` bound on every trial took ~40 ns). About 3 ns of it is the
-//! ChaCha12 word (kept at 12 rounds: the generator is not weakened for speed); the rest is
-//! the dependent chain word → alias entry → squeeze entry → accept branch, which mispredicts
-//! on the 3–5 % of trials that restart.
+//! Throughput (this machine, one core, see `BENCHMARKS.md`): about 7–8 ns per sample
+//! (125–150M samples per CPU-second, for any σ²; the previous design, with two words, two
+//! Lemire draws and a fixed-point `e^{−γ}` bound on every trial, took ~40 ns). About 3 ns of
+//! it is the ChaCha12 word (kept at 12 rounds: the generator is not weakened for speed); the
+//! rest is the dependent chain word → alias entry → squeeze entry → accept branch, which
+//! mispredicts on the 3–5 % of trials that restart. The hot loop has no other branch on
+//! random bits (the alias select is a mask; see `sample`).
 //!
 //! # Bounds
 //! `p, q ≤ 2⁶²`, so `B²q ≤ 2⁶²`, `B ≤ 2²⁸`, `K ≤ 182` and a table block's `x²q < 2⁷⁸`; all
@@ -319,8 +320,10 @@ impl DiscreteGaussian {
         accept_from_prefix(rng, w, self.heights[k], self.scale, n, &self.exp)
     }
 
-    /// The tail (probability below `2^{−90}` per trial): block `K + m` with `m` geometric of
-    /// ratio `1/2` and height `h_K·2^{−m}`, decided by the exact slow comparison.
+    /// The tail: block `K + m` with `m` geometric of ratio `1/2` and height `h_K·2^{−m}`,
+    /// decided by the exact slow comparison. Proposed in `2^{−19}` of trials (its weight is
+    /// `2H_K = 2`, the smallest an integer height can be) and accepted with probability below
+    /// `S·e^{−64} < 2^{−72}`, so its cost does not show.
     #[cold]
     #[inline(never)]
     fn sample_tail(&self, rng: &mut SecureRng, j: u64) -> Result<Option<i64>, NoiseError> {
