@@ -324,6 +324,17 @@ fn squeeze_thresholds_bracket_the_acceptance_and_are_tight() {
     }
 }
 
+/// Sub-blocks wider than one value (σ² = 2¹⁶: B = 32, sub-blocks of 2), where one threshold
+/// pair serves several x: the exact pmf over |x| ≤ 3σ, value by value (1537 bins + tail).
+#[test]
+fn wide_sub_blocks_match_exact_pmf() {
+    let sampler = DiscreteGaussian::new(1 << 16, 1).unwrap();
+    assert_eq!((sampler.block_log2, sampler.sub_log2), (5, 4));
+    let mut r = rng(27);
+    // 1537 degrees of freedom: 0.999 quantile ≈ 1714 (Wilson–Hilferty).
+    chi_square_against_pmf(|| sampler.sample(&mut r).unwrap(), 65536.0, 768, 2_000_000, 1714.0);
+}
+
 /// With every squeeze lookup treated as undecided (all decisions through stage 2) and then
 /// with the fast enclosures widened as well (stage 3), the samples follow the exact pmf.
 #[test]
