@@ -11,7 +11,8 @@
 //! Large vectors (at least [`PARALLEL_MIN_VALUES`]) are noised on all cores, one independent
 //! ChaCha12 stream per contiguous range (see [`LatticeGaussian::add_noise_with_threads`]);
 //! each coordinate's noise is an independent exact sample either way. One core here adds
-//! noise to 10M values in about 0.15–0.2 s (50–70M values/s; `BENCHMARKS.md`).
+//! noise to 10M values in about 0.1 s of CPU time (~100M values per CPU-second;
+//! `BENCHMARKS.md`).
 
 use super::{DiscreteGaussian, NoiseError, SecureRng};
 

@@ -15,10 +15,12 @@
 //!   output distribution is exactly the one the privacy analysis assumes (CKS 2020);
 //! * the privacy parameter ([`LatticeGaussian::rho`], zCDP) accounts for the rounding.
 //!
-//! Throughput: about 12 ns per sample on one core here (~84M samples per CPU-second for the
-//! sampler alone, 50–70M values/s for [`LatticeGaussian::add_noise`] on 10M values, against
-//! ~130M for an unsafe `rand_distr::Normal` fill and ~0.16M for OpenDP's exact sampler); see
-//! the "DP noise sampling" section of `BENCHMARKS.md` (`bash bench/noise.sh`).
+//! Throughput, one core here: about 7–8 ns of CPU time per sample (125–150M samples per
+//! CPU-second) and about 10 ns per value for [`LatticeGaussian::add_noise`] on 10M values
+//! (~100M values per CPU-second, ≥ 70M values/s wall-clock even with the machine loaded),
+//! against ~130–150M per CPU-second for an unsafe `rand_distr::Normal` fill and ~0.16M
+//! values/s for OpenDP's exact sampler; see the "DP noise sampling" section of
+//! `BENCHMARKS.md` (`bash bench/noise.sh`).
 //!
 //! Parallel contract: [`LatticeGaussian::add_noise`] noises vectors of at least
 //! [`PARALLEL_MIN_VALUES`] values on all available cores, in contiguous ranges, each from its
