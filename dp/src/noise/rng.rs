@@ -50,6 +50,32 @@ impl SecureRng {
         Self { core: ChaCha12Rng::seed_from_u64(seed), bits: 0, nbits: 0 }
     }
 
+    /// `n` independent generators for `n` threads, derived from 256 bits of this one: all
+    /// share a fresh ChaCha12 key `κ` drawn from `self`, and generator `i` uses ChaCha's
+    /// stream (nonce) `i`.
+    ///
+    /// Why this is safe: ChaCha12 keyed with a secret uniform `κ` is a pseudorandom function of
+    /// (stream, block counter), so the keystreams of distinct stream ids, which never share a
+    /// (stream, counter) input (each stream has its own 2⁶⁴ blocks), are computationally
+    /// indistinguishable from independent uniform bits. `κ` is 256 bits of this OS-seeded
+    /// generator's output, so it is unpredictable; it is used for this one split only, and
+    /// `self`'s later output is a different part of its own keystream, from which `κ` cannot
+    /// be recovered. The derived generators are as unpredictable as `self` and independent of
+    /// each other and of `self`'s future output.
+    pub(crate) fn split(&mut self, n: usize) -> Vec<SecureRng> {
+        let mut key = [0u8; 32];
+        for (chunk, word) in key.chunks_exact_mut(8).zip(std::iter::repeat_with(|| self.core.next_u64())) {
+            chunk.copy_from_slice(&word.to_le_bytes());
+        }
+        (0..n as u64)
+            .map(|stream| {
+                let mut core = ChaCha12Rng::from_seed(key);
+                core.set_stream(stream);
+                Self { core, bits: 0, nbits: 0 }
+            })
+            .collect()
+    }
+
     /// 64 fresh uniform bits.
     #[inline(always)]
     pub(crate) fn next_u64(&mut self) -> u64 {
@@ -59,6 +85,7 @@ impl SecureRng {
     /// `BITS` uniform bits (`1 ≤ BITS ≤ 32`) in the low bits of the result, taken from the
     /// buffered word when it still has them.
     #[inline(always)]
+    #[cfg(test)]
     pub(crate) fn next_bits<const BITS: u32>(&mut self) -> u64 {
         const { assert!(BITS >= 1 && BITS <= 32) };
         if self.nbits < BITS {
@@ -124,6 +151,26 @@ mod tests {
         let mut b = SecureRng::from_os_rng().unwrap();
         assert_ne!((a.next_u64(), a.next_u64()), (b.next_u64(), b.next_u64()));
         assert_eq!(format!("{a:?}"), "SecureRng { .. }");
+    }
+
+    /// Split generators differ from each other and from the parent's continuation, and the
+    /// split is a function of the parent's state (same seed, same streams).
+    #[test]
+    fn split_streams_are_distinct_and_derived_from_the_parent() {
+        let mut parent = SecureRng::seeded_for_tests(3);
+        let mut children = parent.split(4);
+        let mut firsts: Vec<[u64; 4]> =
+            children.iter_mut().map(|c| [c.next_u64(), c.next_u64(), c.next_u64(), c.next_u64()]).collect();
+        firsts.push([parent.next_u64(), parent.next_u64(), parent.next_u64(), parent.next_u64()]);
+        for i in 0..firsts.len() {
+            for j in 0..i {
+                assert_ne!(firsts[i], firsts[j], "streams {i} and {j}");
+            }
+        }
+        let mut again = SecureRng::seeded_for_tests(3).split(4);
+        assert_eq!(again[2].next_u64(), firsts[2][0]);
+        let mut other_parent = SecureRng::seeded_for_tests(4).split(4);
+        assert_ne!(other_parent[2].next_u64(), firsts[2][0]);
     }
 
     #[test]

@@ -128,6 +128,11 @@ impl ExpDenominator {
         }
     }
 
+    /// The denominator `den` of the exponents `n/den`.
+    pub(super) fn den(&self) -> u64 {
+        self.den
+    }
+
     /// An enclosure `[lo, hi]·2^{−64}` of `e^{−n/den}` for `n < limit` (so `γ < 16`), integer
     /// arithmetic only:
     ///

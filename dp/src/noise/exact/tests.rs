@@ -3,6 +3,7 @@
 //! recounted, and samples against the exact pmf (chi-square), on every decision stage.
 
 use super::enclosure::exp_table;
+use super::plan::{ALIAS_COLUMNS, build_alias};
 use super::reference::{bernoulli_exp, bernoulli_exp_scaled, bernoulli_ratio};
 use super::*;
 
@@ -122,7 +123,7 @@ fn fast_bounds_contain_exact_enclosure() {
 fn alias_table_reproduces_weights_exactly() {
     let mut r = rng(21);
     for case in 0..50 {
-        let mut w: Vec<u64> = (0..ALIAS_COLUMNS).map(|_| r.next_u64() >> (30 + case % 20)).collect();
+        let mut w: Vec<u64> = (0..ALIAS_COLUMNS).map(|_| r.next_u64() >> (40 + case % 20)).collect();
         w[case % ALIAS_COLUMNS] = 0;
         let total: u64 = w.iter().sum();
         let capacity = total.div_ceil(ALIAS_COLUMNS as u64).max(1);
@@ -130,9 +131,9 @@ fn alias_table_reproduces_weights_exactly() {
         let table = build_alias(w.clone(), capacity);
         let mut mass = vec![0u64; ALIAS_COLUMNS];
         for (col, c) in table.iter().enumerate() {
-            assert!(c.threshold <= capacity);
-            mass[col] += c.threshold;
-            mass[usize::from(c.alias)] += capacity - c.threshold;
+            assert!(u64::from(c.threshold) <= capacity);
+            mass[col] += u64::from(c.threshold);
+            mass[usize::from(c.alias)] += capacity - u64::from(c.threshold);
         }
         assert_eq!(mass, w, "case {case}");
     }
@@ -145,33 +146,35 @@ fn with_widening<T>(w: u128, f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// `accept_scaled` is Bernoulli(e^{−γ}/h) on the 32-bit stage, with the 64-bit stage and
-/// with the exact bignum fallback (forced by widening the fast enclosures).
+/// Stages 2 and 3 (`accept_from_prefix`) are Bernoulli(e^{−γ}·scale/height): on the 64-bit
+/// stage, and with the exact bignum fallback (forced by widening the fast enclosures), and
+/// for exponents beyond the fast path (γ ≥ 16, straight to the bignum).
 #[test]
-fn accept_scaled_matches_probability_on_every_stage() {
+fn accept_from_prefix_matches_probability_on_every_stage() {
     for widening in [0u128, 1 << 62, u128::MAX] {
-        // Every decision takes the bignum fallback under the last widening: fewer draws.
-        let n = if widening == u128::MAX { 5_000 } else { 100_000 };
         let mut r = rng(22);
-        for (num, den, height) in [
-            (1u128, 2u64, 1u64 << 32),
-            (7, 3, 1 << 32),
-            (50, 64, 3_000_000_000),
-            (0, 5, 1 << 32),
-            (9, 8, 1_500_000_000),
+        for (num, den, height, scale) in [
+            (1u128, 2u64, 1u64 << 20, 1u64 << 20),
+            (7, 3, 50_000, 50_000),
+            (50, 64, 70_001, 100_000),
+            (0, 5, 3, 3),
+            (9, 8, 1_500_000_000, 1 << 32),
+            (33, 2, 1, 1_000_000), // γ = 16.5: no fast path
         ] {
             let e = ExpDenominator::new(den);
-            let (lo, hi) = e.bounds64(num);
+            // Decisions that all take the bignum fallback (the last widening, γ ≥ 16) are
+            // slow in debug builds: fewer draws.
+            let n = if widening == u128::MAX || num >= 16 * u128::from(den) { 5_000 } else { 100_000 };
             let hits = with_widening(widening, || {
                 (0..n)
                     .filter(|_| {
-                        let top = r.next_bits::<32>();
-                        accept_scaled(&mut r, top, height, lo, hi, num, den)
+                        let w = r.next_u64();
+                        accept_from_prefix(&mut r, w, height, scale, num, &e)
                     })
                     .count()
             });
-            let p = (-(num as f64) / den as f64).exp() / (height as f64 / 2f64.powi(32));
-            assert_frequency(hits, n, p, &format!("e^-{num}/{den}/h, widening {widening}"));
+            let p = (-(num as f64) / den as f64).exp() * scale as f64 / height as f64;
+            assert_frequency(hits, n, p, &format!("e^-{num}/{den}·{scale}/{height}, widening {widening}"));
         }
     }
 }
@@ -228,13 +231,13 @@ fn matches_reference_sampler_and_pmf() {
 }
 
 /// The halving tail, tested directly: with K = 1 at σ² = 1/2 (a = 1, so 2aK ≥ ln 2), the
-/// tail accepts x ≥ 1 with probability e^{−x²}/(2h), h = H₁·2^{−32}.
+/// tail accepts x ≥ 1 with probability e^{−x²}/(2h), h = H₁/S.
 #[test]
 fn tail_blocks_follow_the_gaussian() {
     let mut sampler = DiscreteGaussian::new(1, 2).unwrap();
-    assert_eq!(sampler.block, 1);
+    assert_eq!(sampler.block_log2, 0);
     sampler.blocks = 1;
-    let h = sampler.heights[1] as f64 / 2f64.powi(32);
+    let h = sampler.heights[1] as f64 / sampler.scale as f64;
     assert!(h >= (-1f64).exp());
     let mut r = rng(25);
     let n = 200_000;
@@ -251,26 +254,102 @@ fn tail_blocks_follow_the_gaussian() {
     }
 }
 
+const TABLE_CASES: [(u64, u64); 9] = [
+    (1, 1),
+    (2, 1),
+    (64, 1),
+    (255, 1),
+    (1 << 44, 1),
+    (MAX_SIGMA_SQ_TERM, 1),
+    (1, MAX_SIGMA_SQ_TERM),
+    (5_300_000, 1 << 20),
+    (300, 7),
+];
+
+/// Block width, table reach, heights and the padding of the alias weights, for small,
+/// fractional and extreme σ².
 #[test]
-fn table_covers_to_exponent_40_and_heights_dominate() {
-    for (num, den) in [
-        (1u64, 1u64),
-        (2, 1),
-        (64, 1),
-        (1 << 44, 1),
-        (MAX_SIGMA_SQ_TERM, 1),
-        (1, MAX_SIGMA_SQ_TERM),
-        (5_300_000, 1 << 20),
-    ] {
+fn table_covers_to_exponent_64_and_heights_dominate() {
+    for (num, den) in TABLE_CASES {
         let s = DiscreteGaussian::new(num, den).unwrap();
         let sigma = (num as f64 / den as f64).sqrt();
-        assert!(s.block as f64 >= sigma / 8.0 && (s.block == 1 || (s.block - 1) as f64 <= sigma / 8.0));
+        let block = (1u64 << s.block_log2) as f64;
+        assert!(block <= sigma / 8.0 || s.block_log2 == 0, "{num}/{den}: B = {block}");
+        assert!(2.0 * block > sigma / 8.0, "{num}/{den}: B = {block} is not the largest");
         assert!(s.blocks >= 1 && s.blocks + 2 <= ALIAS_COLUMNS);
+        let a = block * block / (2.0 * sigma * sigma);
+        assert!(a * (s.blocks as f64).powi(2) >= 64.0 * (1.0 - 1e-12), "{num}/{den}: K = {}", s.blocks);
+        assert_eq!(s.heights[0], s.scale);
         for (k, &h) in s.heights.iter().enumerate() {
-            let gamma = ((k as f64) * s.block as f64).powi(2) / (2.0 * sigma * sigma);
-            assert!(h as f64 >= (-gamma).exp() * 2f64.powi(32) * (1.0 - 1e-9) && h <= 1 << 32, "k {k}");
+            let bound = (-a * (k * k) as f64).exp() * s.scale as f64;
+            assert!(h as f64 >= bound * (1.0 - 1e-9) && h <= s.scale && (h as f64) < bound + 1.0 + 1e-6, "k {k}");
         }
+        // The restart padding stays small: S was chosen as large as the 2²⁰ total allows.
+        let used: u64 = s.heights[..s.blocks].iter().sum::<u64>() + 2 * s.heights[s.blocks];
+        assert!(used <= 1 << 20 && used as f64 >= (1u64 << 20) as f64 * (1.0 - 2.0 / 1024.0), "{num}/{den}: {used}");
+        assert!(8 + 12 + 1 + s.block_log2 + s.u_bits <= 64 && s.u_bits >= 15);
     }
+}
+
+/// The squeeze thresholds are sound (checked against f64 e^{−γ} with a relative margin far
+/// above f64's error but far below their own granularity) and tight: the undecided band
+/// [A, R) covers a small fraction of all (x, u) pairs, weighted by the proposal.
+#[test]
+fn squeeze_thresholds_bracket_the_acceptance_and_are_tight() {
+    for (num, den) in TABLE_CASES {
+        let s = DiscreteGaussian::new(num, den).unwrap();
+        let sigma_sq = num as f64 / den as f64;
+        let t = 2f64.powi(s.u_bits as i32);
+        let sub_width = 1u64 << (s.block_log2 - s.sub_log2);
+        let (mut band, mut mass) = (0.0, 0.0);
+        for k in 0..s.blocks {
+            let h = s.heights[k] as f64 / s.scale as f64;
+            for sub in 0..1u64 << s.sub_log2 {
+                let [acc, rej] = s.squeeze[(k << SUB_BITS) + sub as usize];
+                let x0 = ((k as u64) << s.block_log2) + sub * sub_width;
+                let x1 = x0 + sub_width - 1;
+                let e_lo = (-((x1 as f64).powi(2)) / (2.0 * sigma_sq)).exp();
+                let e_hi = (-((x0 as f64).powi(2)) / (2.0 * sigma_sq)).exp();
+                assert!(acc <= rej && f64::from(rej) <= t, "{num}/{den} k {k} sub {sub}");
+                // u < A ⇒ (u+1)/2^t·h ≤ A/2^t·h ≤ e^{−γ(x1)}; u ≥ R ⇒ u/2^t·h ≥ e^{−γ(x0)}.
+                assert!(f64::from(acc) / t * h <= e_lo * (1.0 + 1e-9) + 1e-300, "accept bound {num}/{den} k {k}");
+                assert!(f64::from(rej) == t || f64::from(rej) / t * h >= e_hi * (1.0 - 1e-9), "reject bound");
+                let weight = s.heights[k] as f64 * sub_width as f64;
+                band += weight * f64::from(rej - acc) / t;
+                mass += weight;
+            }
+        }
+        let band = band / mass;
+        assert!(band < 0.02, "{num}/{den}: undecided fraction {band}");
+    }
+}
+
+/// Sub-blocks wider than one value (σ² = 2¹⁶: B = 32, sub-blocks of 2), where one threshold
+/// pair serves several x: the exact pmf over |x| ≤ 3σ, value by value (1537 bins + tail).
+#[test]
+fn wide_sub_blocks_match_exact_pmf() {
+    let sampler = DiscreteGaussian::new(1 << 16, 1).unwrap();
+    assert_eq!((sampler.block_log2, sampler.sub_log2), (5, 4));
+    let mut r = rng(27);
+    // 1537 degrees of freedom: 0.999 quantile ≈ 1714 (Wilson–Hilferty).
+    chi_square_against_pmf(|| sampler.sample(&mut r).unwrap(), 65536.0, 768, 2_000_000, 1714.0);
+}
+
+/// With every squeeze lookup treated as undecided (all decisions through stage 2) and then
+/// with the fast enclosures widened as well (stage 3), the samples follow the exact pmf.
+#[test]
+fn skipped_squeeze_matches_exact_pmf() {
+    SKIP_SQUEEZE.with(|c| c.set(true));
+    let sampler = DiscreteGaussian::new(300, 7).unwrap(); // σ² ≈ 42.9, B = 1 (no sub-blocks)
+    let mut r = rng(26);
+    chi_square_against_pmf(|| sampler.sample(&mut r).unwrap(), 300.0 / 7.0, 16, 100_000, 58.4);
+    let sampler = DiscreteGaussian::new(5000, 1).unwrap(); // B = 8, sub-blocks of width 1
+    chi_square_against_pmf(|| sampler.sample(&mut r).unwrap(), 5000.0, 150, 200_000, 370.0);
+    with_widening(1 << 62, || {
+        let sampler = DiscreteGaussian::new(5, 2).unwrap();
+        chi_square_against_pmf(|| sampler.sample(&mut r).unwrap(), 2.5, 6, 50_000, 34.5);
+    });
+    SKIP_SQUEEZE.with(|c| c.set(false));
 }
 
 #[test]
