@@ -81,7 +81,7 @@ lines = [
     "Workload: every client is selected every round, FedAvg, evaluation off; local training returns the received parameters plus a seeded per-client uniform perturbation of amplitude 1e-3 (samples = 1), so no two updates are equal. "
     "fedra's model is a logistic regression with 10 classes and input_dim = P/10 − 1, i.e. exactly P float32 parameters. "
     "Each case starts a fresh `fedra-coordinator` process (log level warn, heartbeats every 5 s) and N sidecars in the bench process, one gRPC connection each; the coordinator's CPU and peak RSS are read from its own `/proc/<pid>`. "
-    "A round lasts from the previous round's `Published` event (round 1: the submit call) to its own, so it includes the coordinator's tick-driven selection (≤ 100 ms) and writing the round's checkpoint; Flower's round is timed the same way inside its strategy (end of `aggregate_train` to end of `aggregate_train`). "
+    "A round lasts from the previous round's `Published` event (round 1: the submit call) to its own, so it includes the coordinator's selection of the next round and writing the round's checkpoint; Flower's round is timed the same way inside its strategy (end of `aggregate_train` to end of `aggregate_train`). "
     "Wire bytes are the kernel's TCP payload counters (`TCP_INFO` bytes_acked + bytes_received) of the sidecars' connections, per steady round, against the ideal 2·N·P·4 (all HTTP/2, gRPC and protobuf framing and heartbeats included; TCP/IP headers not). "
     "Aggregation throughput is given two ways: update bytes (N·P·4) per coordinator CPU second of a steady round (all the coordinator's per-round CPU, gRPC and kernel TCP included, charged to aggregation: a lower bound), and update bytes per second of the fold itself, as the coordinator reports it in the round's Aggregated event (fold GB/s; memcpy on this machine is 7.5–12.6 GB/s, see \"Streaming aggregation\").",
     "",
@@ -105,8 +105,10 @@ lines += [
     "",
     "fedra against Flower, steady-state round wall time (median). Target: fedra ≤ 1/10 of Flower simulation.",
     "",
-    "| N × P | fedra (s) | Flower simulation, this sitting (s) | fedra / Flower | target ≤ 0.1 | Flower simulation, issue reference (s) | Flower deployment, this sitting (s) | fedra / Flower deployment | Flower deployment, issue reference (s) |",
-    "|---|---:|---:|---:|---|---:|---:|---:|---:|",
+    "The floor is the same case with no protocol (`bench rounds` measures it right after each case, see `sim/src/bench_rounds/floor.rs`): a server process and N client tasks on loopback TCP move the round's 2·N·P·4 bytes, the server folds each upload once as it arrives. Target: within 2× of the floor where P ≥ 1M.",
+    "",
+    "| N × P | fedra (s) | floor (s) | fedra / floor | Flower simulation, this sitting (s) | fedra / Flower | target ≤ 0.1 | Flower simulation, issue reference (s) | Flower deployment, this sitting (s) | fedra / Flower deployment | Flower deployment, issue reference (s) |",
+    "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
 ]
 misses = []
 for c in (fedra or {}).get("cases", []):
@@ -118,10 +120,13 @@ for c in (fedra or {}).get("cases", []):
     label = "" if theirs is not None else " (vs reference)"
     ratio = ours / base if ours is not None and base else None
     ok = "–" if ratio is None else ("met" if ratio <= 0.1 else f"missed by {ratio / 0.1:.1f}×")
+    over = c.get("round_over_floor")
+    if over is not None and over > 2 and c["params"] >= 1_000_000:
+        misses.append(f"round time at {c['clients']:,} × {c['params']:,}: {over:.2f}× the floor, target 2×")
     if ratio is not None and ratio > 0.1:
         misses.append(f"round time at {c['clients']:,} × {c['params']:,}: {ratio:.3f} of Flower{label}, {ratio / 0.1:.1f}× the target")
     lines.append(
-        f"| {c['clients']:,} × {c['params']:,} | {f(ours)} | {f(theirs) if theirs_case else 'not run'}"
+        f"| {c['clients']:,} × {c['params']:,} | {f(ours)} | {f(c.get('floor_round_s'))} | {f(c.get('round_over_floor'), 2)} | {f(theirs) if theirs_case else 'not run'}"
         f"{'' if not theirs_case or theirs_case.get('state') == 'succeeded' else ' (' + theirs_case.get('state', '?') + ')'} | "
         f"{f(ratio)}{label} | {ok} | {REF_SIM.get(key, '–')} | "
         + (f"{f(dep[key].get('steady_round_s_median'))}{'' if dep[key].get('state') == 'succeeded' else ' (' + dep[key].get('state', '?') + ')'} | "
@@ -140,6 +145,15 @@ for c in cases:
     if c["clients"] >= 10000 and c["state"] != "succeeded":
         misses.append(f"{size} in one round did not complete: {c.get('error')}")
 big = [c for c in cases if c["clients"] >= 10000]
+idle = [(c, c.get("idle_bytes_per_connection")) for c in cases if c.get("idle_bytes_per_connection") is not None]
+if idle:
+    lines.append(
+        "- idle connection cost ≤ 16 KiB per connected client (coordinator RSS growth from before the sidecars connect to all connected and idle, per client): "
+        + "; ".join(f"{c['clients']:,} clients {b / 1024:.1f} KiB" for c, b in idle)
+    )
+    for c, b in idle:
+        if b > 16 * 1024:
+            misses.append(f"idle connection cost at {c['clients']:,} clients: {b / 1024:.1f} KiB per client, target 16 KiB")
 lines.append(
     "- coordinator peak RSS ≤ 3 × model + 64 MiB at every N: "
     + ("met" if all(c["coordinator_peak_rss"] and c["coordinator_peak_rss"] <= c["coordinator_rss_target"] for c in cases) else "missed (see below)")

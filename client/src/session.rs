@@ -394,6 +394,8 @@ impl Sidecar {
                 client_id: self.settings.client_id.clone(),
                 total_values: outcome.params.len() as u64,
                 is_delta: task.privacy.is_some(),
+                // Announced so that a plain round's coordinator folds the chunks as they arrive.
+                samples: outcome.samples,
             })),
         };
         let trailer = update_trailer(outcome.samples, &outcome.metrics, norm, digest, reference.as_ref());
@@ -432,6 +434,7 @@ impl Sidecar {
             .chain(std::iter::once(trailer))
             .collect();
         count_upload(&parts);
+        reserve_upload(fleet, &task.id, &self.settings.client_id, total).await?;
         let resp = fleet.push_update(tokio_stream::iter(parts)).await?.into_inner();
         info!(
             client = %self.settings.client_id,
@@ -484,6 +487,7 @@ impl Sidecar {
                 total_values: total as u64,
                 // The coordinator stages global + Δ: a model, as in any non-private run.
                 is_delta: false,
+                samples: outcome.samples,
             })),
         };
         let chunk_part = |c: ParamChunk| pb::UpdatePart { part: Some(pb::update_part::Part::Chunk(c)) };
@@ -511,6 +515,7 @@ impl Sidecar {
             .chain(std::iter::once(trailer))
             .collect();
         count_upload(&parts);
+        reserve_upload(fleet, &task.id, &self.settings.client_id, total).await?;
         let resp = fleet.push_update(tokio_stream::iter(parts)).await?.into_inner();
         if let Some(e) = encoded.residual {
             self.residuals.lock().expect("residuals poisoned").commit(&task.run, e);
@@ -533,6 +538,25 @@ impl Sidecar {
 ///
 /// # Errors
 /// Transport failures, a stream that breaks the chunk contract or a digest mismatch.
+/// Waits until the coordinator holds a staging slot for this update (`ReserveUpload`), so
+/// that its bytes are sent only once they can be consumed: while a client waits here it
+/// parks nothing in the coordinator's HTTP/2 windows. A coordinator without the RPC answers
+/// UNIMPLEMENTED, and the push then waits for its slot on the coordinator as before.
+async fn reserve_upload(
+    fleet: &mut FleetServiceClient<Channel>,
+    task: &str,
+    client: &str,
+    total_values: usize,
+) -> Result<(), SessionError> {
+    let request =
+        pb::ReserveUploadRequest { task_id: task.into(), client_id: client.into(), total_values: total_values as u64 };
+    match fleet.reserve_upload(request).await {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::Unimplemented => Ok(()),
+        Err(status) => Err(status.into()),
+    }
+}
+
 pub async fn fetch_model(
     fleet: &mut FleetServiceClient<Channel>,
     task: &Task,

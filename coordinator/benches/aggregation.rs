@@ -4,11 +4,14 @@
 //! `cargo bench -p fedra-coordinator --bench aggregation`.
 //!
 //! What one "update" costs on the coordinator's hot path, per the aggregation module's
-//! contract: decode each received little-endian chunk into a staging buffer, then fold the
-//! staged update into the f64 running sum. Both steps are measured separately and together.
+//! contract. Staged: decode each received little-endian chunk into a staging buffer, then
+//! fold the staged update into the running sum (f64, or the fixed-point sum of plain rounds
+//! on every core). Streamed: per chunk, the digest and a fixed-point fold straight from the
+//! received bytes, with and without appending the chunk to the upload's spill file.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use fedra_coordinator::aggregation::FedAvgAccumulator;
+use fedra_coordinator::aggregation::{FedAvgAccumulator, FixedPointAccumulator, FixedScale};
+use fedra_coordinator::round::stream::UploadSpill;
 use fedra_proto::chunking::{DEFAULT_CHUNK_BYTES, StreamDigest, chunks, decode_le_into};
 use fedra_proto::pb::ParamChunk;
 use std::hint::black_box;
@@ -79,6 +82,46 @@ fn bench(c: &mut Criterion) {
                 }
                 black_box(digest.finish_hex());
                 acc.fold(&staging, 17.0).expect("fold");
+            })
+        });
+        // The fixed-point sum of plain rounds: a staged update folded on every core.
+        let scale = FixedScale::for_round(&[1.0], 1e6);
+        let mut fixed = FixedPointAccumulator::new(params, scale);
+        g.bench_function(BenchmarkId::new("fold_fixed", params), |b| {
+            b.iter(|| {
+                fixed.fold(black_box(&staging), 17.0).expect("fold");
+                fixed.unfold(&staging, 17.0).expect("unfold");
+            })
+        });
+        // A streamed upload as the coordinator handles it: per received chunk, the digest
+        // and a fold straight from the chunk's bytes (one thread, the run actor's).
+        let mut fixed = FixedPointAccumulator::new(params, scale);
+        g.bench_function(BenchmarkId::new("stream_fold", params), |b| {
+            b.iter(|| {
+                let mut digest = StreamDigest::default();
+                let mut offset = 0;
+                for ch in black_box(&wire) {
+                    digest.update(&ch.data);
+                    fixed.fold_le_range(offset, &ch.data, 17.0).expect("fold");
+                    offset += ch.data.len() / 4;
+                }
+                black_box(digest.finish_hex());
+            })
+        });
+        // The same, with each chunk first appended to the upload's spill file (page cache).
+        let dir = std::env::temp_dir();
+        g.bench_function(BenchmarkId::new("stream_fold_spilled", params), |b| {
+            b.iter(|| {
+                let spill = UploadSpill::create(&dir).expect("spill file");
+                let mut digest = StreamDigest::default();
+                let mut offset = 0;
+                for ch in black_box(&wire) {
+                    spill.append(&ch.data).expect("spill");
+                    digest.update(&ch.data);
+                    fixed.fold_le_range(offset, &ch.data, 17.0).expect("fold");
+                    offset += ch.data.len() / 4;
+                }
+                black_box(digest.finish_hex());
             })
         });
         g.finish();

@@ -277,10 +277,7 @@ impl<'g> UpdateDecoder<'g> {
         }
         let range = match got {
             ChunkEncoding::F32 => {
-                if chunk.count != 0 || chunk.scale.to_bits() != 0 {
-                    return Err(CodecError::StrayFraming { offset: chunk.offset });
-                }
-                let range = self.cursor.accept(chunk)?;
+                let range = self.plain_framing(chunk)?;
                 let start = range.start;
                 let out = &mut dst[range.clone()];
                 decode_le_into(&chunk.data, out);
@@ -304,6 +301,39 @@ impl<'g> UpdateDecoder<'g> {
         };
         self.digest.update(chunk);
         Ok(range)
+    }
+
+    /// Checks an uncompressed upload's `chunk` and adds it to the digest without decoding it:
+    /// the caller folds the received bytes straight into a sum (a streaming upload), which
+    /// also refuses values that are not finite. Returns the coordinate range it covers.
+    ///
+    /// # Errors
+    /// A compressed run's decoder, or any breach of the uncompressed contract.
+    pub fn accept_unstaged(&mut self, chunk: &ParamChunk) -> Result<Range<usize>, CodecError> {
+        let got = ChunkEncoding::try_from(chunk.encoding).map_err(|_| CodecError::Encoding {
+            offset: chunk.offset,
+            got: "unknown",
+            expected: encoding_name(ChunkEncoding::F32),
+        })?;
+        let expected = encoding_of(&self.compression);
+        if got != ChunkEncoding::F32 || expected != ChunkEncoding::F32 {
+            return Err(CodecError::Encoding {
+                offset: chunk.offset,
+                got: encoding_name(got),
+                expected: encoding_name(expected),
+            });
+        }
+        let range = self.plain_framing(chunk)?;
+        self.digest.update(chunk);
+        Ok(range)
+    }
+
+    /// An uncompressed chunk's framing and order.
+    fn plain_framing(&mut self, chunk: &ParamChunk) -> Result<Range<usize>, CodecError> {
+        if chunk.count != 0 || chunk.scale.to_bits() != 0 {
+            return Err(CodecError::StrayFraming { offset: chunk.offset });
+        }
+        Ok(self.cursor.accept(chunk)?)
     }
 
     /// The coordinate range of an encoded chunk, checked for order, emptiness and overrun

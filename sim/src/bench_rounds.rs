@@ -25,11 +25,14 @@
 
 pub mod coordinator_process;
 mod fleet;
+pub mod floor;
+mod table;
 pub mod tiered;
 mod trivial_trainer;
 pub mod wire_bytes;
 
 pub use coordinator_process::{CoordinatorProcess, CoordinatorSettings, ProcSample};
+pub use table::table;
 pub use trivial_trainer::TrivialTrainer;
 
 use anyhow::{Context, Result, bail};
@@ -142,6 +145,9 @@ pub struct RoundsArgs {
     /// multi_krum:F[:M] or norm_bound:FACTOR.
     #[arg(long, default_value = "mean")]
     pub aggregator: fedra_types::plan::Aggregator,
+    /// Skip the floor measurement (see [`floor`]) that runs after each case.
+    #[arg(long)]
+    pub no_floor: bool,
 }
 
 /// Validated options.
@@ -156,6 +162,7 @@ pub struct RoundsBenchOptions {
     /// Also run each case in tiers with this many regions (see [`tiered`]).
     pub regions: Option<usize>,
     pub aggregator: fedra_types::plan::Aggregator,
+    pub floor: bool,
 }
 
 impl RoundsArgs {
@@ -197,6 +204,7 @@ impl RoundsArgs {
             seed: self.seed,
             regions: self.regions,
             aggregator: self.aggregator,
+            floor: !self.no_floor,
         })
     }
 }
@@ -256,6 +264,13 @@ pub struct CaseReport {
     pub steady_loopback_bytes_median: Option<u64>,
     /// N · P · 4 / coordinator CPU seconds per round, GB/s (a lower bound, see module docs).
     pub aggregation_gbps_lower_bound: Option<f64>,
+    /// Coordinator RSS growth from before the sidecars connected to all of them connected
+    /// and idle, per connection (bytes).
+    pub idle_bytes_per_connection: Option<u64>,
+    /// The machine's floor for the same case (see [`floor`]): median steady round, s.
+    pub floor_round_s: Option<f64>,
+    /// Steady (or first) round time over the floor's.
+    pub round_over_floor: Option<f64>,
     /// N · P · 4 / the coordinator's reported fold time (median of steady rounds), GB/s:
     /// the rate of the fold itself, off the critical path of gRPC and digests.
     pub fold_gbps: Option<f64>,
@@ -342,6 +357,7 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
     }
     let coordinator = CoordinatorProcess::start(&opts.coordinator).await?;
     let endpoint = coordinator.endpoint();
+    let base_rss = coordinator.sample()?.rss;
     let started = Instant::now();
     let ids: Vec<(String, String)> =
         (0..case.clients).map(|i| (format!("bench-{i:05}"), "bench".to_string())).collect();
@@ -351,6 +367,7 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
         Err(e) => bail!("{e:#}; coordinator log:\n{}", coordinator.log_tail()),
     };
     let connect_s = started.elapsed().as_secs_f64();
+    let idle_rss = coordinator.sample()?.rss;
     eprintln!("  {} sidecars connected in {connect_s:.1} s", case.clients);
 
     let mut control = ControlClient::connect(&endpoint, &coordinator.control_tls()?).await?;
@@ -384,7 +401,20 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
     let mut steady_fold: Vec<f64> = steady.iter().map(|r| r.fold_s).collect();
     let fold_per_round = median(&mut steady_fold).or(first.map(|r| r.fold_s));
     let model_bytes = params as u64 * 4;
+    let floor_round_s = if opts.floor {
+        floor::measure(case.clients, params, opts.rounds)
+            .await
+            .inspect_err(|e| eprintln!("  floor measurement failed: {e:#}"))
+            .ok()
+            .map(|f| f.round_s_median)
+    } else {
+        None
+    };
+    let round_s = median(&mut steady_wall.clone()).or(first.map(|r| r.wall_s));
     Ok(CaseReport {
+        idle_bytes_per_connection: Some(idle_rss.saturating_sub(base_rss) / case.clients as u64),
+        floor_round_s,
+        round_over_floor: round_s.zip(floor_round_s).map(|(r, f)| r / f),
         clients: case.clients,
         params,
         model: format!("logistic_regression input_dim={input_dim} classes={CLASSES}"),
@@ -507,36 +537,6 @@ async fn observe(
     Ok(Observed { rounds, state, error })
 }
 
-fn opt(v: Option<f64>, digits: usize) -> String {
-    v.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
-}
-
-/// The per-case table printed at the end.
-pub fn table(reports: &[CaseReport]) -> String {
-    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    let mut out = String::from(
-        "    N           P  state      first(s)  steady(s)  coordCPU(s/rnd)  peakRSS MiB (target)  wire/rnd MB (×ideal)  agg GB/s(≥)  fold GB/s\n",
-    );
-    for r in reports {
-        out += &format!(
-            "{:>5} {:>11}  {:<9} {:>9} {:>10} {:>16} {:>10.0} ({:>7.0}) {:>11.1} ({:>6.3}) {:>11} {:>10}\n",
-            r.clients,
-            r.params,
-            r.state,
-            opt(r.first_round_s, 3),
-            opt(r.steady_round_s_median, 3),
-            opt(r.steady_coordinator_cpu_s_median.or(r.first_round_coordinator_cpu_s), 3),
-            mib(r.coordinator_peak_rss),
-            mib(r.coordinator_rss_target),
-            r.steady_wire_bytes_median.or(r.first_round_wire_bytes).unwrap_or(0) as f64 / 1e6,
-            r.wire_ratio.unwrap_or(f64::NAN),
-            opt(r.aggregation_gbps_lower_bound, 2),
-            opt(r.fold_gbps, 2),
-        );
-    }
-    out
-}
-
 /// Host facts recorded with the results.
 #[derive(Debug, Clone, Serialize)]
 pub struct Machine {
@@ -649,6 +649,9 @@ fn failed_case(case: GridCase, opts: &RoundsBenchOptions, error: String) -> Case
         steady_wire_bytes_median: None,
         first_round_wire_bytes: None,
         wire_ratio: None,
+        idle_bytes_per_connection: None,
+        floor_round_s: None,
+        round_over_floor: None,
         steady_loopback_bytes_median: None,
         aggregation_gbps_lower_bound: None,
         fold_gbps: None,

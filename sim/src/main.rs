@@ -78,6 +78,17 @@ enum BenchCommand {
     /// The inference node: predictions per second, p50/p99 latency and CPU seconds per
     /// 1,000 predictions for logistic regression and an MLP at batch 1 and 64.
     Infer(fedra_sim::bench_infer::InferArgs),
+    /// The server side of `bench rounds`' floor measurement (started by it, in a process of
+    /// its own).
+    #[command(hide = true)]
+    FloorPeer {
+        #[arg(long)]
+        clients: usize,
+        #[arg(long)]
+        params: usize,
+        #[arg(long)]
+        rounds: u32,
+    },
 }
 
 #[tokio::main]
@@ -150,6 +161,15 @@ async fn main() -> ExitCode {
                 Ok(_) => ExitCode::from(2),
                 Err(e) => {
                     eprintln!("fedra-sim: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Bench { what: BenchCommand::FloorPeer { clients, params, rounds } } => {
+            match fedra_sim::bench_rounds::floor::serve_peer(clients, params, rounds).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("fedra-sim: floor server: {e:#}");
                     ExitCode::FAILURE
                 }
             }

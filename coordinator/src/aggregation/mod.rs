@@ -1,25 +1,34 @@
 //! Streaming FedAvg aggregation in O(model) memory.
 //!
 //! Memory contract: the coordinator holds the round's global model (`f32` per parameter,
-//! shared with every download in flight), one running weighted sum (`f64` per parameter) —
-//! together 3 × the model — plus staging buffers bounded by a byte budget
-//! ([`StagingPool`]), however many clients report. The new model is written into the old
-//! model's allocation when no download still holds it, so publishing adds no fourth copy. An upload's chunks are decoded straight from the received gRPC buffers
-//! into a staging buffer as they arrive; only when the upload's trailer has been verified
-//! (every value present, digest and sample count good) is the buffer folded into the sum
-//! with one pass and handed back to the pool. A broken upload therefore never touches the
-//! sum's committed state: its buffer is simply returned to the pool.
+//! shared with every download in flight) and one running weighted sum (8 bytes per
+//! parameter: fixed-point `i64` for plain rounds, see [`fixed`], `f64` for private ones) —
+//! together 3 × the model — plus what uploads in flight hold, bounded by a byte budget
+//! ([`StagingPool`]) however many clients report. The new model is written into the old
+//! model's allocation when no download still holds it, so publishing adds no fourth copy.
 //!
-//! The sum is kept in `f64` so that the result does not depend on the order in which
-//! clients report beyond `f64` rounding (far below `f32` resolution for any realistic
-//! number of clients).
+//! Two ways an upload reaches the sum:
+//! - **streamed** (plain rounds, the default for sidecars that announce their sample count):
+//!   each chunk is folded from the received gRPC buffer as it arrives, after it is appended
+//!   to the upload's spill file; an upload that breaks or is refused is subtracted exactly
+//!   (see [`crate::round::stream`]). An upload holds one chunk and a slot of the budget.
+//! - **staged** (private, compressed or robust rounds, and clients that do not announce):
+//!   the chunks are decoded into a staging buffer of the model's size; only when the trailer
+//!   has been verified is the buffer folded, with one pass, and handed back to the pool.
+//!
+//! Either way a broken upload never changes the result. A plain round's sum is fixed point
+//! ([`FixedPointAccumulator`]): bit-identical whatever the order in which clients report,
+//! and exactly reversible. A private round's stays `f64` ([`FedAvgAccumulator`]), as its
+//! release's sensitivity analysis assumes.
 
+pub mod fixed;
 pub mod robust;
 pub mod server_opt;
 mod staging;
 
+pub use fixed::{FixedPointAccumulator, FixedScale};
 pub use robust::{RobustOutcome, SpillStage};
-pub use staging::{DEFAULT_STAGING_BUDGET_BYTES, StagingBuffer, StagingPool};
+pub use staging::{DEFAULT_STAGING_BUDGET_BYTES, StagingBuffer, StagingPool, StreamSlot};
 
 /// Folding an update was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -30,35 +39,55 @@ pub enum AggregationError {
     Weight(f64),
     #[error("no update was aggregated")]
     Empty,
+    #[error(
+        "update value {value} at index {index} is beyond the round's fixed-point range ±{bound} \
+         (256 × the round's largest parameter, at least 256)"
+    )]
+    OutOfRange { index: usize, value: f32, bound: f64 },
+    #[error("update value at index {0} is not finite")]
+    NotFinite(usize),
+    #[error(
+        "update weight {weight} would take the round's total weight beyond its budget {budget} (the selected \
+         clients' registered samples together, rounded up to a power of two)"
+    )]
+    WeightBudget { weight: f64, budget: f64 },
     #[error("scratch file: {0}")]
     Scratch(String),
     #[error("{0}")]
     Rule(String),
 }
 
-/// What a round collects its updates into: FedAvg's running sum (streaming, the default and
-/// the only one DP-FedAvg uses), or a robust rule's spilled updates (see [`robust`]).
+/// What a round collects its updates into: FedAvg's running sum (streaming, the default:
+/// fixed point for plain rounds, `f64` for private ones), or a robust rule's spilled updates
+/// (see [`robust`]).
 #[derive(Debug)]
 pub enum RoundSum {
-    Mean(FedAvgAccumulator),
+    Mean(FixedPointAccumulator),
+    Private(FedAvgAccumulator),
     Robust(SpillStage),
 }
 
 impl RoundSum {
-    /// The collector `rule` needs for a model of `len` values: a robust rule's scratch file
-    /// goes into `scratch_dir`.
+    /// The collector `rule` needs for a round that starts from `global` with weights up to
+    /// `max_total_weight` together: a robust rule's scratch file goes into `scratch_dir`; a
+    /// private round sums in `f64`.
     ///
     /// # Errors
     /// The scratch file cannot be created.
     pub fn for_rule(
         rule: &fedra_types::aggregator::Aggregator,
-        len: usize,
+        private: bool,
+        global: &[f32],
+        max_total_weight: f64,
         scratch_dir: &std::path::Path,
     ) -> Result<Self, AggregationError> {
+        let len = global.len();
         if rule.is_robust() {
             SpillStage::new(scratch_dir, len).map(Self::Robust)
+        } else if private {
+            Ok(Self::Private(FedAvgAccumulator::new(len)))
         } else {
-            Ok(Self::Mean(FedAvgAccumulator::new(len)))
+            Ok(Self::Mean(FixedPointAccumulator::new(len, FixedScale::for_round(global, max_total_weight))))
         }
     }
 
@@ -69,6 +98,7 @@ impl RoundSum {
     pub fn fold(&mut self, update: &[f32], weight: f64) -> Result<(), AggregationError> {
         match self {
             Self::Mean(acc) => acc.fold(update, weight),
+            Self::Private(acc) => acc.fold(update, weight),
             Self::Robust(stage) => stage.append(update, weight),
         }
     }

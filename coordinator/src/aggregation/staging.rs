@@ -78,6 +78,17 @@ impl StagingPool {
         u32::try_from((len * 4).div_ceil(UNIT)).unwrap_or(u32::MAX).max(1)
     }
 
+    /// Waits for a free slot for a streamed upload, which folds its chunks as they arrive
+    /// and needs no buffer: the slot takes `bytes` of the budget for what its HTTP/2
+    /// window may hold while the fold consumes it.
+    pub async fn admit(&self, bytes: usize) -> StreamSlot {
+        let upload = Arc::clone(&self.uploads).acquire_owned().await.expect("staging semaphore is never closed");
+        metrics::gauge!("fedra_staging_uploads_in_use").increment(1.0);
+        let need = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX).clamp(1, self.budget_units);
+        let bytes = Arc::clone(&self.bytes).acquire_many_owned(need).await.expect("staging semaphore is never closed");
+        StreamSlot { _permits: (upload, bytes) }
+    }
+
     /// Waits for a free slot and returns a buffer of `len` values whose contents are
     /// unspecified (zero when new, a previous upload's values when reused).
     pub async fn acquire(&self, len: usize) -> StagingBuffer {
@@ -138,6 +149,23 @@ impl Drop for StagingBuffer {
     }
 }
 
+/// A streamed upload's place in the pool (see [`StagingPool::admit`]); freed when dropped.
+pub struct StreamSlot {
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        metrics::gauge!("fedra_staging_uploads_in_use").decrement(1.0);
+    }
+}
+
+impl std::fmt::Debug for StreamSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamSlot")
+    }
+}
+
 impl std::fmt::Debug for StagingBuffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "StagingBuffer({} values)", self.values.len())
@@ -176,6 +204,17 @@ mod tests {
         assert!(try_acquire(&pool, 8 << 10).await.is_none(), "the byte budget is spent");
         drop(a);
         assert!(try_acquire(&pool, 8 << 10).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn streamed_uploads_take_slots_without_buffers() {
+        let pool = StagingPool::new(8, 64 << 10);
+        let a = pool.admit(32 << 10).await;
+        let _b = pool.admit(32 << 10).await;
+        assert_eq!(pool.in_use(), 2);
+        assert!(try_acquire(&pool, 16).await.is_none(), "the streams hold the byte budget");
+        drop(a);
+        assert!(try_acquire(&pool, 16).await.is_some());
     }
 
     #[tokio::test]

@@ -32,6 +32,7 @@ pub enum Rpc {
     Heartbeat,
     FetchModel,
     PushUpdate,
+    ReserveUpload,
     ReportEvaluation,
     PrivacyStatus,
     ListCheckpoints,
@@ -49,7 +50,7 @@ pub enum Rpc {
 }
 
 impl Rpc {
-    pub const ALL: [Rpc; 24] = [
+    pub const ALL: [Rpc; 25] = [
         Rpc::SubmitRun,
         Rpc::GetRun,
         Rpc::ListRuns,
@@ -60,6 +61,7 @@ impl Rpc {
         Rpc::Heartbeat,
         Rpc::FetchModel,
         Rpc::PushUpdate,
+        Rpc::ReserveUpload,
         Rpc::ReportEvaluation,
         Rpc::PrivacyStatus,
         Rpc::ListCheckpoints,
@@ -112,7 +114,13 @@ pub const fn access(role: Role, rpc: Rpc) -> Access {
             Admin => Full,
             _ => Denied,
         },
-        Rpc::Register | Rpc::Subscribe | Rpc::Heartbeat | Rpc::FetchModel | Rpc::PushUpdate | Rpc::ReportEvaluation => {
+        Rpc::Register
+        | Rpc::Subscribe
+        | Rpc::Heartbeat
+        | Rpc::FetchModel
+        | Rpc::PushUpdate
+        | Rpc::ReserveUpload
+        | Rpc::ReportEvaluation => {
             // The tier decides which of the two may register (FleetApi::check_tier).
             match role {
                 Client | RegionalAggregator => Own,
@@ -292,7 +300,7 @@ mod tests {
     /// The whole matrix, as a reviewer reads it: one row per RPC, one column per role in
     /// [`Role::ALL`] order (client, coordinator, regional-aggregator, scientist, compliance,
     /// approver, inference, admin). `-` denied, `O` own, `R` region, `S` summary, `F` full.
-    const MATRIX: [(Rpc, &str); 24] = [
+    const MATRIX: [(Rpc, &str); 25] = [
         (Rpc::SubmitRun, "---F---F"),
         (Rpc::GetRun, "---OFF-F"),
         (Rpc::ListRuns, "---OFF-F"),
@@ -303,6 +311,7 @@ mod tests {
         (Rpc::Heartbeat, "O-O-----"),
         (Rpc::FetchModel, "O-O-----"),
         (Rpc::PushUpdate, "O-O-----"),
+        (Rpc::ReserveUpload, "O-O-----"),
         (Rpc::ReportEvaluation, "O-O-----"),
         (Rpc::PrivacyStatus, "---SFS-F"),
         (Rpc::ListCheckpoints, "---FFFRF"),

@@ -3,11 +3,12 @@
 //! upload cannot touch the running sum).
 
 use super::auth::{Caller, Gate, Rpc};
+use super::upload_slots::{Held, UploadSlots};
 use super::{ApiError, convert};
 use crate::aggregation::StagingPool;
 use crate::round::RoundError;
-use crate::round::VerifiedUpdate;
 use crate::round::{EngineHandle, EngineSettings};
+use crate::round::{UpdateValues, UploadTicket, VerifiedUpdate};
 use fedra_proto::compressed::UpdateDecoder;
 use fedra_proto::pb;
 use fedra_proto::pb::fleet_service_server::FleetService;
@@ -17,6 +18,13 @@ use tokio::sync::Semaphore;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
+
+mod streamed;
+
+/// Budget bytes a streamed upload's slot takes (at most its update's size): what its
+/// HTTP/2 window may hold while the fold consumes it. With the default 32 MiB staging
+/// budget, 8 large uploads stream at once.
+const STREAM_SLOT_BYTES: usize = 4 << 20;
 
 pub struct FleetApi {
     engine: EngineHandle,
@@ -31,6 +39,8 @@ pub struct FleetApi {
     uploading: InFlight,
     /// Tasks with a model download streaming now: one at a time per task.
     downloading: InFlight,
+    /// Staging slots reserved ahead of uploads (`ReserveUpload`).
+    reserved: UploadSlots,
 }
 
 /// A set of tasks with a transfer in progress; [`InFlight::claim`] returns a guard that
@@ -76,6 +86,7 @@ impl FleetApi {
             gate,
             uploading: InFlight::default(),
             downloading: InFlight::default(),
+            reserved: UploadSlots::default(),
         }
     }
 
@@ -99,6 +110,42 @@ impl FleetApi {
         Ok(())
     }
 
+    /// Waits for a staging slot for `total_values`, until the round's deadline.
+    async fn staging_slot(
+        &self,
+        deadline: tokio::time::Instant,
+        total_values: u64,
+    ) -> Result<crate::aggregation::StagingBuffer, ApiError> {
+        tokio::time::timeout_at(deadline, self.staging.acquire(total_values as usize))
+            .await
+            .map_err(|_| ApiError::Protocol("the round's deadline passed while waiting for a staging slot".into()))
+    }
+
+    /// Waits for a streamed upload's slot (see [`STREAM_SLOT_BYTES`]), until the deadline.
+    async fn stream_slot(&self, ticket: &UploadTicket) -> Result<crate::aggregation::StreamSlot, ApiError> {
+        let bytes = STREAM_SLOT_BYTES.min(ticket.total_values as usize * 4);
+        tokio::time::timeout_at(ticket.deadline, self.staging.admit(bytes))
+            .await
+            .map_err(|_| ApiError::Protocol("the round's deadline passed while waiting for a staging slot".into()))
+    }
+
+    /// Holds a staging slot for `task`'s coming upload (see [`UploadSlots`]).
+    async fn reserve_slot(&self, caller: &Caller, r: pb::ReserveUploadRequest) -> Result<f64, ApiError> {
+        let task = convert::task_id("task_id", &r.task_id)?;
+        let client = caller.client_id("client_id", &r.client_id)?;
+        let ticket = self.engine.begin_upload(task.clone(), client, r.total_values).await?;
+        // One wait per task: a client cannot queue for several slots with one task.
+        let _claim = self.uploading.claim(&task, "upload reservation")?;
+        let held = if ticket.stream.is_some() {
+            Held::Stream(self.stream_slot(&ticket).await?)
+        } else {
+            Held::Staged(self.staging_slot(ticket.deadline, ticket.total_values).await?)
+        };
+        let hold = self.settings.client_timeout;
+        self.reserved.hold(task, held, hold);
+        Ok(hold.as_secs_f64())
+    }
+
     async fn receive_update(&self, caller: &Caller, mut stream: Streaming<pb::UpdatePart>) -> Result<u32, ApiError> {
         use pb::update_part::Part;
         let header = match stream.message().await.map_err(|s| ApiError::Protocol(s.message().to_string()))? {
@@ -110,11 +157,19 @@ impl FleetApi {
         let ticket = self.engine.begin_upload(task.clone(), client.clone(), header.total_values).await?;
         // After the engine confirmed the task is the caller's: nobody can claim another's.
         let _claim = self.uploading.claim(&task, "upload")?;
+        // An update that announces its weight folds as it streams, where the round allows.
+        if let Some(sink) = ticket.stream.clone()
+            && header.samples > 0
+        {
+            return self.receive_streamed(stream, &header, task, client, &ticket, sink).await;
+        }
         let deadline = ticket.deadline;
-        // Waits while the staging budget is spent by other uploads: memory stays bounded.
-        let mut staged = tokio::time::timeout_at(deadline, self.staging.acquire(ticket.total_values as usize))
-            .await
-            .map_err(|_| ApiError::Protocol("the round's deadline passed while waiting for a staging slot".into()))?;
+        // The slot reserved ahead (ReserveUpload), or one waited for now while the staging
+        // budget is spent by other uploads: memory stays bounded either way.
+        let mut staged = match self.reserved.take_staged(&task, ticket.total_values as usize) {
+            Some(buffer) => buffer,
+            None => self.staging_slot(deadline, ticket.total_values).await?,
+        };
         let idle = self.settings.client_timeout;
         // A compressed upload decodes as global + Δ: the round's model, held for the upload.
         let global: &[f32] = ticket.global.as_ref().map_or(&[], |g| g.params.as_slice());
@@ -122,62 +177,97 @@ impl FleetApi {
             .map_err(|e| ApiError::Round(RoundError::Internal(e.to_string())))?;
         let mut wire_bytes = 0u64;
         let trailer = loop {
-            let part = next_part(&mut stream, idle, deadline, cursor.received()).await?.map_err(|s| {
-                ApiError::Protocol(format!(
-                    "upload broke after {} values ({}); update discarded",
-                    cursor.received(),
-                    s.message()
-                ))
-            })?;
-            match part.and_then(|p| p.part) {
-                Some(Part::Chunk(c)) => {
+            match next_chunk(&mut stream, idle, deadline, cursor.received(), ticket.total_values).await? {
+                Received::Chunk(c) => {
                     cursor.accept(&c, staged.as_mut_slice())?;
                     wire_bytes += fedra_proto::compressed::encoded_len(&c) as u64;
                     crate::crash::point("mid_upload");
                 }
-                Some(Part::Trailer(t)) => break t,
-                Some(Part::Header(_)) => return Err(ApiError::Protocol("a second header arrived".into())),
-                None => {
-                    return Err(ApiError::Protocol(format!(
-                        "stream ended after {} of {} values without a trailer; update discarded",
-                        cursor.received(),
-                        ticket.total_values
-                    )));
-                }
+                Received::Trailer(t) => break t,
             }
         };
         let computed = cursor.finish()?;
-        if !trailer.digest.eq_ignore_ascii_case(&computed) {
-            return Err(ApiError::Invalid(format!(
-                "trailer.digest {:?} does not match the received values ({computed})",
-                trailer.digest
-            )));
-        }
-        if !(trailer.update_norm.is_finite() && trailer.update_norm >= 0.0) {
-            return Err(ApiError::Invalid(format!(
-                "trailer.update_norm must be finite and non-negative, got {}",
-                trailer.update_norm
-            )));
-        }
-        let metrics = convert::metrics_from_pb(trailer.metrics)?;
-        let update = VerifiedUpdate {
-            values: staged,
-            samples: super::limits::samples("trailer.samples", trailer.samples, false)?,
-            metrics,
-            update_norm: trailer.update_norm,
-            is_delta: header.is_delta,
-            wire_bytes,
-            contributors: super::limits::members("trailer.contributors", trailer.contributors)?,
-            scopes: super::limits::scopes("trailer.scopes", trailer.scopes)?,
-            reference: trailer
-                .reference
-                .as_ref()
-                .map(fedra_proto::drift_wire::reference_from_pb)
-                .transpose()
-                .map(|r| r.map(Box::new))
-                .map_err(|e| ApiError::Invalid(format!("trailer.reference: {e}")))?,
-        };
+        let update = verified(&header, trailer, &computed, UpdateValues::Staged(staged), wire_bytes)?;
         Ok(self.engine.commit_upload(task, client, update).await?)
+    }
+}
+
+/// The update an upload's trailer completes, once the trailer checks out against what was
+/// received (`computed`: the digest of the received chunks).
+///
+/// # Errors
+/// INVALID_ARGUMENT naming the trailer field that is wrong.
+fn verified(
+    header: &pb::UpdateHeader,
+    trailer: pb::UpdateTrailer,
+    computed: &str,
+    values: UpdateValues,
+    wire_bytes: u64,
+) -> Result<VerifiedUpdate, ApiError> {
+    if !trailer.digest.eq_ignore_ascii_case(computed) {
+        return Err(ApiError::Invalid(format!(
+            "trailer.digest {:?} does not match the received values ({computed})",
+            trailer.digest
+        )));
+    }
+    if !(trailer.update_norm.is_finite() && trailer.update_norm >= 0.0) {
+        return Err(ApiError::Invalid(format!(
+            "trailer.update_norm must be finite and non-negative, got {}",
+            trailer.update_norm
+        )));
+    }
+    if header.samples != 0 && trailer.samples != header.samples {
+        return Err(ApiError::Invalid(format!(
+            "trailer.samples {} differs from header.samples {}, as announced",
+            trailer.samples, header.samples
+        )));
+    }
+    let metrics = convert::metrics_from_pb(trailer.metrics)?;
+    Ok(VerifiedUpdate {
+        values,
+        samples: super::limits::samples("trailer.samples", trailer.samples, false)?,
+        metrics,
+        update_norm: trailer.update_norm,
+        is_delta: header.is_delta,
+        wire_bytes,
+        contributors: super::limits::members("trailer.contributors", trailer.contributors)?,
+        scopes: super::limits::scopes("trailer.scopes", trailer.scopes)?,
+        reference: trailer
+            .reference
+            .as_ref()
+            .map(fedra_proto::drift_wire::reference_from_pb)
+            .transpose()
+            .map(|r| r.map(Box::new))
+            .map_err(|e| ApiError::Invalid(format!("trailer.reference: {e}")))?,
+    })
+}
+
+/// What an upload's next message brought.
+enum Received {
+    Chunk(pb::ParamChunk),
+    Trailer(pb::UpdateTrailer),
+}
+
+/// The upload's next chunk or its trailer, after `received` of `total` values. A stream that
+/// broke, went silent or ended early, or a second header, is an error naming how far it got.
+async fn next_chunk(
+    stream: &mut Streaming<pb::UpdatePart>,
+    idle: std::time::Duration,
+    deadline: tokio::time::Instant,
+    received: u64,
+    total: u64,
+) -> Result<Received, ApiError> {
+    use pb::update_part::Part;
+    let part = next_part(stream, idle, deadline, received).await?.map_err(|s| {
+        ApiError::Protocol(format!("upload broke after {received} values ({}); update discarded", s.message()))
+    })?;
+    match part.and_then(|p| p.part) {
+        Some(Part::Chunk(c)) => Ok(Received::Chunk(c)),
+        Some(Part::Trailer(t)) => Ok(Received::Trailer(t)),
+        Some(Part::Header(_)) => Err(ApiError::Protocol("a second header arrived".into())),
+        None => Err(ApiError::Protocol(format!(
+            "stream ended after {received} of {total} values without a trailer; update discarded"
+        ))),
     }
 }
 
@@ -314,6 +404,15 @@ impl FleetService for FleetApi {
         let report = convert::evaluation_report_from_pb(&r)?;
         self.engine.report_evaluation(task, client, report).await?;
         Ok(Response::new(pb::EvaluationAck {}))
+    }
+
+    async fn reserve_upload(
+        &self,
+        req: Request<pb::ReserveUploadRequest>,
+    ) -> Result<Response<pb::ReserveUploadResponse>, Status> {
+        let caller = self.gate.admit(&req, Rpc::ReserveUpload)?;
+        let hold_seconds = self.reserve_slot(&caller, req.into_inner()).await?;
+        Ok(Response::new(pb::ReserveUploadResponse { hold_seconds }))
     }
 
     async fn push_update(

@@ -16,6 +16,7 @@ mod registry_service;
 mod registry_wire;
 mod run_service;
 mod status;
+mod upload_slots;
 pub mod upstream;
 
 pub use auth::{Caller, Gate};

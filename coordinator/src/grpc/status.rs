@@ -1,6 +1,7 @@
 //! The one mapping from errors to gRPC status codes. Every message names what was wrong so
 //! the caller knows what to fix.
 
+use crate::aggregation::AggregationError;
 use crate::privacy::PrivacyError;
 use crate::registry::RegistryError;
 use crate::round::RoundError;
@@ -86,6 +87,11 @@ impl ApiError {
             },
             ApiError::Round(e) => match e {
                 RoundError::Store(e) => store_code(e),
+                RoundError::Aggregation(
+                    AggregationError::OutOfRange { .. }
+                    | AggregationError::NotFinite(_)
+                    | AggregationError::WeightBudget { .. },
+                ) => Code::InvalidArgument,
                 RoundError::Checkpoint(_) | RoundError::Aggregation(_) | RoundError::Internal(_) => Code::Internal,
                 RoundError::RunNotFound(_) | RoundError::CheckpointNotFound(_) => Code::NotFound,
                 RoundError::InitialCheckpoint { .. }

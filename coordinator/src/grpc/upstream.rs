@@ -342,6 +342,7 @@ impl Upstream {
                 client_id: self.config.name.to_string(),
                 total_values: mean.len() as u64,
                 is_delta: false,
+                samples: weight,
             })),
         };
         let trailer = pb::UpdatePart {

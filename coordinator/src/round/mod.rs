@@ -44,6 +44,7 @@ pub mod metrics;
 mod phases;
 mod run;
 pub mod scheduler;
+pub mod stream;
 mod task;
 #[cfg(test)]
 mod tests;
@@ -51,7 +52,9 @@ mod tests;
 pub use engine::{DEFAULT_MAX_MODEL_PARAMETERS, Engine, EngineHandle, EngineSettings, PrivacySettings};
 pub use history::RunView;
 pub use metrics::{MetricsMean, TrainingMetrics};
-pub use task::{EvaluationReport, GlobalModel, PrivacyTask, TaskAssignment, TaskKind, UploadTicket, VerifiedUpdate};
+pub use task::{
+    EvaluationReport, GlobalModel, PrivacyTask, TaskAssignment, TaskKind, UpdateValues, UploadTicket, VerifiedUpdate,
+};
 
 use crate::aggregation::AggregationError;
 use crate::checkpoint::CheckpointError;

@@ -141,6 +141,8 @@ pub(super) struct RunCore {
     pub started: Instant,
     pub deadline: Instant,
     pub internal: mpsc::UnboundedSender<Internal>,
+    /// Upload handlers' line to this actor for streamed uploads (see [`super::stream`]).
+    pub streams: super::stream::StreamSink,
     /// Reported updates not yet written to the store (see [`RunCore::flush_updates`]).
     pending_updates: Vec<ParticipationRecord>,
     /// Tasks of this run's closed phases, so that stragglers get a precise answer.
@@ -265,6 +267,7 @@ pub(super) struct RunActor {
     ended: bool,
     /// When the current phase began (the phase-duration histogram).
     phase_since: Instant,
+    streams: Option<mpsc::UnboundedReceiver<super::stream::StreamMsg>>,
 }
 
 impl RunActor {
@@ -280,7 +283,9 @@ impl RunActor {
     ) -> Self {
         let Resume { parent, clip_norm, server_state, evaluate_final } = resume;
         let now = Instant::now();
+        let (stream_tx, stream_rx) = mpsc::unbounded_channel();
         let core = RunCore {
+            streams: super::stream::StreamSink::new(stream_tx, env.settings.scratch_dir.clone()),
             env,
             id: key.run.clone(),
             deadline: now + plan.round_deadline,
@@ -308,7 +313,7 @@ impl RunActor {
             (true, Some(checkpoint)) => super::phases::evaluating::enter(&mut core, checkpoint, true, true),
             _ => selecting::begin(&mut core),
         };
-        Self { core, phase, ended: false, phase_since: Instant::now() }
+        Self { core, phase, ended: false, phase_since: Instant::now(), streams: Some(stream_rx) }
     }
 
     /// Runs until the run ends or the engine shuts down.
@@ -320,6 +325,7 @@ impl RunActor {
         self.announce_phase();
         let mut tick = tokio::time::interval(self.core.env.settings.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut streams = self.streams.take().expect("the stream receiver is taken once");
         use tracing::Instrument;
         while !self.ended {
             // The attempt's span: traces and JSON logs group each round's work under it.
@@ -331,6 +337,11 @@ impl RunActor {
                     Some(msg) => self.handle(msg).instrument(span).await,
                 },
                 Some(msg) = internal.recv() => self.handle_internal(msg).instrument(span).await,
+                Some(msg) = streams.recv() => {
+                    if training::on_stream(&mut self.phase, &mut self.core, msg) {
+                        self.check_end().instrument(span).await;
+                    }
+                }
                 _ = tick.tick() => self.on_tick().instrument(span).await,
             }
         }

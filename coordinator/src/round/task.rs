@@ -83,12 +83,37 @@ pub struct UploadTicket {
     /// The round's deadline: an upload still streaming then is cut off, freeing its
     /// staging slot, since the round will not count it anyway.
     pub deadline: tokio::time::Instant,
+    /// Set where the round folds chunks as they arrive (a plain round, see
+    /// [`super::stream`]): an upload that announces its sample count streams through it.
+    pub stream: Option<super::stream::StreamSink>,
+}
+
+/// Where a verified update's values are.
+#[derive(Debug)]
+pub enum UpdateValues {
+    /// Staged whole; folded at commit.
+    Staged(StagingBuffer),
+    /// Already folded chunk by chunk (see [`super::stream`]); counted at commit. `len` values.
+    Streamed { len: u64 },
+}
+
+impl UpdateValues {
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::Staged(b) => b.as_slice().len() as u64,
+            Self::Streamed { len } => *len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// An uploaded update whose chunks and trailer checked out.
 #[derive(Debug)]
 pub struct VerifiedUpdate {
-    pub values: StagingBuffer,
+    pub values: UpdateValues,
     pub samples: u64,
     pub metrics: TrainingMetrics,
     pub update_norm: f64,

@@ -144,7 +144,7 @@ impl Harness {
         values.as_mut_slice().fill(value);
         let update_norm = f64::from(value.abs()) * (DIM as f64).sqrt();
         VerifiedUpdate {
-            values,
+            values: super::UpdateValues::Staged(values),
             samples: 10,
             metrics: TrainingMetrics::default(),
             update_norm,

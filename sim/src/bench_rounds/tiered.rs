@@ -17,7 +17,8 @@
 
 use super::coordinator_process::{CoordinatorProcess, Launch, free_port};
 use super::fleet::Fleet;
-use super::{GridCase, Observed, RoundObservation, RoundsBenchOptions, median, model_for, observe, opt, plan};
+use super::table::opt;
+use super::{GridCase, Observed, RoundObservation, RoundsBenchOptions, median, model_for, observe, plan};
 use crate::cluster::TierSpec;
 use crate::proxy::CountingProxy;
 use anyhow::{Result, bail};

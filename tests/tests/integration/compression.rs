@@ -142,6 +142,7 @@ async fn push(
         client_id: client.into(),
         total_values: total as u64,
         is_delta: false,
+        samples: 0,
     };
     let trailer = pb::UpdateTrailer { samples: 10, digest, contributors: 1, ..Default::default() };
     let parts: Vec<pb::UpdatePart> = std::iter::once(pb::update_part::Part::Header(header))

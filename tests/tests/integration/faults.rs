@@ -36,6 +36,8 @@ pub struct HalfUpload {
     answer: JoinHandle<Result<tonic::Response<pb::PushUpdateResponse>, tonic::Status>>,
     pub sent: usize,
     pub total: usize,
+    /// The round's global model, as the client downloaded it.
+    pub global: Vec<f32>,
 }
 
 impl HalfUpload {
@@ -108,6 +110,17 @@ impl DyingClient {
     /// and the first half of the values (1e6 each, which would visibly poison the average)
     /// in chunks of `chunk_values` values. Returns the open upload.
     pub async fn upload_half(&mut self, chunk_values: usize) -> anyhow::Result<HalfUpload> {
+        self.upload_half_with(chunk_values, 0, 1.0e6).await
+    }
+
+    /// [`Self::upload_half`] with the header announcing `samples` (0: none; else the round
+    /// folds the chunks as they arrive) and every value `value`.
+    pub async fn upload_half_with(
+        &mut self,
+        chunk_values: usize,
+        samples: u64,
+        value: f32,
+    ) -> anyhow::Result<HalfUpload> {
         let task = tokio::time::timeout(Duration::from_secs(30), self.tasks.message()).await??.expect("a task");
         let mut model = self
             .fleet
@@ -115,13 +128,18 @@ impl DyingClient {
             .await?
             .into_inner();
         let mut total = 0;
+        let mut global = Vec::new();
         while let Some(part) = model.message().await? {
-            if let Some(pb::model_part::Part::Header(h)) = part.part {
-                total = h.total_values as usize;
+            match part.part {
+                Some(pb::model_part::Part::Header(h)) => total = h.total_values as usize,
+                Some(pb::model_part::Part::Chunk(c)) => {
+                    global.extend(c.data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
+                }
+                _ => {}
             }
         }
         let sent = total / 2;
-        let poison = vec![1.0e6f32; sent];
+        let poison = vec![value; sent];
         let chunks: Vec<_> = fedra_proto::chunking::chunks(&poison, chunk_values * 4).collect();
         assert!(chunks.len() >= 2, "half an upload goes out in several chunks, not {}", chunks.len());
         let (tx, rx) = mpsc::channel::<pb::UpdatePart>(chunks.len() + 1);
@@ -131,6 +149,7 @@ impl DyingClient {
                 client_id: self.id.clone(),
                 total_values: total as u64,
                 is_delta: false,
+                samples,
             })),
         })
         .await?;
@@ -140,7 +159,7 @@ impl DyingClient {
         let mut fleet = self.fleet.clone();
         let answer =
             tokio::spawn(async move { fleet.push_update(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
-        Ok(HalfUpload { parts: tx, answer, sent, total })
+        Ok(HalfUpload { parts: tx, answer, sent, total, global })
     }
 }
 
@@ -211,6 +230,64 @@ async fn dead_uploader_does_not_corrupt_the_round() -> anyhow::Result<()> {
     let parts = store.list_participations(&RunId::new(run)?).await?;
     let dead = parts.iter().find(|p| p.client.as_str() == "dying").expect("dying client was selected");
     assert_eq!(dead.status, ParticipationStatus::Dropped);
+    cluster.shutdown().await;
+    Ok(())
+}
+
+/// The same with streamed uploads: the headers announce their samples, so the round folds
+/// each chunk as it arrives. One upload breaks off halfway, after its chunks were folded;
+/// another carries a value beyond the round's fixed-point range. Both are subtracted, and
+/// the checkpoint is bit for bit the honest clients' aggregate in the round's own format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_uploads_broken_halfway_leave_the_aggregate_bit_identical() -> anyhow::Result<()> {
+    use fedra_coordinator::aggregation::{FixedPointAccumulator, FixedScale};
+    let (dim, classes) = (100u32, 5u32);
+    let len = (dim * classes + classes) as usize;
+    let (cluster, scripts) = scripted_cluster(4, len, |i| 20 + 10 * i as u64, 1024).await?;
+    let mut dying = DyingClient::connect(&cluster, "dying", 1000).await?;
+    let mut poison = DyingClient::connect(&cluster, "poison", 500).await?;
+    let mut control = cluster.control().await?;
+    let mut p = plan(dim, classes, 1, 6, 3);
+    p.round_deadline_seconds = 30.0;
+    let run = control.submit(&p).await?;
+
+    // 100.0 is within the round's range (±256): every chunk of the first half is folded.
+    let upload = dying.upload_half_with(128, 1000, 100.0).await?;
+    let (sent, total, global) = (upload.sent, upload.total, upload.global.clone());
+    let answer = upload.break_off().await?;
+    assert_eq!(answer.code(), tonic::Code::InvalidArgument, "{answer:?}");
+    assert_eq!(
+        answer.message(),
+        format!(
+            "update stream: stream ended after {sent} of {total} values without a trailer; update discarded \
+             (the {sent} values already folded were subtracted)"
+        ),
+    );
+    drop(dying);
+    // 1e6 is not: the first chunk is refused, naming the value, and nothing of it stays.
+    let answer = poison.upload_half_with(128, 500, 1.0e6).await?.break_off().await?;
+    assert_eq!(answer.code(), tonic::Code::InvalidArgument, "{answer:?}");
+    assert!(
+        answer.message().contains("update value 1000000 at index 0 is beyond the round's fixed-point range ±256"),
+        "{answer:?}"
+    );
+    drop(poison);
+
+    let status = wait_for_end(&cluster, &run, Duration::from_secs(60)).await?;
+    assert_succeeded(&status);
+    assert_eq!(status.rounds[0].reported, 4);
+    let dir = tempfile::tempdir()?;
+    let pulled = control.pull_checkpoint(status.published_checkpoint.as_deref().unwrap(), dir.path()).await?;
+    let got = read_weights(&pulled.weights, &read_manifest(&pulled.weights)?)?;
+    // The cohort registered 20 + 30 + 40 + 50 + 1000 + 500 samples: the round's scale.
+    let registered: u64 = scripts.iter().map(|(_, w)| w).sum::<u64>() + 1500;
+    let mut honest = FixedPointAccumulator::new(len, FixedScale::for_round(&global, registered as f64));
+    for (u, w) in &scripts {
+        honest.fold(u, *w as f64)?;
+    }
+    let want = honest.average()?;
+    let differ = got.iter().zip(&want).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    assert_eq!(differ, 0, "{differ} of {len} values differ from the honest-only aggregate");
     cluster.shutdown().await;
     Ok(())
 }

@@ -33,6 +33,7 @@ async fn call(channel: &Channel, rpc: Rpc) -> Result<(), tonic::Status> {
         Rpc::Heartbeat => fleet.heartbeat(pb::HeartbeatRequest::default()).await.map(drop),
         Rpc::FetchModel => fleet.fetch_model(pb::FetchModelRequest::default()).await.map(drop),
         Rpc::PushUpdate => fleet.push_update(tokio_stream::iter(Vec::<pb::UpdatePart>::new())).await.map(drop),
+        Rpc::ReserveUpload => fleet.reserve_upload(pb::ReserveUploadRequest::default()).await.map(drop),
         Rpc::ReportEvaluation => fleet.report_evaluation(pb::EvaluationReport::default()).await.map(drop),
         Rpc::PrivacyStatus => {
             PrivacyServiceClient::new(channel.clone()).status(pb::PrivacyStatusRequest::default()).await.map(drop)

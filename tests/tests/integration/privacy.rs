@@ -195,6 +195,7 @@ fn delta_upload(task: &str, client: &str, values: &[f32], norm: f64) -> Vec<pb::
             client_id: client.into(),
             total_values: values.len() as u64,
             is_delta: true,
+            samples: 0,
         })),
     }];
     parts.extend(chunks(values, 16).map(|c| pb::UpdatePart { part: Some(pb::update_part::Part::Chunk(c)) }));

@@ -100,6 +100,7 @@ fn header(task: &str, client: &str, total: u64) -> pb::UpdatePart {
             client_id: client.into(),
             total_values: total,
             is_delta: false,
+            samples: 0,
         })),
     }
 }

@@ -81,7 +81,12 @@ pub(in crate::round) fn start(
                     drop(acc);
                     r
                 }
-                (RoundSum::Mean(acc), Some((mechanism, count_sum))) => {
+                (RoundSum::Private(acc), None) => {
+                    let r = acc.average_into(old.into_values()).map(|p| (p, None)).map_err(RoundError::from);
+                    drop(acc);
+                    r
+                }
+                (RoundSum::Private(acc), Some((mechanism, count_sum))) => {
                     release::private_average(acc, old.into_values(), &mechanism, count_sum, expected)
                         .map_err(RoundError::from)
                 }
@@ -93,6 +98,9 @@ pub(in crate::round) fn start(
                         (p, None)
                     })
                     .map_err(RoundError::from),
+                (RoundSum::Mean(_), Some(_)) => {
+                    Err(RoundError::Internal("a private round must sum in f64 (chosen at selection)".into()))
+                }
                 (RoundSum::Robust(_), Some(_)) => {
                     Err(RoundError::Internal("a private round cannot use a robust rule (refused at submit)".into()))
                 }

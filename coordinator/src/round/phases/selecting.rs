@@ -181,7 +181,16 @@ pub(in crate::round) async fn on_offer(_: &mut Selecting, core: &mut RunCore, mu
         Err(e) => return Transition::fail(e.to_string()),
     };
     // A robust rule's scratch file exists before anyone is asked to train.
-    let sum = match RoundSum::for_rule(&plan.aggregator, global.params.len(), &core.env.settings.scratch_dir) {
+    let private = core.privacy_here().is_some();
+    // No update may claim more samples than its client registered: the cohort's bound.
+    let max_weight: f64 = chosen.iter().map(|l| l.registered_samples as f64).sum();
+    let sum = match RoundSum::for_rule(
+        &plan.aggregator,
+        private,
+        global.params.as_slice(),
+        max_weight,
+        &core.env.settings.scratch_dir,
+    ) {
         Ok(sum) => sum,
         Err(e) => {
             core.release(chosen.into_iter().map(|l| l.task).collect(), false);

@@ -4,7 +4,7 @@
 //! quorum can no longer be met, or when a fold panics (that round fails, nothing else).
 
 use super::super::run::RunCore;
-use super::super::task::{UploadTicket, VerifiedUpdate};
+use super::super::task::{UpdateValues, UploadTicket, VerifiedUpdate};
 use super::super::{MetricsMean, RoundError, RunEventKind};
 use super::aggregating;
 use super::{AssignmentState, Assignments, Transition};
@@ -17,6 +17,9 @@ use crate::privacy::admission::PrivateRound;
 use crate::store::{ParticipationRecord, ParticipationStatus};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
+
+mod streaming;
+pub(in crate::round) use streaming::on_stream;
 
 /// Who was asked, who answered, and the running sum.
 #[derive(Debug)]
@@ -34,6 +37,10 @@ pub(in crate::round) struct Training {
     /// Regions of every client offered to the round: a round whose plan allows every
     /// region and that got no update publishes to these.
     population: Vec<RegionId>,
+    /// Streamed uploads in progress (see [`crate::round::stream`]).
+    streams: std::collections::HashMap<TaskId, streaming::OpenStream>,
+    /// Why the sum can no longer be trusted (a streamed upload could not be subtracted).
+    broken: Option<String>,
 }
 
 impl Training {
@@ -47,6 +54,8 @@ impl Training {
             fold_seconds: 0.0,
             update_bytes: 0,
             population,
+            streams: std::collections::HashMap::new(),
+            broken: None,
         }
     }
 
@@ -68,29 +77,48 @@ pub(in crate::round) fn begin_upload(
     client: &ClientId,
     total_values: u64,
 ) -> Result<UploadTicket, RoundError> {
-    let a = t.assignments.0.get(task).ok_or_else(|| core.not_open(task))?;
-    if a.client != *client {
-        return Err(RoundError::NotYourTask { task: task.clone(), client: client.clone() });
-    }
-    let round = core.key.round;
-    match a.state {
-        AssignmentState::Assigned => {}
-        AssignmentState::Reported => return Err(RoundError::AlreadyReported { client: client.clone(), round }),
-        AssignmentState::Dropped => return Err(RoundError::Dropped { client: client.clone(), round }),
-        AssignmentState::Rejected => return Err(RoundError::Refused { client: client.clone(), round }),
-    }
+    open_assignment(t, core, task, client)?;
     let global = core.global()?;
     let expected = global.params.len() as u64;
     if total_values != expected {
         return Err(RoundError::UpdateLength { expected, got: total_values });
     }
     let compression = core.compression_here();
-    let global = (compression != crate::plan::Compression::None).then(|| std::sync::Arc::clone(global));
-    Ok(UploadTicket { total_values, deadline: core.deadline, compression, global })
+    let plain = compression == crate::plan::Compression::None;
+    let global = (!plain).then(|| std::sync::Arc::clone(global));
+    // A plain FedAvg sum folds chunks as they arrive (and can subtract them again).
+    let stream = (plain && matches!(t.acc, Some(RoundSum::Mean(_)))).then(|| core.streams.clone());
+    Ok(UploadTicket { total_values, deadline: core.deadline, compression, global, stream })
+}
+
+/// `task`'s assignment, if it is `client`'s and still waits for its update.
+///
+/// # Errors
+/// Unknown or closed task, another client's task, a client that already reported, was
+/// dropped or was refused for good.
+fn open_assignment<'t>(
+    t: &'t Training,
+    core: &RunCore,
+    task: &TaskId,
+    client: &ClientId,
+) -> Result<&'t super::Assignment, RoundError> {
+    let a = t.assignments.0.get(task).ok_or_else(|| core.not_open(task))?;
+    if a.client != *client {
+        return Err(RoundError::NotYourTask { task: task.clone(), client: client.clone() });
+    }
+    let round = core.key.round;
+    match a.state {
+        AssignmentState::Assigned => Ok(a),
+        AssignmentState::Reported => Err(RoundError::AlreadyReported { client: client.clone(), round }),
+        AssignmentState::Dropped => Err(RoundError::Dropped { client: client.clone(), round }),
+        AssignmentState::Rejected => Err(RoundError::Refused { client: client.clone(), round }),
+    }
 }
 
 /// Verifies a private update's bound and folds the update into the sum, off the actor's
-/// thread. Returns how many updates are counted, and whether the round must fail.
+/// thread (a streamed update's values are folded already: it is counted). Returns how many
+/// updates are counted, and whether the round must fail. A streamed update that is refused
+/// is subtracted from the sum again.
 pub(in crate::round) async fn commit_upload(
     t: &mut Training,
     core: &mut RunCore,
@@ -98,7 +126,23 @@ pub(in crate::round) async fn commit_upload(
     client: ClientId,
     update: VerifiedUpdate,
 ) -> (Result<u32, RoundError>, Transition) {
-    if let Err(e) = begin_upload(t, core, &task, &client, update.values.as_slice().len() as u64) {
+    let streamed = matches!(update.values, UpdateValues::Streamed { .. });
+    let out = commit_inner(t, core, task.clone(), client, update).await;
+    if streamed {
+        // A counted stream is closed already; a refused one is subtracted here.
+        streaming::revert(t, &task);
+    }
+    out
+}
+
+async fn commit_inner(
+    t: &mut Training,
+    core: &mut RunCore,
+    task: TaskId,
+    client: ClientId,
+    update: VerifiedUpdate,
+) -> (Result<u32, RoundError>, Transition) {
+    if let Err(e) = begin_upload(t, core, &task, &client, update.values.len()) {
         return (Err(e), Transition::Stay);
     }
     let registered = t.assignments.0[&task].registered_samples;
@@ -130,15 +174,8 @@ pub(in crate::round) async fn commit_upload(
         (Some((DpMechanism::Central, over)), Some(dp)) => Some((dp.mechanism.clip_norm, over)),
         _ => None,
     };
-    let Some(mut acc) = t.acc.take() else {
-        return (
-            Err(RoundError::Internal("the running sum is missing".into())),
-            Transition::fail("the running sum is missing"),
-        );
-    };
-    let VerifiedUpdate {
-        mut values, samples, metrics, update_norm, contributors, scopes, reference, wire_bytes, ..
-    } = update;
+    let VerifiedUpdate { values, samples, metrics, update_norm, contributors, scopes, reference, wire_bytes, .. } =
+        update;
     // A statistic that does not fit the model refuses the update before anything is folded.
     let arch = core.plan.model.architecture();
     if let Some(r) = &reference
@@ -148,57 +185,74 @@ pub(in crate::round) async fn commit_upload(
     }
     // DP-FedAvg weighs every clipped update alike; FedAvg by sample count.
     let weight = if private.is_some() { 1.0 } else { samples as f64 };
-    let param_count = values.as_slice().len() as u64;
-    #[cfg(test)]
-    let panic_here = core.env.settings.fold_fault.as_ref() == Some(&client);
-    // Folding is O(model): off the reactor. Only this run waits for it.
-    let folded = tokio::task::spawn_blocking(move || {
-        let started = std::time::Instant::now();
-        let cpu_before = fedra_telemetry::thread_cpu_seconds();
-        #[cfg(test)]
-        if panic_here {
-            panic!("injected fold fault");
+    let param_count = values.len();
+    let (result, reclipped, took, fold_cpu) = match values {
+        UpdateValues::Streamed { .. } => {
+            let (result, took, cpu) = streaming::count(t, &task, weight);
+            (result, None, took, cpu)
         }
-        let mut reclipped = None;
-        let mut result = Ok(());
-        if let Some((c, over)) = bound {
-            let norm = fedra_dp::noise::l2_norm(values.as_slice());
-            // The norm before clipping is at least the norm of what was sent after it: a
-            // smaller claim is a lie about the one number that steers adaptive clipping.
-            if update_norm < norm * (1.0 - fedra_dp::noise::CLIP_TOLERANCE) {
-                result =
-                    Err(RoundError::Privacy(PrivacyError::NormUnderReported { reported: update_norm, received: norm }));
-            } else if norm > c * (1.0 + fedra_dp::noise::CLIP_TOLERANCE) {
-                if over == OverBound::Reject {
-                    result = Err(RoundError::Privacy(PrivacyError::OverClipBound { norm, bound: c }));
-                } else if let Err(e) = fedra_dp::noise::clip_l2(values.as_mut_slice(), c) {
-                    result = Err(RoundError::Privacy(e.into()));
-                } else {
-                    reclipped = Some(norm);
+        UpdateValues::Staged(mut values) => {
+            let Some(mut acc) = t.acc.take() else {
+                return (
+                    Err(RoundError::Internal("the running sum is missing".into())),
+                    Transition::fail("the running sum is missing"),
+                );
+            };
+            #[cfg(test)]
+            let panic_here = core.env.settings.fold_fault.as_ref() == Some(&client);
+            // Folding is O(model): off the reactor. Only this run waits for it.
+            let folded = tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
+                let cpu_before = fedra_telemetry::thread_cpu_seconds();
+                #[cfg(test)]
+                if panic_here {
+                    panic!("injected fold fault");
                 }
-            }
-        }
-        if result.is_ok() {
-            result = acc.fold(values.as_slice(), weight).map_err(RoundError::from);
-        }
-        drop(values);
-        let cpu = (fedra_telemetry::thread_cpu_seconds() - cpu_before).max(0.0);
-        (acc, result, reclipped, started.elapsed(), cpu)
-    })
-    .await;
-    let (acc, result, reclipped, took, fold_cpu) = match folded {
-        Ok(r) => r,
-        Err(join) => {
-            // The sum went down with the fold: this round cannot finish, the rest can.
-            let why = if join.is_panic() { "the fold panicked" } else { "the fold was cancelled" };
-            error!(run = %key.run, round = key.round, client = %client, "{why}");
-            return (
-                Err(RoundError::Internal(format!("{why}; round {} fails", key.round))),
-                Transition::fail(format!("aggregation failed: {why}")),
-            );
+                let mut reclipped = None;
+                let mut result = Ok(());
+                if let Some((c, over)) = bound {
+                    let norm = fedra_dp::noise::l2_norm(values.as_slice());
+                    // The norm before clipping is at least the norm of what was sent after it: a
+                    // smaller claim is a lie about the one number that steers adaptive clipping.
+                    if update_norm < norm * (1.0 - fedra_dp::noise::CLIP_TOLERANCE) {
+                        result = Err(RoundError::Privacy(PrivacyError::NormUnderReported {
+                            reported: update_norm,
+                            received: norm,
+                        }));
+                    } else if norm > c * (1.0 + fedra_dp::noise::CLIP_TOLERANCE) {
+                        if over == OverBound::Reject {
+                            result = Err(RoundError::Privacy(PrivacyError::OverClipBound { norm, bound: c }));
+                        } else if let Err(e) = fedra_dp::noise::clip_l2(values.as_mut_slice(), c) {
+                            result = Err(RoundError::Privacy(e.into()));
+                        } else {
+                            reclipped = Some(norm);
+                        }
+                    }
+                }
+                if result.is_ok() {
+                    result = acc.fold(values.as_slice(), weight).map_err(RoundError::from);
+                }
+                drop(values);
+                let cpu = (fedra_telemetry::thread_cpu_seconds() - cpu_before).max(0.0);
+                (acc, result, reclipped, started.elapsed(), cpu)
+            })
+            .await;
+            let (acc, result, reclipped, took, fold_cpu) = match folded {
+                Ok(r) => r,
+                Err(join) => {
+                    // The sum went down with the fold: this round cannot finish, the rest can.
+                    let why = if join.is_panic() { "the fold panicked" } else { "the fold was cancelled" };
+                    error!(run = %key.run, round = key.round, client = %client, "{why}");
+                    return (
+                        Err(RoundError::Internal(format!("{why}; round {} fails", key.round))),
+                        Transition::fail(format!("aggregation failed: {why}")),
+                    );
+                }
+            };
+            t.acc = Some(acc);
+            (result, reclipped, took, fold_cpu)
         }
     };
-    t.acc = Some(acc);
     t.fold_seconds += took.as_secs_f64();
     metrics::histogram!("fedra_fold_seconds").record(took.as_secs_f64());
     let region = t.assignments.0[&task].region.clone();
@@ -312,6 +366,9 @@ fn check_scopes(
 
 /// The end-of-training rules (see the module doc).
 pub(in crate::round) async fn check_end(t: &mut Training, core: &mut RunCore) -> Transition {
+    if let Some(why) = t.broken.take() {
+        return Transition::fail(why);
+    }
     let now = Instant::now();
     let plan = &core.plan;
     let reported = t.reported();
@@ -341,6 +398,11 @@ pub(in crate::round) async fn check_end(t: &mut Training, core: &mut RunCore) ->
             Ok(r) => r,
             Err(reason) => return Transition::fail(reason),
         };
+        // Uploads still streaming will not be counted: what they folded comes out first.
+        streaming::revert_all(t);
+        if let Some(why) = t.broken.take() {
+            return Transition::fail(why);
+        }
         let Some(acc) = t.acc.take() else { return Transition::fail("the running sum is missing") };
         core.round_update_bytes = t.update_bytes;
         info!(run = %core.key.run, round = core.key.round, reported, "round aggregating");
