@@ -25,6 +25,7 @@
 
 pub mod coordinator_process;
 mod fleet;
+mod inproc;
 pub mod tiered;
 mod trivial_trainer;
 pub mod wire_bytes;
@@ -142,6 +143,10 @@ pub struct RoundsArgs {
     /// multi_krum:F[:M] or norm_bound:FACTOR.
     #[arg(long, default_value = "mean")]
     pub aggregator: fedra_types::plan::Aggregator,
+    /// How the sidecars reach the coordinator: grpc (a coordinator process, loopback gRPC)
+    /// or inproc (the coordinator in this process, buffers handed over; see `inproc`).
+    #[arg(long, value_enum, default_value = "grpc")]
+    pub transport: crate::inproc::Transport,
 }
 
 /// Validated options.
@@ -156,6 +161,7 @@ pub struct RoundsBenchOptions {
     /// Also run each case in tiers with this many regions (see [`tiered`]).
     pub regions: Option<usize>,
     pub aggregator: fedra_types::plan::Aggregator,
+    pub transport: crate::inproc::Transport,
 }
 
 impl RoundsArgs {
@@ -197,6 +203,7 @@ impl RoundsArgs {
             seed: self.seed,
             regions: self.regions,
             aggregator: self.aggregator,
+            transport: self.transport,
         })
     }
 }
@@ -335,6 +342,9 @@ fn median(v: &mut [f64]) -> Option<f64> {
 /// The coordinator or the sidecars cannot start, or the control API fails; a run that
 /// ends in another state than succeeded is reported in [`CaseReport::state`] instead.
 pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseReport> {
+    if opts.transport == crate::inproc::Transport::Inproc {
+        return inproc::run_case(case, opts).await;
+    }
     let (input_dim, params) = model_for(case.params);
     let nofile = raise_nofile();
     if (case.clients as u64) + 256 > nofile {
