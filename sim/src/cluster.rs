@@ -557,11 +557,15 @@ impl Cluster {
         trainer: Box<dyn Trainer>,
         faults: Option<Arc<dyn UploadFaults>>,
     ) {
-        let tls = self
-            .pki
-            .clients(&[(id.to_string(), region.to_string())])
-            .expect("the sim CA issues client certificates for valid ids")
-            .remove(0);
+        // An in-process sidecar presents no certificate: its link is bound to its id.
+        let tls = match self.transport {
+            Transport::Inproc => fedra_pki::ClientTls::Insecure,
+            Transport::Grpc => self
+                .pki
+                .clients(&[(id.to_string(), region.to_string())])
+                .expect("the sim CA issues client certificates for valid ids")
+                .remove(0),
+        };
         let settings = SidecarSettings {
             endpoints: self.client_endpoints(),
             tls,

@@ -160,6 +160,32 @@ async fn a_wrong_length_update_is_refused_alike() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One raw client takes its task and sends half of its update, then no trailer (a crash).
+async fn cut_off_refusal(transport: Transport) -> anyhow::Result<(Code, String)> {
+    let cluster = Cluster::builder().transport(transport).chunk_bytes(1024).start().await?;
+    let mut raw = RawClient::join(&cluster, transport, "raw-1").await?;
+    cluster.control().await?.submit(&plan(DIM, CLASSES, 1, 1, 1)).await?;
+    let task = raw.next_task().await?;
+    let values = raw.link.fetch_model(&task, &raw.id).await?.to_vec();
+    let mut upload = raw.upload(&task, values);
+    (upload.trailer, upload.cut_off_after) = (None, upload.total_values / 2);
+    let answer = refusal(raw.link.push_update(upload).await)?;
+    cluster.shutdown().await;
+    Ok(answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_cut_off_before_its_trailer_is_refused_alike() -> anyhow::Result<()> {
+    let mut answers = Vec::new();
+    for t in BOTH {
+        answers.push(cut_off_refusal(t).await.with_context(|| format!("over {}", t.name()))?);
+    }
+    assert_eq!(answers[0].0, Code::InvalidArgument, "{answers:?}");
+    assert!(answers[0].1.contains("1505 of 3010 values without a trailer"), "{answers:?}");
+    assert_eq!(answers[0], answers[1], "gRPC vs in-process");
+    Ok(())
+}
+
 /// Two raw clients take their tasks; the second fetches and uploads for the first's task.
 async fn foreign_task_refusals(transport: Transport) -> anyhow::Result<[(Code, String); 2]> {
     let cluster = Cluster::builder().transport(transport).chunk_bytes(1024).start().await?;
@@ -203,8 +229,16 @@ async fn dropout(transport: Transport, min_clients: u32) -> anyhow::Result<(RunS
     let mut p = plan(DIM, CLASSES, 1, 3, min_clients);
     // Only the sidecar's departure can end the round early: the deadline is far away.
     p.round_deadline_seconds = 600.0;
-    let run = cluster.control().await?.submit(&p).await?;
-    // The leaver has fetched the model and is training when it goes.
+    let mut control = cluster.control().await?;
+    let run = control.submit(&p).await?;
+    // The leaver has fetched the model and is training when it goes, after the two others
+    // reported (a round that cannot reach its quorum fails at once, with what it has).
+    let mut events = control.watch(&run).await?;
+    let mut reported = 0;
+    while reported < 2 {
+        let event = tokio::time::timeout(WAIT, events.next()).await?.context("the watch ended")??;
+        reported += usize::from(matches!(event, fedra_cli::status::WatchEvent::UpdateReceived { .. }));
+    }
     hold.wait_holding(1, WAIT).await?;
     cluster.clients_mut().iter_mut().find(|c| c.id == "leaver").context("the leaver")?.stop().await;
     let end = wait_for_end(&cluster, &run, WAIT).await;
