@@ -3,7 +3,8 @@
 //! control API) is the `fedra-cli` crate, which needs no training code.
 //!
 //! Layers: [`trainer`], [`models`] and [`data`] are local training and know nothing of
-//! gRPC; [`session`] runs the sidecar protocol on [`task::Task`]s; [`config`] parses the
+//! gRPC; [`session`] runs the sidecar protocol on [`task::Task`]s over a [`transport`]
+//! (gRPC, or a coordinator in the same process for simulations); [`config`] parses the
 //! sidecar's file; [`convert`] is the only module that converts protobuf messages.
 //! [`compression`] encodes a compressed run's updates into wire chunks (with the
 //! `fedra_proto` codecs, as [`session`] chunks uncompressed ones).
@@ -18,3 +19,4 @@ pub mod models;
 pub mod session;
 pub mod task;
 pub mod trainer;
+pub mod transport;

@@ -2,29 +2,33 @@
 //! model, train locally, push the update; reconnect with jittered exponential backoff when
 //! the coordinator goes away.
 //!
-//! Never a half-finished update: the upload stream is built from a complete training result
-//! and its trailer (sample count, metrics, digest) is the last message, so a crash or a
-//! broken connection mid-upload leaves the coordinator with a stream that has no trailer,
-//! which it discards.
+//! The loop is written once against [`FleetLink`] ([`crate::transport`]): the same code runs
+//! over gRPC in production and over the in-process link in simulations.
+//!
+//! Never a half-finished update: an upload is built from a complete training result and
+//! its trailer (sample count, metrics, digest) goes last, so a crash or a broken connection
+//! mid-upload leaves the coordinator with an upload that has no trailer, which it discards.
 
-use crate::convert::{self, WireError};
+use crate::convert::WireError;
 use crate::data::DatasetInfo;
 use crate::task::Task;
 use crate::trainer::{TrainError, Trainer};
-use fedra_proto::chunking::{ChunkError, Reassembler, chunks, transfer_digest_hex};
-use fedra_proto::pb;
-use fedra_proto::pb::ParamChunk;
-use fedra_proto::pb::fleet_service_client::FleetServiceClient;
+use crate::transport::grpc::GrpcConnector;
+use crate::transport::{FleetConnector, FleetLink, ModelValues, Registration, Upload, UploadBody, UploadTrailer};
+use fedra_proto::chunking::ChunkError;
 use fedra_types::plan::Compression;
 use fedra_types::task::{PrivacyTask, TaskKind};
+use futures::StreamExt;
 use rand::Rng;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
-use tonic::transport::Channel;
 use tracing::{info, warn};
+
+/// Downloads a task's model over a raw gRPC connection (tests that play a client by hand).
+pub use crate::transport::grpc::fetch_model;
 
 /// A session with the coordinator ended.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +86,7 @@ pub struct SidecarSettings {
     /// leader accepts connections). Never empty.
     pub endpoints: Vec<String>,
     /// Mutual TLS with the sidecar's client certificate (or plain text against an
-    /// `--insecure` coordinator).
+    /// `--insecure` coordinator). Used by the default gRPC carrier only.
     pub tls: fedra_pki::ClientTls,
     pub client_id: String,
     pub region: String,
@@ -130,13 +134,17 @@ pub struct Sidecar {
     /// top_k error-feedback residuals per run (in memory: lost on restart, see
     /// [`crate::compression`]).
     residuals: Arc<Mutex<crate::compression::Residuals>>,
+    /// What carries the sessions' messages: gRPC unless [`Sidecar::with_connector`].
+    connector: Arc<dyn FleetConnector>,
 }
 
 impl Sidecar {
     pub fn new(settings: SidecarSettings, datasets: Vec<DatasetInfo>, trainer: Box<dyn Trainer>) -> Self {
         let (status, _) = watch::channel(SidecarStatus::default());
         let session_id = format!("{:016x}", rand::random::<u64>());
+        let connector = Arc::new(GrpcConnector { tls: settings.tls.clone() });
         Self {
+            connector,
             settings,
             datasets,
             trainer: Arc::new(Mutex::new(trainer)),
@@ -150,6 +158,13 @@ impl Sidecar {
     /// Injects upload crashes (simulations only).
     pub fn with_upload_faults(mut self, faults: Arc<dyn UploadFaults>) -> Self {
         self.upload_faults = Some(faults);
+        self
+    }
+
+    /// Carries the sessions over `connector` instead of gRPC (in-process simulations); the
+    /// endpoints are then whatever that connector understands.
+    pub fn with_connector(mut self, connector: Arc<dyn FleetConnector>) -> Self {
+        self.connector = connector;
         self
     }
 
@@ -220,34 +235,18 @@ impl Sidecar {
         }
     }
 
-    async fn connect(&self, endpoint: &str) -> Result<FleetServiceClient<Channel>, SessionError> {
-        let err = |message: String| SessionError::Connect { endpoint: endpoint.to_string(), message };
-        let channel = self
-            .settings
-            .tls
-            .endpoint(endpoint)
-            .map_err(|e| err(e.to_string()))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        Ok(FleetServiceClient::new(channel))
-    }
-
     /// One connection's life: register, subscribe, work tasks until the stream ends.
     async fn session(&self, endpoint: &str) -> Result<(), SessionError> {
-        let mut fleet = self.connect(endpoint).await?;
-        let reg = convert::register_to_pb(
-            &self.settings.client_id,
-            &self.settings.region,
-            &self.datasets,
-            &self.settings.devices,
-            &self.session_id,
-        );
-        let settings = fleet.register(reg).await?.into_inner();
-        let mut tasks =
-            fleet.subscribe(pb::SubscribeRequest { client_id: self.settings.client_id.clone() }).await?.into_inner();
+        let link = self.connector.connect(endpoint).await?;
+        let registration = Registration {
+            client_id: self.settings.client_id.clone(),
+            region: self.settings.region.clone(),
+            datasets: self.datasets.clone(),
+            devices: self.settings.devices.clone(),
+            session_id: self.session_id.clone(),
+        };
+        let settings = link.register(&registration).await?;
+        let mut tasks = link.subscribe(&self.settings.client_id).await?;
         self.status.send_modify(|s| {
             s.connected = true;
             s.sessions += 1;
@@ -259,20 +258,21 @@ impl Sidecar {
         let every = Duration::from_secs_f64(settings.heartbeat_interval_seconds.clamp(0.05, 3600.0));
         let dead_after = (every * UNANSWERED_HEARTBEATS).max(MIN_UNRESPONSIVE);
         let mut heartbeat = tokio::spawn(heartbeat_loop(
-            fleet.clone(),
+            Arc::clone(&link),
             self.settings.client_id.clone(),
             every,
             dead_after,
             Arc::clone(&cancelled),
         ));
         let work = async {
-            while let Some(task) = tasks.message().await? {
-                let task = match convert::task_from_pb(task) {
+            while let Some(task) = tasks.next().await {
+                let task = match task {
                     Ok(t) => t,
-                    Err(e) => {
+                    Err(SessionError::Wire(e)) => {
                         warn!(client = %self.settings.client_id, error = %e, "ignoring malformed task");
                         continue;
                     }
+                    Err(e) => return Err(e),
                 };
                 let (run, round) = (task.run.clone(), task.round);
                 let kind = if task.kind == TaskKind::Evaluate { "evaluate" } else { "train" };
@@ -280,7 +280,7 @@ impl Sidecar {
                     metrics::counter!("fedra_client_tasks_total", "kind" => kind, "outcome" => o).increment(1);
                 };
                 let span = tracing::info_span!("task", run = %run, round, kind);
-                match tracing::Instrument::instrument(self.work(&mut fleet, task, &cancelled), span).await {
+                match tracing::Instrument::instrument(self.work(link.as_ref(), task, &cancelled), span).await {
                     Ok(true) => {
                         outcome("completed");
                         self.status.send_modify(|s| {
@@ -329,15 +329,15 @@ impl Sidecar {
     /// because the coordinator cancelled it.
     async fn work(
         &self,
-        fleet: &mut FleetServiceClient<Channel>,
+        link: &dyn FleetLink,
         task: Task,
         cancelled: &Mutex<HashSet<String>>,
     ) -> Result<bool, SessionError> {
-        let global = fetch_model(fleet, &task, &self.settings.client_id).await?;
+        let global = link.fetch_model(&task, &self.settings.client_id).await?;
+        crate::transport::check_model_length(global.len(), &task)?;
         self.trainer.lock().expect("trainer mutex poisoned").begin_task(&task.run, task.round);
         let trainer = Arc::clone(&self.trainer);
         let spec = task.spec.clone();
-        let global = Arc::new(global);
         let g = Arc::clone(&global);
         if task.kind == TaskKind::Evaluate {
             let outcome = tokio::task::spawn_blocking(move || {
@@ -350,9 +350,7 @@ impl Sidecar {
                 Err(TrainError::NoHoldout) => None,
                 Err(e) => return Err(e.into()),
             };
-            fleet
-                .report_evaluation(convert::evaluation_report_to_pb(&task.id, &self.settings.client_id, outcome))
-                .await?;
+            link.report_evaluation(&task.id, &self.settings.client_id, outcome).await?;
             info!(client = %self.settings.client_id, run = %task.run, round = task.round, ?outcome, "evaluation reported");
             return Ok(true);
         }
@@ -373,7 +371,7 @@ impl Sidecar {
         }
         let mut outcome = outcome;
         if task.compression != Compression::None {
-            return self.push_compressed(fleet, &task, outcome, &global, reference).await;
+            return self.push_compressed(link, &task, outcome, global, reference).await;
         }
         let norm = match task.privacy {
             // A private run gets the update, clipped (and noised for local DP) here,
@@ -385,39 +383,37 @@ impl Sidecar {
                 outcome.params = delta;
                 norm
             }
-            None => outcome.params.iter().zip(global.iter()).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt(),
+            None => {
+                let norm =
+                    outcome.params.iter().zip(global.iter()).map(|(a, b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt();
+                // Let go of the model before uploading: an in-process coordinator reuses its
+                // buffer for the next round without a copy once no client holds it.
+                drop(global);
+                norm
+            }
         };
-        let digest = transfer_digest_hex(&outcome.params);
-        let header = pb::UpdatePart {
-            part: Some(pb::update_part::Part::Header(pb::UpdateHeader {
-                task_id: task.id.clone(),
-                client_id: self.settings.client_id.clone(),
-                total_values: outcome.params.len() as u64,
-                is_delta: task.privacy.is_some(),
-                // Announced so that a plain round's coordinator folds the chunks as they arrive.
-                samples: outcome.samples,
-            })),
-        };
-        let trailer = update_trailer(outcome.samples, &outcome.metrics, norm, digest, reference.as_ref());
-        let chunk_bytes =
-            if task.chunk_bytes == 0 { fedra_proto::chunking::DEFAULT_CHUNK_BYTES } else { task.chunk_bytes };
+        let trailer =
+            UploadTrailer { samples: outcome.samples, metrics: outcome.metrics, update_norm: norm, reference };
         let total = outcome.params.len();
+        let mut upload = Upload {
+            task_id: task.id.clone(),
+            client_id: self.settings.client_id.clone(),
+            total_values: total,
+            is_delta: task.privacy.is_some(),
+            samples: outcome.samples,
+            body: UploadBody::Dense(outcome.params),
+            chunk_bytes: chunk_bytes(&task),
+            trailer: Some(trailer),
+            cut_off_after: 0,
+        };
         if let Some(faults) = &self.upload_faults
             && let Some(n) = faults.crash_after_values(&task.run, task.round, total)
         {
-            let sent = n.min(total);
-            let parts: Vec<pb::UpdatePart> = std::iter::once(header)
-                .chain(
-                    chunks(&outcome.params[..sent], chunk_bytes)
-                        .map(|c| pb::UpdatePart { part: Some(pb::update_part::Part::Chunk(c)) }),
-                )
-                .collect();
-            // The stream ends after the last chunk sent, without a trailer, and the
+            // The upload ends after the first values, without a trailer, and the
             // coordinator's answer says what it received.
-            let answer = match fleet.push_update(tokio_stream::iter(parts)).await {
-                Ok(resp) => Ok(resp.into_inner().reported),
-                Err(status) => Err(status.message().to_string()),
-            };
+            let sent = n.min(total);
+            (upload.trailer, upload.cut_off_after) = (None, sent);
+            let answer = link.push_update(upload).await.map_err(|e| e.refusal());
             let said = match &answer {
                 Ok(reported) => format!("it counted the update ({reported} reported)"),
                 Err(message) => message.clone(),
@@ -427,15 +423,7 @@ impl Sidecar {
                 "simulated crash after {sent} of {total} values of the upload; the coordinator answered: {said}"
             )));
         }
-        let params = outcome.params;
-        // The trailer is produced only after every chunk has been sent.
-        let parts: Vec<pb::UpdatePart> = std::iter::once(header)
-            .chain(chunks(&params, chunk_bytes).map(|c| pb::UpdatePart { part: Some(pb::update_part::Part::Chunk(c)) }))
-            .chain(std::iter::once(trailer))
-            .collect();
-        count_upload(&parts);
-        reserve_upload(fleet, &task.id, &self.settings.client_id, total).await?;
-        let resp = fleet.push_update(tokio_stream::iter(parts)).await?.into_inner();
+        let reported = link.push_update(upload).await?;
         info!(
             client = %self.settings.client_id,
             run = %task.run,
@@ -443,7 +431,7 @@ impl Sidecar {
             samples = outcome.samples,
             loss_before = outcome.metrics.loss_before,
             loss_after = outcome.metrics.loss_after,
-            reported = resp.reported,
+            reported,
             "update accepted"
         );
         Ok(true)
@@ -456,18 +444,17 @@ impl Sidecar {
     /// coordinator has accepted the update it went with.
     async fn push_compressed(
         &self,
-        fleet: &mut FleetServiceClient<Channel>,
+        link: &dyn FleetLink,
         task: &Task,
         outcome: crate::trainer::TrainOutcome,
-        global: &Arc<Vec<f32>>,
+        global: ModelValues,
         reference: Option<fedra_types::drift::DataReference>,
     ) -> Result<bool, SessionError> {
-        let chunk_bytes =
-            if task.chunk_bytes == 0 { fedra_proto::chunking::DEFAULT_CHUNK_BYTES } else { task.chunk_bytes };
+        let chunk_bytes = chunk_bytes(task);
         let (compression, seed) =
             (task.compression, crate::compression::rounding_seed(task.spec.seed, &self.settings.client_id));
         let residual = self.residuals.lock().expect("residuals poisoned").get(&task.run).map(<[f32]>::to_vec);
-        let g = Arc::clone(global);
+        let g = Arc::clone(&global);
         let params = outcome.params;
         let total = params.len();
         let (encoded, norm) = tokio::task::spawn_blocking(move || {
@@ -480,43 +467,38 @@ impl Sidecar {
         })
         .await
         .map_err(|e| SessionError::Protocol(format!("compression thread failed: {e}")))?;
-        let header = pb::UpdatePart {
-            part: Some(pb::update_part::Part::Header(pb::UpdateHeader {
-                task_id: task.id.clone(),
-                client_id: self.settings.client_id.clone(),
-                total_values: total as u64,
-                // The coordinator stages global + Δ: a model, as in any non-private run.
-                is_delta: false,
+        let mut upload = Upload {
+            task_id: task.id.clone(),
+            client_id: self.settings.client_id.clone(),
+            total_values: total,
+            // The coordinator stages global + Δ: a model, as in any non-private run.
+            is_delta: false,
+            samples: outcome.samples,
+            body: UploadBody::Encoded { chunks: encoded.chunks, compression, global },
+            chunk_bytes,
+            trailer: Some(UploadTrailer {
                 samples: outcome.samples,
-            })),
+                metrics: outcome.metrics,
+                update_norm: norm,
+                reference,
+            }),
+            cut_off_after: 0,
         };
-        let chunk_part = |c: ParamChunk| pb::UpdatePart { part: Some(pb::update_part::Part::Chunk(c)) };
         if let Some(faults) = &self.upload_faults
             && let Some(n) = faults.crash_after_values(&task.run, task.round, total)
         {
             // Whole encoded chunks up to the n-th coordinate, then no trailer.
-            let sent: Vec<ParamChunk> =
-                encoded.chunks.into_iter().take_while(|c| c.offset + c.count <= n as u64).collect();
-            let covered = sent.last().map_or(0, |c| (c.offset + c.count) as usize);
-            let parts: Vec<pb::UpdatePart> = std::iter::once(header).chain(sent.into_iter().map(chunk_part)).collect();
-            let answer = match fleet.push_update(tokio_stream::iter(parts)).await {
-                Ok(resp) => Ok(resp.into_inner().reported),
-                Err(status) => Err(status.message().to_string()),
-            };
+            let UploadBody::Encoded { chunks, .. } = &mut upload.body else { unreachable!("built encoded above") };
+            chunks.retain(|c| c.offset + c.count <= n as u64);
+            let covered = chunks.last().map_or(0, |c| (c.offset + c.count) as usize);
+            (upload.trailer, upload.cut_off_after) = (None, covered);
+            let answer = link.push_update(upload).await.map_err(|e| e.refusal());
             faults.crashed(&task.run, task.round, covered, total, answer.clone());
             return Err(SessionError::Protocol(format!(
                 "simulated crash after {covered} of {total} values of the upload; the coordinator answered: {answer:?}"
             )));
         }
-        let digest = fedra_proto::compressed::wire_digest_hex(&encoded.chunks);
-        let trailer = update_trailer(outcome.samples, &outcome.metrics, norm, digest, reference.as_ref());
-        let parts: Vec<pb::UpdatePart> = std::iter::once(header)
-            .chain(encoded.chunks.into_iter().map(chunk_part))
-            .chain(std::iter::once(trailer))
-            .collect();
-        count_upload(&parts);
-        reserve_upload(fleet, &task.id, &self.settings.client_id, total).await?;
-        let resp = fleet.push_update(tokio_stream::iter(parts)).await?.into_inner();
+        let reported = link.push_update(upload).await?;
         if let Some(e) = encoded.residual {
             self.residuals.lock().expect("residuals poisoned").commit(&task.run, e);
         }
@@ -527,73 +509,27 @@ impl Sidecar {
             compression = compression.name(),
             samples = outcome.samples,
             loss_after = outcome.metrics.loss_after,
-            reported = resp.reported,
+            reported,
             "compressed update accepted"
         );
         Ok(true)
     }
 }
 
-/// Downloads and verifies the task's global model.
-///
-/// # Errors
-/// Transport failures, a stream that breaks the chunk contract or a digest mismatch.
-/// Waits until the coordinator holds a staging slot for this update (`ReserveUpload`), so
-/// that its bytes are sent only once they can be consumed: while a client waits here it
-/// parks nothing in the coordinator's HTTP/2 windows. A coordinator without the RPC answers
-/// UNIMPLEMENTED, and the push then waits for its slot on the coordinator as before.
-async fn reserve_upload(
-    fleet: &mut FleetServiceClient<Channel>,
-    task: &str,
-    client: &str,
-    total_values: usize,
-) -> Result<(), SessionError> {
-    let request =
-        pb::ReserveUploadRequest { task_id: task.into(), client_id: client.into(), total_values: total_values as u64 };
-    match fleet.reserve_upload(request).await {
-        Ok(_) => Ok(()),
-        Err(status) if status.code() == tonic::Code::Unimplemented => Ok(()),
-        Err(status) => Err(status.into()),
-    }
+/// The task's chunk size, or the protocol's default when the task leaves it to the client.
+fn chunk_bytes(task: &Task) -> usize {
+    if task.chunk_bytes == 0 { fedra_proto::chunking::DEFAULT_CHUNK_BYTES } else { task.chunk_bytes }
 }
 
-pub async fn fetch_model(
-    fleet: &mut FleetServiceClient<Channel>,
-    task: &Task,
-    client_id: &str,
-) -> Result<Vec<f32>, SessionError> {
-    let mut stream = fleet
-        .fetch_model(pb::FetchModelRequest { task_id: task.id.clone(), client_id: client_id.to_string() })
-        .await?
-        .into_inner();
-    let header = match stream.message().await? {
-        Some(pb::ModelPart { part: Some(pb::model_part::Part::Header(h)) }) => h,
-        _ => return Err(SessionError::Protocol("model stream did not start with a header".into())),
-    };
-    if header.total_values != task.spec.layout.total() as u64 {
-        return Err(SessionError::Protocol(format!(
-            "model has {} values, the task layout needs {}",
-            header.total_values,
-            task.spec.layout.total()
-        )));
-    }
-    let mut r = Reassembler::new(header.total_values);
-    while let Some(part) = stream.message().await? {
-        match part.part {
-            Some(pb::model_part::Part::Chunk(c)) => {
-                metrics::counter!("fedra_client_download_bytes_total").increment(c.data.len() as u64);
-                r.push(&c)?;
-            }
-            _ => return Err(SessionError::Protocol("unexpected message in model stream".into())),
+impl SessionError {
+    /// What the coordinator said, for [`UploadFaults::crashed`]: a refusal's message, or
+    /// the error itself when the upload never got an answer.
+    fn refusal(self) -> String {
+        match self {
+            SessionError::Rpc { message, .. } => message,
+            other => other.to_string(),
         }
     }
-    Ok(r.finish(&header.digest)?)
-}
-
-/// Counts an upload's encoded bytes (header, chunks and trailer) in the sidecar's metrics.
-fn count_upload(parts: &[pb::UpdatePart]) {
-    let bytes: usize = parts.iter().map(prost::Message::encoded_len).sum();
-    metrics::counter!("fedra_client_upload_bytes_total").increment(bytes as u64);
 }
 
 /// Heartbeats missed in a row (at least [`MIN_UNRESPONSIVE`]) after which the sidecar gives
@@ -604,7 +540,7 @@ const MIN_UNRESPONSIVE: Duration = Duration::from_secs(5);
 
 /// Heartbeats every `every`; returns once no heartbeat has been answered for `dead_after`.
 async fn heartbeat_loop(
-    mut fleet: FleetServiceClient<Channel>,
+    link: Arc<dyn FleetLink>,
     client_id: String,
     every: Duration,
     dead_after: Duration,
@@ -614,11 +550,9 @@ async fn heartbeat_loop(
     let mut answered = tokio::time::Instant::now();
     loop {
         tick.tick().await;
-        let beat = fleet.heartbeat(pb::HeartbeatRequest { client_id: client_id.clone(), task_id: String::new() });
-        match tokio::time::timeout(dead_after, beat).await {
-            Ok(Ok(resp)) => {
+        match tokio::time::timeout(dead_after, link.heartbeat(&client_id)).await {
+            Ok(Ok(ids)) => {
                 answered = tokio::time::Instant::now();
-                let ids = resp.into_inner().cancelled_tasks;
                 if !ids.is_empty() {
                     cancelled.lock().expect("cancel set poisoned").extend(ids);
                 }
@@ -629,27 +563,5 @@ async fn heartbeat_loop(
         if answered.elapsed() >= dead_after {
             return;
         }
-    }
-}
-
-/// The trailer closing a client's own update (uncompressed or compressed alike): the
-/// digest covers the bytes that went on the wire.
-fn update_trailer(
-    samples: u64,
-    metrics: &fedra_types::metrics::TrainingMetrics,
-    norm: f64,
-    digest: String,
-    reference: Option<&fedra_types::drift::DataReference>,
-) -> pb::UpdatePart {
-    pb::UpdatePart {
-        part: Some(pb::update_part::Part::Trailer(pb::UpdateTrailer {
-            samples,
-            metrics: Some(convert::metrics_to_pb(metrics)),
-            update_norm: norm,
-            digest,
-            contributors: 1,
-            scopes: vec![],
-            reference: reference.map(fedra_proto::drift_wire::reference_to_pb),
-        })),
     }
 }

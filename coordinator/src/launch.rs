@@ -73,6 +73,8 @@ pub struct Coordinator {
     readiness: Readiness,
     /// The uploads in flight, which a graceful stop lets finish.
     staging: StagingPool,
+    /// The fleet API for sidecars in this process (simulations).
+    inproc: crate::inproc::InProcFleet,
     /// The read-only dashboard and `/metrics` (`[web]`), if configured.
     web: Option<crate::web::WebServer>,
     /// The ops port (`metrics_listen`), if configured.
@@ -285,6 +287,13 @@ impl Coordinator {
         self.engine.inventory().await
     }
 
+    /// The fleet API for sidecars running in this process: the same engine, staging pool
+    /// and checks as the gRPC `FleetService`, with buffers handed over instead of streamed
+    /// (see [`crate::inproc`]). Simulations and tests only; deployments use gRPC.
+    pub fn in_process_fleet(&self) -> crate::inproc::InProcFleet {
+        self.inproc.clone()
+    }
+
     /// Reloads the policy set on demand (SIGHUP, tests).
     pub fn governance(&self) -> PolicyReloader {
         self.reloader.clone()
@@ -415,6 +424,7 @@ impl Starting {
                     leadership: Some(led.leadership),
                     readiness,
                     staging: led.staging,
+                    inproc: led.inproc,
                     web: led.web,
                     ops,
                 })
@@ -442,6 +452,7 @@ struct Led {
     upstream: Option<(tokio::sync::watch::Sender<bool>, JoinHandle<()>)>,
     leadership: Leadership,
     staging: StagingPool,
+    inproc: crate::inproc::InProcFleet,
     web: Option<crate::web::WebServer>,
 }
 
@@ -553,5 +564,6 @@ async fn lead(
         }
         _ => None,
     };
-    Ok(Led { engine, engine_task, registry_task, store: opened, reloader, upstream, leadership, staging, web })
+    let inproc = crate::inproc::InProcFleet::new(engine.clone(), staging.clone(), config.engine.clone());
+    Ok(Led { engine, engine_task, registry_task, store: opened, reloader, upstream, leadership, staging, inproc, web })
 }

@@ -4,7 +4,9 @@
 //! Layers (folders): domain — [`round`], [`aggregation`], [`plan`], [`model`],
 //! [`checkpoint`], [`registry`]; persistence — [`store`] (the only module that speaks SQL); edge —
 //! [`grpc`] (the only module that sees protobuf types), [`web`] (the read-only dashboard, the
-//! only module that sees axum); [`config`] and [`launch`] wire them.
+//! only module that sees axum), [`inproc`] (the fleet API for sidecars in this process,
+//! simulations only: the same engine and checks as [`grpc`], buffers instead of chunks);
+//! [`config`] and [`launch`] wire them.
 
 pub mod aggregation;
 pub mod audit;
@@ -17,6 +19,7 @@ pub mod governance;
 pub mod grpc;
 pub mod hierarchy;
 pub mod ids;
+pub mod inproc;
 pub mod launch;
 pub mod leadership;
 pub mod model;

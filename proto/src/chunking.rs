@@ -179,6 +179,12 @@ impl SharedParams {
     ///
     /// # Errors
     /// `self` unchanged when the vector is still shared.
+    /// Another reference to the same buffer (no copy): what an in-process link hands to a
+    /// client instead of streaming chunks. While it lives, [`Self::try_into_vec`] fails.
+    pub fn shared(&self) -> Arc<Vec<f32>> {
+        Arc::clone(&self.0)
+    }
+
     pub fn try_into_vec(self) -> Result<Vec<f32>, Self> {
         Arc::try_unwrap(self.0).map_err(Self)
     }

@@ -26,6 +26,7 @@
 pub mod coordinator_process;
 mod fleet;
 pub mod floor;
+mod inproc;
 mod table;
 pub mod tiered;
 mod trivial_trainer;
@@ -148,6 +149,10 @@ pub struct RoundsArgs {
     /// Skip the floor measurement (see [`floor`]) that runs after each case.
     #[arg(long)]
     pub no_floor: bool,
+    /// How the sidecars reach the coordinator: grpc (a coordinator process, loopback gRPC)
+    /// or inproc (the coordinator in this process, buffers handed over; see `inproc`).
+    #[arg(long, value_enum, default_value = "grpc")]
+    pub transport: crate::inproc::Transport,
 }
 
 /// Validated options.
@@ -163,6 +168,7 @@ pub struct RoundsBenchOptions {
     pub regions: Option<usize>,
     pub aggregator: fedra_types::plan::Aggregator,
     pub floor: bool,
+    pub transport: crate::inproc::Transport,
 }
 
 impl RoundsArgs {
@@ -205,6 +211,7 @@ impl RoundsArgs {
             regions: self.regions,
             aggregator: self.aggregator,
             floor: !self.no_floor,
+            transport: self.transport,
         })
     }
 }
@@ -350,6 +357,9 @@ fn median(v: &mut [f64]) -> Option<f64> {
 /// The coordinator or the sidecars cannot start, or the control API fails; a run that
 /// ends in another state than succeeded is reported in [`CaseReport::state`] instead.
 pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseReport> {
+    if opts.transport == crate::inproc::Transport::Inproc {
+        return inproc::run_case(case, opts).await;
+    }
     let (input_dim, params) = model_for(case.params);
     let nofile = raise_nofile();
     if (case.clients as u64) + 256 > nofile {

@@ -1,7 +1,9 @@
 //! An in-process federation: one coordinator plus N client sidecars, each a tokio task
-//! with its own gRPC connection to the coordinator's loopback port.
+//! with its own gRPC connection to the coordinator's loopback port, or with
+//! [`Transport::Inproc`] an in-process link to it ([`crate::inproc`]).
 
 use crate::cluster_process::{CoordinatorChild, ProcessSpec, ProcessTls, free_port};
+use crate::inproc::{Switchboard, Transport};
 use crate::pki::SimPki;
 use anyhow::{Context, Result};
 use fedra_cli::control::ControlClient;
@@ -54,6 +56,7 @@ pub struct ClusterBuilder {
     artifacts: Option<fedra_coordinator::config::ArtifactsConfig>,
     configure: Option<Configure>,
     web: Option<fedra_coordinator::config::web::WebConfig>,
+    transport: Transport,
 }
 
 /// Which tier a cluster's coordinator serves (see `fedra_coordinator::hierarchy`).
@@ -92,6 +95,7 @@ impl Default for ClusterBuilder {
             artifacts: None,
             configure: None,
             web: None,
+            transport: Transport::Grpc,
         }
     }
 }
@@ -218,6 +222,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// How the sidecars reach the coordinator (gRPC by default); in-process needs the
+    /// coordinator in this process. The control API stays gRPC either way.
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
     /// Privacy budgets, as the `[[privacy.budgets]]` rules of a coordinator config.
     pub fn privacy_budget(mut self, rule: RawBudgetRule) -> Self {
         self.privacy_budgets.push(rule);
@@ -292,9 +303,14 @@ impl ClusterBuilder {
             p
         });
         let tls = ProcessTls { dir: pki.coordinator().dir.clone(), crl: pki.crl() };
+        if self.transport == Transport::Inproc && self.process.is_some() {
+            anyhow::bail!("in-process sidecars need the coordinator in this process, not a child process");
+        }
+        let switchboard = Switchboard::default();
         let coordinator = match &self.process {
             None => {
                 let c = Coordinator::start(&config).await.context("starting coordinator")?;
+                switchboard.set(Some(c.in_process_fleet()));
                 // Restarts must come back on the same port so that clients reconnect to it.
                 config.listen = c.addr();
                 if let (Some(web), Some(addr)) = (&mut config.web, c.web_addr()) {
@@ -332,6 +348,8 @@ impl ClusterBuilder {
             clients: Vec::new(),
             pki,
             process: self.process.map(|spec| (spec, tls)),
+            transport: self.transport,
+            switchboard,
             _tmp: tmp,
         };
         for spec in self.clients {
@@ -386,6 +404,9 @@ pub struct Cluster {
     pki: SimPki,
     /// How to start the coordinator as a process, when it runs as one.
     pub(crate) process: Option<(ProcessSpec, ProcessTls)>,
+    transport: Transport,
+    /// The in-process coordinator's fleet API, for [`Transport::Inproc`] sidecars.
+    pub(crate) switchboard: Switchboard,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -495,30 +516,6 @@ impl Cluster {
         .await
     }
 
-    /// A raw `FleetService` connection certified as client `id` of `region` (for tests that
-    /// play a client by hand).
-    ///
-    /// # Errors
-    /// Invalid id or region, or connection failure.
-    pub async fn fleet_as(
-        &self,
-        id: &str,
-        region: &str,
-    ) -> Result<fedra_proto::pb::fleet_service_client::FleetServiceClient<tonic::transport::Channel>> {
-        let identity = Identity::new(Role::Client, Some(fedra_types::ids::RegionId::new(region)?), id)?;
-        self.connect_as(&self.pki.tls(&identity)?)
-            .await
-            .map(fedra_proto::pb::fleet_service_client::FleetServiceClient::new)
-    }
-
-    /// A channel to the coordinator with `tls`.
-    ///
-    /// # Errors
-    /// Connection failure.
-    pub async fn connect_as(&self, tls: &fedra_pki::ClientTls) -> Result<tonic::transport::Channel> {
-        Ok(tls.endpoint(&self.endpoint())?.connect().await?)
-    }
-
     /// Starts one more sidecar with a burn trainer on `spec.dataset`, on the CPU.
     pub fn add_client(&mut self, spec: ClientSpec) {
         self.add_client_on(spec, DeviceChoice::Cpu).expect("the CPU device always opens");
@@ -560,11 +557,15 @@ impl Cluster {
         trainer: Box<dyn Trainer>,
         faults: Option<Arc<dyn UploadFaults>>,
     ) {
-        let tls = self
-            .pki
-            .clients(&[(id.to_string(), region.to_string())])
-            .expect("the sim CA issues client certificates for valid ids")
-            .remove(0);
+        // An in-process sidecar presents no certificate: its link is bound to its id.
+        let tls = match self.transport {
+            Transport::Inproc => fedra_pki::ClientTls::Insecure,
+            Transport::Grpc => self
+                .pki
+                .clients(&[(id.to_string(), region.to_string())])
+                .expect("the sim CA issues client certificates for valid ids")
+                .remove(0),
+        };
         let settings = SidecarSettings {
             endpoints: self.client_endpoints(),
             tls,
@@ -575,6 +576,9 @@ impl Cluster {
             backoff_max: Duration::from_millis(500),
         };
         let mut sidecar = Sidecar::new(settings, datasets, trainer);
+        if self.transport == Transport::Inproc {
+            sidecar = sidecar.with_connector(self.switchboard.connector(id, region));
+        }
         if let Some(f) = faults {
             sidecar = sidecar.with_upload_faults(f);
         }
@@ -622,6 +626,7 @@ impl Cluster {
     /// # Errors
     /// The new coordinator fails to start.
     pub async fn restart_coordinator(&mut self) -> Result<()> {
+        self.switchboard.set(None);
         if let Some(c) = self.coordinator.take() {
             c.kill().await;
         }
@@ -637,6 +642,9 @@ impl Cluster {
             };
             match started {
                 Ok(c) => {
+                    if let Running::InProcess(c) = &c {
+                        self.switchboard.set(Some(c.in_process_fleet()));
+                    }
                     self.coordinator = Some(c);
                     return Ok(());
                 }

@@ -32,6 +32,10 @@ enum Command {
         /// Override the scenario's seeds, e.g. --seeds 0,1,2.
         #[arg(long, value_delimiter = ',')]
         seeds: Option<Vec<u64>>,
+        /// How the sidecars reach the coordinator: grpc (loopback, mutual TLS) or inproc
+        /// (the same session and engine code, buffers handed over instead of chunks).
+        #[arg(long, value_enum, default_value = "grpc")]
+        transport: fedra_sim::inproc::Transport,
     },
     /// Compare two run directories (final metrics and per-round test accuracy).
     Compare { a: PathBuf, b: PathBuf },
@@ -66,6 +70,7 @@ enum Command {
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
     /// End-to-end rounds: a fedra-coordinator process and N sidecars over loopback gRPC
+    /// (or `--transport inproc`: the coordinator in this process, buffers handed over)
     /// with trivial training; round time, coordinator CPU and peak RSS, bytes on the wire.
     Rounds(Box<fedra_sim::bench_rounds::RoundsArgs>),
     /// Memory that certified but hostile connections can pin in a coordinator process:
@@ -122,7 +127,7 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { scenario, out, rounds, seeds } => {
+        Command::Run { scenario, out, rounds, seeds, transport } => {
             let mut s = match Scenario::load(&scenario) {
                 Ok(s) => s,
                 Err(e) => {
@@ -136,6 +141,7 @@ async fn main() -> ExitCode {
             if let Some(seeds) = seeds {
                 s.seeds = seeds;
             }
+            s.transport = transport;
             match fedra_sim::scenario::run(&s, &out).await {
                 Ok(report) => {
                     println!("{}", std::fs::read_to_string(out.join("summary.md")).unwrap_or_default());

@@ -153,6 +153,10 @@ pub struct Scenario {
     pub privacy: Option<PrivacyPlan>,
     #[serde(default)]
     pub privacy_budget: Option<BudgetSection>,
+    /// How the sidecars reach the coordinator (`fedra-sim run --transport`; not a key of
+    /// the file: the same scenario runs over either).
+    #[serde(skip)]
+    pub transport: crate::inproc::Transport,
 }
 
 fn default_seeds() -> Vec<u64> {
@@ -408,7 +412,7 @@ async fn run_one(
     let all_test = BurnTrainer::new(concat("all-test", data.iter().map(|c| c.test.clone()))?);
 
     let log: FaultLog = Arc::default();
-    let mut builder = Cluster::builder().data_dir(dir.join("coordinator"));
+    let mut builder = Cluster::builder().data_dir(dir.join("coordinator")).transport(scenario.transport);
     if let Some(b) = scenario.privacy_budget {
         builder = builder.privacy_budget(fedra_coordinator::privacy::budget::RawBudgetRule {
             model: None,

@@ -82,20 +82,39 @@ impl StagingPool {
     /// and needs no buffer: the slot takes `bytes` of the budget for what its HTTP/2
     /// window may hold while the fold consumes it.
     pub async fn admit(&self, bytes: usize) -> StreamSlot {
+        let units = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX).max(1);
+        StreamSlot { _permits: self.permits_for(units).await }
+    }
+
+    /// Waits for a slot for `len` values: an upload permit and the bytes of the budget.
+    async fn permits(&self, len: usize) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
+        self.permits_for(Self::units(len)).await
+    }
+
+    /// An upload permit and `units` KiB of the budget (all of it at most).
+    async fn permits_for(&self, units: u32) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
         let upload = Arc::clone(&self.uploads).acquire_owned().await.expect("staging semaphore is never closed");
         metrics::gauge!("fedra_staging_uploads_in_use").increment(1.0);
-        let need = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX).clamp(1, self.budget_units);
+        let need = units.min(self.budget_units);
         let bytes = Arc::clone(&self.bytes).acquire_many_owned(need).await.expect("staging semaphore is never closed");
-        StreamSlot { _permits: (upload, bytes) }
+        (upload, bytes)
+    }
+
+    /// Waits for a free slot for `values` and stages them as they are, without a copy: an
+    /// in-process upload ([`crate::inproc`]) hands over the buffer the client trained into.
+    /// It counts against the same slots and budget as a staged gRPC upload, so memory
+    /// accounting and a graceful stop's wait for uploads in flight are the same for both;
+    /// the buffer is freed, not kept for reuse, when dropped (in-process uploads bring
+    /// their own).
+    pub async fn adopt(&self, values: Vec<f32>) -> StagingBuffer {
+        let permits = self.permits(values.len()).await;
+        StagingBuffer { values, pool: Arc::clone(&self.free), recycle: false, _permits: permits }
     }
 
     /// Waits for a free slot and returns a buffer of `len` values whose contents are
     /// unspecified (zero when new, a previous upload's values when reused).
     pub async fn acquire(&self, len: usize) -> StagingBuffer {
-        let upload = Arc::clone(&self.uploads).acquire_owned().await.expect("staging semaphore is never closed");
-        metrics::gauge!("fedra_staging_uploads_in_use").increment(1.0);
-        let need = Self::units(len).min(self.budget_units);
-        let bytes = Arc::clone(&self.bytes).acquire_many_owned(need).await.expect("staging semaphore is never closed");
+        let (upload, bytes) = self.permits(len).await;
         let mut values = {
             let mut free = self.free.lock().expect("staging pool poisoned");
             // Prefer a buffer that already has the capacity.
@@ -113,7 +132,7 @@ impl StagingPool {
         // zeroing would be a wasted pass over the model per update.
         values.truncate(len);
         values.resize(len, 0.0);
-        StagingBuffer { values, pool: Arc::clone(&self.free), _permits: (upload, bytes) }
+        StagingBuffer { values, pool: Arc::clone(&self.free), recycle: true, _permits: (upload, bytes) }
     }
 }
 
@@ -121,6 +140,8 @@ impl StagingPool {
 pub struct StagingBuffer {
     values: Vec<f32>,
     pool: Arc<Mutex<FreeList>>,
+    /// Return the buffer to the free list when dropped (see [`StagingPool::adopt`]).
+    recycle: bool,
     _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
@@ -137,6 +158,9 @@ impl Drop for StagingBuffer {
     fn drop(&mut self) {
         metrics::gauge!("fedra_staging_uploads_in_use").decrement(1.0);
         let values = std::mem::take(&mut self.values);
+        if !self.recycle {
+            return;
+        }
         if let Ok(mut free) = self.pool.lock() {
             let bytes = values.capacity() * 4;
             // Keep it for reuse only while the free list stays within the budget;
@@ -192,6 +216,18 @@ mod tests {
         let c = try_acquire(&pool, 4).await.expect("a slot was freed");
         assert_eq!(c.as_slice().len(), 4);
         assert_eq!(c.as_slice()[0], 5.0, "a reused buffer is not zeroed again");
+    }
+
+    #[tokio::test]
+    async fn adopted_buffers_take_a_slot_and_are_not_kept() {
+        let pool = StagingPool::new(1, 1 << 20);
+        let a = pool.adopt(vec![3.0; 4]).await;
+        assert_eq!(a.as_slice(), [3.0; 4], "staged as handed over");
+        assert!(try_acquire(&pool, 4).await.is_none(), "an adopted buffer holds its slot");
+        drop(a);
+        let b = try_acquire(&pool, 4).await.expect("the slot was freed");
+        assert_eq!(pool.free.lock().unwrap().bytes, 0, "the adopted buffer was not kept");
+        drop(b);
     }
 
     #[tokio::test]

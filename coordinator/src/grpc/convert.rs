@@ -322,6 +322,20 @@ pub fn metrics_to_pb(m: &TrainingMetrics) -> pb::TrainingMetrics {
 /// Metrics are reported by clients: non-finite values are refused rather than averaged.
 pub fn metrics_from_pb(m: Option<pb::TrainingMetrics>) -> Result<TrainingMetrics, ApiError> {
     let m = m.unwrap_or_default();
+    checked_metrics(TrainingMetrics {
+        loss_before: m.loss_before,
+        loss_after: m.loss_after,
+        accuracy_after: m.accuracy_after,
+        train_seconds: m.train_seconds,
+    })
+}
+
+/// An update trailer's training metrics, checked as every edge checks them (gRPC and the
+/// in-process fleet, [`crate::inproc`]).
+///
+/// # Errors
+/// [`ApiError::Invalid`] naming the `trailer.metrics` field out of range.
+pub fn checked_metrics(m: TrainingMetrics) -> Result<TrainingMetrics, ApiError> {
     Ok(TrainingMetrics {
         loss_before: limits::loss("trailer.metrics.loss_before", m.loss_before)?,
         loss_after: limits::loss("trailer.metrics.loss_after", m.loss_after)?,
@@ -471,27 +485,55 @@ pub fn evaluation_to_pb(e: &EvaluationRecord) -> pb::EvaluationSummary {
 
 /// A client's evaluation report; non-finite or out-of-range values are refused.
 pub fn evaluation_report_from_pb(r: &pb::EvaluationReport) -> Result<EvaluationReport, ApiError> {
+    checked_evaluation_report(EvaluationReport {
+        samples: r.samples,
+        loss: r.loss,
+        accuracy: r.accuracy,
+        clients: r.clients,
+    })
+}
+
+/// A client's evaluation report, checked as every edge checks it.
+///
+/// # Errors
+/// [`ApiError::Invalid`] naming the `report` field out of range.
+pub fn checked_evaluation_report(r: EvaluationReport) -> Result<EvaluationReport, ApiError> {
     limits::samples("report.samples", r.samples, true)?;
     if r.samples > 0 {
         limits::loss("report.loss", r.loss)?;
         limits::within("report.accuracy", r.accuracy, 0.0, 1.0)?;
     }
-    Ok(EvaluationReport {
-        samples: r.samples,
-        loss: r.loss,
-        accuracy: r.accuracy,
-        clients: limits::members("report.clients", r.clients)?,
-    })
+    Ok(EvaluationReport { clients: limits::members("report.clients", r.clients)?, ..r })
 }
 
 /// `id` and `region` come from the caller's certificate (see `auth::Caller`), not from `r`.
 pub fn client_from_pb(id: ClientId, region: RegionId, r: pb::RegisterRequest) -> Result<ClientRecord, ApiError> {
-    if r.datasets.is_empty() {
-        return Err(ApiError::Invalid("datasets: a client must describe at least one dataset".into()));
-    }
-    limits::count("datasets", &r.datasets, 1, limits::MAX_DATASETS)?;
     let datasets = r
         .datasets
+        .into_iter()
+        .map(|d| DatasetDescriptor { name: d.name, samples: d.samples, features: d.features, classes: d.classes })
+        .collect();
+    let devices = r.capabilities.map(|c| c.devices).unwrap_or_default();
+    checked_client(id, region, datasets, devices, r.members)
+}
+
+/// A registration, checked as every edge checks it: `id` and `region` are the caller's
+/// own (certified, or bound to an in-process link); the rest is what it declares.
+///
+/// # Errors
+/// [`ApiError::Invalid`] naming the first field out of range.
+pub fn checked_client(
+    id: ClientId,
+    region: RegionId,
+    datasets: Vec<DatasetDescriptor>,
+    devices: Vec<String>,
+    members: u32,
+) -> Result<ClientRecord, ApiError> {
+    if datasets.is_empty() {
+        return Err(ApiError::Invalid("datasets: a client must describe at least one dataset".into()));
+    }
+    limits::count("datasets", &datasets, 1, limits::MAX_DATASETS)?;
+    let datasets = datasets
         .into_iter()
         .enumerate()
         .map(|(i, d)| {
@@ -503,14 +545,13 @@ pub fn client_from_pb(id: ClientId, region: RegionId, r: pb::RegisterRequest) ->
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let devices = r.capabilities.map(|c| c.devices).unwrap_or_default();
     limits::count("capabilities.devices", &devices, 0, limits::MAX_DEVICES)?;
     let devices = devices
         .into_iter()
         .enumerate()
         .map(|(i, d)| limits::label(&format!("capabilities.devices[{i}]"), d))
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let members = limits::members("members", r.members)?;
+    let members = limits::members("members", members)?;
     Ok(ClientRecord { id, region, datasets, devices, registered_at: chrono::Utc::now(), members })
 }
 

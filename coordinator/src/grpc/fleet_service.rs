@@ -46,15 +46,15 @@ pub struct FleetApi {
 /// A set of tasks with a transfer in progress; [`InFlight::claim`] returns a guard that
 /// removes the task again when the transfer ends, however it ends.
 #[derive(Clone, Default)]
-struct InFlight(Arc<std::sync::Mutex<std::collections::HashSet<crate::ids::TaskId>>>);
+pub(crate) struct InFlight(Arc<std::sync::Mutex<std::collections::HashSet<crate::ids::TaskId>>>);
 
-struct Claim {
+pub(crate) struct Claim {
     set: InFlight,
     task: crate::ids::TaskId,
 }
 
 impl InFlight {
-    fn claim(&self, task: &crate::ids::TaskId, what: &str) -> Result<Claim, ApiError> {
+    pub(crate) fn claim(&self, task: &crate::ids::TaskId, what: &str) -> Result<Claim, ApiError> {
         if !self.0.lock().expect("in-flight lock").insert(task.clone()) {
             return Err(ApiError::Busy(format!(
                 "a {what} for task {task} is already in progress; one at a time per task"

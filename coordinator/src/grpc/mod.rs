@@ -22,6 +22,7 @@ pub mod upstream;
 pub use auth::{Caller, Gate};
 pub use checkpoint_service::CheckpointApi;
 pub use fleet_service::FleetApi;
+pub(crate) use fleet_service::InFlight;
 pub use governance_service::GovernanceApi;
 pub use privacy_service::PrivacyApi;
 pub use run_service::RunApi;

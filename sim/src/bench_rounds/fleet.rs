@@ -1,5 +1,6 @@
 //! The benchmark's sidecars: N real `fedra-client` sessions in this process, one gRPC
-//! connection each, started in batches and stopped together.
+//! connection each (or one in-process link each, `--transport inproc`), started in batches
+//! and stopped together.
 
 use super::{CLASSES, CONNECT_BATCH, TrivialTrainer};
 use anyhow::{Context, Result, bail};
@@ -24,6 +25,19 @@ impl Fleet {
         input_dim: usize,
         seed: u64,
     ) -> Result<Self> {
+        Self::start_via(endpoint, ids, tls, input_dim, seed, None).await
+    }
+
+    /// [`Fleet::start`], the sidecars reaching the coordinator through `inproc` when given
+    /// (their endpoint and TLS are then unused).
+    pub(super) async fn start_via(
+        endpoint: &str,
+        ids: &[(String, String)],
+        tls: Vec<fedra_pki::ClientTls>,
+        input_dim: usize,
+        seed: u64,
+        inproc: Option<&crate::inproc::Switchboard>,
+    ) -> Result<Self> {
         let n = ids.len();
         let mut tls = tls.into_iter();
         let mut fleet = Fleet { stops: Vec::new(), joins: Vec::new(), status: Vec::new() };
@@ -46,7 +60,10 @@ impl Fleet {
                     classes: CLASSES as u32,
                 };
                 let client_seed = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (i as u64).wrapping_mul(0x9E37_79B9);
-                let sidecar = Sidecar::new(settings, vec![info], Box::new(TrivialTrainer::new(client_seed)));
+                let mut sidecar = Sidecar::new(settings, vec![info], Box::new(TrivialTrainer::new(client_seed)));
+                if let Some(switchboard) = inproc {
+                    sidecar = sidecar.with_connector(switchboard.connector(id, region));
+                }
                 fleet.status.push(sidecar.status());
                 let (stop, stopped) = oneshot::channel::<()>();
                 fleet.stops.push(stop);

@@ -2,7 +2,8 @@
 //! federation with [`sandbox`]: a coordinator and N client sidecars in this process (or,
 //! for the crash tests, the real coordinator binary as a child process), over real gRPC on
 //! loopback, with a real SQLite store (PostgreSQL in `postgres.rs`) and real checkpoints on
-//! disk (in a real S3-compatible server in `objstore.rs`).
+//! disk (in a real S3-compatible server in `objstore.rs`). `transport.rs` runs the same
+//! contracts over gRPC and over the in-process link of `fedra-sim --transport inproc`.
 
 mod aggregation;
 mod carbon;
@@ -31,3 +32,4 @@ mod robust;
 mod sandbox;
 mod sim;
 mod spine;
+mod transport;
