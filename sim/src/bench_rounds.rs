@@ -306,12 +306,20 @@ fn raise_nofile() -> u64 {
 /// The benchmark's model for about `params` parameters: logistic regression with 10
 /// classes, so P = 10 · (input_dim + 1) (exact when `params` is a multiple of 10).
 pub fn model_for(params: usize) -> (usize, usize) {
-    let input_dim = (params / CLASSES).saturating_sub(1).max(1);
-    (input_dim, CLASSES * (input_dim + 1))
+    let classes = classes_for(params);
+    let input_dim = (params / classes).saturating_sub(1).max(1);
+    (input_dim, classes * (input_dim + 1))
+}
+
+/// Classes of the benchmark's model for `params`: 10, or more where 10 would need more input
+/// features than a client may register (2^24): a 250M-parameter model has 15.
+pub fn classes_for(params: usize) -> usize {
+    CLASSES.max(params.div_ceil(1 << 24))
 }
 
 fn plan(case: GridCase, rounds: u32, deadline: f64, seed: u64, regions: &[String]) -> Result<PlanFile> {
     let (input_dim, _) = model_for(case.params);
+    let classes = classes_for(case.params);
     let text = format!(
         r#"
 version = 1
@@ -326,7 +334,7 @@ seed = {seed}
 kind = "logistic_regression"
 name = "bench-rounds"
 input_dim = {input_dim}
-classes = {CLASSES}
+classes = {classes}
 
 [local]
 epochs = 1
@@ -372,7 +380,7 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
     let ids: Vec<(String, String)> =
         (0..case.clients).map(|i| (format!("bench-{i:05}"), "bench".to_string())).collect();
     let tls = coordinator.client_tls(&ids)?;
-    let fleet = match Fleet::start(&endpoint, &ids, tls, input_dim, opts.seed).await {
+    let fleet = match Fleet::start(&endpoint, &ids, tls, (input_dim, classes_for(case.params)), opts.seed).await {
         Ok(f) => f,
         Err(e) => bail!("{e:#}; coordinator log:\n{}", coordinator.log_tail()),
     };
@@ -427,7 +435,7 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
         round_over_floor: round_s.zip(floor_round_s).map(|(r, f)| r / f),
         clients: case.clients,
         params,
-        model: format!("logistic_regression input_dim={input_dim} classes={CLASSES}"),
+        model: format!("logistic_regression input_dim={input_dim} classes={}", classes_for(case.params)),
         rounds: opts.rounds,
         state: state.to_string(),
         error,
@@ -638,7 +646,7 @@ fn failed_case(case: GridCase, opts: &RoundsBenchOptions, error: String) -> Case
     CaseReport {
         clients: case.clients,
         params,
-        model: format!("logistic_regression input_dim={input_dim} classes={CLASSES}"),
+        model: format!("logistic_regression input_dim={input_dim} classes={}", classes_for(case.params)),
         rounds: opts.rounds,
         state: "error".into(),
         error: Some(error),

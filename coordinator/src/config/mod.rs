@@ -204,6 +204,7 @@ impl RawConfig {
         self.node_name = var("FEDRA_NODE_NAME")?.or(self.node_name);
         self.metrics_listen = var("FEDRA_METRICS_LISTEN")?.or(self.metrics_listen);
         self.chunk_bytes = var("FEDRA_CHUNK_BYTES")?.or(self.chunk_bytes);
+        self.max_model_parameters = var("FEDRA_MAX_MODEL_PARAMETERS")?.or(self.max_model_parameters);
         self.max_concurrent_uploads = var("FEDRA_MAX_CONCURRENT_UPLOADS")?.or(self.max_concurrent_uploads);
         self.staging_budget_bytes = var("FEDRA_STAGING_BUDGET_BYTES")?.or(self.staging_budget_bytes);
         self.max_concurrent_downloads = var("FEDRA_MAX_CONCURRENT_DOWNLOADS")?.or(self.max_concurrent_downloads);

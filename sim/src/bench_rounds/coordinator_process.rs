@@ -123,6 +123,8 @@ impl CoordinatorProcess {
             .env("FEDRA_HEARTBEAT_INTERVAL_SECONDS", settings.heartbeat_seconds.to_string())
             .env("FEDRA_CLIENT_TIMEOUT_SECONDS", settings.client_timeout_seconds.to_string())
             .env("RUST_LOG", &settings.log_filter)
+            // The bench's largest case (a 1 GB model) is beyond the coordinator's default cap.
+            .env("FEDRA_MAX_MODEL_PARAMETERS", (1u64 << 30).to_string())
             .args(settings.store_url.iter().flat_map(|u| ["--store-url", u.as_str()]))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

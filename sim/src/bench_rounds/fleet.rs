@@ -2,7 +2,7 @@
 //! connection each (or one in-process link each, `--transport inproc`), started in batches
 //! and stopped together.
 
-use super::{CLASSES, CONNECT_BATCH, TrivialTrainer};
+use super::{CONNECT_BATCH, TrivialTrainer};
 use anyhow::{Context, Result, bail};
 use fedra_client::data::DatasetInfo;
 use fedra_client::session::{Sidecar, SidecarSettings, SidecarStatus};
@@ -17,15 +17,16 @@ pub(super) struct Fleet {
 }
 
 impl Fleet {
-    /// Starts `n` sidecars in batches, waiting for each batch to connect.
+    /// Starts `n` sidecars in batches, waiting for each batch to connect; their data has the
+    /// model's `(input_dim, classes)`.
     pub(super) async fn start(
         endpoint: &str,
         ids: &[(String, String)],
         tls: Vec<fedra_pki::ClientTls>,
-        input_dim: usize,
+        shape: (usize, usize),
         seed: u64,
     ) -> Result<Self> {
-        Self::start_via(endpoint, ids, tls, input_dim, seed, None).await
+        Self::start_via(endpoint, ids, tls, shape, seed, None).await
     }
 
     /// [`Fleet::start`], the sidecars reaching the coordinator through `inproc` when given
@@ -34,7 +35,7 @@ impl Fleet {
         endpoint: &str,
         ids: &[(String, String)],
         tls: Vec<fedra_pki::ClientTls>,
-        input_dim: usize,
+        (input_dim, classes): (usize, usize),
         seed: u64,
         inproc: Option<&crate::inproc::Switchboard>,
     ) -> Result<Self> {
@@ -57,7 +58,7 @@ impl Fleet {
                     name: "trivial".into(),
                     samples: 1,
                     features: input_dim as u32,
-                    classes: CLASSES as u32,
+                    classes: classes as u32,
                 };
                 let client_seed = seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (i as u64).wrapping_mul(0x9E37_79B9);
                 let mut sidecar = Sidecar::new(settings, vec![info], Box::new(TrivialTrainer::new(client_seed)));

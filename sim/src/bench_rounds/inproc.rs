@@ -20,7 +20,7 @@
 
 use super::coordinator_process;
 use super::fleet::Fleet;
-use super::{CLASSES, CaseReport, GridCase, Observed, RoundObservation, RoundsBenchOptions, median, model_for, plan};
+use super::{CaseReport, GridCase, Observed, RoundObservation, RoundsBenchOptions, median, model_for, plan};
 use crate::inproc::Switchboard;
 use anyhow::{Context, Result};
 use fedra_cli::control::ControlClient;
@@ -69,7 +69,8 @@ pub(super) async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Resul
     let ids: Vec<(String, String)> =
         (0..case.clients).map(|i| (format!("bench-{i:05}"), "bench".to_string())).collect();
     let tls = vec![ClientTls::Insecure; case.clients];
-    let fleet = Fleet::start_via(&endpoint, &ids, tls, input_dim, opts.seed, Some(&switchboard)).await?;
+    let shape = (input_dim, super::classes_for(case.params));
+    let fleet = Fleet::start_via(&endpoint, &ids, tls, shape, opts.seed, Some(&switchboard)).await?;
     let connect_s = started.elapsed().as_secs_f64();
     eprintln!("  {} in-process sidecars connected in {connect_s:.1} s", case.clients);
 
@@ -97,7 +98,7 @@ pub(super) async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Resul
     Ok(CaseReport {
         clients: case.clients,
         params,
-        model: format!("logistic_regression input_dim={input_dim} classes={CLASSES} (transport inproc)"),
+        model: format!("logistic_regression input_dim={input_dim} classes={} (transport inproc)", shape.1),
         rounds: opts.rounds,
         state: state.to_string(),
         error,

@@ -80,7 +80,8 @@ pub async fn run_tiered(case: GridCase, regions: usize, opts: &RoundsBenchOption
         let ids: Vec<(String, String)> =
             (r..case.clients).step_by(regions).map(|i| (format!("bench-{i:05}"), name.clone())).collect();
         let tls = aggregator.client_tls(&ids)?;
-        match Fleet::start(&aggregator.endpoint(), &ids, tls, input_dim, opts.seed ^ r as u64).await {
+        let shape = (input_dim, super::classes_for(case.params));
+        match Fleet::start(&aggregator.endpoint(), &ids, tls, shape, opts.seed ^ r as u64).await {
             Ok(f) => fleets.push(f),
             Err(e) => bail!("{e:#}; {name}'s log:\n{}", aggregator.log_tail()),
         }
