@@ -84,7 +84,7 @@ lines = [
     "",
 ] + ([os.environ["NOTE"], ""] if os.environ.get("NOTE") else []) + [
     "Workload: every client is selected every round, FedAvg, evaluation off; local training returns the received parameters plus a seeded per-client uniform perturbation of amplitude 1e-3 (samples = 1), so no two updates are equal. "
-    "fedra's model is a logistic regression with 10 classes and input_dim = P/10 − 1, i.e. exactly P float32 parameters. "
+    "fedra's model is a logistic regression with 10 classes and input_dim = P/10 − 1, i.e. exactly P float32 parameters (more classes above 10.5M parameters, see \"A 1 GB model\"). "
     "Each case starts a fresh `fedra-coordinator` process (log level warn, heartbeats every 5 s) and N sidecars in the bench process, one gRPC connection each; the coordinator's CPU and peak RSS are read from its own `/proc/<pid>`. "
     "A round lasts from the previous round's `Published` event (round 1: the submit call) to its own, so it includes the coordinator's selection of the next round and writing the round's checkpoint; Flower's round is timed the same way inside its strategy (end of `aggregate_train` to end of `aggregate_train`). "
     "Wire bytes are the kernel's TCP payload counters (`TCP_INFO` bytes_acked + bytes_received) of the sidecars' connections, per steady round, against the ideal 2·N·P·4 (all HTTP/2, gRPC and protobuf framing and heartbeats included; TCP/IP headers not). "

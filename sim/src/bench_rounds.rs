@@ -312,9 +312,9 @@ pub fn model_for(params: usize) -> (usize, usize) {
 }
 
 /// Classes of the benchmark's model for `params`: 10, or more where 10 would need more input
-/// features than a client may register (2^24): a 250M-parameter model has 15.
+/// features than a plan may have (2^20): a 250M-parameter model has 239.
 pub fn classes_for(params: usize) -> usize {
-    CLASSES.max(params.div_ceil(1 << 24))
+    CLASSES.max(params.div_ceil(1 << 20))
 }
 
 fn plan(case: GridCase, rounds: u32, deadline: f64, seed: u64, regions: &[String]) -> Result<PlanFile> {
