@@ -1,6 +1,7 @@
-//! The per-case table `fedra-sim bench rounds` prints at the end.
+//! The per-case table `fedra-sim bench rounds` prints at the end, and the report of a case
+//! that could not run.
 
-use super::CaseReport;
+use super::{CaseReport, GridCase, RoundsBenchOptions, classes_for, model_for};
 
 pub(super) fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
@@ -32,4 +33,42 @@ pub fn table(reports: &[CaseReport]) -> String {
         );
     }
     out
+}
+
+/// The report of a case that could not run: its error, nothing measured.
+pub(super) fn failed_case(case: GridCase, opts: &RoundsBenchOptions, error: String) -> CaseReport {
+    let (input_dim, params) = model_for(case.params);
+    CaseReport {
+        clients: case.clients,
+        params,
+        model: format!("logistic_regression input_dim={input_dim} classes={}", classes_for(case.params)),
+        rounds: opts.rounds,
+        state: "error".into(),
+        error: Some(error),
+        connect_s: 0.0,
+        per_round: Vec::new(),
+        first_round_s: None,
+        steady_round_s_median: None,
+        steady_round_s_min: None,
+        steady_round_s_max: None,
+        steady_train_phase_s_median: None,
+        first_round_coordinator_cpu_s: None,
+        steady_coordinator_cpu_s_median: None,
+        steady_bench_cpu_s_median: None,
+        coordinator_peak_rss: 0,
+        coordinator_rss_target: 3 * params as u64 * 4 + 64 * 1024 * 1024,
+        bench_peak_rss: 0,
+        ideal_wire_bytes: 2 * case.clients as u64 * params as u64 * 4,
+        steady_wire_bytes_median: None,
+        first_round_wire_bytes: None,
+        wire_ratio: None,
+        idle_bytes_per_connection: None,
+        floor_round_s: None,
+        round_over_floor: None,
+        steady_loopback_bytes_median: None,
+        aggregation_gbps_lower_bound: None,
+        fold_gbps: None,
+        sidecar_sessions_restarted: 0,
+        sidecar_tasks_failed: 0,
+    }
 }
