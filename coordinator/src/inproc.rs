@@ -42,7 +42,7 @@ use crate::aggregation::StagingPool;
 use crate::grpc::{ApiError, InFlight, convert, limits};
 use crate::ids::{ClientId, RegionId};
 use crate::round::{
-    EngineHandle, EngineSettings, EvaluationReport, GlobalModel, RoundError, TaskAssignment, TrainingMetrics,
+    EngineHandle, EngineSettings, EvaluationReport, GlobalModel, RoundError, TaskReceiver, TrainingMetrics,
     VerifiedUpdate,
 };
 use crate::store::DatasetDescriptor;
@@ -50,7 +50,6 @@ use fedra_proto::chunking::ChunkError;
 use fedra_proto::compressed::CodecError;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 /// A running coordinator's fleet API for sidecars in this process; cheap to clone. Made by
@@ -154,7 +153,7 @@ impl InProcClient {
     ///
     /// # Errors
     /// [`RoundError::UnknownClient`] before registration.
-    pub async fn subscribe(&self) -> Result<mpsc::Receiver<TaskAssignment>, ApiError> {
+    pub async fn subscribe(&self) -> Result<TaskReceiver, ApiError> {
         Ok(self.fleet.engine.subscribe(self.id.clone()).await?)
     }
 

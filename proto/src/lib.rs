@@ -18,6 +18,7 @@ pub mod pb {
 }
 
 pub mod chunking;
+pub mod codec;
 pub mod compressed;
 pub mod cost_wire;
 pub mod drift_wire;

@@ -27,6 +27,7 @@ pub mod coordinator_process;
 mod fleet;
 pub mod floor;
 mod inproc;
+mod summary;
 mod table;
 pub mod tiered;
 mod trivial_trainer;
@@ -350,15 +351,6 @@ async fn wire(port: u16) -> WireSample {
     tokio::task::spawn_blocking(move || wire_bytes::sample(port)).await.unwrap_or_default()
 }
 
-fn median(v: &mut [f64]) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 { v[m] } else { (v[m - 1] + v[m]) / 2.0 })
-}
-
 /// Runs one grid case end to end.
 ///
 /// # Errors
@@ -402,22 +394,13 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
     }
     coordinator.stop().await;
 
-    let done: Vec<&RoundObservation> = rounds.iter().filter(|r| r.published_at > 0.0).collect();
-    let first = done.iter().find(|r| r.round == 1);
-    let steady: Vec<&&RoundObservation> = done.iter().filter(|r| r.round > 1).collect();
-    let mut steady_wall: Vec<f64> = steady.iter().map(|r| r.wall_s).collect();
-    let mut steady_phase: Vec<f64> = steady.iter().map(|r| r.train_phase_s).collect();
-    let mut steady_cpu: Vec<f64> = steady.iter().map(|r| r.coordinator_cpu_s).collect();
-    let mut steady_bench_cpu: Vec<f64> = steady.iter().map(|r| r.bench_cpu_s).collect();
-    let mut steady_bytes: Vec<f64> = steady.iter().map(|r| (r.wire_up + r.wire_down) as f64).collect();
-    let mut steady_lo: Vec<f64> = steady.iter().map(|r| r.loopback as f64).collect();
+    let r = summary::Rounds::of(&rounds);
     let ideal = 2 * case.clients as u64 * params as u64 * 4;
     let update_bytes = case.clients as f64 * params as f64 * 4.0;
-    let steady_wire = median(&mut steady_bytes).map(|b| b as u64);
-    let first_wire = first.map(|r| r.wire_up + r.wire_down);
-    let cpu_per_round = median(&mut steady_cpu).or(first.map(|r| r.coordinator_cpu_s));
-    let mut steady_fold: Vec<f64> = steady.iter().map(|r| r.fold_s).collect();
-    let fold_per_round = median(&mut steady_fold).or(first.map(|r| r.fold_s));
+    let steady_wire = r.median(|r| (r.wire_up + r.wire_down) as f64).map(|b| b as u64);
+    let first_wire = r.first.map(|r| r.wire_up + r.wire_down);
+    let cpu_per_round = r.median_or_first(|r| r.coordinator_cpu_s);
+    let fold_per_round = r.median_or_first(|r| r.fold_s);
     let model_bytes = params as u64 * 4;
     let floor_round_s = if opts.floor {
         floor::measure(case.clients, params, opts.rounds)
@@ -428,7 +411,7 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
     } else {
         None
     };
-    let round_s = median(&mut steady_wall.clone()).or(first.map(|r| r.wall_s));
+    let round_s = r.median_or_first(|r| r.wall_s);
     Ok(CaseReport {
         idle_bytes_per_connection: Some(idle_rss.saturating_sub(base_rss) / case.clients as u64),
         floor_round_s,
@@ -440,14 +423,14 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
         state: state.to_string(),
         error,
         connect_s,
-        first_round_s: first.map(|r| r.wall_s),
-        steady_round_s_median: median(&mut steady_wall),
-        steady_round_s_min: steady_wall.first().copied(),
-        steady_round_s_max: steady_wall.last().copied(),
-        steady_train_phase_s_median: median(&mut steady_phase),
-        first_round_coordinator_cpu_s: first.map(|r| r.coordinator_cpu_s),
-        steady_coordinator_cpu_s_median: median(&mut steady_cpu),
-        steady_bench_cpu_s_median: median(&mut steady_bench_cpu),
+        first_round_s: r.first.map(|r| r.wall_s),
+        steady_round_s_median: r.median(|r| r.wall_s),
+        steady_round_s_min: r.min(|r| r.wall_s),
+        steady_round_s_max: r.max(|r| r.wall_s),
+        steady_train_phase_s_median: r.median(|r| r.train_phase_s),
+        first_round_coordinator_cpu_s: r.first.map(|r| r.coordinator_cpu_s),
+        steady_coordinator_cpu_s_median: r.median(|r| r.coordinator_cpu_s),
+        steady_bench_cpu_s_median: r.median(|r| r.bench_cpu_s),
         coordinator_peak_rss: peak,
         coordinator_rss_target: 3 * model_bytes + 64 * 1024 * 1024,
         bench_peak_rss: bench_peak,
@@ -455,7 +438,7 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
         steady_wire_bytes_median: steady_wire,
         first_round_wire_bytes: first_wire,
         wire_ratio: steady_wire.or(first_wire).map(|b| b as f64 / ideal as f64),
-        steady_loopback_bytes_median: median(&mut steady_lo).map(|b| b as u64),
+        steady_loopback_bytes_median: r.median(|r| r.loopback as f64).map(|b| b as u64),
         aggregation_gbps_lower_bound: cpu_per_round.filter(|c| *c > 0.0).map(|c| update_bytes / c / 1e9),
         fold_gbps: fold_per_round.filter(|f| *f > 0.0).map(|f| update_bytes / f / 1e9),
         sidecar_sessions_restarted: restarted,

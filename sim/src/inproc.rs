@@ -115,7 +115,7 @@ impl FleetLink for InProcLink {
 
     async fn subscribe(&self, _client_id: &str) -> Result<TaskStream, SessionError> {
         let rx = self.client.subscribe().await.map_err(refused)?;
-        Ok(tokio_stream::wrappers::ReceiverStream::new(rx).map(|a| Ok(task_from_assignment(a))).boxed())
+        Ok(tokio_stream::wrappers::ReceiverStream::new(rx).map(|a| Ok(task_from_assignment(*a))).boxed())
     }
 
     async fn heartbeat(&self, _client_id: &str) -> Result<Vec<String>, SessionError> {

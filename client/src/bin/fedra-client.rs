@@ -36,6 +36,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    fedra_telemetry::return_large_buffers();
     let args = Args::parse();
     let config = match ClientConfig::load(&args.config, args.coordinator, args.insecure) {
         Ok(c) => c,

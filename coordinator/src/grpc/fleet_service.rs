@@ -320,7 +320,7 @@ impl FleetService for FleetApi {
         let caller = self.gate.admit(&req, Rpc::Subscribe)?;
         let client = caller.client_id("client_id", &req.into_inner().client_id)?;
         let rx = self.engine.subscribe(client).await?;
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|t| Ok(convert::task_to_pb(t)));
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx).map(|t| Ok(convert::task_to_pb(*t)));
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -23,7 +23,7 @@ pub struct Lease {
     /// Clients behind the participant: 1 for a client, a region's inventory for a regional
     /// aggregator (the most contributors its aggregate may claim).
     pub members: u32,
-    tasks: Option<mpsc::Sender<TaskAssignment>>,
+    tasks: Option<mpsc::Sender<Box<TaskAssignment>>>,
 }
 
 impl Lease {
@@ -31,9 +31,14 @@ impl Lease {
     /// False when the stream is gone or full: the client counts as dropped.
     pub fn deliver(&self, assignment: TaskAssignment) -> bool {
         debug_assert_eq!(assignment.task, self.task);
-        self.tasks.as_ref().is_some_and(|tx| tx.try_send(assignment).is_ok())
+        self.tasks.as_ref().is_some_and(|tx| tx.try_send(Box::new(assignment)).is_ok())
     }
 }
+
+/// A client's task stream. Its items are boxed because tokio allocates a channel's first
+/// block of 32 slots when the channel is made: an idle sidecar's subscription then costs
+/// 32 pointers instead of 32 assignments (about 12 KiB, at 10,000 sidecars 120 MiB).
+pub type TaskReceiver = mpsc::Receiver<Box<TaskAssignment>>;
 
 /// Which clients can serve a run: its regions, those whose raw updates the policy in force
 /// lets this coordinator aggregate, and datasets that fit its model.
@@ -74,7 +79,7 @@ impl Eligibility {
 #[derive(Debug)]
 struct ConnectedClient {
     record: ClientRecord,
-    tasks: Option<mpsc::Sender<TaskAssignment>>,
+    tasks: Option<mpsc::Sender<Box<TaskAssignment>>>,
     last_seen: Instant,
     /// Tasks to tell the client to abandon at its next heartbeat.
     cancelled: Vec<TaskId>,
@@ -171,7 +176,7 @@ impl Fleet {
     ///
     /// # Errors
     /// The client id when it never registered.
-    pub fn subscribe(&mut self, client: &ClientId) -> Result<mpsc::Receiver<TaskAssignment>, ClientId> {
+    pub fn subscribe(&mut self, client: &ClientId) -> Result<TaskReceiver, ClientId> {
         let c = self.clients.get_mut(client).ok_or_else(|| client.clone())?;
         let (tx, rx) = mpsc::channel(8);
         c.tasks = Some(tx);

@@ -50,6 +50,7 @@ mod task;
 mod tests;
 
 pub use engine::{DEFAULT_MAX_MODEL_PARAMETERS, Engine, EngineHandle, EngineSettings, PrivacySettings};
+pub use fleet::TaskReceiver;
 pub use history::RunView;
 pub use metrics::{MetricsMean, TrainingMetrics};
 pub use task::{

@@ -17,7 +17,7 @@ use crate::privacy::budget::RawBudgetRule;
 use crate::store::{ClientRecord, DatasetDescriptor, MemoryStore, ParticipationStatus, RunState, Store};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio::time::timeout;
 
 const DIM: usize = 4 * 3 + 3;
@@ -73,7 +73,7 @@ fn region(r: &str) -> RegionId {
 /// A fake client: registered and subscribed; its task stream.
 struct FakeClient {
     id: ClientId,
-    tasks: mpsc::Receiver<TaskAssignment>,
+    tasks: crate::round::TaskReceiver,
 }
 
 async fn connect(h: &Harness, id: &str, r: &str) -> FakeClient {
@@ -189,7 +189,7 @@ async fn finished(rx: &mut broadcast::Receiver<RunEvent>, run: &RunId) -> (RunSt
 }
 
 async fn task_of(c: &mut FakeClient) -> TaskAssignment {
-    c.tasks.recv().await.expect("task stream open")
+    *c.tasks.recv().await.expect("task stream open")
 }
 
 #[tokio::test(start_paused = true)]

@@ -73,8 +73,7 @@ pub async fn measure(clients: usize, params: usize, rounds: u32) -> Result<Floor
     }
     let rounds_s: Vec<f64> = serde_json::from_str(&line).context("the floor server's report")?;
     let mut steady: Vec<f64> = rounds_s.iter().skip(usize::from(rounds_s.len() > 1)).copied().collect();
-    steady.sort_by(f64::total_cmp);
-    let round_s_median = steady.get(steady.len() / 2).copied().unwrap_or(f64::NAN);
+    let round_s_median = super::summary::median(&mut steady).unwrap_or(f64::NAN);
     Ok(FloorReport { rounds_s, round_s_median })
 }
 

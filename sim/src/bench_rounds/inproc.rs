@@ -20,7 +20,7 @@
 
 use super::coordinator_process;
 use super::fleet::Fleet;
-use super::{CaseReport, GridCase, Observed, RoundObservation, RoundsBenchOptions, median, model_for, plan};
+use super::{CaseReport, GridCase, Observed, RoundObservation, RoundsBenchOptions, model_for, plan};
 use crate::inproc::Switchboard;
 use anyhow::{Context, Result};
 use fedra_cli::control::ControlClient;
@@ -85,16 +85,10 @@ pub(super) async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Resul
     coordinator.shutdown().await;
     let state = state.map_or("unknown", RunState::as_str);
 
-    let done: Vec<&RoundObservation> = rounds.iter().filter(|r| r.published_at > 0.0).collect();
-    let first = done.iter().find(|r| r.round == 1);
-    let steady: Vec<&&RoundObservation> = done.iter().filter(|r| r.round > 1).collect();
-    let mut steady_wall: Vec<f64> = steady.iter().map(|r| r.wall_s).collect();
-    let mut steady_phase: Vec<f64> = steady.iter().map(|r| r.train_phase_s).collect();
-    let mut steady_cpu: Vec<f64> = steady.iter().map(|r| r.coordinator_cpu_s).collect();
-    let mut steady_fold: Vec<f64> = steady.iter().map(|r| r.fold_s).collect();
-    let fold_per_round = median(&mut steady_fold).or(first.map(|r| r.fold_s));
+    let r = super::summary::Rounds::of(&rounds);
+    let fold_per_round = r.median_or_first(|r| r.fold_s);
     let update_bytes = case.clients as f64 * params as f64 * 4.0;
-    let steady_cpu = median(&mut steady_cpu);
+    let steady_cpu = r.median(|r| r.coordinator_cpu_s);
     Ok(CaseReport {
         clients: case.clients,
         params,
@@ -103,12 +97,12 @@ pub(super) async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Resul
         state: state.to_string(),
         error,
         connect_s,
-        first_round_s: first.map(|r| r.wall_s),
-        steady_round_s_median: median(&mut steady_wall),
-        steady_round_s_min: steady_wall.first().copied(),
-        steady_round_s_max: steady_wall.last().copied(),
-        steady_train_phase_s_median: median(&mut steady_phase),
-        first_round_coordinator_cpu_s: first.map(|r| r.coordinator_cpu_s),
+        first_round_s: r.first.map(|r| r.wall_s),
+        steady_round_s_median: r.median(|r| r.wall_s),
+        steady_round_s_min: r.min(|r| r.wall_s),
+        steady_round_s_max: r.max(|r| r.wall_s),
+        steady_train_phase_s_median: r.median(|r| r.train_phase_s),
+        first_round_coordinator_cpu_s: r.first.map(|r| r.coordinator_cpu_s),
         steady_coordinator_cpu_s_median: steady_cpu,
         steady_bench_cpu_s_median: steady_cpu,
         coordinator_peak_rss: peak,

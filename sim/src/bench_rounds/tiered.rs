@@ -18,7 +18,7 @@
 use super::coordinator_process::{CoordinatorProcess, Launch, free_port};
 use super::fleet::Fleet;
 use super::table::opt;
-use super::{GridCase, Observed, RoundObservation, RoundsBenchOptions, median, model_for, observe, plan};
+use super::{GridCase, Observed, RoundObservation, RoundsBenchOptions, model_for, observe, plan};
 use crate::cluster::TierSpec;
 use crate::proxy::CountingProxy;
 use anyhow::{Result, bail};
@@ -117,12 +117,8 @@ pub async fn run_tiered(case: GridCase, regions: usize, opts: &RoundsBenchOption
     }
     global.stop().await;
 
-    let done: Vec<&RoundObservation> = rounds.iter().filter(|r| r.published_at > 0.0).collect();
-    let first = done.iter().find(|r| r.round == 1);
-    let steady: Vec<&&RoundObservation> = done.iter().filter(|r| r.round > 1).collect();
-    let mut steady_wall: Vec<f64> = steady.iter().map(|r| r.wall_s).collect();
-    let mut steady_bytes: Vec<f64> = steady.iter().map(|r| (r.wire_up + r.wire_down) as f64).collect();
-    let global_bytes_per_round = median(&mut steady_bytes).map(|b| b as u64).or(first.map(|r| r.wire_up + r.wire_down));
+    let r = super::summary::Rounds::of(&rounds);
+    let global_bytes_per_round = r.median_or_first(|r| (r.wire_up + r.wire_down) as f64).map(|b| b as u64);
     Ok(TieredReport {
         clients: case.clients,
         params,
@@ -131,8 +127,8 @@ pub async fn run_tiered(case: GridCase, regions: usize, opts: &RoundsBenchOption
         state: state.to_string(),
         error,
         connect_s,
-        first_round_s: first.map(|r| r.wall_s),
-        steady_round_s_median: median(&mut steady_wall),
+        first_round_s: r.first.map(|r| r.wall_s),
+        steady_round_s_median: r.median(|r| r.wall_s),
         global_peak_rss,
         regional_peak_rss_max,
         global_bytes_per_round,

@@ -1,9 +1,10 @@
 //! The engine's mailbox: the requests it serves and [`EngineHandle`], the cheap handle the
 //! gRPC layer, the registry and the upstream session send them through.
 
+use super::super::fleet::TaskReceiver;
 use super::super::history::RunView;
 use super::super::run::{Reply, RunRequest, WatchReply};
-use super::super::task::{EvaluationReport, GlobalModel, TaskAssignment, UploadTicket, VerifiedUpdate};
+use super::super::task::{EvaluationReport, GlobalModel, UploadTicket, VerifiedUpdate};
 use super::super::{RoundError, RunEvent};
 use super::cohort;
 use crate::ids::{ClientId, RunId, TaskId};
@@ -48,7 +49,7 @@ pub(super) enum Request {
     },
     Subscribe {
         client: ClientId,
-        reply: Reply<mpsc::Receiver<TaskAssignment>>,
+        reply: Reply<TaskReceiver>,
     },
     Heartbeat {
         client: ClientId,
@@ -139,7 +140,7 @@ impl EngineHandle {
     }
     /// # Errors
     /// [`RoundError::UnknownClient`] if the client did not register.
-    pub async fn subscribe(&self, client: ClientId) -> Result<mpsc::Receiver<TaskAssignment>, RoundError> {
+    pub async fn subscribe(&self, client: ClientId) -> Result<TaskReceiver, RoundError> {
         ask!(self, |reply| Request::Subscribe { client, reply })
     }
     /// Returns the client's task ids that it should abandon.
