@@ -124,6 +124,29 @@ fn bench(c: &mut Criterion) {
                 black_box(digest.finish_hex());
             })
         });
+        // Two uploads streaming at once, each folded chunk by chunk on its own thread (as
+        // the upload threads do through a RangeFolder): the same sum, shards locked per chunk.
+        // Its GB/s counts both uploads' bytes.
+        let fixed = FixedPointAccumulator::new(params, scale);
+        let folder = fixed.folder(17.0).expect("folder");
+        g.bench_function(BenchmarkId::new("stream_fold_2_uploads", params), |b| {
+            b.iter(|| {
+                std::thread::scope(|s| {
+                    for _ in 0..2 {
+                        s.spawn(|| {
+                            let mut digest = StreamDigest::default();
+                            let mut offset = 0;
+                            for ch in black_box(&wire) {
+                                digest.update(&ch.data);
+                                folder.fold_le_range(offset, &ch.data).expect("fold");
+                                offset += ch.data.len() / 4;
+                            }
+                            black_box(digest.finish_hex());
+                        });
+                    }
+                });
+            })
+        });
         g.finish();
     }
 }

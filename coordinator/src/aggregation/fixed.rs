@@ -33,9 +33,14 @@
 //!
 //! Large updates fold on every core: the coordinates are split into contiguous ranges, one
 //! per thread, which is safe because ranges are disjoint and exact because the integers do
-//! not care who added them.
+//! not care who added them. For the same reason different uploads fold at the same time:
+//! the values are kept in shards of 2^18 behind their own locks, and a [`RangeFolder`]
+//! lets the thread that received a streamed chunk fold it while the round's owner keeps
+//! the count.
 
 use super::AggregationError;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// Most bits of the total weight of a round (its sample counts together): `2^32`.
 pub const MAX_WEIGHT_BITS: i32 = 32;
@@ -98,14 +103,124 @@ impl FixedScale {
     }
 }
 
+/// Values per shard of a sum: one 1 MiB chunk of `f32`s. A fold locks only the shards its
+/// range covers, so uploads folding on different threads wait for each other only where
+/// their chunks land on the same coordinates at the same moment.
+const SHARD_VALUES: usize = 1 << 18;
+
+/// The `i64` values of a sum, in shards that threads lock independently.
+#[derive(Debug)]
+struct Shards {
+    parts: Box<[Mutex<Box<[i64]>>]>,
+    len: usize,
+}
+
+impl Shards {
+    fn from_values(values: &[i64]) -> Self {
+        let parts = values.chunks(SHARD_VALUES).map(|c| Mutex::new(c.to_vec().into_boxed_slice())).collect();
+        Self { parts, len: values.len() }
+    }
+
+    fn zeros(len: usize) -> Self {
+        let parts = (0..len.div_ceil(SHARD_VALUES))
+            .map(|i| Mutex::new(vec![0i64; SHARD_VALUES.min(len - i * SHARD_VALUES)].into_boxed_slice()))
+            .collect();
+        Self { parts, len }
+    }
+
+    fn lock(&self, shard: usize) -> MutexGuard<'_, Box<[i64]>> {
+        // A fold that panicked left whole integers behind, and the round that owns the sum
+        // fails on the panic; the lock itself stays usable.
+        self.parts[shard].lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A copy of every value, in order.
+    fn to_vec(&self) -> Vec<i64> {
+        (0..self.parts.len()).flat_map(|i| self.lock(i).to_vec()).collect()
+    }
+
+    /// Calls `f(values, range)` for each shard's piece of `start..start + n`, in order and
+    /// with that shard locked; `range` indexes the caller's values (0 = `start`). True when
+    /// every call returned true.
+    fn for_range(&self, start: usize, n: usize, mut f: impl FnMut(&mut [i64], Range<usize>) -> bool) -> bool {
+        let mut ok = true;
+        let mut at = start;
+        while at < start + n {
+            let (shard, from) = (at / SHARD_VALUES, at % SHARD_VALUES);
+            let take = (SHARD_VALUES - from).min(start + n - at);
+            let mut values = self.lock(shard);
+            ok &= f(&mut values[from..from + take], at - start..at - start + take);
+            at += take;
+        }
+        ok
+    }
+
+    /// [`Self::for_range`] on several threads when the range is large: contiguous pieces of
+    /// whole shards, one per thread.
+    fn for_range_parallel(&self, start: usize, n: usize, f: impl Fn(&mut [i64], Range<usize>) -> bool + Sync) -> bool {
+        let threads = if n >= PARALLEL_MIN_VALUES { cores() } else { 1 };
+        if threads == 1 {
+            return self.for_range(start, n, f);
+        }
+        let per = n.div_ceil(threads).next_multiple_of(SHARD_VALUES);
+        std::thread::scope(|scope| {
+            let f = &f;
+            let handles: Vec<_> = (0..n)
+                .step_by(per)
+                .map(|lo| {
+                    let hi = (lo + per).min(n);
+                    scope.spawn(move || self.for_range(start + lo, hi - lo, |s, r| f(s, r.start + lo..r.end + lo)))
+                })
+                .collect();
+            // Every piece is joined before any result is read.
+            handles.into_iter().map(|h| h.join().expect("a fold thread panicked")).fold(true, |all, ok| all & ok)
+        })
+    }
+}
+
 /// Running sample-weighted sum of client models, in fixed point (see the module docs).
-#[derive(Debug, Clone)]
+///
+/// The values live in shards behind locks, so ranges of updates can also be folded from
+/// other threads through a [`RangeFolder`] while this owner keeps the count.
+#[derive(Debug)]
 pub struct FixedPointAccumulator {
-    sum: Vec<i64>,
+    values: Arc<Shards>,
     scale: FixedScale,
     /// Σ round(w·2^WEIGHT_FRACTION): integer, so it too is order-independent and reversible.
     weight_units: u128,
     contributions: u32,
+}
+
+impl Clone for FixedPointAccumulator {
+    /// A copy of the sum as it is now (its own values, not shared with any folder).
+    fn clone(&self) -> Self {
+        Self {
+            values: Arc::new(Shards::from_values(&self.values.to_vec())),
+            scale: self.scale,
+            weight_units: self.weight_units,
+            contributions: self.contributions,
+        }
+    }
+}
+
+/// Folds ranges of one update, with one weight, into a [`FixedPointAccumulator`]'s values
+/// from any thread (a streamed upload's chunks, on the thread that received them). The
+/// owner counts the update (or has its folded ranges subtracted) once its ranges are in.
+#[derive(Debug, Clone)]
+pub struct RangeFolder {
+    values: Arc<Shards>,
+    factor: f64,
+    bound: f32,
+}
+
+impl RangeFolder {
+    /// [`FixedPointAccumulator::fold_le_range`] with this folder's weight.
+    ///
+    /// # Errors
+    /// As [`FixedPointAccumulator::fold_le_range`]; the range is left as it was.
+    pub fn fold_le_range(&self, offset: usize, le: &[u8]) -> Result<(), AggregationError> {
+        apply_le(&self.values, offset, le, self.factor, self.bound, Sign::Add)
+    }
 }
 
 /// Which way a term goes.
@@ -127,15 +242,15 @@ impl Sign {
 impl FixedPointAccumulator {
     /// An empty sum for a model of `len` parameters.
     pub fn new(len: usize, scale: FixedScale) -> Self {
-        Self { sum: vec![0; len], scale, weight_units: 0, contributions: 0 }
+        Self { values: Arc::new(Shards::zeros(len)), scale, weight_units: 0, contributions: 0 }
     }
 
     pub fn len(&self) -> usize {
-        self.sum.len()
+        self.values.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.sum.is_empty()
+        self.values.len == 0
     }
 
     pub fn scale(&self) -> FixedScale {
@@ -160,6 +275,23 @@ impl FixedPointAccumulator {
             return Err(AggregationError::WeightBudget { weight, budget });
         }
         Ok((weight * 2f64.powi(WEIGHT_FRACTION)).round().max(1.0) as u128)
+    }
+
+    /// What a term of `weight` is multiplied by, and the bound its values must keep.
+    fn terms(&self, weight: f64) -> Result<(f64, f32), AggregationError> {
+        self.weight_units(weight)?;
+        Ok((weight * 2f64.powi(self.scale.shift), self.scale.bound() as f32))
+    }
+
+    /// A folder of ranges of one update of `weight` that works from any thread; the update
+    /// is counted with [`Self::count`] once every range is in, or its ranges subtracted
+    /// with [`Self::unfold_le_range`].
+    ///
+    /// # Errors
+    /// A bad weight, or one beyond the round's budget.
+    pub fn folder(&self, weight: f64) -> Result<RangeFolder, AggregationError> {
+        let (factor, bound) = self.terms(weight)?;
+        Ok(RangeFolder { values: Arc::clone(&self.values), factor, bound })
     }
 
     /// Adds `weight · update` and counts the update.
@@ -236,62 +368,38 @@ impl FixedPointAccumulator {
     /// # Errors
     /// As [`Self::fold_range`], or a byte count that is not a multiple of 4.
     pub fn fold_le_range(&mut self, offset: usize, le: &[u8], weight: f64) -> Result<(), AggregationError> {
-        self.apply_le(offset, le, weight, Sign::Add)
+        let (factor, bound) = self.terms(weight)?;
+        apply_le(&self.values, offset, le, factor, bound, Sign::Add)
     }
 
-    /// Subtracts what [`Self::fold_le_range`] with the same arguments added.
+    /// Subtracts what [`Self::fold_le_range`] (or a [`RangeFolder`]) with the same arguments
+    /// added.
     ///
     /// # Errors
     /// As [`Self::fold_le_range`].
     pub fn unfold_le_range(&mut self, offset: usize, le: &[u8], weight: f64) -> Result<(), AggregationError> {
-        self.apply_le(offset, le, weight, Sign::Subtract)
-    }
-
-    fn apply_le(&mut self, offset: usize, le: &[u8], weight: f64, sign: Sign) -> Result<(), AggregationError> {
-        if !le.len().is_multiple_of(4) {
-            return Err(AggregationError::Rule(format!("{} bytes are not whole f32 values", le.len())));
-        }
-        self.weight_units(weight)?;
-        let bound = self.scale.bound() as f32;
-        let factor = weight * 2f64.powi(self.scale.shift);
-        let target = self.target(offset, le.len() / 4)?;
-        if !apply_le_terms(target, le, factor, bound, sign) {
-            apply_le_terms(target, le, factor, f32::INFINITY, sign.inverse());
-            let (index, value) = le
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .enumerate()
-                .find(|(_, v)| !within(*v, bound))
-                .unwrap_or((0, f32::NAN));
-            return Err(out_of_range(offset + index, value, bound));
-        }
-        Ok(())
-    }
-
-    fn target(&mut self, offset: usize, len: usize) -> Result<&mut [i64], AggregationError> {
-        let end = offset
-            .checked_add(len)
-            .filter(|&e| e <= self.sum.len())
-            .ok_or(AggregationError::Length { expected: self.sum.len(), got: offset.saturating_add(len) })?;
-        Ok(&mut self.sum[offset..end])
+        let (factor, bound) = self.terms(weight)?;
+        apply_le(&self.values, offset, le, factor, bound, Sign::Subtract)
     }
 
     fn check_len(&self, update: &[f32]) -> Result<(), AggregationError> {
-        if update.len() != self.sum.len() {
-            return Err(AggregationError::Length { expected: self.sum.len(), got: update.len() });
+        if update.len() != self.values.len {
+            return Err(AggregationError::Length { expected: self.values.len, got: update.len() });
         }
         Ok(())
     }
 
     fn apply(&mut self, offset: usize, values: &[f32], weight: f64, sign: Sign) -> Result<(), AggregationError> {
-        self.weight_units(weight)?;
-        let bound = self.scale.bound() as f32;
-        let factor = weight * 2f64.powi(self.scale.shift);
-        let target = self.target(offset, values.len())?;
-        let in_range = for_each_range(target, values, |s, v| apply_terms(s, v, factor, bound, sign));
+        let (factor, bound) = self.terms(weight)?;
+        check_range(&self.values, offset, values.len())?;
+        let shards = &self.values;
+        let in_range =
+            shards.for_range_parallel(offset, values.len(), |s, r| apply_terms(s, &values[r], factor, bound, sign));
         if !in_range {
             // Put back what went in: every term has an exact inverse.
-            for_each_range(target, values, |s, v| apply_terms(s, v, factor, f32::INFINITY, sign.inverse()));
+            shards.for_range_parallel(offset, values.len(), |s, r| {
+                apply_terms(s, &values[r], factor, f32::INFINITY, sign.inverse())
+            });
             let (index, value) =
                 values.iter().enumerate().find(|(_, v)| !within(**v, bound)).map_or((0, f32::NAN), |(i, v)| (i, *v));
             return Err(out_of_range(offset + index, value, bound));
@@ -311,13 +419,28 @@ impl FixedPointAccumulator {
         // sum·2^-s / (units·2^-F) = sum / (units · 2^(s−F)); one true division per value.
         let denominator = self.weight_units as f64 * 2f64.powi(self.scale.shift - WEIGHT_FRACTION);
         out.clear();
-        out.resize(self.sum.len(), 0.0);
-        for_each_range(&mut out, &self.sum, |o, s| {
-            for (o, s) in o.iter_mut().zip(s) {
-                *o = (*s as f64 / denominator) as f32;
+        out.resize(self.values.len, 0.0);
+        let threads = if out.len() >= PARALLEL_MIN_VALUES { cores() } else { 1 };
+        let per = out.len().div_ceil(threads).next_multiple_of(SHARD_VALUES).max(SHARD_VALUES);
+        let shards = &self.values;
+        let average = |piece: usize, out: &mut [f32]| {
+            for (i, o) in out.chunks_mut(SHARD_VALUES).enumerate() {
+                let s = shards.lock(piece * per / SHARD_VALUES + i);
+                for (o, s) in o.iter_mut().zip(s.iter()) {
+                    *o = (*s as f64 / denominator) as f32;
+                }
             }
-            true
-        });
+        };
+        if threads == 1 {
+            average(0, &mut out);
+        } else {
+            let average = &average;
+            std::thread::scope(|scope| {
+                for (piece, o) in out.chunks_mut(per).enumerate() {
+                    scope.spawn(move || average(piece, o));
+                }
+            });
+        }
         Ok(out)
     }
 
@@ -328,6 +451,49 @@ impl FixedPointAccumulator {
     pub fn average(&self) -> Result<Vec<f32>, AggregationError> {
         self.average_into(Vec::new())
     }
+
+    /// The integer sum, value by value (tests compare sums bit for bit).
+    #[cfg(test)]
+    fn sum(&self) -> Vec<i64> {
+        self.values.to_vec()
+    }
+}
+
+/// `offset..offset + n` lies within the sum.
+fn check_range(values: &Shards, offset: usize, n: usize) -> Result<(), AggregationError> {
+    match offset.checked_add(n) {
+        Some(end) if end <= values.len => Ok(()),
+        _ => Err(AggregationError::Length { expected: values.len, got: offset.saturating_add(n) }),
+    }
+}
+
+/// Adds (or subtracts) little-endian `f32` terms at `offset`; a value beyond `bound` undoes
+/// the whole range and is named in the error.
+fn apply_le(
+    values: &Shards,
+    offset: usize,
+    le: &[u8],
+    factor: f64,
+    bound: f32,
+    sign: Sign,
+) -> Result<(), AggregationError> {
+    if !le.len().is_multiple_of(4) {
+        return Err(AggregationError::Rule(format!("{} bytes are not whole f32 values", le.len())));
+    }
+    let n = le.len() / 4;
+    check_range(values, offset, n)?;
+    let bytes = |r: Range<usize>| &le[r.start * 4..r.end * 4];
+    if !values.for_range(offset, n, |s, r| apply_le_terms(s, bytes(r), factor, bound, sign)) {
+        values.for_range(offset, n, |s, r| apply_le_terms(s, bytes(r), factor, f32::INFINITY, sign.inverse()));
+        let (index, value) = le
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .enumerate()
+            .find(|(_, v)| !within(*v, bound))
+            .unwrap_or((0, f32::NAN));
+        return Err(out_of_range(offset + index, value, bound));
+    }
+    Ok(())
 }
 
 /// [`apply_values`] over a slice.
@@ -390,24 +556,9 @@ fn quantize(x: f64) -> i64 {
     t.wrapping_add(i64::from(r >= 0.5)).wrapping_sub(i64::from(r <= -0.5))
 }
 
-/// Runs `f` over matching ranges of `a` and `b`, on several threads when they are large;
-/// true when every call returned true.
-fn for_each_range<A: Send, B: Sync>(a: &mut [A], b: &[B], f: impl Fn(&mut [A], &[B]) -> bool + Sync) -> bool {
-    let threads = if a.len() >= PARALLEL_MIN_VALUES {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(16)
-    } else {
-        1
-    };
-    if threads == 1 {
-        return f(a, b);
-    }
-    let per = a.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = a.chunks_mut(per).zip(b.chunks(per)).map(|(a, b)| scope.spawn(|| f(a, b))).collect();
-        // Every range is joined before any result is read: an early return would leave the
-        // scope to join them anyway, but the `&` below must see them all.
-        handles.into_iter().map(|h| h.join().expect("a fold thread panicked")).fold(true, |all, ok| all & ok)
-    })
+/// Threads a large fold or average is split over.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(16)
 }
 
 #[cfg(test)]

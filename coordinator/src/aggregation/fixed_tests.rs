@@ -46,7 +46,7 @@ proptest! {
         let forward: Vec<usize> = (0..updates.len()).collect();
         let a = folded(len, scale, &updates, &forward);
         let b = folded(len, scale, &updates, &permutation(updates.len(), seed));
-        prop_assert_eq!(&a.sum, &b.sum);
+        prop_assert_eq!(&a.sum(), &b.sum());
         prop_assert_eq!(a.weight_units, b.weight_units);
         let (x, y) = (a.average().unwrap(), b.average().unwrap());
         prop_assert!(x.iter().zip(&y).all(|(x, y)| x.to_bits() == y.to_bits()));
@@ -87,7 +87,7 @@ proptest! {
             acc.unfold_range(offset, &broken[offset..end], weight).unwrap();
             offset = end;
         }
-        prop_assert_eq!(&acc.sum, &want.sum);
+        prop_assert_eq!(&acc.sum(), &want.sum());
         prop_assert_eq!(acc.contributions(), want.contributions());
         let (x, y) = (acc.average().unwrap(), want.average().unwrap());
         prop_assert!(x.iter().zip(&y).all(|(x, y)| x.to_bits() == y.to_bits()));
@@ -119,7 +119,7 @@ proptest! {
         for i in permutation(updates.len(), seed) {
             acc.unfold(&updates[i].0, updates[i].1).unwrap();
         }
-        prop_assert!(acc.sum.iter().all(|s| *s == 0));
+        prop_assert!(acc.sum().iter().all(|s| *s == 0));
         prop_assert_eq!(acc.weight_units, 0);
         prop_assert_eq!(acc.contributions(), 0);
     }
@@ -143,13 +143,13 @@ fn a_value_beyond_the_range_is_refused_and_the_sum_is_untouched() {
     let scale = FixedScale::for_round(&[1.0; 4], 100.0);
     let mut acc = FixedPointAccumulator::new(4, scale);
     acc.fold(&[1.0, 2.0, 3.0, 4.0], 3.0).unwrap();
-    let before = acc.sum.clone();
+    let before = acc.sum();
     let err = acc.fold(&[1.0, 300.0, 1.0, 1.0], 2.0).unwrap_err();
     assert_eq!(err, AggregationError::OutOfRange { index: 1, value: 300.0, bound: 256.0 });
     assert!(err.to_string().contains("index 1"), "{err}");
     assert_eq!(acc.fold(&[1.0, f32::NAN, 1.0, 1.0], 2.0), Err(AggregationError::NotFinite(1)));
     assert_eq!(acc.fold_range(2, &[f32::INFINITY, 1.0], 2.0), Err(AggregationError::NotFinite(2)));
-    assert_eq!(acc.sum, before);
+    assert_eq!(acc.sum(), before);
     assert_eq!(acc.contributions(), 1);
     assert_eq!(acc.average().unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
 }
@@ -194,13 +194,13 @@ fn threads_and_chunks_give_the_same_bits() {
     for (i, c) in update.chunks(1024).enumerate() {
         pieces.fold_range(i * 1024, c, 1234.0).unwrap();
     }
-    assert!(whole.sum == pieces.sum);
+    assert!(whole.sum() == pieces.sum());
     // A value out of range on the threaded path is reported and fully undone.
     let mut bad = update.clone();
     bad[len - 3] = 1e6;
-    let before = whole.sum.clone();
+    let before = whole.sum();
     assert!(matches!(whole.fold(&bad, 7.0), Err(AggregationError::OutOfRange { index, .. }) if index == len - 3));
-    assert!(whole.sum == before);
+    assert!(whole.sum() == before);
 }
 
 #[test]
@@ -216,15 +216,53 @@ fn folding_received_bytes_range_by_range_equals_folding_the_update() {
         streamed.fold_le_range(i * 999, piece, 12.0).unwrap();
     }
     streamed.count(12.0).unwrap();
-    assert!(whole.sum == streamed.sum);
+    assert!(whole.sum() == streamed.sum());
     assert_eq!(whole.average().unwrap(), streamed.average().unwrap());
     // A bad value in received bytes is refused and its piece undone; whole pieces unfold.
     let mut bad = le[..400].to_vec();
     bad[40..44].copy_from_slice(&f32::NAN.to_le_bytes());
-    let before = streamed.sum.clone();
+    let before = streamed.sum();
     assert_eq!(streamed.fold_le_range(0, &bad, 3.0), Err(AggregationError::NotFinite(10)));
     assert!(matches!(streamed.fold_le_range(0, &bad[..7], 3.0), Err(AggregationError::Rule(_))));
     streamed.fold_le_range(5, &le[..400], 3.0).unwrap();
     streamed.unfold_le_range(5, &le[..400], 3.0).unwrap();
-    assert!(streamed.sum == before);
+    assert!(streamed.sum() == before);
+}
+
+#[test]
+fn uploads_folded_on_several_threads_at_once_give_the_same_bits() {
+    // Three updates over several shards, each folded chunk by chunk (chunks straddle shard
+    // edges) on its own thread through a RangeFolder while the others fold: the same bits
+    // as folding them one after the other.
+    let len = 3 * SHARD_VALUES + 1000;
+    let scale = FixedScale::for_round(&[1.0], 1e4);
+    let updates: Vec<(Vec<f32>, f64)> =
+        (0..3).map(|k| ((0..len).map(|i| ((i * (k + 1)) as f32 * 0.001).sin()).collect(), 10.0 + k as f64)).collect();
+    let mut serial = FixedPointAccumulator::new(len, scale);
+    for (u, w) in &updates {
+        serial.fold(u, *w).unwrap();
+    }
+    let mut parallel = FixedPointAccumulator::new(len, scale);
+    let folders: Vec<RangeFolder> = updates.iter().map(|(_, w)| parallel.folder(*w).unwrap()).collect();
+    std::thread::scope(|s| {
+        for ((u, _), folder) in updates.iter().zip(&folders) {
+            s.spawn(move || {
+                let le = fedra_proto::chunking::encode_le(u);
+                for (i, c) in le.chunks(4 * 100_003).enumerate() {
+                    folder.fold_le_range(i * 100_003, c).unwrap();
+                }
+            });
+        }
+    });
+    // A refused range from a folder leaves no trace either.
+    let mut bad = fedra_proto::chunking::encode_le(&updates[0].0[..10]);
+    bad[8..12].copy_from_slice(&1e9f32.to_le_bytes());
+    assert!(matches!(folders[0].fold_le_range(SHARD_VALUES - 5, &bad), Err(AggregationError::OutOfRange { .. })));
+    for (_, w) in &updates {
+        parallel.count(*w).unwrap();
+    }
+    assert!(serial.sum() == parallel.sum());
+    let (x, y) = (serial.average().unwrap(), parallel.average().unwrap());
+    assert!(x.iter().zip(&y).all(|(x, y)| x.to_bits() == y.to_bits()));
+    assert!(parallel.clone().sum() == parallel.sum(), "a clone copies the values");
 }

@@ -26,7 +26,7 @@ pub mod robust;
 pub mod server_opt;
 mod staging;
 
-pub use fixed::{FixedPointAccumulator, FixedScale};
+pub use fixed::{FixedPointAccumulator, FixedScale, RangeFolder};
 pub use robust::{RobustOutcome, SpillStage};
 pub use staging::{DEFAULT_STAGING_BUDGET_BYTES, StagingBuffer, StagingPool, StreamSlot};
 

@@ -11,9 +11,12 @@
 //! closes while it streams) has its folded chunks read back and subtracted, leaving the sum
 //! bit for bit as if it had never arrived.
 //!
-//! The run actor owns the sum, as it owns all round state: the upload handler sends each
-//! chunk to it ([`StreamSink::fold`]) and waits for the fold before reading the next, so at
-//! most one chunk per upload is in flight.
+//! The run actor owns the sum's books, as it owns all round state: the upload handler sends
+//! each chunk to it ([`StreamSink::fold`]) and waits for the fold before reading the next,
+//! so at most one chunk per upload is in flight. The actor checks and books the chunk and
+//! has it folded on a blocking thread (the sum's values sit in shards behind their own
+//! locks), so uploads fold in parallel on every core; the round closes, and streams are
+//! subtracted, only when no chunk is in flight.
 
 use super::RoundError;
 use crate::ids::{ClientId, TaskId};
@@ -85,6 +88,16 @@ pub(super) enum StreamMsg {
         spill: Arc<UploadSpill>,
         reply: oneshot::Sender<Result<(), RoundError>>,
     },
+    /// A chunk's fold, run on a blocking thread, is done (`outcome`: the fold's own verdict;
+    /// the actor answers the handler through `reply`).
+    Folded {
+        task: TaskId,
+        values: usize,
+        outcome: Result<(), crate::aggregation::AggregationError>,
+        seconds: f64,
+        cpu: f64,
+        reply: oneshot::Sender<Result<(), RoundError>>,
+    },
     /// The upload broke: subtract what it folded. Answers with the values subtracted.
     Revert { task: TaskId, reply: Option<oneshot::Sender<u64>> },
 }
@@ -148,6 +161,12 @@ impl StreamSink {
             return 0;
         }
         rx.await.unwrap_or(0)
+    }
+
+    /// Reports a finished fold to the run actor (from the blocking thread that ran it).
+    pub(super) fn folded(&self, msg: StreamMsg) {
+        // No actor left: the round and its sum are gone, and so is whoever waited.
+        let _ = self.tx.send(msg);
     }
 
     /// [`Self::revert`] without waiting (a handler that is being dropped).

@@ -41,6 +41,9 @@ pub(in crate::round) struct Training {
     streams: std::collections::HashMap<TaskId, streaming::OpenStream>,
     /// Why the sum can no longer be trusted (a streamed upload could not be subtracted).
     broken: Option<String>,
+    /// The round has what it needs and closes once the chunks folding elsewhere are in;
+    /// no new chunk is folded meanwhile.
+    closing: bool,
 }
 
 impl Training {
@@ -56,6 +59,7 @@ impl Training {
             population,
             streams: std::collections::HashMap::new(),
             broken: None,
+            closing: false,
         }
     }
 
@@ -378,6 +382,12 @@ pub(in crate::round) async fn check_end(t: &mut Training, core: &mut RunCore) ->
     let outstanding = t.assignments.outstanding();
     let past_deadline = now >= core.deadline;
     if target_met || (quorum && (outstanding == 0 || past_deadline)) {
+        // Chunks folding on upload threads finish first (each reports back and checks the
+        // end again): the sum is read and streams are subtracted only when none is in flight.
+        if streaming::folding(t) {
+            t.closing = true;
+            return Transition::Stay;
+        }
         // Participations are on record before the round can be committed; a store that
         // cannot take them fails the round rather than publishing contributors it lost.
         if let Err(e) = core.flush_updates().await {
