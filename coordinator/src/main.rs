@@ -87,7 +87,6 @@ fn load(args: Args) -> Result<Config, fedra_coordinator::config::ConfigError> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    fedra_telemetry::return_large_buffers();
     if let Err(e) = fedra_coordinator::crash::check_env() {
         eprintln!("fedra-coordinator: bad config: {e}");
         return ExitCode::from(64);

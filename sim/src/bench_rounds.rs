@@ -27,7 +27,7 @@ pub mod coordinator_process;
 mod fleet;
 pub mod floor;
 mod inproc;
-mod summary;
+pub mod summary;
 mod table;
 pub mod tiered;
 mod trivial_trainer;
@@ -250,12 +250,9 @@ pub struct CaseReport {
     /// Seconds to start all sidecars and see them connected.
     pub connect_s: f64,
     pub per_round: Vec<RoundObservation>,
-    pub first_round_s: Option<f64>,
-    pub steady_round_s_median: Option<f64>,
-    pub steady_round_s_min: Option<f64>,
-    pub steady_round_s_max: Option<f64>,
-    pub steady_train_phase_s_median: Option<f64>,
-    pub first_round_coordinator_cpu_s: Option<f64>,
+    /// Round 1 and the steady rounds' times (flat in the JSON).
+    #[serde(flatten)]
+    pub times: summary::RoundTimes,
     pub steady_coordinator_cpu_s_median: Option<f64>,
     pub steady_bench_cpu_s_median: Option<f64>,
     pub coordinator_peak_rss: u64,
@@ -423,12 +420,7 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
         state: state.to_string(),
         error,
         connect_s,
-        first_round_s: r.first.map(|r| r.wall_s),
-        steady_round_s_median: r.median(|r| r.wall_s),
-        steady_round_s_min: r.min(|r| r.wall_s),
-        steady_round_s_max: r.max(|r| r.wall_s),
-        steady_train_phase_s_median: r.median(|r| r.train_phase_s),
-        first_round_coordinator_cpu_s: r.first.map(|r| r.coordinator_cpu_s),
+        times: r.times(),
         steady_coordinator_cpu_s_median: r.median(|r| r.coordinator_cpu_s),
         steady_bench_cpu_s_median: r.median(|r| r.bench_cpu_s),
         coordinator_peak_rss: peak,

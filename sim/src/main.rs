@@ -98,7 +98,6 @@ enum BenchCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    fedra_telemetry::return_large_buffers();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
         .init();

@@ -13,8 +13,6 @@
 //!   exported over OTLP/gRPC as well.
 //!
 //! - **Stopping**: [`stop_signal`] resolves on Ctrl-C or SIGTERM.
-//! - **Memory**: [`return_large_buffers`] makes freed transfer-sized buffers go back to the
-//!   operating system (call it first thing in `main`).
 //!
 //! A process that never installs the recorder (a library test) records into the facade's
 //! no-op recorder: instrumentation costs nothing there.
@@ -260,28 +258,6 @@ pub fn stop_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     async move {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("stop signal received");
-    }
-}
-
-/// Makes the allocator return buffers of 128 KiB or more to the operating system when they
-/// are freed, so that a process's resident memory follows what it holds now rather than
-/// the most it ever held.
-///
-/// Why: glibc serves such allocations with `mmap`, but each time one is freed it raises
-/// that threshold (up to 32 MiB), after which model chunks, encoded messages and checkpoint
-/// buffers are carved from the heap arenas instead and stay resident, fragmented, after
-/// use. Fixing the threshold costs one `mmap`/`munmap` pair and the page faults per large
-/// buffer. Measured with `fedra-sim bench rounds` (BENCHMARKS.md): the coordinator's peak
-/// RSS at 10 clients × 1M parameters went from 78 to 41 MiB, at 100 × 1M from 89 to 62 MiB.
-/// A no-op on other C libraries.
-pub fn return_large_buffers() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        const THRESHOLD: libc::c_int = 128 * 1024;
-        // SAFETY: mallopt only changes allocator parameters; it is safe to call at any time.
-        unsafe {
-            libc::mallopt(libc::M_MMAP_THRESHOLD, THRESHOLD);
-        }
     }
 }
 

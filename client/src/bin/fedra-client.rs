@@ -36,7 +36,6 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    fedra_telemetry::return_large_buffers();
     let args = Args::parse();
     let config = match ClientConfig::load(&args.config, args.coordinator, args.insecure) {
         Ok(c) => c,

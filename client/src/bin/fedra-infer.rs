@@ -70,7 +70,6 @@ fn fail(msg: String, code: u8) -> ExitCode {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    fedra_telemetry::return_large_buffers();
     let args = Args::parse();
     let _telemetry = match fedra_telemetry::init("fedra-infer", args.log_format, "info") {
         Ok(guard) => guard,

@@ -3,9 +3,21 @@
 //! state. Only rounds that were published count.
 
 use super::RoundObservation;
+use serde::Serialize;
+
+/// Round 1's and the steady rounds' times, as every case report carries them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RoundTimes {
+    pub first_round_s: Option<f64>,
+    pub steady_round_s_median: Option<f64>,
+    pub steady_round_s_min: Option<f64>,
+    pub steady_round_s_max: Option<f64>,
+    pub steady_train_phase_s_median: Option<f64>,
+    pub first_round_coordinator_cpu_s: Option<f64>,
+}
 
 /// The published rounds of one run, split into round 1 and the steady rounds after it.
-pub(super) struct Rounds<'a> {
+pub struct Rounds<'a> {
     pub first: Option<&'a RoundObservation>,
     steady: Vec<&'a RoundObservation>,
 }
@@ -39,6 +51,18 @@ impl<'a> Rounds<'a> {
     pub fn max(&self, f: impl Fn(&RoundObservation) -> f64) -> Option<f64> {
         self.steady(f).last().copied()
     }
+
+    /// The round times of a case report.
+    pub fn times(&self) -> RoundTimes {
+        RoundTimes {
+            first_round_s: self.first.map(|r| r.wall_s),
+            steady_round_s_median: self.median(|r| r.wall_s),
+            steady_round_s_min: self.min(|r| r.wall_s),
+            steady_round_s_max: self.max(|r| r.wall_s),
+            steady_train_phase_s_median: self.median(|r| r.train_phase_s),
+            first_round_coordinator_cpu_s: self.first.map(|r| r.coordinator_cpu_s),
+        }
+    }
 }
 
 /// The median of values already sorted ascending.
@@ -52,7 +76,7 @@ fn median_sorted(v: &[f64]) -> Option<f64> {
 }
 
 /// The median of `v` (sorted in place).
-pub(super) fn median(v: &mut [f64]) -> Option<f64> {
+pub fn median(v: &mut [f64]) -> Option<f64> {
     v.sort_by(f64::total_cmp);
     median_sorted(v)
 }

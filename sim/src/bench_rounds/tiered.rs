@@ -153,7 +153,7 @@ pub fn table(flat: &[super::CaseReport], tiered: &[TieredReport]) -> String {
             t.params,
             t.regions,
             t.state,
-            opt(f.and_then(|f| f.steady_round_s_median.or(f.first_round_s)), 3),
+            opt(f.and_then(|f| f.times.steady_round_s_median.or(f.times.first_round_s)), 3),
             opt(t.steady_round_s_median.or(t.first_round_s), 3),
             mib(f.map_or(0, |f| f.coordinator_peak_rss)),
             mib(t.global_peak_rss),

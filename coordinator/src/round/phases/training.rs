@@ -40,7 +40,8 @@ pub(in crate::round) struct Training {
     /// Streamed uploads in progress (see [`crate::round::stream`]).
     streams: std::collections::HashMap<TaskId, streaming::OpenStream>,
     /// Why the sum can no longer be trusted (a streamed upload could not be subtracted).
-    broken: Option<String>,
+    /// A boxed `str` keeps the phase small (it moves at every transition).
+    broken: Option<Box<str>>,
     /// The round has what it needs and closes once the chunks folding elsewhere are in;
     /// no new chunk is folded meanwhile.
     closing: bool,

@@ -253,7 +253,7 @@ pub(super) fn revert(t: &mut Training, task: &TaskId) -> u64 {
         Ok(()) => stream.folded as u64,
         Err(e) => {
             tracing::error!(task = %task, error = %e, "a broken upload could not be subtracted; the round fails");
-            t.broken = Some(format!("a broken upload could not be subtracted from the running sum: {e}"));
+            t.broken = Some(format!("a broken upload could not be subtracted from the running sum: {e}").into());
             0
         }
     }
