@@ -60,7 +60,9 @@ impl Cnn {
         let [batch, _] = x.dims();
         let [c, h, w] = self.input;
         let x: Tensor<4> = x.reshape([batch, c, h, w]);
-        let x = self.conv.iter().fold(x, |x, conv| self.pool.forward(relu(conv.forward(x))));
+        // ReLU after the pool: max and ReLU commute (ReLU is monotone), so the values and the
+        // gradients are those of ReLU-then-pool, but the ReLU touches a quarter of the map.
+        let x = self.conv.iter().fold(x, |x, conv| relu(self.pool.forward(conv.forward(x))));
         let x: Tensor<2> = x.flatten(1, 3);
         let x = self.dense.iter().fold(x, |x, layer| relu(layer.forward(x)));
         self.output.forward(x)
