@@ -4,7 +4,7 @@
 # section of BENCHMARKS.md.
 #
 # burn runs three ways: the workspace's build (burn's flex backend without its `rayon` and
-# `simd` features: one thread), and a build with `--features burn/rayon,burn/simd` on
+# `simd` features: one thread), and a build with `--features cpu-parallel` on
 # RAYON_NUM_THREADS=1 and on every core. PyTorch runs `bench/pytorch_mlp.py --cnn` (1 thread,
 # then every core). $PYTHON picks the interpreter that has torch (default: ~/.venvs/torch if
 # present, else python3); the PyTorch part is skipped with a note if torch is missing.
@@ -16,10 +16,10 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 burn() { cargo bench -q -p fedra-client --bench training "$@" 2>/dev/null | grep '^{'; }
 # Build both variants first so that no compilation runs while another variant is timed.
 cargo bench -q -p fedra-client --bench training --no-run >/dev/null 2>&1
-cargo bench -q -p fedra-client --bench training --features burn/rayon,burn/simd --no-run >/dev/null 2>&1
+cargo bench -q -p fedra-client --bench training --features cpu-parallel --no-run >/dev/null 2>&1
 serial=$(burn)
-par1=$(RAYON_NUM_THREADS=1 burn --features burn/rayon,burn/simd)
-parn=$(RAYON_NUM_THREADS=$cores burn --features burn/rayon,burn/simd)
+par1=$(RAYON_NUM_THREADS=1 burn --features cpu-parallel)
+parn=$(RAYON_NUM_THREADS=$cores burn --features cpu-parallel)
 py=$("$py_bin" bench/pytorch_mlp.py --cnn 2>/dev/null || true)
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 SERIAL="$serial" PAR1="$par1" PARN="$parn" PY="$py" CORES="$cores" LOAD_BEFORE="$load_before" LOAD_AFTER="$load_after" \
@@ -39,7 +39,7 @@ lines = ["## Local training (client, CPU)", "",
          f"Command: `bash bench/training.sh`. Measured {datetime.date.today()} on {cores} cores of `{cpu}`; "
          f"load average before {os.environ['LOAD_BEFORE']}, after {os.environ['LOAD_AFTER']}. burn 0.22 flex backend "
          "(release), one epoch, median of 5 after a warm-up; synthetic data. *serial*: the workspace's build (flex "
-         "without `rayon`/`simd`); *rayon*: `--features burn/rayon,burn/simd` on 1 thread and on every core "
+         "without `rayon`/`simd`); *rayon*: `--features cpu-parallel` (burn's `rayon` and `simd`) on 1 thread and on every core "
          "(`RAYON_NUM_THREADS`).", "",
          f"| model | parameters | batch | optimizer | burn serial | burn rayon 1 thread | burn rayon {cores} threads |",
          "|---|---:|---:|---|---:|---:|---:|"]

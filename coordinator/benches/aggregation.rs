@@ -86,7 +86,7 @@ fn bench(c: &mut Criterion) {
         });
         // The fixed-point sum of plain rounds: a staged update folded on every core.
         let scale = FixedScale::for_round(&[1.0], 1e6);
-        let mut fixed = FixedPointAccumulator::new(params, scale);
+        let mut fixed = FixedPointAccumulator::new(params, scale).expect("the sum's memory");
         g.bench_function(BenchmarkId::new("fold_fixed", params), |b| {
             b.iter(|| {
                 fixed.fold(black_box(&staging), 17.0).expect("fold");
@@ -95,7 +95,7 @@ fn bench(c: &mut Criterion) {
         });
         // A streamed upload as the coordinator handles it: per received chunk, the digest
         // and a fold straight from the chunk's bytes (one thread, the run actor's).
-        let mut fixed = FixedPointAccumulator::new(params, scale);
+        let mut fixed = FixedPointAccumulator::new(params, scale).expect("the sum's memory");
         g.bench_function(BenchmarkId::new("stream_fold", params), |b| {
             b.iter(|| {
                 let mut digest = StreamDigest::default();
@@ -127,7 +127,7 @@ fn bench(c: &mut Criterion) {
         // Two uploads streaming at once, each folded chunk by chunk on its own thread (as
         // the upload threads do through a RangeFolder): the same sum, shards locked per chunk.
         // Its GB/s counts both uploads' bytes.
-        let fixed = FixedPointAccumulator::new(params, scale);
+        let fixed = FixedPointAccumulator::new(params, scale).expect("the sum's memory");
         let folder = fixed.folder(17.0).expect("folder");
         g.bench_function(BenchmarkId::new("stream_fold_2_uploads", params), |b| {
             b.iter(|| {

@@ -30,7 +30,7 @@ fn permutation(n: usize, seed: u64) -> Vec<usize> {
 }
 
 fn folded(len: usize, scale: FixedScale, updates: &[(Vec<f32>, f64)], order: &[usize]) -> FixedPointAccumulator {
-    let mut acc = FixedPointAccumulator::new(len, scale);
+    let mut acc = FixedPointAccumulator::new(len, scale).expect("the sum's memory");
     for &i in order {
         acc.fold(&updates[i].0, updates[i].1).unwrap();
     }
@@ -141,7 +141,7 @@ fn the_scale_follows_the_model_with_headroom() {
 #[test]
 fn a_value_beyond_the_range_is_refused_and_the_sum_is_untouched() {
     let scale = FixedScale::for_round(&[1.0; 4], 100.0);
-    let mut acc = FixedPointAccumulator::new(4, scale);
+    let mut acc = FixedPointAccumulator::new(4, scale).expect("the sum's memory");
     acc.fold(&[1.0, 2.0, 3.0, 4.0], 3.0).unwrap();
     let before = acc.sum();
     let err = acc.fold(&[1.0, 300.0, 1.0, 1.0], 2.0).unwrap_err();
@@ -156,7 +156,7 @@ fn a_value_beyond_the_range_is_refused_and_the_sum_is_untouched() {
 
 #[test]
 fn weights_beyond_the_budget_and_bad_lengths_are_refused() {
-    let mut acc = FixedPointAccumulator::new(2, FixedScale::for_round(&[1.0, 1.0], 1000.0));
+    let mut acc = FixedPointAccumulator::new(2, FixedScale::for_round(&[1.0, 1.0], 1000.0)).expect("the sum's memory");
     let budget = acc.scale().weight_budget();
     assert_eq!(budget, 1024.0);
     assert!(matches!(acc.fold(&[1.0, 1.0], budget * 2.0), Err(AggregationError::WeightBudget { .. })));
@@ -166,14 +166,17 @@ fn weights_beyond_the_budget_and_bad_lengths_are_refused() {
     assert!(acc.fold_range(1, &[1.0, 1.0], 1.0).is_err(), "a range past the end");
     assert_eq!(acc.fold(&[1.0, 1.0], 0.0), Err(AggregationError::Weight(0.0)));
     assert_eq!(acc.contributions(), 1);
-    assert_eq!(FixedPointAccumulator::new(2, acc.scale()).average(), Err(AggregationError::Empty));
+    assert_eq!(
+        FixedPointAccumulator::new(2, acc.scale()).expect("the sum's memory").average(),
+        Err(AggregationError::Empty)
+    );
 }
 
 #[test]
 fn the_largest_weights_and_values_do_not_overflow() {
     // Every value at the bound, the whole weight budget: the partial sums stay below 2^63.
     let scale = FixedScale::for_round(&[1.0; 3], 1e12);
-    let mut acc = FixedPointAccumulator::new(3, scale);
+    let mut acc = FixedPointAccumulator::new(3, scale).expect("the sum's memory");
     let b = scale.bound() as f32;
     let w = scale.weight_budget() / 4.0;
     for _ in 0..4 {
@@ -188,9 +191,9 @@ fn threads_and_chunks_give_the_same_bits() {
     let len = PARALLEL_MIN_VALUES + 12_345;
     let scale = FixedScale::for_round(&[1.0], 1e4);
     let update: Vec<f32> = (0..len).map(|i| ((i as f32) * 0.618).sin() * 3.0).collect();
-    let mut whole = FixedPointAccumulator::new(len, scale);
+    let mut whole = FixedPointAccumulator::new(len, scale).expect("the sum's memory");
     whole.fold(&update, 1234.0).unwrap();
-    let mut pieces = FixedPointAccumulator::new(len, scale);
+    let mut pieces = FixedPointAccumulator::new(len, scale).expect("the sum's memory");
     for (i, c) in update.chunks(1024).enumerate() {
         pieces.fold_range(i * 1024, c, 1234.0).unwrap();
     }
@@ -209,9 +212,9 @@ fn folding_received_bytes_range_by_range_equals_folding_the_update() {
     let scale = FixedScale::for_round(&[0.5], 100.0);
     let update: Vec<f32> = (0..len).map(|i| ((i as f32) * 0.37).cos() * 2.0).collect();
     let le = fedra_proto::chunking::encode_le(&update);
-    let mut whole = FixedPointAccumulator::new(len, scale);
+    let mut whole = FixedPointAccumulator::new(len, scale).expect("the sum's memory");
     whole.fold(&update, 12.0).unwrap();
-    let mut streamed = FixedPointAccumulator::new(len, scale);
+    let mut streamed = FixedPointAccumulator::new(len, scale).expect("the sum's memory");
     for (i, piece) in le.chunks(4 * 999).enumerate() {
         streamed.fold_le_range(i * 999, piece, 12.0).unwrap();
     }
@@ -238,11 +241,11 @@ fn uploads_folded_on_several_threads_at_once_give_the_same_bits() {
     let scale = FixedScale::for_round(&[1.0], 1e4);
     let updates: Vec<(Vec<f32>, f64)> =
         (0..3).map(|k| ((0..len).map(|i| ((i * (k + 1)) as f32 * 0.001).sin()).collect(), 10.0 + k as f64)).collect();
-    let mut serial = FixedPointAccumulator::new(len, scale);
+    let mut serial = FixedPointAccumulator::new(len, scale).expect("the sum's memory");
     for (u, w) in &updates {
         serial.fold(u, *w).unwrap();
     }
-    let mut parallel = FixedPointAccumulator::new(len, scale);
+    let mut parallel = FixedPointAccumulator::new(len, scale).expect("the sum's memory");
     let folders: Vec<RangeFolder> = updates.iter().map(|(_, w)| parallel.folder(*w).unwrap()).collect();
     std::thread::scope(|s| {
         for ((u, _), folder) in updates.iter().zip(&folders) {
@@ -264,5 +267,31 @@ fn uploads_folded_on_several_threads_at_once_give_the_same_bits() {
     assert!(serial.sum() == parallel.sum());
     let (x, y) = (serial.average().unwrap(), parallel.average().unwrap());
     assert!(x.iter().zip(&y).all(|(x, y)| x.to_bits() == y.to_bits()));
-    assert!(parallel.clone().sum() == parallel.sum(), "a clone copies the values");
+}
+
+/// Resident memory of this process (nextest runs each test in its own), in bytes.
+#[cfg(target_os = "linux")]
+fn rss() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    statm.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() * 4096
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_dropped_sum_gives_its_memory_back_to_the_system() {
+    // Freeing a large buffer raises glibc's mmap threshold, after which shard-sized
+    // allocations come from the heap and stay resident once freed: the sum must not use it.
+    drop(std::hint::black_box(vec![1u8; 16 << 20]));
+    let len = 8 << 20; // 64 MiB of i64
+    let scale = FixedScale::for_round(&[1.0], 1.0);
+    let mut acc = FixedPointAccumulator::new(len, scale).expect("the sum's memory");
+    acc.fold(&vec![0.5; len], 1.0).unwrap();
+    // A live allocation above the sum's memory, as a coordinator always has: heap memory
+    // below it cannot be trimmed.
+    let pin = std::hint::black_box(vec![1u8; 1024]);
+    let held = rss();
+    drop(acc);
+    let after = rss();
+    assert!(held - after >= 60 << 20, "dropping a 64 MiB sum freed {} MiB", (held - after) >> 20);
+    drop(pin);
 }

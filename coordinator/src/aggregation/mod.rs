@@ -53,6 +53,8 @@ pub enum AggregationError {
     WeightBudget { weight: f64, budget: f64 },
     #[error("scratch file: {0}")]
     Scratch(String),
+    #[error("memory: {0}")]
+    Memory(String),
     #[error("{0}")]
     Rule(String),
 }
@@ -87,7 +89,7 @@ impl RoundSum {
         } else if private {
             Ok(Self::Private(FedAvgAccumulator::new(len)))
         } else {
-            Ok(Self::Mean(FixedPointAccumulator::new(len, FixedScale::for_round(global, max_total_weight))))
+            FixedPointAccumulator::new(len, FixedScale::for_round(global, max_total_weight)).map(Self::Mean)
         }
     }
 

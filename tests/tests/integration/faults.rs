@@ -281,7 +281,8 @@ async fn streamed_uploads_broken_halfway_leave_the_aggregate_bit_identical() -> 
     let got = read_weights(&pulled.weights, &read_manifest(&pulled.weights)?)?;
     // The cohort registered 20 + 30 + 40 + 50 + 1000 + 500 samples: the round's scale.
     let registered: u64 = scripts.iter().map(|(_, w)| w).sum::<u64>() + 1500;
-    let mut honest = FixedPointAccumulator::new(len, FixedScale::for_round(&global, registered as f64));
+    let mut honest =
+        FixedPointAccumulator::new(len, FixedScale::for_round(&global, registered as f64)).expect("the sum's memory");
     for (u, w) in &scripts {
         honest.fold(u, *w as f64)?;
     }
