@@ -129,9 +129,14 @@ struct ShardMem(memmap2::MmapMut);
 impl ShardMem {
     fn zeroed(values: usize) -> Result<Self, AggregationError> {
         let bytes = values * std::mem::size_of::<i64>();
-        memmap2::MmapMut::map_anon(bytes)
-            .map(Self)
-            .map_err(|e| AggregationError::Memory(format!("mapping {bytes} bytes for the round's sum: {e}")))
+        let map = memmap2::MmapMut::map_anon(bytes)
+            .map_err(|e| AggregationError::Memory(format!("mapping {bytes} bytes for the round's sum: {e}")))?;
+        // A whole shard is one 2 MiB huge page where the kernel offers them (THP in
+        // `madvise` mode): one page fault instead of 512 when the round first touches it.
+        // Only a hint: without huge pages the shard works the same.
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage);
+        Ok(Self(map))
     }
 }
 
