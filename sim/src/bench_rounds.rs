@@ -235,6 +235,12 @@ pub struct RoundObservation {
     pub loopback: u64,
     /// The coordinator's own time spent folding this round's updates (Aggregated event).
     pub fold_s: f64,
+    /// `Aggregated` → `Published`: writing the checkpoint and committing the round, the part
+    /// of a round that overlapping publication with the next round could hide.
+    pub publish_s: f64,
+    /// Seconds since submit when `Aggregated` arrived.
+    #[serde(skip)]
+    pub aggregated_at: f64,
 }
 
 /// Everything measured for one grid case.
@@ -487,15 +493,17 @@ async fn observe(
                     r.published_at = now;
                     r.wall_s = now - prev_published;
                     r.train_phase_s = now - r.selected_at;
+                    r.publish_s = if r.aggregated_at > 0.0 { now - r.aggregated_at } else { 0.0 };
                     r.coordinator_cpu_s = cpu - prev_cpu;
                     r.bench_cpu_s = bench_cpu - prev_bench_cpu;
                     r.wire_up = w.up.saturating_sub(prev_wire.up);
                     r.wire_down = w.down.saturating_sub(prev_wire.down);
                     r.loopback = w.loopback.saturating_sub(prev_wire.loopback);
                     eprintln!(
-                        "  round {round}: {:.3} s (train phase {:.3} s), coordinator {:.3} CPU s, wire {:.1} MB",
+                        "  round {round}: {:.3} s (train phase {:.3} s, publish {:.3} s), coordinator {:.3} CPU s, wire {:.1} MB",
                         r.wall_s,
                         r.train_phase_s,
+                        r.publish_s,
                         r.coordinator_cpu_s,
                         (r.wire_up + r.wire_down) as f64 / 1e6
                     );
@@ -521,6 +529,7 @@ async fn observe(
             WatchEvent::Aggregated { round, fold_seconds, .. } => {
                 if let Some(r) = rounds.iter_mut().find(|r| r.round == round) {
                     r.fold_s = fold_seconds;
+                    r.aggregated_at = t0.elapsed().as_secs_f64();
                 }
             }
             WatchEvent::UpdateReceived { .. } | WatchEvent::Evaluated { .. } => {}

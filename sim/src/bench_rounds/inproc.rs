@@ -144,6 +144,7 @@ async fn observe(control: &mut ControlClient, plan: &PlanFile) -> Result<Observe
                     r.published_at = now;
                     r.wall_s = now - prev_published;
                     r.train_phase_s = now - r.selected_at;
+                    r.publish_s = if r.aggregated_at > 0.0 { now - r.aggregated_at } else { 0.0 };
                     r.coordinator_cpu_s = cpu - prev_cpu;
                     r.bench_cpu_s = r.coordinator_cpu_s;
                     eprintln!(
@@ -156,6 +157,7 @@ async fn observe(control: &mut ControlClient, plan: &PlanFile) -> Result<Observe
             WatchEvent::Aggregated { round, fold_seconds, .. } => {
                 if let Some(r) = rounds.iter_mut().find(|r| r.round == round) {
                     r.fold_s = fold_seconds;
+                    r.aggregated_at = t0.elapsed().as_secs_f64();
                 }
             }
             WatchEvent::RoundFailed { round, reason } => {

@@ -98,6 +98,8 @@ mod tests {
             wire_down: 0,
             loopback: 0,
             fold_s: 0.0,
+            publish_s: 0.0,
+            aggregated_at: 0.0,
         }
     }
 
