@@ -94,7 +94,7 @@ fn bench(c: &mut Criterion) {
             })
         });
         // A streamed upload as the coordinator handles it: per received chunk, the digest
-        // and a fold straight from the chunk's bytes (one thread, the run actor's).
+        // and a fold straight from the chunk's bytes (one thread, as an upload's blocking thread folds it).
         let mut fixed = FixedPointAccumulator::new(params, scale).expect("the sum's memory");
         g.bench_function(BenchmarkId::new("stream_fold", params), |b| {
             b.iter(|| {

@@ -243,6 +243,17 @@ pub struct RoundObservation {
     pub aggregated_at: f64,
 }
 
+impl RoundObservation {
+    /// Records the round's `Published` event at `now` (seconds since submit), the previous
+    /// round's (or the submit's) at `prev_published`: the wall, train-phase and publish times.
+    pub fn published(&mut self, now: f64, prev_published: f64) {
+        self.published_at = now;
+        self.wall_s = now - prev_published;
+        self.train_phase_s = now - self.selected_at;
+        self.publish_s = if self.aggregated_at > 0.0 { now - self.aggregated_at } else { 0.0 };
+    }
+}
+
 /// Everything measured for one grid case.
 #[derive(Debug, Clone, Serialize)]
 pub struct CaseReport {
@@ -490,10 +501,7 @@ async fn observe(
                 let bench_cpu = coordinator_process::sample(0)?.cpu_seconds;
                 let w = bytes().await;
                 if let Some(r) = rounds.iter_mut().find(|r| r.round == round) {
-                    r.published_at = now;
-                    r.wall_s = now - prev_published;
-                    r.train_phase_s = now - r.selected_at;
-                    r.publish_s = if r.aggregated_at > 0.0 { now - r.aggregated_at } else { 0.0 };
+                    r.published(now, prev_published);
                     r.coordinator_cpu_s = cpu - prev_cpu;
                     r.bench_cpu_s = bench_cpu - prev_bench_cpu;
                     r.wire_up = w.up.saturating_sub(prev_wire.up);

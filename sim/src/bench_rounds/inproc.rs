@@ -141,10 +141,7 @@ async fn observe(control: &mut ControlClient, plan: &PlanFile) -> Result<Observe
                 let now = t0.elapsed().as_secs_f64();
                 let cpu = cpu()?;
                 if let Some(r) = rounds.iter_mut().find(|r| r.round == round) {
-                    r.published_at = now;
-                    r.wall_s = now - prev_published;
-                    r.train_phase_s = now - r.selected_at;
-                    r.publish_s = if r.aggregated_at > 0.0 { now - r.aggregated_at } else { 0.0 };
+                    r.published(now, prev_published);
                     r.coordinator_cpu_s = cpu - prev_cpu;
                     r.bench_cpu_s = r.coordinator_cpu_s;
                     eprintln!(
