@@ -189,7 +189,11 @@ impl Progress {
                 (self.loss, self.accuracy) = (Some(metrics.loss_after), Some(metrics.accuracy_after));
             }
             WatchEvent::Published { round, .. } => {
-                self.at(*round, "done");
+                // A round's checkpoint may be recorded while the next round already trains:
+                // the bar keeps showing the newer round.
+                if self.round.is_none_or(|r| *round >= r) {
+                    self.at(*round, "done");
+                }
                 self.completed_rounds = self.completed_rounds.max(*round);
             }
             WatchEvent::RoundFailed { round, .. } => self.at(*round, "failed"),
@@ -353,6 +357,15 @@ mod tests {
         let mut p = Progress::new(&run(5, 4));
         p.apply(&WatchEvent::Published { round: 2, checkpoint: "c".into(), regions: vec![], sha256: "x".into() });
         assert_eq!(p.completed_rounds, 4);
+    }
+
+    #[test]
+    fn a_round_recorded_while_the_next_one_trains_counts_without_moving_the_bar_back() {
+        let mut p = Progress::new(&run(3, 0));
+        p.apply(&WatchEvent::Selected { round: 2, clients: vec![], target: 3 });
+        p.apply(&WatchEvent::Published { round: 1, checkpoint: "c".into(), regions: vec![], sha256: "x".into() });
+        assert_eq!(p.completed_rounds, 1);
+        assert_eq!(p.message(), "round 2 training 0/3 clients");
     }
 
     #[test]

@@ -1,43 +1,44 @@
 //! Publication: a round's model becomes one signed copy per target region. The CPU part
-//! (encoding, digests, signing) runs on a blocking thread; the writes are async puts, one
-//! object after another, the signature last. The safetensors bytes exist once in memory and
-//! every region's put shares them.
+//! (digests, signing) runs on a blocking thread; the writes are async puts, one object after
+//! another, the signature last. The weights file is a small safetensors head followed by
+//! the model's own buffer (shared, never copied), and every region's put shares both.
 
 use super::{
     CheckpointError, Checkpoints, MANIFEST_FILE, MANIFEST_FORMAT, Manifest, PublishRequest, Published, REFERENCE_FILE,
-    RegionContribution, SIGNATURE_FILE, WEIGHTS_FILE, encode_safetensors,
+    RegionContribution, SIGNATURE_FILE, WEIGHTS_FILE,
 };
 use crate::ids::RegionId;
 use bytes::Bytes;
 use chrono::Utc;
+use fedra_proto::chunking::SharedParams;
 use fedra_types::metrics::TrainingMetrics;
+use object_store::PutPayload;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 
-/// A checkpoint encoded and signed, not yet written.
+/// A checkpoint digested and signed, not yet written.
 struct Prepared {
     manifest: Manifest,
     manifest_json: String,
     signature_json: String,
-    file: Bytes,
+    /// The safetensors head, then a view of the model's buffer.
+    file: PutPayload,
     references: BTreeMap<RegionId, String>,
 }
 
 impl Checkpoints {
-    /// Writes the checkpoint into every region in `req.regions` and hands `params` back.
+    /// Writes the checkpoint of `params` into every region in `req.regions`. `params` is
+    /// shared, not copied: the caller may go on reading it (the next round broadcasts it)
+    /// while it is digested and written.
     ///
     /// # Errors
     /// Encoding or store failures; nothing is recorded then, and leftovers are only
     /// objects that no store row names (removed at the next start).
-    pub async fn publish(
-        &self,
-        req: PublishRequest,
-        params: Vec<f32>,
-    ) -> Result<(Published, Vec<f32>), CheckpointError> {
+    pub async fn publish(&self, req: PublishRequest, params: SharedParams) -> Result<Published, CheckpointError> {
         let this = self.clone();
-        let (prepared, req, params) = tokio::task::spawn_blocking(move || {
+        let (prepared, req) = tokio::task::spawn_blocking(move || {
             let (prepared, cpu) = crate::cost::cpu_timed(|| this.prepare(&req, &params));
-            (prepared.map(|p| (p, cpu)), req, params)
+            (prepared.map(|p| (p, cpu)), req)
         })
         .await
         .map_err(|e| CheckpointError::Format(format!("encoding the checkpoint failed: {e}")))?;
@@ -56,19 +57,23 @@ impl Checkpoints {
                 crate::crash::point("mid_publication");
             }
         }
-        Ok((Published { manifest, manifest_json, signature_json, locations, cpu_seconds }, params))
+        Ok(Published { manifest, manifest_json, signature_json, locations, cpu_seconds })
     }
 
-    /// Encodes, digests and signs a checkpoint: CPU work, for a blocking thread.
-    fn prepare(&self, req: &PublishRequest, params: &[f32]) -> Result<Prepared, CheckpointError> {
+    /// Digests and signs a checkpoint, and lays out its file: CPU work, for a blocking thread.
+    fn prepare(&self, req: &PublishRequest, params: &SharedParams) -> Result<Prepared, CheckpointError> {
         let layout = req.model.layout();
-        let weights_sha256 = fedra_proto::chunking::sha256_hex(params);
+        super::weights::check_len(&layout, params.len())?;
+        // The little-endian bytes: the model's own buffer on little-endian targets.
+        let data = params.chunk(0..params.len());
+        let weights_sha256 = hex::encode(Sha256::digest(&data));
         let mut meta = HashMap::new();
         meta.insert("format".to_string(), MANIFEST_FORMAT.to_string());
         meta.insert("checkpoint_id".to_string(), req.id.to_string());
         meta.insert("weights_sha256".to_string(), weights_sha256.clone());
-        let file = Bytes::from(encode_safetensors(&layout, params, meta)?);
-        let file_sha256 = hex::encode(Sha256::digest(&file));
+        let head = super::weights::safetensors_head(&layout, meta)?;
+        let file_sha256 = hex::encode(Sha256::new().chain_update(&head).chain_update(&data).finalize());
+        let file = PutPayload::from_iter([Bytes::from(head), data]);
         // A private run's manifest names no contributor and withholds sample counts and
         // training metrics: its ε covers the weights only (see `round::disclosure`).
         let private = req.privacy.is_some();
@@ -197,8 +202,9 @@ mod tests {
         let trust = fedra_pki::signing::TrustedKeys::of(cps.signer());
         let model = model();
         let params: Vec<f32> = (0..8).map(|i| i as f32 * 0.25 - 1.0).collect();
-        let (p, back) = cps.publish(request(&model), params.clone()).await.unwrap();
-        assert_eq!(back, params, "the parameters come back untouched");
+        let shared = SharedParams::new(params.clone());
+        let p = cps.publish(request(&model), shared.clone()).await.unwrap();
+        assert!(shared.try_into_vec().is_ok(), "publication lets go of the model's buffer");
         assert_eq!(p.locations.len(), 2);
         assert_eq!(p.manifest.total_samples, 15);
         assert_eq!(p.manifest.regions[&RegionId::new("eu").unwrap()].samples, 10);

@@ -31,7 +31,9 @@ pub async fn view(store: &dyn Store, run: &RunId, live_phase: Option<(u32, Phase
     Ok(super::disclosure::view(RunView { record, rounds, evaluations, live_phase }))
 }
 
-/// The run's events so far, in the order they were emitted live, and whether it ended.
+/// The run's events so far, round by round, each round's in the order they were emitted
+/// live, and whether it ended. (Live, a released round's `Published` may come after the
+/// next round's first events: see `phases::publishing`.)
 ///
 /// # Errors
 /// Unknown run or store failure.

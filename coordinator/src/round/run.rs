@@ -98,7 +98,7 @@ pub(super) enum FleetMsg {
 /// Results of blocking work a phase started.
 pub(super) enum Internal {
     Averaged { key: AttemptKey, result: Result<aggregating::Averaged, RoundError> },
-    Published { key: AttemptKey, result: Box<Result<(Published, Arc<GlobalModel>), RoundError>> },
+    Published { key: AttemptKey, result: Box<Result<Published, RoundError>> },
 }
 
 /// Where a run (re)starts from, besides its global model.
@@ -138,6 +138,9 @@ pub(super) struct RunCore {
     pub key: AttemptKey,
     /// The attempt has a row in the store (it left Selecting).
     pub recorded: bool,
+    /// The previous round, released to this one while its checkpoint is written; committed
+    /// before this round's average starts (see [`publishing`]).
+    pub releasing: Option<publishing::Releasing>,
     pub started: Instant,
     pub deadline: Instant,
     pub internal: mpsc::UnboundedSender<Internal>,
@@ -167,7 +170,12 @@ impl RunCore {
     /// Publishes an event to the run's watchers, as much of it as the run may disclose
     /// (see [`super::disclosure`]).
     pub fn emit(&self, kind: RunEventKind) {
-        let event = RunEvent { run: self.id.clone(), round: self.key.round, kind };
+        self.emit_round(self.key.round, kind);
+    }
+
+    /// [`Self::emit`] for another round than the current one (a released round's news).
+    pub fn emit_round(&self, round: u32, kind: RunEventKind) {
+        let event = RunEvent { run: self.id.clone(), round, kind };
         if let Some(event) = super::disclosure::event(&self.plan, event) {
             // No receiver is fine: nobody is watching.
             let _ = self.env.events.send(event);
@@ -296,6 +304,7 @@ impl RunActor {
             server_state,
             key,
             recorded: false,
+            releasing: None,
             started: now,
             internal,
             pending_updates: Vec::new(),
@@ -337,6 +346,9 @@ impl RunActor {
                     Some(msg) => self.handle(msg).instrument(span).await,
                 },
                 Some(msg) = internal.recv() => self.handle_internal(msg).instrument(span).await,
+                result = publishing::written(&mut self.core.releasing) => {
+                    self.on_released(result).instrument(span).await;
+                }
                 Some(msg) = streams.recv() => {
                     if training::on_stream(&mut self.phase, &mut self.core, msg) {
                         self.check_end().instrument(span).await;
@@ -348,8 +360,19 @@ impl RunActor {
         // Blocking work in flight (an average, a checkpoint being written) finishes before
         // the actor goes: an engine started after this one re-runs the attempt, and must not
         // race a dead attempt's writer on the same files.
-        if !self.ended && matches!(self.phase, Phase::Aggregating(_) | Phase::Publishing(_)) {
-            let _ = internal.recv().await;
+        if !self.ended {
+            let computing = match &self.phase {
+                Phase::Aggregating(a) => a.launched(),
+                Phase::Publishing(_) => true,
+                _ => false,
+            };
+            if computing {
+                let _ = internal.recv().await;
+            }
+            // A released round's write too; its round is re-run as well.
+            if self.core.releasing.is_some() {
+                let _ = publishing::written(&mut self.core.releasing).await;
+            }
         }
         // Reported updates are on record before the actor goes, whatever stopped it.
         let _ = self.core.flush_updates().await;
@@ -539,6 +562,7 @@ impl RunActor {
                         .record(self.core.started.elapsed().as_secs_f64());
                     self.settle_done(final_round).await
                 }
+                Phase::Released => self.next_round().await,
                 Phase::Failed(f) => {
                     let f = f.clone();
                     let outcome = if f.state == RunState::Cancelled { "cancelled" } else { "failed" };
@@ -592,8 +616,14 @@ impl RunActor {
             self.ended = true;
             return Transition::Stay;
         }
-        if self.blocked_by_policy().await {
-            return Transition::Stay;
+        self.next_round().await
+    }
+
+    /// Done or Released → the next round's Selecting (unless the policy in force stops the
+    /// run here).
+    async fn next_round(&mut self) -> Transition {
+        if let Some(stop) = self.blocked_by_policy().await {
+            return stop;
         }
         let next = self.core.key.round + 1;
         match self.core.env.store.next_attempt(&self.core.id, next).await {
@@ -613,27 +643,30 @@ impl RunActor {
     /// as `blocked_by_policy` (recorded with the rules, audited) and the actor ends; the
     /// engine queues it again once a policy in force allows it. A store failure while
     /// checking lets the run go on (the rules it was admitted under still hold for it).
-    async fn blocked_by_policy(&mut self) -> bool {
+    /// Returns how the run stops, `None` when it goes on. A released round is committed
+    /// before the block is recorded (the run resumes after it).
+    async fn blocked_by_policy(&mut self) -> Option<Transition> {
         let env = &self.core.env;
-        let Some(policy) = env.settings.governance.snapshot() else { return false };
+        let policy = env.settings.governance.snapshot()?;
         let record = match env.store.get_run(&self.core.id).await {
             Ok(Some(r)) => r,
-            Ok(None) => return false,
+            Ok(None) => return None,
             Err(e) => {
                 error!(run = %self.core.id, error = %e, "cannot re-check the policy; the run goes on");
-                return false;
+                return None;
             }
         };
-        let Err(findings) = crate::governance::still_allowed(&policy, &record, env.settings.privacy.lattice_slack)
-        else {
-            return false;
-        };
+        let findings = crate::governance::still_allowed(&policy, &record, env.settings.privacy.lattice_slack).err()?;
         let reason =
             format!("blocked by policy set {} after round {}: {findings}", policy.sha256(), self.core.key.round);
+        if let Err(reason) = self.settle_releasing().await {
+            return Some(Transition::fail(reason));
+        }
+        let env = &self.core.env;
         warn!(run = %self.core.id, %reason, "run blocked by policy");
         if let Err(e) = env.store.set_run_state(&self.core.id, RunState::BlockedByPolicy, Some(&reason)).await {
             error!(run = %self.core.id, error = %e, "cannot record the block; the run goes on");
-            return false;
+            return None;
         }
         let draft = crate::audit::draft(
             crate::audit::COORDINATOR,
@@ -646,12 +679,46 @@ impl RunActor {
         }
         self.core.emit(RunEventKind::Blocked { reason: reason.clone() });
         self.ended = true;
-        true
+        Some(Transition::Stay)
+    }
+
+    /// A released round's write is done: commit it, then start the average that waited
+    /// for it; a round that cannot be committed fails the run.
+    async fn on_released(&mut self, result: Result<Published, RoundError>) {
+        let Some(r) = self.core.releasing.take() else { return };
+        let t = match publishing::settle_released(r, &mut self.core, result).await {
+            Ok(()) => match &mut self.phase {
+                Phase::Aggregating(a) => match aggregating::launch(a, &mut self.core) {
+                    Ok(()) => Transition::Stay,
+                    Err(reason) => Transition::fail(reason),
+                },
+                _ => Transition::Stay,
+            },
+            Err(reason) => Transition::fail(reason),
+        };
+        self.apply(t).await;
+    }
+
+    /// Waits for a released round's write and commits it (before the run stops for any
+    /// reason: what was complete stays complete).
+    ///
+    /// # Errors
+    /// Why the released round could not be committed (it is recorded failed).
+    async fn settle_releasing(&mut self) -> Result<(), String> {
+        if self.core.releasing.is_none() {
+            return Ok(());
+        }
+        let result = publishing::written(&mut self.core.releasing).await;
+        let r = self.core.releasing.take().expect("checked above");
+        publishing::settle_released(r, &mut self.core, result).await
     }
 
     /// Failed: records the attempt and the run's end, tells watchers.
     async fn settle_failed(&mut self, failure: Failure) {
         let _ = self.core.flush_updates().await;
+        // A released round is committed (or recorded failed) first; this round's failure
+        // does not undo it. Its own failure is on record already.
+        let _ = self.settle_releasing().await;
         let key = self.core.key.clone();
         let reason = failure.reason;
         warn!(run = %key.run, round = key.round, reason = %reason, "round failed");

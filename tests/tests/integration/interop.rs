@@ -54,7 +54,9 @@ async fn python_safetensors_loads_fedra_checkpoints() -> anyhow::Result<()> {
             references: Default::default(),
             aggregation: None,
         };
-        let (published, params) = Checkpoints::with_ephemeral_key(dir.path()).publish(req, params).await?;
+        let published = Checkpoints::with_ephemeral_key(dir.path())
+            .publish(req, fedra_proto::chunking::SharedParams::new(params.clone()))
+            .await?;
         let mut offset = 0;
         let tensors: Vec<_> = model
             .layout()

@@ -286,7 +286,7 @@ async fn publication_time_directory_vs_s3() -> Result<()> {
                 aggregation: None,
             };
             let started = Instant::now();
-            let (published, _) = cps.publish(req, values.clone()).await?;
+            let published = cps.publish(req, fedra_proto::chunking::SharedParams::new(values.clone())).await?;
             let took = started.elapsed();
             let (_, location) = &published.locations[0];
             let started = Instant::now();

@@ -305,28 +305,25 @@ impl Object {
         }
     }
 
-    /// Writes `bytes` as the whole object, atomically; a file is durable when this returns.
+    /// Writes `payload` (one buffer, or several written back to back) as the whole object,
+    /// atomically; a file is durable when this returns.
     ///
     /// # Errors
     /// The store refuses the write, or the file cannot be synced.
-    pub async fn put(&self, bytes: Bytes) -> Result<(), CheckpointError> {
-        self.put_sized(bytes, SINGLE_PUT_MAX_BYTES, PART_BYTES).await
+    pub async fn put(&self, payload: impl Into<PutPayload>) -> Result<(), CheckpointError> {
+        self.put_sized(payload.into(), SINGLE_PUT_MAX_BYTES, PART_BYTES).await
     }
 
-    async fn put_sized(&self, bytes: Bytes, single_max: usize, part: usize) -> Result<(), CheckpointError> {
-        if bytes.len() <= single_max || self.file.is_some() {
-            self.store
-                .put_opts(&self.key, PutPayload::from(bytes), PutOptions::default())
-                .await
-                .map_err(|e| self.failed(e))?;
+    async fn put_sized(&self, payload: PutPayload, single_max: usize, part: usize) -> Result<(), CheckpointError> {
+        if payload.content_length() <= single_max || self.file.is_some() {
+            self.store.put_opts(&self.key, payload, PutOptions::default()).await.map_err(|e| self.failed(e))?;
         } else {
             // The object appears only when the upload completes: as atomic as a single put.
             let mut upload =
                 self.store.put_multipart_opts(&self.key, Default::default()).await.map_err(|e| self.failed(e))?;
             let mut sent = Ok(());
-            for start in (0..bytes.len()).step_by(part) {
-                let chunk = bytes.slice(start..(start + part).min(bytes.len()));
-                sent = upload.put_part(PutPayload::from(chunk)).await;
+            for chunk in parts(&payload, part) {
+                sent = upload.put_part(chunk).await;
                 if sent.is_err() {
                     break;
                 }
@@ -433,6 +430,31 @@ fn sync_file_and_dir(path: &Path) -> Result<(), CheckpointError> {
         std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(io(parent))?;
     }
     Ok(())
+}
+
+/// `payload` cut into parts of `part` bytes (the last one shorter), each made of views of
+/// the payload's buffers: a part may span two buffers, so that only the last part is ever
+/// below a store's minimum part size.
+fn parts(payload: &PutPayload, part: usize) -> Vec<PutPayload> {
+    let mut out = Vec::new();
+    let mut current: Vec<Bytes> = Vec::new();
+    let mut len = 0;
+    for buffer in payload {
+        let mut rest = buffer.clone();
+        while !rest.is_empty() {
+            let piece = rest.split_to((part - len).min(rest.len()));
+            len += piece.len();
+            current.push(piece);
+            if len == part {
+                out.push(current.drain(..).collect());
+                len = 0;
+            }
+        }
+    }
+    if len > 0 {
+        out.push(current.into_iter().collect());
+    }
+    out
 }
 
 #[cfg(test)]

@@ -156,7 +156,7 @@ impl Engine {
             aggregation: None,
         };
         // The global model is written before it is recorded, as a round's checkpoint is.
-        let (published, _) = self.env.checkpoints.publish(request, params).await?;
+        let published = self.env.checkpoints.publish(request, fedra_proto::chunking::SharedParams::new(params)).await?;
         let m = &published.manifest;
         let checkpoint = CheckpointRecord {
             id: initial,

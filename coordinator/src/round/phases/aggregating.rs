@@ -1,9 +1,16 @@
 //! Aggregating: the running sum becomes the next global model, on a blocking thread and in
 //! the old model's buffer (FedAvg's weighted mean; for a private round DP-FedAvg's noised
-//! release, see [`crate::privacy::release`]). → Publishing, or → Failed when the average
-//! cannot be computed (or the computation panics).
+//! release, see [`crate::privacy::release`]). → Publishing (or → Released, see
+//! [`publishing`]), or → Failed when the average cannot be computed (or the computation
+//! panics).
+//!
+//! While the previous round's checkpoint is still being written (it was released early),
+//! the average waits for that round's commit: rounds commit in order, and the old model's
+//! buffer is free for reuse only once its writer let go of it (a copy would break the
+//! coordinator's memory bound for large models).
 
 use super::super::run::{Internal, RunCore};
+use super::super::task::GlobalModel;
 use super::super::{RoundError, RunEventKind, TrainingMetrics};
 use super::publishing;
 use super::{Phase, Transition};
@@ -16,11 +23,13 @@ use crate::plan::Strategy;
 use crate::privacy::RoundMechanism;
 use crate::privacy::admission::PrivateRound;
 use crate::privacy::release;
-use tracing::warn;
+use std::sync::Arc;
+use tracing::{info, warn};
 
 /// The aggregate as the blocking work computed it.
 pub(in crate::round) struct Averaged {
-    pub params: Vec<f32>,
+    /// The next global model (its transfer digest computed on the blocking thread too).
+    pub model: Arc<GlobalModel>,
     /// Adaptive clipping's noised count.
     pub noised_count: Option<f64>,
     /// A server optimizer's state after this round's step, and its state file's sha256.
@@ -40,9 +49,31 @@ pub(in crate::round) struct Aggregating {
     fold_seconds: f64,
     regions: Vec<RegionId>,
     clients: u32,
+    /// The sum, while the average waits for the previous round's commit.
+    queued: Option<Box<Queued>>,
 }
 
-/// Starts computing the average; the result comes back as [`Internal::Averaged`].
+/// What the average is computed from, held until it can start.
+struct Queued {
+    acc: RoundSum,
+    dp_noise: Option<(RoundMechanism, i64)>,
+}
+
+impl std::fmt::Debug for Queued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Queued")
+    }
+}
+
+impl Aggregating {
+    /// The average is computing (a result will come back as [`Internal::Averaged`]).
+    pub fn launched(&self) -> bool {
+        self.queued.is_none()
+    }
+}
+
+/// Enters Aggregating: starts computing the average now, or once the previous round is
+/// committed when its checkpoint is still being written ([`launch`] then).
 pub(in crate::round) fn start(
     core: &mut RunCore,
     acc: RoundSum,
@@ -52,12 +83,40 @@ pub(in crate::round) fn start(
     fold_seconds: f64,
     regions: Vec<RegionId>,
 ) -> Transition {
-    let Some(old) = core.global.take() else { return Transition::fail("the global model is missing") };
-    let key = core.key.clone();
-    let expected = core.plan.privacy.as_ref().map_or(1, |p| p.expected_clients);
     // Client updates in the model (a regional aggregate counts its region's).
     let clients = contributors.iter().map(|c| c.clients).sum();
     let dp_noise = dp.as_ref().map(|d| (d.mechanism.clone(), d.count_sum));
+    let mut a = Aggregating {
+        contributors,
+        metrics,
+        dp: dp.map(|d| (d.mechanism, d.scopes)),
+        fold_seconds,
+        regions,
+        clients,
+        queued: Some(Box::new(Queued { acc, dp_noise })),
+    };
+    if core.releasing.is_some() {
+        info!(run = %core.key.run, round = core.key.round, "the average waits for the previous round's commit");
+        return Transition::to(Phase::Aggregating(a));
+    }
+    match launch(&mut a, core) {
+        Ok(()) => Transition::to(Phase::Aggregating(a)),
+        Err(reason) => Transition::fail(reason),
+    }
+}
+
+/// Starts computing the queued average on a blocking thread; the result comes back as
+/// [`Internal::Averaged`]. Does nothing when it is computing already.
+///
+/// # Errors
+/// The reason the round fails (its model is missing).
+pub(in crate::round) fn launch(a: &mut Aggregating, core: &mut RunCore) -> Result<(), String> {
+    let Some(queued) = a.queued.take() else { return Ok(()) };
+    let Queued { acc, dp_noise } = *queued;
+    let Some(old) = core.global.take() else { return Err("the global model is missing".into()) };
+    let key = core.key.clone();
+    let expected = core.plan.privacy.as_ref().map_or(1, |p| p.expected_clients);
+    let layout = core.plan.model.layout();
     // A server optimizer steps from the current model with its state (cloned: a failed
     // round leaves the committed state as it was).
     let server = match core.plan.strategy {
@@ -115,12 +174,13 @@ pub(in crate::round) fn start(
                     Some((state, sha, encoded))
                 }
             };
-            Ok((params, noised_count, server_state, robust))
+            // The transfer digest is a pass over the model: here, not on the actor.
+            Ok((Arc::new(GlobalModel::new(layout, params)), noised_count, server_state, robust))
         })
     });
     tokio::spawn(async move {
         let result = match averaged.await {
-            Ok((Ok((params, noised_count, server_state, robust)), cpu_seconds)) => {
+            Ok((Ok((model, noised_count, server_state, robust)), cpu_seconds)) => {
                 // The optimizer state is written (an async put) before publishing starts.
                 let written = match server_state {
                     None => Ok(None),
@@ -130,21 +190,14 @@ pub(in crate::round) fn start(
                         .map(|()| Some((state, sha)))
                         .map_err(RoundError::from),
                 };
-                written.map(|server_state| Averaged { params, noised_count, server_state, robust, cpu_seconds })
+                written.map(|server_state| Averaged { model, noised_count, server_state, robust, cpu_seconds })
             }
             Ok((Err(e), _)) => Err(e),
             Err(e) => Err(RoundError::Internal(format!("the averaging task failed: {e}"))),
         };
         let _ = tx.send(Internal::Averaged { key, result });
     });
-    Transition::to(Phase::Aggregating(Aggregating {
-        contributors,
-        metrics,
-        dp: dp.map(|d| (d.mechanism, d.scopes)),
-        fold_seconds,
-        regions,
-        clients,
-    }))
+    Ok(())
 }
 
 /// The average is ready (or failed): → Publishing or → Failed.
@@ -153,7 +206,7 @@ pub(in crate::round) fn on_averaged(
     core: &mut RunCore,
     result: Result<Averaged, RoundError>,
 ) -> Transition {
-    let Averaged { params, noised_count, server_state, robust, cpu_seconds } = match result {
+    let Averaged { model, noised_count, server_state, robust, cpu_seconds } = match result {
         Ok(r) => r,
         Err(e) => return Transition::fail(format!("aggregation failed: {e}")),
     };
@@ -168,7 +221,7 @@ pub(in crate::round) fn on_averaged(
         (None, Some(plan)) if core.env.settings.tier.is_global() => {
             let scopes = a.contributors.iter().flat_map(|c| c.scopes.iter().cloned()).collect();
             let slack = core.env.reservations.lattice_slack();
-            match release::relayed_provenance(plan, params.len(), slack, scopes, core.key.round) {
+            match release::relayed_provenance(plan, model.params.len(), slack, scopes, core.key.round) {
                 Ok(p) => Some((None, p)),
                 Err(e) => return Transition::fail(format!("aggregation failed: {e}")),
             }
@@ -186,7 +239,7 @@ pub(in crate::round) fn on_averaged(
         update_bytes: core.round_update_bytes,
     });
     let out = publishing::RoundOutput {
-        params,
+        model,
         contributors,
         metrics: a.metrics,
         regions: std::mem::take(&mut a.regions),

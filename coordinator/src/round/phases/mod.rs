@@ -5,9 +5,13 @@
 //!
 //! ```text
 //!   (Deferred ──clean window──▶) Selecting ──offer──▶ Training ──target/quorum──▶ Aggregating ──▶ Publishing ──┬──▶ Done
-//!      │ give up            │ quorum unreachable         │ error          │ error    └─▶ Evaluating ──▶ Done
-//!      └──────────────▶ Failed ◀─────────────────────────┴────────────────┘
+//!      │ give up            │ quorum unreachable         │ error       │  │ error    └─▶ Evaluating ──▶ Done
+//!      └──────────────▶ Failed ◀─────────────────────────┴─────────────┼──┘
+//!                                                                      └──▶ Released ──▶ (next round's) Selecting
 //! ```
+//!
+//! Released: a round that is neither the last nor evaluated hands its model to the next
+//! round while its checkpoint is written and committed (see [`publishing`]).
 
 pub(super) mod aggregating;
 pub(super) mod evaluating;
@@ -29,6 +33,9 @@ pub(super) enum Phase {
     Training(training::Training),
     Aggregating(aggregating::Aggregating),
     Publishing(publishing::Publishing),
+    /// The round's model went to the next round while its checkpoint is written (the run's
+    /// `releasing`); the actor starts the next round.
+    Released,
     Evaluating(evaluating::Evaluating),
     /// The round is committed; the actor starts the next one or ends the run.
     Done {
@@ -77,7 +84,7 @@ impl Phase {
             Phase::Selecting(_) => PhaseName::Selecting,
             Phase::Training(_) => PhaseName::Training,
             Phase::Aggregating(_) => PhaseName::Aggregating,
-            Phase::Publishing(_) => PhaseName::Publishing,
+            Phase::Publishing(_) | Phase::Released => PhaseName::Publishing,
             Phase::Evaluating(_) => PhaseName::Evaluating,
             Phase::Done { .. } => PhaseName::Done,
             Phase::Failed(_) => PhaseName::Failed,
