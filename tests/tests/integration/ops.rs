@@ -248,6 +248,7 @@ async fn sigterm_mid_round_loses_nothing_and_the_round_is_rerun_after_restart() 
     // Round 1 is committed and every client is training round 2 when the orchestrator stops
     // the coordinator.
     hold.wait_holding(3, WAIT).await?;
+    wait_published(&cluster, &run, 1, WAIT).await?;
     cluster.terminate_coordinator()?;
     let status = cluster.wait_coordinator_exit(WAIT).await?;
     let log = fedra_sim::cluster_process::log_text(cluster.data_dir(), false);

@@ -67,6 +67,7 @@ async fn run_on(url: &str, schema: &str, admin: &mut PgConnection) -> anyhow::Re
     let mut control = cluster.control().await?;
     let run = control.submit(&plan(10, 3, 3, 4, 3)).await?;
     hold.wait_holding(4, Duration::from_secs(60)).await?;
+    wait_published(&cluster, &run, 1, Duration::from_secs(60)).await?;
     cluster.restart_coordinator().await?;
     hold.release();
     let status = wait_for_end(&cluster, &run, Duration::from_secs(120)).await?;

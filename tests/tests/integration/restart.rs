@@ -21,6 +21,7 @@ async fn restart_mid_run_loses_and_repeats_no_round() -> anyhow::Result<()> {
     // All four clients selected for round 2 have fetched its model and are training: the
     // coordinator shows round 1 published and round 2 training, nothing reported yet.
     hold.wait_holding(4, Duration::from_secs(60)).await?;
+    wait_published(&cluster, &run, 1, Duration::from_secs(60)).await?;
     let before = control.get(&run).await?;
     assert_eq!(before.completed_rounds, 1, "{before:?}");
     let training: Vec<_> = before.rounds.iter().filter(|r| r.round == 2).collect();

@@ -177,6 +177,24 @@ pub async fn wait_for_end(cluster: &Cluster, run: &str, timeout: Duration) -> Re
     .with_context(|| format!("run {run} did not end within {timeout:?}"))?
 }
 
+/// Waits for the run's `round` to be published (the replay counts: it may be already).
+/// A round's checkpoint is written while the next round starts, so "the next round is
+/// training" does not prove it; this event does.
+pub async fn wait_published(cluster: &Cluster, run: &str, round: u32, timeout: Duration) -> Result<()> {
+    tokio::time::timeout(timeout, async {
+        let mut c = cluster.control().await?;
+        let mut events = c.watch(run).await?;
+        while let Some(e) = events.next().await {
+            if matches!(e?, fedra_cli::status::WatchEvent::Published { round: r, .. } if r == round) {
+                return Ok(());
+            }
+        }
+        anyhow::bail!("the watch of run {run} ended before round {round} was published")
+    })
+    .await
+    .with_context(|| format!("round {round} of run {run} was not published within {timeout:?}"))?
+}
+
 /// Opens the cluster's SQLite store (a second connection, as an operator's tool would).
 pub async fn open_store(cluster: &Cluster) -> Result<SqliteStore> {
     SqliteStore::open(&cluster.data_dir().join("fedra.db")).await.context("opening the store")
