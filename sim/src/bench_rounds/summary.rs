@@ -1,6 +1,12 @@
 //! One reading of a run's rounds for every harness (gRPC, in process, in tiers): round 1
 //! apart (it pays for the first broadcast and warm-up), the later rounds as the steady
 //! state. Only rounds that were published count.
+//!
+//! The run's last round is left out of the steady state when others remain: a round is
+//! timed from the previous round's `Published`, which comes late by the time its checkpoint
+//! was written while the next round ran (see the coordinator's `phases::publishing`), and
+//! the last round has no next round to hide its own write in. It would look shorter than a
+//! steady round by that overlap.
 
 use super::RoundObservation;
 use serde::Serialize;
@@ -25,7 +31,12 @@ pub struct Rounds<'a> {
 impl<'a> Rounds<'a> {
     pub fn of(rounds: &'a [RoundObservation]) -> Self {
         let done = rounds.iter().filter(|r| r.published_at > 0.0);
-        Self { first: done.clone().find(|r| r.round == 1), steady: done.filter(|r| r.round > 1).collect() }
+        let mut steady: Vec<_> = done.clone().filter(|r| r.round > 1).collect();
+        let last = rounds.iter().map(|r| r.round).max();
+        if steady.len() > 1 && steady.last().map(|r| r.round) == last {
+            steady.pop();
+        }
+        Self { first: done.clone().find(|r| r.round == 1), steady }
     }
 
     fn steady(&self, f: impl Fn(&RoundObservation) -> f64) -> Vec<f64> {
@@ -101,6 +112,14 @@ mod tests {
             publish_s: 0.0,
             aggregated_at: 0.0,
         }
+    }
+
+    #[test]
+    fn the_last_round_stays_out_of_the_steady_state_while_others_remain() {
+        let rounds = [round(1, 9.0, true), round(2, 3.0, true), round(3, 4.0, true), round(4, 1.0, true)];
+        assert_eq!(Rounds::of(&rounds).median(|r| r.wall_s), Some(3.5));
+        let two = [round(1, 9.0, true), round(2, 3.0, true)];
+        assert_eq!(Rounds::of(&two).median(|r| r.wall_s), Some(3.0), "the only later round counts");
     }
 
     #[test]
