@@ -60,7 +60,7 @@ for t in doc.get("tiered", []):
     c = flat.get((t["clients"], t["params"]), {})
     rf = c.get("steady_round_s_median") or c.get("first_round_s")
     rt = t.get("steady_round_s_median") or t.get("first_round_s")
-    bf = c.get("steady_wire_bytes_median") or c.get("first_round_wire_bytes")
+    bf = c.get("wire_bytes_per_round") or c.get("first_round_wire_bytes")
     bt = t.get("global_bytes_per_round")
     lines.append(
         f"| {t['clients']:,} × {t['params']:,} | {t['regions']} | {c.get('state', '-')} / {t['state']} | {f(rf)} | {f(rt)} | "

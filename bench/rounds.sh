@@ -86,8 +86,8 @@ lines = [
     "Workload: every client is selected every round, FedAvg, evaluation off; local training returns the received parameters plus a seeded per-client uniform perturbation of amplitude 1e-3 (samples = 1), so no two updates are equal. "
     "fedra's model is a logistic regression with 10 classes and input_dim = P/10 − 1, i.e. exactly P float32 parameters (more classes above 10.5M parameters, see \"A 1 GB model\"). "
     "Each case starts a fresh `fedra-coordinator` process (log level warn, heartbeats every 5 s) and N sidecars in the bench process, one gRPC connection each; the coordinator's CPU and peak RSS are read from its own `/proc/<pid>`. "
-    "A round lasts from the previous round's `Published` event (round 1: the submit call) to its own, so it includes the coordinator's selection of the next round and writing the round's checkpoint; Flower's round is timed the same way inside its strategy (end of `aggregate_train` to end of `aggregate_train`). "
-    "Wire bytes are the kernel's TCP payload counters (`TCP_INFO` bytes_acked + bytes_received) of the sidecars' connections, per steady round, against the ideal 2·N·P·4 (all HTTP/2, gRPC and protobuf framing and heartbeats included; TCP/IP headers not). "
+    "A round lasts from the previous round's `Published` event (round 1: the submit call) to its own; a round's checkpoint is written while the next round selects and trains, so the steady rounds are those between the first and the last (the last has nothing to overlap its own write with); Flower's round is timed the same way inside its strategy (end of `aggregate_train` to end of `aggregate_train`). "
+    "Wire bytes are the kernel's TCP payload counters (`TCP_INFO` bytes_acked + bytes_received) of the sidecars' connections over the whole run, per round, against the ideal 2·N·P·4 (all HTTP/2, gRPC and protobuf framing and heartbeats included; TCP/IP headers not). "
     "Aggregation throughput is given two ways: update bytes (N·P·4) per coordinator CPU second of a steady round (all the coordinator's per-round CPU, gRPC and kernel TCP included, charged to aggregation: a lower bound), and update bytes per second of the fold itself, as the coordinator reports it in the round's Aggregated event (fold GB/s; memcpy on this machine is 7.5–12.6 GB/s, see \"Streaming aggregation\").",
     "",
     "| N × P | state | first round (s) | steady round, median (min–max) (s) | coordinator CPU s / round | aggregation GB/s (≥) | fold GB/s | coordinator peak RSS MiB (target) | wire MB / round (× ideal) | sidecar process CPU s / round |",
@@ -95,7 +95,7 @@ lines = [
 ]
 cases = (fedra or {}).get("cases", []) + (fedra10k or {}).get("cases", [])
 for c in cases:
-    wire = c.get("steady_wire_bytes_median") or c.get("first_round_wire_bytes")
+    wire = c.get("wire_bytes_per_round") or c.get("first_round_wire_bytes")
     cpu = c.get("steady_coordinator_cpu_s_median") or c.get("first_round_coordinator_cpu_s")
     lines.append(
         f"| {c['clients']:,} × {c['params']:,} | {c['state']} | {f(c.get('first_round_s'))} | "

@@ -11,13 +11,14 @@
 //!
 //! What is measured, and from where:
 //! - round wall time: between consecutive `Published` events as this process receives
-//!   them (round 1 from the submit call), i.e. the cadence a user sees, including the
-//!   coordinator's tick-driven selection of the next round;
+//!   them (round 1 from the submit call), i.e. the cadence a user sees; the steady state is
+//!   the rounds between the first and the last (see [`summary`]);
 //! - coordinator CPU seconds: utime + stime of the coordinator process (`/proc/<pid>/stat`)
 //!   sampled at the same events;
 //! - coordinator peak RSS: `VmHWM` of that process at the end of the case;
 //! - bytes on the wire: kernel TCP payload counters of the sidecars' connections (see
-//!   [`wire_bytes`]) against the ideal 2·N·P·4 (one model down, one update up per client);
+//!   [`wire_bytes`]) against the ideal 2·N·P·4 (one model down, one update up per client),
+//!   over the whole run per round;
 //! - aggregation throughput: update bytes per round (N·P·4) divided by the coordinator's
 //!   CPU seconds per round. The coordinator does not report the time it spends folding, so
 //!   this charges *all* of its per-round CPU (gRPC, decoding, digests, checkpoint writing)
@@ -279,7 +280,8 @@ pub struct CaseReport {
     pub bench_peak_rss: u64,
     /// 2 · N · P · 4.
     pub ideal_wire_bytes: u64,
-    pub steady_wire_bytes_median: Option<u64>,
+    /// The run's wire bytes (submit to last `Published`) per published round.
+    pub wire_bytes_per_round: Option<u64>,
     pub first_round_wire_bytes: Option<u64>,
     /// steady (or first, with one round) wire bytes / ideal.
     pub wire_ratio: Option<f64>,
@@ -411,7 +413,11 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
     let r = summary::Rounds::of(&rounds);
     let ideal = 2 * case.clients as u64 * params as u64 * 4;
     let update_bytes = case.clients as f64 * params as f64 * 4.0;
-    let steady_wire = r.median(|r| (r.wire_up + r.wire_down) as f64).map(|b| b as u64);
+    // Over the whole run: a round's window (Published to Published) is shifted by the overlap
+    // of the previous checkpoint's write with it, by a different amount each time, while the
+    // windows from the submit to the last Published cover every round's bytes exactly once.
+    let published: Vec<u64> = rounds.iter().filter(|r| r.published_at > 0.0).map(|r| r.wire_up + r.wire_down).collect();
+    let steady_wire = (!published.is_empty()).then(|| published.iter().sum::<u64>() / published.len() as u64);
     let first_wire = r.first.map(|r| r.wire_up + r.wire_down);
     let cpu_per_round = r.median_or_first(|r| r.coordinator_cpu_s);
     let fold_per_round = r.median_or_first(|r| r.fold_s);
@@ -444,7 +450,7 @@ pub async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Result<CaseR
         coordinator_rss_target: 3 * model_bytes + 64 * 1024 * 1024,
         bench_peak_rss: bench_peak,
         ideal_wire_bytes: ideal,
-        steady_wire_bytes_median: steady_wire,
+        wire_bytes_per_round: steady_wire,
         first_round_wire_bytes: first_wire,
         wire_ratio: steady_wire.or(first_wire).map(|b| b as f64 / ideal as f64),
         steady_loopback_bytes_median: r.median(|r| r.loopback as f64).map(|b| b as u64),

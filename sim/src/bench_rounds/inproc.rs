@@ -105,7 +105,7 @@ pub(super) async fn run_case(case: GridCase, opts: &RoundsBenchOptions) -> Resul
         bench_peak_rss: peak,
         ideal_wire_bytes: 2 * case.clients as u64 * params as u64 * 4,
         // Nothing crosses a wire; the floor is the gRPC case's (it moves bytes over TCP).
-        steady_wire_bytes_median: None,
+        wire_bytes_per_round: None,
         first_round_wire_bytes: None,
         wire_ratio: None,
         steady_loopback_bytes_median: None,

@@ -158,7 +158,7 @@ pub fn table(flat: &[super::CaseReport], tiered: &[TieredReport]) -> String {
             mib(f.map_or(0, |f| f.coordinator_peak_rss)),
             mib(t.global_peak_rss),
             mib(t.regional_peak_rss_max),
-            f.and_then(|f| f.steady_wire_bytes_median.or(f.first_round_wire_bytes)).unwrap_or(0) as f64 / 1e6,
+            f.and_then(|f| f.wire_bytes_per_round.or(f.first_round_wire_bytes)).unwrap_or(0) as f64 / 1e6,
             global_mb,
             global_mb * 1e6 / t.ideal_global_bytes as f64,
         );
