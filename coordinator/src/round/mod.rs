@@ -29,7 +29,10 @@
 //! `Evaluating` (clients score the committed checkpoint on their held-out splits; the
 //! sample-weighted means, overall and per region, are stored) runs when the plan asks
 //! for federated evaluation of this round. `Done` starts the next round's `Selecting` (or
-//! finishes the run); `Failed` fails the run. Cancellation moves any phase to `Failed`
+//! finishes the run); `Failed` fails the run. A round that is neither the last nor evaluated
+//! does not wait in `Publishing`: it is `Released`, and the next round's `Selecting`
+//! starts while its checkpoint is written and committed; the next round's average waits
+//! for that commit (see `phases/publishing.rs`). Cancellation moves any phase to `Failed`
 //! with reason "run cancelled". A coordinator that stops mid-round leaves the attempt
 //! `in_progress` in the store; on restart it is marked `interrupted` and the same round
 //! number is attempted again, from the last completed round's checkpoint, so no completed
