@@ -45,7 +45,7 @@ pub use manifest::{
 };
 pub use reconcile::Recorded;
 pub use server_state::encode_server_state;
-pub use weights::{decode_safetensors, encode_safetensors};
+pub use weights::decode_safetensors;
 
 use crate::model::TensorLayout;
 use sha2::{Digest, Sha256};

@@ -66,7 +66,7 @@ impl Checkpoints {
         super::weights::check_len(&layout, params.len())?;
         // The little-endian bytes: the model's own buffer on little-endian targets.
         let data = params.chunk(0..params.len());
-        let weights_sha256 = hex::encode(Sha256::digest(&data));
+        let weights_sha256 = fedra_proto::chunking::sha256_bytes_hex(&data);
         let mut meta = HashMap::new();
         meta.insert("format".to_string(), MANIFEST_FORMAT.to_string());
         meta.insert("checkpoint_id".to_string(), req.id.to_string());

@@ -38,22 +38,6 @@ pub fn safetensors_head(layout: &TensorLayout, metadata: HashMap<String, String>
     Ok(head)
 }
 
-/// Encodes `params` as a safetensors file with one tensor per layout entry, in one buffer
-/// (tools and tests; publication writes [`safetensors_head`] and the model's own bytes).
-///
-/// # Errors
-/// [`CheckpointError::Layout`] when `params` does not have the layout's length.
-pub fn encode_safetensors(
-    layout: &TensorLayout,
-    params: &[f32],
-    metadata: HashMap<String, String>,
-) -> Result<Vec<u8>, CheckpointError> {
-    check_len(layout, params.len())?;
-    let mut file = safetensors_head(layout, metadata)?;
-    file.extend_from_slice(&fedra_proto::chunking::encode_le(params));
-    Ok(file)
-}
-
 /// Refuses a parameter count that is not the layout's.
 ///
 /// # Errors
@@ -114,7 +98,8 @@ mod tests {
         let layout = layout();
         let params: Vec<f32> = (0..layout.total()).map(|i| i as f32 * 0.5 - 3.0).collect();
         let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-        let file = encode_safetensors(&layout, &params, meta).unwrap();
+        let mut file = safetensors_head(&layout, meta).unwrap();
+        file.extend_from_slice(&fedra_proto::chunking::encode_le(&params));
         // safetensors itself accepts it, and each tensor holds its own slice of the layout.
         let st = SafeTensors::deserialize(&file).unwrap();
         let mut offset = 0;
@@ -135,7 +120,7 @@ mod tests {
 
     #[test]
     fn a_wrong_parameter_count_is_refused() {
-        let err = encode_safetensors(&layout(), &[1.0; 3], HashMap::new()).unwrap_err();
+        let err = check_len(&layout(), 3).unwrap_err();
         assert!(err.to_string().contains("3 values for a layout of"), "{err}");
     }
 }

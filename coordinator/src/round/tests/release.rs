@@ -138,8 +138,11 @@ async fn task_while_held(a: &mut FakeClient) -> TaskAssignment {
     timeout(Duration::from_secs(600), task_of(a)).await.expect("the next round starts while the checkpoint is written")
 }
 
-fn attempts(rounds: &[crate::store::RoundRecord]) -> Vec<(u32, u32, RoundStatus)> {
-    rounds.iter().map(|r| (r.round, r.attempt, r.status)).collect()
+/// The run's attempts as the store records them, and its completed rounds.
+async fn on_record(h: &Harness, run: &RunId) -> (Vec<(u32, u32, RoundStatus)>, u32) {
+    let rounds = h.store.list_rounds(run).await.unwrap();
+    let completed = h.store.get_run(run).await.unwrap().unwrap().completed_rounds;
+    (rounds.iter().map(|r| (r.round, r.attempt, r.status)).collect(), completed)
 }
 
 #[tokio::test(start_paused = true)]
@@ -150,12 +153,13 @@ async fn the_next_round_trains_while_the_checkpoint_is_written_and_rounds_commit
     // Round 2 is handed out while round 1's weights are still being written.
     let t2 = task_while_held(&mut a).await;
     assert_eq!(t2.round, 2);
-    assert_eq!(h.store.get_run(&run).await.unwrap().unwrap().completed_rounds, 0, "round 1 is not on record yet");
+    assert_eq!(on_record(&h, &run).await.1, 0, "round 1 is not on record yet");
     // Round 2's update is in, but its average waits for round 1's commit.
     h.report(&a, &t2).await.unwrap();
     let view = h.engine.get(run.clone()).await.unwrap();
     assert_eq!(view.live_phase, Some((2, PhaseName::Aggregating)));
-    assert_eq!(attempts(&view.rounds), [(1, 1, RoundStatus::InProgress), (2, 1, RoundStatus::InProgress)]);
+    let in_progress = [(1, 1, RoundStatus::InProgress), (2, 1, RoundStatus::InProgress)];
+    assert_eq!(view.rounds.iter().map(|r| (r.round, r.attempt, r.status)).collect::<Vec<_>>(), in_progress);
     gate.open(false);
     let published = |k: &RunEventKind| matches!(k, RunEventKind::Published { .. });
     assert_eq!(next_event(&mut rx, &run, published).await.round, 1);
@@ -163,8 +167,7 @@ async fn the_next_round_trains_while_the_checkpoint_is_written_and_rounds_commit
     let t3 = task_of(&mut a).await;
     h.report(&a, &t3).await.unwrap();
     assert_eq!(finished(&mut rx, &run).await.0, RunState::Succeeded);
-    let rounds = h.store.list_rounds(&run).await.unwrap();
-    assert_eq!(attempts(&rounds), [1, 2, 3].map(|r| (r, 1, RoundStatus::Done)));
+    assert_eq!(on_record(&h, &run).await, ([1, 2, 3].map(|r| (r, 1, RoundStatus::Done)).to_vec(), 3));
     // Each checkpoint names the one before it: round 2 trained on round 1's model.
     for r in 2..=3u32 {
         let cp = h.store.get_checkpoint(&CheckpointId::for_round(&run, crate::ids::RoundNumber(r))).await.unwrap();
@@ -185,9 +188,7 @@ async fn a_released_round_whose_write_fails_fails_the_round_trained_on_it_and_th
     assert_eq!(state, RunState::Failed);
     let reason = reason.unwrap();
     assert!(reason.contains("round 1 was not committed") && reason.contains("the disk is full"), "{reason}");
-    let rounds = h.store.list_rounds(&run).await.unwrap();
-    assert_eq!(attempts(&rounds), [(1, 1, RoundStatus::Failed), (2, 1, RoundStatus::Failed)]);
-    assert_eq!(h.store.get_run(&run).await.unwrap().unwrap().completed_rounds, 0);
+    assert_eq!(on_record(&h, &run).await, (vec![(1, 1, RoundStatus::Failed), (2, 1, RoundStatus::Failed)], 0));
 }
 
 #[tokio::test(start_paused = true)]
@@ -205,9 +206,7 @@ async fn a_cancel_while_a_round_is_released_commits_that_round_first() {
     assert_eq!(cancel.await.unwrap().unwrap(), RunState::Cancelled);
     assert_eq!(next_event(&mut rx, &run, |k| matches!(k, RunEventKind::Published { .. })).await.round, 1);
     assert_eq!(finished(&mut rx, &run).await.0, RunState::Cancelled);
-    let rounds = h.store.list_rounds(&run).await.unwrap();
-    assert_eq!(attempts(&rounds), [(1, 1, RoundStatus::Done), (2, 1, RoundStatus::Failed)]);
-    assert_eq!(h.store.get_run(&run).await.unwrap().unwrap().completed_rounds, 1);
+    assert_eq!(on_record(&h, &run).await, (vec![(1, 1, RoundStatus::Done), (2, 1, RoundStatus::Failed)], 1));
 }
 
 #[tokio::test(start_paused = true)]
@@ -229,15 +228,12 @@ async fn a_restart_over_a_released_round_resumes_from_the_last_committed_one() {
         h.report(&a, &t).await.unwrap();
     }
     assert_eq!(finished(&mut rx, &run).await.0, RunState::Succeeded);
-    let rounds = h.store.list_rounds(&run).await.unwrap();
-    assert_eq!(
-        attempts(&rounds),
-        [
-            (1, 1, RoundStatus::Interrupted),
-            (1, 2, RoundStatus::Done),
-            (2, 1, RoundStatus::Interrupted),
-            (2, 2, RoundStatus::Done),
-            (3, 1, RoundStatus::Done),
-        ]
-    );
+    let attempts = vec![
+        (1, 1, RoundStatus::Interrupted),
+        (1, 2, RoundStatus::Done),
+        (2, 1, RoundStatus::Interrupted),
+        (2, 2, RoundStatus::Done),
+        (3, 1, RoundStatus::Done),
+    ];
+    assert_eq!(on_record(&h, &run).await, (attempts, 3));
 }
